@@ -1,0 +1,183 @@
+"""Typed, frozen settings loaded from the project's parameter file (include/params.yaml).
+
+Where things live is decided here and nowhere else: the project root comes from the
+caller (the DAG passes it explicitly) or the FLIGHT_DELAYS_HOME environment variable,
+and every artifact path is derived from it by :class:`ProjectPaths`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_HOME = "FLIGHT_DELAYS_HOME"
+ENV_SOURCE_URL = "FLIGHT_DELAYS_SOURCE_URL"
+PARAMS_RELATIVE = Path("include") / "params.yaml"
+
+
+class ConfigError(ValueError):
+    """The parameter file is missing, malformed or holds an invalid value."""
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    window_days: int = 90
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    holdout_days: int = 7
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    loss: str = "absolute_error"
+    learning_rate: float = 0.05
+    max_iter: int = 300
+    max_leaf_nodes: int = 31
+    min_samples_leaf: int = 50
+    l2_regularization: float = 1.0
+    random_state: int = 42
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The keyword arguments for HistGradientBoostingRegressor."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    within_minutes: float = 15.0
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    """Every artifact location, keyed by the processed day where it belongs to one run."""
+
+    root: Path
+
+    @staticmethod
+    def _ds(day: date) -> str:
+        return f"ds={day.isoformat()}"
+
+    @property
+    def source_db(self) -> Path:
+        return self.root / "data" / "source" / "flights.sqlite"
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw"
+
+    def raw_partition(self, day: date) -> Path:
+        return self.raw / self._ds(day)
+
+    def interim(self, day: date) -> Path:
+        return self.root / "data" / "interim" / self._ds(day)
+
+    def processed(self, day: date) -> Path:
+        return self.root / "data" / "processed" / self._ds(day)
+
+    def model_dir(self, day: date) -> Path:
+        return self.root / "models" / self._ds(day)
+
+    def output(self, day: date) -> Path:
+        return self.root / "data" / "output" / self._ds(day)
+
+    def figures(self, day: date) -> Path:
+        return self.root / "reports" / "figures" / self._ds(day)
+
+
+@dataclass(frozen=True)
+class Settings:
+    paths: ProjectPaths
+    source: SourceSettings = field(default_factory=SourceSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    score: ScoreSettings = field(default_factory=ScoreSettings)
+
+    @property
+    def source_url(self) -> str:
+        """The warehouse URL: params file, else FLIGHT_DELAYS_SOURCE_URL, else embedded SQLite."""
+        if self.source.url:
+            return self.source.url
+        if os.environ.get(ENV_SOURCE_URL):
+            return os.environ[ENV_SOURCE_URL]
+        return f"sqlite:///{self.paths.source_db}"
+
+    def __post_init__(self) -> None:
+        if self.ingest.window_days < 2:
+            raise ConfigError(f"ingest.window_days must be >= 2, got {self.ingest.window_days}")
+        if not 1 <= self.split.holdout_days < self.ingest.window_days:
+            raise ConfigError(
+                "split.holdout_days must be >= 1 and smaller than ingest.window_days "
+                f"({self.ingest.window_days}), got {self.split.holdout_days}"
+            )
+
+
+_SECTIONS = {
+    "source": SourceSettings,
+    "ingest": IngestSettings,
+    "split": SplitSettings,
+    "train": TrainSettings,
+    "score": ScoreSettings,
+}
+
+
+def project_root(root: str | Path | None = None) -> Path:
+    """The explicit root, else $FLIGHT_DELAYS_HOME, else the current directory."""
+    chosen = root if root is not None else os.environ.get(ENV_HOME) or Path.cwd()
+    return Path(chosen).resolve()
+
+
+def _section(name: str, raw: Any, cls: type) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"section '{name}' must be a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"section '{name}' has unknown keys: {', '.join(unknown)}")
+    values = {}
+    for key, value in raw.items():
+        default = getattr(cls(), key)
+        if default is not None and value is not None and not isinstance(value, type(default)):
+            # YAML reads 15 as int where a float is expected: accept ints for floats only.
+            if not (isinstance(default, float) and isinstance(value, int)):
+                raise ConfigError(
+                    f"{name}.{key} must be {type(default).__name__}, got {value!r}"
+                )
+            value = float(value)
+        values[key] = value
+    return cls(**values)
+
+
+def load_settings(
+    root: str | Path | None = None, params_file: str | Path | None = None
+) -> Settings:
+    """Read the parameter file (default: <root>/include/params.yaml) into Settings."""
+    paths = ProjectPaths(project_root(root))
+    path = Path(params_file) if params_file is not None else paths.root / PARAMS_RELATIVE
+    if not path.is_file():
+        raise ConfigError(f"parameter file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"parameter file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"parameter file {path} must hold a mapping of sections")
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"parameter file {path} has unknown sections: {', '.join(unknown)}")
+    sections = {name: _section(name, raw.get(name), cls) for name, cls in _SECTIONS.items()}
+    return Settings(paths=paths, **sections)

@@ -1,0 +1,59 @@
+"""Which flight day a run processes.
+
+In Airflow 3 a cron schedule (CronTriggerTimetable) gives every run a zero-length data
+interval whose logical date is the run time, and a manual run may have no logical date
+at all. So the processed day is derived explicitly from a timestamp passed in by the
+caller: the local calendar day (America/New_York, where the flights depart) before the
+run time. The nightly run at 02:00 on D+1 processes D; a run with no logical date, made
+at any time on D+1, processes D too: the latest complete day.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import pendulum
+
+TIMEZONE = "America/New_York"
+
+
+def parse_day(value: str | date | datetime) -> date:
+    """A calendar day from a date, a datetime or an ISO string (``YYYY-MM-DD``)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip()[:10])
+    except ValueError as exc:
+        raise ValueError(f"not a day in YYYY-MM-DD form: {value!r}") from exc
+
+
+def processed_day(
+    logical_date: datetime | None,
+    run_after: datetime | None = None,
+    override: str | date | None = None,
+    tz: str = TIMEZONE,
+) -> date:
+    """The flight day a run processes.
+
+    ``override`` (a run parameter) wins; else the local day before ``logical_date``;
+    else, for a run triggered without a logical date, the local day before ``run_after``.
+    Naive datetimes are taken as UTC, as Airflow stores them.
+    """
+    if override not in (None, ""):
+        return parse_day(override)
+    moment = logical_date if logical_date is not None else run_after
+    if moment is None:
+        raise ValueError("a run needs a logical date, a run_after time or an explicit day")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=pendulum.UTC)
+    local = pendulum.instance(moment).in_timezone(tz)
+    return date(local.year, local.month, local.day) - timedelta(days=1)
+
+
+def window(day: date, days: int) -> list[date]:
+    """The ``days`` consecutive days ending on ``day``, oldest first."""
+    if days < 1:
+        raise ValueError(f"a window needs at least one day, got {days}")
+    return [day - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
