@@ -1,0 +1,58 @@
+# flight-delay-pipeline. `make run`: the whole pipeline once, on embedded defaults.
+# `make test`: the whole test suite. Both set up everything they need first.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ROOT := $(CURDIR)
+
+# One project-local Airflow: SQLite metastore in .airflow/, this project's dags and
+# plugins, no examples, New York time (where the flights depart).
+export AIRFLOW_HOME ?= $(ROOT)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(ROOT)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(ROOT)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DEFAULT_TIMEZONE := America/New_York
+export FLIGHT_DELAYS_HOME := $(ROOT)
+# uv does not compile bytecode by default and this machine disables it at run time:
+# without .pyc files every task spends seconds re-parsing pandas and scikit-learn.
+export UV_COMPILE_BYTECODE := 1
+export UV_PROJECT_ENVIRONMENT := $(ROOT)/$(VENV)
+
+.PHONY: help venv seed airflow-init run test lint clean-artifacts
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.synced: uv.lock pyproject.toml
+	@command -v uv >/dev/null || $(PYTHON) -m pip install --quiet 'uv>=0.5'
+	uv sync --frozen --extra airflow
+	@touch $@
+
+venv: $(VENV)/.synced ## create .venv from the lock file (uv sync --frozen)
+
+seed: venv ## load the demo warehouse (idempotent)
+	$(BIN)/python -m flight_delays.source seed
+
+$(AIRFLOW_HOME)/airflow.db: | venv
+	$(BIN)/airflow db migrate
+
+airflow-init: $(AIRFLOW_HOME)/airflow.db ## create the project-local Airflow metastore
+
+run: seed airflow-init ## run the DAG once for the latest complete day, print the results
+	$(BIN)/airflow dags reserialize >/dev/null
+	$(BIN)/airflow dags test flight_delays
+	$(BIN)/python -m flight_delays.summary
+
+test: venv ## run the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: venv ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean-artifacts: ## delete generated data, models and reports (keeps the source and raw data)
+	rm -rf data/interim/ds=* data/processed/ds=* data/output/ds=* models/ds=* reports/figures/ds=*

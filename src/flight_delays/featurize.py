@@ -1,0 +1,359 @@
+"""Featurize: turn raw flight and weather partitions into one feature table.
+
+One row per flight that arrived (has an arrival delay), with the schedule, the calendar,
+the weather at the origin in the scheduled departure hour and how busy the schedule
+is. Everything in a row is known before departure except the target,
+``schema.TARGET`` (arrival delay, minutes).
+
+:func:`build_features` is the pure core; :func:`run` is the file wrapper the DAG calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaError, SchemaErrors
+
+from flight_delays import io, schema
+from flight_delays.config import load_settings
+from flight_delays.dates import parse_day
+
+logger = logging.getLogger(__name__)
+
+TASK = "featurize"
+UPSTREAM_TASK = "ingest"
+MANIFEST_FILE = "manifest.json"
+FLIGHTS_FILE = "flights.parquet"
+WEATHER_FILE = "weather.parquet"
+FEATURES_FILE = "features.parquet"
+
+# Flight columns the features are computed from (the actuals other than the target,
+# e.g. dep_delay, are never read: they are not known before departure).
+FLIGHT_REQUIRED = [
+    schema.DAY,
+    "carrier",
+    "flight",
+    "origin",
+    "dest",
+    "sched_dep_time",
+    "sched_arr_time",
+    "distance",
+    schema.TARGET,
+]
+WEATHER_REQUIRED = [*schema.WEATHER_KEY, *schema.WEATHER_MEASURES]
+
+IDENTIFIERS = [schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]
+# Identifiers, then every feature not already among them, then the target.
+OUTPUT_COLUMNS = list(dict.fromkeys([*IDENTIFIERS, *schema.FEATURES, schema.TARGET]))
+SORT_COLUMNS = [schema.DAY, "origin", "sched_dep_time", "carrier", "flight"]
+SCHEDULE_COUNTS = {
+    # feature name: the group it counts scheduled flights over
+    "origin_hour_departures": [schema.DAY, "origin", schema.SCHED_HOUR],
+    "origin_day_departures": [schema.DAY, "origin"],
+    "carrier_day_departures": [schema.DAY, "carrier"],
+}
+
+MINUTES_PER_DAY = 24 * 60
+
+
+class MissingColumnsError(ValueError):
+    """A frame lacks columns a step needs: names the frame and the columns."""
+
+    def __init__(self, frame_name: str, missing: Iterable[str]) -> None:
+        self.frame_name = frame_name
+        self.missing = list(missing)
+        super().__init__(
+            f"{frame_name} frame is missing required column(s): {', '.join(self.missing)}"
+        )
+
+
+class InvalidFrameError(ValueError):
+    """A frame has the right columns but values that break its schema."""
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], frame_name: str) -> None:
+    """Raise :class:`MissingColumnsError` unless ``frame`` has every name in ``columns``."""
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise MissingColumnsError(frame_name, missing)
+
+
+def to_day(values: pd.Series) -> pd.Series:
+    """Calendar days as datetime64[ns] at midnight, from dates, datetimes or ISO strings."""
+    return pd.to_datetime(values).astype("datetime64[ns]").dt.normalize()
+
+
+def _validate(frame_schema: pa.DataFrameSchema, frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    try:
+        return frame_schema.validate(frame, lazy=True)
+    except (SchemaError, SchemaErrors) as exc:
+        raise InvalidFrameError(f"{name} frame failed validation: {exc}") from exc
+
+
+def _hhmm() -> pa.Column:
+    # HHMM local clock time; 2400 (midnight at the end of the day) is legal HHMM.
+    return pa.Column(
+        "int64",
+        [pa.Check.in_range(0, 2400), pa.Check(lambda s: s % 100 < 60, name="minutes_lt_60")],
+        nullable=False,
+    )
+
+
+def _whole_numbers(frame: pd.DataFrame, column: str, frame_name: str) -> pd.Series:
+    """``frame[column]`` as int64, from ints or from floats/strings holding whole numbers
+    (a null in a source column turns an integer column into float through SQL)."""
+    numbers = pd.to_numeric(frame[column], errors="coerce")
+    if numbers.isna().any() or not (numbers == numbers.round()).all():
+        raise InvalidFrameError(
+            f"{frame_name} frame: column {column} must hold whole numbers, without nulls"
+        )
+    return numbers.astype("int64")
+
+
+FLIGHTS_IN_SCHEMA = pa.DataFrameSchema(
+    {
+        schema.DAY: pa.Column("datetime64[ns]", nullable=False),
+        "carrier": pa.Column(str, nullable=False),
+        "flight": pa.Column("int64", nullable=False),
+        "origin": pa.Column(str, nullable=False),
+        "dest": pa.Column(str, nullable=False),
+        "sched_dep_time": _hhmm(),
+        "sched_arr_time": _hhmm(),
+        "distance": pa.Column("float64", pa.Check.ge(0), nullable=True),
+        schema.TARGET: pa.Column("float64", nullable=True),
+    },
+    name="flights",
+)
+
+WEATHER_IN_SCHEMA = pa.DataFrameSchema(
+    {
+        schema.DAY: pa.Column("datetime64[ns]", nullable=False),
+        "origin": pa.Column(str, nullable=False),
+        "hour": pa.Column("int64", pa.Check.in_range(0, 23), nullable=False),
+        **{m: pa.Column("float64", nullable=True) for m in schema.WEATHER_MEASURES},
+    },
+    name="weather",
+)
+
+FEATURES_SCHEMA = pa.DataFrameSchema(
+    {
+        schema.DAY: pa.Column("datetime64[ns]", nullable=False),
+        "carrier": pa.Column(str, nullable=False),
+        "flight": pa.Column("int64", nullable=False),
+        "origin": pa.Column(str, nullable=False),
+        "dest": pa.Column(str, nullable=False),
+        "sched_dep_time": _hhmm(),
+        schema.SCHED_HOUR: pa.Column("int64", pa.Check.in_range(0, 23), nullable=False),
+        "day_of_week": pa.Column("int64", pa.Check.in_range(0, 6), nullable=False),
+        "month": pa.Column("int64", pa.Check.in_range(1, 12), nullable=False),
+        "distance": pa.Column("float64", pa.Check.ge(0), nullable=True),
+        "sched_block_minutes": pa.Column(
+            "int64", pa.Check.in_range(0, MINUTES_PER_DAY - 1), nullable=False
+        ),
+        **{m: pa.Column("float64", nullable=True) for m in schema.WEATHER_MEASURES},
+        **{c: pa.Column("int64", pa.Check.ge(1), nullable=False) for c in SCHEDULE_COUNTS},
+        schema.TARGET: pa.Column(
+            "float64", pa.Check(lambda s: np.isfinite(s), name="finite"), nullable=False
+        ),
+    },
+    checks=[
+        pa.Check(
+            lambda df: df["origin_hour_departures"] <= df["origin_day_departures"],
+            name="hour_count_within_day_count",
+        ),
+    ],
+    unique=schema.FLIGHT_KEY,
+    strict=True,
+    ordered=True,
+    name="features",
+)
+"""The feature table contract: exact columns in order, dtypes and value ranges."""
+
+
+def _hhmm_to_minutes(hhmm: pd.Series) -> pd.Series:
+    """Minutes after midnight of an HHMM clock time (2400 → 1440)."""
+    return (hhmm // 100) * 60 + hhmm % 100
+
+
+def _prepare_flights(flights: pd.DataFrame) -> pd.DataFrame:
+    require_columns(flights, FLIGHT_REQUIRED, "flights")
+    frame = pd.DataFrame(
+        {
+            schema.DAY: to_day(flights[schema.DAY]),
+            "carrier": flights["carrier"].astype("str"),
+            "flight": _whole_numbers(flights, "flight", "flights"),
+            "origin": flights["origin"].astype("str"),
+            "dest": flights["dest"].astype("str"),
+            "sched_dep_time": _whole_numbers(flights, "sched_dep_time", "flights"),
+            "sched_arr_time": _whole_numbers(flights, "sched_arr_time", "flights"),
+            "distance": flights["distance"].astype("float64"),
+            schema.TARGET: flights[schema.TARGET].astype("float64"),
+        }
+    )
+    return _validate(FLIGHTS_IN_SCHEMA, frame.reset_index(drop=True), "flights")
+
+
+def _prepare_weather(weather: pd.DataFrame) -> pd.DataFrame:
+    require_columns(weather, WEATHER_REQUIRED, "weather")
+    frame = pd.DataFrame(
+        {
+            schema.DAY: to_day(weather[schema.DAY]),
+            "origin": weather["origin"].astype("str"),
+            "hour": _whole_numbers(weather, "hour", "weather"),
+            **{m: weather[m].astype("float64") for m in schema.WEATHER_MEASURES},
+        }
+    )
+    return _validate(WEATHER_IN_SCHEMA, frame.reset_index(drop=True), "weather")
+
+
+def build_features(
+    flights: pd.DataFrame, weather: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Build the feature table from raw flights and hourly origin weather.
+
+    Required columns:
+
+    - ``flights``: ``local_date`` (date or datetime64; the local flight day), ``carrier``,
+      ``flight``, ``origin``, ``dest``, ``sched_dep_time`` and ``sched_arr_time`` (HHMM,
+      local clock at origin and destination), ``distance`` (miles), ``arr_delay``
+      (minutes; null for cancelled or diverted flights). Other columns are ignored.
+    - ``weather``: ``local_date``, ``origin``, ``hour`` (0-23 local) and the measures in
+      ``schema.WEATHER_MEASURES`` (°F, %, degrees, mph, inches, millibars, miles).
+
+    Steps: duplicate flights on ``schema.FLIGHT_KEY`` are dropped (first kept);
+    duplicate weather rows on ``schema.WEATHER_KEY`` (the repeated hour at the DST
+    change) are averaged; the schedule counts are taken over every scheduled flight,
+    cancelled ones included, since the schedule is known before departure; the weather
+    is left-joined at (day, origin, scheduled hour), missing weather leaving NaN
+    measures; finally flights without ``arr_delay`` are left out.
+
+    Derived features: ``sched_hour`` = hour of ``sched_dep_time`` (0-23; 2400 counts as
+    hour 23 so the flight keeps its own day and that day's last weather hour);
+    ``day_of_week`` (0 = Monday); ``month`` (1-12); ``sched_block_minutes`` = scheduled
+    arrival minus scheduled departure clock time in minutes, plus 1440 when it passes
+    midnight (local clocks, so it includes the time-zone difference to ``dest``);
+    ``origin_hour_departures``, ``origin_day_departures``, ``carrier_day_departures``
+    (scheduled flights per origin and hour, per origin and day, per carrier and day).
+
+    Returns the table (columns :data:`OUTPUT_COLUMNS`, validated by
+    :data:`FEATURES_SCHEMA`, sorted by :data:`SORT_COLUMNS`, fresh 0..n-1 index) and
+    counts: ``flights_in``, ``weather_in``, ``duplicate_flights``,
+    ``duplicate_weather``, ``missing_weather`` (flights, before the exclusion, with no
+    weather at their origin and hour) and ``excluded_no_arr_delay``. The inputs are
+    never modified.
+
+    Raises :class:`MissingColumnsError` for a missing column and
+    :class:`InvalidFrameError` for values outside the input or output schema.
+    """
+    fl = _prepare_flights(flights)
+    wx = _prepare_weather(weather)
+
+    duplicate_flights = fl.duplicated(schema.FLIGHT_KEY, keep="first")
+    fl = fl.loc[~duplicate_flights].reset_index(drop=True)
+
+    duplicate_weather = int(wx.duplicated(schema.WEATHER_KEY).sum())
+    wx = wx.groupby(schema.WEATHER_KEY, as_index=False, sort=False)[schema.WEATHER_MEASURES].mean()
+
+    fl[schema.SCHED_HOUR] = (fl["sched_dep_time"] // 100).clip(upper=23)
+    fl["day_of_week"] = fl[schema.DAY].dt.day_of_week.astype("int64")
+    fl["month"] = fl[schema.DAY].dt.month.astype("int64")
+    block = _hhmm_to_minutes(fl["sched_arr_time"]) - _hhmm_to_minutes(fl["sched_dep_time"])
+    fl["sched_block_minutes"] = block % MINUTES_PER_DAY  # floor modulo: wraps past midnight
+    for name, group in SCHEDULE_COUNTS.items():
+        fl[name] = fl.groupby(group)["flight"].transform("size").astype("int64")
+
+    joined = fl.merge(
+        wx.rename(columns={"hour": schema.SCHED_HOUR}),
+        on=[schema.DAY, "origin", schema.SCHED_HOUR],
+        how="left",
+        validate="many_to_one",
+        indicator="_weather",
+    )
+    missing_weather = int((joined["_weather"] == "left_only").sum())
+
+    arrived = joined[schema.TARGET].notna()
+    features = (
+        joined.loc[arrived, OUTPUT_COLUMNS]
+        .sort_values(SORT_COLUMNS, kind="stable")
+        .reset_index(drop=True)
+    )
+    features = _validate(FEATURES_SCHEMA, features, "features")
+    counts = {
+        "flights_in": len(flights),
+        "weather_in": len(weather),
+        "duplicate_flights": int(duplicate_flights.sum()),
+        "duplicate_weather": duplicate_weather,
+        "missing_weather": missing_weather,
+        "excluded_no_arr_delay": int((~arrived).sum()),
+    }
+    return features, counts
+
+
+def _manifest_days(manifest: Any, path: Path, day: date) -> list[date]:
+    try:
+        days = [parse_day(entry["day"]) for entry in manifest["days"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"ingest manifest {path} must hold 'days': a list of objects with an ISO 'day'"
+        ) from exc
+    if not days:
+        raise ValueError(f"ingest manifest {path} lists no days")
+    late = sorted(d for d in days if d > day)
+    if late:
+        # A partition after the processed day would leak the future into training.
+        raise ValueError(
+            f"ingest manifest {path} lists days after {day}: "
+            f"{', '.join(d.isoformat() for d in late)}"
+        )
+    return sorted(set(days))
+
+
+def run(
+    day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Build ``processed(day)/features.parquet`` from the raw partitions ingest listed.
+
+    Reads ``interim(day)/manifest.json`` (written by the ``ingest`` task) and, for every
+    day in its ``days`` list, ``raw/ds=<day>/flights.parquet`` and ``weather.parquet``;
+    a missing file raises :class:`flight_delays.io.MissingArtifactError` naming
+    ``ingest``. Writes atomically and returns ``{"features": path, "rows": n,
+    "days": partitions read, **counts}`` with the counts of :func:`build_features`.
+    """
+    settings = load_settings(root, params_file)
+    day = parse_day(day)
+    paths = settings.paths
+    manifest_path = paths.interim(day) / MANIFEST_FILE
+    days = _manifest_days(io.read_json(manifest_path, task=UPSTREAM_TASK), manifest_path, day)
+
+    flights = pd.concat(
+        [io.read_parquet(paths.raw_partition(d) / FLIGHTS_FILE, task=UPSTREAM_TASK) for d in days],
+        ignore_index=True,
+    )
+    weather = pd.concat(
+        [io.read_parquet(paths.raw_partition(d) / WEATHER_FILE, task=UPSTREAM_TASK) for d in days],
+        ignore_index=True,
+    )
+    features, counts = build_features(flights, weather)
+    target = io.write_parquet(features, paths.processed(day) / FEATURES_FILE)
+    logger.info(
+        "featurize %s: %d days, %d flights in -> %d rows out (dropped %d duplicate flights, "
+        "averaged %d duplicate weather rows, %d flights without weather, excluded %d without "
+        "arr_delay) -> %s",
+        day,
+        len(days),
+        counts["flights_in"],
+        len(features),
+        counts["duplicate_flights"],
+        counts["duplicate_weather"],
+        counts["missing_weather"],
+        counts["excluded_no_arr_delay"],
+        target,
+    )
+    return {"features": str(target), "rows": len(features), "days": len(days), **counts}

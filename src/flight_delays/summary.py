@@ -1,0 +1,62 @@
+"""Print where a run's results are: `python -m flight_delays.summary [--day D]`.
+
+Used by `make run` after the DAG ran; without --day it reports the latest processed day
+that has metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+
+from flight_delays.config import ProjectPaths, project_root
+from flight_delays.dates import parse_day
+
+
+def latest_day(paths: ProjectPaths) -> date | None:
+    """The most recent processed day with a metrics.json, or None."""
+    days = [
+        parse_day(folder.name.removeprefix("ds="))
+        for folder in (paths.root / "data" / "output").glob("ds=*")
+        if (folder / "metrics.json").is_file()
+    ]
+    return max(days, default=None)
+
+
+def describe(paths: ProjectPaths, day: date) -> str:
+    """A few lines naming the artifacts of ``day`` and the model's and baseline's MAE."""
+    metrics_path = paths.output(day) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    figures = sorted(paths.figures(day).glob("*.png"))
+    lines = [
+        f"Processed day {day.isoformat()}",
+        f"  metrics:     {metrics_path}",
+        f"  predictions: {paths.output(day) / 'predictions.parquet'}",
+        f"  model:       {paths.model_dir(day) / 'model.skops'}",
+        f"  model card:  {paths.model_dir(day) / 'model_card.json'}",
+        "  charts:",
+        *(f"    {figure}" for figure in figures),
+        f"  holdout MAE: model {metrics['model']['mae']:.2f} min, "
+        f"baseline {metrics['baseline']['mae']:.2f} min",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--day", help="processed day, YYYY-MM-DD (default: the latest)")
+    parser.add_argument("--root", help="project root (default: $FLIGHT_DELAYS_HOME or cwd)")
+    args = parser.parse_args(argv)
+    paths = ProjectPaths(project_root(args.root))
+    day = parse_day(args.day) if args.day else latest_day(paths)
+    if day is None or not (paths.output(day) / "metrics.json").is_file():
+        print(f"no metrics.json under {paths.root / 'data' / 'output'}", file=sys.stderr)
+        return 1
+    print(describe(paths, day))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Train the challenger: a histogram gradient-boosting regressor of arrival delay (minutes).
+
+Pure core: :func:`build_pipeline`, :func:`fit_model` and :func:`predict` (frames and
+settings in, a fitted pipeline or predictions out; inputs are never mutated).
+File wrapper: :func:`run` reads ``train.parquet`` from the split task and writes
+``model.skops`` and ``model_card.json`` under ``models/ds=<day>/``.
+:func:`load_model` reads a model file back with an explicit list of trusted types.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+import skops
+import skops.io
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
+from threadpoolctl import threadpool_limits
+
+from flight_delays import io, schema
+from flight_delays.config import TrainSettings, load_settings
+from flight_delays.dates import parse_day
+
+log = logging.getLogger(__name__)
+
+ENV_THREADS = "FLIGHT_DELAYS_THREADS"
+DEFAULT_THREADS = 2
+MODEL_FILE = "model.skops"
+MODEL_CARD_FILE = "model_card.json"
+
+#: Types a model file may hold beyond those skops trusts by default (numpy, builtins and
+#: scikit-learn estimators). Found with ``skops.io.get_untrusted_types`` on a file written
+#: by :func:`run`; reviewed, not copied blindly:
+#: - TreePredictor: the fitted trees of HistGradientBoostingRegressor. skops warns that a
+#:   crafted file can put out-of-range node indices in it. We trust it because model files
+#:   are only ever written by our own train task, and the score task also checks the
+#:   file's SHA-256 against the model card written beside it.
+#: - functools.partial + sklearn.utils.validation.check_array: the input validator the
+#:   fitted ColumnTransformer keeps for its passthrough columns.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "functools.partial",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array",
+)
+
+WEATHER_NOTE = (
+    "Weather features are the observed hourly weather at the origin in the scheduled "
+    "departure hour, used as if it were a perfect forecast: live accuracy with a real "
+    "forecast will be lower."
+)
+
+
+class UntrustedModelError(ValueError):
+    """A model file holds types outside the trusted list, or is not this pipeline."""
+
+
+# --- threads ----------------------------------------------------------------------------
+
+
+def thread_limit() -> int:
+    """OpenMP/BLAS threads for fit and predict: $FLIGHT_DELAYS_THREADS, default 2."""
+    raw = os.environ.get(ENV_THREADS, str(DEFAULT_THREADS))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_THREADS} must be a positive integer, got {raw!r}") from exc
+    if value < 1:
+        raise ValueError(f"{ENV_THREADS} must be a positive integer, got {raw!r}")
+    return value
+
+
+@contextmanager
+def bounded_threads() -> Iterator[None]:
+    """Cap native thread pools: tasks may run in parallel on 2 cores, and unbounded
+    OpenMP threads in HistGradientBoosting then slow each other down by 4-40x."""
+    with threadpool_limits(limits=thread_limit()):
+        yield
+
+
+# --- pure core --------------------------------------------------------------------------
+
+
+def build_pipeline(train_settings: TrainSettings) -> Pipeline:
+    """An unfitted pipeline: ordinal-encode ``schema.CATEGORICAL_FEATURES`` (unknown and
+    missing categories become NaN, which the booster routes as missing), pass
+    ``schema.NUMERIC_FEATURES`` through, then HistGradientBoostingRegressor with the
+    encoded columns declared categorical. Output: predicted arr_delay in minutes."""
+    encoder = OrdinalEncoder(
+        handle_unknown="use_encoded_value",
+        unknown_value=np.nan,
+        encoded_missing_value=np.nan,
+    )
+    features = ColumnTransformer(
+        [
+            ("categorical", encoder, list(schema.CATEGORICAL_FEATURES)),
+            ("numeric", "passthrough", list(schema.NUMERIC_FEATURES)),
+        ],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    )
+    # The ColumnTransformer emits the categorical block first, in this order.
+    categorical_mask = [True] * len(schema.CATEGORICAL_FEATURES) + [False] * len(
+        schema.NUMERIC_FEATURES
+    )
+    model = HistGradientBoostingRegressor(
+        **train_settings.hyperparameters(), categorical_features=categorical_mask
+    )
+    return Pipeline([("features", features), ("model", model)])
+
+
+def check_feature_columns(frame: pd.DataFrame, what: str = "frame") -> None:
+    """Raise ValueError naming every name in ``schema.FEATURES`` missing from ``frame``."""
+    missing = [col for col in schema.FEATURES if col not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} is missing feature column(s): {', '.join(missing)}")
+
+
+def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipeline:
+    """Fit :func:`build_pipeline` on ``train_frame``.
+
+    Needs every column in ``schema.FEATURES`` and ``schema.TARGET`` (arr_delay, minutes,
+    finite: featurize drops flights without an arrival delay, so a missing one here is a
+    bug upstream and raises ValueError). The frame is not modified.
+    """
+    check_feature_columns(train_frame, "training frame")
+    if schema.TARGET not in train_frame.columns:
+        raise ValueError(f"training frame is missing the target column {schema.TARGET!r}")
+    if len(train_frame) == 0:
+        raise ValueError("training frame is empty: nothing to fit")
+    target = pd.to_numeric(train_frame[schema.TARGET], errors="coerce").to_numpy(dtype=float)
+    bad = int((~np.isfinite(target)).sum())
+    if bad:
+        raise ValueError(
+            f"{bad} of {len(target)} training rows have a missing or non-finite "
+            f"{schema.TARGET}; featurize should have dropped them (bug upstream)"
+        )
+    pipeline = build_pipeline(train_settings)
+    with bounded_threads():
+        pipeline.fit(train_frame[schema.FEATURES], target)
+    return pipeline
+
+
+def predict(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
+    """Predicted arrival delay (minutes) for each row of ``frame`` (needs schema.FEATURES).
+
+    Categories not seen in training are encoded as missing, not an error."""
+    check_feature_columns(frame)
+    with bounded_threads():
+        return np.asarray(model.predict(frame[schema.FEATURES]), dtype=float)
+
+
+# --- model files ------------------------------------------------------------------------
+
+
+def save_model(model: Pipeline, path: str | Path) -> Path:
+    """Write ``model`` with skops.io.dump, atomically."""
+    with io.atomic_path(path) as tmp:
+        skops.io.dump(model, tmp)
+    return Path(path)
+
+
+def load_model(path: str | Path, expected_sha256: str | None = None) -> Pipeline:
+    """Load a pipeline written by :func:`run`, trusting only :data:`TRUSTED_TYPES` beyond
+    skops' defaults.
+
+    Raises MissingArtifactError (naming the train task) if the file is absent, and
+    UntrustedModelError if the file holds any other untrusted type, is not a Pipeline
+    ending in HistGradientBoostingRegressor, or does not match ``expected_sha256``.
+    """
+    path = io.require(path, task="train")
+    if expected_sha256 is not None:
+        actual = io.sha256(path)
+        if actual != expected_sha256:
+            raise UntrustedModelError(
+                f"model file {path} has SHA-256 {actual}, but its model card says "
+                f"{expected_sha256}: the file was changed after training"
+            )
+    untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise UntrustedModelError(
+            f"refusing to load {path}: it holds type(s) outside the trusted list: "
+            f"{', '.join(untrusted)}"
+        )
+    model = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    if not (
+        isinstance(model, Pipeline)
+        and isinstance(model.steps[-1][1], HistGradientBoostingRegressor)
+    ):
+        raise UntrustedModelError(
+            f"{path} holds a {type(model).__name__}, not this project's pipeline "
+            "(Pipeline ending in HistGradientBoostingRegressor)"
+        )
+    return model
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that decide whether a model file loads and predicts the same way."""
+    return {
+        "python": platform.python_version(),
+        "sklearn": sklearn.__version__,
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+        "skops": skops.__version__,
+    }
+
+
+def _day_iso(value: Any) -> str:
+    return pd.Timestamp(value).date().isoformat()
+
+
+# --- file wrapper -----------------------------------------------------------------------
+
+
+def run(
+    day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Train on ``processed/ds=<day>/train.parquet``; write ``models/ds=<day>/model.skops``
+    and ``model_card.json``. Returns ``{"model": str, "model_card": str, "train_rows": int}``.
+    """
+    day = parse_day(day)
+    settings = load_settings(root, params_file)
+    train_path = settings.paths.processed(day) / "train.parquet"
+    train_frame = io.read_parquet(train_path, task="split")
+    manifest_path = io.require(settings.paths.interim(day) / "manifest.json", task="ingest")
+
+    model = fit_model(train_frame, settings.train)
+
+    out_dir = settings.paths.model_dir(day)
+    model_path = save_model(model, out_dir / MODEL_FILE)
+    days = train_frame[schema.DAY]
+    card = {
+        "processed_day": day.isoformat(),
+        "train_window": {"first_day": _day_iso(days.min()), "last_day": _day_iso(days.max())},
+        "train_rows": len(train_frame),
+        "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
+        "hyperparameters": settings.train.hyperparameters(),
+        "features": {
+            "categorical": list(schema.CATEGORICAL_FEATURES),
+            "numeric": list(schema.NUMERIC_FEATURES),
+        },
+        "target": {"name": schema.TARGET, "units": "minutes", "meaning": "arrival delay"},
+        "inputs": {
+            "manifest": {"path": str(manifest_path), "sha256": io.sha256(manifest_path)},
+            "train": {"path": str(train_path), "sha256": io.sha256(train_path)},
+        },
+        "model": {"path": str(model_path), "sha256": io.sha256(model_path)},
+        "libraries": library_versions(),
+        "threads": thread_limit(),
+        "notes": [WEATHER_NOTE],
+    }
+    card_path = io.write_json(card, out_dir / MODEL_CARD_FILE)
+    log.info(
+        "train %s: %d rows (%s..%s) -> %s",
+        day, len(train_frame), card["train_window"]["first_day"],
+        card["train_window"]["last_day"], model_path,
+    )
+    return {"model": str(model_path), "model_card": str(card_path), "train_rows": len(train_frame)}

@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from flight_delays.config import ENV_SOURCE_URL, ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_parameter_file_loads(tmp_path):
+    settings = load_settings(root=tmp_path, params_file=REPO / "include" / "params.yaml")
+    assert settings.ingest.window_days == 90
+    assert settings.split.holdout_days == 7
+    assert settings.train.loss == "absolute_error"
+    assert settings.paths.root == tmp_path.resolve()
+
+
+def test_source_url_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_SOURCE_URL, raising=False)
+    embedded = load_settings(tmp_path, write(tmp_path, "ingest: {window_days: 10}\n"))
+    assert embedded.source_url == f"sqlite:///{tmp_path.resolve()}/data/source/flights.sqlite"
+    monkeypatch.setenv(ENV_SOURCE_URL, "postgresql://u@h/warehouse")
+    assert load_settings(tmp_path, write(tmp_path, "{}\n")).source_url.endswith("/warehouse")
+    pinned = load_settings(tmp_path, write(tmp_path, "source: {url: 'sqlite:///x.db'}\n"))
+    assert pinned.source_url == "sqlite:///x.db"
+
+
+def test_int_accepted_for_float_and_settings_are_frozen(tmp_path):
+    settings = load_settings(tmp_path, write(tmp_path, "score: {within_minutes: 10}\n"))
+    assert settings.score.within_minutes == 10.0
+    with pytest.raises(AttributeError):
+        settings.score.within_minutes = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ingest: {window_dayz: 10}\n", "unknown keys: window_dayz"),
+        ("trian: {}\n", "unknown sections: trian"),
+        ("split: {holdout_days: 'seven'}\n", "split.holdout_days must be int"),
+        ("ingest: {window_days: 5}\nsplit: {holdout_days: 5}\n", "holdout_days"),
+        ("ingest: [1, 2]\n", "section 'ingest' must be a mapping"),
+        ("ingest: {window_days: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_parameter_files_name_the_problem(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path, write(tmp_path, text))
+
+
+def test_missing_parameter_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"parameter file not found: .*nope\.yaml"):
+        load_settings(tmp_path, tmp_path / "nope.yaml")

@@ -1,0 +1,47 @@
+import json
+
+import pandas as pd
+import pytest
+
+from flight_delays.io import (
+    MissingArtifactError,
+    atomic_path,
+    read_parquet,
+    sha256,
+    write_json,
+    write_parquet,
+)
+
+
+def test_failed_write_leaves_neither_final_nor_temporary_file(tmp_path):
+    final = tmp_path / "out" / "table.parquet"
+    with pytest.raises(RuntimeError), atomic_path(final) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert not final.exists()
+    assert list(final.parent.iterdir()) == []
+
+
+def test_failed_rewrite_keeps_the_previous_version(tmp_path):
+    final = write_json({"v": 1}, tmp_path / "m.json")
+    with pytest.raises(RuntimeError), atomic_path(final) as tmp:
+        tmp.write_text("{broken")
+        raise RuntimeError
+    assert json.loads(final.read_text()) == {"v": 1}
+
+
+def test_parquet_round_trip_and_hash_follows_content(tmp_path):
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    path = write_parquet(frame, tmp_path / "t.parquet")
+    pd.testing.assert_frame_equal(read_parquet(path, task="featurize"), frame)
+    first = sha256(path)
+    write_parquet(frame.assign(a=[1, 3]), path)
+    assert sha256(path) != first and len(first) == 64
+
+
+def test_missing_upstream_artifact_names_file_and_task(tmp_path):
+    with pytest.raises(MissingArtifactError) as info:
+        read_parquet(tmp_path / "train.parquet", task="split")
+    message = str(info.value)
+    assert "train.parquet" in message
+    assert "airflow tasks test flight_delays split <date>" in message
