@@ -154,9 +154,7 @@ def _section(name: str, raw: Any, cls: type) -> Any:
         if default is not None and value is not None and not isinstance(value, type(default)):
             # YAML reads 15 as int where a float is expected: accept ints for floats only.
             if not (isinstance(default, float) and isinstance(value, int)):
-                raise ConfigError(
-                    f"{name}.{key} must be {type(default).__name__}, got {value!r}"
-                )
+                raise ConfigError(f"{name}.{key} must be {type(default).__name__}, got {value!r}")
             value = float(value)
         values[key] = value
     return cls(**values)

@@ -14,12 +14,24 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-DEV_COMMAND = "airflow tasks test flight_delays {task} <date>"
+DEV_COMMAND = "airflow tasks test flight_delays {task} {run_date}"
+
+
+def _run_date(path: Path) -> str:
+    """The run date that processes the ``ds=YYYY-MM-DD`` day in ``path`` (the day after)."""
+    for part in reversed(path.parts):
+        if part.startswith("ds="):
+            try:
+                return (date.fromisoformat(part[3:]) + timedelta(days=1)).isoformat()
+            except ValueError:
+                break
+    return "<date>"
 
 
 class MissingArtifactError(FileNotFoundError):
@@ -28,9 +40,10 @@ class MissingArtifactError(FileNotFoundError):
     def __init__(self, path: Path, task: str) -> None:
         self.path = Path(path)
         self.task = task
+        command = DEV_COMMAND.format(task=task, run_date=_run_date(self.path))
         super().__init__(
             f"missing artifact {self.path}: it is written by the '{task}' task; "
-            f"run it first, e.g. `{DEV_COMMAND.format(task=task)}`"
+            f"run it first, e.g. `{command}`"
         )
 
 
@@ -50,6 +63,8 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600; artifacts are shared with other users (web UI, containers).
+    tmp.chmod(0o644)
     try:
         yield tmp
         with open(tmp, "rb") as handle:

@@ -110,7 +110,11 @@ def run(
         if info["values"]:
             log.warning(
                 "score %s: %d %s value(s) unseen in training on %d holdout rows, e.g. %s",
-                day, info["values"], col, info["rows"], ", ".join(info["examples"][:5]),
+                day,
+                info["values"],
+                col,
+                info["rows"],
+                ", ".join(info["examples"][:5]),
             )
     baseline = scoring.OriginHourMedianBaseline().fit(train_frame)
     within = settings.score.within_minutes
@@ -137,7 +141,11 @@ def run(
     model_mae, baseline_mae = metrics["model"]["mae"], metrics["baseline"]["mae"]
     log.info(
         "score %s: %d holdout rows, MAE model %.2f min vs baseline %.2f min -> %s",
-        day, len(holdout), model_mae, baseline_mae, metrics_path,
+        day,
+        len(holdout),
+        model_mae,
+        baseline_mae,
+        metrics_path,
     )
     return {
         "metrics": str(metrics_path),

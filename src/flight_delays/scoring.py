@@ -58,15 +58,13 @@ def _checked_pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     return true, pred
 
 
-def regression_metrics(
-    y_true: Any, y_pred: Any, within_minutes: float = 15.0
-) -> dict[str, float]:
+def regression_metrics(y_true: Any, y_pred: Any, within_minutes: float = 15.0) -> dict[str, float]:
     """Goodness of fit of arrival-delay predictions, all errors in minutes.
 
     Keys: ``mae``, ``rmse``, ``median_ae`` (minutes); ``r2`` (unitless; NaN with fewer
     than two values); ``share_within`` (fraction 0-1 of predictions whose absolute error
     is at most ``within_minutes``); ``within_minutes`` (the threshold used); ``n``
-    (number of flights scored, as a float so the dict is uniformly numeric).
+    (number of flights scored, an int).
 
     Raises ValueError when the inputs differ in length, are empty, or hold non-finite
     values (the message gives the count of bad values in each).
@@ -84,7 +82,7 @@ def regression_metrics(
         "r2": r2,
         SHARE_WITHIN: float(np.mean(abs_err <= within_minutes)),
         "within_minutes": float(within_minutes),
-        "n": float(len(true)),
+        "n": len(true),
     }
 
 
@@ -108,7 +106,10 @@ def mae_by_group(
     for col in pred_cols:
         _checked_pair(frame[actual_col], frame[col])  # same finiteness rules as the totals
     errors = pd.DataFrame(
-        {col: (frame[col].astype(float) - frame[actual_col].astype(float)).abs() for col in pred_cols}
+        {
+            col: (frame[col].astype(float) - frame[actual_col].astype(float)).abs()
+            for col in pred_cols
+        }
     )
     errors[group_col] = frame[group_col].to_numpy()
     grouped = errors.groupby(group_col, sort=True, dropna=True)
@@ -173,7 +174,9 @@ class OriginHourMedianBaseline:
             ~np.isnan(by_pair), "origin_hour", np.where(~np.isnan(by_origin), "origin", "global")
         )
         pred = np.where(
-            ~np.isnan(by_pair), by_pair, np.where(~np.isnan(by_origin), by_origin, self.global_median_)
+            ~np.isnan(by_pair),
+            by_pair,
+            np.where(~np.isnan(by_origin), by_origin, self.global_median_),
         )
         return pred.astype(float), level
 

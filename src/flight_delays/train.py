@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -187,13 +188,17 @@ def load_model(path: str | Path, expected_sha256: str | None = None) -> Pipeline
                 f"model file {path} has SHA-256 {actual}, but its model card says "
                 f"{expected_sha256}: the file was changed after training"
             )
-    untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
-    if untrusted:
-        raise UntrustedModelError(
-            f"refusing to load {path}: it holds type(s) outside the trusted list: "
-            f"{', '.join(untrusted)}"
-        )
-    model = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    # skops resolves type names by walking sys.modules; under Airflow that touches
+    # deprecated aliases and floods the task log with FutureWarnings about them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+        if untrusted:
+            raise UntrustedModelError(
+                f"refusing to load {path}: it holds type(s) outside the trusted list: "
+                f"{', '.join(untrusted)}"
+            )
+        model = skops.io.load(path, trusted=list(TRUSTED_TYPES))
     if not (
         isinstance(model, Pipeline)
         and isinstance(model.steps[-1][1], HistGradientBoostingRegressor)
@@ -263,7 +268,10 @@ def run(
     card_path = io.write_json(card, out_dir / MODEL_CARD_FILE)
     log.info(
         "train %s: %d rows (%s..%s) -> %s",
-        day, len(train_frame), card["train_window"]["first_day"],
-        card["train_window"]["last_day"], model_path,
+        day,
+        len(train_frame),
+        card["train_window"]["first_day"],
+        card["train_window"]["last_day"],
+        model_path,
     )
     return {"model": str(model_path), "model_card": str(card_path), "train_rows": len(train_frame)}

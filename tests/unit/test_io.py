@@ -40,8 +40,10 @@ def test_parquet_round_trip_and_hash_follows_content(tmp_path):
 
 
 def test_missing_upstream_artifact_names_file_and_task(tmp_path):
+    missing = tmp_path / "ds=2013-03-15" / "train.parquet"
     with pytest.raises(MissingArtifactError) as info:
-        read_parquet(tmp_path / "train.parquet", task="split")
+        read_parquet(missing, task="split")
     message = str(info.value)
-    assert "train.parquet" in message
-    assert "airflow tasks test flight_delays split <date>" in message
+    assert str(missing) in message
+    # The run dated the day after the processed day is the one that makes it.
+    assert "`airflow tasks test flight_delays split 2013-03-16`" in message

@@ -1,0 +1,179 @@
+"""Goodness-of-fit charts, every axis labelled with its unit.
+
+One function per chart kind: each takes precomputed data and an optional Axes, draws on
+it (or on a new Figure) and returns the Figure. Figures are built with
+``matplotlib.figure.Figure`` and an Agg canvas, never pyplot, so no global state is
+touched and charts can be drawn from parallel tasks or a notebook alike.
+File wrapper: :func:`run` reads predictions.parquet from the score task and writes PNGs
+to ``reports/figures/ds=<day>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from flight_delays import io, schema, scoring
+from flight_delays.config import load_settings
+from flight_delays.dates import parse_day
+
+log = logging.getLogger(__name__)
+
+ACTUAL_LABEL = "Actual arrival delay (minutes)"
+PREDICTED_LABEL = "Predicted arrival delay (minutes)"
+RESIDUAL_LABEL = "Residual: predicted \N{MINUS SIGN} actual (minutes)"
+HOUR_LABEL = "Scheduled departure hour (local time)"
+MAE_LABEL = "Mean absolute error (minutes)"
+SERIES_LABELS = {
+    "predicted": "Model",
+    "baseline": "Baseline (origin \N{MULTIPLICATION SIGN} hour median)",
+}
+
+FIGURE_FILES = {
+    "predicted_vs_actual": "predicted_vs_actual.png",
+    "residuals": "residuals.png",
+    "mae_by_hour": "mae_by_hour.png",
+}
+DPI = 120
+
+
+def _axes(ax: Axes | None, size: tuple[float, float] = (6.4, 4.8)) -> tuple[Figure, Axes]:
+    if ax is not None:
+        try:
+            return ax.get_figure(root=True), ax  # matplotlib >= 3.10: the top-level Figure
+        except TypeError:
+            return ax.figure, ax
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)  # attach the Agg canvas explicitly: PNG output, no pyplot
+    return fig, fig.add_subplot()
+
+
+def _values(values: Any, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=float).ravel()
+    if len(array) == 0:
+        raise ValueError(f"{name} is empty: nothing to plot")
+    bad = int((~np.isfinite(array)).sum())
+    if bad:
+        raise ValueError(f"{name} has {bad} non-finite value(s)")
+    return array
+
+
+def predicted_vs_actual(actual: Any, predicted: Any, ax: Axes | None = None) -> Figure:
+    """Hexbin of predicted against actual arrival delay (minutes, one value per flight),
+    with the y = x line of perfect prediction. Colour: flights per cell (log scale)."""
+    true = _values(actual, "actual")
+    pred = _values(predicted, "predicted")
+    if len(true) != len(pred):
+        raise ValueError(f"actual has {len(true)} values but predicted has {len(pred)}")
+    fig, ax = _axes(ax, (6.4, 5.6))
+    low = float(min(true.min(), pred.min()))
+    high = float(max(true.max(), pred.max()))
+    if high == low:
+        low, high = low - 1.0, high + 1.0
+    cells = ax.hexbin(
+        true,
+        pred,
+        gridsize=40,
+        bins="log",
+        mincnt=1,
+        cmap="viridis",
+        extent=(low, high, low, high),
+        label="Flights (hexagonal bins)",
+    )
+    fig.colorbar(cells, ax=ax, label="Flights per cell")
+    ax.plot(
+        [low, high], [low, high], color="tab:red", linewidth=1.2, label="Perfect prediction (y = x)"
+    )
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel(ACTUAL_LABEL)
+    ax.set_ylabel(PREDICTED_LABEL)
+    ax.set_title(f"Predicted vs actual arrival delay ({len(true):,} flights)")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def residual_distribution(residuals: Any, ax: Axes | None = None) -> Figure:
+    """Histogram of residuals (predicted minus actual arrival delay, minutes) with the
+    median marked. The x range covers the central 99% so the long tail of very late
+    flights does not squash the bulk; the title says how many fall outside it."""
+    values = _values(residuals, "residuals")
+    fig, ax = _axes(ax)
+    low, high = (float(q) for q in np.quantile(values, [0.005, 0.995]))
+    if high == low:
+        low, high = low - 1.0, high + 1.0
+    outside = int(((values < low) | (values > high)).sum())
+    ax.hist(values, bins=60, range=(low, high), color="tab:blue", alpha=0.8, label="Flights")
+    median = float(np.median(values))
+    ax.axvline(median, color="tab:red", linewidth=1.5, label=f"Median {median:+.1f} min")
+    ax.axvline(0.0, color="black", linewidth=0.8, linestyle="--", label="Zero error")
+    ax.set_xlabel(RESIDUAL_LABEL)
+    ax.set_ylabel("Flights")
+    ax.set_title(f"Residual distribution ({outside:,} of {len(values):,} flights outside range)")
+    ax.legend()
+    return fig
+
+
+def mae_by_hour(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """Mean absolute error (minutes) per scheduled departure hour, one line per column.
+
+    ``table`` is :func:`flight_delays.scoring.mae_by_group` output: indexed by hour, one
+    MAE column per predictor (``predicted`` is labelled Model, ``baseline`` Baseline;
+    other names as is) and an optional ``n`` column (flights), which is not drawn.
+    """
+    series = [col for col in table.columns if col != "n"]
+    if table.empty or not series:
+        raise ValueError("mae_by_hour needs a non-empty table with at least one MAE column")
+    fig, ax = _axes(ax, (8.0, 4.8))
+    hours = np.asarray(table.index, dtype=float)
+    for col in series:
+        ax.plot(
+            hours, table[col].to_numpy(dtype=float), marker="o", label=SERIES_LABELS.get(col, col)
+        )
+    ax.set_xticks(np.arange(0, 24, 2))
+    ax.set_xlim(-0.5, 23.5)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(HOUR_LABEL)
+    ax.set_ylabel(MAE_LABEL)
+    ax.set_title("Mean absolute error by scheduled departure hour")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return path
+
+
+def run(
+    day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
+) -> dict[str, list[str]]:
+    """Draw the charts for ``data/output/ds=<day>/predictions.parquet`` into
+    ``reports/figures/ds=<day>/``. Returns ``{"figures": [str paths]}``."""
+    day = parse_day(day)
+    settings = load_settings(root, params_file)
+    predictions = io.read_parquet(settings.paths.output(day) / "predictions.parquet", task="score")
+    actual = predictions["actual"].to_numpy(dtype=float)
+    predicted = predictions["predicted"].to_numpy(dtype=float)
+    table = scoring.mae_by_group(
+        predictions, schema.SCHED_HOUR, "actual", ["predicted", "baseline"]
+    )
+    figures = {
+        "predicted_vs_actual": predicted_vs_actual(actual, predicted),
+        "residuals": residual_distribution(predicted - actual),
+        "mae_by_hour": mae_by_hour(table),
+    }
+    out_dir = settings.paths.figures(day)
+    paths = [str(_save(fig, out_dir / FIGURE_FILES[name])) for name, fig in figures.items()]
+    log.info("chart %s: %d flights -> %d figures in %s", day, len(predictions), len(paths), out_dir)
+    return {"figures": paths}

@@ -1,0 +1,233 @@
+"""Step 1, ingest: make sure every raw partition of the training window exists.
+
+A run for day D needs the ``ingest.window_days`` days ending on D. Each day lives in a
+write-once raw partition ``data/raw/ds=YYYY-MM-DD/`` holding ``flights.parquet`` and
+``weather.parquet`` (columns of :data:`schema.FLIGHT_COLUMNS` and
+:data:`schema.WEATHER_COLUMNS`; ``local_date`` and ``original_date`` as
+``datetime64[ns]``). Only the days without a partition are read from the SQL source, so
+the first run bootstraps the whole window and a nightly run fetches one day.
+
+A partition is written into a hidden temporary folder beside it and renamed into place,
+so a killed task never leaves half a partition; if the partition appeared meanwhile (a
+concurrent run), ours is discarded. Then the manifest ``data/interim/ds=D/manifest.json``
+records the window's partitions (rows and SHA-256 of every file) for the next steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import create_engine
+
+from flight_delays import dates, io, source
+from flight_delays.config import load_settings
+
+logger = logging.getLogger(__name__)
+
+FLIGHTS_FILE = "flights.parquet"
+WEATHER_FILE = "weather.parquet"
+PARTITION_FILES = (FLIGHTS_FILE, WEATHER_FILE)
+MANIFEST_FILE = "manifest.json"
+
+
+class NoFlightsError(ValueError):
+    """The source holds no flights for a day of the window: names the day and the source."""
+
+    def __init__(self, day: date, source_url: str) -> None:
+        self.day = day
+        self.source_url = source_url
+        hint = ""
+        if day >= source.FIRST_DAY:
+            hint = (
+                f"; for the demo warehouse, seed the replay cycle that covers it: "
+                f"`{source.SEED_COMMAND} --cycles {source.cycle_of(day)}`"
+            )
+        super().__init__(
+            f"no flights for {day.isoformat()} in the source {source_url}, so nothing was "
+            f"written for that day: the source must cover the whole window{hint}"
+        )
+
+
+class BrokenPartitionError(ValueError):
+    """A raw partition folder exists but lacks a file or holds an unreadable one."""
+
+
+# --- pure core -------------------------------------------------------------------------
+def missing_days(window_days: Sequence[date], existing_days: Iterable[date]) -> list[date]:
+    """The days of ``window_days`` (in their order) that are not in ``existing_days``."""
+    existing = set(existing_days)
+    return [day for day in window_days if day not in existing]
+
+
+def build_manifest(
+    day: date,
+    window_days: Sequence[date],
+    partitions: Sequence[Mapping[str, Any]],
+    fetched: Iterable[date],
+    source_url: str,
+) -> dict[str, Any]:
+    """The manifest of a run: which partitions of the window it used.
+
+    Keys: ``day``, ``window_start``, ``window_end``, ``window_days``, ``source`` (URL
+    without password), ``days`` (one entry per window day, oldest first: ``day``,
+    ``path``, ``flight_rows``, ``weather_rows``, ``sha256``, ``fetched``), ``fetched``
+    (ISO days read from the source by this run), ``flight_rows``, ``weather_rows``.
+
+    ``partitions`` has one mapping per window day with keys ``day`` (date), ``path``,
+    ``flight_rows``, ``weather_rows`` and ``sha256`` (file name -> hex digest).
+    ``fetched`` are the days read from the source by this run. Dates become ISO strings;
+    the inputs are not modified.
+    """
+    by_day = {p["day"]: p for p in partitions}
+    absent = [d.isoformat() for d in window_days if d not in by_day]
+    if absent:
+        raise ValueError(f"no partition given for window days: {', '.join(absent)}")
+    fetched_set = set(fetched)
+    entries = [
+        {
+            "day": d.isoformat(),
+            "path": str(by_day[d]["path"]),
+            "flight_rows": int(by_day[d]["flight_rows"]),
+            "weather_rows": int(by_day[d]["weather_rows"]),
+            "sha256": dict(sorted(by_day[d]["sha256"].items())),
+            "fetched": d in fetched_set,
+        }
+        for d in window_days
+    ]
+    return {
+        "day": day.isoformat(),
+        "window_start": window_days[0].isoformat(),
+        "window_end": window_days[-1].isoformat(),
+        "window_days": len(window_days),
+        "source": source_url,
+        "days": entries,
+        "fetched": [e["day"] for e in entries if e["fetched"]],
+        "flight_rows": sum(e["flight_rows"] for e in entries),
+        "weather_rows": sum(e["weather_rows"] for e in entries),
+    }
+
+
+# --- file side -----------------------------------------------------------------------------
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_partition(final: Path, flights: pd.DataFrame, weather: pd.DataFrame) -> bool:
+    """Write a raw partition folder atomically; never touch an existing one.
+
+    Returns True if this call created ``final``, False if it already existed (e.g. a
+    concurrent run renamed its own copy into place first; ours is discarded).
+    """
+    final = Path(final)
+    if final.exists():
+        return False
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the partition is shared data
+        for name, frame in ((FLIGHTS_FILE, flights), (WEATHER_FILE, weather)):
+            frame.to_parquet(tmp / name, index=False)
+            _fsync(tmp / name)
+        try:
+            # rename(2) of a folder onto an existing non-empty one fails: no overwrite.
+            os.rename(tmp, final)
+        except OSError:
+            if final.exists():
+                logger.info("partition %s appeared meanwhile: kept it, discarded ours", final)
+                return False
+            raise
+        _fsync(final.parent)
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def partition_stats(day: date, path: Path) -> dict[str, Any]:
+    """Rows (from the Parquet footers) and SHA-256 of the files of one raw partition."""
+    redo = (
+        f"partitions are write-once: delete the folder {path} to have the next ingest "
+        f"run fetch {day.isoformat()} again"
+    )
+    absent = [name for name in PARTITION_FILES if not (path / name).is_file()]
+    if absent:
+        raise BrokenPartitionError(f"raw partition {path} lacks {', '.join(absent)}; {redo}")
+    stats: dict[str, Any] = {"day": day, "path": str(path), "sha256": {}}
+    for name, rows_key in ((FLIGHTS_FILE, "flight_rows"), (WEATHER_FILE, "weather_rows")):
+        try:
+            stats[rows_key] = pq.read_metadata(path / name).num_rows
+        except pa.ArrowException as exc:
+            raise BrokenPartitionError(
+                f"raw partition file {path / name} is not readable Parquet ({exc}); {redo}"
+            ) from exc
+        stats["sha256"][name] = io.sha256(path / name)
+    return stats
+
+
+def run(
+    day: str | date,
+    root: str | Path | None = None,
+    params_file: str | Path | None = None,
+    source_url: str | None = None,
+) -> dict[str, Any]:
+    """Fetch the window's missing raw partitions for ``day`` and write its manifest.
+
+    Returns ``{"manifest": path, "days": window days, "fetched": days fetched now,
+    "flight_rows": flights in the window}``. Raises NoFlightsError for a window day the
+    source has no flights for (nothing is written for that day).
+    """
+    processed = dates.parse_day(day)
+    settings = load_settings(root, params_file)
+    paths = settings.paths
+    days = dates.window(processed, settings.ingest.window_days)
+    url = source_url or settings.source_url
+    shown = source.safe_url(url)
+    todo = missing_days(days, (d for d in days if paths.raw_partition(d).exists()))
+    fetched: list[date] = []
+    if todo:
+        engine = create_engine(url)
+        try:
+            tables = source.reflect_source(engine)
+            for d in todo:
+                flights, weather = source.fetch_day(engine, d, tables)
+                if flights.empty:
+                    raise NoFlightsError(d, shown)
+                if weather.empty:
+                    logger.warning("no weather rows for %s in %s: empty weather file", d, shown)
+                if write_partition(paths.raw_partition(d), flights, weather):
+                    fetched.append(d)
+        finally:
+            engine.dispose()
+    partitions = [partition_stats(d, paths.raw_partition(d)) for d in days]
+    manifest = build_manifest(processed, days, partitions, fetched, shown)
+    path = io.write_json(manifest, paths.interim(processed) / MANIFEST_FILE)
+    logger.info(
+        "ingest %s: window %s..%s (%d days), fetched %d from %s, %d flight rows; manifest %s",
+        processed,
+        days[0],
+        days[-1],
+        len(days),
+        len(fetched),
+        shown,
+        manifest["flight_rows"],
+        path,
+    )
+    return {
+        "manifest": str(path),
+        "days": len(days),
+        "fetched": len(fetched),
+        "flight_rows": manifest["flight_rows"],
+    }

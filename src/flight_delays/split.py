@@ -1,0 +1,123 @@
+"""Split: cut the feature table in time into a training part and a holdout.
+
+The holdout is the last ``holdout_days`` days ending on the processed day; training is
+everything strictly before it. A time split (not a random one) because the model is
+used on days it has never seen, and neighbouring flights share weather and congestion.
+
+:func:`split_by_day` is the pure core; :func:`run` is the file wrapper the DAG calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from flight_delays import io, schema
+from flight_delays.config import load_settings
+from flight_delays.dates import parse_day
+from flight_delays.featurize import FEATURES_FILE, require_columns, to_day
+
+logger = logging.getLogger(__name__)
+
+TASK = "split"
+UPSTREAM_TASK = "featurize"
+TRAIN_FILE = "train.parquet"
+HOLDOUT_FILE = "holdout.parquet"
+
+
+def holdout_range(day: date, holdout_days: int) -> tuple[date, date]:
+    """The first and last day (inclusive) of the ``holdout_days`` days ending on ``day``."""
+    if holdout_days < 1:
+        raise ValueError(f"holdout_days must be >= 1, got {holdout_days}")
+    return day - timedelta(days=holdout_days - 1), day
+
+
+def split_by_day(
+    features: pd.DataFrame, day: date | str, holdout_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``features`` into (train, holdout) by ``local_date``.
+
+    Required column: ``local_date`` (the flight day; date or datetime64, any time of day
+    is ignored). Holdout: rows dated within the ``holdout_days`` days ending on ``day``,
+    both ends included. Train: rows dated strictly before the holdout's first day. Both
+    keep every column and the input's row order, with a fresh 0..n-1 index; the input
+    is never modified.
+
+    Raises ValueError when a row is dated after ``day`` (it would leak the future into
+    the evaluation), when ``local_date`` has nulls, or when either side is empty (the
+    message names the side and its date range); :class:`MissingColumnsError` when
+    ``local_date`` is missing.
+    """
+    require_columns(features, [schema.DAY], "features")
+    day = parse_day(day)
+    start, end = holdout_range(day, holdout_days)
+    days = to_day(features[schema.DAY])
+    if days.isna().any():
+        raise ValueError(f"features frame has {int(days.isna().sum())} rows without {schema.DAY}")
+    covered = (
+        f"features cover {days.min().date()}..{days.max().date()}"
+        if len(days)
+        else "features are empty"
+    )
+
+    late = days > pd.Timestamp(end)
+    if late.any():
+        raise ValueError(
+            f"{int(late.sum())} feature rows are dated after the processed day {end} "
+            f"({covered}): refusing to split, they would leak the future"
+        )
+    in_holdout = (days >= pd.Timestamp(start)).to_numpy()
+    train = features.loc[~in_holdout].reset_index(drop=True)
+    holdout = features.loc[in_holdout].reset_index(drop=True)
+    if train.empty:
+        raise ValueError(
+            f"train side is empty: no rows dated before the holdout start {start} ({covered})"
+        )
+    if holdout.empty:
+        raise ValueError(f"holdout side is empty: no rows dated {start}..{end} ({covered})")
+    return train, holdout
+
+
+def run(
+    day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Split ``processed(day)/features.parquet`` into ``train.parquet`` and
+    ``holdout.parquet`` in the same folder, holding out ``split.holdout_days`` days.
+
+    A missing feature table raises :class:`flight_delays.io.MissingArtifactError`
+    naming the ``featurize`` task. Writes atomically and returns ``{"train": path,
+    "holdout": path, "train_rows": n, "holdout_rows": m, "holdout_start": iso,
+    "holdout_end": iso}``.
+    """
+    settings = load_settings(root, params_file)
+    day = parse_day(day)
+    folder = settings.paths.processed(day)
+    features = io.read_parquet(folder / FEATURES_FILE, task=UPSTREAM_TASK)
+    holdout_days = settings.split.holdout_days
+    train, holdout = split_by_day(features, day, holdout_days)
+    train_path = io.write_parquet(train, folder / TRAIN_FILE)
+    holdout_path = io.write_parquet(holdout, folder / HOLDOUT_FILE)
+    start, end = holdout_range(day, holdout_days)
+    logger.info(
+        "split %s: %d rows in -> %d train (before %s), %d holdout (%s..%s) -> %s",
+        day,
+        len(features),
+        len(train),
+        start,
+        len(holdout),
+        start,
+        end,
+        folder,
+    )
+    return {
+        "train": str(train_path),
+        "holdout": str(holdout_path),
+        "train_rows": len(train),
+        "holdout_rows": len(holdout),
+        "holdout_start": start.isoformat(),
+        "holdout_end": end.isoformat(),
+    }

@@ -1,0 +1,165 @@
+"""flight_delays.train: pipeline shape, fit validation, unseen categories, model files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import Pipeline
+
+from flight_delays import io, schema, train
+from flight_delays.config import TrainSettings
+
+FAST = TrainSettings(max_iter=20, min_samples_leaf=5, max_leaf_nodes=15)
+
+
+class NotAModelPart:
+    """A type no skops trust list knows: a file holding it must be refused."""
+
+    def __init__(self) -> None:
+        self.payload = [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def fitted_model(feature_frame_factory) -> Pipeline:
+    return train.fit_model(feature_frame_factory(300, seed=3), FAST)
+
+
+def test_build_pipeline_uses_settings_and_marks_categoricals() -> None:
+    pipeline = train.build_pipeline(FAST)
+    booster = pipeline.steps[-1][1]
+    assert isinstance(booster, HistGradientBoostingRegressor)
+    params = booster.get_params()
+    for key, value in FAST.hyperparameters().items():
+        assert params[key] == value
+    n_cat = len(schema.CATEGORICAL_FEATURES)
+    assert list(booster.categorical_features) == [True] * n_cat + [False] * len(
+        schema.NUMERIC_FEATURES
+    )
+
+
+def test_fit_model_predicts_in_minutes_and_leaves_input_alone(feature_frame_factory) -> None:
+    frame = feature_frame_factory(300, seed=4)
+    before = frame.copy()
+    model = train.fit_model(frame, FAST)
+    pd.testing.assert_frame_equal(frame, before)
+    pred = train.predict(model, frame)
+    assert pred.shape == (300,)
+    assert np.isfinite(pred).all()
+    # The features carry real signal: in-sample the model must beat predicting the median.
+    target = frame[schema.TARGET].to_numpy()
+    assert np.mean(np.abs(pred - target)) < np.mean(np.abs(np.median(target) - target))
+    # The encoder learned the training categories (sorted, as OrdinalEncoder keeps them).
+    encoder = model.named_steps["features"].named_transformers_["categorical"]
+    assert list(encoder.categories_[0]) == sorted(frame["carrier"].unique())
+
+
+def test_fit_model_names_missing_feature_column(feature_frame_factory) -> None:
+    frame = feature_frame_factory(50).drop(columns=["wind_gust", "dest"])
+    with pytest.raises(ValueError, match=r"missing feature column.*dest.*wind_gust"):
+        train.fit_model(frame, FAST)
+
+
+def test_fit_model_rejects_missing_target_as_upstream_bug(feature_frame_factory) -> None:
+    frame = feature_frame_factory(50)
+    frame.loc[[3, 7], schema.TARGET] = np.nan
+    with pytest.raises(ValueError, match=r"2 of 50 training rows .*arr_delay.*featurize"):
+        train.fit_model(frame, FAST)
+
+
+def test_predict_handles_unseen_and_missing_categories(fitted_model, feature_frame_factory) -> None:
+    frame = feature_frame_factory(6, seed=5)
+    frame["carrier"] = pd.array(["ZZ", "AA", "AA", None, "B6", "UA"], dtype="str")
+    frame["dest"] = pd.array(["XYZ"] * 6, dtype="str")
+    pred = train.predict(fitted_model, frame)
+    assert pred.shape == (6,)
+    assert np.isfinite(pred).all()
+
+
+def test_thread_limit_reads_environment(monkeypatch) -> None:
+    monkeypatch.delenv(train.ENV_THREADS, raising=False)
+    assert train.thread_limit() == 2
+    monkeypatch.setenv(train.ENV_THREADS, "1")
+    assert train.thread_limit() == 1
+    monkeypatch.setenv(train.ENV_THREADS, "zero")
+    with pytest.raises(ValueError, match=train.ENV_THREADS):
+        train.thread_limit()
+
+
+def test_model_file_round_trip_with_trusted_list(
+    fitted_model, tmp_path, feature_frame_factory
+) -> None:
+    path = train.save_model(fitted_model, tmp_path / "model.skops")
+    # The hard-coded list is exactly what this pipeline needs: nothing more, nothing less.
+    assert sorted(skops.io.get_untrusted_types(file=path)) == sorted(train.TRUSTED_TYPES)
+    loaded = train.load_model(path, expected_sha256=io.sha256(path))
+    frame = feature_frame_factory(40, seed=6)
+    np.testing.assert_array_equal(train.predict(loaded, frame), train.predict(fitted_model, frame))
+
+
+def test_load_model_refuses_untrusted_type(fitted_model, tmp_path) -> None:
+    path = tmp_path / "model.skops"
+    smuggled = Pipeline(
+        [
+            ("features", fitted_model.named_steps["features"]),
+            ("model", fitted_model.named_steps["model"]),
+        ]
+    )
+    smuggled.extra = NotAModelPart()
+    skops.io.dump(smuggled, path)
+    with pytest.raises(train.UntrustedModelError, match="NotAModelPart"):
+        train.load_model(path)
+
+
+def test_load_model_refuses_other_estimators_and_changed_files(fitted_model, tmp_path) -> None:
+    other = tmp_path / "linear.skops"
+    skops.io.dump(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), other)
+    with pytest.raises(train.UntrustedModelError, match="LinearRegression"):
+        train.load_model(other)
+    path = train.save_model(fitted_model, tmp_path / "model.skops")
+    with pytest.raises(train.UntrustedModelError, match="SHA-256"):
+        train.load_model(path, expected_sha256="0" * 64)
+
+
+def test_load_model_missing_file_names_train_task(tmp_path) -> None:
+    with pytest.raises(io.MissingArtifactError, match="'train' task"):
+        train.load_model(tmp_path / "nope.skops")
+
+
+def test_run_writes_model_and_card(split_artifacts) -> None:
+    art = split_artifacts
+    result = train.run(art["day"].isoformat(), root=art["root"], params_file=art["params_file"])
+
+    model_dir = art["settings"].paths.model_dir(art["day"])
+    assert result == {
+        "model": str(model_dir / "model.skops"),
+        "model_card": str(model_dir / "model_card.json"),
+        "train_rows": len(art["train"]),
+    }
+    card = json.loads(Path(result["model_card"]).read_text())
+    assert card["processed_day"] == "2024-03-10"
+    assert card["train_window"] == {"first_day": "2024-03-01", "last_day": "2024-03-07"}
+    assert card["train_rows"] == len(art["train"])
+    assert card["hyperparameters"]["max_iter"] == 20
+    assert card["features"]["categorical"] + card["features"]["numeric"] == schema.FEATURES
+    assert card["target"] == {"name": "arr_delay", "units": "minutes", "meaning": "arrival delay"}
+    assert card["inputs"]["manifest"]["sha256"] == io.sha256(art["manifest_path"])
+    assert card["inputs"]["train"]["sha256"] == io.sha256(art["train_path"])
+    assert card["model"]["sha256"] == io.sha256(result["model"])
+    assert set(card["libraries"]) == {"python", "sklearn", "pandas", "numpy", "skops"}
+    assert any("perfect forecast" in note for note in card["notes"])
+    assert isinstance(train.load_model(result["model"]), Pipeline)
+    # Atomic writes leave no temporary files behind.
+    assert sorted(p.name for p in model_dir.iterdir()) == ["model.skops", "model_card.json"]
+
+
+def test_run_without_split_output_names_split_task(tmp_path, model_params_file) -> None:
+    with pytest.raises(io.MissingArtifactError, match="'split' task") as info:
+        train.run("2024-03-10", root=tmp_path, params_file=model_params_file)
+    assert info.value.path.name == "train.parquet"
