@@ -27,7 +27,6 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import create_engine
 
 from flight_delays import dates, io, source
 from flight_delays.config import load_settings
@@ -198,7 +197,7 @@ def run(
     todo = missing_days(days, (d for d in days if paths.raw_partition(d).exists()))
     fetched: list[date] = []
     if todo:
-        engine = create_engine(url)
+        engine = source.open_engine(url)
         try:
             tables = source.reflect_source(engine)
             for d in todo:

@@ -229,7 +229,7 @@ def cycles_needed(today: date, history_days: int) -> list[int]:
 # --- engines and URLs ------------------------------------------------------------------
 def safe_url(url: str | URL) -> str:
     """The URL as text with any password masked, for messages and logs."""
-    return make_url(url).render_as_string(hide_password=True)
+    return sqlalchemy_url(url).render_as_string(hide_password=True)
 
 
 def _sqlite_file(url: URL) -> Path | None:
@@ -242,8 +242,18 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def _engine(url: str | URL, create_dir: bool) -> Engine:
-    parsed = make_url(url)
+def sqlalchemy_url(url: str | URL) -> URL:
+    """Parse ``url``, accepting the ``postgres://`` scheme Airflow connections render
+    (SQLAlchemy 2 only knows ``postgresql://``)."""
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    if text.startswith("postgres://"):
+        text = "postgresql://" + text.removeprefix("postgres://")
+    return make_url(text)
+
+
+def open_engine(url: str | URL, create_dir: bool = False) -> Engine:
+    """A SQLAlchemy engine for ``url``; ``create_dir`` makes a SQLite file's folder."""
+    parsed = sqlalchemy_url(url)
     path = _sqlite_file(parsed)
     if path is not None and create_dir:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -335,7 +345,7 @@ def seed(
     counts = {FLIGHTS.name: 0, WEATHER.name: 0}
     seeded: list[int] = []
     skipped: list[int] = []
-    engine = _engine(url, create_dir=True)
+    engine = open_engine(url, create_dir=True)
     try:
         METADATA.create_all(engine)
         for cycle in wanted:

@@ -385,3 +385,12 @@ def test_seed_and_fetch_on_postgresql() -> None:
     assert len(flights) > 0 and len(weather) > 0
     assert flights.dtypes.astype(str).to_dict() == source.FLIGHT_DTYPES
     assert weather.dtypes.astype(str).to_dict() == source.WEATHER_DTYPES
+
+
+def test_airflow_style_postgres_scheme_is_accepted():
+    from flight_delays.source import safe_url, sqlalchemy_url
+
+    url = sqlalchemy_url("postgres://user:secret@db:5432/warehouse")
+    assert url.get_backend_name() == "postgresql"
+    assert url.password == "secret"
+    assert "secret" not in safe_url("postgres://user:secret@db:5432/warehouse")
