@@ -23,11 +23,11 @@ from flight_delays.dates import TIMEZONE, processed_day
 PROJECT_ROOT = os.environ.get("FLIGHT_DELAYS_HOME") or str(Path(__file__).resolve().parents[1])
 
 STEPS = ["ingest", "featurize", "split", "train", "score", "chart"]
-# Steps that read or write the warehouse get its URL from this Airflow connection when it
-# exists (docker-compose and `make up` define it); else the package's own default applies
-# (FLIGHT_DELAYS_SOURCE_URL, then the embedded SQLite file).
+# Steps that read or write the warehouse (source data, model registry) get its URL from
+# this Airflow connection when it exists (docker-compose and `make up` define it); else
+# the package's default applies (FLIGHT_DELAYS_SOURCE_URL, then the embedded SQLite file).
 WAREHOUSE_CONN_ID = "flight_delays_warehouse"
-USES_WAREHOUSE = {"ingest": "source_url"}
+WAREHOUSE_ARG = {"ingest": "source_url", "score": "registry_url", "chart": "registry_url"}
 
 # Airflow 3's cron schedule gives each run a zero-length data interval whose logical date
 # is the run time, and a manual run may have no logical date: derive the day explicitly.
@@ -37,12 +37,14 @@ DAY = "{{ processed_day(dag_run.logical_date, dag_run.run_after, params.day) }}"
 def _step(name: str):
     """The file wrapper `flight_delays.<name>.run`, imported only when the task runs."""
 
-    def run_step(day: str, root: str, conn) -> dict:
+    def run_step(day: str, root: str, conn, run_id: str) -> dict:
         kwargs = {"day": day, "root": root}
-        if name in USES_WAREHOUSE:
+        if name in WAREHOUSE_ARG:
             # Resolved here, at run time, so the password never lands in rendered fields.
             connection = conn.get(WAREHOUSE_CONN_ID)
-            kwargs[USES_WAREHOUSE[name]] = connection.get_uri() if connection else None
+            kwargs[WAREHOUSE_ARG[name]] = connection.get_uri() if connection else None
+        if name == "score":
+            kwargs["run_id"] = run_id  # recorded with the decision in the registry
         return importlib.import_module(f"flight_delays.{name}").run(**kwargs)
 
     run_step.__name__ = f"{name}_run"

@@ -57,6 +57,15 @@ class TrainSettings:
 @dataclass(frozen=True)
 class ScoreSettings:
     within_minutes: float = 15.0
+    # A challenger replaces the champion only if its holdout MAE is lower by at least
+    # this fraction of the champion's MAE (0.01 = 1 %).
+    promotion_margin: float = 0.01
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    # SQLAlchemy URL of the model registry; null means the warehouse (source_url).
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,14 @@ class ProjectPaths:
     def figures(self, day: date) -> Path:
         return self.root / "reports" / "figures" / self._ds(day)
 
+    def report(self, day: date) -> Path:
+        return self.root / "reports" / self._ds(day)
+
+    @property
+    def model_store(self) -> Path:
+        """Promoted models, content-addressed and written once: <sha256>.skops."""
+        return self.root / "models" / "registry"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -104,6 +121,12 @@ class Settings:
     split: SplitSettings = field(default_factory=SplitSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     score: ScoreSettings = field(default_factory=ScoreSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+
+    @property
+    def registry_url(self) -> str:
+        """The registry URL: params file, else the warehouse."""
+        return self.registry.url or self.source_url
 
     @property
     def source_url(self) -> str:
@@ -117,6 +140,10 @@ class Settings:
     def __post_init__(self) -> None:
         if self.ingest.window_days < 2:
             raise ConfigError(f"ingest.window_days must be >= 2, got {self.ingest.window_days}")
+        if not 0 <= self.score.promotion_margin < 1:
+            raise ConfigError(
+                f"score.promotion_margin must be in [0, 1), got {self.score.promotion_margin}"
+            )
         if not 1 <= self.split.holdout_days < self.ingest.window_days:
             raise ConfigError(
                 "split.holdout_days must be >= 1 and smaller than ingest.window_days "
@@ -130,6 +157,7 @@ _SECTIONS = {
     "split": SplitSettings,
     "train": TrainSettings,
     "score": ScoreSettings,
+    "registry": RegistrySettings,
 }
 
 

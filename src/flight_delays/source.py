@@ -257,6 +257,9 @@ def open_engine(url: str | URL, create_dir: bool = False) -> Engine:
     path = _sqlite_file(parsed)
     if path is not None and create_dir:
         path.parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "sqlite":
+        # Concurrent tasks share the file: wait for a writer instead of failing at once.
+        return create_engine(parsed, connect_args={"timeout": 60})
     return create_engine(parsed)
 
 

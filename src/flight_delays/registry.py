@@ -1,0 +1,269 @@
+"""The model registry: one row per scored run and a pointer to the current champion, in
+a SQL database reached through SQLAlchemy (the warehouse: the embedded SQLite file, or
+the `warehouse` database on PostgreSQL under docker-compose and `make up`).
+
+The schema is created and migrated by Alembic (flight_delays/migrations), never by hand:
+``python -m flight_delays.registry upgrade [--url URL]``; the score step also upgrades
+an empty database on first use.
+
+Promotion is one transaction that first locks the single champion row (a no-op UPDATE:
+a row lock on PostgreSQL, the database write lock on SQLite), so concurrent runs of a
+backfill are serialised there: none can lose a row, leave two champions, or promote a
+model over one it was not compared with (the champion's ``version`` must still be the
+one the challenger was scored against, else the caller re-scores against the new one).
+
+Promoted models are copied into a content-addressed store, ``models/registry/<sha256>.skops``,
+written once: a rerun that retrains ``models/ds=D/model.skops`` cannot change a champion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import date
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from flight_delays import io
+from flight_delays.source import open_engine, safe_url
+
+log = logging.getLogger(__name__)
+
+VERSION_TABLE = "flight_delays_registry_version"
+METADATA = MetaData()
+
+# Mirrors migrations/versions/: the tables the queries below use. A test checks that
+# the migrated database and these definitions agree.
+MODEL_RUNS = Table(
+    "model_runs",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("processed_day", Date, nullable=False, index=True),
+    Column("run_id", String(250)),
+    Column("window_start", Date, nullable=False),
+    Column("window_end", Date, nullable=False),
+    Column("holdout_start", Date, nullable=False),
+    Column("holdout_end", Date, nullable=False),
+    Column("holdout_rows", Integer, nullable=False),
+    Column("model_path", String(1000), nullable=False),
+    Column("model_sha256", String(64), nullable=False),
+    Column("challenger_mae", Float, nullable=False),
+    Column("champion_mae", Float, nullable=False),
+    Column("baseline_mae", Float, nullable=False),
+    Column("champion_kind", String(20), nullable=False),
+    Column("champion_day", Date),
+    Column("metrics_json", Text, nullable=False),
+    Column("decision", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), server_default=func.now()),
+    CheckConstraint("decision IN ('promoted', 'kept')", name="ck_model_runs_decision"),
+)
+CHAMPION = Table(
+    "champion",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("run_pk", Integer, ForeignKey("model_runs.id")),
+    Column("processed_day", Date),
+    Column("model_path", String(1000)),
+    Column("model_sha256", String(64)),
+    Column("version", Integer, nullable=False, server_default="0"),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now()),
+    CheckConstraint("id = 1", name="ck_champion_single_row"),
+)
+
+
+class RegistryError(RuntimeError):
+    """The registry database is unreachable, unmigrated or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model production serves: the naive baseline until a model beats it."""
+
+    version: int
+    processed_day: date | None = None
+    model_path: str | None = None
+    model_sha256: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "baseline" if self.model_sha256 is None else "model"
+
+
+# --- schema ------------------------------------------------------------------------------
+def _alembic_config(connection: Any) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("flight_delays") / "migrations"))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(_alembic_config(None))
+    return str(script.get_current_head())
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+
+def upgrade(engine: Engine) -> str:
+    """Migrate the registry schema to the newest revision; returns it. Idempotent."""
+    head = head_revision()
+    if current_revision(engine) == head:
+        return head
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+    except SQLAlchemyError:
+        # Two first runs raced on SQLite (PostgreSQL migrators take an advisory lock):
+        # fine if the other one finished the job.
+        if current_revision(engine) != head:
+            raise
+    log.info("registry schema at revision %s in %s", head, safe_url(engine.url))
+    return head
+
+
+def connect(url: str) -> Engine:
+    """An engine for the registry at ``url``, its schema migrated to the newest revision."""
+    engine = open_engine(url, create_dir=True)
+    try:
+        upgrade(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise RegistryError(f"cannot open the model registry at {safe_url(url)}: {exc}") from exc
+    return engine
+
+
+# --- reads -------------------------------------------------------------------------------
+def current_champion(engine: Engine) -> Champion:
+    with engine.connect() as conn:
+        row = conn.execute(select(CHAMPION).where(CHAMPION.c.id == 1)).mappings().first()
+    if row is None:
+        raise RegistryError("the champion row is missing: the registry was edited by hand")
+    return Champion(
+        version=row["version"],
+        processed_day=row["processed_day"],
+        model_path=row["model_path"],
+        model_sha256=row["model_sha256"],
+    )
+
+
+def history(engine: Engine) -> pd.DataFrame:
+    """Every recorded run, oldest processed day first (ties: recording order)."""
+    query = select(MODEL_RUNS).order_by(MODEL_RUNS.c.processed_day, MODEL_RUNS.c.id)
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=MODEL_RUNS.c.keys())
+    return frame
+
+
+# --- writes ------------------------------------------------------------------------------
+def store_model(model_path: str | Path, sha256: str, store: Path) -> Path:
+    """Copy a model into the content-addressed store (once) and return its path there."""
+    final = store / f"{sha256}.skops"
+    if final.exists() and io.sha256(final) == sha256:
+        return final
+    io.atomic_write(final, lambda tmp: shutil.copyfile(model_path, tmp))
+    if io.sha256(final) != sha256:
+        final.unlink()
+        raise RegistryError(f"model {model_path} changed while it was being stored")
+    return final
+
+
+def record_run(
+    engine: Engine, run: dict[str, Any], promote: bool, expected_version: int
+) -> int | None:
+    """Insert ``run`` (a model_runs row without id) and, if ``promote``, make it champion.
+
+    One transaction, entered by locking the champion row. Returns the new row's id, or
+    None without writing anything when the champion changed since the caller read version
+    ``expected_version`` (the caller must then score against the new champion).
+    """
+    with engine.begin() as conn:
+        # The lock: a no-op UPDATE of the one champion row.
+        conn.execute(update(CHAMPION).where(CHAMPION.c.id == 1).values(version=CHAMPION.c.version))
+        version = conn.execute(select(CHAMPION.c.version).where(CHAMPION.c.id == 1)).scalar_one()
+        if version != expected_version:
+            return None
+        run_pk = conn.execute(insert(MODEL_RUNS).values(**run)).inserted_primary_key[0]
+        if promote:
+            conn.execute(
+                update(CHAMPION)
+                .where(CHAMPION.c.id == 1)
+                .values(
+                    run_pk=run_pk,
+                    processed_day=run["processed_day"],
+                    model_path=run["model_path"],
+                    model_sha256=run["model_sha256"],
+                    version=CHAMPION.c.version + 1,
+                    updated_at=func.now(),
+                )
+            )
+    return int(run_pk)
+
+
+def metrics_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The metrics dict stored with a run."""
+    return json.loads(row["metrics_json"])
+
+
+# --- command line ------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    from flight_delays.config import load_settings
+
+    parser = argparse.ArgumentParser(description="The flight_delays model registry.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("upgrade", "migrate the schema"), ("show", "print the runs")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--url", help="registry URL (default: the warehouse of params.yaml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    url = args.url or load_settings().registry_url
+    try:
+        engine = connect(url)
+    except RegistryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.command == "show":
+        champion = current_champion(engine)
+        print(f"champion: {champion.kind} {champion.processed_day or ''}".rstrip())
+        columns = ["processed_day", "challenger_mae", "champion_mae", "baseline_mae", "decision"]
+        print(history(engine)[columns].to_string(index=False))
+    engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

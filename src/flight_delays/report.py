@@ -1,0 +1,99 @@
+"""The run report: ``reports/ds=<day>/index.html``, one self-contained page per processed
+day with the metrics table, the promotion decision and its reason, the data window and
+row counts, and every figure. Pure: :func:`render` turns dicts into HTML text; the chart
+task writes it (flight_delays.chart.run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+CONTENDER_NAMES = {
+    "model": "Challenger (this run's model)",
+    "champion": "Champion",
+    "baseline": "Baseline (origin \N{MULTIPLICATION SIGN} hour median)",
+}
+METRICS = [
+    ("mae", "MAE (minutes)", "{:.2f}"),
+    ("rmse", "RMSE (minutes)", "{:.2f}"),
+    ("median_ae", "Median absolute error (minutes)", "{:.2f}"),
+    ("r2", "R\N{SUPERSCRIPT TWO}", "{:.3f}"),
+    ("share_within", "Share within {within:g} min", "{:.1%}"),
+]
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem}
+th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.promoted{color:#0a6b2d;font-weight:600}.kept{color:#8a5a00;font-weight:600}
+figure{margin:1.5rem 0}img{max-width:100%;border:1px solid #eee}
+"""
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "\N{EN DASH}"
+    return escape(fmt.format(value))
+
+
+def metrics_table(metrics: Mapping[str, Any]) -> str:
+    """An HTML table: one row per contender present in ``metrics``, one column per metric."""
+    within = float(metrics.get("within_minutes", 15))
+    head = "".join(f"<th>{escape(label.format(within=within))}</th>" for _, label, _ in METRICS)
+    rows = []
+    for key, name in CONTENDER_NAMES.items():
+        if key not in metrics:
+            continue
+        values = metrics[key]
+        cells = "".join(
+            f'<td class="num">{_cell(values.get(metric), fmt)}</td>' for metric, _, fmt in METRICS
+        )
+        rows.append(f"<tr><th>{escape(name)}</th>{cells}</tr>")
+    return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+
+
+def render(
+    metrics: Mapping[str, Any],
+    model_card: Mapping[str, Any],
+    figures: Sequence[tuple[str, str]],
+) -> str:
+    """The report page. ``metrics``: metrics.json of the score task; ``model_card``:
+    model_card.json of the train task; ``figures``: (caption, path relative to the page)."""
+    day = escape(str(metrics["day"]))
+    decision = metrics.get("decision", {})
+    promoted = bool(decision.get("promoted"))
+    label = "promoted" if promoted else "kept the champion"
+    champion = metrics.get("champion_info", {})
+    window = model_card.get("train_window", {})
+    facts = [
+        ("Processed day", day),
+        ("Training days", f"{window.get('first_day', '?')} .. {window.get('last_day', '?')}"),
+        ("Training rows", f"{model_card.get('train_rows', '?'):,}"),
+        ("Holdout days", f"{metrics['holdout_start']} .. {metrics['holdout_end']}"),
+        ("Holdout rows", f"{metrics['holdout_rows']:,}"),
+        ("Champion compared", champion.get("name", "?")),
+        ("Model file SHA-256", metrics.get("model_sha256", "?")),
+    ]
+    fact_rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts)
+    figure_html = "".join(
+        f'<figure><img src="{escape(src)}" alt="{escape(caption)}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+        for caption, src in figures
+    )
+    css_class = "promoted" if promoted else "kept"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>flight_delays {day}</title><style>{STYLE}</style></head>
+<body>
+<h1>flight_delays: run for {day}</h1>
+<p>Decision: <span class="{css_class}">{escape(label)}</span>.
+{escape(str(decision.get("reason", "")))}</p>
+<h2>Holdout metrics</h2>
+{metrics_table(metrics)}
+<h2>Data</h2>
+<table>{fact_rows}</table>
+<h2>Charts</h2>
+{figure_html}
+</body></html>
+"""

@@ -1,0 +1,33 @@
+from datetime import date
+
+import pytest
+
+from flight_delays.promotion import decide
+
+D = date(2013, 6, 1)
+
+
+def test_first_model_must_beat_the_baseline_by_the_margin():
+    win = decide(9.0, 10.0, D, None, margin=0.05, champion_name="baseline")
+    assert win.promote and win.label == "promoted"
+    assert "baseline 10.00 min" in win.reason and "+10.0%" in win.reason
+    near = decide(9.8, 10.0, D, None, margin=0.05)
+    assert not near.promote and "not better by the margin" in near.reason
+
+
+def test_equal_mae_is_never_a_promotion_even_with_zero_margin():
+    assert not decide(10.0, 10.0, D, None, margin=0.0).promote
+    assert decide(9.99, 10.0, D, None, margin=0.0).promote
+
+
+def test_an_older_day_never_replaces_a_newer_champion():
+    decision = decide(1.0, 10.0, date(2013, 5, 1), date(2013, 5, 2), margin=0.0)
+    assert not decision.promote
+    assert "2013-05-02" in decision.reason and "newer" in decision.reason
+    # The same day (a rerun) does not replace it either.
+    assert not decide(1.0, 10.0, D, D, margin=0.0).promote
+
+
+def test_bad_numbers_are_named():
+    with pytest.raises(ValueError, match="challenger nan"):
+        decide(float("nan"), 10.0, D, None, margin=0.01)
