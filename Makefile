@@ -21,7 +21,7 @@ export FLIGHT_DELAYS_HOME := $(ROOT)
 export UV_COMPILE_BYTECODE := 1
 export UV_PROJECT_ENVIRONMENT := $(ROOT)/$(VENV)
 
-.PHONY: help venv seed airflow-init run test lint clean-artifacts
+.PHONY: help venv seed airflow-init run test lint clean-artifacts up down stack-status logs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -56,3 +56,20 @@ lint: venv ## ruff
 
 clean-artifacts: ## delete generated data, models and reports (keeps the source and raw data)
 	rm -rf data/interim/ds=* data/processed/ds=* data/output/ds=* models/ds=* reports/figures/ds=*
+
+# The stack without Docker (deploy/stack/): PostgreSQL + scheduler, dag-processor,
+# api-server and triggerer under honcho. State, secrets and logs in .stack/; settings
+# and ports through FLIGHT_DELAYS_STACK_* variables (see deploy/stack/stack.py).
+STACK := $(BIN)/python deploy/stack/stack.py
+
+up: venv ## start the stack without Docker (PostgreSQL + Airflow on 127.0.0.1:8080)
+	$(STACK) up
+
+down: ## stop every process `make up` started (SIGTERM, then SIGKILL); keeps the data
+	$(if $(wildcard $(BIN)/python),$(STACK),$(PYTHON) deploy/stack/stack.py) down
+
+stack-status: ## is the stack up: health, memory per component, where the login is
+	$(STACK) status
+
+logs: ## follow the stack's logs (.stack/logs/*.log)
+	$(STACK) logs

@@ -1,0 +1,120 @@
+"""One private no-Docker stack for the live tests (test_live_stack.py: module scope, so
+it stops as soon as they are done): `deploy/stack/stack.py up` with a throw-away state
+folder, free ports and a tmp project root (short window), PostgreSQL metastore and
+warehouse; always `down` at the end, and nothing of it may be left running.
+
+The warehouse holds real 2013 days only (no replay), so the tests that trigger runs for
+fixed days never depend on today's date. The tests of the clock-driven paths (the
+scheduled run, a trigger without a logical date) add a small replay of the last weeks
+before the DAG is unpaused, read from the clock once; their expectations come from the
+runs' own timestamps.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pendulum
+import pytest
+from stack_helpers import (
+    DAG_ID,
+    PARAMS,
+    SEEDED,
+    TIMINGS,
+    TZ,
+    WINDOW_DAYS,
+    Stack,
+    free_port,
+    leftovers,
+    load_stack_module,
+    replay_window,
+)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("no-Docker stack measurements")
+        for name, value in TIMINGS.items():
+            terminalreporter.write_line(f"{name}: {value}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    module = load_stack_module()
+    try:
+        module._pg_bin()
+    except module.StackError as exc:
+        pytest.fail(f"the stack tests need PostgreSQL 15: {exc}")
+    root = tmp_path_factory.mktemp("stack-project")
+    (root / "include").mkdir()
+    (root / "include" / "params.yaml").write_text(PARAMS)
+    # Not under pytest's tmp tree (mode 0700): the postgres user must reach its data folder.
+    state = Path(tempfile.mkdtemp(prefix="fd-stack-"))
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "FLIGHT_DELAYS_STACK_DIR": str(state),
+        "FLIGHT_DELAYS_STACK_ROOT": str(root),
+        "FLIGHT_DELAYS_STACK_API_PORT": str(api_port),
+        "FLIGHT_DELAYS_STACK_PG_PORT": str(free_port()),
+        "FLIGHT_DELAYS_STACK_HEALTH_PORT": str(free_port()),
+        "FLIGHT_DELAYS_STACK_SEED": "0",  # seeded below, with 2013 days only
+        "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": "20",
+    }
+    stack = Stack(root=root, state=state, env=env, api_url=f"http://127.0.0.1:{api_port}")
+    try:
+        started = time.monotonic()
+        stack.script("up", timeout=400)
+        TIMINGS["make up to healthy API (no seed)"] = f"{time.monotonic() - started:.1f} s"
+
+        from flight_delays.source import seed
+
+        seed(stack.warehouse_url, [0], original_range=SEEDED)
+        # The dag-processor parses the DAG shortly after it starts.
+        deadline = time.monotonic() + 120
+        while stack.api("GET", f"/dags/{DAG_ID}").status_code != 200:
+            assert time.monotonic() < deadline, "the DAG was not parsed within 120 s"
+            time.sleep(1)
+        yield stack
+    finally:
+        started = time.monotonic()
+        down = stack.script("down", check=False, timeout=300)
+        escalated = [line for line in down.stdout.splitlines() if "SIGKILL" in line]
+        TIMINGS["make down"] = f"{time.monotonic() - started:.1f} s " + (
+            f"({'; '.join(escalated)})" if escalated else "(no SIGKILL needed)"
+        )
+        left = leftovers(module, state)
+        data_kept = (state / "pg" / "PG_VERSION").is_file()
+        if down.returncode == 0 and not left:
+            shutil.rmtree(state, ignore_errors=True)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not left, f"processes of the test stack survived `down`: {left}"
+        assert data_kept, "`down` must keep the PostgreSQL data"
+
+
+@pytest.fixture(scope="module")
+def recent_days(stack: Stack) -> tuple[date, date]:
+    """Replay the last weeks (New York calendar) into the warehouse: enough for the
+    scheduled run the scheduler makes on unpause (the latest 02:00) and for a trigger
+    without a logical date, even if the session crosses midnight."""
+    from flight_delays.source import seed
+
+    today = pendulum.now(TZ).date()
+    first, last = today - timedelta(days=WINDOW_DAYS + 3), today
+    for cycle, original in replay_window(first, last):
+        seed(stack.warehouse_url, [cycle], original_range=original)
+    return first, last
+
+
+@pytest.fixture(scope="module")
+def live_dag(stack: Stack, recent_days: tuple[date, date]) -> Stack:
+    """The DAG unpaused (it is created paused: dags_are_paused_at_creation)."""
+    dag = stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    assert dag["is_paused"] is False
+    return stack

@@ -1,0 +1,244 @@
+"""The no-Docker stack for real: PostgreSQL metastore and warehouse, scheduler,
+dag-processor, api-server and triggerer under honcho, driven through the REST API v2,
+the airflow CLI and a headless Chromium. One stack for the module (see conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pendulum
+import pytest
+from stack_browser import Browser, chromium_binary
+from stack_helpers import DAG_ID, TIMINGS, TZ, Stack, run_path
+
+from flight_delays.config import ProjectPaths
+from flight_delays.dates import processed_day
+
+pytestmark = pytest.mark.stack
+
+STEPS = ["ingest", "featurize", "split", "train", "score", "chart"]
+
+
+def check_day(root: Path, day: date) -> dict:
+    """The day's artifacts exist and are sane; returns metrics.json."""
+    paths = ProjectPaths(root)
+    metrics = json.loads((paths.output(day) / "metrics.json").read_text())
+    for who in ("model", "baseline"):
+        assert math.isfinite(metrics[who]["mae"]) and metrics[who]["mae"] > 0, metrics
+    predictions = pd.read_parquet(paths.output(day) / "predictions.parquet")
+    assert len(predictions) > 0
+    assert pd.to_datetime(predictions["local_date"]).dt.date.max() == day
+    assert (paths.model_dir(day) / "model.skops").stat().st_size > 0
+    figures = sorted(paths.figures(day).glob("*.png"))
+    assert figures, f"no figures in {paths.figures(day)}"
+    for figure in figures:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    return metrics
+
+
+def fingerprint(root: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every per-day artifact file under the project root."""
+    found = {}
+    for pattern in (
+        "data/interim/ds=*/**/*",
+        "data/processed/ds=*/**/*",
+        "data/output/ds=*/**/*",
+        "models/ds=*/**/*",
+        "reports/figures/ds=*/**/*",
+        "data/raw/ds=*/**/*",
+    ):
+        for path in root.glob(pattern):
+            if path.is_file():
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                found[str(path.relative_to(root))] = (digest, path.stat().st_mtime_ns)
+    return found
+
+
+def rendered_day(stack: Stack, run_id: str, task: str = "ingest") -> str:
+    """The `day` the task instance was rendered with (op_kwargs), via the REST API."""
+    ti = stack.ok("GET", f"{run_path(run_id)}/taskInstances/{task}")
+    return ti["rendered_fields"]["op_kwargs"]["day"]
+
+
+def ny(timestamp: str) -> pendulum.DateTime:
+    return pendulum.parse(timestamp).in_timezone(TZ)
+
+
+def at_0200(moment: pendulum.DateTime) -> bool:
+    """02:00 New York time; on the spring-forward day, when 02:00 does not exist, 03:00."""
+    wall = pendulum.datetime(moment.year, moment.month, moment.day, 2, 0, tz=TZ)
+    return moment == wall
+
+
+def test_up_twice_is_harmless_and_status_shows_every_component(stack: Stack):
+    pid = (stack.state / "honcho.pid").read_text().strip()
+    again = stack.script("up")
+    assert "already running" in again.stdout
+    assert (stack.state / "honcho.pid").read_text().strip() == pid
+    status = stack.script("status").stdout
+    assert "health: healthy" in status
+    memory = [" ".join(line.split()[:4]) for line in status.splitlines() if "processes)" in line]
+    TIMINGS["RSS at idle, MiB (main process / with its children)"] = "; ".join(memory)
+    for component in ("scheduler", "dag-processor", "api-server", "triggerer", "postgres"):
+        assert f"    {component} " in status, status
+    # Secrets are generated once and readable by their owner only.
+    for name in ("secrets.json", "generated.env", "airflow/simple_auth_manager_passwords.json"):
+        assert (stack.state / name).stat().st_mode & 0o777 == 0o600, name
+    # Every component listens on the loopback interface only.
+    settings = (stack.state / "generated.env").read_text()
+    assert "127.0.0.1" in stack.api_url and "@127.0.0.1:" in settings
+
+
+def test_rest_trigger_with_a_logical_date_processes_the_day_before(live_dag: Stack):
+    stack = live_dag
+    started = time.monotonic()
+    run = stack.ok(
+        "POST",
+        f"/dags/{DAG_ID}/dagRuns",
+        json={"dag_run_id": "rest_2013-03-16", "logical_date": "2013-03-16T02:00:00-04:00"},
+    )
+    run = stack.wait_for_run(run["dag_run_id"])
+    TIMINGS["trigger (REST) to success, one run"] = f"{time.monotonic() - started:.1f} s"
+    assert run["run_type"] == "manual"
+    assert rendered_day(stack, run["dag_run_id"]) == "2013-03-15"
+    metrics = check_day(stack.root, date(2013, 3, 15))
+    assert metrics["model"]["mae"] != metrics["baseline"]["mae"]
+
+
+def test_the_scheduled_run_is_at_0200_and_processes_the_day_that_just_ended(live_dag: Stack):
+    stack = live_dag
+    # Unpausing made the scheduler create the run of the latest 02:00 (catchup=False).
+    deadline = time.monotonic() + 60
+    while True:
+        runs = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "scheduled"})
+        if runs["dag_runs"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert runs["dag_runs"], "no scheduled run after unpausing"
+    for run in runs["dag_runs"]:
+        logical = ny(run["logical_date"])
+        assert at_0200(logical), run["logical_date"]
+        assert run["data_interval_start"] == run["data_interval_end"]  # cron trigger: zero
+        run = stack.wait_for_run(run["dag_run_id"])
+        day = logical.date() - timedelta(days=1)  # the New York day that ended 2 h before
+        assert rendered_day(stack, run["dag_run_id"]) == day.isoformat()
+        check_day(stack.root, day)
+
+    dag = stack.ok("GET", f"/dags/{DAG_ID}")
+    upcoming = ny(dag["next_dagrun_logical_date"])
+    assert at_0200(upcoming), dag["next_dagrun_logical_date"]
+    assert dag["next_dagrun_run_after"] == dag["next_dagrun_logical_date"]
+    latest = max(ny(r["logical_date"]) for r in runs["dag_runs"])
+    assert upcoming.date() == latest.date() + timedelta(days=1)
+    assert upcoming > pendulum.now(TZ) - timedelta(hours=1)  # the next one, not a past one
+    # The next run will process the New York day that ends at the midnight before it.
+    when = datetime.fromisoformat(dag["next_dagrun_logical_date"].replace("Z", "+00:00"))
+    assert processed_day(when) == upcoming.date() - timedelta(days=1)
+
+
+def test_a_trigger_without_logical_date_processes_the_latest_complete_day(live_dag: Stack):
+    stack = live_dag
+    run = stack.ok("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
+    assert run["logical_date"] is None
+    run = stack.wait_for_run(run["dag_run_id"])
+    # The New York day before the trigger time: the latest complete flight day.
+    day = ny(run["run_after"]).date() - timedelta(days=1)
+    assert rendered_day(stack, run["dag_run_id"]) == day.isoformat()
+    check_day(stack.root, day)
+
+
+def test_backfill_of_three_days_leaves_one_artifact_set_per_day(live_dag: Stack):
+    stack = live_dag
+    before = fingerprint(stack.root)
+    started = time.monotonic()
+    # Runs at 02:00 on 21, 22 and 23 March (to-date is midnight, so not the 24th's run):
+    # they process the flight days 20, 21 and 22 March.
+    stack.airflow(
+        "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2013-03-21",
+        "--to-date", "2013-03-24",
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:  # the scheduler creates the backfill's runs
+        runs = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})
+        if len(runs["dag_runs"]) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    runs = runs["dag_runs"]
+    assert len(runs) == 3, runs
+    runs = [stack.wait_for_run(run["dag_run_id"], timeout=420) for run in runs]
+    TIMINGS["backfill of 3 days, wall time"] = f"{time.monotonic() - started:.1f} s"
+    days = sorted(ny(r["logical_date"]).date() - timedelta(days=1) for r in runs)
+    assert days == [date(2013, 3, 20), date(2013, 3, 21), date(2013, 3, 22)]
+    for run in runs:
+        day = ny(run["logical_date"]).date() - timedelta(days=1)
+        assert rendered_day(stack, run["dag_run_id"], "chart") == day.isoformat()
+        check_day(stack.root, day)
+
+    after = fingerprint(stack.root)
+    changed = sorted(name for name, value in before.items() if after.get(name) != value)
+    assert not changed, f"the backfill overwrote or removed artifacts of other days: {changed}"
+    new_days = {name.split("ds=")[1][:10] for name in set(after) - set(before)}
+    assert {"2013-03-20", "2013-03-21", "2013-03-22"} <= new_days
+    for day in ("2013-03-20", "2013-03-21", "2013-03-22"):
+        outputs = [n for n in after if n.startswith(f"data/output/ds={day}/")]
+        assert sorted(Path(n).name for n in outputs) == ["metrics.json", "predictions.parquet"]
+
+
+def test_headless_chromium_logs_in_and_finds_the_six_tasks(stack: Stack, tmp_path: Path):
+    binary = chromium_binary()
+    if binary is None:
+        pytest.fail("the UI test needs Chromium: apt-get install -y chromium")
+    with Browser(binary) as browser:
+        browser.goto(f"{stack.api_url}/dags/{DAG_ID}")
+        browser.wait_for("location.pathname.startsWith('/auth/login')")
+        browser.wait_for("!!document.querySelector('input[name=password]')")
+        browser.type_into("input[name=username]", "admin")
+        browser.type_into("input[name=password]", stack.admin_password)
+        browser.js("document.querySelector('button[type=submit]').click()")
+        # Back on the page asked for, now logged in (the JWT is in the _token cookie).
+        browser.wait_for(f"location.pathname === '/dags/{DAG_ID}'")
+        found = browser.wait_for(
+            f"(() => {{ const t = document.body.innerText.split('\\n').map(s => s.trim());"
+            f" const want = {json.dumps(STEPS)};"
+            f" return want.every(s => t.includes(s)) && want; }})()"
+        )
+        browser.screenshot(tmp_path / "dag.png")
+        text = browser.text()
+    assert found == STEPS
+    assert DAG_ID in text and "0 2 * * *" in text
+
+
+def test_tasks_test_runs_each_task_in_order_against_the_stack(live_dag: Stack):
+    stack = live_dag
+    # `airflow tasks test` makes a temporary RUNNING run in the metastore: pause the DAG
+    # so that the scheduler does not start that run's tasks as well.
+    stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})
+    paths = ProjectPaths(stack.root)
+    day = date(2013, 4, 5)
+    writes = {
+        "ingest": paths.interim(day) / "manifest.json",
+        "featurize": paths.processed(day) / "features.parquet",
+        "split": paths.processed(day) / "holdout.parquet",
+        "train": paths.model_dir(day) / "model.skops",
+        "score": paths.output(day) / "metrics.json",
+        "chart": paths.figures(day),
+    }
+    try:
+        for step in STEPS:
+            result = stack.airflow("tasks", "test", DAG_ID, step, "2013-04-06")
+            output = result.stdout + result.stderr
+            # `airflow tasks test` exits 0 even when the task fails: read its outcome.
+            assert "Task failed with exception" not in output, output[-4000:]
+            assert writes[step].exists(), f"{step} did not write {writes[step]}"
+    finally:
+        stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    check_day(stack.root, day)
+    # Its temporary runs are gone again.
+    runs = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
+    assert not [r for r in runs if (r["logical_date"] or "").startswith("2013-04-06")]

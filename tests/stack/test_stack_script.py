@@ -1,0 +1,184 @@
+"""deploy/stack/stack.py without a live Airflow: `down` stops every process `up` started
+(stand-ins that carry the stack's marker, ignore SIGTERM or start sessions of their own;
+one of another stack must survive), and the settings `up` gives the components agree with
+deploy/airflow.env and with docker-compose.yaml."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from stack_helpers import load_stack_module
+
+stack = load_stack_module()
+
+
+@pytest.fixture
+def cfg(tmp_path: Path):
+    return replace(stack.Config.from_env(), state=tmp_path / "state")
+
+
+def spawn(cfg, script: str, marker: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, stack.MARKER: marker or str(cfg.state)}
+    return subprocess.Popen(["sh", "-c", script], env=env, start_new_session=True)
+
+
+def wait_until(predicate, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigterm_then_sigkill_for_what_ignores_it(cfg):
+    polite = spawn(cfg, "exec sleep 300")
+    # A "scheduler" that ignores SIGTERM, with a worker in a session of its own: outside
+    # the process group of every component, found by its marker only.
+    stubborn = spawn(cfg, "trap '' TERM; setsid sh -c \"trap '' TERM; sleep 300\" & sleep 300")
+    other = spawn(cfg, "exec sleep 300", marker=str(cfg.state) + "-other")
+    try:
+        assert wait_until(lambda: len(stack.stack_pids(cfg)) >= 4), stack.stack_pids(cfg)
+        started = time.monotonic()
+        counts = stack.stop_processes(cfg, timeout=1.0)
+        assert time.monotonic() - started < 10
+        assert stack.stack_pids(cfg) == []
+        assert counts["found"] >= 4 and counts["killed"] >= 2, counts
+        assert polite.wait(timeout=5) == -signal.SIGTERM
+        assert stubborn.wait(timeout=5) == -signal.SIGKILL
+        assert other.poll() is None, "a process of another stack was stopped"
+    finally:
+        for proc in (polite, stubborn, other):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_nothing_to_stop_is_fine_and_a_stale_pid_file_is_not_trusted(cfg):
+    cfg.state.mkdir(parents=True)
+    assert stack.stop_processes(cfg, timeout=1.0) == {"found": 0, "killed": 0}
+    # A pid file naming a live process that is not ours (pid reuse): not the stack.
+    cfg.pid_file.write_text(f"{os.getpid()}\n")
+    assert stack.honcho_pid(cfg) is None
+
+
+def test_settings_load_the_shared_airflow_env_and_stay_on_loopback(cfg):
+    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
+    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    stack.write_settings(cfg, values)
+    env = stack.read_env_files(cfg)
+    shared = stack.SHARED_ENV.read_text().splitlines()
+    for line in shared:
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            assert env[key] == value, f"{key}: the stack must keep deploy/airflow.env's value"
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://127.0.0.1:")
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "x"  # one secret for every component
+    assert env["AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"].startswith("postgresql://warehouse:w@")
+    assert "/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["FLIGHT_DELAYS_HOME"] == str(cfg.root)
+    for name in ("generated.env", "airflow/simple_auth_manager_passwords.json"):
+        assert (cfg.state / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_processes_without_the_marker_in_a_stack_session_are_found(cfg):
+    # setproctitle overwrites what /proc/<pid>/environ shows (api-server, workers): a
+    # child of a marked process whose environment lacks the marker is still the stack's.
+    parent = spawn(cfg, "env -u FLIGHT_DELAYS_STACK sleep 300 & exec sleep 300")
+    try:
+        assert wait_until(lambda: len(stack.stack_pids(cfg)) >= 2)
+        children = [p for p in stack.stack_pids(cfg) if p != parent.pid]
+        assert children and all(stack.MARKER.encode() not in stack._environ(p) for p in children)
+        stack.stop_processes(cfg, timeout=2.0)
+        assert stack.stack_pids(cfg) == []
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+
+def _compose_value(value: str) -> str:
+    """`${VAR:-default}` -> default; other values unchanged."""
+    if value.startswith("${") and ":-" in value:
+        return value.split(":-", 1)[1].rstrip("}")
+    return value
+
+
+def test_settings_agree_with_the_compose_stack(cfg):
+    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
+    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    stack.write_settings(cfg, values)
+    ours = stack.read_env_files(cfg)
+    compose = yaml.safe_load((stack.REPO / "docker-compose.yaml").read_text())
+    common = compose["x-airflow-common"]
+    assert "deploy/airflow.env" in common["env_file"]  # both stacks load the shared file
+    theirs = {k: _compose_value(str(v)) for k, v in common["environment"].items()}
+    for key in (
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__CORE__AUTH_MANAGER",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+    ):
+        assert ours[key] == theirs[key], key
+    for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
+        assert Path(ours[key]).name == Path(theirs[key]).name, key
+    # The same connection id (the DAG's flight_delays_warehouse), to a `warehouse`
+    # database and user apart from the metastore.
+    for env in (ours, theirs):
+        warehouse = env["AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"]
+        assert warehouse.startswith("postgresql://warehouse:") and warehouse.endswith("/warehouse")
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("/airflow")
+        # Task workers reach the api-server's execution API (the port is the stack's).
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
+
+
+FAKE_SCHEDULER = """
+import os, signal, subprocess, sys, time
+out, role = sys.argv[1], sys.argv[2]  # the main one: `fake.py OUT main airflow scheduler`
+
+def record(signum, frame):
+    with open(os.path.join(out, role), "w") as f:
+        f.write(str(signum))
+
+if role == "task":  # a task process: a process group of its own, as Airflow's
+    os.setpgid(0, 0)
+signal.signal(signal.SIGTERM, record)
+if role == "main":  # a LocalExecutor worker (the scheduler's group) and a task
+    for child in ("worker", "task"):
+        subprocess.Popen([sys.executable, __file__, out, child])
+open(os.path.join(out, "ready-" + role), "w").close()
+time.sleep(300)
+"""
+
+
+def test_the_scheduler_is_stopped_alone_not_its_executor_workers(cfg, tmp_path):
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE_SCHEDULER)
+    out = tmp_path / "signals"
+    out.mkdir()
+    # Named like the real one, so that its session is recognised as the scheduler's.
+    fake = subprocess.Popen(
+        [sys.executable, str(script), str(out), "main", "airflow scheduler"],
+        env={**os.environ, stack.MARKER: str(cfg.state)},
+        start_new_session=True,
+    )
+    try:
+        ready = ("ready-main", "ready-worker", "ready-task")
+        assert wait_until(lambda: all((out / name).exists() for name in ready))
+        stack._stop_scheduler_first(stack.stack_pids(cfg))
+        assert wait_until(lambda: (out / "main").exists() and (out / "task").exists())
+        time.sleep(0.3)
+        assert not (out / "worker").exists(), "a LocalExecutor worker got SIGTERM directly"
+    finally:
+        stack.stop_processes(cfg, timeout=1.0)
+        fake.wait(timeout=10)
+    assert stack.stack_pids(cfg) == []
