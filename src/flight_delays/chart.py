@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import dates as mdates
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -32,9 +33,14 @@ PREDICTED_LABEL = "Predicted arrival delay (minutes)"
 RESIDUAL_LABEL = "Residual: predicted \N{MINUS SIGN} actual (minutes)"
 HOUR_LABEL = "Scheduled departure hour (local time)"
 MAE_LABEL = "Mean absolute error (minutes)"
+HOLDOUT_END_LABEL = "Last day of the holdout (flight day, local date)"
 SERIES_LABELS = {
     "predicted": "Model",
     "baseline": "Baseline (origin \N{MULTIPLICATION SIGN} hour median)",
+    # backtest tables (flight_delays.backtest): one MAE column per predictor
+    "model_mae": "Model",
+    "baseline_mae": "Baseline (origin \N{MULTIPLICATION SIGN} hour median)",
+    "champion_mae": "Champion",
 }
 
 FIGURE_FILES = {
@@ -149,7 +155,48 @@ def mae_by_hour(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def mae_per_holdout(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """Mean absolute error (minutes) on each backtest holdout, one line per predictor.
+
+    ``table`` is indexed by the holdout's last day (dates or datetimes) and holds one MAE
+    column per predictor (``model_mae`` is labelled Model, ``baseline_mae`` Baseline;
+    other names as is), e.g. :func:`flight_delays.backtest.mae_table` output. The title
+    gives the number of holdouts on which the model beat the baseline when both columns
+    are present.
+    """
+    if table.empty or table.shape[1] == 0:
+        raise ValueError("mae_per_holdout needs a non-empty table with at least one MAE column")
+    for col in table.columns:
+        _values(table[col], col)
+    fig, ax = _axes(ax, (9.0, 4.8))
+    ends = pd.to_datetime(pd.Index(table.index)).to_numpy()
+    for col in table.columns:
+        ax.plot(
+            ends,
+            table[col].to_numpy(dtype=float),
+            marker="o",
+            markersize=4,
+            label=SERIES_LABELS.get(col, col),
+        )
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(HOLDOUT_END_LABEL)
+    ax.set_ylabel(MAE_LABEL)
+    title = f"Backtest: holdout MAE of {len(table)} replayed runs"
+    if {"model_mae", "baseline_mae"} <= set(table.columns):
+        beaten = int((table["model_mae"] < table["baseline_mae"]).sum())
+        title += f" (model beats baseline on {beaten})"
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path``, atomically."""
+    path = Path(path)
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return path
@@ -174,6 +221,6 @@ def run(
         "mae_by_hour": mae_by_hour(table),
     }
     out_dir = settings.paths.figures(day)
-    paths = [str(_save(fig, out_dir / FIGURE_FILES[name])) for name, fig in figures.items()]
+    paths = [str(save_png(fig, out_dir / FIGURE_FILES[name])) for name, fig in figures.items()]
     log.info("chart %s: %d flights -> %d figures in %s", day, len(predictions), len(paths), out_dir)
     return {"figures": paths}

@@ -37,15 +37,19 @@ class IngestSettings:
 @dataclass(frozen=True)
 class SplitSettings:
     holdout_days: int = 7
+    # Days of arrival delays before a row's history cutoff that the past-day statistics
+    # summarise (flight_delays.history): the recent delay level, and group differences.
+    recent_days: int = 7
+    history_days: int = 28
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     loss: str = "absolute_error"
     learning_rate: float = 0.05
-    max_iter: int = 300
+    max_iter: int = 150
     max_leaf_nodes: int = 31
-    min_samples_leaf: int = 50
+    min_samples_leaf: int = 2000
     l2_regularization: float = 1.0
     random_state: int = 42
 
@@ -149,6 +153,9 @@ class Settings:
                 "split.holdout_days must be >= 1 and smaller than ingest.window_days "
                 f"({self.ingest.window_days}), got {self.split.holdout_days}"
             )
+        for key in ("recent_days", "history_days"):
+            if getattr(self.split, key) < 1:
+                raise ConfigError(f"split.{key} must be >= 1, got {getattr(self.split, key)}")
 
 
 _SECTIONS = {

@@ -1,9 +1,10 @@
 """Featurize: turn raw flight and weather partitions into one feature table.
 
-One row per flight that arrived (has an arrival delay), with the schedule, the calendar,
-the weather at the origin in the scheduled departure hour and how busy the schedule
-is. Everything in a row is known before departure except the target,
-``schema.TARGET`` (arrival delay, minutes).
+One row per flight that arrived (has an arrival delay), with the schedule, the weather
+at the origin (in the scheduled departure hour, around it and over the day) and how busy
+the schedule is (``schema.BASE_FEATURES``). Everything in a row is known before departure except the
+target, ``schema.TARGET`` (arrival delay, minutes). The past-day delay statistics are
+added later, by split, which knows where the holdout starts.
 
 :func:`build_features` is the pure core; :func:`run` is the file wrapper the DAG calls.
 """
@@ -50,8 +51,10 @@ FLIGHT_REQUIRED = [
 WEATHER_REQUIRED = [*schema.WEATHER_KEY, *schema.WEATHER_MEASURES]
 
 IDENTIFIERS = [schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]
-# Identifiers, then every feature not already among them, then the target.
-OUTPUT_COLUMNS = list(dict.fromkeys([*IDENTIFIERS, *schema.FEATURES, schema.TARGET]))
+# Identifiers, then every base feature not already among them, then the target. The
+# past-day features (schema.HISTORY_FEATURES) are added by split, which knows where the
+# holdout starts.
+OUTPUT_COLUMNS = list(dict.fromkeys([*IDENTIFIERS, *schema.BASE_FEATURES, schema.TARGET]))
 SORT_COLUMNS = [schema.DAY, "origin", "sched_dep_time", "carrier", "flight"]
 SCHEDULE_COUNTS = {
     # feature name: the group it counts scheduled flights over
@@ -151,13 +154,12 @@ FEATURES_SCHEMA = pa.DataFrameSchema(
         "dest": pa.Column(str, nullable=False),
         "sched_dep_time": _hhmm(),
         schema.SCHED_HOUR: pa.Column("int64", pa.Check.in_range(0, 23), nullable=False),
-        "day_of_week": pa.Column("int64", pa.Check.in_range(0, 6), nullable=False),
-        "month": pa.Column("int64", pa.Check.in_range(1, 12), nullable=False),
         "distance": pa.Column("float64", pa.Check.ge(0), nullable=True),
         "sched_block_minutes": pa.Column(
             "int64", pa.Check.in_range(0, MINUTES_PER_DAY - 1), nullable=False
         ),
         **{m: pa.Column("float64", nullable=True) for m in schema.WEATHER_MEASURES},
+        **{c: pa.Column("float64", nullable=True) for c in schema.WEATHER_CONTEXT_FEATURES},
         **{c: pa.Column("int64", pa.Check.ge(1), nullable=False) for c in SCHEDULE_COUNTS},
         schema.TARGET: pa.Column(
             "float64", pa.Check(lambda s: np.isfinite(s), name="finite"), nullable=False
@@ -213,6 +215,49 @@ def _prepare_weather(weather: pd.DataFrame) -> pd.DataFrame:
     return _validate(WEATHER_IN_SCHEMA, frame.reset_index(drop=True), "weather")
 
 
+AROUND_HOURS = 2  # the weather "around" hour h covers h-2..h+2 (same day)
+AROUND = {  # feature: (measure, aggregation over the hours around)
+    "precip_around": ("precip", "sum"),
+    "visib_min_around": ("visib", "min"),
+    "gust_max_around": ("wind_gust", "max"),
+}
+DAY_WEATHER = {  # feature: (measure, aggregation over the day's hours)
+    "day_precip": ("precip", "sum"),
+    "day_visib_min": ("visib", "min"),
+    "day_wind_max": ("wind_speed", "max"),
+    "day_gust_max": ("wind_gust", "max"),
+}
+
+
+def weather_context(weather: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The origin's weather around each hour and over each day, from hourly weather
+    with one row per (local_date, origin, hour) (as :func:`build_features` prepares it).
+
+    Returns ``(around, day)``: ``around`` has one row per (local_date, origin, hour 0-23)
+    of a day with any weather and the :data:`AROUND` columns (the hours h-2..h+2 of the
+    same day; missing hours are skipped, so a sum counts reported hours only);
+    ``day`` has one row per (local_date, origin) and the :data:`DAY_WEATHER` columns.
+    """
+    keys = [schema.DAY, "origin"]
+    day = weather.groupby(keys, as_index=False).agg(
+        **{name: (measure, how) for name, (measure, how) in DAY_WEATHER.items()}
+    )
+    grid = pd.MultiIndex.from_tuples(
+        [(d, o, h) for d, o in day[keys].itertuples(index=False) for h in range(24)],
+        names=[*keys, "hour"],
+    )
+    hourly = weather.set_index([*keys, "hour"]).reindex(grid).sort_index()
+    measures = sorted({measure for measure, _how in AROUND.values()})
+    rolling = hourly.groupby(level=keys, sort=False)[measures].rolling(
+        2 * AROUND_HOURS + 1, center=True, min_periods=1
+    )
+    around = pd.DataFrame(index=hourly.index)
+    for name, (measure, how) in AROUND.items():
+        values = getattr(rolling[measure], how)()
+        around[name] = values.droplevel([0, 1]).reindex(hourly.index).to_numpy()
+    return around.reset_index(), day
+
+
 def build_features(
     flights: pd.DataFrame, weather: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -236,11 +281,14 @@ def build_features(
 
     Derived features: ``sched_hour`` = hour of ``sched_dep_time`` (0-23; 2400 counts as
     hour 23 so the flight keeps its own day and that day's last weather hour);
-    ``day_of_week`` (0 = Monday); ``month`` (1-12); ``sched_block_minutes`` = scheduled
+    ``sched_block_minutes`` = scheduled
     arrival minus scheduled departure clock time in minutes, plus 1440 when it passes
     midnight (local clocks, so it includes the time-zone difference to ``dest``);
     ``origin_hour_departures``, ``origin_day_departures``, ``carrier_day_departures``
-    (scheduled flights per origin and hour, per origin and day, per carrier and day).
+    (scheduled flights per origin and hour, per origin and day, per carrier and day);
+    the origin's weather around the scheduled hour and over the day
+    (``schema.WEATHER_CONTEXT_FEATURES``, :func:`weather_context`; NaN when no hour
+    in reach was reported).
 
     Returns the table (columns :data:`OUTPUT_COLUMNS`, validated by
     :data:`FEATURES_SCHEMA`, sorted by :data:`SORT_COLUMNS`, fresh 0..n-1 index) and
@@ -262,8 +310,6 @@ def build_features(
     wx = wx.groupby(schema.WEATHER_KEY, as_index=False, sort=False)[schema.WEATHER_MEASURES].mean()
 
     fl[schema.SCHED_HOUR] = (fl["sched_dep_time"] // 100).clip(upper=23)
-    fl["day_of_week"] = fl[schema.DAY].dt.day_of_week.astype("int64")
-    fl["month"] = fl[schema.DAY].dt.month.astype("int64")
     block = _hhmm_to_minutes(fl["sched_arr_time"]) - _hhmm_to_minutes(fl["sched_dep_time"])
     fl["sched_block_minutes"] = block % MINUTES_PER_DAY  # floor modulo: wraps past midnight
     for name, group in SCHEDULE_COUNTS.items():
@@ -277,6 +323,13 @@ def build_features(
         indicator="_weather",
     )
     missing_weather = int((joined["_weather"] == "left_only").sum())
+    around, day_weather = weather_context(wx)
+    joined = joined.merge(
+        around.rename(columns={"hour": schema.SCHED_HOUR}),
+        on=[schema.DAY, "origin", schema.SCHED_HOUR],
+        how="left",
+        validate="many_to_one",
+    ).merge(day_weather, on=[schema.DAY, "origin"], how="left", validate="many_to_one")
 
     arrived = joined[schema.TARGET].notna()
     features = (

@@ -1,10 +1,18 @@
-"""Split: cut the feature table in time into a training part and a holdout.
+"""Split: cut the feature table in time into a training part and a holdout, then add
+the past-day delay statistics.
 
 The holdout is the last ``holdout_days`` days ending on the processed day; training is
 everything strictly before it. A time split (not a random one) because the model is
 used on days it has never seen, and neighbouring flights share weather and congestion.
 
-:func:`split_by_day` is the pure core; :func:`run` is the file wrapper the DAG calls.
+The past-day statistics (``schema.HISTORY_FEATURES``) are added here, not in featurize,
+because they depend on where the holdout starts: a holdout row may only use days before
+the holdout, never its own day's or another holdout day's delays (see
+:mod:`flight_delays.history`).
+
+Pure cores: :func:`split_by_day` (the cut) and :func:`split_with_history` (the cut plus
+the statistics, what the DAG's split task and the backtest run); :func:`run` is the file
+wrapper the DAG calls.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from flight_delays import io, schema
+from flight_delays import history, io, schema
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
 from flight_delays.featurize import FEATURES_FILE, require_columns, to_day
@@ -82,11 +90,43 @@ def split_by_day(
     return train, holdout
 
 
+def split_with_history(
+    features: pd.DataFrame,
+    day: date | str,
+    holdout_days: int,
+    recent_days: int,
+    history_days: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`split_by_day`, then :func:`flight_delays.history.add_history_features`
+    with the holdout's first day as the cutoff, blocks of ``holdout_days`` days, and
+    lookbacks of ``recent_days`` (recent delay level) and ``history_days`` (group
+    statistics) days.
+
+    ``features`` is featurize's table (needs ``local_date``, ``arr_delay`` and the
+    history group keys: origin, carrier, dest, flight, sched_hour). Returns (train,
+    holdout), each with every input column plus ``schema.HISTORY_FEATURES``, fresh
+    0..n-1 indexes; the input is never modified. Only the train rows' arrival delays are
+    read for the statistics.
+    """
+    day = parse_day(day)
+    train, holdout = split_by_day(features, day, holdout_days)
+    start, _end = holdout_range(day, holdout_days)
+    return history.add_history_features(
+        train,
+        holdout,
+        cutoff=start,
+        block_days=holdout_days,
+        statistics=history.history_statistics(recent_days, history_days),
+    )
+
+
 def run(
     day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
 ) -> dict[str, Any]:
     """Split ``processed(day)/features.parquet`` into ``train.parquet`` and
-    ``holdout.parquet`` in the same folder, holding out ``split.holdout_days`` days.
+    ``holdout.parquet`` in the same folder, holding out ``split.holdout_days`` days, and
+    add the past-day statistics over ``split.recent_days`` and ``split.history_days``
+    days (:func:`split_with_history`).
 
     A missing feature table raises :class:`flight_delays.io.MissingArtifactError`
     naming the ``featurize`` task. Writes atomically and returns ``{"train": path,
@@ -98,7 +138,13 @@ def run(
     folder = settings.paths.processed(day)
     features = io.read_parquet(folder / FEATURES_FILE, task=UPSTREAM_TASK)
     holdout_days = settings.split.holdout_days
-    train, holdout = split_by_day(features, day, holdout_days)
+    train, holdout = split_with_history(
+        features,
+        day,
+        holdout_days,
+        recent_days=settings.split.recent_days,
+        history_days=settings.split.history_days,
+    )
     train_path = io.write_parquet(train, folder / TRAIN_FILE)
     holdout_path = io.write_parquet(holdout, folder / HOLDOUT_FILE)
     start, end = holdout_range(day, holdout_days)

@@ -57,9 +57,14 @@ TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 WEATHER_NOTE = (
-    "Weather features are the observed hourly weather at the origin in the scheduled "
-    "departure hour, used as if it were a perfect forecast: live accuracy with a real "
-    "forecast will be lower."
+    "Weather features are the observed weather at the origin in the scheduled departure "
+    "hour, the hours around it and over the whole flight day, used as if it were a "
+    "perfect forecast: live accuracy with a real forecast will be lower."
+)
+HISTORY_NOTE = (
+    "Past-day features (recent_*, past_*) are medians of the arrival delays of earlier "
+    "days only: for a holdout row, the days before the holdout; for a training row, the "
+    "days before its block of holdout length (flight_delays.history)."
 )
 
 
@@ -93,11 +98,21 @@ def bounded_threads() -> Iterator[None]:
 # --- pure core --------------------------------------------------------------------------
 
 
+def monotonic_constraints() -> list[int]:
+    """``monotonic_cst`` of the booster, aligned with the pipeline's columns (categorical
+    block first, then ``schema.NUMERIC_FEATURES``): +1/-1 for the features of
+    ``schema.MONOTONIC_FEATURES``, 0 (free) for the others."""
+    return [0] * len(schema.CATEGORICAL_FEATURES) + [
+        schema.MONOTONIC_FEATURES.get(name, 0) for name in schema.NUMERIC_FEATURES
+    ]
+
+
 def build_pipeline(train_settings: TrainSettings) -> Pipeline:
     """An unfitted pipeline: ordinal-encode ``schema.CATEGORICAL_FEATURES`` (unknown and
     missing categories become NaN, which the booster routes as missing), pass
     ``schema.NUMERIC_FEATURES`` through, then HistGradientBoostingRegressor with the
-    encoded columns declared categorical. Output: predicted arr_delay in minutes."""
+    encoded columns declared categorical and the monotonic constraints of
+    ``schema.MONOTONIC_FEATURES``. Output: predicted arr_delay in minutes."""
     encoder = OrdinalEncoder(
         handle_unknown="use_encoded_value",
         unknown_value=np.nan,
@@ -116,7 +131,9 @@ def build_pipeline(train_settings: TrainSettings) -> Pipeline:
         schema.NUMERIC_FEATURES
     )
     model = HistGradientBoostingRegressor(
-        **train_settings.hyperparameters(), categorical_features=categorical_mask
+        **train_settings.hyperparameters(),
+        categorical_features=categorical_mask,
+        monotonic_cst=monotonic_constraints(),
     )
     return Pipeline([("features", features), ("model", model)])
 
@@ -134,6 +151,11 @@ def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipel
     Needs every column in ``schema.FEATURES`` and ``schema.TARGET`` (arr_delay, minutes,
     finite: featurize drops flights without an arrival delay, so a missing one here is a
     bug upstream and raises ValueError). The frame is not modified.
+
+    A numeric feature with no value at all in the frame (a past-day statistic when the
+    window is shorter than its lookback allows, or a weather measure never reported) is
+    fitted as a constant 0, with a warning: the booster cannot bin an all-missing
+    column, and a constant one is never split on, so the model ignores the feature.
     """
     check_feature_columns(train_frame, "training frame")
     if schema.TARGET not in train_frame.columns:
@@ -147,9 +169,18 @@ def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipel
             f"{bad} of {len(target)} training rows have a missing or non-finite "
             f"{schema.TARGET}; featurize should have dropped them (bug upstream)"
         )
+    features = train_frame[schema.FEATURES]
+    empty = [col for col in schema.NUMERIC_FEATURES if features[col].isna().all()]
+    if empty:
+        log.warning(
+            "training frame has no value of %d feature(s), which the model will ignore: %s",
+            len(empty),
+            ", ".join(empty),
+        )
+        features = features.assign(**dict.fromkeys(empty, 0.0))
     pipeline = build_pipeline(train_settings)
     with bounded_threads():
-        pipeline.fit(train_frame[schema.FEATURES], target)
+        pipeline.fit(features, target)
     return pipeline
 
 
@@ -263,7 +294,8 @@ def run(
         "model": {"path": str(model_path), "sha256": io.sha256(model_path)},
         "libraries": library_versions(),
         "threads": thread_limit(),
-        "notes": [WEATHER_NOTE],
+        "monotonic_constraints": dict(schema.MONOTONIC_FEATURES),
+        "notes": [WEATHER_NOTE, HISTORY_NOTE],
     }
     card_path = io.write_json(card, out_dir / MODEL_CARD_FILE)
     log.info(

@@ -35,7 +35,8 @@ def make_feature_frame(
     origins: tuple[str, ...] = ("EWR", "JFK", "LGA"),
     dests: tuple[str, ...] = ("ATL", "BOS", "LAX", "ORD", "MIA"),
 ) -> pd.DataFrame:
-    """A feature table as split writes it: identifiers, schema.FEATURES, schema.TARGET.
+    """A feature table as split writes it: identifiers, schema.FEATURES (the past-day
+    statistics included), schema.TARGET.
 
     The delay depends on hour, precipitation and carrier, plus noise, so a model has
     something to learn. A few weather values are NaN, as in the real data.
@@ -64,8 +65,6 @@ def make_feature_frame(
             "dest": pd.array(rng.choice(dests, n_rows), dtype="str"),
             "sched_dep_time": hour * 100 + minute,
             schema.SCHED_HOUR: hour,
-            "day_of_week": local_date.day_of_week.to_numpy(),
-            "month": local_date.month.to_numpy(),
             "distance": rng.uniform(200, 2500, n_rows),
             "sched_block_minutes": rng.uniform(60, 360, n_rows),
             "temp": rng.normal(50, 15, n_rows),
@@ -77,14 +76,28 @@ def make_feature_frame(
             "precip": precip,
             "pressure": rng.normal(1015, 8, n_rows),
             "visib": rng.uniform(1, 10, n_rows),
+            # the origin's weather around the hour and over the day
+            "precip_around": precip * 3 + rng.exponential(0.02, n_rows),
+            "visib_min_around": rng.uniform(0.5, 10, n_rows),
+            "gust_max_around": rng.uniform(15, 40, n_rows),
+            "day_precip": precip * 10 + rng.exponential(0.1, n_rows),
+            "day_visib_min": rng.uniform(0, 10, n_rows),
+            "day_wind_max": rng.uniform(5, 30, n_rows),
+            "day_gust_max": rng.uniform(15, 50, n_rows),
             "origin_hour_departures": rng.integers(1, 40, n_rows),
             "origin_day_departures": rng.integers(200, 400, n_rows),
             "carrier_day_departures": rng.integers(50, 300, n_rows),
+            # past-day statistics as split adds them (minutes; NaN where a group had
+            # too few flights), and their age in days
+            **{name: rng.normal(0.0, 10.0, n_rows) for name in schema.RECENT_HISTORY_GROUPS},
+            **{name: rng.normal(0.0, 15.0, n_rows) for name in schema.HISTORY_GROUPS},
+            schema.HISTORY_LAG: rng.integers(1, 8, n_rows),
             schema.TARGET: delay.round(),
         }
     )
     frame.loc[rng.random(n_rows) < 0.05, "wind_gust"] = np.nan
     frame.loc[rng.random(n_rows) < 0.02, "pressure"] = np.nan
+    frame.loc[rng.random(n_rows) < 0.10, "past_flight_delay"] = np.nan
     return frame.sort_values([schema.DAY, "sched_dep_time"], ignore_index=True)
 
 

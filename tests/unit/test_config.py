@@ -17,6 +17,7 @@ def test_the_shipped_parameter_file_loads(tmp_path):
     settings = load_settings(root=tmp_path, params_file=REPO / "include" / "params.yaml")
     assert settings.ingest.window_days == 90
     assert settings.split.holdout_days == 7
+    assert (settings.split.recent_days, settings.split.history_days) == (7, 28)
     assert settings.train.loss == "absolute_error"
     assert settings.paths.root == tmp_path.resolve()
 
@@ -45,6 +46,8 @@ def test_int_accepted_for_float_and_settings_are_frozen(tmp_path):
         ("trian: {}\n", "unknown sections: trian"),
         ("split: {holdout_days: 'seven'}\n", "split.holdout_days must be int"),
         ("ingest: {window_days: 5}\nsplit: {holdout_days: 5}\n", "holdout_days"),
+        ("split: {history_days: 0}\n", "split.history_days must be >= 1"),
+        ("split: {recent_days: -1}\n", "split.recent_days must be >= 1"),
         ("ingest: [1, 2]\n", "section 'ingest' must be a mapping"),
         ("ingest: {window_days: [\n", "not valid YAML"),
     ],

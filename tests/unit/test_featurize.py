@@ -178,8 +178,8 @@ def test_hand_computed_feature_values(flights, weather):
         "Mon-AA4": 23,
         "Tue-AA1": 7,
     }
-    assert got["day_of_week"].tolist() == [0, 0, 0, 0, 1]
-    assert got["month"].tolist() == [1] * 5
+    # no calendar features: in a rolling window they date the rows (schema.py says why)
+    assert not {"month", "day_of_week"} & set(got.columns)
     assert got["distance"].tolist() == [2475.0, 1089.0, 2586.0, 733.0, 2475.0]
     assert got[schema.TARGET].tolist() == [10.0, -5.0, 0.0, 20.0, 3.0]
     # weather joined by day, origin and scheduled hour; none at JFK 12:00 on Monday
@@ -201,6 +201,47 @@ def test_hand_computed_feature_values(flights, weather):
     }
 
 
+def test_weather_around_the_hour_and_over_the_day_by_hand():
+    hours = {  # hour: (precip in, visibility mi, gust mph, wind mph); no report at 8, 10, 11
+        5: (0.1, 10.0, np.nan, 5.0),
+        6: (0.2, 8.0, 20.0, 6.0),
+        7: (0.3, 3.0, np.nan, 7.0),
+        9: (0.4, 9.0, 30.0, 8.0),
+        12: (0.5, 1.0, np.nan, 40.0),
+    }
+    weather = weather_frame(
+        [
+            {"hour": h, "precip": p, "visib": v, "wind_gust": g, "wind_speed": w}
+            for h, (p, v, g, w) in hours.items()
+        ]
+        + [{"origin": "LGA", "hour": 7, "precip": 9.0}]  # another airport: never mixed in
+    )
+    flights = flights_frame(
+        [
+            {"flight": 1, "sched_dep_time": 700},
+            {"flight": 2, "sched_dep_time": 1230},
+            {"flight": 3, "sched_dep_time": 30, "sched_arr_time": 330},
+        ]
+    )
+    got = build_features(flights, weather)[0].set_index("flight")
+    # around 07:00 = hours 5..9 as reported: 5, 6, 7, 9
+    assert got.loc[1, "precip_around"] == pytest.approx(1.0)
+    assert got.loc[1, "visib_min_around"] == 3.0
+    assert got.loc[1, "gust_max_around"] == 30.0
+    # around 12:00 = hours 10..14: only 12 reported, no gust at all
+    assert got.loc[2, "precip_around"] == pytest.approx(0.5)
+    assert got.loc[2, "visib_min_around"] == 1.0
+    assert np.isnan(got.loc[2, "gust_max_around"])
+    # around 00:00 = hours 0..2: nothing reported
+    assert got.loc[3, ["precip_around", "visib_min_around"]].isna().all()
+    # the day: every reported hour at JFK
+    for flight in (1, 2, 3):
+        assert got.loc[flight, "day_precip"] == pytest.approx(1.5)
+        assert got.loc[flight, "day_visib_min"] == 1.0
+        assert got.loc[flight, "day_wind_max"] == 40.0
+        assert got.loc[flight, "day_gust_max"] == 30.0
+
+
 def test_output_columns_and_dtypes(flights, weather):
     features, _ = build_features(flights, weather)
     assert list(features.columns) == OUTPUT_COLUMNS
@@ -212,13 +253,15 @@ def test_output_columns_and_dtypes(flights, weather):
         "dest",
         "sched_dep_time",
     ]
-    assert set(schema.FEATURES) | {schema.TARGET} <= set(OUTPUT_COLUMNS)
+    assert set(schema.BASE_FEATURES) | {schema.TARGET} <= set(OUTPUT_COLUMNS)
+    # the past-day statistics need the holdout's start: split adds them, not featurize
+    assert not set(schema.HISTORY_FEATURES) & set(OUTPUT_COLUMNS)
     assert "dep_delay" not in features.columns and "arr_time" not in features.columns
     assert features[schema.DAY].dtype == "datetime64[ns]"
     for column in schema.CATEGORICAL_FEATURES:
         assert pd.api.types.is_string_dtype(features[column].dtype)
         assert not isinstance(features[column].dtype, pd.CategoricalDtype)
-    for column in schema.NUMERIC_FEATURES:
+    for column in schema.BASE_NUMERIC_FEATURES:
         assert features[column].dtype in ("int64", "float64"), column
     assert features[schema.TARGET].dtype == "float64"
     assert list(features.index) == list(range(len(features)))

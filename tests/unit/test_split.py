@@ -4,19 +4,28 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from flight_delays import schema, split
+from flight_delays import history, schema, split
 from flight_delays.config import ProjectPaths
 from flight_delays.featurize import MissingColumnsError
 from flight_delays.io import MissingArtifactError
-from flight_delays.split import split_by_day
+from flight_delays.split import split_by_day, split_with_history
 
 DAY = date(2024, 1, 20)
 
 
 def features_frame(days: list[date]) -> pd.DataFrame:
-    """A stand-in feature table: two flights per listed day, rows in shuffled order."""
+    """A stand-in feature table: two flights per listed day, rows in shuffled order, with
+    the keys the past-day statistics group by."""
     rows = [
-        {schema.DAY: d, "flight": 10 * i + k, schema.TARGET: float(10 * i + k)}
+        {
+            schema.DAY: d,
+            "carrier": "AA",
+            "flight": 10 * i + k,
+            "origin": "JFK",
+            "dest": "LAX",
+            schema.SCHED_HOUR: 7,
+            schema.TARGET: float(10 * i + k),
+        }
         for i, d in enumerate(days)
         for k in (1, 2)
     ]
@@ -107,6 +116,62 @@ def test_missing_day_column_and_bad_holdout_days_raise():
         split_by_day(features, DAY, holdout_days=0)
 
 
+def busy_features(days: list[date], per_day: int = 12) -> pd.DataFrame:
+    """``per_day`` flights a day, delays varying by day and flight, two origins."""
+    rows = [
+        {
+            schema.DAY: d,
+            "carrier": "AA" if k % 3 else "B6",
+            "flight": k % 4,
+            "origin": "JFK" if k % 2 else "EWR",
+            "dest": "LAX",
+            schema.SCHED_HOUR: 7 + k % 2,
+            schema.TARGET: float((i * 7 + k * 3) % 23 - 5),
+        }
+        for i, d in enumerate(days)
+        for k in range(per_day)
+    ]
+    frame = pd.DataFrame(rows)
+    frame[schema.DAY] = pd.to_datetime(frame[schema.DAY]).astype("datetime64[ns]")
+    return frame
+
+
+def test_split_with_history_adds_the_statistics_with_the_holdout_start_as_cutoff():
+    features = busy_features(days_before(DAY, 20))
+    train, holdout = split_with_history(
+        features, DAY, holdout_days=3, recent_days=4, history_days=9
+    )
+    plain_train, plain_holdout = split_by_day(features, DAY, holdout_days=3)
+    assert list(train.columns) == [*features.columns, *schema.HISTORY_FEATURES]
+    pd.testing.assert_frame_equal(train[features.columns], plain_train)
+    pd.testing.assert_frame_equal(holdout[features.columns], plain_holdout)
+    expected = history.add_history_features(
+        plain_train,
+        plain_holdout,
+        cutoff=date(2024, 1, 18),
+        block_days=3,
+        statistics=history.history_statistics(4, 9),
+    )
+    pd.testing.assert_frame_equal(train, expected[0])
+    pd.testing.assert_frame_equal(holdout, expected[1])
+    # holdout rows see the days before the holdout: 1..3 days old
+    assert sorted(holdout[schema.HISTORY_LAG].unique()) == [1, 2, 3]
+    assert holdout["recent_nyc_delay"].nunique() == 1
+
+
+def test_holdout_history_features_do_not_change_when_holdout_delays_change():
+    features = busy_features(days_before(DAY, 30))
+    in_holdout = features[schema.DAY] >= pd.Timestamp(date(2024, 1, 14))
+    changed = features.assign(**{schema.TARGET: features[schema.TARGET].where(~in_holdout, 1000.0)})
+    before = split_with_history(features, DAY, holdout_days=7, recent_days=7, history_days=28)
+    after = split_with_history(changed, DAY, holdout_days=7, recent_days=7, history_days=28)
+    columns = schema.HISTORY_FEATURES
+    pd.testing.assert_frame_equal(before[0], after[0])  # train: untouched entirely
+    pd.testing.assert_frame_equal(before[1][columns], after[1][columns])
+    assert before[1][columns].notna().all().all()
+    assert (after[1][schema.TARGET] == 1000.0).all()  # the change did reach the holdout
+
+
 # --- file wrapper ---------------------------------------------------------------------
 
 
@@ -135,6 +200,8 @@ def test_run_writes_train_and_holdout(tmp_path, params_file, caplog):
     assert json.loads(json.dumps(result)) == result
     assert day_set(pd.read_parquet(result["holdout"])) == {date(2024, 1, 19), DAY}
     assert day_set(pd.read_parquet(result["train"])) == {date(2024, 1, 17), date(2024, 1, 18)}
+    for side in ("train", "holdout"):
+        assert set(schema.HISTORY_FEATURES) <= set(pd.read_parquet(result[side]).columns)
     assert sorted(p.name for p in folder.iterdir()) == [
         "features.parquet",
         "holdout.parquet",

@@ -163,3 +163,33 @@ def test_run_without_split_output_names_split_task(tmp_path, model_params_file) 
     with pytest.raises(io.MissingArtifactError, match="'split' task") as info:
         train.run("2024-03-10", root=tmp_path, params_file=model_params_file)
     assert info.value.path.name == "train.parquet"
+
+
+def test_monotonic_constraints_follow_the_schema(feature_frame_factory) -> None:
+    booster = train.build_pipeline(FAST).steps[-1][1]
+    columns = schema.CATEGORICAL_FEATURES + schema.NUMERIC_FEATURES
+    constraints = dict(zip(columns, booster.monotonic_cst, strict=True))
+    assert constraints["precip"] == 1 and constraints["visib"] == -1
+    assert constraints["past_flight_delay"] == 1 and constraints["carrier"] == 0
+    assert {name for name, sign in constraints.items() if sign} == set(schema.MONOTONIC_FEATURES)
+    # Fitted: more rain never lowers a prediction, all else equal.
+    model = train.fit_model(feature_frame_factory(400, seed=11), FAST)
+    row = feature_frame_factory(1, seed=12)
+    rainier = pd.concat([row.assign(precip=p) for p in (0.0, 0.05, 0.2, 1.0)], ignore_index=True)
+    assert np.all(np.diff(train.predict(model, rainier)) >= 0)
+
+
+def test_a_feature_without_any_value_is_ignored_with_a_warning(
+    feature_frame_factory, caplog
+) -> None:
+    frame = feature_frame_factory(200, seed=13).assign(past_flight_delay=np.nan)
+    before = frame.copy()
+    with caplog.at_level("WARNING", logger="flight_delays.train"):
+        model = train.fit_model(frame, FAST)
+    assert "past_flight_delay" in caplog.text
+    pd.testing.assert_frame_equal(frame, before)
+    holdout = feature_frame_factory(20, seed=14)
+    varied = holdout.assign(past_flight_delay=np.linspace(-50, 50, 20))
+    np.testing.assert_array_equal(
+        train.predict(model, holdout.assign(past_flight_delay=np.nan)), train.predict(model, varied)
+    )

