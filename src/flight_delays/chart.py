@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from flight_delays import io, schema, scoring
+from flight_delays import io, registry, report, schema, scoring
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
 
@@ -47,7 +47,17 @@ FIGURE_FILES = {
     "predicted_vs_actual": "predicted_vs_actual.png",
     "residuals": "residuals.png",
     "mae_by_hour": "mae_by_hour.png",
+    "calibration": "calibration.png",
+    "metric_history": "metric_history.png",
 }
+FIGURE_CAPTIONS = {
+    "predicted_vs_actual": "Predicted against actual arrival delay, holdout flights",
+    "residuals": "Distribution of residuals (predicted minus actual)",
+    "mae_by_hour": "MAE by scheduled departure hour: model and baseline",
+    "calibration": "Calibration: mean actual delay per decile of predicted delay",
+    "metric_history": "Holdout MAE of challenger, champion and baseline over processed days",
+}
+PROCESSED_DAY_LABEL = "Processed day (flight day, local date)"
 DPI = 120
 
 
@@ -194,6 +204,108 @@ def mae_per_holdout(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
     return fig
 
 
+def calibration_table(actual: Any, predicted: Any, bins: int = 10) -> pd.DataFrame:
+    """Mean predicted and mean actual arrival delay (minutes) per quantile bin of the
+    prediction (deciles by default), with the number of flights in each bin."""
+    true = _values(actual, "actual")
+    pred = _values(predicted, "predicted")
+    if len(true) != len(pred):
+        raise ValueError(f"actual has {len(true)} values but predicted has {len(pred)}")
+    ranks = pd.Series(pred).rank(method="first")
+    groups = pd.qcut(ranks, q=min(bins, len(pred)), labels=False)
+    frame = pd.DataFrame({"bin": groups, "predicted": pred, "actual": true})
+    table = frame.groupby("bin").agg(
+        predicted=("predicted", "mean"), actual=("actual", "mean"), n=("actual", "size")
+    )
+    return table.reset_index(drop=True)
+
+
+def calibration(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """Calibration: mean actual against mean predicted arrival delay (minutes) per bin of
+    the prediction (:func:`calibration_table`), with the y = x line. Points above the line:
+    flights in that bin arrived later than predicted on average."""
+    if table.empty or not {"predicted", "actual"} <= set(table.columns):
+        raise ValueError("calibration needs a non-empty table with predicted and actual columns")
+    pred = _values(table["predicted"], "predicted")
+    true = _values(table["actual"], "actual")
+    fig, ax = _axes(ax)
+    low = float(min(pred.min(), true.min()))
+    high = float(max(pred.max(), true.max()))
+    pad = max(1.0, 0.05 * (high - low))
+    ax.plot(
+        [low - pad, high + pad],
+        [low - pad, high + pad],
+        color="tab:red",
+        linewidth=1.0,
+        label="Perfect calibration (y = x)",
+    )
+    ax.plot(
+        pred, true, marker="o", color="tab:blue", label=f"Flights, {len(table)} bins of equal size"
+    )
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xlabel("Mean predicted arrival delay in the bin (minutes)")
+    ax.set_ylabel("Mean actual arrival delay in the bin (minutes)")
+    ax.set_title("Calibration by decile of the predicted delay")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    return fig
+
+
+def metric_history(history: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """Holdout MAE (minutes) of the challenger, the champion and the baseline for each
+    processed day, promotions marked.
+
+    ``history``: one row per run with ``processed_day``, ``challenger_mae``,
+    ``champion_mae``, ``baseline_mae`` and ``decision`` (``promoted`` or ``kept``), e.g.
+    :func:`flight_delays.registry.history`. Reruns of a day: the last one is drawn.
+    """
+    needed = {"processed_day", "challenger_mae", "champion_mae", "baseline_mae", "decision"}
+    missing = sorted(needed - set(history.columns))
+    if missing:
+        raise ValueError(f"metric_history needs column(s): {', '.join(missing)}")
+    if history.empty:
+        raise ValueError("metric_history needs at least one run")
+    runs = history.assign(processed_day=pd.to_datetime(history["processed_day"]))
+    runs = runs.drop_duplicates("processed_day", keep="last").sort_values("processed_day")
+    fig, ax = _axes(ax, (9.0, 4.8))
+    days = runs["processed_day"].to_numpy()
+    styles = {
+        "challenger_mae": ("Challenger (the run's model)", "tab:blue", "o"),
+        "champion_mae": ("Champion at the time", "tab:green", "s"),
+        "baseline_mae": (
+            "Baseline (origin \N{MULTIPLICATION SIGN} hour median)",
+            "tab:orange",
+            "^",
+        ),
+    }
+    for col, (label, color, marker) in styles.items():
+        ax.plot(
+            days, _values(runs[col], col), marker=marker, markersize=4, color=color, label=label
+        )
+    promoted = runs[runs["decision"] == "promoted"]
+    ax.scatter(
+        promoted["processed_day"].to_numpy(),
+        promoted["challenger_mae"].to_numpy(),
+        s=140,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.5,
+        zorder=3,
+        label=f"Promoted ({len(promoted)})",
+    )
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(PROCESSED_DAY_LABEL)
+    ax.set_ylabel(MAE_LABEL)
+    ax.set_title(f"Holdout MAE over {len(runs)} processed days")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    return fig
+
+
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG at ``path``, atomically."""
     path = Path(path)
@@ -203,24 +315,63 @@ def save_png(fig: Figure, path: str | Path) -> Path:
 
 
 def run(
-    day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
-) -> dict[str, list[str]]:
-    """Draw the charts for ``data/output/ds=<day>/predictions.parquet`` into
-    ``reports/figures/ds=<day>/``. Returns ``{"figures": [str paths]}``."""
+    day: str | date,
+    root: str | Path | None = None,
+    params_file: str | Path | None = None,
+    registry_url: str | None = None,
+) -> dict[str, Any]:
+    """Draw the charts of ``day`` into ``reports/figures/ds=<day>/`` and write the run
+    report ``reports/ds=<day>/index.html``.
+
+    Reads predictions.parquet and metrics.json (score task), model_card.json (train task)
+    and the registry's history (default: the settings' registry; runs recorded after
+    ``day`` are left out, so a backfill draws each day's history as of that day).
+    Returns ``{"figures": [str paths], "report": str path}``.
+    """
     day = parse_day(day)
     settings = load_settings(root, params_file)
-    predictions = io.read_parquet(settings.paths.output(day) / "predictions.parquet", task="score")
+    output = settings.paths.output(day)
+    predictions = io.read_parquet(output / "predictions.parquet", task="score")
+    metrics = io.read_json(output / "metrics.json", task="score")
+    card = io.read_json(settings.paths.model_dir(day) / "model_card.json", task="train")
     actual = predictions["actual"].to_numpy(dtype=float)
     predicted = predictions["predicted"].to_numpy(dtype=float)
     table = scoring.mae_by_group(
         predictions, schema.SCHED_HOUR, "actual", ["predicted", "baseline"]
     )
+    engine = registry.connect(registry_url or settings.registry_url)
+    try:
+        runs = registry.history(engine)
+    finally:
+        engine.dispose()
+    runs = runs[pd.to_datetime(runs["processed_day"]) <= pd.Timestamp(day)]
     figures = {
         "predicted_vs_actual": predicted_vs_actual(actual, predicted),
         "residuals": residual_distribution(predicted - actual),
         "mae_by_hour": mae_by_hour(table),
+        "calibration": calibration(calibration_table(actual, predicted)),
     }
+    if not runs.empty:
+        figures["metric_history"] = metric_history(runs)
     out_dir = settings.paths.figures(day)
     paths = [str(save_png(fig, out_dir / FIGURE_FILES[name])) for name, fig in figures.items()]
-    log.info("chart %s: %d flights -> %d figures in %s", day, len(predictions), len(paths), out_dir)
-    return {"figures": paths}
+    page = settings.paths.report(day) / "index.html"
+    relative = Path("..") / out_dir.relative_to(settings.paths.root / "reports")
+    html = report.render(
+        metrics,
+        card,
+        [
+            (FIGURE_CAPTIONS[name], f"{relative.as_posix()}/{FIGURE_FILES[name]}")
+            for name in figures
+        ],
+    )
+    io.atomic_write(page, lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    log.info(
+        "chart %s: %d flights -> %d figures in %s, report %s",
+        day,
+        len(predictions),
+        len(paths),
+        out_dir,
+        page,
+    )
+    return {"figures": paths, "report": str(page)}

@@ -16,7 +16,13 @@ from flight_delays.config import ProjectPaths
 pytestmark = pytest.mark.e2e
 
 STEPS = ["ingest", "featurize", "split", "train", "score", "chart"]
-FIGURES = {"predicted_vs_actual.png", "residuals.png", "mae_by_hour.png"}
+FIGURES = {
+    "predicted_vs_actual.png",
+    "residuals.png",
+    "mae_by_hour.png",
+    "calibration.png",
+    "metric_history.png",
+}
 
 
 def check_artifacts(paths: ProjectPaths, day: date, window_days: int = 14) -> dict:
@@ -54,6 +60,9 @@ def check_artifacts(paths: ProjectPaths, day: date, window_days: int = 14) -> di
     assert figures == FIGURES
     for name in FIGURES:
         assert (paths.figures(day) / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (paths.report(day) / "index.html").read_text()
+    assert metrics["decision"]["reason"].split(":")[0] in report
+    assert {"model", "champion", "baseline", "decision"} <= set(metrics)
     return metrics
 
 

@@ -111,6 +111,54 @@ def test_rest_trigger_with_a_logical_date_processes_the_day_before(live_dag: Sta
     assert metrics["model"]["mae"] != metrics["baseline"]["mae"]
 
 
+def test_model_reports_page_over_http_lists_the_scored_run(live_dag: Stack):
+    """The plugin on the real api-server: closed without a login, and with a token it
+    lists the run the REST test scored (the registry is the stack's warehouse)."""
+    import httpx
+
+    stack = live_dag
+    base = f"{stack.api_url}/model-reports"
+    assert httpx.get(f"{base}/api/runs", timeout=30).status_code == 401
+    headers = {"Authorization": f"Bearer {stack.token()}"}
+    data = httpx.get(f"{base}/api/runs", headers=headers, timeout=30).json()
+    days = [run["processed_day"] for run in data["runs"]]
+    assert "2013-03-15" in days
+    run = data["runs"][days.index("2013-03-15")]
+    assert run["decision"] in ("promoted", "kept") and run["reason"]
+    assert data["champion"]["kind"] in ("baseline", "model")
+    report = httpx.get(f"{base}/{run['report']}", headers=headers, timeout=30)
+    assert report.status_code == 200 and "Holdout metrics" in report.text
+    page = httpx.get(f"{base}/", headers=headers, timeout=30)
+    assert "Current champion" in page.text and "2013-03-15" in page.text
+
+
+def test_model_reports_page_in_the_browser_shows_the_latest_run(live_dag: Stack, tmp_path):
+    stack = live_dag
+    binary = chromium_binary()
+    if binary is None:
+        pytest.fail("the UI test needs Chromium: apt-get install -y chromium")
+    headers = {"Authorization": f"Bearer {stack.token()}"}
+    import httpx
+
+    runs = httpx.get(f"{stack.api_url}/model-reports/api/runs", headers=headers, timeout=30)
+    latest = runs.json()["runs"][0]["processed_day"]
+    with Browser(binary) as browser:
+        # Log in through the UI (the plugin reads the UI's session cookie), then open it.
+        browser.goto(f"{stack.api_url}/dags/{DAG_ID}")
+        browser.wait_for("location.pathname.startsWith('/auth/login')")
+        browser.wait_for("!!document.querySelector('input[name=password]')")
+        browser.type_into("input[name=username]", "admin")
+        browser.type_into("input[name=password]", stack.admin_password)
+        browser.js("document.querySelector('button[type=submit]').click()")
+        browser.wait_for(f"location.pathname === '/dags/{DAG_ID}'")
+        browser.goto(f"{stack.api_url}/model-reports/")
+        browser.wait_for("!!document.querySelector('#runs')")
+        browser.screenshot(tmp_path / "model_reports.png")
+        text = browser.text()
+    assert "Current champion" in text
+    assert latest in text
+
+
 def test_the_scheduled_run_is_at_0200_and_processes_the_day_that_just_ended(live_dag: Stack):
     stack = live_dag
     # Unpausing made the scheduler create the run of the latest 02:00 (catchup=False).

@@ -3,6 +3,10 @@ wrapper writes the PNGs."""
 
 from __future__ import annotations
 
+import json
+from datetime import date
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -119,10 +123,55 @@ def test_run_writes_pngs(split_artifacts) -> None:
 
     folder = art["settings"].paths.figures(day)
     expected = [folder / name for name in chart.FIGURE_FILES.values()]
-    assert result == {"figures": [str(path) for path in expected]}
+    assert result["figures"] == [str(path) for path in expected]
     for path in expected:
         assert path.read_bytes()[:8] == PNG_MAGIC
     assert sorted(p.name for p in folder.iterdir()) == sorted(chart.FIGURE_FILES.values())
+
+    # The report shows the decision, the metrics table and every figure, by relative link.
+    page = Path(result["report"])
+    assert page == art["settings"].paths.report(day) / "index.html"
+    html = page.read_text()
+    metrics = json.loads((art["settings"].paths.output(day) / "metrics.json").read_text())
+    assert metrics["decision"]["reason"].replace("<", "&lt;").replace(">", "&gt;") in html
+    assert f"{metrics['model']['mae']:.2f}" in html and "Champion" in html
+    for name in chart.FIGURE_FILES.values():
+        assert f'src="../figures/ds={day.isoformat()}/{name}"' in html
+        assert (page.parent / "../figures" / f"ds={day.isoformat()}" / name).is_file()
+
+
+def test_calibration_table_bins_by_prediction_and_keeps_means() -> None:
+    predicted = np.arange(20, dtype=float)
+    actual = predicted * 2
+    table = chart.calibration_table(actual, predicted, bins=4)
+    assert list(table["n"]) == [5, 5, 5, 5]
+    np.testing.assert_allclose(table["predicted"], [2, 7, 12, 17])
+    np.testing.assert_allclose(table["actual"], [4, 14, 24, 34])
+    fig = chart.calibration(table)
+    (ax,) = [a for a in fig.axes if a.get_title()]
+    assert "(minutes)" in ax.get_xlabel() and "(minutes)" in ax.get_ylabel()
+    assert ax.get_legend() is not None
+
+
+def test_metric_history_marks_promotions_and_keeps_the_last_rerun() -> None:
+    history = pd.DataFrame(
+        {
+            "processed_day": [date(2013, 3, 1), date(2013, 3, 2), date(2013, 3, 2)],
+            "challenger_mae": [20.0, 30.0, 18.0],
+            "champion_mae": [22.0, 20.0, 20.0],
+            "baseline_mae": [22.0, 22.0, 22.0],
+            "decision": ["promoted", "kept", "promoted"],
+        }
+    )
+    fig = chart.metric_history(history)
+    (ax,) = fig.axes
+    assert ax.get_ylabel() == chart.MAE_LABEL and "day" in ax.get_xlabel().lower()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "Promoted (2)" in labels
+    challenger = ax.get_lines()[0]
+    np.testing.assert_allclose(challenger.get_ydata(), [20.0, 18.0])
+    with pytest.raises(ValueError, match="decision"):
+        chart.metric_history(history.drop(columns="decision"))
 
 
 def test_run_without_predictions_names_score_task(tmp_path, model_params_file) -> None:
