@@ -36,11 +36,19 @@ def describe(paths: ProjectPaths, day: date) -> str:
         f"  predictions: {paths.output(day) / 'predictions.parquet'}",
         f"  model:       {paths.model_dir(day) / 'model.skops'}",
         f"  model card:  {paths.model_dir(day) / 'model_card.json'}",
+        f"  report:      {paths.report(day) / 'index.html'}",
         "  charts:",
         *(f"    {figure}" for figure in figures),
         f"  holdout MAE: model {metrics['model']['mae']:.2f} min, "
         f"baseline {metrics['baseline']['mae']:.2f} min",
     ]
+    if "decision" in metrics:
+        lines.append(
+            f"  champion ({metrics['champion_info']['name']}): "
+            f"{metrics['champion']['mae']:.2f} min; "
+            f"{'promoted' if metrics['decision']['promoted'] else 'kept'}: "
+            f"{metrics['decision']['reason']}"
+        )
     return "\n".join(lines)
 
 
