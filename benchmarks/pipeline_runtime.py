@@ -62,9 +62,13 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def fresh_outputs(root: Path) -> None:
-    """Delete everything a run writes except the raw partitions (a nightly run's state)."""
-    for sub in ("data/interim", "data/processed", "data/output", "models", "reports"):
+    """Delete what a run of the day writes, keeping the raw partitions and the promoted
+    models (models/registry/, which the warehouse's champion row points to): the state a
+    nightly run starts from."""
+    for sub in ("data/interim", "data/processed", "data/output", "reports"):
         shutil.rmtree(root / sub, ignore_errors=True)
+    for run_models in (root / "models").glob("ds=*"):
+        shutil.rmtree(run_models, ignore_errors=True)
 
 
 def main() -> None:

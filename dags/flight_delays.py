@@ -91,7 +91,7 @@ with DAG(
 |---|---|---|
 | ingest | SQL source: missing days only | `data/raw/ds=*/`, `data/interim/ds=D/manifest.json` |
 | featurize | raw partitions of the window | `data/processed/ds=D/features.parquet` |
-| split | features | `train.parquet`, `holdout.parquet` (last days = holdout) |
+| split | features (+ past-day delay stats) | `train.parquet`, `holdout.parquet` (last K days) |
 | train | train split | `models/ds=D/model.skops`, `model_card.json` |
 | score | model, both splits | `data/output/ds=D/metrics.json`, `predictions.parquet` |
 | chart | predictions | `reports/figures/ds=D/*.png` |
