@@ -111,6 +111,18 @@ def test_rest_trigger_with_a_logical_date_processes_the_day_before(live_dag: Sta
     assert metrics["model"]["mae"] != metrics["baseline"]["mae"]
 
 
+def login_to_dag_page(browser: Browser, stack: Stack) -> None:
+    """Open the DAG page, get sent to the login form, log in as admin, and wait until
+    the browser is back on the DAG page, logged in (the JWT is in the _token cookie)."""
+    browser.goto(f"{stack.api_url}/dags/{DAG_ID}")
+    browser.wait_for("location.pathname.startsWith('/auth/login')")
+    browser.wait_for("!!document.querySelector('input[name=password]')")
+    browser.type_into("input[name=username]", "admin")
+    browser.type_into("input[name=password]", stack.admin_password)
+    browser.js("document.querySelector('button[type=submit]').click()")
+    browser.wait_for(f"location.pathname === '/dags/{DAG_ID}'")
+
+
 def test_model_reports_page_over_http_lists_the_scored_run(live_dag: Stack):
     """The plugin on the real api-server: closed without a login, and with a token it
     lists the run the REST test scored (the registry is the stack's warehouse)."""
@@ -143,14 +155,8 @@ def test_model_reports_page_in_the_browser_shows_the_latest_run(live_dag: Stack,
     runs = httpx.get(f"{stack.api_url}/model-reports/api/runs", headers=headers, timeout=30)
     latest = runs.json()["runs"][0]["processed_day"]
     with Browser(binary) as browser:
-        # Log in through the UI (the plugin reads the UI's session cookie), then open it.
-        browser.goto(f"{stack.api_url}/dags/{DAG_ID}")
-        browser.wait_for("location.pathname.startsWith('/auth/login')")
-        browser.wait_for("!!document.querySelector('input[name=password]')")
-        browser.type_into("input[name=username]", "admin")
-        browser.type_into("input[name=password]", stack.admin_password)
-        browser.js("document.querySelector('button[type=submit]').click()")
-        browser.wait_for(f"location.pathname === '/dags/{DAG_ID}'")
+        # The plugin reads the UI's session cookie: log in through the UI, then open it.
+        login_to_dag_page(browser, stack)
         browser.goto(f"{stack.api_url}/model-reports/")
         browser.wait_for("!!document.querySelector('#runs')")
         browser.screenshot(tmp_path / "model_reports.png")
@@ -243,14 +249,7 @@ def test_headless_chromium_logs_in_and_finds_the_six_tasks(stack: Stack, tmp_pat
     if binary is None:
         pytest.fail("the UI test needs Chromium: apt-get install -y chromium")
     with Browser(binary) as browser:
-        browser.goto(f"{stack.api_url}/dags/{DAG_ID}")
-        browser.wait_for("location.pathname.startsWith('/auth/login')")
-        browser.wait_for("!!document.querySelector('input[name=password]')")
-        browser.type_into("input[name=username]", "admin")
-        browser.type_into("input[name=password]", stack.admin_password)
-        browser.js("document.querySelector('button[type=submit]').click()")
-        # Back on the page asked for, now logged in (the JWT is in the _token cookie).
-        browser.wait_for(f"location.pathname === '/dags/{DAG_ID}'")
+        login_to_dag_page(browser, stack)
         found = browser.wait_for(
             f"(() => {{ const t = document.body.innerText.split('\\n').map(s => s.trim());"
             f" const want = {json.dumps(STEPS)};"
