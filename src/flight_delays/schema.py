@@ -33,23 +33,6 @@ FLIGHT_COLUMNS = [
 ]
 FLIGHT_KEY = [DAY, "carrier", "flight", "origin", "sched_dep_time"]
 
-WEATHER_COLUMNS = [
-    DAY,
-    ORIGINAL_DAY,
-    REPLAY_CYCLE,
-    "origin",
-    "hour",
-    "temp",
-    "dewp",
-    "humid",
-    "wind_dir",
-    "wind_speed",
-    "wind_gust",
-    "precip",
-    "pressure",
-    "visib",
-]
-WEATHER_KEY = [DAY, "origin", "hour"]
 WEATHER_MEASURES = [
     "temp",
     "dewp",
@@ -61,6 +44,8 @@ WEATHER_MEASURES = [
     "pressure",
     "visib",
 ]
+WEATHER_COLUMNS = [DAY, ORIGINAL_DAY, REPLAY_CYCLE, "origin", "hour", *WEATHER_MEASURES]
+WEATHER_KEY = [DAY, "origin", "hour"]
 
 # --- feature table ----------------------------------------------------------------------
 TARGET = "arr_delay"  # minutes; negative = early
