@@ -82,7 +82,6 @@ with DAG(
         ),
     },
     user_defined_macros={"processed_day": processed_day},
-    render_template_as_native_obj=False,
     tags=["ml", "flights", "nightly"],
     doc_md=__doc__
     + """

@@ -165,6 +165,16 @@ def mae_by_hour(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
     return fig
 
 
+def _mae_over_days(ax: Axes, day_label: str) -> None:
+    """Axes of an MAE-per-day chart: dates on x (concise labels), MAE from 0 on y."""
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(day_label)
+    ax.set_ylabel(MAE_LABEL)
+
+
 def mae_per_holdout(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Mean absolute error (minutes) on each backtest holdout, one line per predictor.
 
@@ -188,12 +198,7 @@ def mae_per_holdout(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
             markersize=4,
             label=SERIES_LABELS.get(col, col),
         )
-    locator = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel(HOLDOUT_END_LABEL)
-    ax.set_ylabel(MAE_LABEL)
+    _mae_over_days(ax, HOLDOUT_END_LABEL)
     title = f"Backtest: holdout MAE of {len(table)} replayed runs"
     if {"model_mae", "baseline_mae"} <= set(table.columns):
         beaten = int((table["model_mae"] < table["baseline_mae"]).sum())
@@ -294,12 +299,7 @@ def metric_history(history: pd.DataFrame, ax: Axes | None = None) -> Figure:
         zorder=3,
         label=f"Promoted ({len(promoted)})",
     )
-    locator = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel(PROCESSED_DAY_LABEL)
-    ax.set_ylabel(MAE_LABEL)
+    _mae_over_days(ax, PROCESSED_DAY_LABEL)
     ax.set_title(f"Holdout MAE over {len(runs)} processed days")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")

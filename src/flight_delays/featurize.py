@@ -120,14 +120,21 @@ def _whole_numbers(frame: pd.DataFrame, column: str, frame_name: str) -> pd.Seri
     return numbers.astype("int64")
 
 
-FLIGHTS_IN_SCHEMA = pa.DataFrameSchema(
-    {
+def _flight_identity() -> dict[str, pa.Column]:
+    """The columns naming a flight, as every flight-level frame here holds them."""
+    return {
         schema.DAY: pa.Column("datetime64[ns]", nullable=False),
         "carrier": pa.Column(str, nullable=False),
         "flight": pa.Column("int64", nullable=False),
         "origin": pa.Column(str, nullable=False),
         "dest": pa.Column(str, nullable=False),
         "sched_dep_time": _hhmm(),
+    }
+
+
+FLIGHTS_IN_SCHEMA = pa.DataFrameSchema(
+    {
+        **_flight_identity(),
         "sched_arr_time": _hhmm(),
         "distance": pa.Column("float64", pa.Check.ge(0), nullable=True),
         schema.TARGET: pa.Column("float64", nullable=True),
@@ -147,12 +154,7 @@ WEATHER_IN_SCHEMA = pa.DataFrameSchema(
 
 FEATURES_SCHEMA = pa.DataFrameSchema(
     {
-        schema.DAY: pa.Column("datetime64[ns]", nullable=False),
-        "carrier": pa.Column(str, nullable=False),
-        "flight": pa.Column("int64", nullable=False),
-        "origin": pa.Column(str, nullable=False),
-        "dest": pa.Column(str, nullable=False),
-        "sched_dep_time": _hhmm(),
+        **_flight_identity(),
         schema.SCHED_HOUR: pa.Column("int64", pa.Check.in_range(0, 23), nullable=False),
         "distance": pa.Column("float64", pa.Check.ge(0), nullable=True),
         "sched_block_minutes": pa.Column(
