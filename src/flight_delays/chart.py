@@ -33,14 +33,9 @@ PREDICTED_LABEL = "Predicted arrival delay (minutes)"
 RESIDUAL_LABEL = "Residual: predicted \N{MINUS SIGN} actual (minutes)"
 HOUR_LABEL = "Scheduled departure hour (local time)"
 MAE_LABEL = "Mean absolute error (minutes)"
-HOLDOUT_END_LABEL = "Last day of the holdout (flight day, local date)"
 SERIES_LABELS = {
     "predicted": "Model",
     "baseline": "Baseline (origin \N{MULTIPLICATION SIGN} hour median)",
-    # backtest tables (flight_delays.backtest): one MAE column per predictor
-    "model_mae": "Model",
-    "baseline_mae": "Baseline (origin \N{MULTIPLICATION SIGN} hour median)",
-    "champion_mae": "Champion",
 }
 
 FIGURE_FILES = {
@@ -175,40 +170,6 @@ def _mae_over_days(ax: Axes, day_label: str) -> None:
     ax.set_ylabel(MAE_LABEL)
 
 
-def mae_per_holdout(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
-    """Mean absolute error (minutes) on each backtest holdout, one line per predictor.
-
-    ``table`` is indexed by the holdout's last day (dates or datetimes) and holds one MAE
-    column per predictor (``model_mae`` is labelled Model, ``baseline_mae`` Baseline;
-    other names as is), e.g. :func:`flight_delays.backtest.mae_table` output. The title
-    gives the number of holdouts on which the model beat the baseline when both columns
-    are present.
-    """
-    if table.empty or table.shape[1] == 0:
-        raise ValueError("mae_per_holdout needs a non-empty table with at least one MAE column")
-    for col in table.columns:
-        _values(table[col], col)
-    fig, ax = _axes(ax, (9.0, 4.8))
-    ends = pd.to_datetime(pd.Index(table.index)).to_numpy()
-    for col in table.columns:
-        ax.plot(
-            ends,
-            table[col].to_numpy(dtype=float),
-            marker="o",
-            markersize=4,
-            label=SERIES_LABELS.get(col, col),
-        )
-    _mae_over_days(ax, HOLDOUT_END_LABEL)
-    title = f"Backtest: holdout MAE of {len(table)} replayed runs"
-    if {"model_mae", "baseline_mae"} <= set(table.columns):
-        beaten = int((table["model_mae"] < table["baseline_mae"]).sum())
-        title += f" (model beats baseline on {beaten})"
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
-
-
 def calibration_table(actual: Any, predicted: Any, bins: int = 10) -> pd.DataFrame:
     """Mean predicted and mean actual arrival delay (minutes) per quantile bin of the
     prediction (deciles by default), with the number of flights in each bin."""
@@ -257,13 +218,17 @@ def calibration(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
     return fig
 
 
-def metric_history(history: pd.DataFrame, ax: Axes | None = None) -> Figure:
+def metric_history(
+    history: pd.DataFrame, ax: Axes | None = None, title: str = "Holdout MAE"
+) -> Figure:
     """Holdout MAE (minutes) of the challenger, the champion and the baseline for each
     processed day, promotions marked.
 
     ``history``: one row per run with ``processed_day``, ``challenger_mae``,
     ``champion_mae``, ``baseline_mae`` and ``decision`` (``promoted`` or ``kept``), e.g.
-    :func:`flight_delays.registry.history`. Reruns of a day: the last one is drawn.
+    :func:`flight_delays.registry.history` (nightly runs) or
+    :func:`flight_delays.backtest.history_frame` (replayed runs). Reruns of a day: the
+    last one is drawn. The title is ``title`` followed by the number of days.
     """
     needed = {"processed_day", "challenger_mae", "champion_mae", "baseline_mae", "decision"}
     missing = sorted(needed - set(history.columns))
@@ -300,7 +265,7 @@ def metric_history(history: pd.DataFrame, ax: Axes | None = None) -> Figure:
         label=f"Promoted ({len(promoted)})",
     )
     _mae_over_days(ax, PROCESSED_DAY_LABEL)
-    ax.set_title(f"Holdout MAE over {len(runs)} processed days")
+    ax.set_title(f"{title} over {len(runs)} processed days")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     return fig

@@ -1,18 +1,18 @@
-"""flight_delays.backtest: the replayed runs use the pipeline's own steps, the table and
-summary are right by hand, a new MAE column flows through, and the command writes its
-files."""
+"""flight_delays.backtest: the replayed runs use the pipeline's own steps, the champion is
+carried forward by the promotion rule, the table and summary are right by hand, and the
+command writes its files."""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays import backtest, chart, featurize, schema, split, train
+from flight_delays import backtest, featurize, schema, split, train
 from flight_delays.backtest import HoldoutResult
 from flight_delays.config import (
     IngestSettings,
@@ -88,15 +88,25 @@ def small_settings(tmp_path, window_days: int = 8, holdout_days: int = 2) -> Set
     )
 
 
-def result(end: date, model: float, baseline: float) -> HoldoutResult:
+def result(
+    end: date,
+    challenger: float,
+    baseline: float,
+    champion: float | None = None,
+    decision: str = "kept",
+) -> HoldoutResult:
     return HoldoutResult(
         holdout_end=end,
         holdout_start=end - timedelta(days=6),
         train_start=end - timedelta(days=89),
         train_rows=1000,
         holdout_rows=100,
-        model_mae=model,
+        challenger_mae=challenger,
+        champion_mae=baseline if champion is None else champion,
         baseline_mae=baseline,
+        champion="baseline" if champion is None else "model of 2013-03-26",
+        decision=decision,
+        reason="by hand",
         seconds=1.0,
     )
 
@@ -131,7 +141,7 @@ def test_replay_run_runs_the_pipeline_steps_on_the_window(tmp_path):
     settings = small_settings(tmp_path)
     day = FIRST + timedelta(days=10)  # window: days 3..10, holdout days 9..10
 
-    got = backtest.replay_run(flights, weather, day, settings)
+    got, model = backtest.replay_run(flights, weather, day, settings)
 
     pd.testing.assert_frame_equal(flights, before)
     assert (got.holdout_end, got.holdout_start) == (day, day - timedelta(days=1))
@@ -159,8 +169,44 @@ def test_replay_run_runs_the_pipeline_steps_on_the_window(tmp_path):
     train_frame, holdout = split.split_with_history(features, day, 2, 2, 4)
     model = train.fit_model(train_frame, settings.train)
     expected = np.mean(np.abs(train.predict(model, holdout) - holdout[schema.TARGET]))
-    assert got.model_mae == pytest.approx(expected)
+    assert got.challenger_mae == pytest.approx(expected)
+    # Without a champion the baseline is champion, scored on the same holdout.
+    assert (got.champion, got.champion_mae) == ("baseline", got.baseline_mae)
+    assert got.decision == ("promoted" if expected < 0.99 * got.baseline_mae else "kept")
     assert got.seconds > 0
+
+
+def test_replay_run_scores_a_carried_champion_on_the_same_holdout(tmp_path):
+    flights, weather = raw_frames()
+    settings = small_settings(tmp_path)
+    first, champion_model = backtest.replay_run(
+        flights, weather, FIRST + timedelta(days=8), settings
+    )
+    day = FIRST + timedelta(days=10)
+    champion = backtest.Champion(first.holdout_end, champion_model)
+
+    got, _model = backtest.replay_run(flights, weather, day, settings, champion)
+
+    _alone, again = backtest.replay_run(flights, weather, day, settings)
+    holdout = split.split_with_history(
+        featurize.build_features(
+            flights[flights[schema.DAY].dt.date.between(got.train_start, day)], weather
+        )[0],
+        day,
+        2,
+        2,
+        4,
+    )[1]
+    actual = holdout[schema.TARGET].to_numpy()
+    expected = np.mean(np.abs(train.predict(champion_model, holdout) - actual))
+    assert got.champion == f"model of {first.holdout_end.isoformat()}"
+    assert got.champion_mae == pytest.approx(expected)
+    assert got.challenger_mae == pytest.approx(
+        np.mean(np.abs(train.predict(again, holdout) - actual))
+    )
+    promote = got.challenger_mae <= 0.99 * got.champion_mae
+    assert got.decision == ("promoted" if promote else "kept")
+    assert got.champion in got.reason
 
 
 def test_run_backtest_reports_each_run_in_order(tmp_path):
@@ -174,13 +220,39 @@ def test_run_backtest_reports_each_run_in_order(tmp_path):
     assert seen == results
     with pytest.raises(ValueError, match="no holdout ends"):
         backtest.run_backtest(flights, weather, [], small_settings(tmp_path))
+    with pytest.raises(ValueError, match="increasing order"):
+        backtest.run_backtest(flights, weather, ends[::-1], small_settings(tmp_path))
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.99])
+def test_the_champion_is_carried_forward_by_the_promotion_rule(tmp_path, margin):
+    flights, weather = raw_frames(days=16)
+    settings = small_settings(tmp_path)
+    settings = replace(settings, score=replace(settings.score, promotion_margin=margin))
+    ends = [FIRST + timedelta(days=d) for d in (9, 11, 13, 15)]
+
+    results = backtest.run_backtest(flights, weather, ends, settings)
+
+    champion = "baseline"
+    for r in results:
+        # each run faces the challenger of the last promotion before it, or the baseline
+        assert r.champion == champion
+        if champion == "baseline":
+            assert r.champion_mae == r.baseline_mae
+        if r.decision == "promoted":
+            champion = f"model of {r.holdout_end.isoformat()}"
+    promoted = [r.decision == "promoted" for r in results]
+    if margin == 0.99:  # a 99 % margin: nobody ever beats the baseline by that much
+        assert promoted == [False] * 4
+    else:  # the model learns the rain and the hour: it beats the baseline on run one
+        assert promoted[0] and any(r.champion != "baseline" for r in results)
 
 
 def test_table_summary_and_markdown_by_hand():
     results = [
-        result(date(2013, 4, 2), model=18.0, baseline=20.0),  # +10 %
-        result(date(2013, 4, 30), model=31.5, baseline=30.0),  # -5 %
-        result(date(2013, 5, 28), model=24.0, baseline=25.0),  # +4 %
+        result(date(2013, 4, 2), 18.0, 20.0, decision="promoted"),  # +10 %, champion 0 %
+        result(date(2013, 4, 30), 31.5, 30.0, champion=27.0),  # -5 %, champion +10 %
+        result(date(2013, 5, 28), 24.0, 25.0, champion=26.0),  # +4 %, champion -4 %
     ]
     table = backtest.results_table(results)
     assert list(table.columns) == [
@@ -189,49 +261,59 @@ def test_table_summary_and_markdown_by_hand():
         "train_start",
         "train_rows",
         "holdout_rows",
-        "model_mae",
+        "challenger_mae",
+        "champion_mae",
         "baseline_mae",
+        "champion",
+        "decision",
+        "reason",
         "seconds",
         "improvement_pct",
+        "champion_improvement_pct",
     ]
     np.testing.assert_allclose(table["improvement_pct"], [10.0, -5.0, 4.0])
+    np.testing.assert_allclose(table["champion_improvement_pct"], [0.0, 10.0, -4.0])
     summary = backtest.summarize(results)
     assert summary["runs"] == 3
     assert summary["share_beaten"] == pytest.approx(2 / 3)
     assert summary["mean_improvement_pct"] == pytest.approx(3.0)
     assert summary["median_improvement_pct"] == pytest.approx(4.0)
     assert summary["worst_improvement_pct"] == pytest.approx(-5.0)
+    assert summary["promotions"] == 1
+    assert summary["mean_champion_improvement_pct"] == pytest.approx(2.0)
+    assert summary["worst_champion_improvement_pct"] == pytest.approx(-4.0)
     assert summary["mean_baseline_mae"] == pytest.approx(25.0)
+    assert summary["mean_champion_mae"] == pytest.approx(73 / 3)
     markdown = backtest.to_markdown(results)
-    assert "| 2013-03-27..2013-04-02 | 1,000 | 100 | 18.00 | 20.00 | +10.0% |" in markdown
-    assert "| 2013-04-24..2013-04-30 | 1,000 | 100 | 31.50 | 30.00 | -5.0% |" in markdown
+    assert (
+        "| 2013-03-27..2013-04-02 | 1,000 | 100 | 18.00 | baseline | 20.00 | 20.00 | +10.0% "
+        "| +0.0% | **promoted** |"
+    ) in markdown
+    assert (
+        "| 2013-04-24..2013-04-30 | 1,000 | 100 | 31.50 | model of 2013-03-26 | 27.00 | 30.00 "
+        "| -5.0% | +10.0% | kept |"
+    ) in markdown
     assert "on 2 of 3 holdouts (67%)" in markdown
     assert "mean +3.0%" in markdown and "worst -5.0%" in markdown
+    assert "1 promotions" in markdown and "mean +2.0%, worst -4.0%" in markdown
 
 
-@dataclass(frozen=True)
-class WithChampion(HoldoutResult):
-    """As another predictor will be added: one more ``*_mae`` field."""
-
-    champion_mae: float = 0.0
-
-
-def test_a_new_mae_field_flows_into_the_table_markdown_and_chart():
+def test_history_frame_is_what_the_metric_history_chart_draws():
     results = [
-        WithChampion(**{**vars(result(date(2013, 4, 2), 18.0, 20.0)), "champion_mae": 19.0}),
-        WithChampion(**{**vars(result(date(2013, 4, 9), 17.0, 18.0)), "champion_mae": 17.5}),
+        result(date(2013, 4, 2), 18.0, 20.0, decision="promoted"),
+        result(date(2013, 4, 9), 17.0, 18.0, champion=17.5),
     ]
-    table = backtest.mae_table(results)
-    assert list(table.columns) == ["model_mae", "baseline_mae", "champion_mae"]
-    assert list(table.index) == [date(2013, 4, 2), date(2013, 4, 9)]
-    assert "champion mae (min)" in backtest.to_markdown(results)
-    assert "champion_mae" in backtest.results_table(results).columns
-    fig = chart.mae_per_holdout(table)
-    assert [line.get_label() for line in fig.axes[0].get_lines()] == [
-        "Model",
-        "Baseline (origin \N{MULTIPLICATION SIGN} hour median)",
-        "Champion",
+    history = backtest.history_frame(results)
+    assert list(history.columns) == [
+        "processed_day",
+        "challenger_mae",
+        "champion_mae",
+        "baseline_mae",
+        "decision",
     ]
+    assert history["processed_day"].tolist() == [date(2013, 4, 2), date(2013, 4, 9)]
+    assert history["champion_mae"].tolist() == [20.0, 17.5]
+    assert history["decision"].tolist() == ["promoted", "kept"]
 
 
 def test_main_writes_the_table_the_markdown_and_the_chart(tmp_path, capsys):
@@ -262,7 +344,10 @@ def test_main_writes_the_table_the_markdown_and_the_chart(tmp_path, capsys):
     table = pd.read_csv(out / backtest.TABLE_FILE)
     assert table["holdout_end"].tolist() == ["2013-12-10", "2013-12-24"]
     assert (table["train_rows"] > 0).all() and (table["holdout_rows"] > 0).all()
-    assert np.isfinite(table[["model_mae", "baseline_mae", "improvement_pct"]]).all().all()
+    maes = ["challenger_mae", "champion_mae", "baseline_mae", "improvement_pct"]
+    assert np.isfinite(table[maes]).all().all()
+    assert set(table["decision"]) <= {"promoted", "kept"}
+    assert table["champion"].iloc[0] == "baseline"
     markdown = (out / backtest.MARKDOWN_FILE).read_text()
     assert "2013-12-23..2013-12-24" in markdown and "of 2 holdouts" in markdown
     assert (out / backtest.CHART_FILE).read_bytes()[:8] == PNG_MAGIC

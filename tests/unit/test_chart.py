@@ -76,26 +76,6 @@ def test_mae_by_hour_one_line_per_predictor() -> None:
     np.testing.assert_allclose(lines[0].get_ydata(), table["predicted"])
 
 
-def test_mae_per_holdout_one_line_per_predictor_on_a_date_axis() -> None:
-    ends = pd.to_datetime(["2013-04-02", "2013-04-30", "2013-05-28"]).date
-    table = pd.DataFrame(
-        {"model_mae": [18.0, 31.5, 24.0], "baseline_mae": [20.0, 30.0, 25.0]},
-        index=pd.Index(ends, name="holdout_end"),
-    )
-    fig = chart.mae_per_holdout(table)
-    _check_axes(fig, chart.HOLDOUT_END_LABEL, "Mean absolute error (minutes)", "Baseline")
-    ax = fig.axes[0]
-    assert "(flight day" in ax.get_xlabel()
-    assert "3 replayed runs" in ax.get_title() and "beats baseline on 2" in ax.get_title()
-    lines = ax.get_lines()
-    assert [line.get_label() for line in lines] == ["Model", chart.SERIES_LABELS["baseline"]]
-    np.testing.assert_allclose(lines[1].get_ydata(), table["baseline_mae"])
-    with pytest.raises(ValueError, match="non-empty"):
-        chart.mae_per_holdout(table.iloc[:0])
-    with pytest.raises(ValueError, match="non-finite"):
-        chart.mae_per_holdout(table.assign(model_mae=[1.0, np.nan, 2.0]))
-
-
 def test_charts_draw_on_a_given_axes() -> None:
     fig = Figure()
     left, right = fig.subplots(1, 2)
@@ -170,6 +150,9 @@ def test_metric_history_marks_promotions_and_keeps_the_last_rerun() -> None:
     assert "Promoted (2)" in labels
     challenger = ax.get_lines()[0]
     np.testing.assert_allclose(challenger.get_ydata(), [20.0, 18.0])
+    assert ax.get_title() == "Holdout MAE over 2 processed days"
+    titled = chart.metric_history(history, title="Backtest: holdout MAE")
+    assert titled.axes[0].get_title() == "Backtest: holdout MAE over 2 processed days"
     with pytest.raises(ValueError, match="decision"):
         chart.metric_history(history.drop(columns="decision"))
 
