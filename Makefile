@@ -46,11 +46,10 @@ run: seed airflow-init ## run the DAG once for the latest complete day, print th
 	$(BIN)/airflow dags test flight_delays
 	$(BIN)/python -m flight_delays.summary
 
-test: venv ## run the whole test suite
-	$(BIN)/ruff check .
+test: lint ## run the whole test suite (after the lint)
 	$(BIN)/pytest
 
-lint: venv ## ruff
+lint: venv ## ruff: lint rules and formatting
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

@@ -92,12 +92,14 @@ with DAG(
 | featurize | raw partitions of the window | `data/processed/ds=D/features.parquet` |
 | split | features (+ past-day delay stats) | `train.parquet`, `holdout.parquet` (last K days) |
 | train | train split | `models/ds=D/model.skops`, `model_card.json` |
-| score | model, both splits | `data/output/ds=D/metrics.json`, `predictions.parquet` |
-| chart | predictions | `reports/figures/ds=D/*.png` |
+| score | model, splits, champion | `data/output/ds=D/metrics.json`, predictions; registry row |
+| chart | predictions, registry history | `reports/figures/ds=D/*.png`, `reports/ds=D/index.html` |
 
 **Processed day D**: the `day` parameter if given, else the New York calendar day before
 the logical date (the 02:00 run on D+1 processes D), else the day before the trigger time.
-Parameters: `include/params.yaml`.
+Parameters: `include/params.yaml`. The registry (runs, metrics, decisions, champion) is
+the warehouse of connection `flight_delays_warehouse`; the reports are in the web UI under
+**Model reports**.
 """,
 ) as dag:
     tasks = [
