@@ -15,7 +15,7 @@ from deploy_support import DOCKERFILE, IMAGE_REQUIREMENTS, REPO, tool
 # Airflow's own distributions: the base image has them, the image must not change them.
 AIRFLOW_DISTRIBUTIONS = ("apache-airflow", "apache-airflow-core", "apache-airflow-task-sdk")
 EXPORT_COMMAND = [
-    "uv", "export", "--frozen", "--no-hashes", "--no-dev", "--no-emit-project",
+    "uv", "export", "--frozen", "--no-hashes", "--no-default-groups", "--no-emit-project",
     "--extra", "airflow",
     *(arg for name in AIRFLOW_DISTRIBUTIONS for arg in ("--no-emit-package", name)),
     "-o", "deploy/image-requirements.txt",
