@@ -288,9 +288,10 @@ def run(
     """Draw the charts of ``day`` into ``reports/figures/ds=<day>/`` and write the run
     report ``reports/ds=<day>/index.html``.
 
-    Reads predictions.parquet and metrics.json (score task), model_card.json (train task)
-    and the registry's history (default: the settings' registry; runs recorded after
-    ``day`` are left out, so a backfill draws each day's history as of that day).
+    Reads predictions.parquet and metrics.json (score task), model_card.json (train task),
+    feature_counts.json (featurize task) and the registry's history (default: the
+    settings' registry; runs recorded after ``day`` are left out, so a backfill draws
+    each day's history as of that day).
     Returns ``{"figures": [str paths], "report": str path}``.
     """
     day = parse_day(day)
@@ -299,6 +300,7 @@ def run(
     predictions = io.read_parquet(output / "predictions.parquet", task="score")
     metrics = io.read_json(output / "metrics.json", task="score")
     card = io.read_json(settings.paths.model_dir(day) / "model_card.json", task="train")
+    counts = io.read_json(settings.paths.processed(day) / "feature_counts.json", task="featurize")
     actual = predictions["actual"].to_numpy(dtype=float)
     predicted = predictions["predicted"].to_numpy(dtype=float)
     table = scoring.mae_by_group(
@@ -329,6 +331,7 @@ def run(
             (FIGURE_CAPTIONS[name], f"{relative.as_posix()}/{FIGURE_FILES[name]}")
             for name in figures
         ],
+        counts,
     )
     io.atomic_write(page, lambda tmp: tmp.write_text(html, encoding="utf-8"))
     log.info(

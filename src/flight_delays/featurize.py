@@ -34,6 +34,7 @@ MANIFEST_FILE = "manifest.json"
 FLIGHTS_FILE = "flights.parquet"
 WEATHER_FILE = "weather.parquet"
 FEATURES_FILE = "features.parquet"
+COUNTS_FILE = "feature_counts.json"  # what featurize dropped, masked, averaged: the report shows it
 
 # Flight columns the features are computed from (the actuals other than the target,
 # e.g. dep_delay, are never read: they are not known before departure).
@@ -416,8 +417,9 @@ def run(
     Reads ``interim(day)/manifest.json`` (written by the ``ingest`` task) and, for every
     day in its ``days`` list, ``raw/ds=<day>/flights.parquet`` and ``weather.parquet``;
     a missing file raises :class:`flight_delays.io.MissingArtifactError` naming
-    ``ingest``. Writes atomically and returns ``{"features": path, "rows": n,
-    "days": partitions read, **counts}`` with the counts of :func:`build_features`.
+    ``ingest``. Writes atomically, beside the table, ``feature_counts.json``: ``{"rows":
+    n, "days": partitions read, **counts}`` with the counts of :func:`build_features`
+    (the run report shows them). Returns the same dict and ``"features": path``.
     """
     settings = load_settings(root, params_file)
     day = parse_day(day)
@@ -435,6 +437,8 @@ def run(
     )
     features, counts = build_features(flights, weather)
     target = io.write_parquet(features, paths.processed(day) / FEATURES_FILE)
+    summary = {"rows": len(features), "days": len(days), **counts}
+    io.write_json(summary, paths.processed(day) / COUNTS_FILE)
     logger.info(
         "featurize %s: %d days, %d flights in -> %d rows out (dropped %d duplicate flights, "
         "averaged %d duplicate weather rows, masked %d implausible weather readings, %d "
@@ -450,4 +454,4 @@ def run(
         counts["excluded_no_arr_delay"],
         target,
     )
-    return {"features": str(target), "rows": len(features), "days": len(days), **counts}
+    return {"features": str(target), **summary}

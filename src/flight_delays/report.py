@@ -1,7 +1,7 @@
 """The run report: ``reports/ds=<day>/index.html``, one self-contained page per processed
 day with the metrics table, the promotion decision and its reason, the data window and
-row counts, and every figure. Pure: :func:`render` turns dicts into HTML text; the chart
-task writes it (flight_delays.chart.run).
+row counts, what featurize dropped or changed, and every figure. Pure: :func:`render`
+turns dicts into HTML text; the chart task writes it (flight_delays.chart.run).
 """
 
 from __future__ import annotations
@@ -21,6 +21,18 @@ METRICS = [
     ("median_ae", "Median absolute error (minutes)", "{:.2f}"),
     ("r2", "R\N{SUPERSCRIPT TWO}", "{:.3f}"),
     ("share_within", "Share within {within:g} min", "{:.1%}"),
+]
+# featurize's counts (feature_counts.json), in the order the page lists them
+DATA_COUNTS = [
+    ("days", "Days of raw partitions read"),
+    ("flights_in", "Flights scheduled in the window"),
+    ("duplicate_flights", "Duplicate flights dropped (first kept)"),
+    ("excluded_no_arr_delay", "Flights without an arrival delay (cancelled, diverted): left out"),
+    ("rows", "Flights in the feature table (training and holdout)"),
+    ("missing_weather", "Flights without a weather report at their origin and hour"),
+    ("weather_in", "Hourly weather reports in the window"),
+    ("duplicate_weather", "Duplicate weather hours averaged (the repeated hour at DST)"),
+    ("implausible_weather", "Weather readings out of physical range: made missing"),
 ]
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:#222}
@@ -53,13 +65,24 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
 
 
+def counts_table(counts: Mapping[str, Any]) -> str:
+    """An HTML table of featurize's counts: one row per entry of :data:`DATA_COUNTS`."""
+    rows = "".join(
+        f'<tr><th>{escape(label)}</th><td class="num">{_cell(counts.get(key), "{:,}")}</td></tr>'
+        for key, label in DATA_COUNTS
+    )
+    return f"<table>{rows}</table>"
+
+
 def render(
     metrics: Mapping[str, Any],
     model_card: Mapping[str, Any],
     figures: Sequence[tuple[str, str]],
+    data_counts: Mapping[str, Any],
 ) -> str:
     """The report page. ``metrics``: metrics.json of the score task; ``model_card``:
-    model_card.json of the train task; ``figures``: (caption, path relative to the page)."""
+    model_card.json of the train task; ``figures``: (caption, path relative to the page);
+    ``data_counts``: feature_counts.json of the featurize task."""
     day = escape(str(metrics["day"]))
     decision = metrics.get("decision", {})
     promoted = bool(decision.get("promoted"))
@@ -93,6 +116,8 @@ def render(
 {metrics_table(metrics)}
 <h2>Data</h2>
 <table>{fact_rows}</table>
+<h3>What featurize left out or changed</h3>
+{counts_table(data_counts)}
 <h2>Charts</h2>
 {figure_html}
 </body></html>

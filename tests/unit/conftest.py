@@ -154,6 +154,18 @@ def split_artifacts(tmp_path: Path, model_params_file: Path) -> dict[str, object
     manifest_path = settings.paths.interim(day) / "manifest.json"
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest))
+    counts = {  # featurize's counts beside the features, for the run report
+        "days": 10,
+        "rows": len(train) + len(holdout),
+        "flights_in": len(train) + len(holdout) + 37,
+        "duplicate_flights": 2,
+        "excluded_no_arr_delay": 35,
+        "missing_weather": 4,
+        "weather_in": 720,
+        "duplicate_weather": 3,
+        "implausible_weather": 1,
+    }
+    io.write_json(counts, processed / "feature_counts.json")
     return {
         "day": day,
         "root": tmp_path,
@@ -164,4 +176,5 @@ def split_artifacts(tmp_path: Path, model_params_file: Path) -> dict[str, object
         "train_path": train_path,
         "holdout_path": holdout_path,
         "manifest_path": manifest_path,
+        "feature_counts": counts,
     }

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from flight_delays import chart, io, schema, score, train
+from flight_delays import chart, io, report, schema, score, train
 from flight_delays.scoring import mae_by_group
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -118,6 +118,20 @@ def test_run_writes_pngs(split_artifacts) -> None:
     for name in chart.FIGURE_FILES.values():
         assert f'src="../figures/ds={day.isoformat()}/{name}"' in html
         assert (page.parent / "../figures" / f"ds={day.isoformat()}" / name).is_file()
+    # ... and what featurize left out or changed, each count beside its label
+    counts = art["feature_counts"]
+    for key, label in report.DATA_COUNTS:
+        assert f'{label}</th><td class="num">{counts[key]:,}</td>' in html.replace("&#x27;", "'")
+
+
+def test_run_without_feature_counts_names_the_featurize_task(split_artifacts) -> None:
+    art = split_artifacts
+    day, root, params = art["day"], art["root"], art["params_file"]
+    train.run(day, root=root, params_file=params)
+    score.run(day, root=root, params_file=params)
+    (art["settings"].paths.processed(day) / "feature_counts.json").unlink()
+    with pytest.raises(io.MissingArtifactError, match="'featurize' task"):
+        chart.run(day.isoformat(), root=root, params_file=params)
 
 
 def test_calibration_table_bins_by_prediction_and_keeps_means() -> None:

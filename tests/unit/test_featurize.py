@@ -423,9 +423,15 @@ def test_run_writes_the_feature_table_and_reports_counts(
     assert result["rows"] == 5 and result["days"] == 2
     assert result["missing_weather"] == 1 and result["excluded_no_arr_delay"] == 1
     assert json.loads(json.dumps(result)) == result
+    # the counts are kept beside the table for the run report
+    counts = json.loads((paths.processed(TUE) / featurize.COUNTS_FILE).read_text())
+    assert counts == {k: v for k, v in result.items() if k != "features"}
     written = pd.read_parquet(target)
     pd.testing.assert_frame_equal(written, build_features(flights, weather)[0])
-    assert [p.name for p in target.parent.iterdir()] == ["features.parquet"]  # no temp left
+    assert sorted(p.name for p in target.parent.iterdir()) == [  # no temp file left
+        "feature_counts.json",
+        "features.parquet",
+    ]
     assert len(caplog.records) == 1 and str(target) in caplog.text
 
 
