@@ -51,11 +51,35 @@ class TrainSettings:
     max_leaf_nodes: int = 31
     min_samples_leaf: int = 2000
     l2_regularization: float = 1.0
+    # Share of the features each split may choose from (1.0: all of them).
+    max_features: float = 1.0
     random_state: int = 42
+    # Day bagging (flight_delays.train.DayBaggedRegressor): the prediction is the mean of
+    # bagging_models boosters, each fitted on a random bagging_day_fraction of the
+    # training days (whole days). 1 model: a single booster on every day.
+    bagging_models: int = 1
+    bagging_day_fraction: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.bagging_models < 1:
+            raise ConfigError(f"train.bagging_models must be >= 1, got {self.bagging_models}")
+        if not 0 < self.bagging_day_fraction <= 1:
+            raise ConfigError(
+                f"train.bagging_day_fraction must be in (0, 1], got {self.bagging_day_fraction}"
+            )
+        if not 0 < self.max_features <= 1:
+            raise ConfigError(f"train.max_features must be in (0, 1], got {self.max_features}")
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The keyword arguments for HistGradientBoostingRegressor."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The keyword arguments for HistGradientBoostingRegressor (each booster)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _BAGGING}
+
+    def bagging(self) -> dict[str, Any]:
+        """The day-bagging settings: ``n_models`` and ``day_fraction``."""
+        return {"n_models": self.bagging_models, "day_fraction": self.bagging_day_fraction}
+
+
+_BAGGING = ("bagging_models", "bagging_day_fraction")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,16 @@
 
 Pure core: :func:`build_pipeline`, :func:`fit_model` and :func:`predict` (frames and
 settings in, a fitted pipeline or predictions out; inputs are never mutated).
+
+Day bagging (``train.bagging_models`` > 1): the pipeline's last step is a
+:class:`DayBaggedRegressor`, the mean of several boosters, each fitted on a random share
+(``train.bagging_day_fraction``) of the training *days*, whole days in or out. Most of
+the signal is day-level (a stormy day delays every flight) and a 90-day window holds
+only ~80 training days, so a single booster's response to day-level inputs leans on a
+few memorised days; averaging boosters that each miss a different fifth of the days
+smooths it (chosen with :mod:`flight_delays.backtest` on the first half of the weekly
+holdouts). With one model the last step is the plain HistGradientBoostingRegressor,
+fitted on every day.
 File wrapper: :func:`run` reads ``train.parquet`` from the split task and writes
 ``model.skops`` and ``model_card.json`` under ``models/ds=<day>/``.
 :func:`load_model` reads a model file back with an explicit list of trusted types.
@@ -24,6 +34,7 @@ import pandas as pd
 import sklearn
 import skops
 import skops.io
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
@@ -50,7 +61,10 @@ MODEL_CARD_FILE = "model_card.json"
 #:   file's SHA-256 against the model card written beside it.
 #: - functools.partial + sklearn.utils.validation.check_array: the input validator the
 #:   fitted ColumnTransformer keeps for its passthrough columns.
+#: - DayBaggedRegressor: this module's own ensemble (a list of the boosters above, plus
+#:   ints and floats); trusted for the same reason as the boosters it holds.
 TRUSTED_TYPES: tuple[str, ...] = (
+    "flight_delays.train.DayBaggedRegressor",
     "functools.partial",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.utils.validation.check_array",
@@ -65,6 +79,11 @@ HISTORY_NOTE = (
     "Past-day features (recent_*, past_*) are medians of the arrival delays of earlier "
     "days only: for a holdout row, the days before the holdout; for a training row, the "
     "days before its block of holdout length (flight_delays.history)."
+)
+
+BAGGING_NOTE = (
+    "The prediction is the mean of {n_models} boosters, each fitted on a random "
+    "{day_fraction:.0%} of the training days (whole days; DayBaggedRegressor)."
 )
 
 
@@ -107,12 +126,64 @@ def monotonic_constraints() -> list[int]:
     ]
 
 
+class DayBaggedRegressor(RegressorMixin, BaseEstimator):
+    """Mean prediction of ``n_models`` clones of ``estimator``, each fitted on the rows of
+    a random ``day_fraction`` of the distinct days (``days``, one value per row, passed to
+    :meth:`fit`), drawn without replacement; clone k gets ``random_state + k`` if it
+    takes a random state. The days drawn depend only on ``random_state`` and the set
+    of days, so a refit on the same frame gives the same model."""
+
+    def __init__(
+        self,
+        estimator: Any = None,
+        n_models: int = 5,
+        day_fraction: float = 0.8,
+        random_state: int | None = None,
+    ) -> None:
+        self.estimator = estimator
+        self.n_models = n_models
+        self.day_fraction = day_fraction
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any, days: Any = None) -> DayBaggedRegressor:
+        if self.estimator is None:
+            raise ValueError("DayBaggedRegressor needs an estimator")
+        if self.n_models < 1:
+            raise ValueError(f"n_models must be >= 1, got {self.n_models}")
+        if not 0 < self.day_fraction <= 1:
+            raise ValueError(f"day_fraction must be in (0, 1], got {self.day_fraction}")
+        if days is None:
+            raise ValueError("DayBaggedRegressor.fit needs the day of every row (days=...)")
+        days = np.asarray(days)
+        y = np.asarray(y, dtype=float)
+        if len(days) != len(y):
+            raise ValueError(f"days has {len(days)} values for {len(y)} rows")
+        distinct = np.unique(days)
+        per_model = max(1, round(self.day_fraction * len(distinct)))
+        rng = np.random.default_rng(self.random_state)
+        self.estimators_ = []
+        for k in range(self.n_models):
+            chosen = rng.choice(distinct, size=per_model, replace=False)
+            rows = np.isin(days, chosen)
+            estimator = clone(self.estimator)
+            if self.random_state is not None and "random_state" in estimator.get_params():
+                estimator.set_params(random_state=self.random_state + k)
+            X_rows = X[rows] if not hasattr(X, "iloc") else X.iloc[rows]
+            self.estimators_.append(estimator.fit(X_rows, y[rows]))
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.mean([estimator.predict(X) for estimator in self.estimators_], axis=0)
+
+
 def build_pipeline(train_settings: TrainSettings) -> Pipeline:
     """An unfitted pipeline: ordinal-encode ``schema.CATEGORICAL_FEATURES`` (unknown and
     missing categories become NaN, which the booster routes as missing), pass
     ``schema.NUMERIC_FEATURES`` through, then HistGradientBoostingRegressor with the
     encoded columns declared categorical and the monotonic constraints of
-    ``schema.MONOTONIC_FEATURES``. Output: predicted arr_delay in minutes."""
+    ``schema.MONOTONIC_FEATURES`` (with ``bagging_models`` > 1: a
+    :class:`DayBaggedRegressor` of such boosters, whose ``fit`` needs ``model__days``).
+    Output: predicted arr_delay in minutes."""
     encoder = OrdinalEncoder(
         handle_unknown="use_encoded_value",
         unknown_value=np.nan,
@@ -135,6 +206,10 @@ def build_pipeline(train_settings: TrainSettings) -> Pipeline:
         categorical_features=categorical_mask,
         monotonic_cst=monotonic_constraints(),
     )
+    if train_settings.bagging_models > 1:
+        model = DayBaggedRegressor(
+            model, **train_settings.bagging(), random_state=train_settings.random_state
+        )
     return Pipeline([("features", features), ("model", model)])
 
 
@@ -148,7 +223,8 @@ def check_feature_columns(frame: pd.DataFrame, what: str = "frame") -> None:
 def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipeline:
     """Fit :func:`build_pipeline` on ``train_frame``.
 
-    Needs every column in ``schema.FEATURES`` and ``schema.TARGET`` (arr_delay, minutes,
+    Needs every column in ``schema.FEATURES``, ``schema.DAY`` when day bagging is on,
+    and ``schema.TARGET`` (arr_delay, minutes,
     finite: featurize drops flights without an arrival delay, so a missing one here is a
     bug upstream and raises ValueError). The frame is not modified.
 
@@ -162,6 +238,12 @@ def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipel
         raise ValueError(f"training frame is missing the target column {schema.TARGET!r}")
     if len(train_frame) == 0:
         raise ValueError("training frame is empty: nothing to fit")
+    bagged = train_settings.bagging_models > 1
+    if bagged and schema.DAY not in train_frame.columns:
+        raise ValueError(
+            f"training frame is missing {schema.DAY!r}, which day bagging "
+            "(train.bagging_models > 1) needs"
+        )
     target = pd.to_numeric(train_frame[schema.TARGET], errors="coerce").to_numpy(dtype=float)
     bad = int((~np.isfinite(target)).sum())
     if bad:
@@ -179,8 +261,9 @@ def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipel
         )
         features = features.assign(**dict.fromkeys(empty, 0.0))
     pipeline = build_pipeline(train_settings)
+    fit_params = {"model__days": train_frame[schema.DAY].to_numpy()} if bagged else {}
     with bounded_threads():
-        pipeline.fit(features, target)
+        pipeline.fit(features, target, **fit_params)
     return pipeline
 
 
@@ -230,13 +313,18 @@ def load_model(path: str | Path, expected_sha256: str | None = None) -> Pipeline
                 f"{', '.join(untrusted)}"
             )
         model = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    last = model.steps[-1][1] if isinstance(model, Pipeline) else None
+    boosters = [last]
+    if isinstance(last, DayBaggedRegressor):
+        boosters = getattr(last, "estimators_", None)
     if not (
-        isinstance(model, Pipeline)
-        and isinstance(model.steps[-1][1], HistGradientBoostingRegressor)
+        isinstance(boosters, list)
+        and boosters
+        and all(isinstance(b, HistGradientBoostingRegressor) for b in boosters)
     ):
         raise UntrustedModelError(
             f"{path} holds a {type(model).__name__}, not this project's pipeline "
-            "(Pipeline ending in HistGradientBoostingRegressor)"
+            "(Pipeline ending in HistGradientBoostingRegressor or a DayBaggedRegressor of them)"
         )
     return model
 
@@ -272,6 +360,7 @@ def run(
     manifest_path = io.require(settings.paths.interim(day) / "manifest.json", task="ingest")
 
     model = fit_model(train_frame, settings.train)
+    bagged = settings.train.bagging_models > 1
 
     out_dir = settings.paths.model_dir(day)
     model_path = save_model(model, out_dir / MODEL_FILE)
@@ -282,6 +371,7 @@ def run(
         "train_rows": len(train_frame),
         "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
         "hyperparameters": settings.train.hyperparameters(),
+        "bagging": settings.train.bagging(),
         "features": {
             "categorical": list(schema.CATEGORICAL_FEATURES),
             "numeric": list(schema.NUMERIC_FEATURES),
@@ -295,7 +385,8 @@ def run(
         "libraries": library_versions(),
         "threads": thread_limit(),
         "monotonic_constraints": dict(schema.MONOTONIC_FEATURES),
-        "notes": [WEATHER_NOTE, HISTORY_NOTE],
+        "notes": [WEATHER_NOTE, HISTORY_NOTE]
+        + ([BAGGING_NOTE.format(**settings.train.bagging())] if bagged else []),
     }
     card_path = io.write_json(card, out_dir / MODEL_CARD_FILE)
     log.info(

@@ -19,6 +19,8 @@ def test_the_shipped_parameter_file_loads(tmp_path):
     assert settings.split.holdout_days == 7
     assert (settings.split.recent_days, settings.split.history_days) == (7, 28)
     assert settings.train.loss == "absolute_error"
+    assert settings.train.bagging() == {"n_models": 10, "day_fraction": 0.8}
+    assert "bagging_models" not in settings.train.hyperparameters()
     assert settings.paths.root == tmp_path.resolve()
 
 
@@ -48,6 +50,11 @@ def test_int_accepted_for_float_and_settings_are_frozen(tmp_path):
         ("ingest: {window_days: 5}\nsplit: {holdout_days: 5}\n", "holdout_days"),
         ("split: {history_days: 0}\n", "split.history_days must be >= 1"),
         ("split: {recent_days: -1}\n", "split.recent_days must be >= 1"),
+        ("train: {bagging_models: 0}\n", "train.bagging_models must be >= 1"),
+        ("train: {bagging_models: 2.5}\n", "train.bagging_models must be int"),
+        ("train: {bagging_day_fraction: 0}\n", r"train.bagging_day_fraction must be in \(0, 1\]"),
+        ("train: {bagging_day_fraction: 1.5}\n", "train.bagging_day_fraction must be in"),
+        ("train: {max_features: 0.0}\n", r"train.max_features must be in \(0, 1\]"),
         ("ingest: [1, 2]\n", "section 'ingest' must be a mapping"),
         ("ingest: {window_days: [\n", "not valid YAML"),
     ],

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import skops.io
+import yaml
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
@@ -17,6 +20,19 @@ from flight_delays import io, schema, train
 from flight_delays.config import TrainSettings
 
 FAST = TrainSettings(max_iter=20, min_samples_leaf=5, max_leaf_nodes=15)
+BAGGED = replace(FAST, bagging_models=3, bagging_day_fraction=0.5, max_features=0.5)
+
+
+class RememberRows(BaseEstimator, RegressorMixin):
+    """Predicts the mean target it saw; remembers the first column of its rows."""
+
+    def fit(self, X, y):
+        self.seen_ = np.asarray(X)[:, 0].copy()
+        self.mean_ = float(np.mean(y))
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.mean_)
 
 
 class NotAModelPart:
@@ -92,12 +108,18 @@ def test_thread_limit_reads_environment(monkeypatch) -> None:
         train.thread_limit()
 
 
-def test_model_file_round_trip_with_trusted_list(
-    fitted_model, tmp_path, feature_frame_factory
-) -> None:
-    path = train.save_model(fitted_model, tmp_path / "model.skops")
+def test_model_file_round_trip_with_trusted_list(tmp_path, feature_frame_factory) -> None:
+    bagged = train.fit_model(feature_frame_factory(300, seed=3), BAGGED)
+    path = train.save_model(bagged, tmp_path / "model.skops")
     # The hard-coded list is exactly what this pipeline needs: nothing more, nothing less.
     assert sorted(skops.io.get_untrusted_types(file=path)) == sorted(train.TRUSTED_TYPES)
+    loaded = train.load_model(path, expected_sha256=io.sha256(path))
+    frame = feature_frame_factory(40, seed=6)
+    np.testing.assert_array_equal(train.predict(loaded, frame), train.predict(bagged, frame))
+
+
+def test_single_booster_file_loads_too(fitted_model, tmp_path, feature_frame_factory) -> None:
+    path = train.save_model(fitted_model, tmp_path / "model.skops")
     loaded = train.load_model(path, expected_sha256=io.sha256(path))
     frame = feature_frame_factory(40, seed=6)
     np.testing.assert_array_equal(train.predict(loaded, frame), train.predict(fitted_model, frame))
@@ -159,6 +181,21 @@ def test_run_writes_model_and_card(split_artifacts) -> None:
     assert sorted(p.name for p in model_dir.iterdir()) == ["model.skops", "model_card.json"]
 
 
+def test_run_with_day_bagging_says_so_in_the_card(split_artifacts) -> None:
+    art = split_artifacts
+    params = yaml.safe_load(Path(art["params_file"]).read_text())
+    params["train"].update(bagging_models=2, bagging_day_fraction=0.5)
+    params_file = Path(art["root"]) / "bagged.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    result = train.run(art["day"].isoformat(), root=art["root"], params_file=params_file)
+    card = json.loads(Path(result["model_card"]).read_text())
+    assert card["bagging"] == {"n_models": 2, "day_fraction": 0.5}
+    assert "bagging_models" not in card["hyperparameters"]
+    assert any("mean of 2 boosters" in note for note in card["notes"])
+    model = train.load_model(result["model"], expected_sha256=card["model"]["sha256"])
+    assert len(model.named_steps["model"].estimators_) == 2
+
+
 def test_run_without_split_output_names_split_task(tmp_path, model_params_file) -> None:
     with pytest.raises(io.MissingArtifactError, match="'split' task") as info:
         train.run("2024-03-10", root=tmp_path, params_file=model_params_file)
@@ -193,3 +230,54 @@ def test_a_feature_without_any_value_is_ignored_with_a_warning(
     np.testing.assert_array_equal(
         train.predict(model, holdout.assign(past_flight_delay=np.nan)), train.predict(model, varied)
     )
+
+
+# --- day bagging ------------------------------------------------------------------------
+
+
+def _days_frame(n_days: int = 10, per_day: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    days = np.repeat(pd.date_range("2024-01-01", periods=n_days).to_numpy(), per_day)
+    day_index = np.repeat(np.arange(n_days, dtype=float), per_day)
+    X = np.column_stack([day_index, np.ones_like(day_index)])
+    return X, 10.0 * day_index, days
+
+
+def test_day_bagging_fits_each_model_on_whole_days_and_averages() -> None:
+    X, y, days = _days_frame()
+    bag = train.DayBaggedRegressor(RememberRows(), n_models=4, day_fraction=0.7, random_state=1)
+    bag.fit(X, y, days=days)
+    assert len(bag.estimators_) == 4
+    seen = [set(model.seen_) for model in bag.estimators_]
+    for model in bag.estimators_:
+        assert len(set(model.seen_)) == 7  # 70 % of the 10 days
+        assert len(model.seen_) == 7 * 4  # every flight of a chosen day, none of the others
+    assert len({frozenset(days_seen) for days_seen in seen}) > 1  # the models differ
+    expected = np.mean([model.mean_ for model in bag.estimators_])
+    np.testing.assert_allclose(bag.predict(X[:3]), expected)
+    again = train.DayBaggedRegressor(RememberRows(), n_models=4, day_fraction=0.7, random_state=1)
+    assert [set(m.seen_) for m in again.fit(X, y, days=days).estimators_] == seen
+
+
+def test_day_bagging_refuses_bad_settings_and_missing_days() -> None:
+    X, y, days = _days_frame()
+    with pytest.raises(ValueError, match="days"):
+        train.DayBaggedRegressor(RememberRows()).fit(X, y)
+    with pytest.raises(ValueError, match="day_fraction"):
+        train.DayBaggedRegressor(RememberRows(), day_fraction=0.0).fit(X, y, days=days)
+    with pytest.raises(ValueError, match="n_models"):
+        train.DayBaggedRegressor(RememberRows(), n_models=0).fit(X, y, days=days)
+
+
+def test_fit_model_with_bagging_averages_boosters(feature_frame_factory) -> None:
+    frame = feature_frame_factory(300, seed=21)
+    model = train.fit_model(frame, BAGGED)
+    bag = model.named_steps["model"]
+    assert isinstance(bag, train.DayBaggedRegressor)
+    assert len(bag.estimators_) == 3
+    assert all(isinstance(b, HistGradientBoostingRegressor) for b in bag.estimators_)
+    assert all(b.max_features == 0.5 for b in bag.estimators_)
+    pred = train.predict(model, frame)
+    encoded = model.named_steps["features"].transform(frame[schema.FEATURES])
+    np.testing.assert_allclose(pred, np.mean([b.predict(encoded) for b in bag.estimators_], 0))
+    with pytest.raises(ValueError, match="local_date"):
+        train.fit_model(frame.drop(columns=[schema.DAY]), BAGGED)
