@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,6 +117,9 @@ def test_model_file_round_trip_with_trusted_list(tmp_path, feature_frame_factory
     loaded = train.load_model(path, expected_sha256=io.sha256(path))
     frame = feature_frame_factory(40, seed=6)
     np.testing.assert_array_equal(train.predict(loaded, frame), train.predict(bagged, frame))
+    # stored deflated: one file per processed day adds up
+    with zipfile.ZipFile(path) as archive:
+        assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}
 
 
 def test_single_booster_file_loads_too(fitted_model, tmp_path, feature_frame_factory) -> None:
