@@ -52,12 +52,12 @@ class TrainSettings:
     min_samples_leaf: int = 2000
     l2_regularization: float = 1.0
     # Share of the features each split may choose from (1.0: all of them).
-    max_features: float = 1.0
+    max_features: float = 0.5
     random_state: int = 42
     # Day bagging (flight_delays.train.DayBaggedRegressor): the prediction is the mean of
     # bagging_models boosters, each fitted on a random bagging_day_fraction of the
     # training days (whole days). 1 model: a single booster on every day.
-    bagging_models: int = 1
+    bagging_models: int = 10
     bagging_day_fraction: float = 0.8
 
     def __post_init__(self) -> None:

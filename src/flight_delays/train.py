@@ -372,7 +372,12 @@ def run(
         "processed_day": day.isoformat(),
         "train_window": {"first_day": _day_iso(days.min()), "last_day": _day_iso(days.max())},
         "train_rows": len(train_frame),
-        "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
+        "estimator": (
+            f"flight_delays.train.DayBaggedRegressor of {settings.train.bagging_models} "
+            "sklearn.ensemble.HistGradientBoostingRegressor"
+            if bagged
+            else "sklearn.ensemble.HistGradientBoostingRegressor"
+        ),
         "hyperparameters": settings.train.hyperparameters(),
         "bagging": settings.train.bagging(),
         "features": {

@@ -109,11 +109,17 @@ def feature_frame_factory() -> FeatureFrameFactory:
 
 @pytest.fixture
 def model_params_file(tmp_path: Path) -> Path:
-    """A params file with a tiny booster (20 iterations) so tests fit in well under a second."""
+    """A params file with one tiny booster (20 iterations, no day bagging) so tests fit
+    in well under a second."""
     params = {
         "ingest": {"window_days": 10},
         "split": {"holdout_days": MODEL_STEP_HOLDOUT_DAYS},
-        "train": {"max_iter": 20, "min_samples_leaf": 5, "max_leaf_nodes": 15},
+        "train": {
+            "max_iter": 20,
+            "min_samples_leaf": 5,
+            "max_leaf_nodes": 15,
+            "bagging_models": 1,
+        },
         "score": {"within_minutes": 15},
     }
     path = tmp_path / "params.yaml"

@@ -24,6 +24,12 @@ def test_the_shipped_parameter_file_loads(tmp_path):
     assert settings.paths.root == tmp_path.resolve()
 
 
+def test_the_defaults_in_code_are_the_shipped_parameters(tmp_path):
+    # A parameter file that leaves a key out gets what include/params.yaml ships.
+    shipped = load_settings(root=tmp_path, params_file=REPO / "include" / "params.yaml")
+    assert load_settings(root=tmp_path, params_file=write(tmp_path, "{}\n")) == shipped
+
+
 def test_source_url_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_SOURCE_URL, raising=False)
     embedded = load_settings(tmp_path, write(tmp_path, "ingest: {window_days: 10}\n"))

@@ -20,7 +20,10 @@ from sklearn.pipeline import Pipeline
 from flight_delays import io, schema, train
 from flight_delays.config import TrainSettings
 
-FAST = TrainSettings(max_iter=20, min_samples_leaf=5, max_leaf_nodes=15)
+# One small booster on all features (the plain model); BAGGED: the day-bagged kind.
+FAST = TrainSettings(
+    max_iter=20, min_samples_leaf=5, max_leaf_nodes=15, max_features=1.0, bagging_models=1
+)
 BAGGED = replace(FAST, bagging_models=3, bagging_day_fraction=0.5, max_features=0.5)
 
 
@@ -173,6 +176,7 @@ def test_run_writes_model_and_card(split_artifacts) -> None:
     assert card["train_window"] == {"first_day": "2024-03-01", "last_day": "2024-03-07"}
     assert card["train_rows"] == len(art["train"])
     assert card["hyperparameters"]["max_iter"] == 20
+    assert card["estimator"] == "sklearn.ensemble.HistGradientBoostingRegressor"
     assert card["features"]["categorical"] + card["features"]["numeric"] == schema.FEATURES
     assert card["target"] == {"name": "arr_delay", "units": "minutes", "meaning": "arrival delay"}
     assert card["inputs"]["manifest"]["sha256"] == io.sha256(art["manifest_path"])
@@ -194,6 +198,7 @@ def test_run_with_day_bagging_says_so_in_the_card(split_artifacts) -> None:
     result = train.run(art["day"].isoformat(), root=art["root"], params_file=params_file)
     card = json.loads(Path(result["model_card"]).read_text())
     assert card["bagging"] == {"n_models": 2, "day_fraction": 0.5}
+    assert card["estimator"].startswith("flight_delays.train.DayBaggedRegressor of 2 ")
     assert "bagging_models" not in card["hyperparameters"]
     assert any("mean of 2 boosters" in note for note in card["notes"])
     model = train.load_model(result["model"], expected_sha256=card["model"]["sha256"])
