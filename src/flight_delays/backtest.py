@@ -201,6 +201,7 @@ def replay_run(
         None if champion is None else champion.day,
         settings.score.promotion_margin,
         champion_name,
+        baseline_mae=mae["baseline"],
     )
     start, _end = split.holdout_range(day, settings.split.holdout_days)
     result = HoldoutResult(

@@ -221,9 +221,10 @@ def _prepare_weather(weather: pd.DataFrame) -> pd.DataFrame:
 def mask_implausible_weather(weather: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """A copy of ``weather`` where each reading outside its measure's physically possible
     range (``schema.WEATHER_PLAUSIBLE_RANGES``) is missing, and the number of readings
-    masked per measure (only measures with any). A warning names each masked reading:
-    a sensor error must not be read as a storm (the booster would learn from it), and
-    nothing is changed without a trace."""
+    masked per measure (only measures with any). A warning names each masked reading
+    (the first five per measure; the count covers all): a sensor error must not be read
+    as a storm (the booster would learn from it), and nothing is changed without a
+    trace."""
     frame = weather.copy()
     masked: dict[str, int] = {}
     for measure, (low, high) in schema.WEATHER_PLAUSIBLE_RANGES.items():

@@ -4,10 +4,14 @@ in, a decision with its reason out.
 1. Never backwards in time: a challenger trained for a day no later than the champion's
    day is kept out, however good (a backfill of old days must not demote the model
    trained on the newest data).
-2. Better by a margin: the challenger's holdout MAE must be lower than the champion's,
+2. Never worse than the baseline: the challenger's holdout MAE must be lower than the
+   naive baseline's on the same holdout. A champion model can fall behind the baseline
+   on a later holdout; a challenger that beats such a champion but not the baseline
+   stays out, so a promoted model has always beaten the baseline on its own holdout.
+3. Better by a margin: the challenger's holdout MAE must be lower than the champion's,
    on the same holdout, by at least ``margin`` (a fraction of the champion's MAE).
-The naive baseline is the first champion, so a model reaches production only if it
-beats the baseline.
+The naive baseline is the first champion, so the first promotion needs the margin over
+the baseline itself.
 """
 
 from __future__ import annotations
@@ -33,16 +37,19 @@ def decide(
     champion_day: date | None,
     margin: float,
     champion_name: str = "champion",
+    *,
+    baseline_mae: float,
 ) -> Decision:
     """Promote the challenger or keep the champion; MAEs in minutes on the same holdout.
 
-    ``champion_day`` is None while the baseline is champion. ``champion_name`` describes
-    the champion in the reason (e.g. "baseline", "model of 2013-03-01").
+    ``champion_day`` is None while the baseline is champion (``champion_mae`` is then
+    the baseline's). ``champion_name`` describes the champion in the reason (e.g.
+    "baseline", "model of 2013-03-01").
     """
-    if not (challenger_mae >= 0 and champion_mae >= 0):
+    if not (challenger_mae >= 0 and champion_mae >= 0 and baseline_mae >= 0):
         raise ValueError(
             f"MAEs must be finite and >= 0, got challenger {challenger_mae}, "
-            f"champion {champion_mae}"
+            f"champion {champion_mae}, baseline {baseline_mae}"
         )
     if champion_day is not None and challenger_day <= champion_day:
         return Decision(
@@ -50,6 +57,13 @@ def decide(
             f"champion ({champion_name}) was trained for {champion_day.isoformat()}, not "
             f"before this run's day {challenger_day.isoformat()}: a model never replaces a "
             "newer one",
+        )
+    if champion_day is not None and not challenger_mae < baseline_mae:
+        return Decision(
+            False,
+            f"challenger MAE {challenger_mae:.2f} min is not better than the baseline's "
+            f"{baseline_mae:.2f} min on this holdout: a model worse than the baseline is "
+            f"never promoted (champion {champion_name}: {champion_mae:.2f} min)",
         )
     change = (champion_mae - challenger_mae) / champion_mae if champion_mae > 0 else 0.0
     comparison = (

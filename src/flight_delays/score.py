@@ -185,6 +185,7 @@ def run(
                 champion.processed_day if champion_kind == "model" else None,
                 settings.score.promotion_margin,
                 champion_name,
+                baseline_mae=metrics["baseline"]["mae"],
             )
             stored = (
                 registry.store_model(model_path, model_sha, settings.paths.model_store)

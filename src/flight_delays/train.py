@@ -84,7 +84,8 @@ HISTORY_NOTE = (
 
 BAGGING_NOTE = (
     "The prediction is the mean of {n_models} boosters, each fitted on a random "
-    "{day_fraction:.0%} of the training days (whole days; DayBaggedRegressor)."
+    "{day_fraction:.0%} of the training days (whole days; DayBaggedRegressor); booster k "
+    "uses random_state + k."
 )
 
 
@@ -379,7 +380,7 @@ def run(
             else "sklearn.ensemble.HistGradientBoostingRegressor"
         ),
         "hyperparameters": settings.train.hyperparameters(),
-        "bagging": settings.train.bagging(),
+        "bagging": settings.train.bagging() if bagged else None,
         "features": {
             "categorical": list(schema.CATEGORICAL_FEATURES),
             "numeric": list(schema.NUMERIC_FEATURES),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays import backtest, featurize, schema, split, train
+from flight_delays import backtest, featurize, promotion, schema, split, train
 from flight_delays.backtest import HoldoutResult
 from flight_delays.config import (
     IngestSettings,
@@ -172,7 +172,11 @@ def test_replay_run_runs_the_pipeline_steps_on_the_window(tmp_path):
     assert got.challenger_mae == pytest.approx(expected)
     # Without a champion the baseline is champion, scored on the same holdout.
     assert (got.champion, got.champion_mae) == ("baseline", got.baseline_mae)
-    assert got.decision == ("promoted" if expected < 0.99 * got.baseline_mae else "kept")
+    rule = promotion.decide(
+        got.challenger_mae, got.baseline_mae, day, None, 0.01, "baseline",
+        baseline_mae=got.baseline_mae,
+    )  # fmt: skip
+    assert (got.decision, got.reason) == (rule.label, rule.reason)
     assert got.seconds > 0
 
 
@@ -204,8 +208,11 @@ def test_replay_run_scores_a_carried_champion_on_the_same_holdout(tmp_path):
     assert got.challenger_mae == pytest.approx(
         np.mean(np.abs(train.predict(again, holdout) - actual))
     )
-    promote = got.challenger_mae <= 0.99 * got.champion_mae
-    assert got.decision == ("promoted" if promote else "kept")
+    rule = promotion.decide(
+        got.challenger_mae, got.champion_mae, day, first.holdout_end, 0.01, got.champion,
+        baseline_mae=got.baseline_mae,
+    )  # fmt: skip
+    assert (got.decision, got.reason) == (rule.label, rule.reason)
     assert got.champion in got.reason
 
 
@@ -246,6 +253,11 @@ def test_the_champion_is_carried_forward_by_the_promotion_rule(tmp_path, margin)
         assert promoted == [False] * 4
     else:  # the model learns the rain and the hour: it beats the baseline on run one
         assert promoted[0] and any(r.champion != "baseline" for r in results)
+        # ... and run two scores that very model (fits are deterministic: refit it)
+        _first, model = backtest.replay_run(flights, weather, ends[0], settings)
+        carried = backtest.Champion(ends[0], model)
+        again, _ = backtest.replay_run(flights, weather, ends[1], settings, carried)
+        assert results[1].champion_mae == again.champion_mae != results[1].baseline_mae
 
 
 def test_table_summary_and_markdown_by_hand():

@@ -8,26 +8,41 @@ D = date(2013, 6, 1)
 
 
 def test_first_model_must_beat_the_baseline_by_the_margin():
-    win = decide(9.0, 10.0, D, None, margin=0.05, champion_name="baseline")
+    win = decide(9.0, 10.0, D, None, margin=0.05, champion_name="baseline", baseline_mae=10.0)
     assert win.promote and win.label == "promoted"
     assert "baseline 10.00 min" in win.reason and "+10.0%" in win.reason
-    near = decide(9.8, 10.0, D, None, margin=0.05)
+    near = decide(9.8, 10.0, D, None, margin=0.05, baseline_mae=10.0)
     assert not near.promote and "not better by the margin" in near.reason
 
 
 def test_equal_mae_is_never_a_promotion_even_with_zero_margin():
-    assert not decide(10.0, 10.0, D, None, margin=0.0).promote
-    assert decide(9.99, 10.0, D, None, margin=0.0).promote
+    assert not decide(10.0, 10.0, D, None, margin=0.0, baseline_mae=10.0).promote
+    assert decide(9.99, 10.0, D, None, margin=0.0, baseline_mae=10.0).promote
 
 
 def test_an_older_day_never_replaces_a_newer_champion():
-    decision = decide(1.0, 10.0, date(2013, 5, 1), date(2013, 5, 2), margin=0.0)
+    decision = decide(1.0, 10.0, date(2013, 5, 1), date(2013, 5, 2), margin=0.0, baseline_mae=9.0)
     assert not decision.promote
     assert "2013-05-02" in decision.reason and "newer" in decision.reason
     # The same day (a rerun) does not replace it either.
-    assert not decide(1.0, 10.0, D, D, margin=0.0).promote
+    assert not decide(1.0, 10.0, D, D, margin=0.0, baseline_mae=9.0).promote
+
+
+def test_a_challenger_worse_than_the_baseline_never_replaces_a_weak_champion():
+    # The champion model has fallen behind the baseline (17.25 against 16.19 min, the
+    # week of 2013-10-22 in the backtest); a challenger at 16.57 beats it by 4 % but
+    # would still serve worse than the baseline.
+    champion_day = date(2013, 10, 15)
+    kept = decide(16.57, 17.25, D.replace(month=10, day=22), champion_day, 0.01, baseline_mae=16.19)
+    assert not kept.promote
+    assert "not better than the baseline's 16.19 min" in kept.reason
+    # Better than both, by the margin over the champion: promoted.
+    won = decide(16.0, 17.25, D.replace(month=10, day=22), champion_day, 0.01, baseline_mae=16.19)
+    assert won.promote
 
 
 def test_bad_numbers_are_named():
     with pytest.raises(ValueError, match="challenger nan"):
-        decide(float("nan"), 10.0, D, None, margin=0.01)
+        decide(float("nan"), 10.0, D, None, margin=0.01, baseline_mae=10.0)
+    with pytest.raises(ValueError, match="baseline -1"):
+        decide(9.0, 10.0, D, None, margin=0.01, baseline_mae=-1.0)

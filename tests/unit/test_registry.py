@@ -98,7 +98,9 @@ def _scorer(url: str, day_ordinal: int, mae: float) -> None:
     for _ in range(50):
         champion = registry.current_champion(engine)
         champion_mae = 20.0 if champion.kind == "baseline" else 20.0 - champion.processed_day.day
-        decision = decide(mae, champion_mae, day, champion.processed_day, margin=0.0)
+        decision = decide(
+            mae, champion_mae, day, champion.processed_day, margin=0.0, baseline_mae=20.0
+        )
         row = run_row(day, mae, decision=decision.label, champion_mae=champion_mae)
         if registry.record_run(engine, row, decision.promote, champion.version) is not None:
             return

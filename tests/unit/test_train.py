@@ -177,6 +177,7 @@ def test_run_writes_model_and_card(split_artifacts) -> None:
     assert card["train_rows"] == len(art["train"])
     assert card["hyperparameters"]["max_iter"] == 20
     assert card["estimator"] == "sklearn.ensemble.HistGradientBoostingRegressor"
+    assert card["bagging"] is None
     assert card["features"]["categorical"] + card["features"]["numeric"] == schema.FEATURES
     assert card["target"] == {"name": "arr_delay", "units": "minutes", "meaning": "arrival delay"}
     assert card["inputs"]["manifest"]["sha256"] == io.sha256(art["manifest_path"])
