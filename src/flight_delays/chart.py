@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from flight_delays import io, registry, report, schema, scoring
+from flight_delays import featurize, io, registry, report, schema, scoring
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
 
@@ -300,7 +300,7 @@ def run(
     predictions = io.read_parquet(output / "predictions.parquet", task="score")
     metrics = io.read_json(output / "metrics.json", task="score")
     card = io.read_json(settings.paths.model_dir(day) / "model_card.json", task="train")
-    counts = io.read_json(settings.paths.processed(day) / "feature_counts.json", task="featurize")
+    counts = io.read_json(settings.paths.processed(day) / featurize.COUNTS_FILE, task="featurize")
     actual = predictions["actual"].to_numpy(dtype=float)
     predicted = predictions["predicted"].to_numpy(dtype=float)
     table = scoring.mae_by_group(

@@ -74,6 +74,11 @@ class TrainSettings:
         """The keyword arguments for HistGradientBoostingRegressor (each booster)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _BAGGING}
 
+    @property
+    def bagged(self) -> bool:
+        """Whether the model is a day-bagged mean of several boosters."""
+        return self.bagging_models > 1
+
     def bagging(self) -> dict[str, Any]:
         """The day-bagging settings: ``n_models`` and ``day_fraction``."""
         return {"n_models": self.bagging_models, "day_fraction": self.bagging_day_fraction}

@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from datetime import date
 
 
+def champion_name(model_day: date | None) -> str:
+    """How decisions, reports and the backtest name a champion: ``baseline`` or
+    ``model of <the day it was trained for>``."""
+    return "baseline" if model_day is None else f"model of {model_day.isoformat()}"
+
+
 @dataclass(frozen=True)
 class Decision:
     promote: bool

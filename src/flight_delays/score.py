@@ -107,7 +107,7 @@ def _champion_predictions(
     """
     if champion.kind == "baseline":
         return baseline_pred, "baseline", "baseline"
-    name = f"model of {champion.processed_day.isoformat()}"
+    name = promotion.champion_name(champion.processed_day)
     model = train.load_model(champion.model_path, expected_sha256=champion.model_sha256)
     try:
         return train.predict(model, holdout), "model", name

@@ -208,7 +208,7 @@ def build_pipeline(train_settings: TrainSettings) -> Pipeline:
         categorical_features=categorical_mask,
         monotonic_cst=monotonic_constraints(),
     )
-    if train_settings.bagging_models > 1:
+    if train_settings.bagged:
         model = DayBaggedRegressor(
             model, **train_settings.bagging(), random_state=train_settings.random_state
         )
@@ -240,8 +240,7 @@ def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipel
         raise ValueError(f"training frame is missing the target column {schema.TARGET!r}")
     if len(train_frame) == 0:
         raise ValueError("training frame is empty: nothing to fit")
-    bagged = train_settings.bagging_models > 1
-    if bagged and schema.DAY not in train_frame.columns:
+    if train_settings.bagged and schema.DAY not in train_frame.columns:
         raise ValueError(
             f"training frame is missing {schema.DAY!r}, which day bagging "
             "(train.bagging_models > 1) needs"
@@ -263,7 +262,9 @@ def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipel
         )
         features = features.assign(**dict.fromkeys(empty, 0.0))
     pipeline = build_pipeline(train_settings)
-    fit_params = {"model__days": train_frame[schema.DAY].to_numpy()} if bagged else {}
+    fit_params = (
+        {"model__days": train_frame[schema.DAY].to_numpy()} if train_settings.bagged else {}
+    )
     with bounded_threads():
         pipeline.fit(features, target, **fit_params)
     return pipeline
@@ -364,7 +365,7 @@ def run(
     manifest_path = io.require(settings.paths.interim(day) / "manifest.json", task="ingest")
 
     model = fit_model(train_frame, settings.train)
-    bagged = settings.train.bagging_models > 1
+    bagged = settings.train.bagged
 
     out_dir = settings.paths.model_dir(day)
     model_path = save_model(model, out_dir / MODEL_FILE)
