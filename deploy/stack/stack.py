@@ -681,13 +681,18 @@ def write_settings(cfg: Config, values: dict[str, str]) -> None:
     cfg.passwords_file.chmod(0o600)
 
 
+def env_files(cfg: Config) -> list[Path]:
+    """The settings files every component gets, in the order later ones override:
+    deploy/airflow.env, deploy/stack/settings.env, <state>/generated.env."""
+    return [SHARED_ENV, STACK_ENV, cfg.generated_env]
+
+
 def read_env_files(cfg: Config) -> dict[str, str]:
-    """deploy/airflow.env, deploy/stack/settings.env, <state>/generated.env, merged in that
-    order with honcho's own parser: exactly what the components get."""
+    """:func:`env_files` merged with honcho's own parser: exactly what the components
+    get."""
     from honcho.environ import parse
 
-    files = [SHARED_ENV, STACK_ENV, cfg.generated_env]
-    return parse("\n".join(path.read_text() for path in files))
+    return parse("\n".join(path.read_text() for path in env_files(cfg)))
 
 
 def clean_environ() -> dict[str, str]:
@@ -874,7 +879,7 @@ def up(cfg: Config) -> int:
 
         say("starting scheduler, dag-processor, api-server and triggerer under honcho")
         honcho_env = {**env, MARKER: str(cfg.state)}
-        env_files = ",".join(str(p) for p in (SHARED_ENV, STACK_ENV, cfg.generated_env))
+        settings_files = ",".join(str(p) for p in env_files(cfg))
         log = (cfg.logs / "honcho.log").open("a")
         process = subprocess.Popen(
             [
@@ -887,7 +892,7 @@ def up(cfg: Config) -> int:
                 "-f",
                 str(PROCFILE),
                 "-e",
-                env_files,
+                settings_files,
                 "-d",
                 str(cfg.root),
             ],

@@ -89,24 +89,25 @@ class Stack:
         """The airflow CLI with this stack's settings (its PostgreSQL metastore)."""
         return self.script("run", "airflow", *args, check=check)
 
-    def generated(self) -> dict[str, str]:
-        lines = (self.state / "generated.env").read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
-
     @property
     def warehouse_url(self) -> str:
-        return self.generated()["AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"]
+        """The warehouse connection the components get (parsed as honcho parses it)."""
+        from honcho.environ import parse
+
+        module = load_stack_module()
+        generated = parse((self.state / "generated.env").read_text())
+        return generated[module.WAREHOUSE_CONN_ENV]
 
     @property
     def admin_password(self) -> str:
         passwords = self.state / "airflow" / "simple_auth_manager_passwords.json"
-        return json.loads(passwords.read_text())["admin"]
+        return json.loads(passwords.read_text())[load_stack_module().ADMIN_USER]
 
     def token(self) -> str:
         if self._token is None:
             response = httpx.post(
                 f"{self.api_url}/auth/token",
-                json={"username": "admin", "password": self.admin_password},
+                json={"username": load_stack_module().ADMIN_USER, "password": self.admin_password},
                 timeout=30,
             )
             assert response.status_code == 201, response.text
