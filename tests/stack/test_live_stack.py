@@ -141,17 +141,25 @@ def test_model_reports_page_over_http_lists_the_scored_run(live_dag: Stack):
     assert "Current champion" in page.text and "2013-03-15" in page.text
 
 
-def test_model_reports_page_in_the_browser_shows_the_latest_run(live_dag: Stack, tmp_path):
-    stack = live_dag
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium binary; the UI tests fail (not skip) without it: CI installs it."""
     binary = chromium_binary()
     if binary is None:
         pytest.fail("the UI test needs Chromium: apt-get install -y chromium")
+    return binary
+
+
+def test_model_reports_page_in_the_browser_shows_the_latest_run(
+    live_dag: Stack, chromium: str, tmp_path
+):
+    stack = live_dag
     headers = {"Authorization": f"Bearer {stack.token()}"}
     import httpx
 
     runs = httpx.get(f"{stack.api_url}/model-reports/api/runs", headers=headers, timeout=30)
     latest = runs.json()["runs"][0]["processed_day"]
-    with Browser(binary) as browser:
+    with Browser(chromium) as browser:
         # The plugin reads the UI's session cookie: log in through the UI, then open it.
         login_to_dag_page(browser, stack)
         browser.goto(f"{stack.api_url}/model-reports/")
@@ -241,11 +249,10 @@ def test_backfill_of_three_days_leaves_one_artifact_set_per_day(live_dag: Stack)
         assert sorted(Path(n).name for n in outputs) == ["metrics.json", "predictions.parquet"]
 
 
-def test_headless_chromium_logs_in_and_finds_the_six_tasks(stack: Stack, tmp_path: Path):
-    binary = chromium_binary()
-    if binary is None:
-        pytest.fail("the UI test needs Chromium: apt-get install -y chromium")
-    with Browser(binary) as browser:
+def test_headless_chromium_logs_in_and_finds_the_six_tasks(
+    stack: Stack, chromium: str, tmp_path: Path
+):
+    with Browser(chromium) as browser:
         login_to_dag_page(browser, stack)
         found = browser.wait_for(
             f"(() => {{ const t = document.body.innerText.split('\\n').map(s => s.trim());"

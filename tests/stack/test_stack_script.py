@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from honcho.environ import parse
 from stack_helpers import load_stack_module
 
 stack = load_stack_module()
@@ -75,11 +76,9 @@ def test_settings_load_the_shared_airflow_env_and_stay_on_loopback(cfg):
     values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
     stack.write_settings(cfg, values)
     env = stack.read_env_files(cfg)
-    shared = stack.SHARED_ENV.read_text().splitlines()
-    for line in shared:
-        if line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            assert env[key] == value, f"{key}: the stack must keep deploy/airflow.env's value"
+    shared = parse(stack.SHARED_ENV.read_text())  # honcho's parser, as the components get it
+    for key, value in shared.items():
+        assert env[key] == value, f"{key}: the stack must keep deploy/airflow.env's value"
     assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
     assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"] == "127.0.0.1"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://127.0.0.1:")
