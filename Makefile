@@ -26,9 +26,17 @@ export UV_PROJECT_ENVIRONMENT := $(ROOT)/$(VENV)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(VENV)/.synced: uv.lock pyproject.toml
-	@command -v uv >/dev/null || $(PYTHON) -m pip install --quiet 'uv>=0.5'
-	uv sync --frozen --extra airflow
+# uv: the one on PATH, else a private copy in .tools/ made with `python3 -m venv`, so a
+# stock Debian/Ubuntu python3 (PEP 668: `pip install` refused) is never touched.
+TOOLS := $(ROOT)/.tools
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
+
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet 'uv>=0.5'
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --extra airflow
 	@touch $@
 
 venv: $(VENV)/.synced ## create .venv from the lock file (uv sync --frozen)
