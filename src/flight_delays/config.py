@@ -15,12 +15,14 @@ from typing import Any
 
 import yaml
 
+from flight_delays.errors import PipelineDataError
+
 ENV_HOME = "FLIGHT_DELAYS_HOME"
 ENV_SOURCE_URL = "FLIGHT_DELAYS_SOURCE_URL"
 PARAMS_RELATIVE = Path("include") / "params.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineDataError):
     """The parameter file is missing, malformed or holds an invalid value."""
 
 

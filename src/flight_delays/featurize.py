@@ -25,6 +25,7 @@ from pandera.errors import SchemaError, SchemaErrors
 from flight_delays import io, schema
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
+from flight_delays.errors import PipelineDataError
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ SCHEDULE_COUNTS = {
 MINUTES_PER_DAY = 24 * 60
 
 
-class MissingColumnsError(ValueError):
+class MissingColumnsError(PipelineDataError):
     """A frame lacks columns a step needs: names the frame and the columns."""
 
     def __init__(self, frame_name: str, missing: Iterable[str]) -> None:
@@ -78,7 +79,7 @@ class MissingColumnsError(ValueError):
         )
 
 
-class InvalidFrameError(ValueError):
+class InvalidFrameError(PipelineDataError):
     """A frame has the right columns but values that break its schema."""
 
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from flight_delays import dates, io, source
 from flight_delays.config import load_settings
+from flight_delays.errors import PipelineDataError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ PARTITION_FILES = (FLIGHTS_FILE, WEATHER_FILE)
 MANIFEST_FILE = "manifest.json"
 
 
-class NoFlightsError(ValueError):
+class NoFlightsError(PipelineDataError):
     """The source holds no flights for a day of the window: names the day and the source."""
 
     def __init__(self, day: date, source_url: str) -> None:
@@ -57,7 +58,7 @@ class NoFlightsError(ValueError):
         )
 
 
-class BrokenPartitionError(ValueError):
+class BrokenPartitionError(PipelineDataError):
     """A raw partition folder exists but lacks a file or holds an unreadable one."""
 
 

@@ -66,6 +66,7 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from flight_delays import schema
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
+from flight_delays.errors import PipelineDataError
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ FLIGHT_DTYPES = _dtypes(FLIGHTS)
 WEATHER_DTYPES = _dtypes(WEATHER)
 
 
-class SourceSchemaError(ValueError):
+class SourceSchemaError(PipelineDataError):
     """The source lacks a table or columns the pipeline reads; names them and the URL."""
 
 

@@ -45,6 +45,7 @@ from threadpoolctl import threadpool_limits
 from flight_delays import io, schema
 from flight_delays.config import TrainSettings, load_settings
 from flight_delays.dates import parse_day
+from flight_delays.errors import PipelineDataError
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ BAGGING_NOTE = (
 )
 
 
-class UntrustedModelError(ValueError):
+class UntrustedModelError(PipelineDataError):
     """A model file holds types outside the trusted list, or is not this pipeline."""
 
 
