@@ -14,24 +14,27 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-DEV_COMMAND = "airflow tasks test flight_delays {task} {run_date}"
+#: The fix a missing artifact's error names: run the producing step for the same day,
+#: in-process and without Airflow (flight_delays.cli). ``make task T=<task> DAY=<day>``
+#: runs the same through Airflow (README, "Develop a task alone").
+DEV_COMMAND = "python -m flight_delays run {task} --day {day}"
 
 
-def _run_date(path: Path) -> str:
-    """The run date that processes the ``ds=YYYY-MM-DD`` day in ``path`` (the day after)."""
+def _day(path: Path) -> str:
+    """The processed day in the ``ds=YYYY-MM-DD`` part of ``path``, else a placeholder."""
     for part in reversed(path.parts):
         if part.startswith("ds="):
             try:
-                return (date.fromisoformat(part[3:]) + timedelta(days=1)).isoformat()
+                return date.fromisoformat(part[3:]).isoformat()
             except ValueError:
                 break
-    return "<date>"
+    return "<YYYY-MM-DD>"
 
 
 class MissingArtifactError(FileNotFoundError):
@@ -40,7 +43,7 @@ class MissingArtifactError(FileNotFoundError):
     def __init__(self, path: Path, task: str) -> None:
         self.path = Path(path)
         self.task = task
-        command = DEV_COMMAND.format(task=task, run_date=_run_date(self.path))
+        command = DEV_COMMAND.format(task=task, day=_day(self.path))
         super().__init__(
             f"missing artifact {self.path}: it is written by the '{task}' task; "
             f"run it first, e.g. `{command}`"

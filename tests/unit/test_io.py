@@ -45,5 +45,12 @@ def test_missing_upstream_artifact_names_file_and_task(tmp_path):
         read_parquet(missing, task="split")
     message = str(info.value)
     assert str(missing) in message
-    # The run dated the day after the processed day is the one that makes it.
-    assert "`airflow tasks test flight_delays split 2013-03-16`" in message
+    # The fix: the producing step for the same processed day, without Airflow.
+    assert "`python -m flight_delays run split --day 2013-03-15`" in message
+
+
+def test_missing_artifact_outside_a_day_folder_names_a_placeholder_day(tmp_path):
+    missing = tmp_path / "ds=not-a-day" / "manifest.json"
+    with pytest.raises(MissingArtifactError) as info:
+        read_parquet(missing, task="ingest")
+    assert "`python -m flight_delays run ingest --day <YYYY-MM-DD>`" in str(info.value)
