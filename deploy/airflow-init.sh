@@ -6,16 +6,19 @@
 #   2. writes the admin password into the simple auth manager's passwords file;
 #   3. migrates the metastore (`airflow db migrate`);
 #   4. seeds the demo warehouse (idempotent; FLIGHT_DELAYS_SEED_DEMO=false skips it);
-#   5. creates the artifact and log folders and hands them to AIRFLOW_UID:0 (when root).
+#   5. creates every folder the pipeline writes (ARTIFACT_FOLDERS below, and the log
+#      folder) and hands each, recursively, to AIRFLOW_UID:0 (when root).
 #
 # Environment (set by docker-compose.yaml from .env; see .env.example):
-#   AIRFLOW__CORE__FERNET_KEY, AIRFLOW__API_AUTH__JWT_SECRET, AIRFLOW_ADMIN_PASSWORD,
+#   AIRFLOW__CORE__FERNET_KEY, AIRFLOW__API_AUTH__JWT_SECRET, AIRFLOW__API__SECRET_KEY,
+#   AIRFLOW_ADMIN_PASSWORD,
 #   AIRFLOW_DB_PASSWORD, WAREHOUSE_DB_PASSWORD, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN and
 #   AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE (built from those two),
 #   AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE,
 #   AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS, FLIGHT_DELAYS_HOME, AIRFLOW_HOME, AIRFLOW_UID.
 #
-# `airflow-init.sh --check-only` runs step 1 alone (used by tests/deploy).
+# `airflow-init.sh --check-only` runs step 1 alone (used by tests/deploy);
+# `airflow-init.sh --prepare-folders` step 5 alone (used by the Dockerfile at build time).
 set -euo pipefail
 
 readonly PROG=airflow-init
@@ -24,6 +27,17 @@ PYTHON=${PYTHON:-python}
 FERNET_HOWTO="python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
 
 log() { printf '%s: %s\n' "$PROG" "$*"; }
+
+# Every folder the pipeline writes, relative to FLIGHT_DELAYS_HOME: the one list of them.
+# The Dockerfile creates them through --prepare-folders, and tests/deploy reads this array
+# and checks that every artifact path of flight_delays.config.ProjectPaths lies inside one
+# of them. A task that writes as AIRFLOW_UID must be able to create its ds=D folder in
+# each: the parents themselves (reports/, models/, data/interim/) are handed over too.
+ARTIFACT_FOLDERS=(
+    data data/source data/raw data/interim data/interim/quarantine data/processed data/output
+    models models/registry
+    reports reports/figures
+)
 
 declare -A DB_ROLES=(
     [AIRFLOW_DB_PASSWORD]="password of the Postgres role that owns the metastore database 'airflow'"
@@ -49,6 +63,13 @@ check_secrets() {
         problems+=("AIRFLOW_JWT_SECRET is too short (${#value} characters, at least 32). Generate one: openssl rand -hex 32")
     fi
 
+    value=${AIRFLOW__API__SECRET_KEY:-}
+    if [[ -z $value ]]; then
+        problems+=("AIRFLOW_API_SECRET_KEY is missing (AIRFLOW__API__SECRET_KEY: signs the api-server's sessions and the requests for the logs of running tasks; every component must share it, or those logs answer 403 Forbidden). Generate one: openssl rand -hex 32")
+    elif ((${#value} < 32)); then
+        problems+=("AIRFLOW_API_SECRET_KEY is too short (${#value} characters, at least 32). Generate one: openssl rand -hex 32")
+    fi
+
     value=${AIRFLOW_ADMIN_PASSWORD:-}
     if [[ -z $value ]]; then
         problems+=("AIRFLOW_ADMIN_PASSWORD is missing (the password of the web UI user '${ADMIN_USER}'). Choose one, e.g.: openssl rand -base64 18")
@@ -72,6 +93,10 @@ check_secrets() {
             problems+=("$name is not set (docker-compose.yaml builds it from the database passwords)")
         fi
     done
+    # Not a secret, but chown and every container's `user:` need a number.
+    if [[ ! ${AIRFLOW_UID:-50000} =~ ^[0-9]+$ ]]; then
+        problems+=("AIRFLOW_UID is not a number ('${AIRFLOW_UID}'): on Linux, echo \"AIRFLOW_UID=\$(id -u)\" >> .env; elsewhere 50000")
+    fi
 
     if ((${#problems[@]})); then
         {
@@ -81,14 +106,25 @@ check_secrets() {
         } >&2
         return 1
     fi
-    log "secrets present: Fernet key, JWT secret, admin password, metastore and warehouse passwords"
+    log "secrets present: Fernet key, JWT secret, API secret key, admin password, metastore and warehouse passwords"
 }
 
+# The uid every container runs as (docker-compose.yaml: user AIRFLOW_UID:0, default 50000).
+owner_uid() { printf '%s' "${AIRFLOW_UID:-50000}"; }
+
+# Files the containers write belong to AIRFLOW_UID. When that is not the uid that owns the
+# checkout (the bind-mounted dags/), its owner cannot edit or delete them without sudo:
+# say how to fix it. Nothing breaks either way, since step 5 hands every folder over.
 warn_uid() {
-    if [[ -z ${AIRFLOW_UID:-} ]]; then
-        log "WARNING: AIRFLOW_UID is not set: containers run as uid 50000 and the files they"
-        log "write in ./data, ./models, ./reports and ./logs will not belong to you."
-        log "On Linux: echo \"AIRFLOW_UID=\$(id -u)\" >> .env"
+    local uid checkout owner
+    uid=$(owner_uid)
+    checkout=${AIRFLOW__CORE__DAGS_FOLDER:-${FLIGHT_DELAYS_HOME:-/opt/airflow}/dags}
+    owner=$(stat -c %u "$checkout" 2>/dev/null) || return 0
+    # root can edit anything; Docker Desktop (macOS, Windows) maps ownership by itself.
+    if [[ $owner != 0 && $owner != "$uid" ]]; then
+        log "WARNING: the containers run as uid $uid, but the checkout belongs to uid $owner:"
+        log "files written in ./data, ./models, ./reports and ./logs will belong to uid $uid."
+        log "On Linux: echo \"AIRFLOW_UID=\$(id -u)\" >> .env, then docker compose up again."
     fi
 }
 
@@ -119,7 +155,8 @@ os.chmod(tmp, 0o600)
 os.replace(tmp, path)
 PY
     if [[ $(id -u) == 0 ]]; then
-        chown "${AIRFLOW_UID:-50000}:0" "$file"
+        # The api-server (AIRFLOW_UID) reads the file; no other container mounts the volume.
+        chown "$(owner_uid):0" "$(dirname "$file")" "$file"
     fi
     log "password of web UI user '${ADMIN_USER}' written to $file"
 }
@@ -141,27 +178,41 @@ seed_warehouse() {
     "$PYTHON" -m flight_delays.source seed --url "$AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
 }
 
-# Step 5. Folders the containers write, given to AIRFLOW_UID:0 (group 0 is every
-# container user's group). Source folders (dags, plugins, include) are left alone.
+# Step 5. Every folder the containers write (ARTIFACT_FOLDERS and the log folder) is
+# created and handed, with all it holds, to AIRFLOW_UID:0, group-writable (group 0 is
+# every container user's group). A bind-mounted folder keeps its host owner otherwise:
+# the checkout's user, or root when Docker created the mount source. Source folders
+# (dags, plugins, include) are left alone. Without root (the image build), the folders
+# are only created, group-writable.
+artifact_folders() {
+    local home=${FLIGHT_DELAYS_HOME:?FLIGHT_DELAYS_HOME is not set} folder
+    for folder in "${ARTIFACT_FOLDERS[@]}"; do
+        printf '%s\n' "$home/$folder"
+    done
+    printf '%s\n' "${AIRFLOW__LOGGING__BASE_LOG_FOLDER:-${AIRFLOW_HOME:-/opt/airflow}/logs}"
+}
+
 prepare_folders() {
-    local home=${FLIGHT_DELAYS_HOME:?FLIGHT_DELAYS_HOME is not set}
-    local auth_dir
-    auth_dir=$(dirname "${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:?AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE is not set}")
-    local folders=(
-        "$home/data/source" "$home/data/raw" "$home/data/interim" "$home/data/processed"
-        "$home/data/output" "$home/models" "$home/reports/figures"
-        "${AIRFLOW_HOME:-/opt/airflow}/logs"
-    )
-    mkdir -p "${folders[@]}" "$auth_dir"
+    local folders
+    : "${FLIGHT_DELAYS_HOME:?FLIGHT_DELAYS_HOME is not set}"  # before the subshell below
+    mapfile -t folders < <(artifact_folders)
+    mkdir -p "${folders[@]}"
     if [[ $(id -u) == 0 ]]; then
-        local owner="${AIRFLOW_UID:-50000}:0"
-        log "handing ${folders[*]} and $auth_dir to $owner"
-        chown -R "$owner" "${folders[@]}" "$auth_dir"
-        chmod -R g+rwX "${folders[@]}"  # the passwords file stays 0600
+        local owner
+        owner="$(owner_uid):0"
+        log "handing ${folders[*]} to $owner"
+        chown -R "$owner" "${folders[@]}"
+        chmod -R g+rwX "${folders[@]}"
+    else
+        chmod g+rwX "${folders[@]}"
     fi
 }
 
 main() {
+    if [[ ${1:-} == --prepare-folders ]]; then
+        prepare_folders
+        return 0
+    fi
     check_secrets
     if [[ ${1:-} == --check-only ]]; then
         return 0

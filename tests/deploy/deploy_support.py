@@ -29,6 +29,7 @@ SECRETS = (
     "WAREHOUSE_DB_PASSWORD",
     "AIRFLOW_FERNET_KEY",
     "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_API_SECRET_KEY",
     "AIRFLOW_ADMIN_PASSWORD",
 )
 # A filled-in .env (test values only, in the formats .env.example asks for).
@@ -39,6 +40,7 @@ TEST_ENV = {
     "WAREHOUSE_DB_PASSWORD": "warehouse-db-test-89ab",
     "AIRFLOW_FERNET_KEY": "jkMq0bNcAm4iFqvQ7mM2DSZBQGq2CkU1KcH8TnnrVW8=",
     "AIRFLOW_JWT_SECRET": "0123456789abcdef0123456789abcdef0123456789abcdef",
+    "AIRFLOW_API_SECRET_KEY": "fedcba9876543210fedcba9876543210fedcba9876543210",
     "AIRFLOW_ADMIN_PASSWORD": "admin-test-cdef",
 }
 IMAGE_SERVICES = {  # services that run the image built from the Dockerfile

@@ -6,12 +6,15 @@ get agree with deploy/airflow.env and with what the DAG expects."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
+import os
 import re
 import subprocess
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 from compose_spec import PyCompose
 from deploy_support import (
     COMPOSE_FILE,
@@ -20,6 +23,7 @@ from deploy_support import (
     SECRETS,
     SHARED_ENV,
     TEST_ENV,
+    compose_binary,
     read_env_file,
     resolved_compose,
     run_compose,
@@ -154,10 +158,33 @@ def test_services_drop_privileges(config):
 
 
 def test_airflow_uid_defaults_to_the_image_user(tmp_path):
-    config = resolved_compose(tmp_path, {**TEST_ENV, "AIRFLOW_UID": ""})
-    assert config["services"]["airflow-scheduler"]["user"] == "50000:0"
-    # airflow-init sees the variable empty, and warns (see test_init_scripts.py).
-    assert config["services"]["airflow-init"]["environment"]["AIRFLOW_UID"] in ("", None)
+    example = read_env_file(REPO / ".env.example")
+    assert example["AIRFLOW_UID"] == "50000"  # not left empty: the image's airflow user
+    for env in ({**TEST_ENV, "AIRFLOW_UID": ""}, {k: v for k, v in TEST_ENV.items()
+                                                  if k != "AIRFLOW_UID"}):  # fmt: skip
+        services = resolved_compose(tmp_path, env)["services"]
+        assert services["airflow-scheduler"]["user"] == "50000:0"
+        # airflow-init hands the folders to the uid the services run as.
+        assert services["airflow-init"]["environment"]["AIRFLOW_UID"] == "50000"
+
+
+def test_the_documented_uid_line_appended_to_env_wins(tmp_path):
+    """`echo "AIRFLOW_UID=$(id -u)" >> .env` after `cp .env.example .env`: Compose takes the
+    later line, and every service, airflow-init included, gets that uid."""
+    env_file = tmp_path / "copied.env"
+    example = (REPO / ".env.example").read_text()
+    filled = "".join(f"{k}={v}\n" for k, v in TEST_ENV.items() if k != "AIRFLOW_UID")
+    env_file.write_text(example + filled + "AIRFLOW_UID=1234\n")
+    result = subprocess.run(
+        [compose_binary(), "--file", str(COMPOSE_FILE), "--env-file", str(env_file), "config"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in set(services) & IMAGE_SERVICES - {"airflow-init"}:
+        assert services[name]["user"] == "1234:0", name
+    assert services["airflow-init"]["environment"]["AIRFLOW_UID"] == "1234"
 
 
 # --- start order and health ---------------------------------------------------------------------
@@ -234,13 +261,95 @@ def test_celery_executor_only_when_asked(tmp_path):
         assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://airflow:")
 
 
-def test_every_component_shares_one_jwt_secret_and_fernet_key(image_services):
-    for key, secret in (
-        ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_JWT_SECRET"),
-        ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW_FERNET_KEY"),
-    ):
+def airflow_config_template() -> dict:
+    """The installed Airflow's config.yml (every section, option and default), read
+    without importing Airflow."""
+    spec = importlib.util.find_spec("airflow")
+    assert spec and spec.submodule_search_locations, "apache-airflow is not installed"
+    path = Path(next(iter(spec.submodule_search_locations))) / "config_templates" / "config.yml"
+    return yaml.safe_load(path.read_text())
+
+
+def generated_secrets() -> dict[str, str]:
+    """AIRFLOW__SECTION__OPTION of every option whose default Airflow generates at random
+    in each process that writes its airflow.cfg ({FERNET_KEY}, {JWT_SECRET_KEY},
+    {SECRET_KEY}): a container that does not get it from compose has its own."""
+    found = {}
+    for section, body in airflow_config_template().items():
+        for option, spec in (body.get("options") or {}).items():
+            default = str(spec.get("default"))
+            if re.fullmatch(r"\{[A-Z_]*KEY\}", default):
+                found[f"AIRFLOW__{section.upper()}__{option.upper()}"] = default
+    return found
+
+
+def test_airflow_generates_exactly_the_secrets_compose_shares():
+    assert generated_secrets() == {
+        "AIRFLOW__CORE__FERNET_KEY": "{FERNET_KEY}",
+        "AIRFLOW__API__SECRET_KEY": "{SECRET_KEY}",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "{JWT_SECRET_KEY}",
+    }
+
+
+def test_every_component_shares_one_value_of_each_generated_secret(image_services):
+    from_env = {
+        "AIRFLOW__CORE__FERNET_KEY": "AIRFLOW_FERNET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "AIRFLOW_JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY": "AIRFLOW_API_SECRET_KEY",
+    }
+    assert set(generated_secrets()) == set(from_env)
+    for key, secret in from_env.items():
         values = {name: s["environment"].get(key) for name, s in image_services.items()}
-        assert set(values.values()) == {TEST_ENV[secret]}, values
+        assert set(values.values()) == {TEST_ENV[secret]}, f"{key}: {values}"
+    # Three secrets, three values: one leaked secret does not give the others.
+    assert len({TEST_ENV[s] for s in from_env.values()}) == 3
+
+
+def test_api_server_workers_are_set_as_in_the_stack_without_docker(image_services):
+    shared = read_env_file(SHARED_ENV)
+    workers = shared["AIRFLOW__API__WORKERS"]
+    assert int(workers) >= 1
+    for name, service in image_services.items():
+        assert service["environment"]["AIRFLOW__API__WORKERS"] == workers, name
+    # `make up` loads deploy/stack/settings.env after the shared file: it may repeat the
+    # value, never change it.
+    stack = read_env_file(REPO / "deploy" / "stack" / "settings.env")
+    assert stack.get("AIRFLOW__API__WORKERS", workers) == workers
+
+
+# The celery section belongs to the celery provider, which ships with the official image
+# and is not in uv.lock (docs/docker-compose.md), so the installed config.yml lacks it.
+PROVIDER_SECTIONS = {"celery"}
+
+
+def test_every_airflow_setting_is_an_option_of_the_installed_airflow(image_services):
+    """A misspelled, renamed or removed key (say `[webserver] default_ui_timezone`, gone in
+    Airflow 3) is silently ignored by Airflow: every AIRFLOW__X__Y a container gets must
+    be an option of this Airflow's config.yml."""
+    template = airflow_config_template()
+    unknown = set()
+    for name, service in image_services.items():
+        for key in service["environment"]:
+            match = re.fullmatch(r"AIRFLOW__([A-Z0-9_]+?)__([A-Z0-9_]+)", key)
+            if not match:
+                continue
+            section, option = match[1].lower(), match[2].lower()
+            if section in PROVIDER_SECTIONS:
+                continue
+            if option not in (template.get(section, {}).get("options") or {}):
+                unknown.add(f"{name}: [{section}] {option}")
+    assert not unknown, sorted(unknown)
+
+
+def test_the_only_time_zone_option_is_the_one_the_shared_file_sets():
+    """Airflow 3.3's UI shows the browser's time zone: no option sets a default for it
+    (deploy/airflow.env says so). If an upgrade adds one, this fails: set it to New York
+    in deploy/airflow.env, as [core] default_timezone is."""
+    template = airflow_config_template()
+    options = {(section, option) for section, body in template.items()
+               for option in (body.get("options") or {}) if "timezone" in option}  # fmt: skip
+    assert options == {("core", "default_timezone")}
+    assert read_env_file(SHARED_ENV)["AIRFLOW__CORE__DEFAULT_TIMEZONE"] == "America/New_York"
 
 
 def mounts(service: dict) -> dict[str, dict]:

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from deploy_support import INIT_SCRIPT, POSTGRES_INIT, TEST_ENV, resolved_compose, tool
 
-# What the five secrets look like inside the airflow-init container when .env is filled.
+# What the six secrets look like inside the airflow-init container when .env is filled.
 GOOD = {
     "AIRFLOW__CORE__FERNET_KEY": TEST_ENV["AIRFLOW_FERNET_KEY"],
     "AIRFLOW__API_AUTH__JWT_SECRET": TEST_ENV["AIRFLOW_JWT_SECRET"],
+    "AIRFLOW__API__SECRET_KEY": TEST_ENV["AIRFLOW_API_SECRET_KEY"],
     "AIRFLOW_ADMIN_PASSWORD": TEST_ENV["AIRFLOW_ADMIN_PASSWORD"],
     "AIRFLOW_DB_PASSWORD": TEST_ENV["AIRFLOW_DB_PASSWORD"],
     "WAREHOUSE_DB_PASSWORD": TEST_ENV["WAREHOUSE_DB_PASSWORD"],
@@ -31,6 +32,7 @@ GOOD = {
 NAMED = {
     "AIRFLOW__CORE__FERNET_KEY": "AIRFLOW_FERNET_KEY",
     "AIRFLOW__API_AUTH__JWT_SECRET": "AIRFLOW_JWT_SECRET",
+    "AIRFLOW__API__SECRET_KEY": "AIRFLOW_API_SECRET_KEY",
     "AIRFLOW_ADMIN_PASSWORD": "AIRFLOW_ADMIN_PASSWORD",
     "AIRFLOW_DB_PASSWORD": "AIRFLOW_DB_PASSWORD",
     "WAREHOUSE_DB_PASSWORD": "WAREHOUSE_DB_PASSWORD",
@@ -87,6 +89,8 @@ def test_each_missing_secret_is_named(setting):
     [
         ("AIRFLOW__CORE__FERNET_KEY", "not-a-key", "AIRFLOW_FERNET_KEY is not a Fernet key"),
         ("AIRFLOW__API_AUTH__JWT_SECRET", "short", "AIRFLOW_JWT_SECRET is too short"),
+        ("AIRFLOW__API__SECRET_KEY", "x" * 31, "AIRFLOW_API_SECRET_KEY is too short"),
+        ("AIRFLOW_UID", "$(id -u)", "AIRFLOW_UID is not a number"),
         ("AIRFLOW_ADMIN_PASSWORD", "admin", "AIRFLOW_ADMIN_PASSWORD is too short"),
         ("AIRFLOW_DB_PASSWORD", "p@ss/word", "AIRFLOW_DB_PASSWORD holds characters"),
         ("WAREHOUSE_DB_PASSWORD", "a b", "WAREHOUSE_DB_PASSWORD holds characters"),
@@ -120,9 +124,19 @@ def run_function(name: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-def test_uid_warning_when_unset():
-    assert "AIRFLOW_UID is not set" in run_function("warn_uid", {}).stdout
-    assert run_function("warn_uid", {"AIRFLOW_UID": "1000"}).stdout == ""
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_uid_warning_when_the_checkout_belongs_to_another_user(tmp_path):
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    os.chown(dags, 1000, 1000)  # the checkout of a Linux user who left AIRFLOW_UID at 50000
+    env = {"AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
+    for uid in ("50000", None):  # set to the image's user, or not set at all: the same
+        out = run_function("warn_uid", {**env, **({"AIRFLOW_UID": uid} if uid else {})}).stdout
+        assert "run as uid 50000, but the checkout belongs to uid 1000" in out
+        assert 'echo "AIRFLOW_UID=$(id -u)" >> .env' in out
+    assert run_function("warn_uid", {**env, "AIRFLOW_UID": "1000"}).stdout == ""
+    os.chown(dags, 0, 0)  # a root checkout: root can edit whatever the containers write
+    assert run_function("warn_uid", {**env, "AIRFLOW_UID": "50000"}).stdout == ""
 
 
 def test_admin_password_file_keeps_other_users(tmp_path):
