@@ -1,35 +1,59 @@
 """Airflow plugin: a "Model reports" page in the Airflow web UI.
 
-A FastAPI app mounted by the api-server at /model-reports, with a navigation entry
-(an external view shown inside the UI). It lists every run recorded in the model
-registry (metrics of challenger, champion and baseline, the decision and its reason),
-names the current champion, and serves each run's report (reports/ds=<day>/index.html)
-and its figures.
+A FastAPI app mounted by the api-server at /model-reports, with a navigation entry (an
+external view shown inside the UI). The page shows the metric-history chart of the
+latest run, the current champion's card (trained day, MAE against the baseline, model
+file hash, promotion time), and every run recorded in the model registry with its
+decision, a link to its report (reports/ds=<day>/index.html) and a link to its Airflow
+run in the grid view.
 
 Plugin endpoints are not protected by Airflow unless the plugin does it: every route
 here requires a logged-in user allowed to read the flight_delays DAG (the UI's session
-cookie or a bearer token from POST /auth/token). Heavy imports (pandas, SQLAlchemy) wait
-for the first request. Changes to this file need an api-server restart.
+cookie or a bearer token from POST /auth/token).
+
+The registry is read only: one pooled engine, built on the first request, with connect
+and statement timeouts, on a read-only connection; the web server never migrates the
+schema (airflow-init and `make up` do). A missing ``flight_delays_warehouse`` connection
+is a 503 page and an error in the log, never a silent fallback to a local database.
+
+Plugins are imported by every Airflow process, task processes included, and this module
+is imported while a DAG is deserialized: FastAPI, the api-server's security module,
+SQLAlchemy and pandas are imported only when the app is built (the api-server reads
+``fastapi_apps``) or a request arrives. Changes to this file need an api-server restart.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the routes are defined inside build_app(), and
+# FastAPI resolves string annotations in the module's globals, where their types are not.
 
+import functools
 import html
+import logging
 import os
 import re
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote
 
-from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
-from airflow.api_fastapi.core_api.security import GetUserDep
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+
+log = logging.getLogger(__name__)
 
 DAG_ID = "flight_delays"
 WAREHOUSE_CONN_ID = "flight_delays_warehouse"
 URL_PREFIX = "/model-reports"
+HISTORY_FIGURE = "metric_history.png"
+# The page must answer quickly or fail: it runs in the api-server's thread pool, next to
+# the UI and the task execution API.
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_MS = 10_000
+POOL = {"pool_size": 2, "max_overflow": 2, "pool_timeout": 10, "pool_recycle": 1800}
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class WarehouseMissing(RuntimeError):
+    """The Airflow connection to the warehouse (which holds the registry) is not defined."""
 
 
 def project_root() -> Path:
@@ -38,136 +62,387 @@ def project_root() -> Path:
 
 
 def registry_url() -> str:
-    """The warehouse connection the DAG uses, else the package's default."""
+    """The URL of the warehouse connection the DAG uses; WarehouseMissing without it."""
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
     try:
         return Connection.get_connection_from_secrets(WAREHOUSE_CONN_ID).get_uri()
-    except AirflowNotFoundException:
-        from flight_delays.config import load_settings
-
-        return load_settings(project_root()).registry_url
-
-
-def can_read_dag(user: GetUserDep) -> None:
-    from airflow.api_fastapi.app import get_auth_manager
-
-    allowed = get_auth_manager().is_authorized_dag(
-        method="GET", user=user, details=DagDetails(id=DAG_ID)
-    )
-    if not allowed:
-        raise HTTPException(status_code=403, detail=f"not allowed to read the {DAG_ID} DAG")
+    except AirflowNotFoundException as exc:
+        raise WarehouseMissing(
+            f"the Airflow connection {WAREHOUSE_CONN_ID!r} is not defined, so the model "
+            "registry cannot be read. Define it as the DAG has it (make up and "
+            "docker-compose set AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE) and restart the "
+            "api-server."
+        ) from exc
 
 
-# No /docs or /openapi.json: FastAPI serves those outside the app's dependencies.
-app = FastAPI(
-    title="flight_delays model reports",
-    dependencies=[Depends(can_read_dag)],
-    docs_url=None,
-    redoc_url=None,
-    openapi_url=None,
-)
+def engine_args(url: str) -> tuple[Any, dict[str, Any]]:
+    """The SQLAlchemy URL and create_engine() keywords of a read-only, time-bounded
+    connection to the registry at ``url``.
+
+    PostgreSQL: connect_timeout, a statement_timeout and read-only transactions set by
+    the server for the session. SQLite: the busy timeout, and the file opened read-only
+    (``mode=ro``), so a wrong path fails instead of creating an empty database.
+    """
+    from flight_delays.source import sqlalchemy_url
+
+    parsed = sqlalchemy_url(url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c default_transaction_read_only=on"
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S, "options": options}
+        kwargs.update(POOL)
+    elif backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            parsed = parsed.set(
+                database="file:" + quote(database, safe="/"),
+                query={**parsed.query, "mode": "ro", "uri": "true"},
+            )
+        kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_S}
+    else:
+        kwargs.update(POOL)
+    return parsed, kwargs
 
 
-def _runs() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+_engine: Any = None
+_engine_lock = threading.Lock()
+
+
+def registry_engine() -> Any:
+    """The plugin's one pooled engine, built on first use (not at import: task processes
+    import this module too). Not cached when the connection is missing, so defining it
+    needs only an api-server restart, not a new build."""
+    global _engine
+    if _engine is None:
+        with _engine_lock:
+            if _engine is None:
+                from sqlalchemy import create_engine
+
+                url, kwargs = engine_args(registry_url())
+                _engine = create_engine(url, **kwargs)
+                log.info("model reports: registry engine for %s", url.render_as_string())
+    return _engine
+
+
+def reset_engine() -> None:
+    """Dispose of the engine (tests, or a changed connection)."""
+    global _engine
+    with _engine_lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine = None
+
+
+# --- reading the registry ------------------------------------------------------------
+def _utc(moment: Any) -> datetime | None:
+    """A registry timestamp as an aware UTC datetime (SQLite returns naive UTC)."""
+    if moment is None or moment != moment:  # None or NaT
+        return None
+    if not isinstance(moment, datetime):
+        moment = datetime.fromisoformat(str(moment))
+    if hasattr(moment, "to_pydatetime"):
+        moment = moment.to_pydatetime()
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _day(value: Any) -> str | None:
+    if value is None or value != value:
+        return None
+    return value.isoformat()[:10] if hasattr(value, "isoformat") else str(value)[:10]
+
+
+def grid_link(run_id: str | None) -> str | None:
+    """The Airflow UI page of a DAG run (the grid with the run's tasks), relative to the
+    plugin's page (/model-reports/), so it keeps any base URL the api-server is under.
+    The UI's route is dags/:dagId/runs/:runId (airflow/ui, Airflow 3.3)."""
+    if not run_id:
+        return None
+    return f"../dags/{quote(DAG_ID, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def read_registry(engine: Any, reports: Path) -> dict[str, Any]:
+    """The champion card and every run (newest processed day first), as plain values.
+
+    Read through the registry's public reads; columns the page does not know are
+    ignored. A registry whose schema was never created reads as no runs at all.
+    """
     from flight_delays import registry
 
-    engine = registry.connect(registry_url())
-    try:
-        champion = registry.current_champion(engine)
-        runs = registry.history(engine)
-    finally:
-        engine.dispose()
-    reports = project_root() / "reports"
-    rows = []
-    for run in runs.to_dict("records"):
-        day = run["processed_day"].isoformat()
-        rows.append(
+    if registry.current_revision(engine) is None:
+        return {"champion": _champion_card(None, []), "runs": [], "history_figure": None}
+    champion = registry.current_champion(engine)
+    frame = registry.history(engine)
+    runs = []
+    for run in frame.to_dict("records"):
+        day = _day(run["processed_day"])
+        created = _utc(run.get("created_at"))
+        run_id = run.get("run_id")
+        run_id = run_id if isinstance(run_id, str) and run_id else None  # None or NaN
+        runs.append(
             {
                 "id": int(run["id"]),
                 "processed_day": day,
-                "run_id": run["run_id"],
-                "challenger_mae": run["challenger_mae"],
-                "champion_mae": run["champion_mae"],
-                "baseline_mae": run["baseline_mae"],
+                "run_id": run_id,
+                "challenger_mae": float(run["challenger_mae"]),
+                "champion_mae": float(run["champion_mae"]),
+                "baseline_mae": float(run["baseline_mae"]),
                 "champion_kind": run["champion_kind"],
                 "decision": run["decision"],
                 "reason": run["reason"],
+                "model_sha256": run["model_sha256"],
+                "recorded_at": created.isoformat() if created else None,
                 "report": f"reports/ds={day}/index.html"
                 if (reports / f"ds={day}" / "index.html").is_file()
                 else None,
+                "grid": grid_link(run_id),
             }
         )
-    champ = {
-        "kind": champion.kind,
-        "processed_day": champion.processed_day.isoformat() if champion.processed_day else None,
-        "model_sha256": champion.model_sha256,
+    runs.reverse()  # newest processed day first (history() is oldest first)
+    return {
+        "champion": _champion_card(champion, runs),
+        "runs": runs,
+        "history_figure": _history_figure(runs, reports),
     }
-    return champ, rows
 
 
-@app.get("/api/runs")
-def runs_json() -> dict[str, Any]:
-    """The registry as JSON: the champion and every run, newest first."""
-    champion, rows = _runs()
-    return {"champion": champion, "runs": rows[::-1]}
+def _champion_card(champion: Any, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The champion and the run that promoted it (the newest promoted run of its file)."""
+    if champion is None or champion.model_sha256 is None:
+        return {"kind": "baseline", "processed_day": None, "model_sha256": None}
+    promoted = next(
+        (
+            r
+            for r in runs
+            if r["decision"] == "promoted"
+            and r["model_sha256"] == champion.model_sha256
+            and r["processed_day"] == _day(champion.processed_day)
+        ),
+        None,
+    )
+    card = {
+        "kind": "model",
+        "processed_day": _day(champion.processed_day),
+        "model_sha256": champion.model_sha256,
+        "version": champion.version,
+        "mae": None,
+        "baseline_mae": None,
+        "promoted_at": None,
+        "run_id": None,
+        "grid": None,
+    }
+    if promoted is not None:
+        card.update(
+            mae=promoted["challenger_mae"],
+            baseline_mae=promoted["baseline_mae"],
+            promoted_at=promoted["recorded_at"],
+            run_id=promoted["run_id"],
+            grid=promoted["grid"],
+        )
+    return card
 
 
-@app.get("/", response_class=HTMLResponse)
-def index() -> str:
-    champion, rows = _runs()
+def _history_figure(runs: list[dict[str, Any]], reports: Path) -> str | None:
+    """The metric-history chart the chart task drew for the newest processed day that
+    has one (it holds every run up to that day), as a path under reports/."""
+    for run in runs:
+        figure = reports / "figures" / f"ds={run['processed_day']}" / HISTORY_FIGURE
+        if figure.is_file():
+            return f"reports/figures/ds={run['processed_day']}/{HISTORY_FIGURE}"
+    return None
+
+
+def report_path(reports: Path, path: str) -> Path | None:
+    """The file ``path`` names under ``reports``, or None when it is not a report file:
+    outside the folder (``..``, a symlink out), not .html/.png, not a regular file, or not
+    a path at all (a NUL byte)."""
+    try:
+        root = reports.resolve()
+        target = (root / path).resolve()
+    except (ValueError, OSError):  # ValueError: embedded null byte
+        return None
+    if not target.is_relative_to(root) or target.suffix not in {".html", ".png"}:
+        return None
+    return target if target.is_file() else None
+
+
+# --- HTML ----------------------------------------------------------------------------
+def _num(value: Any) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _when(iso: str | None) -> str:
+    return "" if not iso else iso[:16].replace("T", " ") + " UTC"
+
+
+def render_page(data: dict[str, Any]) -> str:
+    """The HTML page for read_registry()'s ``data``; every registry value is escaped."""
     esc = html.escape
+    champion = data["champion"]
     if champion["kind"] == "baseline":
-        champ = "the naive baseline (no model has beaten it yet)"
+        card = (
+            "<p>Current champion: the naive baseline (origin \N{MULTIPLICATION SIGN} hour "
+            "median); no model has beaten it yet.</p>"
+        )
     else:
-        champ = f"the model trained for {champion['processed_day']}"
+        gain = ""
+        if champion["mae"] is not None and champion["baseline_mae"]:
+            better = 1 - champion["mae"] / champion["baseline_mae"]
+            gain = f" ({better:+.1%} against the baseline)"
+        run = (
+            f'<a href="{esc(champion["grid"])}" target="_top">{esc(champion["run_id"])}</a>'
+            if champion["grid"]
+            else esc(champion["run_id"] or "")
+        )
+        card = (
+            f"<p>Current champion: the model trained for {esc(champion['processed_day'])}.</p>"
+            "<dl>"
+            f"<dt>Trained for</dt><dd>{esc(champion['processed_day'])}</dd>"
+            f"<dt>Holdout MAE</dt><dd>{_num(champion['mae'])} min; baseline "
+            f"{_num(champion['baseline_mae'])} min{gain}</dd>"
+            f"<dt>Model file SHA-256</dt><dd><code>{esc(champion['model_sha256'])}</code></dd>"
+            f"<dt>Promoted on</dt><dd>{esc(_when(champion['promoted_at']))}</dd>"
+            f"<dt>Airflow run</dt><dd>{run}</dd>"
+            "</dl>"
+        )
+    figure = (
+        f'<img id="history" src="{esc(data["history_figure"])}" '
+        'alt="Holdout MAE of challenger, champion and baseline over processed days">'
+        if data["history_figure"]
+        else '<p id="history">No metric-history chart yet: the chart task draws it.</p>'
+    )
     body = []
-    for run in reversed(rows):
-        link = (
-            f'<a href="{esc(run["report"])}">{esc(run["processed_day"])}</a>'
-            if run["report"]
-            else esc(run["processed_day"])
+    for run in data["runs"]:
+        day = esc(run["processed_day"])
+        report = f'<a href="{esc(run["report"])}">report</a>' if run["report"] else ""
+        grid = (
+            f'<a class="grid" href="{esc(run["grid"])}" target="_top">{esc(run["run_id"])}</a>'
+            if run["grid"]
+            else ""
         )
         body.append(
-            f"<tr><td>{link}</td>"
-            f'<td class="num">{run["challenger_mae"]:.2f}</td>'
-            f'<td class="num">{run["champion_mae"]:.2f}</td>'
-            f'<td class="num">{run["baseline_mae"]:.2f}</td>'
+            f"<tr><td>{day}</td><td>{grid}</td><td>{report}</td>"
+            f'<td class="num">{_num(run["challenger_mae"])}</td>'
+            f'<td class="num">{_num(run["champion_mae"])}</td>'
+            f'<td class="num">{_num(run["baseline_mae"])}</td>'
             f'<td class="{esc(run["decision"])}">{esc(run["decision"])}</td>'
             f"<td>{esc(run['reason'])}</td></tr>"
         )
-    table = "".join(body) or '<tr><td colspan="6">No run has been scored yet.</td></tr>'
+    table = "".join(body) or '<tr><td colspan="8">No run has been scored yet.</td></tr>'
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Model reports</title><style>
 body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}
 table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:.3rem .6rem}}
 th{{background:#f3f3f3}}td.num{{text-align:right}}.promoted{{color:#0a6b2d;font-weight:600}}
+#champion{{border:1px solid #ccc;border-radius:6px;padding:.2rem 1rem;max-width:60rem;
+margin-bottom:1rem}}dl{{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}}
+dt{{font-weight:600}}dd{{margin:0}}img#history{{max-width:100%;height:auto}}
 </style></head><body>
 <h1>flight_delays: model reports</h1>
-<p id="champion">Current champion: {esc(champ)}.</p>
-<table id="runs"><tr><th>Processed day</th><th>Challenger MAE (min)</th>
-<th>Champion MAE (min)</th><th>Baseline MAE (min)</th><th>Decision</th><th>Reason</th></tr>
+<section>{figure}</section>
+<section id="champion"><h2>Champion</h2>{card}</section>
+<h2>Runs</h2>
+<table id="runs"><tr><th>Processed day</th><th>Airflow run</th><th>Report</th>
+<th>Challenger MAE (min)</th><th>Champion MAE (min)</th><th>Baseline MAE (min)</th>
+<th>Decision</th><th>Reason</th></tr>
 {table}</table></body></html>"""
 
 
-@app.get("/reports/{path:path}")
-def report_file(path: str) -> FileResponse:
-    """A run report or one of its figures, from the project's reports/ folder only."""
-    reports = (project_root() / "reports").resolve()
-    target = (reports / path).resolve()
-    if not target.is_relative_to(reports) or target.suffix not in {".html", ".png"}:
-        raise HTTPException(status_code=404, detail="not a report file")
-    if not target.is_file():
-        raise HTTPException(status_code=404, detail=f"no such report file: {path}")
-    return FileResponse(target)
+def unavailable_page(message: str) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>Model reports unavailable</title></head><body>"
+        "<h1>Model reports are unavailable</h1>"
+        f"<p>{html.escape(message)}</p></body></html>"
+    )
+
+
+# --- the app -------------------------------------------------------------------------
+@functools.cache
+def build_app() -> Any:
+    """The FastAPI app, built once, when the api-server first asks for it."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.api_fastapi.core_api.security import GetUserDep
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from sqlalchemy.exc import SQLAlchemyError
+
+    def can_read_dag(user: GetUserDep) -> None:
+        from airflow.api_fastapi.app import get_auth_manager
+
+        allowed = get_auth_manager().is_authorized_dag(
+            method="GET", user=user, details=DagDetails(id=DAG_ID)
+        )
+        if not allowed:
+            raise HTTPException(status_code=403, detail=f"not allowed to read the {DAG_ID} DAG")
+
+    # No /docs or /openapi.json: FastAPI serves those outside the app's dependencies.
+    app = FastAPI(
+        title="flight_delays model reports",
+        dependencies=[Depends(can_read_dag)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    class Unavailable(Exception):
+        pass
+
+    @app.exception_handler(Unavailable)
+    def unavailable(request: Request, exc: Unavailable) -> Any:
+        message = str(exc)
+        if request.url.path.rstrip("/").endswith("/api/runs"):
+            return JSONResponse({"detail": message}, status_code=503)
+        return HTMLResponse(unavailable_page(message), status_code=503)
+
+    def registry_data() -> dict[str, Any]:
+        try:
+            return read_registry(registry_engine(), project_root() / "reports")
+        except WarehouseMissing as exc:
+            log.error("model reports: %s", exc)
+            raise Unavailable(str(exc)) from exc
+        except SQLAlchemyError as exc:
+            log.error("model reports: cannot read the model registry: %s", exc)
+            raise Unavailable(
+                "cannot read the model registry (unreachable, too slow, or its schema is "
+                f"not migrated: python -m flight_delays.registry upgrade): {type(exc).__name__}"
+            ) from exc
+
+    @app.get("/api/runs")
+    def runs_json() -> dict[str, Any]:
+        """The registry as JSON: the champion's card and every run, newest first."""
+        data = registry_data()
+        return {"champion": data["champion"], "runs": data["runs"]}
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return render_page(registry_data())
+
+    @app.get("/reports/{path:path}")
+    def report_file(path: str) -> FileResponse:
+        """A run report or one of its figures, from the project's reports/ folder only."""
+        target = report_path(project_root() / "reports", path)
+        if target is None:
+            raise HTTPException(status_code=404, detail="no such report file")
+        return FileResponse(target)
+
+    return app
+
+
+class _FastAPIApps:
+    """``fastapi_apps`` that builds the app when read: only the api-server reads it."""
+
+    def __get__(self, instance: Any, owner: Any) -> list[dict[str, Any]]:
+        return [{"app": build_app(), "url_prefix": URL_PREFIX, "name": "Model reports"}]
 
 
 class ModelReportsPlugin(AirflowPlugin):
     name = "flight_delays_model_reports"
-    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
-        {"app": app, "url_prefix": URL_PREFIX, "name": "Model reports"}
-    ]
+    fastapi_apps = _FastAPIApps()  # type: ignore[assignment]
     external_views: ClassVar[list[dict[str, Any]]] = [
         {
             "name": "Model reports",
