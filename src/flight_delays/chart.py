@@ -11,6 +11,7 @@ to ``reports/figures/ds=<day>/``.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,14 @@ FIGURE_CAPTIONS = {
     "predicted_vs_actual": "Predicted against actual arrival delay, holdout flights",
     "residuals": "Distribution of residuals (predicted minus actual)",
     "mae_by_hour": "MAE by scheduled departure hour: model and baseline",
-    "calibration": "Calibration: mean actual delay per decile of predicted delay",
+    "calibration": (
+        "Calibration: median actual delay (interquartile band) per decile of the predicted"
+        " delay, and the share of flights 15+ minutes late"
+    ),
     "metric_history": "Holdout MAE of challenger, champion and baseline over processed days",
 }
 PROCESSED_DAY_LABEL = "Processed day (flight day, local date)"
+CALIBRATION_X_LABEL = "Median predicted arrival delay in the bin (minutes)"
 DPI = 120
 
 
@@ -160,75 +165,186 @@ def mae_by_hour(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
     return fig
 
 
-def _mae_over_days(ax: Axes, day_label: str) -> None:
-    """Axes of an MAE-per-day chart: dates on x (concise labels), MAE from 0 on y."""
-    locator = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel(day_label)
-    ax.set_ylabel(MAE_LABEL)
+#: A flight is late, in the airlines' on-time statistics (BTS, "ArrDel15"), when it
+#: arrives 15 minutes or more after its scheduled time.
+LATE_MINUTES = 15.0
+LATE_SHARE_LABEL = "Arrived 15+ min late (% of flights)"
+CALIBRATION_COLUMNS = (
+    "n",
+    "predicted_median",
+    "actual_q25",
+    "actual_median",
+    "actual_q75",
+    "late_share",
+)
+#: The metric-history axis shows at least this many days, so a first run's single point
+#: sits in a week of labelled days.
+MIN_DAYS_SHOWN = 7
 
 
-def calibration_table(actual: Any, predicted: Any, bins: int = 10) -> pd.DataFrame:
-    """Mean predicted and mean actual arrival delay (minutes) per quantile bin of the
-    prediction (deciles by default), with the number of flights in each bin."""
+def calibration_table(
+    actual: Any, predicted: Any, bins: int = 10, late_minutes: float = LATE_MINUTES
+) -> pd.DataFrame:
+    """What the calibration chart draws, per quantile bin of the prediction (deciles by
+    default), smallest predictions first.
+
+    ``actual`` and ``predicted``: arrival delays in minutes, one value per flight. The
+    model minimises absolute error, so it predicts the median delay: each bin is summed
+    up by medians and quartiles, not means. Columns: ``n`` (flights in the bin),
+    ``predicted_median``, ``actual_q25``, ``actual_median``, ``actual_q75`` (minutes;
+    quartiles interpolated linearly, as numpy does) and ``late_share`` (the fraction 0-1
+    of the bin's flights that arrived ``late_minutes`` or more late). Bins hold equal
+    counts (ties in the prediction split by order); with fewer flights than ``bins``, one
+    bin per flight.
+    """
     true = _values(actual, "actual")
     pred = _values(predicted, "predicted")
     if len(true) != len(pred):
         raise ValueError(f"actual has {len(true)} values but predicted has {len(pred)}")
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    # Rank first so equal predictions (common: a median model predicts round numbers)
+    # cannot merge two quantile edges into one.
     ranks = pd.Series(pred).rank(method="first")
     groups = pd.qcut(ranks, q=min(bins, len(pred)), labels=False)
-    frame = pd.DataFrame({"bin": groups, "predicted": pred, "actual": true})
-    table = frame.groupby("bin").agg(
-        predicted=("predicted", "mean"), actual=("actual", "mean"), n=("actual", "size")
+    frame = pd.DataFrame(
+        {"bin": groups, "predicted": pred, "actual": true, "late": true >= late_minutes}
+    )
+    by_bin = frame.groupby("bin")
+    table = pd.DataFrame(
+        {
+            "n": by_bin["actual"].size(),
+            "predicted_median": by_bin["predicted"].median(),
+            "actual_q25": by_bin["actual"].quantile(0.25),
+            "actual_median": by_bin["actual"].median(),
+            "actual_q75": by_bin["actual"].quantile(0.75),
+            "late_share": by_bin["late"].mean(),
+        }
     )
     return table.reset_index(drop=True)
 
 
-def calibration(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
-    """Calibration: mean actual against mean predicted arrival delay (minutes) per bin of
-    the prediction (:func:`calibration_table`), with the y = x line. Points above the line:
-    flights in that bin arrived later than predicted on average."""
-    if table.empty or not {"predicted", "actual"} <= set(table.columns):
-        raise ValueError("calibration needs a non-empty table with predicted and actual columns")
-    pred = _values(table["predicted"], "predicted")
-    true = _values(table["actual"], "actual")
-    fig, ax = _axes(ax)
-    low = float(min(pred.min(), true.min()))
-    high = float(max(pred.max(), true.max()))
-    pad = max(1.0, 0.05 * (high - low))
+def calibration(
+    table: pd.DataFrame, ax: Axes | None = None, share_ax: Axes | None = None
+) -> Figure:
+    """Calibration of a median model, drawn from :func:`calibration_table`.
+
+    ``ax``: per bin of the prediction, the median actual arrival delay against the bin's
+    median predicted delay (minutes), the actual delay's interquartile range shaded, and
+    the y = x line. A well-fitted median model keeps the medians on the line; the band
+    shows how far single flights stray from it. ``share_ax``: the share of the bin's
+    flights that arrived 15+ minutes late, in % of flights, against the same x.
+
+    With no Axes, a new Figure with the two panels stacked. With ``ax`` alone, the share
+    goes on a twin y axis of ``ax``.
+    """
+    missing = sorted(set(CALIBRATION_COLUMNS) - set(table.columns))
+    if missing:
+        raise ValueError(f"calibration needs column(s): {', '.join(missing)}")
+    if table.empty:
+        raise ValueError("calibration needs a non-empty table")
+    pred = _values(table["predicted_median"], "predicted_median")
+    q25 = _values(table["actual_q25"], "actual_q25")
+    median = _values(table["actual_median"], "actual_median")
+    q75 = _values(table["actual_q75"], "actual_q75")
+    share = 100.0 * _values(table["late_share"], "late_share")
+    counts = _values(table["n"], "n")
+    stacked = ax is None
+    twin = ax is not None and share_ax is None
+    if ax is None:
+        fig = Figure(figsize=(6.4, 6.8), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax, share_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+    else:
+        fig, ax = _axes(ax)
+        if share_ax is None:
+            share_ax = ax.twinx()
+    x_pad = max(1.0, 0.05 * float(pred.max() - pred.min()))
+    x_low, x_high = float(pred.min()) - x_pad, float(pred.max()) + x_pad
+    ax.fill_between(
+        pred, q25, q75, color="tab:blue", alpha=0.2, label="Actual: 25th\N{EN DASH}75th percentile"
+    )
+    ax.plot(pred, median, marker="o", color="tab:blue", label="Actual: median")
     ax.plot(
-        [low - pad, high + pad],
-        [low - pad, high + pad],
+        [x_low, x_high],
+        [x_low, x_high],
         color="tab:red",
         linewidth=1.0,
+        linestyle="--",
         label="Perfect calibration (y = x)",
     )
-    ax.plot(
-        pred, true, marker="o", color="tab:blue", label=f"Flights, {len(table)} bins of equal size"
+    y_low = min(float(q25.min()), x_low)
+    y_high = max(float(q75.max()), x_high)
+    y_pad = 0.05 * (y_high - y_low)
+    ax.set_xlim(x_low, x_high)
+    ax.set_ylim(y_low - y_pad, y_high + y_pad)
+    ax.set_xlabel(CALIBRATION_X_LABEL)
+    ax.set_ylabel(ACTUAL_LABEL)
+    ax.set_title(
+        f"Calibration: {len(table)} equal bins of the prediction, {int(counts.sum()):,} flights"
     )
-    ax.set_xlim(low - pad, high + pad)
-    ax.set_ylim(low - pad, high + pad)
-    ax.set_xlabel("Mean predicted arrival delay in the bin (minutes)")
-    ax.set_ylabel("Mean actual arrival delay in the bin (minutes)")
-    ax.set_title("Calibration by decile of the predicted delay")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
+
+    overall = float(np.average(share, weights=counts))
+    share_ax.plot(pred, share, marker="s", color="tab:purple", label="Per bin")
+    share_ax.axhline(
+        overall, color="grey", linewidth=1.0, linestyle=":", label=f"All flights: {overall:.0f}%"
+    )
+    share_ax.set_ylim(-5, 105)  # room for a marker at 0 % or 100 %
+    share_ax.set_yticks([0, 25, 50, 75, 100])
+    share_ax.set_ylabel(LATE_SHARE_LABEL)
+    share_ax.set_xlim(x_low, x_high)
+    share_ax.set_xlabel(CALIBRATION_X_LABEL)
+    if twin:
+        # Same Axes area: the share's legend goes where the delay legend is not.
+        share_ax.legend(loc="lower right", fontsize="small", title="15+ min late")
+    else:
+        share_ax.grid(alpha=0.3)
+        share_ax.legend(loc="upper left", fontsize="small")
+    if stacked:
+        ax.tick_params(labelbottom=False)
+        ax.set_xlabel("")  # one x label, under the bottom panel, which shares the axis
     return fig
+
+
+def _date_axis(ax: Axes, days: pd.Series) -> None:
+    """A readable date axis for ``days`` (sorted timestamps at midnight).
+
+    At least MIN_DAYS_SHOWN days wide and a day of margin on each side, so a single point
+    sits inside a labelled week rather than on a five-year axis. Up to two months: a tick
+    at midnight every day, or every few days for at most about eight labels, each with
+    its weekday (flight delays follow the week). Longer: matplotlib's ticks, concise
+    labels.
+    """
+    first, last = days.iloc[0], days.iloc[-1]
+    span = (last - first).days
+    pad = max(1, -(-(MIN_DAYS_SHOWN - 1 - span) // 2), round(0.02 * span))
+    ax.set_xlim(first - pd.Timedelta(days=pad), last + pd.Timedelta(days=pad))
+    width = span + 2 * pad
+    if width <= 62:
+        step = max(1, -(-width // 8))
+        ax.xaxis.set_major_locator(mdates.DayLocator(interval=step))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%a\n%d %b\n%Y"))
+    else:
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
 
 def metric_history(
     history: pd.DataFrame, ax: Axes | None = None, title: str = "Holdout MAE"
 ) -> Figure:
     """Holdout MAE (minutes) of the challenger, the champion and the baseline for each
-    processed day, promotions marked.
+    processed day, promotions circled.
 
     ``history``: one row per run with ``processed_day``, ``challenger_mae``,
     ``champion_mae``, ``baseline_mae`` and ``decision`` (``promoted`` or ``kept``), e.g.
     :func:`flight_delays.registry.history` (nightly runs) or
     :func:`flight_delays.backtest.history_frame` (replayed runs). Reruns of a day: the
-    last one is drawn. The title is ``title`` followed by the number of days.
+    last one is drawn. The title is ``title`` followed by the number of days. The y axis
+    runs from 0 to above the highest value, and the legend sits outside the plot, so no
+    marker is cut off or hidden.
     """
     needed = {"processed_day", "challenger_mae", "champion_mae", "baseline_mae", "decision"}
     missing = sorted(needed - set(history.columns))
@@ -236,7 +352,7 @@ def metric_history(
         raise ValueError(f"metric_history needs column(s): {', '.join(missing)}")
     if history.empty:
         raise ValueError("metric_history needs at least one run")
-    runs = history.assign(processed_day=pd.to_datetime(history["processed_day"]))
+    runs = history.assign(processed_day=pd.to_datetime(history["processed_day"]).dt.normalize())
     runs = runs.drop_duplicates("processed_day", keep="last").sort_values("processed_day")
     fig, ax = _axes(ax, (9.0, 4.8))
     days = runs["processed_day"].to_numpy()
@@ -249,25 +365,36 @@ def metric_history(
             "^",
         ),
     }
+    crowded = len(runs) > 60  # a backtest's year: smaller markers keep the lines legible
+    highest = 0.0
+    lowest = np.inf
     for col, (label, color, marker) in styles.items():
+        values = _values(runs[col], col)
+        highest, lowest = max(highest, float(values.max())), min(lowest, float(values.min()))
         ax.plot(
-            days, _values(runs[col], col), marker=marker, markersize=4, color=color, label=label
+            days, values, marker=marker, markersize=2.5 if crowded else 5, color=color, label=label
         )
     promoted = runs[runs["decision"] == "promoted"]
     ax.scatter(
         promoted["processed_day"].to_numpy(),
         promoted["challenger_mae"].to_numpy(),
-        s=140,
+        s=40 if crowded else 140,
         facecolors="none",
         edgecolors="black",
         linewidths=1.5,
         zorder=3,
         label=f"Promoted ({len(promoted)})",
     )
-    _mae_over_days(ax, PROCESSED_DAY_LABEL)
-    ax.set_title(f"{title} over {len(runs)} processed days")
+    _date_axis(ax, runs["processed_day"])
+    # MAE from 0 (an honest scale) to 15 % above the top marker; below 0 only if a value
+    # sits so close to 0 that its marker would be cut.
+    top = 1.15 * highest if highest > 0 else 1.0
+    ax.set_ylim(min(0.0, lowest - 0.05 * top), top)
+    ax.set_xlabel(PROCESSED_DAY_LABEL)
+    ax.set_ylabel(MAE_LABEL)
+    ax.set_title(f"{title} over {len(runs)} processed day{'s' if len(runs) != 1 else ''}")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig
 
 
@@ -294,6 +421,7 @@ def run(
     each day's history as of that day).
     Returns ``{"figures": [str paths], "report": str path}``.
     """
+    started = time.perf_counter()  # a duration for the log line, not a date for logic
     day = parse_day(day)
     settings = load_settings(root, params_file)
     output = settings.paths.output(day)
@@ -335,10 +463,14 @@ def run(
     )
     io.atomic_write(page, lambda tmp: tmp.write_text(html, encoding="utf-8"))
     log.info(
-        "chart %s: %d flights -> %d figures in %s, report %s",
+        "chart %s: %d holdout flights in, %d figures out in %.1f s; challenger holdout MAE "
+        "%.2f min (baseline %.2f); figures %s, report %s",
         day,
         len(predictions),
         len(paths),
+        time.perf_counter() - started,
+        metrics["model"]["mae"],
+        metrics["baseline"]["mae"],
         out_dir,
         page,
     )
