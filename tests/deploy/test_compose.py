@@ -211,6 +211,18 @@ def test_depends_on_waits_for_health_and_init(config):
             assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+def test_every_health_condition_has_a_healthcheck_to_wait_for(config):
+    """`condition: service_healthy` on a service without a healthcheck never comes true:
+    Compose refuses to start. Every long-running service is restarted when it dies."""
+    services = config["services"]
+    for name, service in services.items():
+        for needed, how in (service.get("depends_on") or {}).items():
+            if how["condition"] == "service_healthy" and needed in services:
+                assert services[needed].get("healthcheck", {}).get("test"), f"{name} -> {needed}"
+        if name != "airflow-init":
+            assert service.get("restart") == "always", name
+
+
 def test_postgres_creates_both_databases_on_first_start(config):
     postgres = config["services"]["postgres"]
     init_mount = next(
