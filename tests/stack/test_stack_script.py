@@ -1,21 +1,23 @@
 """deploy/stack/stack.py without a live Airflow: `down` stops every process `up` started
 (stand-ins that carry the stack's marker, ignore SIGTERM or start sessions of their own;
-one of another stack must survive), and the settings `up` gives the components agree with
-deploy/airflow.env and with docker-compose.yaml."""
+one of another stack must survive); stack_component.py takes down what a crashed component
+leaves; the PostgreSQL data folder is placed where the postgres user reaches it; and the
+settings `up` gives the components agree with deploy/airflow.env and docker-compose.yaml."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
-from honcho.environ import parse
 from stack_helpers import load_stack_module
 
 stack = load_stack_module()
@@ -68,7 +70,7 @@ def test_nothing_to_stop_is_fine_and_a_stale_pid_file_is_not_trusted(cfg):
     assert stack.stop_processes(cfg, timeout=1.0) == {"found": 0, "killed": 0}
     # A pid file naming a live process that is not ours (pid reuse): not the stack.
     cfg.pid_file.write_text(f"{os.getpid()}\n")
-    assert stack.honcho_pid(cfg) is None
+    assert stack.supervisor_pid(cfg) is None
 
 
 def test_settings_load_the_shared_airflow_env_and_stay_on_loopback(cfg):
@@ -76,7 +78,7 @@ def test_settings_load_the_shared_airflow_env_and_stay_on_loopback(cfg):
     values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
     stack.write_settings(cfg, values)
     env = stack.read_env_files(cfg)
-    shared = parse(stack.SHARED_ENV.read_text())  # honcho's parser, as the components get it
+    shared = stack.parse_env(stack.SHARED_ENV.read_text())
     for key, value in shared.items():
         assert env[key] == value, f"{key}: the stack must keep deploy/airflow.env's value"
     assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
@@ -181,3 +183,147 @@ def test_the_scheduler_is_stopped_alone_not_its_executor_workers(cfg, tmp_path):
         stack.stop_processes(cfg, timeout=1.0)
         fake.wait(timeout=10)
     assert stack.stack_pids(cfg) == []
+
+
+# --- settings files ----------------------------------------------------------------------
+def test_env_files_read_the_same_as_a_dotenv_reader_and_odd_lines_are_refused(tmp_path):
+    from dotenv import dotenv_values  # what docker-compose-like readers do with env_file
+
+    for path in (stack.SHARED_ENV, stack.STACK_ENV):
+        assert stack.parse_env(path.read_text()) == dotenv_values(path), path
+    bad = tmp_path / "bad.env"
+    for line in ('A="quoted"', "A=two words", "A=$HOME", "not a setting"):
+        bad.write_text(f"# comment\nOK=1\n{line}\n")
+        with pytest.raises(stack.StackError, match=r"bad\.env:3: expected KEY=value"):
+            stack.parse_env(bad.read_text(), str(bad))
+
+
+# --- stack_component.py: what a component leaves behind ----------------------------------
+WRAPPER = stack.HERE / "stack_component.py"
+
+FAKE_COMPONENT = """
+import os, signal, subprocess, sys, time
+out, role = sys.argv[1], sys.argv[2]
+
+def record(signum, frame):
+    with open(os.path.join(out, role), "w") as f:
+        f.write(repr(time.monotonic()))
+    if role == "main":  # the scheduler exits once told (its workers are still running)
+        sys.exit(0)
+
+if role == "task":  # a task process: a process group of its own, as Airflow's
+    os.setpgid(0, 0)
+signal.signal(signal.SIGTERM, record)
+if role == "main":  # a LocalExecutor worker (same group) and a task (own group)
+    for child in ("worker", "task"):
+        subprocess.Popen([sys.executable, __file__, out, child])
+open(os.path.join(out, "ready-" + role), "w").close()
+time.sleep(300)
+"""
+
+
+def _wrapped(cfg, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE_COMPONENT)
+    out = tmp_path / "signals"
+    out.mkdir()
+    env = {**os.environ, stack.MARKER: str(cfg.state), "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": "2"}
+    wrapper = subprocess.Popen(
+        [sys.executable, str(WRAPPER), sys.executable, str(script), str(out), "main"],
+        env=env,
+        start_new_session=True,  # as supervisord: a process group of its own
+    )
+    ready = ("ready-main", "ready-worker", "ready-task")
+    assert wait_until(lambda: all((out / name).exists() for name in ready)), "no fake component"
+    return wrapper, out
+
+
+def test_a_crashed_component_takes_its_orphans_along_and_exits_as_killed(cfg, tmp_path):
+    wrapper, out = _wrapped(cfg, tmp_path)
+    try:
+        main = next(p for p in stack.stack_pids(cfg) if stack._stat(p)[0] == wrapper.pid)
+        assert len(stack.stack_pids(cfg)) == 4  # wrapper, main, worker, task
+        os.kill(main, signal.SIGKILL)  # the scheduler crashes: its worker and task remain
+        assert wrapper.wait(timeout=10) == 128 + signal.SIGKILL  # supervisord sees a crash
+        assert wait_until(lambda: stack.stack_pids(cfg) == [], timeout=5), stack.stack_pids(cfg)
+        # SIGKILL at once, as a container that dies: no process ran its SIGTERM handler.
+        assert not (out / "worker").exists() and not (out / "task").exists()
+    finally:
+        stack.stop_processes(cfg, timeout=1.0)
+        if wrapper.poll() is None:
+            wrapper.kill()
+
+
+def test_a_stop_reaches_the_main_process_and_the_tasks_before_the_workers(cfg, tmp_path):
+    wrapper, out = _wrapped(cfg, tmp_path)
+    try:
+        wrapper.send_signal(signal.SIGTERM)  # supervisord's stopsignal
+        assert wrapper.wait(timeout=15) == 0  # the main process's own exit status
+        assert (out / "main").exists() and (out / "task").exists()
+        # The worker got SIGTERM only after the main process had exited (the wrapper's
+        # clean-up), never together with it: see _stop_scheduler_first.
+        worker_at = float((out / "worker").read_text())
+        assert worker_at >= float((out / "main").read_text())
+        assert wait_until(lambda: stack.stack_pids(cfg) == [], timeout=5), stack.stack_pids(cfg)
+    finally:
+        stack.stop_processes(cfg, timeout=1.0)
+        if wrapper.poll() is None:
+            wrapper.kill()
+
+
+def test_the_wrapper_without_a_command_says_how_to_use_it():
+    result = subprocess.run([sys.executable, str(WRAPPER)], capture_output=True, text=True)
+    assert result.returncode == 2 and "stack_component.py COMMAND" in result.stderr
+
+
+# --- where the PostgreSQL data lives -----------------------------------------------------
+def test_the_data_folder_is_the_state_folder_when_reachable_else_a_stable_one(tmp_path):
+    import stack_postgres
+
+    state = tmp_path / "clone" / ".stack"
+    bases = [tmp_path / "var-lib", tmp_path / "var-tmp"]
+    name = stack_postgres.relocated_name(state)
+    assert name.startswith("clone-") and name == stack_postgres.relocated_name(state)
+    assert name != stack_postgres.relocated_name(tmp_path / "other" / "clone" / ".stack")
+    choose = stack_postgres.choose_data_folder
+    assert choose(state, lambda p: True, bases) == state / "pg"
+    outside = choose(state, lambda p: not p.is_relative_to(state), bases)
+    assert outside == bases[0] / name / "pg"
+    assert choose(state, lambda p: p.is_relative_to(bases[1]), bases) == bases[1] / name / "pg"
+    # An existing cluster is used wherever it is, even once the state folder is reachable.
+    outside.mkdir(parents=True)
+    (outside / "PG_VERSION").write_text("15\n")
+    assert choose(state, lambda p: True, bases) == outside
+    with pytest.raises(stack.StackError, match="can reach neither"):
+        choose(tmp_path / "x" / ".stack", lambda p: False, bases)
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="only root hands the cluster to the postgres user"
+)
+
+
+@needs_root
+def test_a_checkout_under_a_private_folder_gets_data_the_postgres_user_can_write(
+    tmp_path, monkeypatch
+):
+    import stack_postgres
+
+    private = tmp_path / "root-home"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    base = Path(tempfile.mkdtemp(prefix="fd-pg-base-"))  # /tmp: reachable by everyone
+    base.chmod(0o755)
+    monkeypatch.setattr(stack_postgres, "DATA_BASES", (base / "lib", base / "tmp"))
+    cfg = replace(stack.Config.from_env(), state=private / "clone" / ".stack")
+    try:
+        first = stack.Postgres(cfg)
+        assert first.relocated and first.pgdata.is_relative_to(base / "lib")
+        first._prepare()
+        as_postgres = first._run("test", "-w", first.pgdata, check=False)
+        assert as_postgres.returncode == 0, "the postgres user cannot write its data folder"
+        assert (first.pgdata.parent / "STACK_DIR").read_text().startswith(str(cfg.state))
+        (first.pgdata / "PG_VERSION").write_text("15\n")
+        assert stack.Postgres(cfg).pgdata == first.pgdata  # stable across calls
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,267 @@
+"""The processes of a stack, found in /proc: by the marker FLIGHT_DELAYS_STACK=<state
+folder> in their environment, by session (supervisord starts the stack in one of its own)
+and by descent. Stopping them with escalation to SIGKILL; their memory per component.
+Standard library only: `make down` runs with any Python 3."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from stack_settings import COMPONENTS, MARKER, Config, StackError, say
+
+
+def read_info(cfg: Config) -> dict:
+    """stack.json, written by `up`: ports, folders, the supervisor's session."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(cfg.info_file.read_text())
+    return {}
+
+
+# --- processes ----------------------------------------------------------------------------
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def _marked(data: bytes, value: str) -> bool:
+    needle = f"{MARKER}={value}\0".encode()
+    return data.startswith(needle) or b"\0" + needle in data
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(parent pid, session id, start time in clock ticks) of a live, non-zombie process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[1]), int(fields[3]), int(fields[19])
+
+
+def stack_pids(cfg: Config) -> list[int]:
+    """Every live process started by this stack's `up`.
+
+    They carry the marker in their environment, but a process that sets its title
+    (setproctitle: the api-server, LocalExecutor workers) overwrites the memory that
+    /proc/<pid>/environ shows. So also: every process in the session of a marked process
+    or in a session recorded by `up` (supervisord and every component run in one of their
+    own), and every descendant of those."""
+    me, own_session = os.getpid(), os.getsid(0)
+    table = {int(e): st for e in os.listdir("/proc") if e.isdigit() and (st := _stat(int(e)))}
+    found = {p for p in table if p != me and _marked(_environ(p), str(cfg.state))}
+    live_sessions = {table[p][1] for p in found}
+    info = read_info(cfg)
+    recorded = set(info.get("sessions", [])) - live_sessions
+    since = info.get("since_ticks", 0)
+    for pid, (_, session, started) in table.items():
+        if session in (own_session, 0) or pid == me:
+            continue
+        if session in live_sessions or (session in recorded and started >= since):
+            found.add(pid)
+    grew = True
+    while grew:  # descendants, e.g. a worker that started a session of its own
+        children = {p for p, (ppid, _, _) in table.items() if ppid in found and p != me}
+        grew = not children <= found
+        found |= children
+    return sorted(found)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def supervisor_pid(cfg: Config) -> int | None:
+    """The running supervisord of this stack, or None (a stale pid file, or one naming a
+    reused pid, is ignored: the process must carry this stack's marker)."""
+    try:
+        pid = int(cfg.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if _alive(pid) and _marked(_environ(pid), str(cfg.state)):
+        return pid
+    return None
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    """``sig`` to the process group of each pid (never our own group), and to the pid."""
+    own = os.getpgrp()
+    groups = {g for g in (_pgid(p) for p in pids) if g not in (None, 0, 1, own)}
+    for group in sorted(groups):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _wait_gone(pids: list[int], cfg: Config | None, timeout: float) -> list[int]:
+    """Wait up to ``timeout`` s for ``pids`` (and, with ``cfg``, every stack process) to
+    exit; returns those still alive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {p for p in pids if _alive(p)}
+        if cfg is not None:
+            left |= set(stack_pids(cfg))
+        if not left or time.monotonic() >= deadline:
+            return sorted(left)
+        time.sleep(0.2)
+
+
+def _children_table() -> dict[int, list[int]]:
+    table: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(int(entry))):
+            table.setdefault(stat[0], []).append(int(entry))
+    return table
+
+
+def descendants(pid: int, table: dict[int, list[int]] | None = None) -> list[int]:
+    """Every live descendant of ``pid`` (not ``pid`` itself)."""
+    table = _children_table() if table is None else table
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        frontier = [c for p in frontier for c in table.get(p, []) if c not in found]
+        found.extend(frontier)
+    return sorted(found)
+
+
+def _stop_scheduler_first(pids: list[int]) -> list[int]:
+    """SIGTERM the scheduler's main process and the process groups of the tasks it runs,
+    not its LocalExecutor workers. Returns the scheduler's processes (its process group
+    leader, stack_component.py under supervisord, and every descendant).
+
+    The workers share the scheduler's process group and wait on one multiprocessing queue:
+    a worker killed while it holds the queue's lock leaves the others blocked, and the
+    scheduler waits for them forever ("waiting for running tasks to finish"). Signalled
+    alone, the scheduler tells each worker to stop through that queue; the tasks, told to
+    stop, report their end through the execution API while the api-server still runs.
+    (stack_component.py does the same with the SIGTERM it gets from supervisord; this is
+    for `down` when supervisord is gone.)"""
+    leaders = [p for p in pids if _pgid(p) == p and _component_of(_cmdline(p)) == "scheduler"]
+    if not leaders:
+        return []
+    table = _children_table()
+    members = sorted({m for leader in leaders for m in (leader, *descendants(leader, table))})
+    for leader in leaders:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(leader, signal.SIGTERM)
+    tasks = {g for g in (_pgid(p) for p in members) if g not in (None, *leaders)}
+    for group in tasks:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGTERM)
+    return members
+
+
+def stop_processes(cfg: Config, timeout: float) -> dict[str, int]:
+    """Stop every stack process; returns counts: found, killed (needed SIGKILL).
+
+    1. The scheduler first (see _stop_scheduler_first), while the api-server still runs.
+    2. SIGTERM to every process group of the stack (supervisord stops its programs too).
+    Each phase waits up to ``timeout`` s, then SIGKILLs what is left, and sweeps until
+    nothing of the stack is alive."""
+    pids = stack_pids(cfg)
+    if not pids:
+        return {"found": 0, "killed": 0}
+    found, killed = set(pids), 0
+    scheduler = _stop_scheduler_first(pids)
+    for phase in ("scheduler", "everything"):
+        if phase == "scheduler":
+            if not scheduler:
+                continue
+            members, everything = scheduler, None
+        else:
+            members, everything = stack_pids(cfg), cfg
+            if not members:
+                break
+            found |= set(members)
+            _signal_all(members, signal.SIGTERM)
+        left = _wait_gone(members, everything, timeout)
+        for _ in range(50):  # new children may appear while a group dies: sweep
+            if not left:
+                break
+            found |= set(left)
+            killed += len(left)
+            say(f"still running {timeout:.0f} s after SIGTERM: {left}: SIGKILL")
+            _signal_all(left, signal.SIGKILL)
+            left = _wait_gone(left, everything, 0.5)
+        else:
+            raise StackError(f"processes survive SIGKILL: {left}")
+    return {"found": len(found), "killed": killed}
+
+
+def _component_of(cmdline: str) -> str | None:
+    for name in COMPONENTS:
+        if f"airflow {name}" in cmdline.replace("_", "-"):
+            return name
+    return None
+
+
+def memory_by_component(cfg: Config, postmaster: int | None = None) -> dict[str, dict[str, int]]:
+    """RSS in KiB of each component: its main process and all of its processes (the
+    component's wrapper, LocalExecutor workers, the task processes they fork, api-server
+    workers, parsing processes), and of supervisord and PostgreSQL (``postmaster``)."""
+    table = _children_table()
+    out = {}
+    for pid in stack_pids(cfg):
+        line = _cmdline(pid)
+        if "supervisord" in line and _pgid(pid) == pid:
+            out["supervisord"] = {"processes": 1, "main_kib": _rss_kib(pid)}
+            out["supervisord"]["group_kib"] = out["supervisord"]["main_kib"]
+            continue
+        name = _component_of(line)
+        if name is None or _pgid(pid) != pid:  # the wrapper leads its component's group
+            continue
+        members = [pid, *descendants(pid, table)]
+        # The component's own process: the wrapper's child running airflow.
+        main = next((c for c in table.get(pid, []) if _component_of(_cmdline(c))), pid)
+        out[name] = {
+            "processes": len(members),
+            "main_kib": _rss_kib(main),
+            "group_kib": sum(_rss_kib(p) for p in members),
+        }
+    if postmaster is not None:
+        children = table.get(postmaster, [])
+        out["postgres"] = {
+            "processes": 1 + len(children),
+            "main_kib": _rss_kib(postmaster),
+            "group_kib": _rss_kib(postmaster) + sum(_rss_kib(c) for c in children),
+        }
+    return out

@@ -1,0 +1,328 @@
+"""Settings of the stack without Docker: where its state lives, its ports, its secrets and
+the environment every component gets (deploy/airflow.env + deploy/stack/settings.env +
+<state>/generated.env). Standard library only: `make down` runs with any Python 3."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SUPERVISOR_CONF = HERE / "supervisord.conf"
+COMPONENT_WRAPPER = HERE / "stack_component.py"
+SHARED_ENV = REPO / "deploy" / "airflow.env"
+STACK_ENV = HERE / "settings.env"
+MARKER = "FLIGHT_DELAYS_STACK"
+COMPONENTS = ("scheduler", "dag-processor", "api-server", "triggerer")
+# The Airflow connection the DAG reads the warehouse URL from (dags/flight_delays.py).
+WAREHOUSE_CONN_ENV = "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
+PG_USER = "postgres"  # initdb refuses to run as root: the cluster belongs to this user
+ADMIN_USER = "admin"
+
+
+class StackError(RuntimeError):
+    """Something the operator has to fix; the message says what."""
+
+
+# --- configuration ---------------------------------------------------------------------
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, str(default))
+    try:
+        port = int(raw)
+    except ValueError:
+        raise StackError(f"{name} must be a port number, got {raw!r}") from None
+    if not 1 <= port <= 65535:
+        raise StackError(f"{name} must be a port number, got {port}")
+    return port
+
+
+def _pg_bin() -> Path:
+    chosen = os.environ.get("FLIGHT_DELAYS_STACK_PG_BIN")
+    if chosen:
+        return Path(chosen)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: (p.parts[-3] != "15", -int(p.parts[-3]) if p.parts[-3].isdigit() else 0),
+    )
+    if found:
+        return found[0].parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise StackError(
+        "PostgreSQL server binaries not found (initdb): `apt-get install -y postgresql` "
+        "or set FLIGHT_DELAYS_STACK_PG_BIN"
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    state: Path
+    root: Path
+    api_port: int
+    pg_port: int
+    health_port: int
+    seed: bool
+    up_timeout: float
+    stop_timeout: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """The settings from ``env`` (default: this process's environment)."""
+        env = os.environ if env is None else env
+        return cls(
+            state=Path(env.get("FLIGHT_DELAYS_STACK_DIR") or REPO / ".stack").resolve(),
+            root=Path(env.get("FLIGHT_DELAYS_STACK_ROOT") or REPO).resolve(),
+            api_port=_port(env, "FLIGHT_DELAYS_STACK_API_PORT", 8080),
+            pg_port=_port(env, "FLIGHT_DELAYS_STACK_PG_PORT", 5433),
+            health_port=_port(env, "FLIGHT_DELAYS_STACK_HEALTH_PORT", 8974),
+            seed=env.get("FLIGHT_DELAYS_STACK_SEED", "1") not in ("0", "false", "no", ""),
+            up_timeout=float(env.get("FLIGHT_DELAYS_STACK_UP_TIMEOUT", "180")),
+            stop_timeout=float(env.get("FLIGHT_DELAYS_STACK_STOP_TIMEOUT", "20")),
+        )
+
+    # where things live in the state folder
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.state / "airflow"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state / "secrets.json"
+
+    @property
+    def generated_env(self) -> Path:
+        return self.state / "generated.env"
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.airflow_home / "simple_auth_manager_passwords.json"
+
+    @property
+    def info_file(self) -> Path:
+        return self.state / "stack.json"
+
+    @property
+    def pid_file(self) -> Path:
+        """Written by supervisord itself (pidfile in supervisord.conf)."""
+        return self.state / "supervisord.pid"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        """supervisord's control socket. A Unix socket path holds at most 107 bytes: a
+        deep state folder gets a short one in the temporary folder, named after it."""
+        inside = self.state / "supervisor.sock"
+        if len(str(inside).encode()) < 100:
+            return inside
+        digest = hashlib.sha256(str(self.state).encode()).hexdigest()[:16]
+        return Path("/tmp") / f"flight-delays-supervisor-{digest}.sock"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+def _venv_bin() -> Path:
+    # The interpreter running this script is the project's venv (make calls .venv/bin/python).
+    return Path(sys.executable).parent
+
+
+# --- small helpers -----------------------------------------------------------------------
+def say(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 from the start (no readable window)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _locked(cfg: Config) -> Iterator[None]:
+    """One `up`/`down` at a time per state folder."""
+    cfg.state.mkdir(parents=True, exist_ok=True)
+    with open(cfg.state / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("another `up`/`down` of this stack is running; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no {path})"
+    return "\n".join(f"    {line}" for line in text[-lines:])
+
+
+# --- secrets and settings ----------------------------------------------------------------
+def ensure_secrets(cfg: Config) -> dict[str, str]:
+    """The stack's secrets, generated on the first `up` and kept (0600) in the state folder."""
+    if cfg.secrets_file.is_file():
+        return json.loads(cfg.secrets_file.read_text())
+    values = {
+        # Fernet: 32 random bytes, url-safe base64 (what Fernet.generate_key returns).
+        "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        # Shared by every component: workers fail with "Signature verification failed"
+        # when the api-server and the scheduler sign with different secrets.
+        "jwt_secret": secrets.token_hex(32),
+        "api_secret_key": secrets.token_hex(32),
+        "admin_password": secrets.token_urlsafe(12).replace("-", "x").replace("_", "y"),
+        "postgres_password": secrets.token_hex(16),
+        "airflow_db_password": secrets.token_hex(16),
+        "warehouse_password": secrets.token_hex(16),
+    }
+    _write_private(cfg.secrets_file, json.dumps(values, indent=2) + "\n")
+    say(f"generated secrets in {cfg.secrets_file} (mode 0600)")
+    return values
+
+
+def _pg_url(user: str, password: str, port: int, database: str, driver: str = "") -> str:
+    scheme = f"postgresql+{driver}" if driver else "postgresql"
+    return f"{scheme}://{user}:{password}@127.0.0.1:{port}/{database}"
+
+
+def warehouse_url(cfg: Config, values: dict[str, str]) -> str:
+    return _pg_url("warehouse", values["warehouse_password"], cfg.pg_port, "warehouse")
+
+
+def generated_settings(cfg: Config, values: dict[str, str]) -> dict[str, str]:
+    """The per-stack settings: folders, ports, URLs and secrets."""
+    warehouse = warehouse_url(cfg, values)
+    return {
+        "AIRFLOW_HOME": str(cfg.airflow_home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _pg_url(
+            "airflow", values["airflow_db_password"], cfg.pg_port, "airflow", "psycopg2"
+        ),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__FERNET_KEY": values["fernet_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": values["jwt_secret"],
+        "AIRFLOW__API__SECRET_KEY": values["api_secret_key"],
+        "AIRFLOW__API__PORT": str(cfg.api_port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{cfg.api_url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(cfg.passwords_file),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(cfg.logs / "airflow"),
+        "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(
+            cfg.logs / "airflow" / "dag_processor"
+        ),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(cfg.health_port),
+        WAREHOUSE_CONN_ENV: warehouse,
+        # Steps that fall back to the package default (the seed CLI, the model registry)
+        # reach the same warehouse as the connection.
+        "FLIGHT_DELAYS_SOURCE_URL": warehouse,
+        "FLIGHT_DELAYS_HOME": str(cfg.root),
+        "STACK_LOG_DIR": str(cfg.logs),
+    }
+
+
+def write_settings(cfg: Config, values: dict[str, str]) -> None:
+    settings = generated_settings(cfg, values)
+    lines = [
+        "# Generated by deploy/stack/stack.py on every `make up`: folders, ports and secrets",
+        "# of this stack. Holds passwords: mode 0600, never commit.",
+        *(f"{key}={value}" for key, value in settings.items()),
+    ]
+    _write_private(cfg.generated_env, "\n".join(lines) + "\n")
+    cfg.airflow_home.mkdir(parents=True, exist_ok=True)
+    current = {}
+    if cfg.passwords_file.is_file():
+        with contextlib.suppress(ValueError):
+            current = json.loads(cfg.passwords_file.read_text() or "{}")
+    if current.get(ADMIN_USER) != values["admin_password"]:
+        current[ADMIN_USER] = values["admin_password"]
+        _write_private(cfg.passwords_file, json.dumps(current) + "\n")
+    cfg.passwords_file.chmod(0o600)
+
+
+def env_files(cfg: Config) -> list[Path]:
+    """The settings files every component gets, in the order later ones override:
+    deploy/airflow.env, deploy/stack/settings.env, <state>/generated.env."""
+    return [SHARED_ENV, STACK_ENV, cfg.generated_env]
+
+
+ENV_LINE = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>[^\s\"'`$\\]*)")
+
+
+def parse_env(text: str, source: str = "<env>") -> dict[str, str]:
+    """KEY=value lines; blank lines and `#` comments skipped.
+
+    The files are also docker-compose `env_file`s: a strict subset that every reader
+    (Compose, dotenv, shells) takes the same way. No quotes, spaces, `$` or backslashes
+    in values: such a line is an error here rather than a value that differs between the
+    two stacks."""
+    values = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = ENV_LINE.fullmatch(line)
+        if match is None:
+            raise StackError(
+                f"{source}:{number}: expected KEY=value without quotes, spaces, $ or "
+                f"backslashes: {line!r}"
+            )
+        values[match["key"]] = match["value"]
+    return values
+
+
+def read_env_files(cfg: Config) -> dict[str, str]:
+    """:func:`env_files` merged, later files winning: exactly what the components get."""
+    merged: dict[str, str] = {}
+    for path in env_files(cfg):
+        merged.update(parse_env(path.read_text(), str(path)))
+    return merged
+
+
+def clean_environ() -> dict[str, str]:
+    """The caller's environment without Airflow or project settings (a developer's shell
+    or the Makefile's exports must not change the stack), venv first on PATH."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW", "FLIGHT_DELAYS_", "_AIRFLOW"))
+    }
+    env["PATH"] = f"{_venv_bin()}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    return env
+
+
+def command_env(cfg: Config) -> dict[str, str]:
+    """Environment for one-off commands (migrate, seed, `run`): the components' settings,
+    without the marker (so `down` leaves a developer's own commands alone)."""
+    return {**clean_environ(), **read_env_files(cfg)}
