@@ -11,8 +11,8 @@
 #
 # Environment (set by docker-compose.yaml from .env; see .env.example):
 #   AIRFLOW__CORE__FERNET_KEY, AIRFLOW__API_AUTH__JWT_SECRET, AIRFLOW__API__SECRET_KEY,
-#   AIRFLOW_ADMIN_PASSWORD,
-#   AIRFLOW_DB_PASSWORD, WAREHOUSE_DB_PASSWORD, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN and
+#   AIRFLOW_ADMIN_PASSWORD, AIRFLOW_DB_PASSWORD, WAREHOUSE_DB_PASSWORD,
+#   AIRFLOW__DATABASE__SQL_ALCHEMY_CONN and
 #   AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE (built from those two),
 #   AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE,
 #   AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS, FLIGHT_DELAYS_HOME, AIRFLOW_HOME, AIRFLOW_UID.
@@ -100,7 +100,7 @@ check_secrets() {
 
     if ((${#problems[@]})); then
         {
-            echo "$PROG: refusing to start: ${#problems[@]} problem(s) with the secrets."
+            echo "$PROG: refusing to start: ${#problems[@]} problem(s) with the secrets and settings."
             echo "Set them in .env beside docker-compose.yaml (see .env.example), then run 'docker compose up' again:"
             printf '  - %s\n' "${problems[@]}"
         } >&2
