@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -134,6 +135,7 @@ def run(
     ``{"metrics", "predictions", "model_mae", "baseline_mae", "champion_mae", "decision"}``
     (MAE in minutes).
     """
+    started = time.perf_counter()
     day = parse_day(day)
     settings = load_settings(root, params_file)
     model_dir = settings.paths.model_dir(day)
@@ -249,15 +251,19 @@ def run(
     out_dir = settings.paths.output(day)
     predictions_path = io.write_parquet(predictions, out_dir / "predictions.parquet")
     metrics_path = io.write_json(payload, out_dir / "metrics.json")
+    # The step's one summary line: rows in and out, seconds, and the holdout MAEs.
     log.info(
-        "score %s: %d holdout rows, MAE challenger %.2f, %s %.2f, baseline %.2f min: %s -> %s",
+        "score %s: %d holdout rows in -> %d predictions out; holdout MAE challenger %.2f, "
+        "%s %.2f, baseline %.2f min: %s; in %.1f s -> %s",
         day,
         len(holdout),
+        len(predictions),
         metrics["model"]["mae"],
         champion_name,
         metrics["champion"]["mae"],
         metrics["baseline"]["mae"],
         decision.label,
+        time.perf_counter() - started,
         metrics_path,
     )
     return {

@@ -18,6 +18,7 @@ wrapper the DAG calls.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,7 @@ def run(
     "holdout": path, "train_rows": n, "holdout_rows": m, "holdout_start": iso,
     "holdout_end": iso}``.
     """
+    started = time.perf_counter()
     settings = load_settings(root, params_file)
     day = parse_day(day)
     folder = settings.paths.processed(day)
@@ -148,8 +150,10 @@ def run(
     train_path = io.write_parquet(train, folder / TRAIN_FILE)
     holdout_path = io.write_parquet(holdout, folder / HOLDOUT_FILE)
     start, end = holdout_range(day, holdout_days)
+    # The step's one summary line: rows in and out, seconds, and the holdout's share.
     logger.info(
-        "split %s: %d rows in -> %d train (before %s), %d holdout (%s..%s) -> %s",
+        "split %s: %d rows in -> %d train (before %s) + %d holdout (%s..%s, %.0f%%) out "
+        "in %.1f s -> %s",
         day,
         len(features),
         len(train),
@@ -157,6 +161,8 @@ def run(
         len(holdout),
         start,
         end,
+        100 * len(holdout) / (len(train) + len(holdout)),
+        time.perf_counter() - started,
         folder,
     )
     return {

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -34,7 +35,6 @@ import numpy as np
 import pandas as pd
 import sklearn
 import skops
-import skops.io
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor
@@ -46,6 +46,24 @@ from flight_delays import io, schema
 from flight_delays.config import TrainSettings, load_settings
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
+
+# Importing skops.io builds its list of trusted scipy.special ufuncs. A ufunc has no
+# __module__, so skops finds its module by calling getattr(module, name, None) on every
+# module loaded so far (skops.io._utils.whichmodule, run from skops.io._trusted_types).
+# In a task, Airflow is loaded first, and its deprecated-module shims (airflow.utils.
+# timezone, trigger_rule, operator_resources, entry_points, airflow.serialization.serde)
+# warn in their __getattr__ before checking that the name exists: ~1,160
+# DeprecatedImportWarnings (FutureWarnings, which skops' own DeprecationWarning filter
+# misses) for attributes nobody uses. Dumping and loading models scans nothing (measured:
+# no warning), so only this import is wrapped, and only warnings about airflow attributes
+# are dropped; every other warning, here and later, still shows.
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore",
+        message=r"The `airflow\.[\w.]+` (attribute )?is deprecated",
+        category=FutureWarning,
+    )
+    import skops.io
 
 log = logging.getLogger(__name__)
 
@@ -308,17 +326,13 @@ def load_model(path: str | Path, expected_sha256: str | None = None) -> Pipeline
                 f"model file {path} has SHA-256 {actual}, but its model card says "
                 f"{expected_sha256}: the file was changed after training"
             )
-    # skops resolves type names by walking sys.modules; under Airflow that touches
-    # deprecated aliases and floods the task log with FutureWarnings about them.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
-        if untrusted:
-            raise UntrustedModelError(
-                f"refusing to load {path}: it holds type(s) outside the trusted list: "
-                f"{', '.join(untrusted)}"
-            )
-        model = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise UntrustedModelError(
+            f"refusing to load {path}: it holds type(s) outside the trusted list: "
+            f"{', '.join(untrusted)}"
+        )
+    model = skops.io.load(path, trusted=list(TRUSTED_TYPES))
     last = model.steps[-1][1] if isinstance(model, Pipeline) else None
     boosters = [last]
     if isinstance(last, DayBaggedRegressor):
@@ -359,6 +373,7 @@ def run(
     """Train on ``processed/ds=<day>/train.parquet``; write ``models/ds=<day>/model.skops``
     and ``model_card.json``. Returns ``{"model": str, "model_card": str, "train_rows": int}``.
     """
+    started = time.perf_counter()
     day = parse_day(day)
     settings = load_settings(root, params_file)
     train_path = settings.paths.processed(day) / "train.parquet"
@@ -400,12 +415,16 @@ def run(
         + ([BAGGING_NOTE.format(**settings.train.bagging())] if bagged else []),
     }
     card_path = io.write_json(card, out_dir / MODEL_CARD_FILE)
+    # The step's one summary line: rows in, model out, seconds, and the model's size.
     log.info(
-        "train %s: %d rows (%s..%s) -> %s",
+        "train %s: %d rows in (%s..%s) -> %d booster(s) out, %.1f MB, in %.1f s -> %s",
         day,
         len(train_frame),
         card["train_window"]["first_day"],
         card["train_window"]["last_day"],
+        settings.train.bagging_models,
+        model_path.stat().st_size / 1e6,
+        time.perf_counter() - started,
         model_path,
     )
     return {"model": str(model_path), "model_card": str(card_path), "train_rows": len(train_frame)}
