@@ -7,49 +7,104 @@ file is parsed, so parsing loads neither pandas nor scikit-learn.
 
 from __future__ import annotations
 
-import importlib
+import functools
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, chain
+from airflow.sdk.exceptions import AirflowFailException
 
 from flight_delays.dates import TIMEZONE, processed_day
+from flight_delays.errors import PipelineDataError
 
 # The project root holds include/params.yaml and the artifact folders. Under Airflow the
 # dags folder sits in the project (dags/..), unless FLIGHT_DELAYS_HOME says otherwise.
 PROJECT_ROOT = os.environ.get("FLIGHT_DELAYS_HOME") or str(Path(__file__).resolve().parents[1])
 
-STEPS = ["ingest", "featurize", "split", "train", "score", "chart"]
 # Steps that read or write the warehouse (source data, model registry) get its URL from
 # this Airflow connection when it exists (docker-compose and `make up` define it); else
 # the package's default applies (FLIGHT_DELAYS_SOURCE_URL, then the embedded SQLite file).
 WAREHOUSE_CONN_ID = "flight_delays_warehouse"
-WAREHOUSE_ARG = {"ingest": "source_url", "score": "registry_url", "chart": "registry_url"}
 
 # Airflow 3's cron schedule gives each run a zero-length data interval whose logical date
 # is the run time, and a manual run may have no logical date: derive the day explicitly.
 DAY = "{{ processed_day(dag_run.logical_date, dag_run.run_after, params.day) }}"
 
 
-def _step(name: str):
-    """The file wrapper `flight_delays.<name>.run`, imported only when the task runs."""
+def fail_fast(step: Callable[..., Any]) -> Callable[..., Any]:
+    """Fail the task at once, without its retries, when the step raises the package's
+    :class:`PipelineDataError` (bad data, settings or model file: the same inputs give
+    the same error). Every other error (a database that refuses connections, a killed
+    process) keeps its type and is retried."""
 
-    def run_step(day: str, root: str, conn, run_id: str) -> dict:
-        kwargs = {"day": day, "root": root}
-        if name in WAREHOUSE_ARG:
-            # Resolved here, at run time, so the password never lands in rendered fields.
-            connection = conn.get(WAREHOUSE_CONN_ID)
-            kwargs[WAREHOUSE_ARG[name]] = connection.get_uri() if connection else None
-        if name == "score":
-            kwargs["run_id"] = run_id  # recorded with the decision in the registry
-        return importlib.import_module(f"flight_delays.{name}").run(**kwargs)
+    @functools.wraps(step)  # PythonOperator reads the step's signature through this
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return step(*args, **kwargs)
+        except PipelineDataError as exc:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
-    run_step.__name__ = f"{name}_run"
-    run_step.__doc__ = f"Run flight_delays.{name}.run for the processed day."
-    return run_step
+    return run
+
+
+def warehouse_url(conn: Any) -> str | None:
+    """The warehouse URL of the Airflow connection, or None for the package's default.
+    Resolved when the task runs, so the password never lands in rendered fields."""
+    connection = conn.get(WAREHOUSE_CONN_ID)
+    return connection.get_uri() if connection else None
+
+
+# The tasks' callables: each imports its step when the task runs (not when this file is
+# parsed) and passes the step what it needs from Airflow. run_id names the DAG run:
+# train writes into a folder of its own run, and score records one registry row per run.
+@fail_fast
+def ingest(day: str, root: str, conn: Any) -> dict:
+    from flight_delays import ingest
+
+    return ingest.run(day=day, root=root, source_url=warehouse_url(conn))
+
+
+@fail_fast
+def featurize(day: str, root: str) -> dict:
+    from flight_delays import featurize
+
+    return featurize.run(day=day, root=root)
+
+
+@fail_fast
+def split(day: str, root: str) -> dict:
+    from flight_delays import split
+
+    return split.run(day=day, root=root)
+
+
+@fail_fast
+def train(day: str, root: str) -> dict:
+    from flight_delays import train
+
+    return train.run(day=day, root=root)
+
+
+@fail_fast
+def score(day: str, root: str, conn: Any, run_id: str) -> dict:
+    from flight_delays import score
+
+    return score.run(day=day, root=root, registry_url=warehouse_url(conn), run_id=run_id)
+
+
+@fail_fast
+def chart(day: str, root: str, conn: Any) -> dict:
+    from flight_delays import chart
+
+    return chart.run(day=day, root=root, registry_url=warehouse_url(conn))
+
+
+STEPS = [ingest, featurize, split, train, score, chart]
 
 
 with DAG(
@@ -91,23 +146,26 @@ with DAG(
 | ingest | SQL source: missing days only | `data/raw/ds=*/`, `data/interim/ds=D/manifest.json` |
 | featurize | raw partitions of the window | `data/processed/ds=D/features.parquet` |
 | split | features (+ past-day delay stats) | `train.parquet`, `holdout.parquet` (last K days) |
-| train | train split | `models/ds=D/model.skops`, `model_card.json` |
-| score | model, splits, champion | `data/output/ds=D/metrics.json`, predictions; registry row |
+| train | train split | `models/ds=D/run=R/model.skops`, `model_card.json`; hashes in registry |
+| score | run R's model, splits, champion | one registry row per run; `data/output/ds=D/` |
 | chart | predictions, registry history | `reports/figures/ds=D/*.png`, `reports/ds=D/index.html` |
 
 **Processed day D**: the `day` parameter if given, else the New York calendar day before
 the logical date (the 02:00 run on D+1 processes D), else the day before the trigger time.
-Parameters: `include/params.yaml`. The registry (runs, metrics, decisions, champion) is
-the warehouse of connection `flight_delays_warehouse`; the reports are in the web UI under
-**Model reports**.
+**R** is the Airflow run id: two runs of one day never train into the same folder, and a
+retried score finds its run's registry row and changes nothing. A data error
+(`flight_delays.errors.PipelineDataError`: bad rows, settings or model file) fails its
+task at once; other errors are retried. Parameters: `include/params.yaml`. The registry
+(runs, metrics, decisions, champion) is the warehouse of connection
+`flight_delays_warehouse`; the reports are in the web UI under **Model reports**.
 """,
 ) as dag:
     tasks = [
         PythonOperator(
-            task_id=name,
-            python_callable=_step(name),
+            task_id=step.__name__,
+            python_callable=step,
             op_kwargs={"day": DAY, "root": PROJECT_ROOT},
         )
-        for name in STEPS
+        for step in STEPS
     ]
     chain(*tasks)

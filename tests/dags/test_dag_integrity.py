@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import itertools
 import os
 import subprocess
@@ -88,3 +90,71 @@ def test_parsing_loads_neither_pandas_nor_sklearn():
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
     assert result.stdout.strip().splitlines()[-1] == "heavy="
+
+
+class NoConnections:
+    """The task context's `conn` accessor when no connection is defined."""
+
+    def get(self, conn_id: str) -> None:
+        return None
+
+
+def call_task(task, **context):
+    """Call the task's callable the way PythonOperator does: op_kwargs plus the context
+    entries its signature names (conn, run_id)."""
+    wanted = inspect.signature(task.python_callable).parameters
+    available = {"conn": NoConnections(), "run_id": "manual__2013-03-16", **context}
+    kwargs = {**task.op_kwargs, **{k: v for k, v in available.items() if k in wanted}}
+    kwargs["day"] = "2013-03-15"  # rendered by Airflow in a real run
+    return task.python_callable(**kwargs)
+
+
+def step_raising(error: BaseException):
+    def run(**kwargs):
+        raise error
+
+    return run
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_data_error_fails_the_task_at_once_without_retries(dag, step, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from flight_delays.errors import PipelineDataError
+
+    module = importlib.import_module(f"flight_delays.{step}")
+    monkeypatch.setattr(module, "run", step_raising(PipelineDataError("2013-03-15: bad rows")))
+    with pytest.raises(AirflowFailException, match="PipelineDataError: 2013-03-15: bad rows"):
+        call_task(dag.get_task(step))
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_transient_errors_keep_their_type_and_are_retried(dag, step, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+    from sqlalchemy.exc import OperationalError
+
+    module = importlib.import_module(f"flight_delays.{step}")
+    refused = OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+    for error in (refused, ConnectionError("warehouse went away")):
+        monkeypatch.setattr(module, "run", step_raising(error))
+        with pytest.raises(type(error)) as info:
+            call_task(dag.get_task(step))
+        assert not isinstance(info.value, AirflowFailException)
+        assert info.value is error
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_each_task_calls_its_step_with_the_day_root_and_what_airflow_knows(dag, step, monkeypatch):
+    module = importlib.import_module(f"flight_delays.{step}")
+    seen = {}
+    monkeypatch.setattr(module, "run", lambda **kwargs: seen.update(kwargs) or {"ok": step})
+    assert call_task(dag.get_task(step), run_id="scheduled__2013-03-16") == {"ok": step}
+    assert seen["day"] == "2013-03-15"
+    assert Path(seen["root"], "include", "params.yaml").is_file()
+    # Steps that use the warehouse get the connection's URL (None: the package default).
+    warehouse = {"ingest": "source_url", "score": "registry_url"}
+    warehouse["chart"] = "registry_url"
+    extra = {warehouse[step]: None} if step in warehouse else {}
+    if step in ("score",):
+        extra["run_id"] = "scheduled__2013-03-16"  # a folder and a registry row per run
+    assert seen == {"day": "2013-03-15", "root": seen["root"], **extra}
