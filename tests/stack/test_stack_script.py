@@ -6,6 +6,7 @@ settings `up` gives the components agree with deploy/airflow.env and docker-comp
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -327,3 +328,73 @@ def test_a_checkout_under_a_private_folder_gets_data_the_postgres_user_can_write
         assert stack.Postgres(cfg).pgdata == first.pgdata  # stable across calls
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_root
+@pytest.mark.stack
+def test_make_up_from_a_checkout_under_a_private_folder_keeps_its_data_across_down(tmp_path):
+    """The issue-8 case for real: a clone under a 0700 home (as /root), no
+    FLIGHT_DELAYS_STACK_DIR set by hand beyond the clone's own `.stack`: `up` puts the
+    cluster where the postgres user reaches it, says where, and up/down/up keeps it."""
+    import psycopg2
+    from stack_helpers import PYTHON, SCRIPT, free_port
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    home.chmod(0o700)
+    clone = home / "flight-delay-pipeline"
+    (clone / "include").mkdir(parents=True)
+    state = clone / ".stack"
+    env = {
+        **os.environ,
+        "FLIGHT_DELAYS_STACK_DIR": str(state),
+        "FLIGHT_DELAYS_STACK_ROOT": str(clone),
+        "FLIGHT_DELAYS_STACK_API_PORT": str(free_port()),
+        "FLIGHT_DELAYS_STACK_PG_PORT": str(free_port()),
+        "FLIGHT_DELAYS_STACK_HEALTH_PORT": str(free_port()),
+        "FLIGHT_DELAYS_STACK_SEED": "0",
+        "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": "10",
+    }
+    cfg = stack.Config.from_env(env)
+
+    def script(*args: str) -> str:
+        result = subprocess.run(
+            [PYTHON, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=500
+        )
+        assert result.returncode in (0, 3), result.stdout + result.stderr
+        return result.stdout
+
+    pgdata = None
+    try:
+        first = script("up")
+        pgdata = stack.Postgres(cfg).pgdata
+        assert not pgdata.is_relative_to(home) and pgdata.parent.name.startswith(
+            "flight-delay-pipeline-"
+        )
+        assert f"PostgreSQL data: {pgdata}" in first and f"data in {pgdata}" in first
+        assert f"PostgreSQL data: {pgdata}" in script("status")
+        secrets = json.loads((state / "secrets.json").read_text())
+
+        def warehouse():
+            return psycopg2.connect(
+                host="127.0.0.1",
+                port=cfg.pg_port,
+                user="warehouse",
+                password=secrets["warehouse_password"],
+                dbname="warehouse",
+            )
+
+        with warehouse() as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE kept (note text); INSERT INTO kept VALUES ('before down')")
+        assert f"data kept in {state} and {pgdata}" in script("down")
+        assert stack.stack_pids(cfg) == [] and stack.Postgres(cfg).postmaster_pid() is None
+        again = script("up")
+        assert f"PostgreSQL data: {pgdata}" in again and "initdb" not in again
+        with warehouse() as conn, conn.cursor() as cur:
+            cur.execute("SELECT note FROM kept")
+            assert cur.fetchall() == [("before down",)]
+    finally:
+        script("down")
+        assert stack.stack_pids(cfg) == []
+        if pgdata is not None and pgdata.parent != state:
+            shutil.rmtree(pgdata.parent, ignore_errors=True)
