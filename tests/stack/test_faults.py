@@ -1,0 +1,325 @@
+"""Faults on the live no-Docker stack (issue 9, point 5): the stack heals itself.
+
+(a) the scheduler is SIGKILLed while `train` runs: supervisord starts it again, the
+    api-server answers throughout, the next scheduler resets the orphaned task, and the
+    run succeeds with no manual step;
+(b) the `train` task's own process is SIGKILLed: the task is retried (retries=2,
+    exponential backoff from 2 minutes) and the run succeeds;
+(c) the warehouse refuses connections during `ingest`: the task retries with backoff,
+    then fails naming the source and the cause; once the warehouse is back, clearing the
+    task makes the run succeed, and no raw partition was changed;
+(d) the metastore PostgreSQL restarts in the middle of a run: the components reconnect
+    and the run succeeds.
+
+After each fault no process of the stack is orphaned: every one is supervisord or one of
+its descendants (the fixture's final `down` checks that nothing at all is left).
+
+Waiting is the cost of these tests: a retry waits for the DAG's own backoff, 2-4 minutes
+for the first retry and 4-8 for the second, drawn from a hash of the task and its logical
+date. The runs of (b) and (c) pick the logical date (with `day` given as a parameter, the
+logical date only names the run) whose hash gives the shortest delays the DAG allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+from stack_helpers import DAG_ID, TIMINGS, Stack, load_stack_module, run_path
+
+pytestmark = pytest.mark.stack
+
+module = load_stack_module()
+
+
+# --- helpers -----------------------------------------------------------------------------
+def config(stack: Stack):
+    return module.Config.from_env(stack.env)
+
+
+def quick_retry_logical_date(day: str, task: str, tries: int) -> datetime:
+    """A logical date on ``day`` whose retries of ``task`` wait the least.
+
+    Airflow's exponential backoff waits between b and 2b for try n (b = retry_delay *
+    2^(n-1)), where the extra is a hash of dag id, task id, logical date and try number
+    (TaskInstance.next_retry_datetime): search the seconds of the day for the smallest
+    total over the first ``tries`` retries."""
+    base = datetime.fromisoformat(f"{day}T12:00:00+00:00")
+
+    def wait(moment: datetime) -> int:
+        total = 0
+        for number in range(1, tries + 1):
+            floor = 120 * 2 ** (number - 1)
+            key = f"{DAG_ID}#{task}#{moment}#{number}".encode()
+            total += floor + int(hashlib.sha1(key, usedforsecurity=False).hexdigest(), 16) % floor
+        return total
+
+    return min((base + timedelta(seconds=s) for s in range(0, 36000, 7)), key=wait)
+
+
+def trigger(stack: Stack, name: str, day: str, logical_date: datetime | None = None) -> str:
+    """A run that processes ``day`` (the `day` parameter)."""
+    logical = logical_date or datetime.fromisoformat(f"{day}T12:00:00+00:00")
+    run = stack.ok(
+        "POST",
+        f"/dags/{DAG_ID}/dagRuns",
+        json={
+            "dag_run_id": f"fault_{name}_{day}",
+            "logical_date": logical.isoformat(),
+            "conf": {"day": day},
+        },
+    )
+    return run["dag_run_id"]
+
+
+def task(stack: Stack, run_id: str, task_id: str) -> dict:
+    return stack.ok("GET", f"{run_path(run_id)}/taskInstances/{task_id}")
+
+
+def wait_for_task(
+    stack: Stack, run_id: str, task_id: str, states: set[str], timeout: float
+) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        ti = task(stack, run_id, task_id)
+        if ti["state"] in states:
+            return ti
+        assert time.monotonic() < deadline, f"{task_id} still {ti['state']!r} after {timeout} s"
+        time.sleep(1)
+
+
+def wait_for_end(stack: Stack, run_id: str, timeout: float) -> dict:
+    """Poll a run until it ends, through retries (unlike Stack.wait_for_run). A run that
+    is still going after ``timeout`` s is failed, so that it frees its active-run slot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = stack.ok("GET", run_path(run_id))
+        if run["state"] in ("success", "failed"):
+            return run
+        if time.monotonic() > deadline:
+            stack.api("PATCH", run_path(run_id), json={"state": "failed"})
+            tasks = stack.ok("GET", f"{run_path(run_id)}/taskInstances")["task_instances"]
+            states = {t["task_id"]: (t["state"], t["try_number"]) for t in tasks}
+            raise AssertionError(f"run {run_id} not done after {timeout:.0f} s: {states}")
+        time.sleep(2)
+
+
+def cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    return ""
+
+
+def wait_for_process(stack: Stack, predicate, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in module.stack_pids(config(stack)):
+            if predicate(pid, cmdline(pid)):
+                return pid
+        time.sleep(0.5)
+    raise AssertionError(f"no such process of the stack after {timeout} s")
+
+
+def task_process(stack: Stack, ti: dict) -> int:
+    """The task's own process: Airflow titles it `airflow worker -- <task instance id>`."""
+    return wait_for_process(stack, lambda pid, line: line == f"airflow worker -- {ti['id']}")
+
+
+def scheduler_process(stack: Stack) -> int:
+    """The airflow scheduler itself: the child of its stack_component.py wrapper."""
+    return wait_for_process(
+        stack,
+        lambda pid, line: (
+            "airflow scheduler" in line and "stack_component" in cmdline(module._stat(pid)[0])
+        ),
+    )
+
+
+def orphans(stack: Stack) -> list[str]:
+    """Processes of the stack that are not supervisord or one of its descendants."""
+    cfg = config(stack)
+    supervisor = module.supervisor_pid(cfg)
+    assert supervisor is not None, "supervisord is not running"
+    family = {supervisor, *module.descendants(supervisor)}
+    return [f"{pid} {cmdline(pid)}" for pid in module.stack_pids(cfg) if pid not in family]
+
+
+def restarts(stack: Stack, program: str) -> int:
+    return len(module.stack_supervisor.restarts(config(stack)).get(program, []))
+
+
+def raw_partitions(root: Path) -> dict[str, str]:
+    """sha256 of every file of every raw partition (write-once)."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.glob("data/raw/ds=*/**/*"))
+        if path.is_file()
+    }
+
+
+class HealthWatch(threading.Thread):
+    """Polls the api-server's health endpoint every second; records every miss."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{stack.api_url}/api/v2/monitor/health"
+        self.polls, self.misses = 0, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                response = httpx.get(self.url, timeout=10)
+                if response.status_code != 200:
+                    self.misses.append(f"{time.strftime('%X')} HTTP {response.status_code}")
+            except httpx.HTTPError as exc:
+                self.misses.append(f"{time.strftime('%X')} {type(exc).__name__}: {exc}")
+            self.polls += 1
+            self.done.wait(1)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=15)
+
+
+def superuser(stack: Stack):
+    secrets = json.loads((stack.state / "secrets.json").read_text())
+    conn = psycopg2.connect(
+        host="127.0.0.1",
+        port=config(stack).pg_port,
+        user="postgres",
+        password=secrets["postgres_password"],
+        dbname="postgres",
+        connect_timeout=10,
+    )
+    conn.autocommit = True
+    return conn
+
+
+# --- the faults --------------------------------------------------------------------------
+def test_a_sigkilled_scheduler_comes_back_and_the_run_succeeds(live_dag: Stack):
+    stack = live_dag
+    started = time.monotonic()
+    restarted_before = restarts(stack, "scheduler")
+    run_id = trigger(stack, "scheduler_killed", "2013-04-12")
+    train = wait_for_task(stack, run_id, "train", {"running"}, timeout=300)
+    watch = HealthWatch(stack)
+    watch.start()
+    try:
+        old = scheduler_process(stack)
+        workers = [p for p in module.stack_pids(config(stack)) if module._stat(p)[0] == old]
+        os.kill(old, signal.SIGKILL)
+        run = wait_for_end(stack, run_id, timeout=420)
+    finally:
+        watch.stop()
+    assert run["state"] == "success", run
+    assert restarts(stack, "scheduler") == restarted_before + 1
+    assert scheduler_process(stack) != old
+    # The killed try was reset by the next scheduler and ran again.
+    assert task(stack, run_id, "train")["try_number"] == train["try_number"] + 1
+    assert watch.polls > 10 and watch.misses == [], watch.misses
+    assert workers and not [p for p in workers if module._alive(p)], "old workers survive"
+    assert orphans(stack) == []
+    TIMINGS["fault (a) scheduler SIGKILL: trigger to success"] = (
+        f"{time.monotonic() - started:.0f} s"
+    )
+
+
+def test_a_killed_task_process_is_retried_and_the_run_succeeds(live_dag: Stack):
+    stack = live_dag
+    started = time.monotonic()
+    day = "2013-04-14"
+    run_id = trigger(stack, "task_killed", day, quick_retry_logical_date(day, "train", 1))
+    train = wait_for_task(stack, run_id, "train", {"running"}, timeout=300)
+    os.kill(task_process(stack, train), signal.SIGKILL)
+    retry = wait_for_task(stack, run_id, "train", {"up_for_retry"}, timeout=120)
+    assert retry["try_number"] == train["try_number"]
+    run = wait_for_end(stack, run_id, timeout=420)
+    assert run["state"] == "success", run
+    assert task(stack, run_id, "train")["try_number"] == train["try_number"] + 1
+    assert orphans(stack) == []
+    TIMINGS["fault (b) task process SIGKILL: trigger to success"] = (
+        f"{time.monotonic() - started:.0f} s"
+    )
+
+
+def test_a_refusing_warehouse_fails_ingest_clearly_and_a_clear_recovers(live_dag: Stack):
+    stack = live_dag
+    started = time.monotonic()
+    day = "2013-04-17"
+    before = raw_partitions(stack.root)
+    conn = superuser(stack)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("ALTER DATABASE warehouse ALLOW_CONNECTIONS false")
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'warehouse'"
+            )
+        run_id = trigger(stack, "warehouse_down", day, quick_retry_logical_date(day, "ingest", 2))
+        first = wait_for_task(stack, run_id, "ingest", {"up_for_retry", "failed"}, timeout=300)
+        assert first["state"] == "up_for_retry", "a refused connection must be retried"
+        run = wait_for_end(stack, run_id, timeout=900)
+        assert run["state"] == "failed", run
+        ingest = task(stack, run_id, "ingest")
+        assert (ingest["state"], ingest["try_number"]) == ("failed", 3)
+        error = stack.task_error(run_id, ingest)
+        assert "OperationalError" in error and "warehouse" in error, error
+        assert "not currently accepting connections" in error, error
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("ALTER DATABASE warehouse ALLOW_CONNECTIONS true")
+        conn.close()
+    failed_at = time.monotonic()
+    stack.ok(
+        "POST",
+        f"/dags/{DAG_ID}/clearTaskInstances",
+        json={
+            "dag_run_id": run_id,
+            "task_ids": ["ingest"],
+            "include_downstream": True,
+            "only_failed": False,
+            "dry_run": False,
+        },
+    )
+    run = wait_for_end(stack, run_id, timeout=300)
+    assert run["state"] == "success", run
+    after = raw_partitions(stack.root)
+    assert {k: after.get(k) for k in before} == before, "a raw partition was changed"
+    assert any(f"ds={day}" in name for name in after)
+    assert orphans(stack) == []
+    TIMINGS["fault (c) warehouse refuses: trigger to failure; clear to success"] = (
+        f"{failed_at - started:.0f} s; {time.monotonic() - failed_at:.0f} s"
+    )
+
+
+def test_a_metastore_restart_mid_run_is_survived(live_dag: Stack):
+    stack = live_dag
+    started = time.monotonic()
+    run_id = trigger(stack, "metastore_restart", "2013-04-19")
+    wait_for_task(stack, run_id, "train", {"running"}, timeout=300)
+    pg = module.Postgres(config(stack))
+    old_postmaster = pg.postmaster_pid()
+    pg.restart()
+    assert pg.postmaster_pid() not in (None, old_postmaster)
+    run = wait_for_end(stack, run_id, timeout=600)
+    assert run["state"] == "success", run
+    # Every component is healthy again, with heartbeats from after the restart.
+    since = datetime.now(UTC)
+    deadline = time.monotonic() + 120
+    while not module.healthy(module.health(config(stack)), since=since):
+        assert time.monotonic() < deadline, module.health(config(stack))
+        time.sleep(2)
+    assert orphans(stack) == []
+    TIMINGS["fault (d) metastore restart: trigger to success"] = (
+        f"{time.monotonic() - started:.0f} s"
+    )
