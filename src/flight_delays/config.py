@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -34,6 +35,18 @@ class SourceSettings:
 @dataclass(frozen=True)
 class IngestSettings:
     window_days: int = 90
+    # A fetched day is refused (not frozen) when more than this share of its rows breaks
+    # the data contract (flight_delays.contracts); below it, those rows are quarantined.
+    max_quarantine_share: float = 0.02
+    # A day with fewer flights than this share of the usual count for its weekday looks
+    # partly loaded: it is not frozen, and the task is retried. 2013's smallest day
+    # (Thanksgiving) has 64 % of its weekday's usual count.
+    min_day_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        for key in ("max_quarantine_share", "min_day_share"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"ingest.{key} must be in [0, 1], got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,14 @@ class ProjectPaths:
     def raw_partition(self, day: date) -> Path:
         return self.raw / self._ds(day)
 
+    def superseded(self, day: date) -> Path:
+        """Where re-fetching a day moves its earlier partitions: ``v1/``, ``v2/``, ..."""
+        return self.raw / "superseded" / self._ds(day)
+
+    def quarantine(self, day: date) -> Path:
+        """The rows of ``day`` that broke the data contract, with their reasons."""
+        return self.root / "data" / "interim" / "quarantine" / self._ds(day)
+
     def interim(self, day: date) -> Path:
         return self.root / "data" / "interim" / self._ds(day)
 
@@ -131,10 +152,42 @@ class ProjectPaths:
         return self.root / "data" / "processed" / self._ds(day)
 
     def model_dir(self, day: date) -> Path:
+        """The day's model folder: a ``run=<run id>/`` folder per run that trained for
+        the day, and the card of the run whose results data/output/ds=<day>/ holds."""
         return self.root / "models" / self._ds(day)
+
+    def run_model_dir(self, day: date, run_id: str) -> Path:
+        """Where run ``run_id`` trains for ``day``. One folder per run, so that two runs
+        of the same day never write into one folder. The run id is percent-encoded
+        (Airflow's own ids keep their letters, digits and ``_.~:+-``), so no id can
+        name another folder."""
+        if not run_id:
+            raise ValueError("a run id is needed to name the run's model folder")
+        return self.model_dir(day) / f"run={quote(run_id, safe=':+')}"
+
+    def model_file(self, day: date, run_id: str) -> Path:
+        """The model run ``run_id`` trained for ``day`` (skops format)."""
+        return self.run_model_dir(day, run_id) / "model.skops"
+
+    def model_card(self, day: date, run_id: str) -> Path:
+        """The card of :meth:`model_file` (JSON)."""
+        return self.run_model_dir(day, run_id) / "model_card.json"
+
+    def day_model_card(self, day: date) -> Path:
+        """The card of the model the day's metrics.json and report describe (the score
+        task copies it from the recorded run's folder)."""
+        return self.model_dir(day) / "model_card.json"
 
     def output(self, day: date) -> Path:
         return self.root / "data" / "output" / self._ds(day)
+
+    def predictions(self, day: date) -> Path:
+        """The score task's predictions for the day's holdout (Parquet)."""
+        return self.output(day) / "predictions.parquet"
+
+    def metrics(self, day: date) -> Path:
+        """The score task's metrics.json, written from the day's recorded registry row."""
+        return self.output(day) / "metrics.json"
 
     def figures(self, day: date) -> Path:
         return self.root / "reports" / "figures" / self._ds(day)

@@ -22,7 +22,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
-from flight_delays import io, schema
+from flight_delays import contracts, io, schema, source
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
@@ -437,7 +437,21 @@ def run(
         [io.read_parquet(paths.raw_partition(d) / WEATHER_FILE, task=UPSTREAM_TASK) for d in days],
         ignore_index=True,
     )
+    # Partitions frozen before ingest checked the data contract may hold rows that break
+    # it: leave those rows out here too (counted), rather than fail every run whose window
+    # holds that day. `python -m flight_delays.ingest refetch --day D` replaces such a day.
+    checked = contracts.check_flights(flights, None, source.FLIGHT_DTYPES)
+    if len(checked.quarantine):
+        logger.warning(
+            "featurize %s: left out %d flights of older partitions that break the data "
+            "contract (%s); re-fetch their days to quarantine them at the door",
+            day,
+            len(checked.quarantine),
+            ", ".join(f"{k}: {v}" for k, v in checked.counts.items()),
+        )
+        flights = checked.good
     features, counts = build_features(flights, weather)
+    counts["failed_contract"] = len(checked.quarantine)
     target = io.write_parquet(features, paths.processed(day) / FEATURES_FILE)
     summary = {"rows": len(features), "days": len(days), **counts}
     io.write_json(summary, paths.processed(day) / COUNTS_FILE)

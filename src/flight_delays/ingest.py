@@ -15,9 +15,12 @@ records the window's partitions (rows and SHA-256 of every file) for the next st
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
@@ -28,8 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flight_delays import dates, io, source
-from flight_delays.config import load_settings
+from flight_delays import contracts, dates, io, source
+from flight_delays.config import ProjectPaths, Settings, load_settings
 from flight_delays.errors import PipelineDataError
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ FLIGHTS_FILE = "flights.parquet"
 WEATHER_FILE = "weather.parquet"
 PARTITION_FILES = (FLIGHTS_FILE, WEATHER_FILE)
 MANIFEST_FILE = "manifest.json"
+QUARANTINE_SUMMARY = "summary.json"  # beside the quarantined rows: counts per check
 
 
 class NoFlightsError(PipelineDataError):
@@ -101,6 +105,7 @@ def build_manifest(
             "weather_rows": int(by_day[d]["weather_rows"]),
             "sha256": dict(sorted(by_day[d]["sha256"].items())),
             "fetched": d in fetched_set,
+            "quarantined": int(by_day[d].get("quarantined", 0)),
         }
         for d in window_days
     ]
@@ -114,6 +119,7 @@ def build_manifest(
         "fetched": [e["day"] for e in entries if e["fetched"]],
         "flight_rows": sum(e["flight_rows"] for e in entries),
         "weather_rows": sum(e["weather_rows"] for e in entries),
+        "quarantined_rows": sum(e["quarantined"] for e in entries),
     }
 
 
@@ -177,17 +183,132 @@ def partition_stats(day: date, path: Path) -> dict[str, Any]:
     return stats
 
 
+def _next_version(folder: Path) -> Path:
+    taken = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return folder / next(f"v{n}" for n in range(1, len(taken) + 2) if f"v{n}" not in taken)
+
+
+def supersede(paths: ProjectPaths, day: date) -> Path | None:
+    """Move ``day``'s raw partition and its quarantine aside, unchanged, to
+    ``data/raw/superseded/ds=D/v<N>/`` so the next ingest fetches the day again.
+
+    Returns the folder they went to, or None when the day had no partition. Renames
+    only: the files keep their bytes, and the manifests of earlier runs keep their
+    SHA-256 sums to compare with.
+    """
+    partition = paths.raw_partition(day)
+    if not partition.exists():
+        return None
+    target = _next_version(paths.superseded(day))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(partition, target)
+    if paths.quarantine(day).exists():
+        os.rename(paths.quarantine(day), target / "quarantine")
+    logger.info("re-fetch %s: moved its partition (and quarantine) to %s", day, target)
+    return target
+
+
+def _fetch(
+    engine: Any, tables: dict[str, Any], day: date, settings: Settings, shown: str
+) -> tuple[contracts.Checked, contracts.Checked, dict[str, Any]]:
+    """Read ``day`` from the source and check it against the contract. Raises for an
+    empty or partly loaded day; writes nothing."""
+    flights_raw, weather_raw = source.read_day(engine, day, tables)
+    if flights_raw.empty:
+        raise NoFlightsError(day, shown)
+    incomplete = contracts.completeness(
+        day,
+        flights=len(flights_raw),
+        weather=len(weather_raw),
+        usual_flights=source.usual_flights(engine, day, tables),
+        weather_later=weather_raw.empty and source.weather_after(engine, day, tables),
+        min_share=settings.ingest.min_day_share,
+    )
+    if incomplete:
+        raise contracts.IncompleteDayError(
+            f"{incomplete}: the day looks partly loaded in {shown}, so it was not frozen; "
+            f"the task is retried, and any later run fetches it again once it is complete"
+        )
+    flights = contracts.check_flights(flights_raw, day, source.FLIGHT_DTYPES)
+    weather = contracts.check_weather(weather_raw, day, source.WEATHER_DTYPES)
+    return flights, weather, contracts.quarantine_summary(day, flights, weather)
+
+
+def _freeze(
+    paths: ProjectPaths,
+    day: date,
+    checked: tuple[contracts.Checked, contracts.Checked, dict[str, Any]],
+    max_share: float,
+) -> bool:
+    """Write the day's quarantine, refuse the day if too much of it broke the contract,
+    else write its raw partition (write-once). True if this call wrote the partition."""
+    flights, weather, summary = checked
+    folder = paths.quarantine(day)
+    for name, part in ((FLIGHTS_FILE, flights), (WEATHER_FILE, weather)):
+        if len(part.quarantine):
+            io.write_parquet(part.quarantine, folder / name)
+    io.write_json(summary, folder / QUARANTINE_SUMMARY)
+    if summary["quarantined"]:
+        logger.warning(
+            "%s: quarantined %d of %d flights and %d of %d weather rows (%s) in %s",
+            day,
+            len(flights.quarantine),
+            flights.rows_in,
+            len(weather.quarantine),
+            weather.rows_in,
+            ", ".join(f"{k}: {v}" for k, v in {**flights.counts, **weather.counts}.items()),
+            folder,
+        )
+    contracts.refuse_share(summary, max_share, str(folder))
+    if weather.good.empty:
+        logger.warning("no weather rows for %s: frozen with an empty weather file", day)
+    return write_partition(paths.raw_partition(day), flights.good, weather.good)
+
+
+def refetch_day(settings: Settings, day: date, url: str) -> Path | None:
+    """Fetch ``day`` again from the source (a corrected day): checked first, then the old
+    partition and quarantine are moved aside unchanged (:func:`supersede`) and the new
+    ones written. A day that fails its checks leaves the old partition in place.
+    Returns where the old partition went (None: there was none)."""
+    engine = source.open_engine(url)
+    try:
+        tables = source.reflect_source(engine)
+        checked = _fetch(engine, tables, day, settings, source.safe_url(url))
+    finally:
+        engine.dispose()
+    contracts.refuse_share(checked[2], settings.ingest.max_quarantine_share, "the source")
+    moved = supersede(settings.paths, day)
+    _freeze(settings.paths, day, checked, settings.ingest.max_quarantine_share)
+    return moved
+
+
+def quarantined_rows(paths: ProjectPaths, day: date) -> int:
+    """Rows of ``day`` the contract kept back when it was fetched (0: none, or fetched
+    before the contracts existed)."""
+    summary = paths.quarantine(day) / QUARANTINE_SUMMARY
+    return int(json.loads(summary.read_text())["quarantined"]) if summary.is_file() else 0
+
+
 def run(
     day: str | date,
     root: str | Path | None = None,
     params_file: str | Path | None = None,
     source_url: str | None = None,
+    refetch: bool = False,
 ) -> dict[str, Any]:
     """Fetch the window's missing raw partitions for ``day`` and write its manifest.
 
+    Every fetched day passes the data contract first (:mod:`flight_delays.contracts`):
+    rows that break it go to ``data/interim/quarantine/ds=<day>/`` with their reasons,
+    the others are frozen. ``refetch`` first moves the processed day's partition aside
+    (:func:`supersede`), so the day is read from the source again.
+
     Returns ``{"manifest": path, "days": window days, "fetched": days fetched now,
-    "flight_rows": flights in the window}``. Raises NoFlightsError for a window day the
-    source has no flights for (nothing is written for that day).
+    "flight_rows": flights in the window, "quarantined_rows": rows kept back in the
+    window}``. Raises NoFlightsError for a window day the source has no flights for,
+    QuarantineShareError for a day with too many broken rows (both PipelineDataError),
+    and IncompleteDayError for a day that looks partly loaded; nothing is written for
+    such a day.
     """
     processed = dates.parse_day(day)
     settings = load_settings(root, params_file)
@@ -195,6 +316,8 @@ def run(
     days = dates.window(processed, settings.ingest.window_days)
     url = source_url or settings.source_url
     shown = source.safe_url(url)
+    if refetch:
+        refetch_day(settings, processed, url)
     todo = missing_days(days, (d for d in days if paths.raw_partition(d).exists()))
     fetched: list[date] = []
     if todo:
@@ -202,20 +325,20 @@ def run(
         try:
             tables = source.reflect_source(engine)
             for d in todo:
-                flights, weather = source.fetch_day(engine, d, tables)
-                if flights.empty:
-                    raise NoFlightsError(d, shown)
-                if weather.empty:
-                    logger.warning("no weather rows for %s in %s: empty weather file", d, shown)
-                if write_partition(paths.raw_partition(d), flights, weather):
+                checked = _fetch(engine, tables, d, settings, shown)
+                if _freeze(paths, d, checked, settings.ingest.max_quarantine_share):
                     fetched.append(d)
         finally:
             engine.dispose()
-    partitions = [partition_stats(d, paths.raw_partition(d)) for d in days]
+    partitions = [
+        {**partition_stats(d, paths.raw_partition(d)), "quarantined": quarantined_rows(paths, d)}
+        for d in days
+    ]
     manifest = build_manifest(processed, days, partitions, fetched, shown)
     path = io.write_json(manifest, paths.interim(processed) / MANIFEST_FILE)
     logger.info(
-        "ingest %s: window %s..%s (%d days), fetched %d from %s, %d flight rows; manifest %s",
+        "ingest %s: window %s..%s (%d days), fetched %d from %s, %d flight rows, "
+        "%d quarantined rows; manifest %s",
         processed,
         days[0],
         days[-1],
@@ -223,6 +346,7 @@ def run(
         len(fetched),
         shown,
         manifest["flight_rows"],
+        manifest["quarantined_rows"],
         path,
     )
     return {
@@ -230,4 +354,35 @@ def run(
         "days": len(days),
         "fetched": len(fetched),
         "flight_rows": manifest["flight_rows"],
+        "quarantined_rows": manifest["quarantined_rows"],
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flight_delays.ingest refetch --day D``: fetch a corrected day again."""
+    parser = argparse.ArgumentParser(prog="python -m flight_delays.ingest", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    refetch = commands.add_parser(
+        "refetch",
+        help="move the day's raw partition aside (kept, unchanged) and fetch it again, "
+        "with the data contract, from the source",
+    )
+    refetch.add_argument("--day", required=True, type=dates.parse_day, help="YYYY-MM-DD")
+    refetch.add_argument("--root", default=None, help="project root (default: FLIGHT_DELAYS_HOME)")
+    refetch.add_argument("--source-url", default=None, help="SQLAlchemy URL of the warehouse")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = load_settings(args.root)
+    moved = refetch_day(settings, args.day, args.source_url or settings.source_url)
+    result = run(args.day, settings.paths.root, source_url=args.source_url)
+    print(
+        f"re-fetched {args.day}: earlier partition kept in {moved}"
+        if moved
+        else f"fetched {args.day}"
+    )
+    print(f"manifest: {result['manifest']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

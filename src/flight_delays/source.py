@@ -52,6 +52,7 @@ from sqlalchemy import (
     Float,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     bindparam,
@@ -416,20 +417,43 @@ def reflect_source(engine: Engine) -> dict[str, Table]:
             raise SourceSchemaError(
                 f"source table '{name}' at {shown} lacks columns: {', '.join(missing)}"
             )
+        wrong = [
+            f"{c.name} is {table.c[c.name].type} (the contract needs {_KIND[_kind(c.type)]})"
+            for c in contract.columns
+            # Dates are left to the row checks: SQLite keeps them as text or numbers.
+            if _kind(c.type) != "date" and _kind(table.c[c.name].type) not in (None, _kind(c.type))
+        ]
+        if wrong:
+            raise SourceSchemaError(
+                f"source table '{name}' at {shown} has columns of the wrong type: "
+                f"{'; '.join(wrong)}"
+            )
         tables[name] = table
     return tables
 
 
-def fetch_day(
+_KIND = {"number": "a number", "date": "a date", "text": "text"}
+
+
+def _kind(sql_type: Any) -> str | None:
+    """What a column type holds, as far as the contract cares; None: cannot tell (e.g. a
+    SQLite column declared with a type name SQLAlchemy does not know)."""
+    if isinstance(sql_type, Integer | Float | Numeric):
+        return "number"
+    if isinstance(sql_type, Date | DateTime):
+        return "date"
+    if isinstance(sql_type, String):
+        return "text"
+    return None
+
+
+def read_day(
     engine: Engine, day: str | date, tables: dict[str, Table] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The flights and weather rows of one ``local_date``, read with a bound parameter.
-
-    Returns ``(flights, weather)`` shaped to :data:`schema.FLIGHT_COLUMNS` and
-    :data:`schema.WEATHER_COLUMNS`, sorted by their keys, ``local_date`` as
-    ``datetime64[ns]``. ``tables`` (from :func:`reflect_source`) saves reflecting again
-    when reading many days.
-    """
+    """The flights and weather rows of one ``local_date`` as the database holds them,
+    read with a bound parameter: the contract columns, sorted by their keys, values not
+    converted (ingest checks them with :mod:`flight_delays.contracts`). ``tables`` (from
+    :func:`reflect_source`) saves reflecting again when reading many days."""
     day = parse_day(day)
     tables = tables if tables is not None else reflect_source(engine)
     frames = []
@@ -442,9 +466,44 @@ def fetch_day(
                 .order_by(*(table.c[k] for k in key))
             )
             rows = conn.execute(query, {"day": day}).all()
-            frame = pd.DataFrame(rows, columns=[c.name for c in contract.columns])
-            frames.append(conform(frame, contract))
+            frames.append(pd.DataFrame(rows, columns=[c.name for c in contract.columns]))
     return frames[0], frames[1]
+
+
+def fetch_day(
+    engine: Engine, day: str | date, tables: dict[str, Table] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`read_day`, typed: ``(flights, weather)`` shaped to
+    :data:`schema.FLIGHT_COLUMNS` and :data:`schema.WEATHER_COLUMNS`, ``local_date`` as
+    ``datetime64[ns]``. For a trusted source (the seed, backtests); ingest checks rows
+    with the contracts instead."""
+    flights, weather = read_day(engine, day, tables)
+    return conform(flights, FLIGHTS), conform(weather, WEATHER)
+
+
+def usual_flights(
+    engine: Engine, day: date, tables: dict[str, Table], weeks: int = 4
+) -> int | None:
+    """The median number of flights of ``day``'s weekday over the ``weeks`` weeks before
+    it, from the source (days without flights left out); None without any such day."""
+    flights = tables[FLIGHTS.name]
+    days = [day - timedelta(days=7 * k) for k in range(1, weeks + 1)]
+    query = (
+        select(flights.c[schema.DAY], func.count())
+        .where(flights.c[schema.DAY].in_(bindparam("days", expanding=True)))
+        .group_by(flights.c[schema.DAY])
+    )
+    with engine.connect() as conn:
+        counts = [int(n) for _, n in conn.execute(query, {"days": days}).all()]
+    return int(pd.Series(counts).median()) if counts else None
+
+
+def weather_after(engine: Engine, day: date, tables: dict[str, Table]) -> bool:
+    """Whether the source holds weather for a day after ``day``."""
+    weather = tables[WEATHER.name]
+    query = select(weather.c[schema.DAY]).where(weather.c[schema.DAY] > bindparam("day")).limit(1)
+    with engine.connect() as conn:
+        return conn.execute(query, {"day": day}).first() is not None
 
 
 # --- command line ----------------------------------------------------------------------

@@ -110,13 +110,13 @@ def test_run_fetches_the_window_then_only_missing_days(
     root: Path, source_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     read: list[date] = []
-    real_fetch_day = source.fetch_day
+    real_read_day = source.read_day
 
     def spy(engine: Any, day: date, tables: Any = None) -> Any:
         read.append(day)
-        return real_fetch_day(engine, day, tables)
+        return real_read_day(engine, day, tables)
 
-    monkeypatch.setattr(source, "fetch_day", spy)
+    monkeypatch.setattr(source, "read_day", spy)
 
     first = ingest.run("2013-01-04", root=root, source_url=source_url)
     kept = {d: fingerprint(partition(root, d)) for d in ("2013-01-02", "2013-01-03", "2013-01-04")}

@@ -1,0 +1,136 @@
+"""Unit tests for flight_delays.contracts: the row checks at the door, on inline frames."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from flight_delays import contracts, source
+
+DAY = date(2013, 7, 5)
+
+
+def flights(**changes: list) -> pd.DataFrame:
+    """Two valid flights as a database returns them (object columns), with ``changes``."""
+    frame = pd.DataFrame(
+        {
+            "local_date": [DAY, DAY],
+            "original_date": [DAY, DAY],
+            "replay_cycle": [0, 0],
+            "carrier": ["UA", "AA"],
+            "flight": [1, 2],
+            "tailnum": ["N1", None],
+            "origin": ["EWR", "JFK"],
+            "dest": ["ORD", "LAX"],
+            "sched_dep_time": [600, 2359],
+            "sched_arr_time": [800, 300],
+            "dep_time": [605, None],
+            "dep_delay": [5.0, None],
+            "arr_time": [810, None],
+            "arr_delay": [10.0, None],
+            "air_time": [120.0, None],
+            "distance": [719, 2475],
+        }
+    ).astype(object)
+    for name, values in changes.items():
+        frame[name] = pd.Series(values, dtype=object)
+    return frame
+
+
+def test_valid_rows_pass_typed_and_the_input_is_not_modified() -> None:
+    raw = flights()
+    before = raw.copy()
+    checked = contracts.check_flights(raw, DAY, source.FLIGHT_DTYPES)
+    pd.testing.assert_frame_equal(raw, before)
+    assert checked.quarantine.empty and checked.counts == {}
+    # Typed exactly as the trusted conversion of the same rows types them.
+    pd.testing.assert_frame_equal(checked.good, source.conform(raw, source.FLIGHTS))
+
+
+@pytest.mark.parametrize(
+    ("changes", "check", "reason"),
+    [
+        ({"distance": [-5, 719]}, "distance", "distance -5 miles is not positive"),
+        ({"arr_delay": [1441.0, None]}, "delay_bounds", "arr_delay 1441 minutes is beyond ±24 h"),
+        ({"dep_delay": [-1500.0, None]}, "delay_bounds", "dep_delay -1500 minutes"),
+        ({"sched_dep_time": [2460, 2359]}, "hhmm", "sched_dep_time 2460 is not a valid HHMM"),
+        ({"sched_arr_time": [2401, 300]}, "hhmm", "sched_arr_time 2401"),
+        ({"carrier": ["ZZ", "AA"]}, "unknown_carrier", "unknown carrier 'ZZ'"),
+        ({"origin": ["BOS", "JFK"]}, "unknown_origin", "unknown origin airport 'BOS'"),
+        ({"dest": ["or", "LAX"]}, "dest_code", "dest 'or' is not a three-letter airport code"),
+        ({"flight": ["12a", 2]}, "not_a_number", "flight '12a' is not a number"),
+        ({"flight": [1.5, 2]}, "not_whole", "flight 1.5 is not a whole number"),
+        ({"carrier": [None, "AA"]}, "required_null", "carrier is null"),
+        ({"local_date": [date(2013, 7, 6), DAY]}, "other_day", "is not the fetched day"),
+        ({"air_time": [0.0, None]}, "air_time_bounds", "air_time 0 minutes"),
+    ],
+)
+def test_a_broken_value_quarantines_its_row_with_a_reason(
+    changes: dict, check: str, reason: str
+) -> None:
+    checked = contracts.check_flights(flights(**changes), DAY, source.FLIGHT_DTYPES)
+    assert len(checked.good) == 1 and len(checked.quarantine) == 1
+    assert check in checked.quarantine.loc[0, contracts.CHECKS].split(",")
+    assert reason in checked.quarantine.loc[0, contracts.REASON]
+    assert checked.counts[check] == 1
+
+
+def test_a_row_failing_several_checks_gives_every_reason_once() -> None:
+    checked = contracts.check_flights(
+        flights(distance=[-5, 719], arr_delay=[9999.0, None]), DAY, source.FLIGHT_DTYPES
+    )
+    row = checked.quarantine.loc[0]
+    assert row[contracts.CHECKS] == "delay_bounds,distance"
+    assert row[contracts.REASON] == (
+        "arr_delay 9999 minutes is beyond ±24 h; distance -5 miles is not positive"
+    )
+    # Quarantined values are kept as fetched (as text), not coerced.
+    assert row["distance"] == "-5" and row["carrier"] == "UA"
+
+
+def test_midnight_2400_and_missing_actuals_are_valid() -> None:
+    checked = contracts.check_flights(flights(dep_time=[2400, None]), DAY, source.FLIGHT_DTYPES)
+    assert checked.quarantine.empty
+
+
+def test_weather_hour_out_of_range_is_quarantined_and_repeated_hour_kept() -> None:
+    weather = pd.DataFrame(
+        {
+            "local_date": [DAY] * 3,
+            "original_date": [DAY] * 3,
+            "replay_cycle": [0] * 3,
+            "origin": ["EWR", "EWR", "EWR"],
+            "hour": [1, 1, 24],
+            **{m: [50.0, 51.0, 52.0] for m in ("temp", "dewp", "humid", "wind_dir")},
+            **{m: [None] * 3 for m in ("wind_speed", "wind_gust", "precip", "pressure", "visib")},
+        }
+    ).astype(object)
+    checked = contracts.check_weather(weather, DAY, source.WEATHER_DTYPES)
+    assert len(checked.good) == 2  # hour 1 twice: the hour repeated when DST ends
+    assert checked.quarantine[contracts.REASON].tolist() == ["hour 24 is not 0-23"]
+
+
+def test_share_over_the_threshold_is_refused_with_day_checks_and_place() -> None:
+    checked = contracts.check_flights(flights(distance=[-5, 719]), DAY, source.FLIGHT_DTYPES)
+    empty = contracts.check_weather(
+        pd.DataFrame(columns=list(source.WEATHER_DTYPES)), DAY, source.WEATHER_DTYPES
+    )
+    summary = contracts.quarantine_summary(DAY, checked, empty)
+    assert summary["share"] == 0.5
+    contracts.refuse_share(summary, 0.5, "/q")  # at the threshold: accepted
+    with pytest.raises(
+        contracts.QuarantineShareError, match=r"2013-07-05: 1 rows \(50.0%\).*distance: 1 rows.*/q"
+    ):
+        contracts.refuse_share(summary, 0.1, "/q")
+
+
+def test_completeness_names_the_reason() -> None:
+    assert contracts.completeness(DAY, 900, 72, 1000, True, 0.5) is None
+    assert "fewer than 50% of the usual 1000 for a Friday" in contracts.completeness(
+        DAY, 400, 72, 1000, True, 0.5
+    )
+    assert contracts.completeness(DAY, 400, 72, None, True, 0.5) is None  # no reference
+    assert "no weather" in contracts.completeness(DAY, 900, 0, 1000, False, 0.5)
+    assert contracts.completeness(DAY, 900, 0, 1000, True, 0.5) is None  # a gap in the feed
