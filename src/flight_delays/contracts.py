@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 
 from flight_delays import schema
 from flight_delays.errors import PipelineDataError
@@ -41,6 +42,66 @@ HHMM_COLUMNS = ("sched_dep_time", "sched_arr_time", "dep_time", "arr_time")
 DELAY_COLUMNS = ("dep_delay", "arr_delay")
 REASON = "reason"  # the column of a quarantine frame that says why each row is there
 CHECKS = "checks"  # the names of the checks the row failed, comma-separated
+
+
+def _hhmm(nullable: bool) -> pa.Column:
+    dtype = "float64" if nullable else "int64"
+    valid = pa.Check(
+        lambda s: (s.between(0, 2359) & (s % 100 < 60)) | (s == 2400),
+        name="hhmm",
+        element_wise=False,
+    )
+    return pa.Column(dtype, valid, nullable=nullable)
+
+
+def _delay() -> pa.Column:
+    return pa.Column(
+        "float64", pa.Check.in_range(-MAX_DELAY_MINUTES, MAX_DELAY_MINUTES), nullable=True
+    )
+
+
+# The frozen partition's contract, declared: what every row that passed the checks below
+# holds. Ingest validates the good rows against it before they are written, so a check
+# that let a bad row through fails loudly instead of freezing the row.
+RAW_FLIGHTS_SCHEMA = pa.DataFrameSchema(
+    {
+        schema.DAY: pa.Column("datetime64[ns]"),
+        schema.ORIGINAL_DAY: pa.Column("datetime64[ns]"),
+        schema.REPLAY_CYCLE: pa.Column("int64", pa.Check.ge(0)),
+        "carrier": pa.Column(str, pa.Check.isin(sorted(CARRIERS))),
+        "flight": pa.Column("int64"),
+        "tailnum": pa.Column(str, nullable=True),
+        "origin": pa.Column(str, pa.Check.isin(sorted(ORIGINS))),
+        "dest": pa.Column(str, pa.Check.str_matches(r"^[A-Z]{3}$")),
+        "sched_dep_time": _hhmm(nullable=False),
+        "sched_arr_time": _hhmm(nullable=False),
+        "dep_time": _hhmm(nullable=True),
+        "dep_delay": _delay(),
+        "arr_time": _hhmm(nullable=True),
+        "arr_delay": _delay(),
+        "air_time": pa.Column(
+            "float64", pa.Check.in_range(0, MAX_DELAY_MINUTES, include_min=False), nullable=True
+        ),
+        "distance": pa.Column("int64", pa.Check.gt(0)),
+    },
+    unique=schema.FLIGHT_KEY,
+    strict=True,
+    ordered=True,
+    name="raw flights",
+)
+RAW_WEATHER_SCHEMA = pa.DataFrameSchema(
+    {
+        schema.DAY: pa.Column("datetime64[ns]"),
+        schema.ORIGINAL_DAY: pa.Column("datetime64[ns]"),
+        schema.REPLAY_CYCLE: pa.Column("int64", pa.Check.ge(0)),
+        "origin": pa.Column(str, pa.Check.isin(sorted(ORIGINS))),
+        "hour": pa.Column("int64", pa.Check.in_range(0, 23)),
+        **{m: pa.Column("float64", nullable=True) for m in schema.WEATHER_MEASURES},
+    },
+    strict=True,
+    ordered=True,
+    name="raw weather",
+)
 
 
 class QuarantineShareError(PipelineDataError):
@@ -242,7 +303,8 @@ def check_flights(raw: pd.DataFrame, day: date | None, dtypes: Mapping[str, str]
     _duplicates(frame, failures)
     quarantine, counts = failures.table(frame)
     keep = ~failures.failed()
-    return Checked(good=_typed(typed, keep, dtypes), quarantine=quarantine, counts=counts)
+    good = RAW_FLIGHTS_SCHEMA.validate(_typed(typed, keep, dtypes), lazy=True)
+    return Checked(good=good, quarantine=quarantine, counts=counts)
 
 
 def _typed(
@@ -316,7 +378,8 @@ def check_weather(raw: pd.DataFrame, day: date, dtypes: Mapping[str, str]) -> Ch
     )
     quarantine, counts = failures.table(frame)
     keep = ~failures.failed()
-    return Checked(good=_typed(typed, keep, dtypes), quarantine=quarantine, counts=counts)
+    good = RAW_WEATHER_SCHEMA.validate(_typed(typed, keep, dtypes), lazy=True)
+    return Checked(good=good, quarantine=quarantine, counts=counts)
 
 
 def quarantine_summary(day: date, flights: Checked, weather: Checked) -> dict[str, Any]:
