@@ -21,7 +21,7 @@ export FLIGHT_DELAYS_HOME := $(ROOT)
 export UV_COMPILE_BYTECODE := 1
 export UV_PROJECT_ENVIRONMENT := $(ROOT)/$(VENV)
 
-.PHONY: help venv seed airflow-init run test lint clean-artifacts up down stack-status logs
+.PHONY: help venv seed airflow-init run task step env test lint clean-artifacts up down stack-status logs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -53,6 +53,31 @@ run: seed airflow-init ## run the DAG once for the latest complete day, print th
 	$(BIN)/airflow dags reserialize >/dev/null
 	$(BIN)/airflow dags test flight_delays
 	$(BIN)/python -m flight_delays.summary
+
+# The developer loop (README, "Develop a task alone"): one task or a range first..last,
+# for the processed day DAY. Both exit non-zero when a step fails. Arguments are checked
+# before anything is set up.
+ifneq ($(filter task,$(MAKECMDGOALS)),)
+ifeq ($(and $(T),$(DAY)),)
+$(error usage: make task T=<task|first..last> DAY=YYYY-MM-DD)
+endif
+endif
+ifneq ($(filter step,$(MAKECMDGOALS)),)
+ifeq ($(and $(S),$(DAY)),)
+$(error usage: make step S=<step|first..last> DAY=YYYY-MM-DD)
+endif
+endif
+
+task: airflow-init ## T=<task|first..last> DAY=<YYYY-MM-DD>: through Airflow, in one process
+	$(BIN)/python dev/run_tasks.py $(T) --day $(DAY)
+
+step: venv ## S=<step|first..last> DAY=<YYYY-MM-DD>: the same steps without Airflow
+	$(BIN)/python -m flight_delays run $(S) --day $(DAY)
+
+env: ## print the Airflow settings above as export lines, for eval in a shell
+	@$(foreach v,AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__PLUGINS_FOLDER \
+	  AIRFLOW__CORE__LOAD_EXAMPLES AIRFLOW__CORE__DEFAULT_TIMEZONE FLIGHT_DELAYS_HOME,\
+	  printf 'export %s=%q\n' $(v) '$($(v))';)
 
 test: lint ## run the whole test suite (after the lint)
 	$(BIN)/pytest

@@ -53,29 +53,30 @@ class StepFailed(RuntimeError):
         super().__init__(f"step '{step}' failed: {type(error).__name__}: {error}")
 
 
-def select_steps(spec: str) -> list[str]:
-    """The steps ``spec`` names: one step (``train``), an inclusive range in pipeline
-    order (``ingest..score``; an open end means the first or last step), or ``all``."""
+def select_steps(spec: str, steps: Sequence[str] = STEPS) -> list[str]:
+    """The names ``spec`` selects from ``steps`` (in run order): one step (``train``), an
+    inclusive range (``ingest..score``; an open end means the first or last step), or
+    ``all``. The Airflow dev runner (dev/run_tasks.py) passes the DAG's task order."""
     spec = spec.strip()
     if spec == "all":
-        return list(STEPS)
+        return list(steps)
     if RANGE_SEPARATOR in spec:
         first, _, last = spec.partition(RANGE_SEPARATOR)
-        first, last = first.strip() or STEPS[0], last.strip() or STEPS[-1]
+        first, last = first.strip() or steps[0], last.strip() or steps[-1]
     else:
         first = last = spec
     for name in (first, last):
-        if name not in STEPS:
+        if name not in steps:
             raise StepSelectionError(
-                f"unknown step {name!r}: the steps are {', '.join(STEPS)} "
-                f"(one step, a range such as ingest..score, or all)"
+                f"unknown step {name!r}: the steps are {', '.join(steps)} "
+                f"(one step, a range such as {steps[0]}..{steps[-1]}, or all)"
             )
-    start, stop = STEPS.index(first), STEPS.index(last)
+    start, stop = steps.index(first), steps.index(last)
     if start > stop:
         raise StepSelectionError(
             f"range {spec!r} runs backwards: {first!r} comes after {last!r} in the pipeline"
         )
-    return list(STEPS[start : stop + 1])
+    return list(steps[start : stop + 1])
 
 
 def step_kwargs(
