@@ -1,7 +1,10 @@
-"""One private no-Docker stack for the live tests (test_live_stack.py: module scope, so
-it stops as soon as they are done): `deploy/stack/stack.py up` with a throw-away state
-folder, free ports and a tmp project root (short window), PostgreSQL metastore and
-warehouse; always `down` at the end, and nothing of it may be left running.
+"""One private no-Docker stack shared by every live test of the session (test_live_stack,
+test_ui, test_faults): `deploy/stack/stack.py up` with a throw-away state folder, free
+ports and a tmp project root (short window), PostgreSQL metastore and warehouse; always
+`down` at the end of the session, and nothing of it may be left running.
+
+The browser tests use pytest-playwright's fixtures (``page``, ``browser``) on the system
+Chromium: the launch arguments below point Playwright at it, so no browser is downloaded.
 
 The warehouse holds real 2013 days only (no replay), so the tests that trigger runs for
 fixed days never depend on today's date. The tests of the clock-driven paths (the
@@ -23,13 +26,16 @@ from pathlib import Path
 import pendulum
 import pytest
 from stack_helpers import (
+    CHROMIUM_FLAGS,
     DAG_ID,
     PARAMS,
     SEEDED,
     TIMINGS,
     TZ,
+    VIEWPORT,
     WINDOW_DAYS,
     Stack,
+    chromium_binary,
     free_port,
     leftovers,
     load_stack_module,
@@ -44,7 +50,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(f"{name}: {value}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     module = load_stack_module()
     try:
@@ -98,7 +104,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert data_kept, "`down` must keep the PostgreSQL data"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def recent_days(stack: Stack) -> tuple[date, date]:
     """Replay the last weeks (New York calendar) into the warehouse: enough for the
     scheduled run the scheduler makes on unpause (the latest 02:00) and for a trigger
@@ -112,9 +118,24 @@ def recent_days(stack: Stack) -> tuple[date, date]:
     return first, last
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_dag(stack: Stack, recent_days: tuple[date, date]) -> Stack:
     """The DAG unpaused (it is created paused: dags_are_paused_at_creation)."""
     dag = stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
     assert dag["is_paused"] is False
     return stack
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """pytest-playwright's launch arguments, on the system Chromium. The UI tests fail
+    (not skip) without it: CI installs it (apt-get install -y chromium)."""
+    binary = chromium_binary()
+    if binary is None:
+        pytest.fail("the UI tests need Chromium: apt-get install -y chromium")
+    return {**browser_type_launch_args, "executable_path": binary, "args": CHROMIUM_FLAGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict) -> dict:
+    return {**browser_context_args, "viewport": VIEWPORT}

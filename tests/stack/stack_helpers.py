@@ -1,11 +1,15 @@
 """Helpers of the live stack tests: the Stack handle (stack.py, the airflow CLI, the REST
-API v2 with a JWT), the test parameters, and small utilities used by conftest.py."""
+API v2 with a JWT), the test parameters, the browser set-up (Playwright on the system
+Chromium) and small utilities used by conftest.py."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
+import math
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +21,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pandas as pd
+
+from flight_delays.config import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "stack" / "stack.py"
@@ -33,6 +40,20 @@ train: {{max_iter: 60, learning_rate: 0.1, min_samples_leaf: 20}}
 """
 SEEDED = (date(2013, 2, 20), date(2013, 4, 30))  # original 2013 days in the warehouse
 
+# Headless Chromium flags measured to work on these machines (shared/DESIGN.md): as root,
+# Chromium needs --no-sandbox; /dev/shm is small in containers.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+
 # Measurements of this session, printed in pytest's terminal summary (conftest.py).
 TIMINGS: dict[str, str] = {}
 
@@ -46,6 +67,16 @@ def load_stack_module():
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def chromium_binary() -> str | None:
+    """The system Chromium (Debian's `chromium`): Playwright drives it through
+    ``executable_path``, so no browser download is needed."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
 
 
 def free_port() -> int:
@@ -91,11 +122,9 @@ class Stack:
 
     @property
     def warehouse_url(self) -> str:
-        """The warehouse connection the components get (parsed as honcho parses it)."""
-        from honcho.environ import parse
-
+        """The warehouse connection the components get (parsed as the stack parses it)."""
         module = load_stack_module()
-        generated = parse((self.state / "generated.env").read_text())
+        generated = module.parse_env((self.state / "generated.env").read_text())
         return generated[module.WAREHOUSE_CONN_ENV]
 
     @property
@@ -190,3 +219,53 @@ def replay_window(first: date, last: date) -> list[tuple[int, tuple[date, date]]
         pairs.setdefault(cycle, []).append(day - timedelta(days=shift_days(cycle)))
         day += timedelta(days=1)
     return [(cycle, (min(days), max(days))) for cycle, days in sorted(pairs.items())]
+
+
+def log_in(page, stack: Stack, path: str = f"/dags/{DAG_ID}") -> None:
+    """Open ``path`` in the UI, get sent to the login form, log in as admin, and wait
+    until the browser is back on ``path``, logged in (the JWT is in the _token cookie).
+
+    ``page``: a Playwright Page."""
+    page.goto(f"{stack.api_url}{path}")
+    page.wait_for_url("**/auth/login**")
+    page.fill("input[name=username]", load_stack_module().ADMIN_USER)
+    page.fill("input[name=password]", stack.admin_password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{stack.api_url}{path}")
+
+
+def check_day(root: Path, day: date) -> dict:
+    """The day's artifacts exist and are sane; returns metrics.json."""
+    paths = ProjectPaths(root)
+    metrics = json.loads((paths.output(day) / "metrics.json").read_text())
+    for who in ("model", "baseline"):
+        assert math.isfinite(metrics[who]["mae"]) and metrics[who]["mae"] > 0, metrics
+    predictions = pd.read_parquet(paths.output(day) / "predictions.parquet")
+    assert len(predictions) > 0
+    assert pd.to_datetime(predictions["local_date"]).dt.date.max() == day
+    # The model file sits in the day's folder or in a run's folder inside it.
+    models = list(paths.model_dir(day).rglob("model.skops"))
+    assert models and all(m.stat().st_size > 0 for m in models), paths.model_dir(day)
+    figures = sorted(paths.figures(day).glob("*.png"))
+    assert figures, f"no figures in {paths.figures(day)}"
+    for figure in figures:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    return metrics
+
+
+def fingerprint(root: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every per-day artifact file under the project root."""
+    found = {}
+    for pattern in (
+        "data/interim/ds=*/**/*",
+        "data/processed/ds=*/**/*",
+        "data/output/ds=*/**/*",
+        "models/ds=*/**/*",
+        "reports/figures/ds=*/**/*",
+        "data/raw/ds=*/**/*",
+    ):
+        for path in root.glob(pattern):
+            if path.is_file():
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                found[str(path.relative_to(root))] = (digest, path.stat().st_mtime_ns)
+    return found
