@@ -121,6 +121,13 @@ def run(spec: str, day: date, dag_id: str = DAG_ID) -> int:
     return 1 if failed else 0
 
 
+def _freeze_at_exit() -> None:
+    """Move every live object to the permanent generation, which the interpreter's last
+    collection skips: Airflow leaves ~700k objects alive, and walking them takes ~2 s.
+    Measured in docs/benchmarks.md ("The developer loop")."""
+    gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -128,10 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         day = date.fromisoformat(args.day)
     except ValueError:
         _parser().error(f"--day must be YYYY-MM-DD, got {args.day!r}")
-    # Airflow leaves ~700k objects alive; the interpreter's last collection walks them all
-    # (2 s). Frozen objects are skipped. Registered before Airflow is imported, so it runs
-    # after Airflow's own exit handlers. Measured in docs/benchmarks.md.
-    atexit.register(gc.freeze)
+    # Registered before Airflow is imported, so it runs after Airflow's own exit handlers.
+    atexit.register(_freeze_at_exit)
     return run(args.tasks, day, args.dag_id)
 
 
