@@ -29,7 +29,6 @@ import functools
 import html
 import logging
 import os
-import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +48,9 @@ HISTORY_FIGURE = "metric_history.png"
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 10_000
 POOL = {"pool_size": 2, "max_overflow": 2, "pool_timeout": 10, "pool_recycle": 1800}
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Run ids of runs made outside Airflow (the step command): no Airflow run to link to.
+# Same prefix as flight_delays.train.LOCAL_RUN_PREFIX (not imported: scikit-learn).
+LOCAL_RUN_PREFIX = "local__"
 
 
 class WarehouseMissing(RuntimeError):
@@ -160,7 +161,7 @@ def grid_link(run_id: str | None) -> str | None:
     """The Airflow UI page of a DAG run (the grid with the run's tasks), relative to the
     plugin's page (/model-reports/), so it keeps any base URL the api-server is under.
     The UI's route is dags/:dagId/runs/:runId (airflow/ui, Airflow 3.3)."""
-    if not run_id:
+    if not run_id or run_id.startswith(LOCAL_RUN_PREFIX):
         return None
     return f"../dags/{quote(DAG_ID, safe='')}/runs/{quote(run_id, safe='')}"
 

@@ -92,7 +92,9 @@ def project(tmp_path, monkeypatch):
     registry.record_run(
         engine, run_row(first, "scheduled__2013-03-16T06:00:00+00:00", "promoted", 18.25), True, 0
     )
-    registry.record_run(engine, run_row(second, None, "kept", 19.5, sha="cd" * 32), False, 1)
+    registry.record_run(
+        engine, run_row(second, "local__0f1e", "kept", 19.5, sha="cd" * 32), False, 1
+    )
     engine.dispose()
     for day in (first, second):
         (tmp_path / "reports" / f"ds={day}").mkdir(parents=True)
@@ -187,7 +189,7 @@ def test_json_lists_runs_newest_first_with_the_champion_card(client):
     data = client.get("/api/runs").json()
     assert [r["processed_day"] for r in data["runs"]] == ["2013-03-16", "2013-03-15"]
     kept, promoted = data["runs"]
-    assert kept["run_id"] is None and kept["grid"] is None  # a run made outside Airflow
+    assert kept["run_id"] == "local__0f1e" and kept["grid"] is None  # made outside Airflow
     assert promoted["grid"].startswith("../dags/flight_delays/runs/scheduled__")
     champion = data["champion"]
     assert champion["kind"] == "model" and champion["processed_day"] == "2013-03-15"
