@@ -84,10 +84,10 @@ def split(day: str, root: str) -> dict:
 
 
 @fail_fast
-def train(day: str, root: str) -> dict:
+def train(day: str, root: str, conn: Any, run_id: str) -> dict:
     from flight_delays import train
 
-    return train.run(day=day, root=root)
+    return train.run(day=day, root=root, registry_url=warehouse_url(conn), run_id=run_id)
 
 
 @fail_fast

@@ -3,7 +3,7 @@ in, a decision with its reason out.
 
 1. Never backwards in time: a challenger trained for a day no later than the champion's
    day is kept out, however good (a backfill of old days must not demote the model
-   trained on the newest data).
+   trained on the newest data; a re-run of the champion's own day leaves it in place).
 2. Never worse than the baseline: the challenger's holdout MAE must be lower than the
    naive baseline's on the same holdout. A champion model can fall behind the baseline
    on a later holdout; a challenger that beats such a champion but not the baseline
@@ -57,7 +57,14 @@ def decide(
             f"MAEs must be finite and >= 0, got challenger {challenger_mae}, "
             f"champion {champion_mae}, baseline {baseline_mae}"
         )
-    if champion_day is not None and challenger_day <= champion_day:
+    if champion_day is not None and challenger_day == champion_day:
+        return Decision(
+            False,
+            f"the champion ({champion_name}) was trained for this same day "
+            f"{challenger_day.isoformat()} by an earlier run: a re-run of a day is a run of "
+            "its own and never replaces or demotes it",
+        )
+    if champion_day is not None and challenger_day < champion_day:
         return Decision(
             False,
             f"champion ({champion_name}) was trained for {champion_day.isoformat()}, not "

@@ -1,6 +1,7 @@
-"""The model registry: one row per scored run and a pointer to the current champion, in
-a SQL database reached through SQLAlchemy (the warehouse: the embedded SQLite file, or
-the `warehouse` database on PostgreSQL under docker-compose and `make up`).
+"""The model registry: the challenger each run trained, one row per scored run, and a
+pointer to the current champion, in a SQL database reached through SQLAlchemy (the
+warehouse: the embedded SQLite file, or the `warehouse` database on PostgreSQL under
+docker-compose and `make up`).
 
 The schema is created and migrated by Alembic (flight_delays/migrations), never by hand:
 ``python -m flight_delays.registry upgrade [--url URL]``; the score step also upgrades
@@ -11,6 +12,15 @@ a row lock on PostgreSQL, the database write lock on SQLite), so concurrent runs
 backfill are serialised there: none can lose a row, leave two champions, or promote a
 model over one it was not compared with (the champion's ``version`` must still be the
 one the challenger was scored against, else the caller re-scores against the new one).
+
+Exactly one row per run: ``model_runs`` has a unique key on (processed_day, run_id), and
+:func:`record_run` returns the run's existing row instead of adding one, so a retried
+score task rewrites nothing. A re-run of a day is a new run (its own run_id) and gets
+its own row; the earlier run's row and decision stay as they were.
+
+The train task records its model's and model card's SHA-256 in ``challengers`` (one row
+per run), outside the model folder: score checks the files it loads against it, so
+whoever can edit the model folder cannot swap the model.
 
 Promoted models are copied into a content-addressed store, ``models/registry/<sha256>.skops``,
 written once: a rerun that retrains ``models/ds=D/model.skops`` cannot change a champion.
@@ -42,11 +52,14 @@ from sqlalchemy import (
     Engine,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
+    delete,
     func,
     insert,
     select,
@@ -86,7 +99,24 @@ MODEL_RUNS = Table(
     Column("decision", String(20), nullable=False),
     Column("reason", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), server_default=func.now()),
+    # The metrics.json payload as recorded (NULL in rows from before revision 0002).
+    Column("report_json", Text),
     CheckConstraint("decision IN ('promoted', 'kept')", name="ck_model_runs_decision"),
+    Index("uq_model_runs_day_run", "processed_day", "run_id", unique=True),
+)
+CHALLENGERS = Table(
+    "challengers",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("processed_day", Date, nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("model_path", String(1000), nullable=False),
+    Column("model_sha256", String(64), nullable=False),
+    Column("card_path", String(1000), nullable=False),
+    Column("card_sha256", String(64), nullable=False),
+    Column("train_rows", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), server_default=func.now()),
+    UniqueConstraint("processed_day", "run_id", name="uq_challengers_day_run"),
 )
 CHAMPION = Table(
     "champion",
@@ -115,9 +145,25 @@ class Champion:
     model_path: str | None = None
     model_sha256: str | None = None
 
+    run_id: str | None = None  # the run that promoted it
+
     @property
     def kind(self) -> str:
         return "baseline" if self.model_sha256 is None else "model"
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """What one run's train task wrote for ``processed_day``: the model and its card,
+    with the SHA-256 of each as train computed them from the bytes it wrote."""
+
+    processed_day: date
+    run_id: str
+    model_path: str
+    model_sha256: str
+    card_path: str
+    card_sha256: str
+    train_rows: int
 
 
 # --- schema ------------------------------------------------------------------------------
@@ -169,8 +215,13 @@ def connect(url: str) -> Engine:
 
 # --- reads -------------------------------------------------------------------------------
 def current_champion(engine: Engine) -> Champion:
+    query = (
+        select(CHAMPION, MODEL_RUNS.c.run_id)
+        .outerjoin(MODEL_RUNS, MODEL_RUNS.c.id == CHAMPION.c.run_pk)
+        .where(CHAMPION.c.id == 1)
+    )
     with engine.connect() as conn:
-        row = conn.execute(select(CHAMPION).where(CHAMPION.c.id == 1)).mappings().first()
+        row = conn.execute(query).mappings().first()
     if row is None:
         raise RegistryError("the champion row is missing: the registry was edited by hand")
     return Champion(
@@ -178,7 +229,31 @@ def current_champion(engine: Engine) -> Champion:
         processed_day=row["processed_day"],
         model_path=row["model_path"],
         model_sha256=row["model_sha256"],
+        run_id=row["run_id"],
     )
+
+
+def recorded_run(engine: Engine, day: date, run_id: str) -> dict[str, Any] | None:
+    """The model_runs row of run ``run_id`` for ``day``, or None if it has none yet."""
+    query = select(MODEL_RUNS).where(
+        MODEL_RUNS.c.processed_day == day, MODEL_RUNS.c.run_id == run_id
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def find_challenger(engine: Engine, day: date, run_id: str) -> Challenger | None:
+    """The challenger run ``run_id`` trained for ``day``; if that run trained none (a
+    task run alone, as ``airflow tasks test`` does: each call is a run of its own), the
+    one trained last for ``day``; None if no run trained for ``day``."""
+    columns = [c for c in CHALLENGERS.c if c.name not in ("id", "created_at")]
+    base = select(*columns).where(CHALLENGERS.c.processed_day == day)
+    with engine.connect() as conn:
+        row = conn.execute(base.where(CHALLENGERS.c.run_id == run_id)).mappings().first()
+        if row is None:
+            row = conn.execute(base.order_by(CHALLENGERS.c.id.desc()).limit(1)).mappings().first()
+    return Challenger(**row) if row is not None else None
 
 
 def history(engine: Engine) -> pd.DataFrame:
@@ -202,18 +277,39 @@ def store_model(model_path: str | Path, sha256: str, store: Path) -> Path:
     return final
 
 
+def record_challenger(engine: Engine, challenger: Challenger) -> None:
+    """Record what a run's train task wrote. A retried train task of the same run
+    replaces its own record (it wrote the files again); other runs' records stay."""
+    key = (CHALLENGERS.c.processed_day == challenger.processed_day) & (
+        CHALLENGERS.c.run_id == challenger.run_id
+    )
+    with engine.begin() as conn:
+        conn.execute(delete(CHALLENGERS).where(key))
+        conn.execute(insert(CHALLENGERS).values(**vars(challenger)))
+
+
 def record_run(
     engine: Engine, run: dict[str, Any], promote: bool, expected_version: int
 ) -> int | None:
     """Insert ``run`` (a model_runs row without id) and, if ``promote``, make it champion.
 
-    One transaction, entered by locking the champion row. Returns the new row's id, or
-    None without writing anything when the champion changed since the caller read version
-    ``expected_version`` (the caller must then score against the new champion).
+    One transaction, entered by locking the champion row. Returns the new row's id; the
+    id of the row already recorded for the run (same processed_day and run_id) without
+    writing anything; or None without writing anything when the champion changed since
+    the caller read version ``expected_version`` (the caller must then score against the
+    new champion).
     """
     with engine.begin() as conn:
         # The lock: a no-op UPDATE of the one champion row.
         conn.execute(update(CHAMPION).where(CHAMPION.c.id == 1).values(version=CHAMPION.c.version))
+        existing = conn.execute(
+            select(MODEL_RUNS.c.id).where(
+                MODEL_RUNS.c.processed_day == run["processed_day"],
+                MODEL_RUNS.c.run_id == run["run_id"],
+            )
+        ).scalar_one_or_none()
+        if existing is not None:
+            return int(existing)
         version = conn.execute(select(CHAMPION.c.version).where(CHAMPION.c.id == 1)).scalar_one()
         if version != expected_version:
             return None

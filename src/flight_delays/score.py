@@ -2,27 +2,34 @@
 and promote the challenger when it beats the champion (flight_delays.promotion).
 
 Pure core: :func:`score_predictions` and :func:`unseen_categories` (frames and arrays in,
-dicts and a frame out; inputs never mutated). File wrapper: :func:`run` records the run
-and the decision in the model registry (flight_delays.registry) and writes
-``data/output/ds=<day>/metrics.json`` and ``predictions.parquet``.
+dicts and a frame out; inputs never mutated). File wrapper: :func:`run` scores the model
+its run's train task recorded (hash-checked), records the run and the decision in the
+model registry (flight_delays.registry; one row per run) and writes
+``data/output/ds=<day>/predictions.parquet`` and, from the recorded row,
+``metrics.json`` and the day's copy of the model card.
 Every number comes from :func:`flight_delays.scoring.regression_metrics`.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import Engine
 
 from flight_delays import io, promotion, registry, schema, scoring, train
-from flight_delays.config import load_settings
+from flight_delays.config import Settings, load_settings
 from flight_delays.dates import parse_day
 
 log = logging.getLogger(__name__)
@@ -119,30 +126,51 @@ def _champion_predictions(
         return baseline_pred, "baseline", f"baseline (champion {name} retired: {exc})"
 
 
-def run(
-    day: str | date,
-    root: str | Path | None = None,
-    params_file: str | Path | None = None,
-    registry_url: str | None = None,
-    run_id: str | None = None,
-) -> dict[str, Any]:
-    """Score ``models/ds=<day>/model.skops`` (the challenger), the registry's champion and
-    the baseline (fitted on train.parquet) on ``processed/ds=<day>/holdout.parquet``;
-    record the run and promote the challenger if it wins (one registry transaction);
-    write ``data/output/ds=<day>/metrics.json`` and ``predictions.parquet``.
+@contextmanager
+def day_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if needed): two runs of the same
+    day publish their predictions, registry row and metrics.json one after the other,
+    so the day's files always come from one run. A lock on the folder itself, so no
+    lock file is left behind; the kernel drops it if the process dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
-    ``registry_url`` defaults to the settings' registry (the warehouse). Returns
-    ``{"metrics", "predictions", "model_mae", "baseline_mae", "champion_mae", "decision"}``
-    (MAE in minutes).
-    """
-    started = time.perf_counter()
-    day = parse_day(day)
-    settings = load_settings(root, params_file)
-    model_dir = settings.paths.model_dir(day)
-    card = io.read_json(model_dir / train.MODEL_CARD_FILE, task="train")
-    model_path = model_dir / train.MODEL_FILE
-    model_sha = card["model"]["sha256"]
-    model = train.load_model(model_path, expected_sha256=model_sha)
+
+def _read_card(path: str | Path, expected_sha256: str) -> bytes:
+    """A challenger's model card, read once and checked against the registry's hash."""
+    data = io.require(path, task="train").read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise train.UntrustedModelError(
+            f"model card {path} has SHA-256 {actual}, but the registry recorded "
+            f"{expected_sha256} when it was trained: the card was changed after training"
+        )
+    return data
+
+
+def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str) -> dict[str, Any]:
+    """Score the run's challenger, the champion and the baseline on the day's holdout,
+    write predictions.parquet, and record the run (and the promotion, if it wins) in one
+    registry transaction. Returns the recorded row."""
+    challenger = registry.find_challenger(engine, day, run_id)
+    if challenger is None:
+        raise io.MissingArtifactError(settings.paths.model_dir(day), task="train")
+    if challenger.run_id != run_id:
+        log.info(
+            "score %s: run %s trained no model; scoring the one trained last for the day, "
+            "by run %s",
+            day,
+            run_id,
+            challenger.run_id,
+        )
+    # The expected hashes come from the registry, never from the model folder.
+    _read_card(challenger.card_path, challenger.card_sha256)
+    model = train.load_model(challenger.model_path, expected_sha256=challenger.model_sha256)
     processed = settings.paths.processed(day)
     train_frame = io.read_parquet(processed / "train.parquet", task="split")
     holdout = io.read_parquet(processed / "holdout.parquet", task="split")
@@ -167,110 +195,188 @@ def run(
     days = holdout[schema.DAY]
     holdout_start = pd.Timestamp(days.min()).date()
     holdout_end = pd.Timestamp(days.max()).date()
+    predictions_path = settings.paths.predictions(day)
 
+    for _attempt in range(MAX_ATTEMPTS):
+        champion = registry.current_champion(engine)
+        champion_pred, champion_kind, champion_name = _champion_predictions(
+            champion, holdout, baseline_pred
+        )
+        metrics, predictions = score_predictions(
+            holdout,
+            {"model": model_pred, "champion": champion_pred, "baseline": baseline_pred},
+            within,
+        )
+        champion_day = champion.processed_day if champion_kind == "model" else None
+        decision = promotion.decide(
+            metrics["model"]["mae"],
+            metrics["champion"]["mae"],
+            day,
+            champion_day,
+            settings.score.promotion_margin,
+            champion_name,
+            baseline_mae=metrics["baseline"]["mae"],
+        )
+        stored = (
+            registry.store_model(
+                challenger.model_path, challenger.model_sha256, settings.paths.model_store
+            )
+            if decision.promote
+            else challenger.model_path
+        )
+        # Written before the row is committed, so a retry after the commit finds them;
+        # the payload records their hash, so it can tell whether they are still its own.
+        io.write_parquet(predictions, predictions_path)
+        payload = {
+            "day": day.isoformat(),
+            "run_id": run_id,
+            "units": "minutes",
+            "within_minutes": within,
+            "holdout_rows": len(holdout),
+            "holdout_start": holdout_start.isoformat(),
+            "holdout_end": holdout_end.isoformat(),
+            **metrics,
+            "champion_info": {
+                "kind": champion_kind,
+                "name": champion_name,
+                "day": champion_day.isoformat() if champion_day else None,
+                "run_id": champion.run_id if champion_kind == "model" else None,
+                "model_sha256": champion.model_sha256 if champion_kind == "model" else None,
+            },
+            "decision": {
+                "promoted": decision.promote,
+                "reason": decision.reason,
+                "margin": settings.score.promotion_margin,
+            },
+            "challenger": {
+                "run_id": challenger.run_id,
+                "model": challenger.model_path,
+                "model_card": challenger.card_path,
+                "model_card_sha256": challenger.card_sha256,
+            },
+            "unseen_categories": unseen,
+            "baseline_fallbacks": baseline.fallbacks(holdout),
+            "model_sha256": challenger.model_sha256,
+            "predictions_sha256": io.sha256(predictions_path),
+        }
+        row = {
+            "processed_day": day,
+            "run_id": run_id,
+            "window_start": pd.Timestamp(train_frame[schema.DAY].min()).date(),
+            "window_end": holdout_end,
+            "holdout_start": holdout_start,
+            "holdout_end": holdout_end,
+            "holdout_rows": len(holdout),
+            "model_path": str(stored),
+            "model_sha256": challenger.model_sha256,
+            "challenger_mae": metrics["model"]["mae"],
+            "champion_mae": metrics["champion"]["mae"],
+            "baseline_mae": metrics["baseline"]["mae"],
+            "champion_kind": champion_kind,
+            "champion_day": champion_day,
+            "metrics_json": json.dumps(metrics, sort_keys=True),
+            "report_json": json.dumps(payload, sort_keys=True, default=str),
+            "decision": decision.label,
+            "reason": decision.reason,
+        }
+        if registry.record_run(engine, row, decision.promote, champion.version) is not None:
+            recorded = registry.recorded_run(engine, day, run_id)
+            if recorded is None:  # pragma: no cover - the row was committed just above
+                raise registry.RegistryError(f"the row of run {run_id} for {day} vanished")
+            return recorded
+        log.info("score %s: the champion changed while scoring; scoring again", day)
+    raise registry.RegistryError(
+        f"the champion changed {MAX_ATTEMPTS} times while {day} was scored: gave up"
+    )
+
+
+def _publish(settings: Settings, row: dict[str, Any]) -> dict[str, Any] | None:
+    """Write metrics.json, and the day's copy of the model card, from the recorded
+    ``row``; returns the payload written, or None when the day's predictions.parquet is
+    no longer this run's (a later run of the day published its own results: they stay)."""
+    if row["report_json"] is None:
+        log.warning(
+            "score %s: run %s was recorded before the registry kept reports (revision "
+            "0002): metrics.json is not rewritten",
+            row["processed_day"],
+            row["run_id"],
+        )
+        return None
+    payload = json.loads(row["report_json"])
+    payload["decision"]["registry_id"] = row["id"]
+    day = row["processed_day"]
+    predictions = settings.paths.predictions(day)
+    if not predictions.is_file() or io.sha256(predictions) != payload["predictions_sha256"]:
+        log.info("score %s: a later run of the day published its results; keeping them", day)
+        return None
+    info = payload["challenger"]
+    card = _read_card(info["model_card"], info["model_card_sha256"])
+    io.atomic_write(settings.paths.day_model_card(day), lambda tmp: tmp.write_bytes(card))
+    io.write_json(payload, settings.paths.metrics(day))
+    return payload
+
+
+def run(
+    day: str | date,
+    root: str | Path | None = None,
+    params_file: str | Path | None = None,
+    registry_url: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Score run ``run_id``'s challenger (the model its train task recorded in the
+    registry; for a run that trained none, the one trained last for the day), the
+    registry's champion and the baseline (fitted on train.parquet) on
+    ``processed/ds=<day>/holdout.parquet``; record the run and promote the challenger if
+    it wins (one registry transaction); write ``data/output/ds=<day>/predictions.parquet``
+    and, from the recorded row, ``metrics.json`` and the day's model card.
+
+    Exactly one registry row per run: when ``run_id`` already has its row (a retry
+    after the commit), nothing is scored or recorded again, and the outputs are written
+    from that row. ``run_id`` defaults to a new one (:func:`flight_delays.train.new_run_id`);
+    ``registry_url`` to the settings' registry (the warehouse). Returns ``{"metrics",
+    "predictions", "model_mae", "baseline_mae", "champion_mae", "decision", "run_id"}``
+    (MAE in minutes).
+    """
+    started = time.perf_counter()
+    day = parse_day(day)
+    run_id = run_id or train.new_run_id()
+    settings = load_settings(root, params_file)
+    out_dir = settings.paths.output(day)
     engine = registry.connect(registry_url or settings.registry_url)
     try:
-        for _attempt in range(MAX_ATTEMPTS):
-            champion = registry.current_champion(engine)
-            champion_pred, champion_kind, champion_name = _champion_predictions(
-                champion, holdout, baseline_pred
-            )
-            metrics, predictions = score_predictions(
-                holdout,
-                {"model": model_pred, "champion": champion_pred, "baseline": baseline_pred},
-                within,
-            )
-            decision = promotion.decide(
-                metrics["model"]["mae"],
-                metrics["champion"]["mae"],
-                day,
-                champion.processed_day if champion_kind == "model" else None,
-                settings.score.promotion_margin,
-                champion_name,
-                baseline_mae=metrics["baseline"]["mae"],
-            )
-            stored = (
-                registry.store_model(model_path, model_sha, settings.paths.model_store)
-                if decision.promote
-                else model_path
-            )
-            row = {
-                "processed_day": day,
-                "run_id": run_id,
-                "window_start": pd.Timestamp(train_frame[schema.DAY].min()).date(),
-                "window_end": holdout_end,
-                "holdout_start": holdout_start,
-                "holdout_end": holdout_end,
-                "holdout_rows": len(holdout),
-                "model_path": str(stored),
-                "model_sha256": model_sha,
-                "challenger_mae": metrics["model"]["mae"],
-                "champion_mae": metrics["champion"]["mae"],
-                "baseline_mae": metrics["baseline"]["mae"],
-                "champion_kind": champion_kind,
-                "champion_day": champion.processed_day if champion_kind == "model" else None,
-                "metrics_json": json.dumps(metrics, sort_keys=True),
-                "decision": decision.label,
-                "reason": decision.reason,
-            }
-            registry_id = registry.record_run(engine, row, decision.promote, champion.version)
-            if registry_id is not None:
-                break
-            log.info("score %s: the champion changed while scoring; scoring again", day)
-        else:
-            raise registry.RegistryError(
-                f"the champion changed {MAX_ATTEMPTS} times while {day} was scored: gave up"
-            )
+        with day_lock(out_dir):
+            row = registry.recorded_run(engine, day, run_id)
+            retried = row is not None
+            if row is None:
+                row = _score_and_record(engine, settings, day, run_id)
+            _publish(settings, row)
     finally:
         engine.dispose()
 
-    payload = {
-        "day": day.isoformat(),
-        "units": "minutes",
-        "within_minutes": within,
-        "holdout_rows": len(holdout),
-        "holdout_start": holdout_start.isoformat(),
-        "holdout_end": holdout_end.isoformat(),
-        **metrics,
-        "champion_info": {
-            "kind": champion_kind,
-            "name": champion_name,
-            "day": row["champion_day"].isoformat() if row["champion_day"] else None,
-            "model_sha256": champion.model_sha256 if champion_kind == "model" else None,
-        },
-        "decision": {
-            "promoted": decision.promote,
-            "reason": decision.reason,
-            "margin": settings.score.promotion_margin,
-            "registry_id": registry_id,
-        },
-        "unseen_categories": unseen,
-        "baseline_fallbacks": baseline.fallbacks(holdout),
-        "model_sha256": model_sha,
-    }
-    out_dir = settings.paths.output(day)
-    predictions_path = io.write_parquet(predictions, out_dir / "predictions.parquet")
-    metrics_path = io.write_json(payload, out_dir / "metrics.json")
+    metrics = json.loads(row["metrics_json"])
     # The step's one summary line: rows in and out, seconds, and the holdout MAEs.
     log.info(
-        "score %s: %d holdout rows in -> %d predictions out; holdout MAE challenger %.2f, "
-        "%s %.2f, baseline %.2f min: %s; in %.1f s -> %s",
+        "score %s: %d holdout rows in -> %s; holdout MAE challenger %.2f, champion (%s) "
+        "%.2f, baseline %.2f min: %s; in %.1f s -> %s",
         day,
-        len(holdout),
-        len(predictions),
-        metrics["model"]["mae"],
-        champion_name,
-        metrics["champion"]["mae"],
-        metrics["baseline"]["mae"],
-        decision.label,
+        row["holdout_rows"],
+        f"registry row {row['id']} (already recorded: nothing rewritten)"
+        if retried
+        else f"{row['holdout_rows']} predictions and registry row {row['id']}",
+        row["challenger_mae"],
+        promotion.champion_name(row["champion_day"]),
+        row["champion_mae"],
+        row["baseline_mae"],
+        row["decision"],
         time.perf_counter() - started,
-        metrics_path,
+        out_dir,
     )
     return {
-        "metrics": str(metrics_path),
-        "predictions": str(predictions_path),
+        "metrics": str(settings.paths.metrics(day)),
+        "predictions": str(settings.paths.predictions(day)),
         "model_mae": metrics["model"]["mae"],
         "champion_mae": metrics["champion"]["mae"],
         "baseline_mae": metrics["baseline"]["mae"],
-        "decision": decision.label,
+        "decision": row["decision"],
+        "run_id": run_id,
     }

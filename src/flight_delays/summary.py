@@ -20,22 +20,25 @@ def latest_day(paths: ProjectPaths) -> date | None:
     days = [
         parse_day(folder.name.removeprefix("ds="))
         for folder in (paths.root / "data" / "output").glob("ds=*")
-        if (folder / "metrics.json").is_file()
+        if paths.metrics(parse_day(folder.name.removeprefix("ds="))).is_file()
     ]
     return max(days, default=None)
 
 
 def describe(paths: ProjectPaths, day: date) -> str:
-    """A few lines naming the artifacts of ``day`` and the model's and baseline's MAE."""
-    metrics_path = paths.output(day) / "metrics.json"
+    """A few lines naming the artifacts of ``day`` and the model's and baseline's MAE.
+    The model is the one of the run that wrote metrics.json (metrics.json's
+    ``challenger``: each run trains into a folder of its own)."""
+    metrics_path = paths.metrics(day)
     metrics = json.loads(metrics_path.read_text())
     figures = sorted(paths.figures(day).glob("*.png"))
+    challenger = metrics.get("challenger", {})
     lines = [
         f"Processed day {day.isoformat()}",
         f"  metrics:     {metrics_path}",
-        f"  predictions: {paths.output(day) / 'predictions.parquet'}",
-        f"  model:       {paths.model_dir(day) / 'model.skops'}",
-        f"  model card:  {paths.model_dir(day) / 'model_card.json'}",
+        f"  predictions: {paths.predictions(day)}",
+        f"  model:       {challenger.get('model', '?')} (run {challenger.get('run_id', '?')})",
+        f"  model card:  {paths.day_model_card(day)}",
         f"  report:      {paths.report(day) / 'index.html'}",
         "  charts:",
         *(f"    {figure}" for figure in figures),
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = ProjectPaths(project_root(args.root))
     day = parse_day(args.day) if args.day else latest_day(paths)
-    if day is None or not (paths.output(day) / "metrics.json").is_file():
+    if day is None or not paths.metrics(day).is_file():
         print(f"no metrics.json under {paths.root / 'data' / 'output'}", file=sys.stderr)
         return 1
     print(describe(paths, day))

@@ -12,17 +12,21 @@ few memorised days; averaging boosters that each miss a different fifth of the d
 smooths it (chosen with :mod:`flight_delays.backtest` on the first half of the weekly
 holdouts). With one model the last step is the plain HistGradientBoostingRegressor,
 fitted on every day.
-File wrapper: :func:`run` reads ``train.parquet`` from the split task and writes
-``model.skops`` and ``model_card.json`` under ``models/ds=<day>/``.
+File wrapper: :func:`run` reads ``train.parquet`` from the split task, writes
+``model.skops`` and ``model_card.json`` into the run's folder
+``models/ds=<day>/run=<run id>/`` and records their SHA-256 in the registry.
 :func:`load_model` reads a model file back with an explicit list of trusted types.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import platform
 import time
+import uuid
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -42,7 +46,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
-from flight_delays import io, schema
+from flight_delays import io, registry, schema
 from flight_delays.config import TrainSettings, load_settings
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
@@ -69,8 +73,8 @@ log = logging.getLogger(__name__)
 
 ENV_THREADS = "FLIGHT_DELAYS_THREADS"
 DEFAULT_THREADS = 2
-MODEL_FILE = "model.skops"
-MODEL_CARD_FILE = "model_card.json"
+#: Prefix of the run ids :func:`new_run_id` makes for calls outside a DAG run.
+LOCAL_RUN_PREFIX = "local__"
 
 #: Types a model file may hold beyond those skops trusts by default (numpy, builtins and
 #: scikit-learn estimators). Found with ``skops.io.get_untrusted_types`` on a file written
@@ -78,7 +82,7 @@ MODEL_CARD_FILE = "model_card.json"
 #: - TreePredictor: the fitted trees of HistGradientBoostingRegressor. skops warns that a
 #:   crafted file can put out-of-range node indices in it. We trust it because model files
 #:   are only ever written by our own train task, and the score task also checks the
-#:   file's SHA-256 against the model card written beside it.
+#:   file's SHA-256 against the one train recorded in the registry.
 #: - functools.partial + sklearn.utils.validation.check_array: the input validator the
 #:   fitted ColumnTransformer keeps for its passthrough columns.
 #: - DayBaggedRegressor: this module's own ensemble (a list of the boosters above, plus
@@ -301,38 +305,46 @@ def predict(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
 # --- model files ------------------------------------------------------------------------
 
 
+def dump_model(model: Pipeline) -> bytes:
+    """``model`` in skops format, deflate-compressed. The tree arrays compress about 4.6x
+    (a nightly model of 10 bagged boosters: ~16 MB stored, ~3.5 MB deflated) for ~0.1 s
+    more to load."""
+    return skops.io.dumps(model, compression=zipfile.ZIP_DEFLATED)
+
+
 def save_model(model: Pipeline, path: str | Path) -> Path:
-    """Write ``model`` with skops.io.dump, deflate-compressed, atomically. The tree
-    arrays compress about 4.6x (a nightly model of 10 bagged boosters: ~16 MB stored,
-    ~3.5 MB deflated) for ~0.1 s more to load; one file is kept per processed day."""
-    with io.atomic_path(path) as tmp:
-        skops.io.dump(model, tmp, compression=zipfile.ZIP_DEFLATED)
-    return Path(path)
+    """Write :func:`dump_model` of ``model`` to ``path`` atomically."""
+    data = dump_model(model)
+    return io.atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def load_model(path: str | Path, expected_sha256: str | None = None) -> Pipeline:
     """Load a pipeline written by :func:`run`, trusting only :data:`TRUSTED_TYPES` beyond
     skops' defaults.
 
-    Raises MissingArtifactError (naming the train task) if the file is absent, and
-    UntrustedModelError if the file holds any other untrusted type, is not a Pipeline
-    ending in HistGradientBoostingRegressor, or does not match ``expected_sha256``.
+    The file is read once; its hash, the type check and the model all come from those
+    bytes, so the file cannot change between the check and the load. Raises
+    MissingArtifactError (naming the train task) if the file is absent, and
+    UntrustedModelError if its SHA-256 is not ``expected_sha256`` (given by the caller
+    from the registry, never from a file beside the model), if it holds any other
+    untrusted type, or if it is not a Pipeline ending in HistGradientBoostingRegressor.
     """
     path = io.require(path, task="train")
+    data = path.read_bytes()
     if expected_sha256 is not None:
-        actual = io.sha256(path)
+        actual = hashlib.sha256(data).hexdigest()
         if actual != expected_sha256:
             raise UntrustedModelError(
-                f"model file {path} has SHA-256 {actual}, but its model card says "
-                f"{expected_sha256}: the file was changed after training"
+                f"model file {path} has SHA-256 {actual}, but the registry recorded "
+                f"{expected_sha256} when it was trained: the file was changed after training"
             )
-    untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    untrusted = sorted(set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
     if untrusted:
         raise UntrustedModelError(
             f"refusing to load {path}: it holds type(s) outside the trusted list: "
             f"{', '.join(untrusted)}"
         )
-    model = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    model = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
     last = model.steps[-1][1] if isinstance(model, Pipeline) else None
     boosters = [last]
     if isinstance(last, DayBaggedRegressor):
@@ -367,14 +379,36 @@ def _day_iso(value: Any) -> str:
 # --- file wrapper -----------------------------------------------------------------------
 
 
+def new_run_id() -> str:
+    """A run id for a step called outside a DAG run (tests, a notebook): unique, so the
+    call is a run of its own."""
+    return f"{LOCAL_RUN_PREFIX}{uuid.uuid4().hex}"
+
+
+def _write_bytes(data: bytes, path: Path) -> str:
+    """Write ``data`` to ``path`` atomically; return the SHA-256 of the bytes written."""
+    io.atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
+
+
 def run(
-    day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
+    day: str | date,
+    root: str | Path | None = None,
+    params_file: str | Path | None = None,
+    registry_url: str | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Train on ``processed/ds=<day>/train.parquet``; write ``models/ds=<day>/model.skops``
-    and ``model_card.json``. Returns ``{"model": str, "model_card": str, "train_rows": int}``.
+    """Train on ``processed/ds=<day>/train.parquet``; write ``model.skops`` and
+    ``model_card.json`` into the run's own folder ``models/ds=<day>/run=<run_id>/``
+    (:meth:`ProjectPaths.run_model_dir`), and record both files' SHA-256 in the registry
+    (``registry_url``, default: the settings' registry) for the score task to check.
+
+    ``run_id`` names the DAG run (default: :func:`new_run_id`). Returns ``{"model": str,
+    "model_card": str, "model_sha256": str, "run_id": str, "train_rows": int}``.
     """
     started = time.perf_counter()
     day = parse_day(day)
+    run_id = run_id or new_run_id()
     settings = load_settings(root, params_file)
     train_path = settings.paths.processed(day) / "train.parquet"
     train_frame = io.read_parquet(train_path, task="split")
@@ -383,11 +417,13 @@ def run(
     model = fit_model(train_frame, settings.train)
     bagged = settings.train.bagged
 
-    out_dir = settings.paths.model_dir(day)
-    model_path = save_model(model, out_dir / MODEL_FILE)
+    # The hashes are taken from the bytes written, not read back from the files.
+    model_path = settings.paths.model_file(day, run_id)
+    model_sha = _write_bytes(dump_model(model), model_path)
     days = train_frame[schema.DAY]
     card = {
         "processed_day": day.isoformat(),
+        "run_id": run_id,
         "train_window": {"first_day": _day_iso(days.min()), "last_day": _day_iso(days.max())},
         "train_rows": len(train_frame),
         "estimator": (
@@ -407,14 +443,33 @@ def run(
             "manifest": {"path": str(manifest_path), "sha256": io.sha256(manifest_path)},
             "train": {"path": str(train_path), "sha256": io.sha256(train_path)},
         },
-        "model": {"path": str(model_path), "sha256": io.sha256(model_path)},
+        "model": {"path": str(model_path), "sha256": model_sha},
         "libraries": library_versions(),
         "threads": thread_limit(),
         "monotonic_constraints": dict(schema.MONOTONIC_FEATURES),
         "notes": [WEATHER_NOTE, HISTORY_NOTE]
         + ([BAGGING_NOTE.format(**settings.train.bagging())] if bagged else []),
     }
-    card_path = io.write_json(card, out_dir / MODEL_CARD_FILE)
+    card_path = settings.paths.model_card(day, run_id)
+    card_text = json.dumps(card, indent=2, sort_keys=True, default=str) + "\n"
+    card_sha = _write_bytes(card_text.encode(), card_path)
+
+    engine = registry.connect(registry_url or settings.registry_url)
+    try:
+        registry.record_challenger(
+            engine,
+            registry.Challenger(
+                processed_day=day,
+                run_id=run_id,
+                model_path=str(model_path),
+                model_sha256=model_sha,
+                card_path=str(card_path),
+                card_sha256=card_sha,
+                train_rows=len(train_frame),
+            ),
+        )
+    finally:
+        engine.dispose()
     # The step's one summary line: rows in, model out, seconds, and the model's size.
     log.info(
         "train %s: %d rows in (%s..%s) -> %d booster(s) out, %.1f MB, in %.1f s -> %s",
@@ -427,4 +482,10 @@ def run(
         time.perf_counter() - started,
         model_path,
     )
-    return {"model": str(model_path), "model_card": str(card_path), "train_rows": len(train_frame)}
+    return {
+        "model": str(model_path),
+        "model_card": str(card_path),
+        "model_sha256": model_sha,
+        "run_id": run_id,
+        "train_rows": len(train_frame),
+    }

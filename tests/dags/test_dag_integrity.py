@@ -152,9 +152,9 @@ def test_each_task_calls_its_step_with_the_day_root_and_what_airflow_knows(dag, 
     assert seen["day"] == "2013-03-15"
     assert Path(seen["root"], "include", "params.yaml").is_file()
     # Steps that use the warehouse get the connection's URL (None: the package default).
-    warehouse = {"ingest": "source_url", "score": "registry_url"}
+    warehouse = {"ingest": "source_url", "train": "registry_url", "score": "registry_url"}
     warehouse["chart"] = "registry_url"
     extra = {warehouse[step]: None} if step in warehouse else {}
-    if step in ("score",):
+    if step in ("train", "score"):
         extra["run_id"] = "scheduled__2013-03-16"  # a folder and a registry row per run
     assert seen == {"day": "2013-03-15", "root": seen["root"], **extra}

@@ -6,6 +6,7 @@ import json
 import math
 import re
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,11 +37,15 @@ def check_artifacts(paths: ProjectPaths, day: date, window_days: int = 14) -> di
         assert (partition / "weather.parquet").is_file()
     for name in ("features.parquet", "train.parquet", "holdout.parquet"):
         assert (paths.processed(day) / name).is_file(), name
-    assert (paths.model_dir(day) / "model.skops").stat().st_size > 0
-    card = json.loads((paths.model_dir(day) / "model_card.json").read_text())
-    assert card["train_rows"] > 0
+    metrics = json.loads(paths.metrics(day).read_text())
+    # The model of the run that published the day's results, in that run's own folder.
+    run_id = metrics["challenger"]["run_id"]
+    assert Path(metrics["challenger"]["model"]) == paths.model_file(day, run_id)
+    assert paths.model_file(day, run_id).stat().st_size > 0
+    card = json.loads(paths.day_model_card(day).read_text())
+    assert card["train_rows"] > 0 and card["run_id"] == run_id
+    assert paths.day_model_card(day).read_bytes() == paths.model_card(day, run_id).read_bytes()
 
-    metrics = json.loads((paths.output(day) / "metrics.json").read_text())
     for who in ("model", "baseline"):
         assert set(metrics[who]) >= {"mae", "rmse", "median_ae", "r2"}
         assert all(math.isfinite(v) for v in metrics[who].values() if isinstance(v, float))

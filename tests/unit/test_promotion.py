@@ -24,8 +24,15 @@ def test_an_older_day_never_replaces_a_newer_champion():
     decision = decide(1.0, 10.0, date(2013, 5, 1), date(2013, 5, 2), margin=0.0, baseline_mae=9.0)
     assert not decision.promote
     assert "2013-05-02" in decision.reason and "newer" in decision.reason
-    # The same day (a rerun) does not replace it either.
-    assert not decide(1.0, 10.0, D, D, margin=0.0, baseline_mae=9.0).promote
+
+
+def test_a_rerun_of_the_champions_day_leaves_it_in_place_and_says_so():
+    decision = decide(
+        1.0, 10.0, D, D, margin=0.0, champion_name="model of 2013-06-01", baseline_mae=9.0
+    )
+    assert not decision.promote
+    assert "same day 2013-06-01 by an earlier run" in decision.reason
+    assert "never replaces or demotes it" in decision.reason
 
 
 def test_a_challenger_worse_than_the_baseline_never_replaces_a_weak_champion():

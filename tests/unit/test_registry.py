@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
 
 from flight_delays import registry
 from flight_delays.promotion import decide
@@ -46,9 +47,11 @@ def test_migration_creates_the_declared_schema_and_is_idempotent(tmp_path):
     assert registry.current_revision(engine) == registry.head_revision()
     registry.upgrade(engine)  # second time: nothing to do
     inspector = inspect(engine)
-    for table in (registry.MODEL_RUNS, registry.CHAMPION):
+    for table in (registry.MODEL_RUNS, registry.CHAMPION, registry.CHALLENGERS):
         migrated = {c["name"] for c in inspector.get_columns(table.name)}
         assert migrated == set(table.c.keys()), table.name
+    unique = {i["name"]: i["column_names"] for i in inspector.get_indexes("model_runs")}
+    assert unique["uq_model_runs_day_run"] == ["processed_day", "run_id"]
     champion = registry.current_champion(engine)
     assert champion.kind == "baseline" and champion.version == 0
 
@@ -70,6 +73,54 @@ def test_promotion_moves_the_champion_and_a_stale_version_writes_nothing(tmp_pat
     assert kept is not None
     assert registry.current_champion(engine).processed_day == date(2013, 3, 1)
     assert list(registry.history(engine)["decision"]) == ["promoted", "kept"]
+
+
+def test_one_row_per_run_a_second_record_returns_the_first_and_writes_nothing(tmp_path):
+    engine = registry.connect(url_in(tmp_path))
+    day = date(2013, 3, 1)
+    first = registry.record_run(engine, run_row(day, 10.0, run_id="scheduled__a"), True, 0)
+    # The same run again (a retried score), even with another decision and a stale
+    # champion version: the recorded row wins, nothing is written.
+    again = run_row(day, 30.0, run_id="scheduled__a", decision="kept")
+    assert registry.record_run(engine, again, False, 0) == first
+    runs = registry.history(engine)
+    assert len(runs) == 1 and runs.loc[0, "decision"] == "promoted"
+    assert registry.current_champion(engine).version == 1
+    assert registry.recorded_run(engine, day, "scheduled__a")["id"] == first
+    assert registry.recorded_run(engine, day, "manual__b") is None
+    # The key is enforced by the database too, not only by record_run.
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(registry.MODEL_RUNS.insert().values(**again))
+
+
+def test_migration_0002_keeps_every_row_and_renames_earlier_retries(tmp_path):
+    from alembic import command
+
+    from flight_delays.source import open_engine
+
+    engine = open_engine(url_in(tmp_path), create_dir=True)
+    with engine.begin() as conn:
+        command.upgrade(registry._alembic_config(conn), "0001")
+    day = date(2013, 3, 1)
+    rows = [
+        run_row(day, 10.0, run_id="scheduled__a"),  # the decision acted on
+        run_row(day, 10.0, run_id="scheduled__a", decision="kept"),  # a retry's row
+        run_row(day, 11.0, run_id=None),
+        run_row(day, 12.0, run_id=None),
+    ]
+    with engine.begin() as conn:
+        insert = registry.MODEL_RUNS.insert()
+        ids = [conn.execute(insert.values(**row)).inserted_primary_key[0] for row in rows]
+    registry.upgrade(engine)
+    runs = registry.history(engine)
+    assert list(runs["id"]) == ids
+    assert list(runs["run_id"].fillna("-")) == [
+        "scheduled__a",
+        f"scheduled__a#{ids[1]}",
+        "-",
+        "-",
+    ]
+    assert runs["report_json"].isna().all()
 
 
 def test_store_is_content_addressed_and_written_once(tmp_path):

@@ -11,7 +11,10 @@ import pytest
 import yaml
 
 from flight_delays import io, schema, score, train
+from flight_delays.config import TrainSettings
 from flight_delays.scoring import OriginHourMedianBaseline
+
+FAST_TRAIN = TrainSettings(max_iter=10, min_samples_leaf=5, bagging_models=1)
 
 
 def test_score_predictions_metrics_and_frame(feature_frame_factory) -> None:
@@ -149,27 +152,161 @@ def test_first_run_is_compared_with_the_baseline_champion_and_recorded(split_art
     assert (champion.kind == "model") is promoted
 
 
-def _promote_current_model(art) -> Path:
-    """Run train + score with a promotion margin of 0, so the fixture's model wins."""
+def _margin(art, margin: float) -> Path:
+    """Set score.promotion_margin in the fixture's params file; returns the file."""
     params = Path(art["params_file"])
     values = yaml.safe_load(params.read_text())
-    values["score"]["promotion_margin"] = 0.0
+    values["score"]["promotion_margin"] = margin
     params.write_text(yaml.safe_dump(values))
-    train.run(art["day"], root=art["root"], params_file=params)
-    metrics = score.run(art["day"], root=art["root"], params_file=params)
+    return params
+
+
+def _promote_current_model(art, run_id: str = "scheduled__2024-03-11") -> Path:
+    """Run train + score with a promotion margin of 0, so the fixture's model wins."""
+    params = _margin(art, 0.0)
+    train.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
+    metrics = score.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
     assert metrics["decision"] == "promoted", "the fixture's model should beat the baseline"
     return art["settings"].paths.model_store
 
 
-def test_a_rerun_of_the_same_day_keeps_the_champion_and_scores_it(split_artifacts) -> None:
+def _registry(art):
+    from flight_delays import registry
+
+    return registry.connect(art["settings"].registry_url)
+
+
+def test_a_rerun_of_a_promoted_day_is_a_run_of_its_own_and_demotes_nothing(
+    split_artifacts,
+) -> None:
     art = split_artifacts
-    _promote_current_model(art)
-    again = score.run(art["day"], root=art["root"], params_file=art["params_file"])
-    metrics = json.loads(Path(again["metrics"]).read_text())
+    _promote_current_model(art, run_id="scheduled__2024-03-11")
+    engine = _registry(art)
+    before = score.registry.current_champion(engine)
+    assert before.run_id == "scheduled__2024-03-11"
+
+    train.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="manual__re")
+    again = score.run(
+        art["day"], root=art["root"], params_file=art["params_file"], run_id="manual__re"
+    )
+
     assert again["decision"] == "kept"
-    assert metrics["champion_info"]["kind"] == "model"
-    assert metrics["champion"]["mae"] == pytest.approx(metrics["model"]["mae"])  # same model
-    assert "never replaces a newer one" in metrics["decision"]["reason"]
+    metrics = json.loads(Path(again["metrics"]).read_text())
+    assert metrics["run_id"] == "manual__re"
+    assert metrics["challenger"]["run_id"] == "manual__re"
+    assert metrics["champion_info"]["run_id"] == "scheduled__2024-03-11"
+    assert "same day 2024-03-10 by an earlier run" in metrics["decision"]["reason"]
+    runs = score.registry.history(engine).set_index("run_id")
+    assert list(runs.index) == ["scheduled__2024-03-11", "manual__re"]  # one row per run
+    assert runs.loc["scheduled__2024-03-11", "decision"] == "promoted"  # not "kept over"
+    assert runs.loc["manual__re", "decision"] == "kept"
+    assert score.registry.current_champion(engine) == before  # not demoted, not bumped
+    engine.dispose()
+
+
+def test_a_retry_after_the_commit_finds_its_row_and_rewrites_nothing(
+    split_artifacts, monkeypatch
+) -> None:
+    art = split_artifacts
+    paths = art["settings"].paths
+    params = _margin(art, 0.0)
+    run_id = "scheduled__2024-03-11"
+    train.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
+
+    def killed_after_commit(settings, row):
+        raise SystemExit("killed after the registry commit")
+
+    monkeypatch.setattr(score, "_publish", killed_after_commit)
+    with pytest.raises(SystemExit):
+        score.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
+    monkeypatch.undo()
+    assert not paths.metrics(art["day"]).exists()
+    engine = _registry(art)
+    champion = score.registry.current_champion(engine)
+    assert champion.run_id == run_id  # the first attempt's promotion was committed
+
+    # A new scoring would now keep the champion (a 99 % margin, and the champion is
+    # this day's own model): the retry must return the recorded decision instead.
+    params = _margin(art, 0.99)
+    retried = score.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
+
+    assert retried["decision"] == "promoted"
+    runs = score.registry.history(engine)
+    assert len(runs) == 1 and runs.loc[0, "run_id"] == run_id
+    assert score.registry.current_champion(engine) == champion
+    metrics = json.loads(paths.metrics(art["day"]).read_text())
+    assert metrics["decision"]["promoted"] is True
+    assert metrics["decision"]["registry_id"] == int(runs.loc[0, "id"])
+    assert metrics["decision"]["margin"] == 0.0  # the recorded settings, not the new ones
+    assert json.loads(runs.loc[0, "report_json"])["model"] == metrics["model"]
+    assert paths.day_model_card(art["day"]).read_bytes() == (
+        paths.model_card(art["day"], run_id).read_bytes()
+    )
+    engine.dispose()
+
+
+def test_a_retry_leaves_a_later_run_of_the_day_published(split_artifacts, monkeypatch) -> None:
+    art = split_artifacts
+    paths = art["settings"].paths
+    kw = {"root": art["root"], "params_file": art["params_file"]}
+    train.run(art["day"], run_id="run-a", **kw)
+    monkeypatch.setattr(score, "_publish", lambda settings, row: (_ for _ in ()).throw(SystemExit))
+    with pytest.raises(SystemExit):
+        score.run(art["day"], run_id="run-a", **kw)
+    monkeypatch.undo()
+    train.run(art["day"], run_id="run-b", **kw)
+    score.run(art["day"], run_id="run-b", **kw)
+    published = paths.metrics(art["day"]).read_text()
+
+    score.run(art["day"], run_id="run-a", **kw)  # run a's retry, after run b finished
+
+    assert paths.metrics(art["day"]).read_text() == published
+    assert json.loads(published)["run_id"] == "run-b"
+    engine = _registry(art)
+    assert sorted(score.registry.history(engine)["run_id"]) == ["run-a", "run-b"]
+    engine.dispose()
+
+
+def test_two_runs_of_a_day_train_into_their_own_folders(split_artifacts) -> None:
+    art = split_artifacts
+    paths = art["settings"].paths
+    kw = {"root": art["root"], "params_file": art["params_file"]}
+    first = train.run(art["day"], run_id="scheduled__2024-03-11T07:00:00+00:00", **kw)
+    second = train.run(art["day"], run_id="manual__2024-03-12T09:30:00+00:00", **kw)
+    assert Path(first["model"]).parent != Path(second["model"]).parent
+    assert Path(first["model"]).parent == paths.run_model_dir(art["day"], first["run_id"])
+    assert Path(first["model"]).parent.parent == paths.model_dir(art["day"])
+    assert Path(first["model"]).is_file() and Path(second["model"]).is_file()
+
+    result = score.run(art["day"], run_id=first["run_id"], **kw)
+    metrics = json.loads(Path(result["metrics"]).read_text())
+    assert metrics["challenger"]["run_id"] == first["run_id"]
+    assert metrics["model_sha256"] == first["model_sha256"] == io.sha256(first["model"])
+
+
+def test_a_tampered_model_with_a_matching_tampered_card_is_refused(split_artifacts) -> None:
+    art = split_artifacts
+    paths = art["settings"].paths
+    kw = {"root": art["root"], "params_file": art["params_file"]}
+    trained = train.run(art["day"], run_id="scheduled__2024-03-11", **kw)
+    original_card = Path(trained["model_card"]).read_bytes()
+    # Whoever can write the model folder swaps the model and makes the card agree.
+    other = train.fit_model(art["train"].sample(frac=0.5, random_state=1), FAST_TRAIN)
+    train.save_model(other, trained["model"])
+    card = json.loads(original_card)
+    card["model"]["sha256"] = io.sha256(trained["model"])
+    Path(trained["model_card"]).write_text(json.dumps(card))
+
+    with pytest.raises(train.UntrustedModelError, match="card was changed after training"):
+        score.run(art["day"], run_id="scheduled__2024-03-11", **kw)
+    # With the card put back, the swapped model is refused on its own hash.
+    Path(trained["model_card"]).write_bytes(original_card)
+    with pytest.raises(train.UntrustedModelError, match="the file was changed after training"):
+        score.run(art["day"], run_id="scheduled__2024-03-11", **kw)
+    assert not paths.metrics(art["day"]).exists()
+    engine = _registry(art)
+    assert score.registry.history(engine).empty  # nothing recorded
+    engine.dispose()
 
 
 def test_a_champion_file_that_differs_from_the_registry_is_refused(split_artifacts) -> None:
@@ -177,5 +314,6 @@ def test_a_champion_file_that_differs_from_the_registry_is_refused(split_artifac
     store = _promote_current_model(art)
     (stored,) = store.glob("*.skops")
     stored.write_bytes(stored.read_bytes() + b"tampered")
+    train.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="again")
     with pytest.raises(train.UntrustedModelError, match="changed after training"):
-        score.run(art["day"], root=art["root"], params_file=art["params_file"])
+        score.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="again")

@@ -15,6 +15,10 @@ def test_summary_names_the_latest_days_artifacts_and_maes(tmp_path, capsys):
             "champion": {"mae": 24.0},
             "champion_info": {"name": "baseline"},
             "decision": {"promoted": True, "reason": "better by the margin"},
+            "challenger": {
+                "run_id": f"scheduled__{day}",
+                "model": f"/m/ds={day}/run=x/model.skops",
+            },
         }
         (out / "metrics.json").write_text(json.dumps(metrics))
     assert latest_day(paths).isoformat() == "2013-03-15"
@@ -23,6 +27,7 @@ def test_summary_names_the_latest_days_artifacts_and_maes(tmp_path, capsys):
     assert "Processed day 2013-03-15" in printed
     assert "model 21.50 min, baseline 24.00 min" in printed
     assert "promoted: better by the margin" in printed
+    assert "/m/ds=2013-03-15/run=x/model.skops (run scheduled__2013-03-15)" in printed
     assert "ds=2013-03-15/index.html" in describe(paths, latest_day(paths))
 
 

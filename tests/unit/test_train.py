@@ -161,18 +161,30 @@ def test_load_model_missing_file_names_train_task(tmp_path) -> None:
         train.load_model(tmp_path / "nope.skops")
 
 
-def test_run_writes_model_and_card(split_artifacts) -> None:
-    art = split_artifacts
-    result = train.run(art["day"].isoformat(), root=art["root"], params_file=art["params_file"])
+def test_run_writes_model_and_card_into_the_runs_folder_and_records_their_hashes(
+    split_artifacts,
+) -> None:
+    from flight_delays import registry
 
-    model_dir = art["settings"].paths.model_dir(art["day"])
+    art = split_artifacts
+    paths = art["settings"].paths
+    run_id = "scheduled__2024-03-11T07:00:00+00:00"
+    result = train.run(
+        art["day"].isoformat(), root=art["root"], params_file=art["params_file"], run_id=run_id
+    )
+
+    run_dir = paths.run_model_dir(art["day"], run_id)
+    assert run_dir == paths.model_dir(art["day"]) / "run=scheduled__2024-03-11T07:00:00+00:00"
     assert result == {
-        "model": str(model_dir / "model.skops"),
-        "model_card": str(model_dir / "model_card.json"),
+        "model": str(run_dir / "model.skops"),
+        "model_card": str(run_dir / "model_card.json"),
+        "model_sha256": io.sha256(run_dir / "model.skops"),
+        "run_id": run_id,
         "train_rows": len(art["train"]),
     }
     card = json.loads(Path(result["model_card"]).read_text())
     assert card["processed_day"] == "2024-03-10"
+    assert card["run_id"] == run_id
     assert card["train_window"] == {"first_day": "2024-03-01", "last_day": "2024-03-07"}
     assert card["train_rows"] == len(art["train"])
     assert card["hyperparameters"]["max_iter"] == 20
@@ -187,7 +199,68 @@ def test_run_writes_model_and_card(split_artifacts) -> None:
     assert any("perfect forecast" in note for note in card["notes"])
     assert isinstance(train.load_model(result["model"]), Pipeline)
     # Atomic writes leave no temporary files behind.
-    assert sorted(p.name for p in model_dir.iterdir()) == ["model.skops", "model_card.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["model.skops", "model_card.json"]
+    # The hashes score checks against live in the registry, outside the model folder.
+    engine = registry.connect(art["settings"].registry_url)
+    recorded = registry.find_challenger(engine, art["day"], run_id)
+    engine.dispose()
+    assert recorded == registry.Challenger(
+        processed_day=art["day"],
+        run_id=run_id,
+        model_path=result["model"],
+        model_sha256=io.sha256(result["model"]),
+        card_path=result["model_card"],
+        card_sha256=io.sha256(result["model_card"]),
+        train_rows=len(art["train"]),
+    )
+
+
+def test_a_retried_train_replaces_only_its_own_runs_record(split_artifacts) -> None:
+    from flight_delays import registry
+
+    art = split_artifacts
+    kw = {"root": art["root"], "params_file": art["params_file"]}
+    train.run(art["day"], run_id="run-a", **kw)
+    other = train.run(art["day"], run_id="run-b", **kw)
+    retried = train.run(art["day"], run_id="run-a", **kw)
+    engine = registry.connect(art["settings"].registry_url)
+    try:
+        assert registry.find_challenger(engine, art["day"], "run-a").model_path == retried["model"]
+        assert registry.find_challenger(engine, art["day"], "run-b").model_path == other["model"]
+        # A run that trained nothing (a task run alone) gets the one trained last.
+        assert registry.find_challenger(engine, art["day"], "tasks-test").run_id == "run-a"
+        assert registry.find_challenger(engine, art["day"].replace(day=9), "run-a") is None
+    finally:
+        engine.dispose()
+
+
+def test_run_without_a_run_id_is_a_run_of_its_own(split_artifacts) -> None:
+    art = split_artifacts
+    kw = {"root": art["root"], "params_file": art["params_file"]}
+    first, second = train.run(art["day"], **kw), train.run(art["day"], **kw)
+    assert first["run_id"].startswith(train.LOCAL_RUN_PREFIX)
+    assert first["run_id"] != second["run_id"] and first["model"] != second["model"]
+
+
+def test_load_model_reads_the_file_once(fitted_model, tmp_path, monkeypatch) -> None:
+    import builtins
+    import io as stdlib_io
+
+    path = train.save_model(fitted_model, tmp_path / "model.skops")
+    digest = io.sha256(path)
+    opened = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if Path(str(file)) == path:
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(stdlib_io, "open", counting_open)
+    model = train.load_model(path, expected_sha256=digest)
+    assert len(opened) == 1  # hashed, type-checked and loaded from the same bytes
+    assert isinstance(model, Pipeline)
 
 
 def test_run_with_day_bagging_says_so_in_the_card(split_artifacts) -> None:
