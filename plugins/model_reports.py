@@ -1,11 +1,11 @@
 """Airflow plugin: a "Model reports" page in the Airflow web UI.
 
 A FastAPI app mounted by the api-server at /model-reports, with a navigation entry (an
-external view shown inside the UI). The page shows the metric-history chart of the
-latest run, the current champion's card (trained day, MAE against the baseline, model
-file hash, promotion time), and every run recorded in the model registry with its
-decision, a link to its report (reports/ds=<day>/index.html) and a link to its Airflow
-run in the grid view.
+external view shown inside the UI). The page shows the metric-history chart of every
+run (drawn from the registry), the current champion's card (trained day, MAE against
+the baseline, model file hash, promotion time), and every run recorded in the model
+registry with its decision, a link to its report (reports/ds=<day>/index.html) and a
+link to its Airflow run in the grid view.
 
 Plugin endpoints are not protected by Airflow unless the plugin does it: every route
 here requires a logged-in user allowed to read the flight_delays DAG (the UI's session
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 DAG_ID = "flight_delays"
 WAREHOUSE_CONN_ID = "flight_delays_warehouse"
 URL_PREFIX = "/model-reports"
-HISTORY_FIGURE = "metric_history.png"
+HISTORY_PNG = "history.png"
 # The page must answer quickly or fail: it runs in the api-server's thread pool, next to
 # the UI and the task execution API.
 CONNECT_TIMEOUT_S = 5
@@ -207,7 +207,7 @@ def read_registry(engine: Any, reports: Path) -> dict[str, Any]:
     return {
         "champion": _champion_card(champion, runs),
         "runs": runs,
-        "history_figure": _history_figure(runs, reports),
+        "history_figure": HISTORY_PNG if runs else None,
     }
 
 
@@ -247,14 +247,36 @@ def _champion_card(champion: Any, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return card
 
 
-def _history_figure(runs: list[dict[str, Any]], reports: Path) -> str | None:
-    """The metric-history chart the chart task drew for the newest processed day that
-    has one (it holds every run up to that day), as a path under reports/."""
-    for run in runs:
-        figure = reports / "figures" / f"ds={run['processed_day']}" / HISTORY_FIGURE
-        if figure.is_file():
-            return f"reports/figures/ds={run['processed_day']}/{HISTORY_FIGURE}"
-    return None
+_history_cache: dict[str, Any] = {"key": None, "png": b""}
+_history_lock = threading.Lock()
+
+
+def history_png(engine: Any) -> bytes | None:
+    """The metric-history chart of every recorded run (flight_delays.chart.metric_history,
+    the chart the chart task draws), as PNG bytes; None before the first run.
+
+    Drawn here rather than taken from a run's reports/figures: a run draws the history as
+    of its own day, so the newest day's chart misses the runs a later backfill of older
+    days recorded. Drawn again only when the registry changed (new row or new champion).
+    """
+    from flight_delays import chart, registry
+
+    if registry.current_revision(engine) is None:
+        return None
+    frame = registry.history(engine)
+    if frame.empty:
+        return None
+    version = registry.current_champion(engine).version
+    key = (len(frame), int(frame["id"].max()), version)
+    with _history_lock:
+        if _history_cache["key"] != key:
+            import io
+
+            figure = chart.metric_history(frame)
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=chart.DPI)
+            _history_cache.update(key=key, png=buffer.getvalue())
+        return _history_cache["png"]
 
 
 def report_path(reports: Path, path: str) -> Path | None:
@@ -369,7 +391,7 @@ def build_app() -> Any:
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
     from airflow.api_fastapi.core_api.security import GetUserDep
     from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from sqlalchemy.exc import SQLAlchemyError
 
     def can_read_dag(user: GetUserDep) -> None:
@@ -396,13 +418,17 @@ def build_app() -> Any:
     @app.exception_handler(Unavailable)
     def unavailable(request: Request, exc: Unavailable) -> Any:
         message = str(exc)
-        if request.url.path.rstrip("/").endswith("/api/runs"):
+        if not request.url.path.endswith("/"):  # the JSON API or the chart
             return JSONResponse({"detail": message}, status_code=503)
         return HTMLResponse(unavailable_page(message), status_code=503)
 
     def registry_data() -> dict[str, Any]:
+        return registry_read(lambda engine: read_registry(engine, project_root() / "reports"))
+
+    def registry_read(read: Any) -> Any:
+        """``read(engine)``; a missing connection or a failing registry: Unavailable."""
         try:
-            return read_registry(registry_engine(), project_root() / "reports")
+            return read(registry_engine())
         except WarehouseMissing as exc:
             log.error("model reports: %s", exc)
             raise Unavailable(str(exc)) from exc
@@ -422,6 +448,14 @@ def build_app() -> Any:
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return render_page(registry_data())
+
+    @app.get(f"/{HISTORY_PNG}")
+    def history_chart() -> Response:
+        """The metric-history chart of every run, drawn from the registry."""
+        png = registry_read(history_png)
+        if png is None:
+            raise HTTPException(status_code=404, detail="no run has been recorded yet")
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     @app.get("/reports/{path:path}")
     def report_file(path: str) -> FileResponse:

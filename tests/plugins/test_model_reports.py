@@ -122,7 +122,7 @@ def client(plugin, auth):
 # --- access control ------------------------------------------------------------------
 def test_every_route_needs_a_logged_in_user(plugin):
     client = TestClient(plugin.build_app())
-    for path in ("/", "/api/runs", "/reports/ds=2013-03-15/index.html"):
+    for path in ("/", "/api/runs", "/history.png", "/reports/ds=2013-03-15/index.html"):
         response = client.get(path)
         assert response.status_code == 401, path
         assert "2013-03-15" not in response.text
@@ -172,7 +172,7 @@ def test_page_shows_history_chart_champion_card_and_run_links(client):
     page = client.get("/")
     assert page.status_code == 200
     text = page.text
-    assert 'src="reports/figures/ds=2013-03-15/metric_history.png"' in text
+    assert '<img id="history" src="history.png"' in text
     assert "Current champion: the model trained for 2013-03-15" in text
     assert SHA in text and "18.25 min; baseline 21.50 min (+15.1% against the baseline)" in text
     assert "challenger &lt;beats&gt; baseline" in text  # registry text is escaped
@@ -180,9 +180,23 @@ def test_page_shows_history_chart_champion_card_and_run_links(client):
     grid = "../dags/flight_delays/runs/scheduled__2013-03-16T06%3A00%3A00%2B00%3A00"
     assert f'href="{grid}" target="_top"' in text
     assert 'href="reports/ds=2013-03-16/index.html"' in text
-    # The history chart is served by the report route.
+    # A run's own figures are served by the report route.
     figure = client.get("/reports/figures/ds=2013-03-15/metric_history.png")
     assert figure.status_code == 200 and figure.content.startswith(b"\x89PNG")
+
+
+def test_the_history_chart_is_drawn_from_every_run_and_redrawn_after_a_new_one(
+    client, project, plugin
+):
+    first = client.get("/history.png")
+    assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+    assert first.content.startswith(b"\x89PNG\r\n\x1a\n") and len(first.content) > 10_000
+    assert client.get("/history.png").content == first.content  # unchanged registry
+    engine = registry.connect(f"sqlite:///{project / 'warehouse.sqlite'}")
+    registry.record_run(engine, run_row(date(2013, 3, 17), "manual__x", "kept", 25.0), False, 1)
+    engine.dispose()
+    second = client.get("/history.png")
+    assert second.status_code == 200 and second.content != first.content
 
 
 def test_json_lists_runs_newest_first_with_the_champion_card(client):
@@ -203,6 +217,7 @@ def test_an_empty_registry_shows_the_baseline_and_no_chart(client, project):
     page = client.get("/").text
     assert "Current champion: the naive baseline" in page
     assert "No run has been scored yet." in page and "No metric-history chart yet" in page
+    assert client.get("/history.png").status_code == 404
 
 
 def test_an_unmigrated_registry_is_read_as_no_runs_and_not_migrated(client, project):
@@ -254,7 +269,8 @@ def test_a_missing_connection_is_a_loud_503_not_a_local_registry(
     with caplog.at_level(logging.ERROR):
         page = client.get("/")
         api = client.get("/api/runs")
-    assert page.status_code == 503 and api.status_code == 503
+        chart = client.get("/history.png")
+    assert page.status_code == 503 and api.status_code == 503 and chart.status_code == 503
     assert "flight_delays_warehouse" in page.text and "is not defined" in page.text
     assert "flight_delays_warehouse" in api.json()["detail"]
     assert any("flight_delays_warehouse" in r.getMessage() for r in caplog.records)
