@@ -94,7 +94,7 @@ def test_a_step_without_its_upstream_artifact_names_it_and_the_fix(project):
     assert "Task failed with exception" in output
     assert "missing artifact" in output
     assert "ds=2013-04-07/train.parquet" in output
-    assert "airflow tasks test flight_delays split 2013-04-08" in output
+    assert "python -m flight_delays run split --day 2013-04-07" in output
 
 
 def test_a_rerun_reuses_raw_partitions_and_is_idempotent(project):
