@@ -63,10 +63,12 @@ def warehouse_url(conn: Any) -> str | None:
 # parsed) and passes the step what it needs from Airflow. run_id names the DAG run:
 # train writes into a folder of its own run, and score records one registry row per run.
 @fail_fast
-def ingest(day: str, root: str, conn: Any) -> dict:
+def ingest(day: str, root: str, conn: Any, params: dict) -> dict:
     from flight_delays import ingest
 
-    return ingest.run(day=day, root=root, source_url=warehouse_url(conn))
+    return ingest.run(
+        day=day, root=root, source_url=warehouse_url(conn), refetch=bool(params.get("refetch"))
+    )
 
 
 @fail_fast
@@ -135,6 +137,13 @@ with DAG(
             description="YYYY-MM-DD. Empty: the local day before the run's logical date "
             "(or before the trigger time when the run has no logical date).",
         ),
+        "refetch": Param(
+            False,
+            type="boolean",
+            title="Re-fetch the processed day from the warehouse",
+            description="For a day corrected in the source: its raw partition is read again "
+            "(checked first) and the earlier one kept in data/raw/superseded/.",
+        ),
     },
     user_defined_macros={"processed_day": processed_day},
     tags=["ml", "flights", "nightly"],
@@ -155,9 +164,12 @@ the logical date (the 02:00 run on D+1 processes D), else the day before the tri
 **R** is the Airflow run id: two runs of one day never train into the same folder, and a
 retried score finds its run's registry row and changes nothing. A data error
 (`flight_delays.errors.PipelineDataError`: bad rows, settings or model file) fails its
-task at once; other errors are retried. Parameters: `include/params.yaml`. The registry
-(runs, metrics, decisions, champion) is the warehouse of connection
-`flight_delays_warehouse`; the reports are in the web UI under **Model reports**.
+task at once; other errors are retried. Rows that break the data contract are
+quarantined by ingest (`data/interim/quarantine/ds=D/`, one reason per row); a day
+corrected in the warehouse is read again with the `refetch` parameter. Parameters:
+`include/params.yaml`. The registry (runs, metrics, decisions, champion) is the warehouse
+of connection `flight_delays_warehouse`; the reports are in the web UI under **Model
+reports**.
 """,
 ) as dag:
     tasks = [

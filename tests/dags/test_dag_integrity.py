@@ -103,7 +103,12 @@ def call_task(task, **context):
     """Call the task's callable the way PythonOperator does: op_kwargs plus the context
     entries its signature names (conn, run_id)."""
     wanted = inspect.signature(task.python_callable).parameters
-    available = {"conn": NoConnections(), "run_id": "manual__2013-03-16", **context}
+    available = {
+        "conn": NoConnections(),
+        "run_id": "manual__2013-03-16",
+        "params": {"day": None, "refetch": False},
+        **context,
+    }
     kwargs = {**task.op_kwargs, **{k: v for k, v in available.items() if k in wanted}}
     kwargs["day"] = "2013-03-15"  # rendered by Airflow in a real run
     return task.python_callable(**kwargs)
@@ -157,4 +162,16 @@ def test_each_task_calls_its_step_with_the_day_root_and_what_airflow_knows(dag, 
     extra = {warehouse[step]: None} if step in warehouse else {}
     if step in ("train", "score"):
         extra["run_id"] = "scheduled__2013-03-16"  # a folder and a registry row per run
+    if step == "ingest":
+        extra["refetch"] = False
     assert seen == {"day": "2013-03-15", "root": seen["root"], **extra}
+
+
+def test_the_refetch_param_reaches_ingest(dag, monkeypatch):
+    from flight_delays import ingest
+
+    seen = {}
+    monkeypatch.setattr(ingest, "run", lambda **kwargs: seen.update(kwargs) or {})
+    call_task(dag.get_task("ingest"), params={"day": None, "refetch": True})
+    assert seen["refetch"] is True
+    assert dag.params.get_param("refetch").value is False  # off unless asked for
