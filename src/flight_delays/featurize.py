@@ -427,7 +427,8 @@ def run(
     day = parse_day(day)
     paths = settings.paths
     manifest_path = paths.interim(day) / MANIFEST_FILE
-    days = _manifest_days(io.read_json(manifest_path, task=UPSTREAM_TASK), manifest_path, day)
+    manifest = io.read_json(manifest_path, task=UPSTREAM_TASK)
+    days = _manifest_days(manifest, manifest_path, day)
 
     flights = pd.concat(
         [io.read_parquet(paths.raw_partition(d) / FLIGHTS_FILE, task=UPSTREAM_TASK) for d in days],
@@ -452,6 +453,9 @@ def run(
         flights = checked.good
     features, counts = build_features(flights, weather)
     counts["failed_contract"] = len(checked.quarantine)
+    # Rows ingest quarantined at the door for the window's days (manifests before the
+    # contracts existed have no such count).
+    counts["quarantined_rows"] = int(manifest.get("quarantined_rows", 0))
     target = io.write_parquet(features, paths.processed(day) / FEATURES_FILE)
     summary = {"rows": len(features), "days": len(days), **counts}
     io.write_json(summary, paths.processed(day) / COUNTS_FILE)

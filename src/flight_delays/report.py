@@ -25,6 +25,8 @@ METRICS = [
 # featurize's counts (feature_counts.json), in the order the page lists them
 DATA_COUNTS = [
     ("days", "Days of raw partitions read"),
+    ("quarantined_rows", "Rows quarantined by ingest's data contract (data/interim/quarantine)"),
+    ("failed_contract", "Flights of older partitions that break the contract: left out"),
     ("flights_in", "Flights scheduled in the window"),
     ("duplicate_flights", "Duplicate flights dropped (first kept)"),
     ("excluded_no_arr_delay", "Flights without an arrival delay (cancelled, diverted): left out"),

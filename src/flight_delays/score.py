@@ -174,6 +174,8 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
     processed = settings.paths.processed(day)
     train_frame = io.read_parquet(processed / "train.parquet", task="split")
     holdout = io.read_parquet(processed / "holdout.parquet", task="split")
+    counts_path = processed / "feature_counts.json"
+    data_counts = json.loads(counts_path.read_text()) if counts_path.is_file() else {}
     if len(holdout) == 0:
         raise ValueError(f"holdout {processed / 'holdout.parquet'} is empty: nothing to score")
 
@@ -253,6 +255,10 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
                 "model": challenger.model_path,
                 "model_card": challenger.card_path,
                 "model_card_sha256": challenger.card_sha256,
+            },
+            # What the data contract kept out of this run's window (featurize's counts).
+            "data_quality": {
+                key: data_counts.get(key, 0) for key in ("quarantined_rows", "failed_contract")
             },
             "unseen_categories": unseen,
             "baseline_fallbacks": baseline.fallbacks(holdout),

@@ -170,6 +170,8 @@ def split_artifacts(tmp_path: Path, model_params_file: Path) -> dict[str, object
         "weather_in": 720,
         "duplicate_weather": 3,
         "implausible_weather": 1,
+        "quarantined_rows": 3,
+        "failed_contract": 0,
     }
     io.write_json(counts, processed / "feature_counts.json")
     return {

@@ -206,6 +206,8 @@ def test_negative_distance_is_quarantined(root: Path, url: str) -> None:
     ingest.run(DAY, root=root, source_url=url)
     assert_only_that_row_quarantined(root, url, "distance -5 miles is not positive", "distance")
     good_rows_unchanged(root, url)
+    # The count travels on: featurize's counts feed metrics.json and the run report.
+    assert featurize.run(DAY, root=root)["quarantined_rows"] == 1
 
 
 def test_delay_over_24_hours_is_quarantined(root: Path, url: str) -> None:

@@ -104,6 +104,8 @@ def test_run_writes_metrics_matching_an_independent_recomputation(split_artifact
     assert metrics["unseen_categories"]["origin"]["values"] == 0
     assert sum(metrics["baseline_fallbacks"].values()) == len(holdout)
     assert np.isfinite(predictions["predicted"]).all()
+    # What the data contract kept out of the window, from featurize's counts.
+    assert metrics["data_quality"] == {"quarantined_rows": 3, "failed_contract": 0}
 
 
 def test_run_refuses_a_model_file_changed_after_training(split_artifacts) -> None:
