@@ -12,8 +12,9 @@ date), a migrated SQLite Airflow home, and the inputs of the measured step (``sp
 for 2013-06-30) made once by ingest and featurize. ``case NAME`` replaces itself
 (``exec``) with that case's command, so an outside timer measures the command alone and
 two cases can be timed side by side (e.g. ``/usr/bin/time -v``, or hyperfine).
-``all`` runs every case ``--repeat`` times in turn and prints a table of wall and CPU
-seconds (user + sys of the process and its children, from ``getrusage``).
+``all`` runs every case (or ``--cases a,b``) ``--repeat`` times in turn and prints a
+table of wall and CPU seconds (user + sys of the process and its children, from
+``getrusage``) and exit seconds (from the last line of output to the process's end).
 
 Cases (each runs the step ``split`` once for the processed day):
 
@@ -123,15 +124,29 @@ def setup(root: Path) -> None:
         subprocess.run(cmd, env=env, check=True, capture_output=True)
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU seconds (user + sys) of one run of ``cmd``."""
+def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, float | None]:
+    """Wall seconds, CPU seconds (user + sys), exit seconds and, for the ``step`` case,
+    the step's own seconds (its ``run()`` call, printed as ``step_seconds=``).
+
+    Exit seconds: from the command's last line of output to the end of the process,
+    which is where the interpreter's final garbage collection shows.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
-    wall = time.perf_counter() - start
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        last, own = start, None
+        for line in process.stdout:
+            last = time.perf_counter()
+            if "step_seconds=" in line:
+                own = float(line.rsplit("step_seconds=", 1)[1])
+    end = time.perf_counter()
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, cmd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
+    return end - start, cpu, end - last, own
 
 
 def main() -> None:
@@ -140,6 +155,7 @@ def main() -> None:
     parser.add_argument("name", nargs="?", help="the case, for `case`")
     parser.add_argument("--root", type=Path, required=True, help="the throw-away project")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cases", help="for `all`: a comma-separated subset of the cases")
     args = parser.parse_args()
     root = args.root.resolve()
     if args.action == "setup":
@@ -152,17 +168,27 @@ def main() -> None:
             parser.error(f"case must be one of {', '.join(table)}")
         cmd, extra = table[args.name]
         os.execve(cmd[0], cmd, {**env, **extra})
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in table}
+    chosen = args.cases.split(",") if args.cases else list(table)
+    if "step" not in chosen:
+        chosen.append("step")  # the reference for the overheads
+    results: dict[str, list[tuple[float, float, float, float | None]]] = {n: [] for n in chosen}
     for _ in range(args.repeat):  # cases in turn, so a drift of the machine hits all alike
-        for name, (cmd, extra) in table.items():
+        for name in chosen:
+            cmd, extra = table[name]
             results[name].append(measure(cmd, {**env, **extra}))
-    print("| case | median wall (s) | min wall (s) | median CPU (s) |")
-    print("|---|---|---|---|")
+    own = statistics.median(run[3] for run in results["step"])
+    print(f"The step's own time (split.run, median): {own:.2f} s")
+    print(
+        "| case | median wall (s) | min wall (s) | median CPU (s) | median exit (s) "
+        "| over the step's own time (s) |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, runs in results.items():
-        walls, cpus = [w for w, _ in runs], [c for _, c in runs]
+        walls, cpus, exits = ([run[i] for run in runs] for i in range(3))
+        wall = statistics.median(walls)
         print(
-            f"| {name} | {statistics.median(walls):.2f} | {min(walls):.2f} "
-            f"| {statistics.median(cpus):.2f} |"
+            f"| {name} | {wall:.2f} | {min(walls):.2f} | {statistics.median(cpus):.2f} "
+            f"| {statistics.median(exits):.2f} | {wall - own:.2f} |"
         )
 
 
