@@ -68,6 +68,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from flight_delays import io
+from flight_delays.dates import parse_day
 from flight_delays.source import open_engine, safe_url
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,19 @@ CHAMPION = Table(
     Column("version", Integer, nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), server_default=func.now()),
     CheckConstraint("id = 1", name="ck_champion_single_row"),
+)
+
+
+CHAMPION_MOVES = Table(
+    "champion_moves",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),
+    Column("run_pk", Integer, ForeignKey("model_runs.id")),  # NULL: the baseline
+    Column("previous_run_pk", Integer, ForeignKey("model_runs.id")),
+    Column("reason", Text, nullable=False),
+    Column("moved_at", DateTime(timezone=True), server_default=func.now()),
+    CheckConstraint("kind IN ('promotion', 'rollback')", name="ck_champion_moves_kind"),
 )
 
 
@@ -315,6 +329,15 @@ def record_run(
             return None
         run_pk = conn.execute(insert(MODEL_RUNS).values(**run)).inserted_primary_key[0]
         if promote:
+            previous = conn.execute(select(CHAMPION.c.run_pk).where(CHAMPION.c.id == 1))
+            conn.execute(
+                insert(CHAMPION_MOVES).values(
+                    kind="promotion",
+                    run_pk=run_pk,
+                    previous_run_pk=previous.scalar_one(),
+                    reason=run["reason"],
+                )
+            )
             conn.execute(
                 update(CHAMPION)
                 .where(CHAMPION.c.id == 1)
@@ -330,6 +353,103 @@ def record_run(
     return int(run_pk)
 
 
+def champion_moves(engine: Engine) -> pd.DataFrame:
+    """Every change of the champion, oldest first: kind, the run that became champion
+    (its day; NULL: the baseline), the run it replaced, the reason and when."""
+    new, old = MODEL_RUNS.alias("new"), MODEL_RUNS.alias("old")
+    query = (
+        select(
+            CHAMPION_MOVES.c.id,
+            CHAMPION_MOVES.c.kind,
+            new.c.processed_day.label("champion_day"),
+            new.c.run_id.label("champion_run_id"),
+            old.c.processed_day.label("previous_day"),
+            CHAMPION_MOVES.c.reason,
+            CHAMPION_MOVES.c.moved_at,
+        )
+        .outerjoin(new, new.c.id == CHAMPION_MOVES.c.run_pk)
+        .outerjoin(old, old.c.id == CHAMPION_MOVES.c.previous_run_pk)
+        .order_by(CHAMPION_MOVES.c.id)
+    )
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(query).mappings().all())
+
+
+def rollback(
+    engine: Engine, reason: str, to_day: date | None = None, baseline: bool = False
+) -> Champion:
+    """Make an earlier champion the champion again, recording the move and ``reason``.
+
+    Target: the baseline (``baseline``); else the newest promoted run of ``to_day``;
+    else the champion before the current one (the current one's recorded predecessor,
+    or for promotions made before revision 0003, the newest promoted run before it).
+    The target's stored model must still match its recorded SHA-256. One transaction
+    under the champion lock, which also bumps the version, so a score running meanwhile
+    scores again against the restored champion.
+    """
+    if not reason.strip():
+        raise RegistryError("a rollback needs a reason (it is recorded with the move)")
+    with engine.begin() as conn:
+        conn.execute(update(CHAMPION).where(CHAMPION.c.id == 1).values(version=CHAMPION.c.version))
+        current = conn.execute(select(CHAMPION.c.run_pk).where(CHAMPION.c.id == 1)).scalar_one()
+        target = None if baseline else _rollback_target(conn, current, to_day)
+        values: dict[str, Any] = {"run_pk": None, "processed_day": None}
+        values.update(model_path=None, model_sha256=None)
+        if target is not None:
+            run = conn.execute(select(MODEL_RUNS).where(MODEL_RUNS.c.id == target)).mappings().one()
+            path = Path(run["model_path"])
+            if not path.is_file() or io.sha256(path) != run["model_sha256"]:
+                raise RegistryError(
+                    f"cannot roll back to the model of {run['processed_day']}: {path} is missing "
+                    "or differs from its recorded SHA-256"
+                )
+            values = {
+                "run_pk": target,
+                "processed_day": run["processed_day"],
+                "model_path": run["model_path"],
+                "model_sha256": run["model_sha256"],
+            }
+        if values["run_pk"] == current:
+            raise RegistryError("that model is already the champion: nothing to roll back")
+        conn.execute(
+            update(CHAMPION)
+            .where(CHAMPION.c.id == 1)
+            .values(**values, version=CHAMPION.c.version + 1, updated_at=func.now())
+        )
+        conn.execute(
+            insert(CHAMPION_MOVES).values(
+                kind="rollback", run_pk=values["run_pk"], previous_run_pk=current, reason=reason
+            )
+        )
+    champion = current_champion(engine)
+    log.info("rolled back the champion to %s: %s", champion.processed_day or "the baseline", reason)
+    return champion
+
+
+def _rollback_target(conn: Any, current: int | None, to_day: date | None) -> int | None:
+    promoted = select(MODEL_RUNS.c.id).where(MODEL_RUNS.c.decision == "promoted")
+    if to_day is not None:
+        target = conn.execute(
+            promoted.where(MODEL_RUNS.c.processed_day == to_day).order_by(MODEL_RUNS.c.id.desc())
+        ).first()
+        if target is None:
+            raise RegistryError(f"no promoted run for {to_day}: nothing to roll back to")
+        return int(target[0])
+    if current is None:
+        raise RegistryError("the baseline is the champion: there is no earlier champion")
+    move = conn.execute(
+        select(CHAMPION_MOVES.c.previous_run_pk)
+        .where(CHAMPION_MOVES.c.run_pk == current)
+        .order_by(CHAMPION_MOVES.c.id.desc())
+    ).first()
+    if move is not None:
+        return move[0]
+    earlier = conn.execute(
+        promoted.where(MODEL_RUNS.c.id < current).order_by(MODEL_RUNS.c.id.desc())
+    ).first()
+    return int(earlier[0]) if earlier else None
+
+
 def metrics_of(row: dict[str, Any]) -> dict[str, Any]:
     """The metrics dict stored with a run."""
     return json.loads(row["metrics_json"])
@@ -341,9 +461,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="The flight_delays model registry.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("upgrade", "migrate the schema"), ("show", "print the runs")):
+    commands = (
+        ("upgrade", "migrate the schema"),
+        ("show", "print the runs and the champion's moves"),
+        ("rollback", "make the previous champion (or --to DAY, or --to baseline) champion"),
+    )
+    for name, text in commands:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--url", help="registry URL (default: the warehouse of params.yaml)")
+        if name == "rollback":
+            cmd.add_argument("--to", help="YYYY-MM-DD (its newest promoted run) or 'baseline'")
+            cmd.add_argument("--reason", required=True, help="recorded with the move")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     url = args.url or load_settings().registry_url
@@ -357,6 +485,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"champion: {champion.kind} {champion.processed_day or ''}".rstrip())
         columns = ["processed_day", "challenger_mae", "champion_mae", "baseline_mae", "decision"]
         print(history(engine)[columns].to_string(index=False))
+        moves = champion_moves(engine)
+        if not moves.empty:
+            print("champion moves:")
+            print(moves.drop(columns="id").to_string(index=False))
+    if args.command == "rollback":
+        to = args.to
+        try:
+            champion = rollback(
+                engine,
+                args.reason,
+                to_day=parse_day(to) if to and to != "baseline" else None,
+                baseline=to == "baseline",
+            )
+        except RegistryError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        finally:
+            engine.dispose()
+        print(f"champion: {champion.kind} {champion.processed_day or ''}".rstrip())
     engine.dispose()
     return 0
 

@@ -47,7 +47,12 @@ def test_migration_creates_the_declared_schema_and_is_idempotent(tmp_path):
     assert registry.current_revision(engine) == registry.head_revision()
     registry.upgrade(engine)  # second time: nothing to do
     inspector = inspect(engine)
-    for table in (registry.MODEL_RUNS, registry.CHAMPION, registry.CHALLENGERS):
+    for table in (
+        registry.MODEL_RUNS,
+        registry.CHAMPION,
+        registry.CHALLENGERS,
+        registry.CHAMPION_MOVES,
+    ):
         migrated = {c["name"] for c in inspector.get_columns(table.name)}
         assert migrated == set(table.c.keys()), table.name
     unique = {i["name"]: i["column_names"] for i in inspector.get_indexes("model_runs")}
@@ -176,3 +181,65 @@ def test_concurrent_runs_lose_no_row_and_never_promote_backwards(tmp_path):
     champion = registry.current_champion(engine)
     assert champion.processed_day == max(days)
     assert champion.version == len(promoted)
+
+
+# --- champion moves and rollback -----------------------------------------------------------
+def promoted_with_model(engine, store: Path, day: date, mae: float) -> int:
+    """Record a promoted run whose model file exists in the store, as score does."""
+    model = store / f"{day}.skops"
+    model.write_bytes(f"model of {day}".encode())
+    row = run_row(day, mae, model_path=str(model), model_sha256=registry.io.sha256(model))
+    version = registry.current_champion(engine).version
+    return registry.record_run(engine, row, promote=True, expected_version=version)
+
+
+def test_rollback_restores_the_previous_champion_and_records_why(tmp_path, capsys):
+    url = url_in(tmp_path)
+    engine = registry.connect(url)
+    first, second = date(2013, 3, 1), date(2013, 3, 8)
+    promoted_with_model(engine, tmp_path, first, 15.0)
+    promoted_with_model(engine, tmp_path, second, 14.0)
+    before = registry.current_champion(engine)
+    assert before.processed_day == second
+
+    champion = registry.rollback(engine, "the 03-08 model decayed in service")
+    assert champion.processed_day == first
+    assert champion.version == before.version + 1  # a score running meanwhile scores again
+    moves = registry.champion_moves(engine)
+    assert moves["kind"].tolist() == ["promotion", "promotion", "rollback"]
+    last = moves.iloc[-1]
+    assert (last["champion_day"], last["previous_day"]) == (first, second)
+    assert last["reason"] == "the 03-08 model decayed in service"
+
+    # The command: to the baseline, then back to a day; `show` lists the moves.
+    assert registry.main(["rollback", "--url", url, "--to", "baseline", "--reason", "audit"]) == 0
+    assert registry.current_champion(engine).kind == "baseline"
+    assert registry.main(["rollback", "--url", url, "--to", str(second), "--reason", "ok"]) == 0
+    assert registry.current_champion(engine).processed_day == second
+    assert registry.main(["show", "--url", url]) == 0
+    assert "champion moves:" in capsys.readouterr().out
+    engine.dispose()
+
+
+def test_rollback_refuses_a_changed_model_file_and_leaves_the_champion(tmp_path):
+    engine = registry.connect(url_in(tmp_path))
+    first = date(2013, 3, 1)
+    promoted_with_model(engine, tmp_path, first, 15.0)
+    promoted_with_model(engine, tmp_path, date(2013, 3, 8), 14.0)
+    (tmp_path / f"{first}.skops").write_bytes(b"swapped")
+    before = registry.current_champion(engine)
+    with pytest.raises(registry.RegistryError, match="differs from its recorded SHA-256"):
+        registry.rollback(engine, "try")
+    assert registry.current_champion(engine) == before
+    with pytest.raises(registry.RegistryError, match="needs a reason"):
+        registry.rollback(engine, " ")
+    with pytest.raises(registry.RegistryError, match="no promoted run for 2013-01-01"):
+        registry.rollback(engine, "x", to_day=date(2013, 1, 1))
+    engine.dispose()
+
+
+def test_rollback_with_the_baseline_as_champion_has_nothing_to_return_to(tmp_path):
+    engine = registry.connect(url_in(tmp_path))
+    with pytest.raises(registry.RegistryError, match="baseline is the champion"):
+        registry.rollback(engine, "x")
+    engine.dispose()
