@@ -80,7 +80,11 @@ def select_steps(spec: str, steps: Sequence[str] = STEPS) -> list[str]:
 
 
 def step_kwargs(
-    step: str, day: date, root: str | Path | None, params_file: str | Path | None
+    step: str,
+    day: date,
+    root: str | Path | None,
+    params_file: str | Path | None,
+    refetch: bool = False,
 ) -> dict[str, Any]:
     """The arguments of ``flight_delays.<step>.run``: the DAG's, minus what Airflow owns.
 
@@ -91,6 +95,8 @@ def step_kwargs(
     kwargs: dict[str, Any] = {"day": day.isoformat(), "root": root, "params_file": params_file}
     if step == "score":
         kwargs["run_id"] = f"{RUN_ID_PREFIX}{day.isoformat()}"
+    if step == "ingest" and refetch:
+        kwargs["refetch"] = True  # the DAG's `refetch` parameter
     return kwargs
 
 
@@ -99,8 +105,10 @@ def run_steps(
     day: date,
     root: str | Path | None = None,
     params_file: str | Path | None = None,
+    refetch: bool = False,
 ) -> dict[str, Any]:
     """Run ``steps`` in order for ``day``; return each step's result by name.
+    ``refetch``: ingest reads the processed day from the warehouse again.
 
     Raises :class:`StepFailed` (from the step's own exception) at the first step that
     fails; the later steps do not run.
@@ -110,7 +118,7 @@ def run_steps(
         started = time.perf_counter()
         try:
             module = importlib.import_module(f"flight_delays.{step}")
-            results[step] = module.run(**step_kwargs(step, day, root, params_file))
+            results[step] = module.run(**step_kwargs(step, day, root, params_file, refetch))
         except Exception as exc:
             raise StepFailed(step, exc) from exc
         logger.info(
@@ -139,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run_cmd.add_argument("--root", help="project root (default: $FLIGHT_DELAYS_HOME or cwd)")
     run_cmd.add_argument("--params", help="parameter file (default: <root>/include/params.yaml)")
+    run_cmd.add_argument(
+        "--refetch",
+        action="store_true",
+        help="ingest: read the processed day from the warehouse again (the DAG's refetch)",
+    )
     return parser
 
 
@@ -165,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     atexit.register(_freeze_at_exit)
     started = time.perf_counter()
     try:
-        run_steps(steps, day, root=args.root, params_file=args.params)
+        run_steps(steps, day, root=args.root, params_file=args.params, refetch=args.refetch)
     except StepFailed as failed:
         if isinstance(failed.error, (PipelineDataError, MissingArtifactError)):
             # The message names the problem and the fix; a traceback would bury it.

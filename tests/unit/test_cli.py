@@ -74,6 +74,15 @@ def test_run_steps_calls_each_step_in_order_with_the_dag_arguments(fake_steps, t
     assert all("source_url" not in kw and "registry_url" not in kw for _, kw in fake_steps.calls)
 
 
+def test_refetch_reaches_ingest_only(fake_steps):
+    assert cli.main(["run", "ingest..featurize", "--day", "2013-06-30", "--refetch"]) == 0
+    ingest, featurize = (kwargs for _, kwargs in fake_steps.calls)
+    assert ingest["refetch"] is True
+    assert "refetch" not in featurize
+    cli.main(["run", "ingest", "--day", "2013-06-30"])
+    assert "refetch" not in fake_steps.calls[-1][1]  # the step's own default: False
+
+
 def test_run_steps_stops_at_the_first_failing_step(fake_steps):
     fake_steps.failing["train"] = ConfigError("train.max_features must be in (0, 1]")
     with pytest.raises(cli.StepFailed) as info:
