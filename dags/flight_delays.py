@@ -7,7 +7,9 @@ file is parsed, so parsing loads neither pandas nor scikit-learn.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -21,6 +23,10 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from flight_delays.dates import TIMEZONE, processed_day
 from flight_delays.errors import PipelineDataError
+
+# `airflow tasks test` and `dags test` end with ~700k live objects, and the interpreter's
+# last collection walks them all (~2 s); frozen objects are skipped (docs/benchmarks.md).
+atexit.register(gc.freeze)
 
 # The project root holds include/params.yaml and the artifact folders. Under Airflow the
 # dags folder sits in the project (dags/..), unless FLIGHT_DELAYS_HOME says otherwise.

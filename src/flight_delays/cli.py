@@ -21,6 +21,7 @@ import importlib
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -85,19 +86,28 @@ def step_kwargs(
     root: str | Path | None,
     params_file: str | Path | None,
     refetch: bool = False,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """The arguments of ``flight_delays.<step>.run``: the DAG's, minus what Airflow owns.
+    ``run_id`` names this invocation, as Airflow's run id names a DAG run: train writes
+    into its folder and score records one registry row for it.
 
     The warehouse URL is left out, so the package's default applies (params file, then
     FLIGHT_DELAYS_SOURCE_URL, then the embedded SQLite file), as under Airflow when the
     connection ``flight_delays_warehouse`` does not exist.
     """
     kwargs: dict[str, Any] = {"day": day.isoformat(), "root": root, "params_file": params_file}
-    if step == "score":
-        kwargs["run_id"] = f"{RUN_ID_PREFIX}{day.isoformat()}"
+    if step in ("train", "score"):
+        kwargs["run_id"] = run_id or new_run_id(day)
     if step == "ingest" and refetch:
         kwargs["refetch"] = True  # the DAG's `refetch` parameter
     return kwargs
+
+
+def new_run_id(day: date) -> str:
+    """A run id of its own for each invocation (a second run of a day is a new run, never
+    the first one's registry row): ``cli__<day>__<random>``."""
+    return f"{RUN_ID_PREFIX}{day.isoformat()}__{uuid.uuid4().hex[:12]}"
 
 
 def run_steps(
@@ -114,11 +124,12 @@ def run_steps(
     fails; the later steps do not run.
     """
     results: dict[str, Any] = {}
+    run_id = new_run_id(day)  # one run: train and score share it
     for step in steps:
         started = time.perf_counter()
         try:
             module = importlib.import_module(f"flight_delays.{step}")
-            results[step] = module.run(**step_kwargs(step, day, root, params_file, refetch))
+            results[step] = module.run(**step_kwargs(step, day, root, params_file, refetch, run_id))
         except Exception as exc:
             raise StepFailed(step, exc) from exc
         logger.info(
