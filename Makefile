@@ -87,11 +87,12 @@ lint: venv ## ruff: lint rules and formatting
 	$(BIN)/ruff format --check .
 
 clean-artifacts: ## delete generated data, models and reports (keeps the source and raw data)
-	rm -rf data/interim/ds=* data/processed/ds=* data/output/ds=* models/ds=* reports/figures/ds=*
+	rm -rf data/interim/ds=* data/processed/ds=* data/output/ds=* models/ds=* reports/figures/ds=* reports/ds=*
 
 # The stack without Docker (deploy/stack/): PostgreSQL + scheduler, dag-processor,
-# api-server and triggerer under honcho. State, secrets and logs in .stack/; settings
-# and ports through FLIGHT_DELAYS_STACK_* variables (see deploy/stack/stack.py).
+# api-server and triggerer under supervisord, which restarts a component that dies. State,
+# secrets and logs in .stack/; settings and ports through FLIGHT_DELAYS_STACK_* variables
+# (see deploy/stack/stack.py).
 STACK := $(BIN)/python deploy/stack/stack.py
 
 up: venv ## start the stack without Docker (PostgreSQL + Airflow on 127.0.0.1:8080)
