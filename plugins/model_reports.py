@@ -37,6 +37,7 @@ from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 
+
 log = logging.getLogger(__name__)
 
 DAG_ID = "flight_delays"
@@ -48,9 +49,6 @@ HISTORY_PNG = "history.png"
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 10_000
 POOL = {"pool_size": 2, "max_overflow": 2, "pool_timeout": 10, "pool_recycle": 1800}
-# Run ids of runs made outside Airflow (the step command): no Airflow run to link to.
-# Same prefix as flight_delays.train.LOCAL_RUN_PREFIX (not imported: scikit-learn).
-LOCAL_RUN_PREFIX = "local__"
 
 
 class WarehouseMissing(RuntimeError):
@@ -161,7 +159,9 @@ def grid_link(run_id: str | None) -> str | None:
     """The Airflow UI page of a DAG run (the grid with the run's tasks), relative to the
     plugin's page (/model-reports/), so it keeps any base URL the api-server is under.
     The UI's route is dags/:dagId/runs/:runId (airflow/ui, Airflow 3.3)."""
-    if not run_id or run_id.startswith(LOCAL_RUN_PREFIX):
+    from flight_delays import config  # here, not at import: task processes load this file
+
+    if not run_id or run_id.startswith(config.LOCAL_RUN_PREFIX):
         return None
     return f"../dags/{quote(DAG_ID, safe='')}/runs/{quote(run_id, safe='')}"
 

@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from flight_delays.config import LOCAL_RUN_PREFIX
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
 from flight_delays.io import MissingArtifactError
@@ -38,7 +39,7 @@ STEPS: tuple[str, ...] = ("ingest", "featurize", "split", "train", "score", "cha
 RANGE_SEPARATOR = ".."
 #: The score step records this in the registry's run_id column, as the DAG records
 #: Airflow's run id: a row made by hand is told apart from a scheduled one.
-RUN_ID_PREFIX = "cli__"
+RUN_ID_PREFIX = f"{LOCAL_RUN_PREFIX}cli__"
 
 
 class StepSelectionError(ValueError):
@@ -106,7 +107,7 @@ def step_kwargs(
 
 def new_run_id(day: date) -> str:
     """A run id of its own for each invocation (a second run of a day is a new run, never
-    the first one's registry row): ``cli__<day>__<random>``."""
+    the first one's registry row): ``local__cli__<day>__<random>``."""
     return f"{RUN_ID_PREFIX}{day.isoformat()}__{uuid.uuid4().hex[:12]}"
 
 

@@ -19,6 +19,9 @@ import yaml
 from flight_delays.errors import PipelineDataError
 
 ENV_HOME = "FLIGHT_DELAYS_HOME"
+#: Run ids made outside Airflow (the step command, tests, notebooks) start with this:
+#: there is no Airflow run to link them to.
+LOCAL_RUN_PREFIX = "local__"
 ENV_SOURCE_URL = "FLIGHT_DELAYS_SOURCE_URL"
 PARAMS_RELATIVE = Path("include") / "params.yaml"
 

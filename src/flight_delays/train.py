@@ -47,7 +47,7 @@ from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
 from flight_delays import io, registry, schema
-from flight_delays.config import TrainSettings, load_settings
+from flight_delays.config import LOCAL_RUN_PREFIX, TrainSettings, load_settings
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
 
@@ -73,8 +73,6 @@ log = logging.getLogger(__name__)
 
 ENV_THREADS = "FLIGHT_DELAYS_THREADS"
 DEFAULT_THREADS = 2
-#: Prefix of the run ids :func:`new_run_id` makes for calls outside a DAG run.
-LOCAL_RUN_PREFIX = "local__"
 
 #: Types a model file may hold beyond those skops trusts by default (numpy, builtins and
 #: scikit-learn estimators). Found with ``skops.io.get_untrusted_types`` on a file written
