@@ -37,7 +37,6 @@ from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 
-
 log = logging.getLogger(__name__)
 
 DAG_ID = "flight_delays"
