@@ -5,7 +5,8 @@
 #   1. refuses to start, naming every missing or malformed secret at once;
 #   2. writes the admin password into the simple auth manager's passwords file;
 #   3. migrates the metastore (`airflow db migrate`);
-#   4. seeds the demo warehouse (idempotent; FLIGHT_DELAYS_SEED_DEMO=false skips it);
+#   4. seeds the demo warehouse (idempotent; FLIGHT_DELAYS_SEED_DEMO=false skips it) and
+#      migrates the model registry in it (`python -m flight_delays.registry upgrade`);
 #   5. creates every folder the pipeline writes (ARTIFACT_FOLDERS below, and the log
 #      folder) and hands each, recursively, to AIRFLOW_UID:0 (when root).
 #
@@ -178,6 +179,13 @@ seed_warehouse() {
     "$PYTHON" -m flight_delays.source seed --url "$AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
 }
 
+# The model registry's schema, in the warehouse: migrated here, once, not by the web server
+# (the Model reports page reads it read-only) nor by the first score task.
+migrate_registry() {
+    log "migrating the model registry"
+    "$PYTHON" -m flight_delays.registry upgrade --url "$AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
+}
+
 # Step 5. Every folder the containers write (ARTIFACT_FOLDERS and the log folder) is
 # created and handed, with all it holds, to AIRFLOW_UID:0, group-writable (group 0 is
 # every container user's group). A bind-mounted folder keeps its host owner otherwise:
@@ -221,6 +229,7 @@ main() {
     write_admin_password
     migrate
     seed_warehouse
+    migrate_registry
     # Last, so that nothing the steps above wrote as root is left behind root-owned.
     prepare_folders
     log "done: the web UI login is '${ADMIN_USER}' with AIRFLOW_ADMIN_PASSWORD from .env"

@@ -310,6 +310,11 @@ def up(cfg: Config) -> int:
             _run_logged(
                 cfg, "seed", [str(venv / "python"), "-m", "flight_delays.source", "seed"], env
             )
+        # The registry's schema is migrated here, once, not by the web server (the Model
+        # reports page reads it read-only) nor by the first score task.
+        say("migrating the model registry (python -m flight_delays.registry upgrade)")
+        registry = [str(venv / "python"), "-m", "flight_delays.registry", "upgrade"]
+        _run_logged(cfg, "registry", registry, env)
 
         say("starting scheduler, dag-processor, api-server and triggerer under supervisord")
         launched = datetime.now().astimezone()

@@ -50,9 +50,9 @@ FILE_IN = {
     "report": "index.html",
     "model_store": f"{'0' * 64}.skops",
 }
+RUN_ID = "scheduled__2013-03-16T07:00:00+00:00"
 # Written by the pipeline or by Airflow but not (yet) named by ProjectPaths.
 EXTRA = (
-    f"data/interim/quarantine/ds={DAY}/rows.parquet",
     "logs/dag_id=flight_delays/run_id=scheduled__2013-03-16T07:00:00+00:00/task_id=chart/"
     "attempt=1.log",
     "logs/dag_processor/2013-03-16/dags-folder/flight_delays.py.log",
@@ -69,7 +69,9 @@ def artifact_paths(home: Path) -> list[Path]:
             continue
         value = getattr(paths, name)
         if not isinstance(member, property):
-            value = value(DAY)
+            # Per-run paths take the Airflow run id too (models/ds=D/run=<id>/).
+            wants_run = "run_id" in inspect.signature(member).parameters
+            value = value(DAY, RUN_ID) if wants_run else value(DAY)
         assert isinstance(value, Path), f"ProjectPaths.{name} is not a path"
         found.append(value if value.suffix else value / FILE_IN.get(name, "artifact"))
     return found + [home / extra for extra in EXTRA]
