@@ -40,6 +40,8 @@ Settings (environment variables, all optional):
   FLIGHT_DELAYS_STACK_STOP_TIMEOUT seconds between SIGTERM and SIGKILL (default 20)
   FLIGHT_DELAYS_STACK_PG_BIN       PostgreSQL's bin folder (default: newest of
                                    /usr/lib/postgresql/*/bin, 15 preferred)
+  FLIGHT_DELAYS_STACK_ENV_FILE     a KEY=value file of this machine's own settings, read
+                                   after the tracked ones (e.g. AIRFLOW__CORE__PARALLELISM=8)
 
 The modules beside this file: stack_settings.py (folders, ports, secrets, environment),
 stack_postgres.py (the cluster), stack_supervisor.py (supervisord), stack_procs.py

@@ -78,6 +78,9 @@ class Config:
     seed: bool
     up_timeout: float
     stop_timeout: float
+    # An operator's own settings file, read last: overrides for this machine without
+    # editing the tracked files (the live tests cap the retry delay with it).
+    local_env: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -92,6 +95,9 @@ class Config:
             seed=env.get("FLIGHT_DELAYS_STACK_SEED", "1") not in ("0", "false", "no", ""),
             up_timeout=float(env.get("FLIGHT_DELAYS_STACK_UP_TIMEOUT", "180")),
             stop_timeout=float(env.get("FLIGHT_DELAYS_STACK_STOP_TIMEOUT", "20")),
+            local_env=Path(env["FLIGHT_DELAYS_STACK_ENV_FILE"]).resolve()
+            if env.get("FLIGHT_DELAYS_STACK_ENV_FILE")
+            else None,
         )
 
     # where things live in the state folder
@@ -273,8 +279,10 @@ def write_settings(cfg: Config, values: dict[str, str]) -> None:
 
 def env_files(cfg: Config) -> list[Path]:
     """The settings files every component gets, in the order later ones override:
-    deploy/airflow.env, deploy/stack/settings.env, <state>/generated.env."""
-    return [SHARED_ENV, STACK_ENV, cfg.generated_env]
+    deploy/airflow.env, deploy/stack/settings.env, <state>/generated.env, and the file
+    FLIGHT_DELAYS_STACK_ENV_FILE names, if any."""
+    local = [cfg.local_env] if cfg.local_env is not None else []
+    return [SHARED_ENV, STACK_ENV, cfg.generated_env, *local]
 
 
 ENV_LINE = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>[^\s\"'`$\\]*)")

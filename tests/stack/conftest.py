@@ -63,6 +63,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Not under pytest's tmp tree (mode 0700): the postgres user must reach its data folder.
     state = Path(tempfile.mkdtemp(prefix="fd-stack-"))
     api_port = free_port()
+    # This machine's own settings, read after the tracked ones: retries wait at most 20 s
+    # instead of the DAG's 2-8 minutes ([core] max_task_retry_delay caps every backoff;
+    # the scheduler reads it), so the fault tests see real retries in a bearable time.
+    local = state / "test-settings.env"
+    local.write_text("AIRFLOW__CORE__MAX_TASK_RETRY_DELAY=20\n")
     env = {
         **os.environ,
         "FLIGHT_DELAYS_STACK_DIR": str(state),
@@ -72,6 +77,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "FLIGHT_DELAYS_STACK_HEALTH_PORT": str(free_port()),
         "FLIGHT_DELAYS_STACK_SEED": "0",  # seeded below, with 2013 days only
         "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": "20",
+        "FLIGHT_DELAYS_STACK_ENV_FILE": str(local),
     }
     stack = Stack(root=root, state=state, env=env, api_url=f"http://127.0.0.1:{api_port}")
     try:

@@ -14,10 +14,12 @@
 After each fault no process of the stack is orphaned: every one is supervisord or one of
 its descendants (the fixture's final `down` checks that nothing at all is left).
 
-Waiting is the cost of these tests: a retry waits for the DAG's own backoff, 2-4 minutes
-for the first retry and 4-8 for the second, drawn from a hash of the task and its logical
-date. The runs of (b) and (c) pick the logical date (with `day` given as a parameter, the
-logical date only names the run) whose hash gives the shortest delays the DAG allows.
+Waiting is the cost of these tests: a retry waits for the DAG's backoff, 2-4 minutes for
+the first retry and 4-8 for the second, drawn from a hash of the task and its logical date.
+The test stack caps every backoff at 20 s (`[core] max_task_retry_delay`, through
+FLIGHT_DELAYS_STACK_ENV_FILE in conftest.py); the runs of (b) and (c) also pick the
+logical date (with `day` given as a parameter, the logical date only names the run) whose
+hash gives the shortest delays the DAG allows, so they stay short without the cap.
 """
 
 from __future__ import annotations
