@@ -81,6 +81,15 @@ def test_headless_chromium_logs_in_and_finds_the_six_tasks(stack: Stack, page: P
     expect(page.get_by_text(DAG_ID).first).to_be_visible()
 
 
+def test_the_ui_defaults_to_new_york_time_and_keeps_a_users_choice(stack: Stack, page: Page):
+    # plugins/ui_timezone.py: Airflow 3.3 has no server setting for the UI's zone.
+    log_in(page, stack)
+    assert page.evaluate("localStorage.getItem('timezone')") == '"America/New_York"'
+    page.evaluate("localStorage.setItem('timezone', JSON.stringify('Europe/Paris'))")
+    page.reload()
+    assert page.evaluate("localStorage.getItem('timezone')") == '"Europe/Paris"'
+
+
 def test_a_logged_out_browser_gets_no_model_reports(stack: Stack, page: Page):
     response = page.goto(f"{stack.api_url}/model-reports/")
     assert response is not None and response.status == 401
