@@ -215,6 +215,22 @@ def _days(frame: pd.DataFrame, column: str, failures: _Failures) -> pd.Series:
     return days
 
 
+def _convert(
+    frame: pd.DataFrame, dtypes: Mapping[str, str], failures: _Failures
+) -> dict[str, pd.Series]:
+    """Each column converted to its partition kind (dates, numbers; text as it is), a value
+    that does not convert recorded as a failure of its row."""
+    typed: dict[str, pd.Series] = {}
+    for column, dtype in dtypes.items():
+        if dtype == "datetime64[ns]":
+            typed[column] = _days(frame, column, failures)
+        elif dtype in ("int64", "float64"):
+            typed[column] = _numbers(frame, column, failures)
+        else:
+            typed[column] = frame[column]
+    return typed
+
+
 def _same_day(days: pd.Series, day: date | None, failures: _Failures) -> None:
     if day is None:
         return
@@ -242,14 +258,7 @@ def check_flights(raw: pd.DataFrame, day: date | None, dtypes: Mapping[str, str]
     failures = _Failures(frame.index)
     nullable = {name for name, dtype in dtypes.items() if dtype == "float64"}
     _required(frame, [c for c in dtypes if c not in nullable and c != "tailnum"], failures)
-    typed: dict[str, pd.Series] = {}
-    for column, dtype in dtypes.items():
-        if dtype == "datetime64[ns]":
-            typed[column] = _days(frame, column, failures)
-        elif dtype in ("int64", "float64"):
-            typed[column] = _numbers(frame, column, failures)
-        else:
-            typed[column] = frame[column]
+    typed = _convert(frame, dtypes, failures)
     for column in ("flight", schema.REPLAY_CYCLE, *HHMM_COLUMNS, "distance"):
         _whole(typed[column], column, failures)
     _same_day(typed[schema.DAY], day, failures)
@@ -357,14 +366,7 @@ def check_weather(raw: pd.DataFrame, day: date, dtypes: Mapping[str, str]) -> Ch
     _required(
         frame, [schema.DAY, schema.ORIGINAL_DAY, schema.REPLAY_CYCLE, "origin", "hour"], failures
     )
-    typed: dict[str, pd.Series] = {}
-    for column, dtype in dtypes.items():
-        if dtype == "datetime64[ns]":
-            typed[column] = _days(frame, column, failures)
-        elif dtype in ("int64", "float64"):
-            typed[column] = _numbers(frame, column, failures)
-        else:
-            typed[column] = frame[column]
+    typed = _convert(frame, dtypes, failures)
     _whole(typed["hour"], "hour", failures)
     _same_day(typed[schema.DAY], day, failures)
     hour = typed["hour"]
