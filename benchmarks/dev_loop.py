@@ -23,6 +23,8 @@ Cases (each runs the step ``split`` once for the processed day):
   imported, which is what a hook in the DAG file would do;
 - ``runner`` / ``runner-no-freeze``: ``dev/run_tasks.py split`` (``make task``), with and
   without its exit-time ``gc.freeze()``;
+- ``runner-all-api-versions``: the runner building the in-process execution API with all
+  its versions, as Airflow does (``use_newest_execution_api_version_only`` off);
 - ``runner-no-plugins``: the runner with an empty plugins folder (the plugin's cost);
 - ``cli`` / ``cli-no-freeze``: ``python -m flight_delays run split`` (``make step``), with
   and without its exit-time ``gc.freeze()``;
@@ -60,6 +62,10 @@ _NO_FREEZE_RUNNER = (
     "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod); "
     "mod._freeze_at_exit = lambda: None; sys.exit(mod.main(sys.argv[2:]))"
 )
+_ALL_API_VERSIONS_RUNNER = _NO_FREEZE_RUNNER.replace(
+    "mod._freeze_at_exit = lambda: None",
+    "mod.use_newest_execution_api_version_only = lambda: False",
+)
 _FREEZE_TASKS_TEST = (
     "import atexit, gc, sys; from airflow.__main__ import main; atexit.register(gc.freeze); "
     "sys.argv = ['airflow', *sys.argv[1:]]; main()"
@@ -83,6 +89,10 @@ def cases(root: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         ),
         "runner": ([PYTHON, runner, STEP, "--day", DAY], {}),
         "runner-no-freeze": ([PYTHON, "-c", _NO_FREEZE_RUNNER, runner, STEP, "--day", DAY], {}),
+        "runner-all-api-versions": (
+            [PYTHON, "-c", _ALL_API_VERSIONS_RUNNER, runner, STEP, "--day", DAY],
+            {},
+        ),
         "runner-no-plugins": ([PYTHON, runner, STEP, "--day", DAY], no_plugins),
         "cli": ([PYTHON, "-m", "flight_delays", "run", STEP, "--day", DAY], {}),
         "cli-no-freeze": ([PYTHON, "-c", _NO_FREEZE_CLI, "run", STEP, "--day", DAY], {}),
