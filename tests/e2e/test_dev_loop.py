@@ -1,8 +1,12 @@
 """The developer loop through Airflow: dev/run_tasks.py (`make task`) runs tasks in one
-process and its exit status is the tasks' outcome, unlike `airflow tasks test`."""
+process and its exit status is the tasks' outcome, unlike `airflow tasks test`; its
+in-process execution API serves the newest API version only, or all of them when
+Airflow's internals are not as it expects."""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import subprocess
 import sys
 from datetime import date
@@ -17,6 +21,8 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = REPO / "dev" / "run_tasks.py"
+NEWEST_ONLY = "In-process execution API: API version"
+ALL_VERSIONS = "In-process execution API: building all"
 
 
 def run_tasks(project, *args: str) -> subprocess.CompletedProcess[str]:
@@ -43,6 +49,9 @@ def test_a_range_of_tasks_runs_in_one_process_and_exits_zero(project):
     tasks = summary(result)
     assert list(tasks) == ["ingest", "featurize"]
     assert all(" success " in line for line in tasks.values())
+    # The tasks talked to an execution API of the newest version only.
+    assert NEWEST_ONLY in result.stdout + result.stderr
+    assert ALL_VERSIONS not in result.stdout + result.stderr
     assert (paths.interim(date(2013, 3, 25)) / "manifest.json").is_file()
     assert (paths.processed(date(2013, 3, 25)) / "features.parquet").is_file()
     # The range stops where it was told to: no split for that day.
@@ -81,3 +90,118 @@ def test_the_cli_knows_the_dags_steps_in_the_dags_order():
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["flight_delays"]
     assert [task.task_id for task in dag.topological_sort()] == list(cli.STEPS)
+
+
+# The runner's execution API hook, in this process: each test restores Airflow's function.
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    """dev/run_tasks.py as a module; Airflow's app factory is put back after the test."""
+    from airflow.api_fastapi.execution_api import app as app_module
+
+    monkeypatch.setattr(
+        app_module, "create_task_execution_api_app", app_module.create_task_execution_api_app
+    )
+    spec = importlib.util.spec_from_file_location("run_tasks", RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def served_versions(api_app) -> tuple[str, ...]:
+    return tuple(api_app.router.versioned_routers)
+
+
+def routes_of(api_app, version: str) -> list[tuple[str, ...]]:
+    """Each route of one version: path, methods, name, request and response models."""
+    from fastapi.routing import APIRoute
+
+    def name(model) -> str:
+        return getattr(model, "__name__", repr(model))
+
+    router = api_app.router.versioned_routers[version]
+    return sorted(
+        (
+            route.path,
+            ",".join(sorted(route.methods)),
+            route.name,
+            name(route.body_field.field_info.annotation) if route.body_field else "-",
+            name(route.response_model),
+        )
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    )
+
+
+def test_the_in_process_api_serves_the_newest_version_with_the_full_apps_routes(runner, caplog):
+    from airflow.api_fastapi.execution_api import app as app_module
+    from airflow.api_fastapi.execution_api.versions import bundle
+    from airflow.sdk.api.datamodels._generated import API_VERSION
+
+    full = app_module.create_task_execution_api_app()
+    full._cadwyn_initialize()
+    assert len(served_versions(full)) > 1
+
+    caplog.set_level(logging.INFO, logger="dev.run_tasks")
+    assert runner.use_newest_execution_api_version_only() is True
+    slim = app_module.InProcessExecutionAPI().app
+
+    assert served_versions(slim) == (API_VERSION,) == (bundle.versions[0].value,)
+    assert routes_of(slim, API_VERSION) == routes_of(full, API_VERSION)
+    # The module globals the hook swaps are back as Airflow made them.
+    from airflow.api_fastapi.execution_api import versions
+
+    assert versions.bundle is bundle
+    assert NEWEST_ONLY in caplog.text
+
+
+def test_without_cadwyns_internal_the_runner_builds_all_versions(runner, monkeypatch, caplog):
+    import cadwyn.route_generation
+    from airflow.api_fastapi.execution_api import app as app_module
+    from airflow.api_fastapi.execution_api.versions import bundle
+
+    monkeypatch.delattr(cadwyn.route_generation, "_DELETED_ROUTE_TAG")
+    factory = app_module.create_task_execution_api_app
+
+    assert runner.use_newest_execution_api_version_only() is False
+    assert app_module.create_task_execution_api_app is factory
+    assert ALL_VERSIONS in caplog.text and "_DELETED_ROUTE_TAG" in caplog.text
+    api_app = app_module.InProcessExecutionAPI().app
+    assert served_versions(api_app) == bundle.version_values
+
+
+def test_when_the_client_speaks_an_older_version_the_runner_builds_all_versions(
+    runner, monkeypatch, caplog
+):
+    import airflow.sdk.api.datamodels._generated as generated
+    from airflow.api_fastapi.execution_api import app as app_module
+
+    monkeypatch.setattr(generated, "API_VERSION", "2025-04-11")
+    factory = app_module.create_task_execution_api_app
+
+    assert runner.use_newest_execution_api_version_only() is False
+    assert app_module.create_task_execution_api_app is factory
+    assert "the client speaks 2025-04-11" in caplog.text
+
+
+def test_when_the_newest_only_app_fails_to_build_the_runner_builds_all_versions(
+    runner, monkeypatch, caplog
+):
+    from airflow.api_fastapi.execution_api import app as app_module
+    from airflow.api_fastapi.execution_api.versions import bundle
+    from cadwyn import Cadwyn
+
+    initialize = Cadwyn._cadwyn_initialize
+
+    def fail_for_one_version(self) -> None:
+        if len(self.versions.versions) == 1:
+            raise RuntimeError("Cadwyn changed")
+        initialize(self)
+
+    monkeypatch.setattr(Cadwyn, "_cadwyn_initialize", fail_for_one_version)
+    assert runner.use_newest_execution_api_version_only() is True
+    api_app = app_module.InProcessExecutionAPI().app
+
+    assert served_versions(api_app) == bundle.version_values
+    assert "failed to build" in caplog.text and "Cadwyn changed" in caplog.text
