@@ -131,6 +131,8 @@ def _a(
 CATALOG: tuple[Artifact, ...] = (
     _a("source_db", "data/source/flights.sqlite", "seed", "sqlite", False,
        "embedded demo warehouse (python -m flight_delays.source seed)"),
+    _a("raw", "data/raw", "ingest", "folder", False,
+       "the raw partitions (synced to disk after a partition is renamed into it)"),
     _a("raw_partition", "data/raw/ds={day}", "ingest", "folder", False,
        "one frozen, write-once day of the warehouse"),
     _a("raw_flights", "data/raw/ds={day}/flights.parquet", "ingest", "parquet", False,
@@ -211,6 +213,7 @@ if len(BY_NAME) != len(CATALOG):  # pragma: no cover - caught by the import in a
     raise RuntimeError("artifact names must be unique")
 
 SOURCE_DB = BY_NAME["source_db"]
+RAW = BY_NAME["raw"]
 RAW_PARTITION = BY_NAME["raw_partition"]
 RAW_FLIGHTS = BY_NAME["raw_flights"]
 RAW_WEATHER = BY_NAME["raw_weather"]

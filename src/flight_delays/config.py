@@ -135,7 +135,7 @@ class ProjectPaths:
     @property
     def raw(self) -> Path:
         """The folder of the raw partitions."""
-        return self.raw_partition(date.min).parent
+        return artifacts.RAW.path(self.root)
 
     def raw_partition(self, day: date) -> Path:
         return artifacts.RAW_PARTITION.path(self.root, day)
