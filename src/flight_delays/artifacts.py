@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shutil
 import sys
@@ -25,6 +26,9 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 logger = logging.getLogger(__name__)
+
+#: The environment variable that names the project root.
+ENV_HOME = "FLIGHT_DELAYS_HOME"
 
 #: The formats an entry can have; ``folder`` is a directory of other artifacts.
 FORMATS = ("parquet", "json", "skops", "png", "html", "sqlite", "csv", "markdown", "folder")
@@ -255,6 +259,22 @@ FIGURE_ENTRIES: dict[str, Artifact] = {
 }
 
 
+def project_root(root: str | Path | None = None, anchor: str | Path | None = None) -> Path:
+    """The project root, found one way everywhere: the explicit ``root``, else
+    $FLIGHT_DELAYS_HOME, else the project ``anchor`` lies in (a file of the project's
+    dags/ or plugins/ folder: the folder above it; the DAG and the Airflow plugin pass
+    their own file), else the current directory."""
+    if root is not None:
+        chosen = Path(root)
+    elif os.environ.get(ENV_HOME):
+        chosen = Path(os.environ[ENV_HOME])
+    elif anchor is not None:
+        chosen = Path(anchor).resolve().parents[1]
+    else:
+        chosen = Path.cwd()
+    return chosen.resolve()
+
+
 def resolve(
     entry: Artifact | str,
     root: str | Path,
@@ -343,8 +363,6 @@ def markdown_table() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``clean``: delete the derived artifacts; ``table``: print the catalog (markdown)."""
-    from flight_delays.config import project_root
-
     parser = argparse.ArgumentParser(prog="python -m flight_delays.artifacts")
     commands = parser.add_subparsers(dest="command", required=True)
     clean_cmd = commands.add_parser("clean", help="delete the derived per-run artifacts")

@@ -1,9 +1,9 @@
 """Typed, frozen settings loaded from the project's parameter file (include/params.yaml).
 
-Where things live is decided here and nowhere else: the project root comes from the
-caller (the DAG passes it explicitly) or the FLIGHT_DELAYS_HOME environment variable,
-and every artifact path is derived from it by :class:`ProjectPaths`, from the entries of
-the artifact catalog (:mod:`flight_delays.artifacts`).
+Where things live is decided by the artifact catalog (:mod:`flight_delays.artifacts`)
+and nowhere else: :func:`project_root` (the one way the DAG, the plugin and the commands
+find the root: the caller's, else FLIGHT_DELAYS_HOME, else the project of the caller's
+file) and :class:`ProjectPaths`, whose methods resolve the catalog's entries.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 
 from flight_delays import artifacts
+from flight_delays.artifacts import ENV_HOME as ENV_HOME  # re-exported: one definition
+from flight_delays.artifacts import project_root as project_root
 from flight_delays.errors import PipelineDataError
 
-ENV_HOME = "FLIGHT_DELAYS_HOME"
 #: Run ids made outside Airflow (the step command, tests, notebooks) start with this:
 #: there is no Airflow run to link them to.
 LOCAL_RUN_PREFIX = "local__"
@@ -255,22 +256,6 @@ _SECTIONS = {
     "score": ScoreSettings,
     "registry": RegistrySettings,
 }
-
-
-def project_root(root: str | Path | None = None, anchor: str | Path | None = None) -> Path:
-    """The project root, found one way everywhere: the explicit ``root``, else
-    $FLIGHT_DELAYS_HOME, else the project ``anchor`` lies in (a file of the project's
-    dags/ or plugins/ folder: the folder above it; the DAG and the Airflow plugin pass
-    their own file), else the current directory."""
-    if root is not None:
-        chosen = Path(root)
-    elif os.environ.get(ENV_HOME):
-        chosen = Path(os.environ[ENV_HOME])
-    elif anchor is not None:
-        chosen = Path(anchor).resolve().parents[1]
-    else:
-        chosen = Path.cwd()
-    return chosen.resolve()
 
 
 def _section(name: str, raw: Any, cls: type) -> Any:

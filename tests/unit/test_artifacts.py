@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flight_delays import artifacts, cli, io, source
-from flight_delays.config import PARAMS_RELATIVE, ProjectPaths
+from flight_delays.config import PARAMS_RELATIVE, ProjectPaths, project_root
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = date(2013, 3, 31)
@@ -214,3 +214,26 @@ def test_the_six_steps_open_only_catalog_paths(
                   artifacts.RUN_MODEL, artifacts.METRICS, artifacts.REPORT,
                   artifacts.SOURCE_DB):  # fmt: skip
         assert entry in seen, entry.name
+
+
+def test_the_root_is_the_callers_then_the_environments_then_the_anchors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    anchor = tmp_path / "checkout" / "dags" / "pipeline.py"
+    monkeypatch.setenv("FLIGHT_DELAYS_HOME", str(tmp_path / "home"))
+    assert project_root(tmp_path / "given", anchor=anchor) == tmp_path / "given"
+    assert project_root(anchor=anchor) == tmp_path / "home"
+    monkeypatch.delenv("FLIGHT_DELAYS_HOME")
+    assert project_root(anchor=anchor) == tmp_path / "checkout"
+    monkeypatch.chdir(tmp_path)
+    assert project_root() == tmp_path
+
+
+def test_the_dag_and_the_plugin_find_the_root_through_config() -> None:
+    for path in (
+        REPO / "dags" / "flight_delays_pipeline.py",
+        REPO / "plugins" / "model_reports.py",
+    ):
+        text = path.read_text()
+        assert "project_root(anchor=__file__)" in text, path.name
+        assert 'environ.get("FLIGHT_DELAYS_HOME")' not in text, path.name
