@@ -86,8 +86,8 @@ lint: venv ## ruff: lint rules and formatting
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-clean-artifacts: ## delete generated data, models and reports (keeps the source and raw data)
-	rm -rf data/interim/ds=* data/processed/ds=* data/output/ds=* models/ds=* reports/figures/ds=* reports/ds=*
+clean-artifacts: venv ## delete the derived per-run artifacts of the catalog (keeps source, raw, quarantine, model store)
+	$(BIN)/python -m flight_delays.artifacts clean
 
 # The stack without Docker (deploy/stack/): PostgreSQL + scheduler, dag-processor,
 # api-server and triggerer under supervisord, which restarts a component that dies. State,

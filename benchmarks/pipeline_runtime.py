@@ -122,7 +122,7 @@ def main() -> None:
         "DAG file import": [
             sys.executable,
             "-c",
-            DAG_IMPORT.format(dag=str(REPO / "dags" / "flight_delays.py")),
+            DAG_IMPORT.format(dag=str(REPO / "dags" / "flight_delays_pipeline.py")),
         ],
     }
     for name, cmd in cases.items():

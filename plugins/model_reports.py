@@ -28,7 +28,6 @@ SQLAlchemy and pandas are imported only when the app is built (the api-server re
 import functools
 import html
 import logging
-import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,8 +54,18 @@ class WarehouseMissing(RuntimeError):
 
 
 def project_root() -> Path:
-    """FLIGHT_DELAYS_HOME, else the project this plugins folder belongs to."""
-    return Path(os.environ.get("FLIGHT_DELAYS_HOME") or Path(__file__).resolve().parents[1])
+    """The project root (flight_delays.config.project_root): FLIGHT_DELAYS_HOME, else the
+    project this plugins folder belongs to."""
+    from flight_delays import config  # here, not at import: task processes load this file
+
+    return config.project_root(anchor=__file__)
+
+
+def reports_folder() -> Path:
+    """The folder the plugin serves reports and figures from (the catalog's ``reports``)."""
+    from flight_delays import artifacts
+
+    return artifacts.REPORTS.path(project_root())
 
 
 def registry_url() -> str:
@@ -165,13 +174,15 @@ def grid_link(run_id: str | None) -> str | None:
     return f"../dags/{quote(DAG_ID, safe='')}/runs/{quote(run_id, safe='')}"
 
 
-def read_registry(engine: Any, reports: Path) -> dict[str, Any]:
-    """The champion card and every run (newest processed day first), as plain values.
+def read_registry(engine: Any, root: Path) -> dict[str, Any]:
+    """The champion card and every run (newest processed day first), as plain values;
+    a run's report link is the report's path under ``root`` (the project root), which
+    the page's ``reports/`` route serves.
 
     Read through the registry's public reads; columns the page does not know are
     ignored. A registry whose schema was never created reads as no runs at all.
     """
-    from flight_delays import registry
+    from flight_delays import artifacts, registry
 
     if registry.current_revision(engine) is None:
         return {"champion": _champion_card(None, []), "runs": [], "history_figure": None}
@@ -196,8 +207,8 @@ def read_registry(engine: Any, reports: Path) -> dict[str, Any]:
                 "reason": run["reason"],
                 "model_sha256": run["model_sha256"],
                 "recorded_at": created.isoformat() if created else None,
-                "report": f"reports/ds={day}/index.html"
-                if (reports / f"ds={day}" / "index.html").is_file()
+                "report": artifacts.REPORT.relative(day)
+                if day and artifacts.REPORT.path(root, day).is_file()
                 else None,
                 "grid": grid_link(run_id),
             }
@@ -422,7 +433,7 @@ def build_app() -> Any:
         return HTMLResponse(unavailable_page(message), status_code=503)
 
     def registry_data() -> dict[str, Any]:
-        return registry_read(lambda engine: read_registry(engine, project_root() / "reports"))
+        return registry_read(lambda engine: read_registry(engine, project_root()))
 
     def registry_read(read: Any) -> Any:
         """``read(engine)``; a missing connection or a failing registry: Unavailable."""
@@ -459,7 +470,7 @@ def build_app() -> Any:
     @app.get("/reports/{path:path}")
     def report_file(path: str) -> FileResponse:
         """A run report or one of its figures, from the project's reports/ folder only."""
-        target = report_path(project_root() / "reports", path)
+        target = report_path(reports_folder(), path)
         if target is None:
             raise HTTPException(status_code=404, detail="no such report file")
         return FileResponse(target)

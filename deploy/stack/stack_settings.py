@@ -27,7 +27,7 @@ SHARED_ENV = REPO / "deploy" / "airflow.env"
 STACK_ENV = HERE / "settings.env"
 MARKER = "FLIGHT_DELAYS_STACK"
 COMPONENTS = ("scheduler", "dag-processor", "api-server", "triggerer")
-# The Airflow connection the DAG reads the warehouse URL from (dags/flight_delays.py).
+# The Airflow connection the DAG reads the warehouse URL from (dags/flight_delays_pipeline.py).
 WAREHOUSE_CONN_ENV = "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
 PG_USER = "postgres"  # initdb refuses to run as root: the cluster belongs to this user
 ADMIN_USER = "admin"

@@ -49,6 +49,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from flight_delays import (
+    artifacts,
     chart,
     dates,
     featurize,
@@ -65,10 +66,12 @@ from flight_delays.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT = Path("reports") / "backtest"
-TABLE_FILE = "backtest.csv"
-MARKDOWN_FILE = "backtest.md"
-CHART_FILE = "backtest_mae.png"
+# The output folder and its files: the catalog's backtest entries (the folder relative
+# to the working directory, as --out is).
+DEFAULT_OUT = Path(artifacts.BACKTEST_DIR.template)
+TABLE_FILE = artifacts.BACKTEST_TABLE.filename
+MARKDOWN_FILE = artifacts.BACKTEST_MARKDOWN.filename
+CHART_FILE = artifacts.BACKTEST_CHART.filename
 
 
 @dataclass(frozen=True)

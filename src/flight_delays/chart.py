@@ -11,6 +11,7 @@ to ``reports/figures/ds=<day>/``.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import date
 from pathlib import Path
@@ -23,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from flight_delays import featurize, io, registry, report, schema, scoring
+from flight_delays import artifacts, io, registry, report, schema, scoring
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
 
@@ -39,13 +40,8 @@ SERIES_LABELS = {
     "baseline": "Baseline (origin \N{MULTIPLICATION SIGN} hour median)",
 }
 
-FIGURE_FILES = {
-    "predicted_vs_actual": "predicted_vs_actual.png",
-    "residuals": "residuals.png",
-    "mae_by_hour": "mae_by_hour.png",
-    "calibration": "calibration.png",
-    "metric_history": "metric_history.png",
-}
+# The figures' file names, by the chart's key (the catalog's figure entries).
+FIGURE_FILES = {key: entry.filename for key, entry in artifacts.FIGURE_ENTRIES.items()}
 FIGURE_CAPTIONS = {
     "predicted_vs_actual": "Predicted against actual arrival delay, holdout flights",
     "residuals": "Distribution of residuals (predicted minus actual)",
@@ -415,8 +411,8 @@ def run(
     """Draw the charts of ``day`` into ``reports/figures/ds=<day>/`` and write the run
     report ``reports/ds=<day>/index.html``.
 
-    Reads predictions.parquet and metrics.json (score task), model_card.json (train task),
-    feature_counts.json (featurize task) and the registry's history (default: the
+    Reads the catalog's predictions, metrics and day_model_card (score task),
+    feature_counts (featurize task) and the registry's history (default: the
     settings' registry; runs recorded after ``day`` are left out, so a backfill draws
     each day's history as of that day).
     Returns ``{"figures": [str paths], "report": str path}``.
@@ -424,11 +420,11 @@ def run(
     started = time.perf_counter()  # a duration for the log line, not a date for logic
     day = parse_day(day)
     settings = load_settings(root, params_file)
-    output = settings.paths.output(day)
-    predictions = io.read_parquet(output / "predictions.parquet", task="score")
-    metrics = io.read_json(output / "metrics.json", task="score")
-    card = io.read_json(settings.paths.model_dir(day) / "model_card.json", task="train")
-    counts = io.read_json(settings.paths.processed(day) / featurize.COUNTS_FILE, task="featurize")
+    root = settings.paths.root
+    predictions = io.read_parquet(artifacts.PREDICTIONS.path(root, day), artifacts.PREDICTIONS)
+    metrics = io.read_json(artifacts.METRICS.path(root, day), artifacts.METRICS)
+    card = io.read_json(artifacts.DAY_MODEL_CARD.path(root, day), artifacts.DAY_MODEL_CARD)
+    counts = io.read_json(artifacts.FEATURE_COUNTS.path(root, day), artifacts.FEATURE_COUNTS)
     actual = predictions["actual"].to_numpy(dtype=float)
     predicted = predictions["predicted"].to_numpy(dtype=float)
     table = scoring.mae_by_group(
@@ -449,14 +445,15 @@ def run(
     if not runs.empty:
         figures["metric_history"] = metric_history(runs)
     out_dir = settings.paths.figures(day)
-    paths = [str(save_png(fig, out_dir / FIGURE_FILES[name])) for name, fig in figures.items()]
-    page = settings.paths.report(day) / "index.html"
-    relative = Path("..") / out_dir.relative_to(settings.paths.root / "reports")
+    targets = {name: artifacts.FIGURE_ENTRIES[name].path(root, day) for name in figures}
+    paths = [str(save_png(fig, targets[name])) for name, fig in figures.items()]
+    page = artifacts.REPORT.path(root, day)
     html = report.render(
         metrics,
         card,
         [
-            (FIGURE_CAPTIONS[name], f"{relative.as_posix()}/{FIGURE_FILES[name]}")
+            # The page links its figures relative to its own folder.
+            (FIGURE_CAPTIONS[name], Path(os.path.relpath(targets[name], page.parent)).as_posix())
             for name in figures
         ],
         counts,

@@ -1,8 +1,9 @@
 """Typed, frozen settings loaded from the project's parameter file (include/params.yaml).
 
-Where things live is decided here and nowhere else: the project root comes from the
-caller (the DAG passes it explicitly) or the FLIGHT_DELAYS_HOME environment variable,
-and every artifact path is derived from it by :class:`ProjectPaths`.
+Where things live is decided by the artifact catalog (:mod:`flight_delays.artifacts`)
+and nowhere else: :func:`project_root` (the one way the DAG, the plugin and the commands
+find the root: the caller's, else FLIGHT_DELAYS_HOME, else the project of the caller's
+file) and :class:`ProjectPaths`, whose methods resolve the catalog's entries.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import yaml
 
+from flight_delays import artifacts
+from flight_delays.artifacts import ENV_HOME as ENV_HOME  # re-exported: one definition
+from flight_delays.artifacts import project_root as project_root
 from flight_delays.errors import PipelineDataError
 
-ENV_HOME = "FLIGHT_DELAYS_HOME"
 #: Run ids made outside Airflow (the step command, tests, notebooks) start with this:
 #: there is no Airflow run to link them to.
 LOCAL_RUN_PREFIX = "local__"
@@ -121,87 +123,88 @@ class RegistrySettings:
 
 @dataclass(frozen=True)
 class ProjectPaths:
-    """Every artifact location, keyed by the processed day where it belongs to one run."""
+    """Every artifact location under ``root``, keyed by the processed day where it belongs
+    to one run. Each method resolves an entry of the artifact catalog
+    (:mod:`flight_delays.artifacts`), which alone holds the names."""
 
     root: Path
 
-    @staticmethod
-    def _ds(day: date) -> str:
-        return f"ds={day.isoformat()}"
-
     @property
     def source_db(self) -> Path:
-        return self.root / "data" / "source" / "flights.sqlite"
+        return artifacts.SOURCE_DB.path(self.root)
 
     @property
     def raw(self) -> Path:
-        return self.root / "data" / "raw"
+        """The folder of the raw partitions."""
+        return artifacts.RAW.path(self.root)
 
     def raw_partition(self, day: date) -> Path:
-        return self.raw / self._ds(day)
+        return artifacts.RAW_PARTITION.path(self.root, day)
 
     def superseded(self, day: date) -> Path:
         """Where re-fetching a day moves its earlier partitions: ``v1/``, ``v2/``, ..."""
-        return self.raw / "superseded" / self._ds(day)
+        return artifacts.SUPERSEDED.path(self.root, day)
 
     def quarantine(self, day: date) -> Path:
         """The rows of ``day`` that broke the data contract, with their reasons."""
-        return self.root / "data" / "interim" / "quarantine" / self._ds(day)
+        return artifacts.QUARANTINE.path(self.root, day)
 
     def interim(self, day: date) -> Path:
-        return self.root / "data" / "interim" / self._ds(day)
+        return artifacts.INTERIM.path(self.root, day)
 
     def processed(self, day: date) -> Path:
-        return self.root / "data" / "processed" / self._ds(day)
+        return artifacts.PROCESSED.path(self.root, day)
 
     def model_dir(self, day: date) -> Path:
         """The day's model folder: a ``run=<run id>/`` folder per run that trained for
         the day, and the card of the run whose results data/output/ds=<day>/ holds."""
-        return self.root / "models" / self._ds(day)
+        return artifacts.MODEL_DAY.path(self.root, day)
 
     def run_model_dir(self, day: date, run_id: str) -> Path:
         """Where run ``run_id`` trains for ``day``. One folder per run, so that two runs
         of the same day never write into one folder. The run id is percent-encoded
         (Airflow's own ids keep their letters, digits and ``_.~:+-``), so no id can
         name another folder."""
-        if not run_id:
-            raise ValueError("a run id is needed to name the run's model folder")
-        return self.model_dir(day) / f"run={quote(run_id, safe=':+')}"
+        return artifacts.RUN_MODEL_DIR.path(self.root, day, run_id)
 
     def model_file(self, day: date, run_id: str) -> Path:
         """The model run ``run_id`` trained for ``day`` (skops format)."""
-        return self.run_model_dir(day, run_id) / "model.skops"
+        return artifacts.RUN_MODEL.path(self.root, day, run_id)
 
     def model_card(self, day: date, run_id: str) -> Path:
         """The card of :meth:`model_file` (JSON)."""
-        return self.run_model_dir(day, run_id) / "model_card.json"
+        return artifacts.RUN_MODEL_CARD.path(self.root, day, run_id)
 
     def day_model_card(self, day: date) -> Path:
         """The card of the model the day's metrics.json and report describe (the score
         task copies it from the recorded run's folder)."""
-        return self.model_dir(day) / "model_card.json"
+        return artifacts.DAY_MODEL_CARD.path(self.root, day)
 
     def output(self, day: date) -> Path:
-        return self.root / "data" / "output" / self._ds(day)
+        return artifacts.OUTPUT.path(self.root, day)
 
     def predictions(self, day: date) -> Path:
         """The score task's predictions for the day's holdout (Parquet)."""
-        return self.output(day) / "predictions.parquet"
+        return artifacts.PREDICTIONS.path(self.root, day)
 
     def metrics(self, day: date) -> Path:
         """The score task's metrics.json, written from the day's recorded registry row."""
-        return self.output(day) / "metrics.json"
+        return artifacts.METRICS.path(self.root, day)
 
     def figures(self, day: date) -> Path:
-        return self.root / "reports" / "figures" / self._ds(day)
+        return artifacts.FIGURES.path(self.root, day)
 
     def report(self, day: date) -> Path:
-        return self.root / "reports" / self._ds(day)
+        """The day's report folder (its page: :meth:`report_page`)."""
+        return artifacts.REPORT_DIR.path(self.root, day)
+
+    def report_page(self, day: date) -> Path:
+        return artifacts.REPORT.path(self.root, day)
 
     @property
     def model_store(self) -> Path:
         """Promoted models, content-addressed and written once: <sha256>.skops."""
-        return self.root / "models" / "registry"
+        return artifacts.MODEL_STORE.path(self.root)
 
 
 @dataclass(frozen=True)
@@ -253,12 +256,6 @@ _SECTIONS = {
     "score": ScoreSettings,
     "registry": RegistrySettings,
 }
-
-
-def project_root(root: str | Path | None = None) -> Path:
-    """The explicit root, else $FLIGHT_DELAYS_HOME, else the current directory."""
-    chosen = root if root is not None else os.environ.get(ENV_HOME) or Path.cwd()
-    return Path(chosen).resolve()
 
 
 def _section(name: str, raw: Any, cls: type) -> Any:

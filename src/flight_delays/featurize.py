@@ -22,7 +22,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
-from flight_delays import contracts, io, schema, source
+from flight_delays import artifacts, contracts, io, schema, source
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
@@ -30,12 +30,6 @@ from flight_delays.errors import PipelineDataError
 logger = logging.getLogger(__name__)
 
 TASK = "featurize"
-UPSTREAM_TASK = "ingest"
-MANIFEST_FILE = "manifest.json"
-FLIGHTS_FILE = "flights.parquet"
-WEATHER_FILE = "weather.parquet"
-FEATURES_FILE = "features.parquet"
-COUNTS_FILE = "feature_counts.json"  # what featurize dropped, masked, averaged: the report shows it
 
 # Flight columns the features are computed from (the actuals other than the target,
 # e.g. dep_delay, are never read: they are not known before departure).
@@ -426,16 +420,22 @@ def run(
     settings = load_settings(root, params_file)
     day = parse_day(day)
     paths = settings.paths
-    manifest_path = paths.interim(day) / MANIFEST_FILE
-    manifest = io.read_json(manifest_path, task=UPSTREAM_TASK)
+    manifest_path = artifacts.MANIFEST.path(paths.root, day)
+    manifest = io.read_json(manifest_path, artifacts.MANIFEST)
     days = _manifest_days(manifest, manifest_path, day)
 
     flights = pd.concat(
-        [io.read_parquet(paths.raw_partition(d) / FLIGHTS_FILE, task=UPSTREAM_TASK) for d in days],
+        [
+            io.read_parquet(artifacts.RAW_FLIGHTS.path(paths.root, d), artifacts.RAW_FLIGHTS)
+            for d in days
+        ],
         ignore_index=True,
     )
     weather = pd.concat(
-        [io.read_parquet(paths.raw_partition(d) / WEATHER_FILE, task=UPSTREAM_TASK) for d in days],
+        [
+            io.read_parquet(artifacts.RAW_WEATHER.path(paths.root, d), artifacts.RAW_WEATHER)
+            for d in days
+        ],
         ignore_index=True,
     )
     # Partitions frozen before ingest checked the data contract may hold rows that break
@@ -456,9 +456,9 @@ def run(
     # Rows ingest quarantined at the door for the window's days (manifests before the
     # contracts existed have no such count).
     counts["quarantined_rows"] = int(manifest.get("quarantined_rows", 0))
-    target = io.write_parquet(features, paths.processed(day) / FEATURES_FILE)
+    target = io.write_parquet(features, artifacts.FEATURES.path(paths.root, day))
     summary = {"rows": len(features), "days": len(days), **counts}
-    io.write_json(summary, paths.processed(day) / COUNTS_FILE)
+    io.write_json(summary, artifacts.FEATURE_COUNTS.path(paths.root, day))
     logger.info(
         "featurize %s: %d days, %d flights in -> %d rows out (dropped %d duplicate flights, "
         "averaged %d duplicate weather rows, masked %d implausible weather readings, %d "

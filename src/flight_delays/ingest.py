@@ -31,17 +31,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flight_delays import contracts, dates, io, source
+from flight_delays import artifacts, contracts, dates, io, source
 from flight_delays.config import ProjectPaths, Settings, load_settings
 from flight_delays.errors import PipelineDataError
 
 logger = logging.getLogger(__name__)
 
-FLIGHTS_FILE = "flights.parquet"
-WEATHER_FILE = "weather.parquet"
+# A raw partition's files, by their names in the folder (the catalog's entries).
+FLIGHTS_FILE = artifacts.RAW_FLIGHTS.filename
+WEATHER_FILE = artifacts.RAW_WEATHER.filename
 PARTITION_FILES = (FLIGHTS_FILE, WEATHER_FILE)
-MANIFEST_FILE = "manifest.json"
-QUARANTINE_SUMMARY = "summary.json"  # beside the quarantined rows: counts per check
 
 
 class NoFlightsError(PipelineDataError):
@@ -244,10 +243,13 @@ def _freeze(
     else write its raw partition (write-once). True if this call wrote the partition."""
     flights, weather, summary = checked
     folder = paths.quarantine(day)
-    for name, part in ((FLIGHTS_FILE, flights), (WEATHER_FILE, weather)):
+    for entry, part in (
+        (artifacts.QUARANTINE_FLIGHTS, flights),
+        (artifacts.QUARANTINE_WEATHER, weather),
+    ):
         if len(part.quarantine):
-            io.write_parquet(part.quarantine, folder / name)
-    io.write_json(summary, folder / QUARANTINE_SUMMARY)
+            io.write_parquet(part.quarantine, entry.path(paths.root, day))
+    io.write_json(summary, artifacts.QUARANTINE_SUMMARY.path(paths.root, day))
     if summary["quarantined"]:
         logger.warning(
             "%s: quarantined %d of %d flights and %d of %d weather rows (%s) in %s",
@@ -285,7 +287,7 @@ def refetch_day(settings: Settings, day: date, url: str) -> Path | None:
 def quarantined_rows(paths: ProjectPaths, day: date) -> int:
     """Rows of ``day`` the contract kept back when it was fetched (0: none, or fetched
     before the contracts existed)."""
-    summary = paths.quarantine(day) / QUARANTINE_SUMMARY
+    summary = artifacts.QUARANTINE_SUMMARY.path(paths.root, day)
     return int(json.loads(summary.read_text())["quarantined"]) if summary.is_file() else 0
 
 
@@ -335,7 +337,7 @@ def run(
         for d in days
     ]
     manifest = build_manifest(processed, days, partitions, fetched, shown)
-    path = io.write_json(manifest, paths.interim(processed) / MANIFEST_FILE)
+    path = io.write_json(manifest, artifacts.MANIFEST.path(paths.root, processed))
     logger.info(
         "ingest %s: window %s..%s (%d days), fetched %d from %s, %d flight rows, "
         "%d quarantined rows; manifest %s",

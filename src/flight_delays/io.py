@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from flight_delays.artifacts import Artifact
+
 #: The fix a missing artifact's error names: run the producing step for the same day,
 #: in-process and without Airflow (flight_delays.cli). ``make task T=<task> DAY=<day>``
 #: runs the same through Airflow (README, "Develop a task alone").
@@ -38,11 +40,13 @@ def _day(path: Path) -> str:
 
 
 class MissingArtifactError(FileNotFoundError):
-    """An upstream step's output is not there: names the file and the task that makes it."""
+    """An upstream step's output is not there: names the file and the task that makes it
+    (the producer of its catalog entry, :mod:`flight_delays.artifacts`)."""
 
-    def __init__(self, path: Path, task: str) -> None:
+    def __init__(self, path: Path, artifact: Artifact) -> None:
         self.path = Path(path)
-        self.task = task
+        self.artifact = artifact
+        self.task = task = artifact.producer
         command = DEV_COMMAND.format(task=task, day=_day(self.path))
         super().__init__(
             f"missing artifact {self.path}: it is written by the '{task}' task; "
@@ -50,11 +54,12 @@ class MissingArtifactError(FileNotFoundError):
         )
 
 
-def require(path: str | Path, task: str) -> Path:
-    """Return ``path`` if it exists, else raise MissingArtifactError naming ``task``."""
+def require(path: str | Path, artifact: Artifact) -> Path:
+    """Return ``path`` (an instance of ``artifact``) if it exists, else raise
+    MissingArtifactError naming the artifact's producer."""
     path = Path(path)
     if not path.exists():
-        raise MissingArtifactError(path, task)
+        raise MissingArtifactError(path, artifact)
     return path
 
 
@@ -93,13 +98,13 @@ def write_json(payload: Any, final: str | Path) -> Path:
     return atomic_write(final, lambda tmp: tmp.write_text(text))
 
 
-def read_parquet(path: str | Path, task: str) -> pd.DataFrame:
+def read_parquet(path: str | Path, artifact: Artifact) -> pd.DataFrame:
     """Read an upstream Parquet artifact; a missing file names the task that makes it."""
-    return pd.read_parquet(require(path, task))
+    return pd.read_parquet(require(path, artifact))
 
 
-def read_json(path: str | Path, task: str) -> Any:
-    return json.loads(require(path, task).read_text())
+def read_json(path: str | Path, artifact: Artifact) -> Any:
+    return json.loads(require(path, artifact).read_text())
 
 
 def sha256(path: str | Path) -> str:

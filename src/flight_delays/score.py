@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from flight_delays import io, promotion, registry, schema, scoring, train
+from flight_delays import artifacts, io, promotion, registry, schema, scoring, train
 from flight_delays.config import Settings, load_settings
 from flight_delays.dates import parse_day
 
@@ -143,7 +143,7 @@ def day_lock(folder: Path) -> Iterator[None]:
 
 def _read_card(path: str | Path, expected_sha256: str) -> bytes:
     """A challenger's model card, read once and checked against the registry's hash."""
-    data = io.require(path, task="train").read_bytes()
+    data = io.require(path, artifacts.RUN_MODEL_CARD).read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
         raise train.UntrustedModelError(
@@ -159,7 +159,7 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
     registry transaction. Returns the recorded row."""
     challenger = registry.find_challenger(engine, day, run_id)
     if challenger is None:
-        raise io.MissingArtifactError(settings.paths.model_dir(day), task="train")
+        raise io.MissingArtifactError(settings.paths.model_dir(day), artifacts.RUN_MODEL)
     if challenger.run_id != run_id:
         log.info(
             "score %s: run %s trained no model; scoring the one trained last for the day, "
@@ -171,13 +171,14 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
     # The expected hashes come from the registry, never from the model folder.
     _read_card(challenger.card_path, challenger.card_sha256)
     model = train.load_model(challenger.model_path, expected_sha256=challenger.model_sha256)
-    processed = settings.paths.processed(day)
-    train_frame = io.read_parquet(processed / "train.parquet", task="split")
-    holdout = io.read_parquet(processed / "holdout.parquet", task="split")
-    counts_path = processed / "feature_counts.json"
+    root = settings.paths.root
+    train_frame = io.read_parquet(artifacts.TRAIN_TABLE.path(root, day), artifacts.TRAIN_TABLE)
+    holdout_path = artifacts.HOLDOUT_TABLE.path(root, day)
+    holdout = io.read_parquet(holdout_path, artifacts.HOLDOUT_TABLE)
+    counts_path = artifacts.FEATURE_COUNTS.path(root, day)
     data_counts = json.loads(counts_path.read_text()) if counts_path.is_file() else {}
     if len(holdout) == 0:
-        raise ValueError(f"holdout {processed / 'holdout.parquet'} is empty: nothing to score")
+        raise ValueError(f"holdout {holdout_path} is empty: nothing to score")
 
     unseen = unseen_categories(train_frame, holdout)
     for col, info in unseen.items():

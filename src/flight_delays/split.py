@@ -25,17 +25,14 @@ from typing import Any
 
 import pandas as pd
 
-from flight_delays import history, io, schema
+from flight_delays import artifacts, history, io, schema
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
-from flight_delays.featurize import FEATURES_FILE, require_columns, to_day
+from flight_delays.featurize import require_columns, to_day
 
 logger = logging.getLogger(__name__)
 
 TASK = "split"
-UPSTREAM_TASK = "featurize"
-TRAIN_FILE = "train.parquet"
-HOLDOUT_FILE = "holdout.parquet"
 
 
 def holdout_range(day: date, holdout_days: int) -> tuple[date, date]:
@@ -137,8 +134,9 @@ def run(
     started = time.perf_counter()
     settings = load_settings(root, params_file)
     day = parse_day(day)
+    root = settings.paths.root
     folder = settings.paths.processed(day)
-    features = io.read_parquet(folder / FEATURES_FILE, task=UPSTREAM_TASK)
+    features = io.read_parquet(artifacts.FEATURES.path(root, day), artifacts.FEATURES)
     holdout_days = settings.split.holdout_days
     train, holdout = split_with_history(
         features,
@@ -147,8 +145,8 @@ def run(
         recent_days=settings.split.recent_days,
         history_days=settings.split.history_days,
     )
-    train_path = io.write_parquet(train, folder / TRAIN_FILE)
-    holdout_path = io.write_parquet(holdout, folder / HOLDOUT_FILE)
+    train_path = io.write_parquet(train, artifacts.TRAIN_TABLE.path(root, day))
+    holdout_path = io.write_parquet(holdout, artifacts.HOLDOUT_TABLE.path(root, day))
     start, end = holdout_range(day, holdout_days)
     # The step's one summary line: rows in and out, seconds, and the holdout's share.
     logger.info(

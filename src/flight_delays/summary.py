@@ -11,18 +11,14 @@ import json
 import sys
 from datetime import date
 
+from flight_delays import artifacts
 from flight_delays.config import ProjectPaths, project_root
 from flight_delays.dates import parse_day
 
 
 def latest_day(paths: ProjectPaths) -> date | None:
     """The most recent processed day with a metrics.json, or None."""
-    days = [
-        parse_day(folder.name.removeprefix("ds="))
-        for folder in (paths.root / "data" / "output").glob("ds=*")
-        if paths.metrics(parse_day(folder.name.removeprefix("ds="))).is_file()
-    ]
-    return max(days, default=None)
+    return max(artifacts.METRICS.days(paths.root), default=None)
 
 
 def describe(paths: ProjectPaths, day: date) -> str:
@@ -31,7 +27,11 @@ def describe(paths: ProjectPaths, day: date) -> str:
     ``challenger``: each run trains into a folder of its own)."""
     metrics_path = paths.metrics(day)
     metrics = json.loads(metrics_path.read_text())
-    figures = sorted(paths.figures(day).glob("*.png"))
+    figures = sorted(
+        path
+        for entry in artifacts.FIGURE_ENTRIES.values()
+        if (path := entry.path(paths.root, day)).is_file()
+    )
     challenger = metrics.get("challenger", {})
     lines = [
         f"Processed day {day.isoformat()}",
@@ -39,7 +39,7 @@ def describe(paths: ProjectPaths, day: date) -> str:
         f"  predictions: {paths.predictions(day)}",
         f"  model:       {challenger.get('model', '?')} (run {challenger.get('run_id', '?')})",
         f"  model card:  {paths.day_model_card(day)}",
-        f"  report:      {paths.report(day) / 'index.html'}",
+        f"  report:      {paths.report_page(day)}",
         "  charts:",
         *(f"    {figure}" for figure in figures),
         f"  holdout MAE: model {metrics['model']['mae']:.2f} min, "
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = ProjectPaths(project_root(args.root))
     day = parse_day(args.day) if args.day else latest_day(paths)
     if day is None or not paths.metrics(day).is_file():
-        print(f"no metrics.json under {paths.root / 'data' / 'output'}", file=sys.stderr)
+        print(f"no {artifacts.METRICS.filename} under {paths.root}", file=sys.stderr)
         return 1
     print(describe(paths, day))
     return 0

@@ -46,7 +46,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
-from flight_delays import io, registry, schema
+from flight_delays import artifacts, io, registry, schema
 from flight_delays.config import LOCAL_RUN_PREFIX, TrainSettings, load_settings
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
@@ -327,7 +327,7 @@ def load_model(path: str | Path, expected_sha256: str | None = None) -> Pipeline
     from the registry, never from a file beside the model), if it holds any other
     untrusted type, or if it is not a Pipeline ending in HistGradientBoostingRegressor.
     """
-    path = io.require(path, task="train")
+    path = io.require(path, artifacts.RUN_MODEL)
     data = path.read_bytes()
     if expected_sha256 is not None:
         actual = hashlib.sha256(data).hexdigest()
@@ -408,9 +408,11 @@ def run(
     day = parse_day(day)
     run_id = run_id or new_run_id()
     settings = load_settings(root, params_file)
-    train_path = settings.paths.processed(day) / "train.parquet"
-    train_frame = io.read_parquet(train_path, task="split")
-    manifest_path = io.require(settings.paths.interim(day) / "manifest.json", task="ingest")
+    train_path = artifacts.TRAIN_TABLE.path(settings.paths.root, day)
+    train_frame = io.read_parquet(train_path, artifacts.TRAIN_TABLE)
+    manifest_path = io.require(
+        artifacts.MANIFEST.path(settings.paths.root, day), artifacts.MANIFEST
+    )
 
     model = fit_model(train_frame, settings.train)
     bagged = settings.train.bagged

@@ -15,7 +15,7 @@ import pendulum
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DAG_FILE = REPO / "dags" / "flight_delays.py"
+DAG_FILE = REPO / "dags" / "flight_delays_pipeline.py"
 STEPS = ["ingest", "featurize", "split", "train", "score", "chart"]
 
 

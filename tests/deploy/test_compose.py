@@ -49,13 +49,13 @@ SIMPLE_AUTH_MANAGER = (
 
 def dag_constant(name: str) -> str:
     """A module-level string constant of the DAG file, read without importing Airflow."""
-    tree = ast.parse((REPO / "dags" / "flight_delays.py").read_text())
+    tree = ast.parse((REPO / "dags" / "flight_delays_pipeline.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == name for t in node.targets
         ):
             return ast.literal_eval(node.value)
-    raise AssertionError(f"{name} not found in dags/flight_delays.py")
+    raise AssertionError(f"{name} not found in dags/flight_delays_pipeline.py")
 
 
 @pytest.fixture(scope="module", params=sorted(PROFILES))
@@ -371,9 +371,13 @@ def mounts(service: dict) -> dict[str, dict]:
 def test_dags_plugins_and_project_folders_are_the_mounted_checkout(image_services):
     home = PurePosixPath(image_services["airflow-scheduler"]["environment"]["FLIGHT_DELAYS_HOME"])
     assert home == AIRFLOW_HOME
-    # The DAG takes its project root from FLIGHT_DELAYS_HOME (flight_delays.config.ENV_HOME).
-    dag_source = (REPO / "dags" / "flight_delays.py").read_text()
-    assert 'os.environ.get("FLIGHT_DELAYS_HOME")' in dag_source
+    # The DAG takes its project root from FLIGHT_DELAYS_HOME (flight_delays.config.ENV_HOME),
+    # through config.project_root, the one way the root is found.
+    from flight_delays import config
+
+    dag_source = (REPO / "dags" / "flight_delays_pipeline.py").read_text()
+    assert "project_root(anchor=__file__)" in dag_source
+    assert config.ENV_HOME == "FLIGHT_DELAYS_HOME"
     for name, service in image_services.items():
         env, mounted = service["environment"], mounts(service)
         assert env["FLIGHT_DELAYS_HOME"] == str(home), name

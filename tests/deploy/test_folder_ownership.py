@@ -55,7 +55,7 @@ RUN_ID = "scheduled__2013-03-16T07:00:00+00:00"
 EXTRA = (
     "logs/dag_id=flight_delays/run_id=scheduled__2013-03-16T07:00:00+00:00/task_id=chart/"
     "attempt=1.log",
-    "logs/dag_processor/2013-03-16/dags-folder/flight_delays.py.log",
+    "logs/dag_processor/2013-03-16/dags-folder/flight_delays_pipeline.py.log",
 )
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays import featurize, schema
+from flight_delays import artifacts, featurize, schema
 from flight_delays.config import ProjectPaths
 from flight_delays.featurize import (
     OUTPUT_COLUMNS,
@@ -424,7 +424,7 @@ def test_run_writes_the_feature_table_and_reports_counts(
     assert result["missing_weather"] == 1 and result["excluded_no_arr_delay"] == 1
     assert json.loads(json.dumps(result)) == result
     # the counts are kept beside the table for the run report
-    counts = json.loads((paths.processed(TUE) / featurize.COUNTS_FILE).read_text())
+    counts = json.loads(artifacts.FEATURE_COUNTS.path(paths.root, TUE).read_text())
     assert counts == {k: v for k, v in result.items() if k != "features"}
     written = pd.read_parquet(target)
     pd.testing.assert_frame_equal(written, build_features(flights, weather)[0])

@@ -3,6 +3,7 @@ import json
 import pandas as pd
 import pytest
 
+from flight_delays import artifacts
 from flight_delays.io import (
     MissingArtifactError,
     atomic_path,
@@ -33,7 +34,7 @@ def test_failed_rewrite_keeps_the_previous_version(tmp_path):
 def test_parquet_round_trip_and_hash_follows_content(tmp_path):
     frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
     path = write_parquet(frame, tmp_path / "t.parquet")
-    pd.testing.assert_frame_equal(read_parquet(path, task="featurize"), frame)
+    pd.testing.assert_frame_equal(read_parquet(path, artifacts.FEATURES), frame)
     first = sha256(path)
     write_parquet(frame.assign(a=[1, 3]), path)
     assert sha256(path) != first and len(first) == 64
@@ -42,7 +43,8 @@ def test_parquet_round_trip_and_hash_follows_content(tmp_path):
 def test_missing_upstream_artifact_names_file_and_task(tmp_path):
     missing = tmp_path / "ds=2013-03-15" / "train.parquet"
     with pytest.raises(MissingArtifactError) as info:
-        read_parquet(missing, task="split")
+        read_parquet(missing, artifacts.TRAIN_TABLE)
+    assert info.value.artifact is artifacts.TRAIN_TABLE and info.value.task == "split"
     message = str(info.value)
     assert str(missing) in message
     # The fix: the producing step for the same processed day, without Airflow.
@@ -52,5 +54,5 @@ def test_missing_upstream_artifact_names_file_and_task(tmp_path):
 def test_missing_artifact_outside_a_day_folder_names_a_placeholder_day(tmp_path):
     missing = tmp_path / "ds=not-a-day" / "manifest.json"
     with pytest.raises(MissingArtifactError) as info:
-        read_parquet(missing, task="ingest")
+        read_parquet(missing, artifacts.MANIFEST)
     assert "`python -m flight_delays run ingest --day <YYYY-MM-DD>`" in str(info.value)

@@ -10,10 +10,8 @@ from __future__ import annotations
 import atexit
 import functools
 import gc
-import os
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pendulum
@@ -21,6 +19,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, chain
 from airflow.sdk.exceptions import AirflowFailException
 
+from flight_delays.config import project_root
 from flight_delays.dates import TIMEZONE, processed_day
 from flight_delays.errors import PipelineDataError
 
@@ -30,7 +29,7 @@ atexit.register(gc.freeze)
 
 # The project root holds include/params.yaml and the artifact folders. Under Airflow the
 # dags folder sits in the project (dags/..), unless FLIGHT_DELAYS_HOME says otherwise.
-PROJECT_ROOT = os.environ.get("FLIGHT_DELAYS_HOME") or str(Path(__file__).resolve().parents[1])
+PROJECT_ROOT = str(project_root(anchor=__file__))
 
 # Steps that read or write the warehouse (source data, model registry) get its URL from
 # this Airflow connection when it exists (docker-compose and `make up` define it); else
