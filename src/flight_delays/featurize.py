@@ -12,6 +12,7 @@ added later, by split, which knows where the holdout starts.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -417,6 +418,7 @@ def run(
     n, "days": partitions read, **counts}`` with the counts of :func:`build_features`
     (the run report shows them). Returns the same dict and ``"features": path``.
     """
+    started = time.perf_counter()
     settings = load_settings(root, params_file)
     day = parse_day(day)
     paths = settings.paths
@@ -462,7 +464,8 @@ def run(
     logger.info(
         "featurize %s: %d days, %d flights in -> %d rows out (dropped %d duplicate flights, "
         "averaged %d duplicate weather rows, masked %d implausible weather readings, %d "
-        "flights without weather, excluded %d without arr_delay) -> %s",
+        "flights without weather, excluded %d without arr_delay, %d quarantined at ingest) "
+        "in %.1f s -> %s",
         day,
         len(days),
         counts["flights_in"],
@@ -472,6 +475,8 @@ def run(
         counts["implausible_weather"],
         counts["missing_weather"],
         counts["excluded_no_arr_delay"],
+        counts["quarantined_rows"],
+        time.perf_counter() - started,
         target,
     )
     return {"features": str(target), **summary}

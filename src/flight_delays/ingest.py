@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -312,6 +313,7 @@ def run(
     and IncompleteDayError for a day that looks partly loaded; nothing is written for
     such a day.
     """
+    started = time.perf_counter()
     processed = dates.parse_day(day)
     settings = load_settings(root, params_file)
     paths = settings.paths
@@ -339,8 +341,8 @@ def run(
     manifest = build_manifest(processed, days, partitions, fetched, shown)
     path = io.write_json(manifest, artifacts.MANIFEST.path(paths.root, processed))
     logger.info(
-        "ingest %s: window %s..%s (%d days), fetched %d from %s, %d flight rows, "
-        "%d quarantined rows; manifest %s",
+        "ingest %s: window %s..%s (%d days), fetched %d from %s, %d flight rows in the "
+        "window, %d quarantined rows, %.1f s; manifest %s",
         processed,
         days[0],
         days[-1],
@@ -349,6 +351,7 @@ def run(
         shown,
         manifest["flight_rows"],
         manifest["quarantined_rows"],
+        time.perf_counter() - started,
         path,
     )
     return {
