@@ -344,6 +344,8 @@ def test_make_up_from_a_checkout_under_a_private_folder_keeps_its_data_across_do
     home.chmod(0o700)
     clone = home / "flight-delay-pipeline"
     (clone / "include").mkdir(parents=True)
+    # A checkout's parameters: `up` migrates the model registry they point to.
+    shutil.copy(stack.REPO / "include" / "params.yaml", clone / "include" / "params.yaml")
     state = clone / ".stack"
     env = {
         **os.environ,
