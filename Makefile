@@ -42,7 +42,7 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 venv: $(VENV)/.synced ## create .venv from the lock file (uv sync --frozen)
 
 seed: venv ## load the demo warehouse (idempotent)
-	$(BIN)/python -m flight_delays.source seed
+	$(BIN)/python -m flight_delays.demo seed
 
 $(AIRFLOW_HOME)/airflow.db: | venv
 	$(BIN)/airflow db migrate

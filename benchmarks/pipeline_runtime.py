@@ -79,7 +79,7 @@ def main() -> None:
     day = date.fromisoformat(args.day)
 
     from flight_delays.config import load_settings
-    from flight_delays.source import seed
+    from flight_delays.demo import seed
 
     work = Path(tempfile.mkdtemp(prefix="fd-bench-"))
     root = work / "project"

@@ -176,7 +176,7 @@ seed_warehouse() {
     fi
     # The same URI the DAG reads through the flight_delays_warehouse connection.
     log "seeding the demo warehouse (idempotent: cycles already loaded are skipped)"
-    "$PYTHON" -m flight_delays.source seed --url "$AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
+    "$PYTHON" -m flight_delays.demo seed --url "$AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
 }
 
 # The model registry's schema, in the warehouse: migrated here, once, not by the web server

@@ -92,7 +92,7 @@ def engine_args(url: str) -> tuple[Any, dict[str, Any]]:
     the server for the session. SQLite: the busy timeout, and the file opened read-only
     (``mode=ro``), so a wrong path fails instead of creating an empty database.
     """
-    from flight_delays.source import sqlalchemy_url
+    from flight_delays.db import sqlalchemy_url
 
     parsed = sqlalchemy_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}

@@ -310,7 +310,7 @@ def up(cfg: Config) -> int:
         if cfg.seed:
             say("seeding the demo warehouse (idempotent; the first time takes a minute)")
             _run_logged(
-                cfg, "seed", [str(venv / "python"), "-m", "flight_delays.source", "seed"], env
+                cfg, "seed", [str(venv / "python"), "-m", "flight_delays.demo", "seed"], env
             )
         # The registry's schema is migrated here, once, not by the web server (the Model
         # reports page reads it read-only) nor by the first score task.

@@ -134,7 +134,7 @@ def _a(
 #: The catalog: one row per artifact, in the order the pipeline makes them.
 CATALOG: tuple[Artifact, ...] = (
     _a("source_db", "data/source/flights.sqlite", "seed", "sqlite", False,
-       "embedded demo warehouse (python -m flight_delays.source seed)"),
+       "embedded demo warehouse (python -m flight_delays.demo seed)"),
     _a("raw", "data/raw", "ingest", "folder", False,
        "the raw partitions (synced to disk after a partition is renamed into it)"),
     _a("raw_partition", "data/raw/ds={day}", "ingest", "folder", False,

@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flight_delays import artifacts, contracts, dates, io, source
+from flight_delays import artifacts, contracts, dates, db, demo, io, source
 from flight_delays.config import ProjectPaths, Settings, load_settings
 from flight_delays.errors import PipelineDataError
 
@@ -51,10 +51,10 @@ class NoFlightsError(PipelineDataError):
         self.day = day
         self.source_url = source_url
         hint = ""
-        if day >= source.FIRST_DAY:
+        if day >= demo.FIRST_DAY:
             hint = (
                 f"; for the demo warehouse, seed the replay cycle that covers it: "
-                f"`{source.SEED_COMMAND} --cycles {source.cycle_of(day)}`"
+                f"`{source.SEED_COMMAND} --cycles {demo.cycle_of(day)}`"
             )
         super().__init__(
             f"no flights for {day.isoformat()} in the source {source_url}, so nothing was "
@@ -273,10 +273,10 @@ def refetch_day(settings: Settings, day: date, url: str) -> Path | None:
     partition and quarantine are moved aside unchanged (:func:`supersede`) and the new
     ones written. A day that fails its checks leaves the old partition in place.
     Returns where the old partition went (None: there was none)."""
-    engine = source.open_engine(url)
+    engine = db.open_engine(url)
     try:
         tables = source.reflect_source(engine)
-        checked = _fetch(engine, tables, day, settings, source.safe_url(url))
+        checked = _fetch(engine, tables, day, settings, db.safe_url(url))
     finally:
         engine.dispose()
     contracts.refuse_share(checked[2], settings.ingest.max_quarantine_share, "the source")
@@ -319,13 +319,13 @@ def run(
     paths = settings.paths
     days = dates.window(processed, settings.ingest.window_days)
     url = source_url or settings.source_url
-    shown = source.safe_url(url)
+    shown = db.safe_url(url)
     if refetch:
         refetch_day(settings, processed, url)
     todo = missing_days(days, (d for d in days if paths.raw_partition(d).exists()))
     fetched: list[date] = []
     if todo:
-        engine = source.open_engine(url)
+        engine = db.open_engine(url)
         try:
             tables = source.reflect_source(engine)
             for d in todo:

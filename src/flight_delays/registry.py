@@ -69,7 +69,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from flight_delays import io
 from flight_delays.dates import parse_day
-from flight_delays.source import open_engine, safe_url
+from flight_delays.db import open_engine, safe_url
 
 log = logging.getLogger(__name__)
 

@@ -416,7 +416,7 @@ def test_airflow_reads_the_connection_as_the_dag_uses_it(image_services):
     ingest) is a URL the flight_delays source opens: same database, user and password."""
     from airflow.models.connection import Connection
 
-    from flight_delays.source import sqlalchemy_url
+    from flight_delays.db import sqlalchemy_url
 
     env = image_services["airflow-scheduler"]["environment"]
     conn_id = dag_constant("WAREHOUSE_CONN_ID")

@@ -63,7 +63,7 @@ def run_pipeline(root: str, day_iso: str, run_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def backfill(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from flight_delays.source import seed
+    from flight_delays.demo import seed
 
     root = tmp_path_factory.mktemp("concurrent")
     (root / "include").mkdir()

@@ -103,7 +103,7 @@ def test_every_make_target_the_readme_names_exists():
 def readme_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A copy of the project (code linked) with a short window and a warehouse holding
     the real 2013 days the README's blocks need; the environment of a user's shell."""
-    from flight_delays.source import seed
+    from flight_delays.demo import seed
 
     root = tmp_path_factory.mktemp("readme-project")
     for name in LINKED:

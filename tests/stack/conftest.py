@@ -85,7 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.script("up", timeout=400)
         TIMINGS["make up to healthy API (no seed)"] = f"{time.monotonic() - started:.1f} s"
 
-        from flight_delays.source import seed
+        from flight_delays.demo import seed
 
         seed(stack.warehouse_url, [0], original_range=SEEDED)
         # The dag-processor parses the DAG shortly after it starts.
@@ -115,7 +115,7 @@ def recent_days(stack: Stack) -> tuple[date, date]:
     """Replay the last weeks (New York calendar) into the warehouse: enough for the
     scheduled run the scheduler makes on unpause (the latest 02:00) and for a trigger
     without a logical date, even if the session crosses midnight."""
-    from flight_delays.source import seed
+    from flight_delays.demo import seed
 
     today = pendulum.now(TZ).date()
     first, last = today - timedelta(days=WINDOW_DAYS + 3), today

@@ -210,7 +210,7 @@ def leftovers(module, state: Path) -> list[int]:
 
 def replay_window(first: date, last: date) -> list[tuple[int, tuple[date, date]]]:
     """The (replay cycle, original 2013 range) pairs whose rows cover the days first..last."""
-    from flight_delays.source import cycle_of, shift_days
+    from flight_delays.demo import cycle_of, shift_days
 
     pairs: dict[int, list[date]] = {}
     day = first

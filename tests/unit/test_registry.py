@@ -101,7 +101,7 @@ def test_one_row_per_run_a_second_record_returns_the_first_and_writes_nothing(tm
 def test_migration_0002_keeps_every_row_and_renames_earlier_retries(tmp_path):
     from alembic import command
 
-    from flight_delays.source import open_engine
+    from flight_delays.db import open_engine
 
     engine = open_engine(url_in(tmp_path), create_dir=True)
     with engine.begin() as conn:
