@@ -54,6 +54,7 @@ from flight_delays import (
     dates,
     evaluation,
     featurize,
+    frames,
     io,
     promotion,
     schema,
@@ -154,7 +155,7 @@ def holdout_ends(
 
 
 def _in_days(frame: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
-    days = featurize.to_day(frame[schema.DAY])
+    days = frames.to_day(frame[schema.DAY])
     keep = (days >= pd.Timestamp(first)) & (days <= pd.Timestamp(last))
     return frame.loc[keep.to_numpy()].reset_index(drop=True)
 
