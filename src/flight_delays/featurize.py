@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,12 @@ from pandera.errors import SchemaError, SchemaErrors
 from flight_delays import artifacts, contracts, io, schema, source
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
-from flight_delays.errors import PipelineDataError
+from flight_delays.frames import (
+    InvalidFrameError,
+    require_columns,
+    to_day,
+    whole_numbers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,33 +67,6 @@ SCHEDULE_COUNTS = {
 MINUTES_PER_DAY = 24 * 60
 
 
-class MissingColumnsError(PipelineDataError):
-    """A frame lacks columns a step needs: names the frame and the columns."""
-
-    def __init__(self, frame_name: str, missing: Iterable[str]) -> None:
-        self.frame_name = frame_name
-        self.missing = list(missing)
-        super().__init__(
-            f"{frame_name} frame is missing required column(s): {', '.join(self.missing)}"
-        )
-
-
-class InvalidFrameError(PipelineDataError):
-    """A frame has the right columns but values that break its schema."""
-
-
-def require_columns(frame: pd.DataFrame, columns: Iterable[str], frame_name: str) -> None:
-    """Raise :class:`MissingColumnsError` unless ``frame`` has every name in ``columns``."""
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise MissingColumnsError(frame_name, missing)
-
-
-def to_day(values: pd.Series) -> pd.Series:
-    """Calendar days as datetime64[ns] at midnight, from dates, datetimes or ISO strings."""
-    return pd.to_datetime(values).astype("datetime64[ns]").dt.normalize()
-
-
 def _validate(frame_schema: pa.DataFrameSchema, frame: pd.DataFrame, name: str) -> pd.DataFrame:
     try:
         return frame_schema.validate(frame, lazy=True)
@@ -104,17 +81,6 @@ def _hhmm() -> pa.Column:
         [pa.Check.in_range(0, 2400), pa.Check(lambda s: s % 100 < 60, name="minutes_lt_60")],
         nullable=False,
     )
-
-
-def _whole_numbers(frame: pd.DataFrame, column: str, frame_name: str) -> pd.Series:
-    """``frame[column]`` as int64, from ints or from floats/strings holding whole numbers
-    (a null in a source column turns an integer column into float through SQL)."""
-    numbers = pd.to_numeric(frame[column], errors="coerce")
-    if numbers.isna().any() or not (numbers == numbers.round()).all():
-        raise InvalidFrameError(
-            f"{frame_name} frame: column {column} must hold whole numbers, without nulls"
-        )
-    return numbers.astype("int64")
 
 
 def _flight_identity() -> dict[str, pa.Column]:
@@ -189,11 +155,11 @@ def _prepare_flights(flights: pd.DataFrame) -> pd.DataFrame:
         {
             schema.DAY: to_day(flights[schema.DAY]),
             "carrier": flights["carrier"].astype("str"),
-            "flight": _whole_numbers(flights, "flight", "flights"),
+            "flight": whole_numbers(flights, "flight", "flights"),
             "origin": flights["origin"].astype("str"),
             "dest": flights["dest"].astype("str"),
-            "sched_dep_time": _whole_numbers(flights, "sched_dep_time", "flights"),
-            "sched_arr_time": _whole_numbers(flights, "sched_arr_time", "flights"),
+            "sched_dep_time": whole_numbers(flights, "sched_dep_time", "flights"),
+            "sched_arr_time": whole_numbers(flights, "sched_arr_time", "flights"),
             "distance": flights["distance"].astype("float64"),
             schema.TARGET: flights[schema.TARGET].astype("float64"),
         }
@@ -207,7 +173,7 @@ def _prepare_weather(weather: pd.DataFrame) -> pd.DataFrame:
         {
             schema.DAY: to_day(weather[schema.DAY]),
             "origin": weather["origin"].astype("str"),
-            "hour": _whole_numbers(weather, "hour", "weather"),
+            "hour": whole_numbers(weather, "hour", "weather"),
             **{m: weather[m].astype("float64") for m in schema.WEATHER_MEASURES},
         }
     )
@@ -334,8 +300,8 @@ def build_features(
     weather at their origin and hour) and ``excluded_no_arr_delay``. The inputs are
     never modified.
 
-    Raises :class:`MissingColumnsError` for a missing column and
-    :class:`InvalidFrameError` for values outside the input or output schema.
+    Raises :class:`~flight_delays.frames.MissingColumnsError` for a missing column and
+    :class:`~flight_delays.frames.InvalidFrameError` for values outside the input or output schema.
     """
     fl = _prepare_flights(flights)
     wx, masked = mask_implausible_weather(_prepare_weather(weather))

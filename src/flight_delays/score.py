@@ -1,10 +1,12 @@
 """Score the challenger, the current champion and the naive baseline on the same holdout,
 and promote the challenger when it beats the champion (flight_delays.promotion).
 
-Pure core: :func:`score_predictions` and :func:`unseen_categories` (frames and arrays in,
-dicts and a frame out; inputs never mutated). File wrapper: :func:`run` scores the model
-its run's train task recorded (hash-checked), records the run and the decision in the
-model registry (flight_delays.registry; one row per run) and writes
+Pure cores: :func:`flight_delays.evaluation.evaluate` (the metrics of the three
+contenders and the promotion decision, shared with the backtest) and
+:func:`unseen_categories` (frames in, a dict out; inputs never mutated). File wrapper:
+:func:`run` scores the model its run's train task recorded (hash-checked), records the
+run and the decision in the model registry (flight_delays.registry; one row per run) and
+writes
 ``data/output/ds=<day>/predictions.parquet`` and, from the recorded row,
 ``metrics.json`` and the day's copy of the model card.
 Every number comes from :func:`flight_delays.scoring.regression_metrics`.
@@ -18,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -28,55 +30,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from flight_delays import artifacts, io, promotion, registry, schema, scoring, train
+from flight_delays import artifacts, evaluation, io, promotion, registry, schema, scoring, train
 from flight_delays.config import Settings, load_settings
 from flight_delays.dates import parse_day
 
 log = logging.getLogger(__name__)
 
-IDENTIFIERS = [schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]
-# Who is scored, and the predictions.parquet column of each.
-CONTENDERS = {"model": "predicted", "champion": "champion", "baseline": "baseline"}
-PREDICTION_COLUMNS = [*IDENTIFIERS, schema.SCHED_HOUR, "actual", *CONTENDERS.values()]
 MAX_ATTEMPTS = 5  # re-scores when a concurrent run changed the champion meanwhile
 UNSEEN_VALUES_LISTED = 20  # metrics.json lists at most this many unseen values per column
-
-
-def score_predictions(
-    holdout: pd.DataFrame,
-    predictions: Mapping[str, Sequence[float] | np.ndarray],
-    within_minutes: float,
-) -> tuple[dict[str, dict[str, float]], pd.DataFrame]:
-    """Metrics of each contender against ``holdout[schema.TARGET]`` (minutes).
-
-    ``holdout`` needs the identifier columns (local_date, carrier, flight, origin, dest,
-    sched_dep_time), sched_hour and arr_delay. ``predictions`` maps each name of
-    :data:`CONTENDERS` (model, champion, baseline) to values aligned with its rows.
-    Returns ``({name: metrics}, frame)`` where the frame has the identifiers, sched_hour,
-    ``actual`` and one column per contender (``predicted`` for the model).
-    """
-    needed = [*IDENTIFIERS, schema.SCHED_HOUR, schema.TARGET]
-    missing = [col for col in needed if col not in holdout.columns]
-    if missing:
-        raise ValueError(f"holdout is missing column(s): {', '.join(missing)}")
-    if set(predictions) != set(CONTENDERS):
-        raise ValueError(
-            f"predictions must be given for {sorted(CONTENDERS)}, got {sorted(predictions)}"
-        )
-    values = {name: np.asarray(predictions[name], dtype=float) for name in CONTENDERS}
-    for name, pred in values.items():
-        if len(pred) != len(holdout):
-            raise ValueError(
-                f"{name} predictions have {len(pred)} values for {len(holdout)} holdout rows"
-            )
-    actual = holdout[schema.TARGET].to_numpy(dtype=float)
-    metrics = {
-        name: scoring.regression_metrics(actual, pred, within_minutes)
-        for name, pred in values.items()
-    }
-    frame = holdout[[*IDENTIFIERS, schema.SCHED_HOUR]].reset_index(drop=True)
-    frame = frame.assign(actual=actual, **{CONTENDERS[name]: pred for name, pred in values.items()})
-    return metrics, frame
 
 
 def unseen_categories(
@@ -205,21 +166,18 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
         champion_pred, champion_kind, champion_name = _champion_predictions(
             champion, holdout, baseline_pred
         )
-        metrics, predictions = score_predictions(
-            holdout,
-            {"model": model_pred, "champion": champion_pred, "baseline": baseline_pred},
-            within,
-        )
         champion_day = champion.processed_day if champion_kind == "model" else None
-        decision = promotion.decide(
-            metrics["model"]["mae"],
-            metrics["champion"]["mae"],
-            day,
-            champion_day,
-            settings.score.promotion_margin,
-            champion_name,
-            baseline_mae=metrics["baseline"]["mae"],
+        judged = evaluation.evaluate(
+            holdout,
+            model_pred,
+            champion_pred,
+            baseline_pred,
+            settings.score,
+            day=day,
+            champion_day=champion_day,
+            champion_name=champion_name,
         )
+        metrics, predictions, decision = judged.metrics, judged.predictions, judged.decision
         stored = (
             registry.store_model(
                 challenger.model_path, challenger.model_sha256, settings.paths.model_store

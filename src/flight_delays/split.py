@@ -28,7 +28,7 @@ import pandas as pd
 from flight_delays import artifacts, history, io, schema
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
-from flight_delays.featurize import require_columns, to_day
+from flight_delays.frames import require_columns, to_day
 
 logger = logging.getLogger(__name__)
 

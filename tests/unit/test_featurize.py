@@ -7,12 +7,8 @@ import pytest
 
 from flight_delays import artifacts, featurize, schema
 from flight_delays.config import ProjectPaths
-from flight_delays.featurize import (
-    OUTPUT_COLUMNS,
-    InvalidFrameError,
-    MissingColumnsError,
-    build_features,
-)
+from flight_delays.featurize import OUTPUT_COLUMNS, build_features
+from flight_delays.frames import InvalidFrameError, MissingColumnsError
 from flight_delays.io import MissingArtifactError
 
 MON = date(2024, 1, 15)  # a Monday

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flight_delays import history, schema
-from flight_delays.featurize import MissingColumnsError
+from flight_delays.frames import MissingColumnsError
 
 CUTOFF = date(2024, 1, 15)  # first holdout day (a Monday)
 

@@ -1,4 +1,5 @@
-"""flight_delays.score: the pure scorer, unseen categories, and the file wrapper."""
+"""flight_delays.score: unseen categories and the file wrapper (the pure judging core is
+tested in test_evaluation.py)."""
 
 from __future__ import annotations
 
@@ -10,48 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from flight_delays import io, schema, score, train
+from flight_delays import evaluation, io, schema, score, train
 from flight_delays.config import TrainSettings
 from flight_delays.scoring import OriginHourMedianBaseline
 
 FAST_TRAIN = TrainSettings(max_iter=10, min_samples_leaf=5, bagging_models=1)
-
-
-def test_score_predictions_metrics_and_frame(feature_frame_factory) -> None:
-    holdout = feature_frame_factory(4, seed=7)
-    holdout[schema.TARGET] = [0.0, 10.0, 20.0, 30.0]
-    before = holdout.copy()
-    model_pred = [5.0, 10.0, 40.0, 26.0]  # MAE 7.25
-    baseline_pred = np.full(4, 15.0)  # MAE 10
-    champion_pred = [0.0, 10.0, 20.0, 38.0]  # MAE 2
-
-    metrics, predictions = score.score_predictions(
-        holdout,
-        {"model": model_pred, "champion": champion_pred, "baseline": baseline_pred},
-        5.0,
-    )
-
-    assert metrics["model"]["mae"] == pytest.approx(7.25)
-    assert metrics["baseline"]["mae"] == pytest.approx(10.0)
-    assert metrics["champion"]["mae"] == pytest.approx(2.0)
-    assert metrics["model"]["share_within"] == pytest.approx(0.75)
-    assert list(predictions.columns) == score.PREDICTION_COLUMNS
-    np.testing.assert_array_equal(predictions["actual"], holdout[schema.TARGET])
-    np.testing.assert_array_equal(predictions["predicted"], model_pred)
-    np.testing.assert_array_equal(predictions["baseline"], baseline_pred)
-    np.testing.assert_array_equal(predictions["champion"], champion_pred)
-    pd.testing.assert_frame_equal(holdout, before)
-
-
-def test_score_predictions_rejects_misaligned_and_incomplete_input(feature_frame_factory) -> None:
-    holdout = feature_frame_factory(5, seed=8)
-    five = {"model": np.zeros(5), "champion": np.zeros(5), "baseline": np.zeros(5)}
-    with pytest.raises(ValueError, match="model predictions have 4 values for 5 holdout rows"):
-        score.score_predictions(holdout, {**five, "model": np.zeros(4)}, 15.0)
-    with pytest.raises(ValueError, match=r"holdout is missing column.*sched_dep_time"):
-        score.score_predictions(holdout.drop(columns="sched_dep_time"), five, 15)
-    with pytest.raises(ValueError, match="predictions must be given for"):
-        score.score_predictions(holdout, {"model": np.zeros(5)}, 15)
 
 
 def test_unseen_categories_counts_values_and_rows() -> None:
@@ -92,7 +56,7 @@ def test_run_writes_metrics_matching_an_independent_recomputation(split_artifact
     expected_baseline = OriginHourMedianBaseline().fit(art["train"]).predict(holdout)
     np.testing.assert_allclose(predictions["baseline"], expected_baseline)
     np.testing.assert_array_equal(predictions["actual"], holdout[schema.TARGET])
-    assert list(predictions.columns) == score.PREDICTION_COLUMNS
+    assert list(predictions.columns) == evaluation.PREDICTION_COLUMNS
 
     assert metrics["day"] == "2024-03-10"
     assert metrics["units"] == "minutes"

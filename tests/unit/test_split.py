@@ -6,7 +6,7 @@ import pytest
 
 from flight_delays import history, schema, split
 from flight_delays.config import ProjectPaths
-from flight_delays.featurize import MissingColumnsError
+from flight_delays.frames import MissingColumnsError
 from flight_delays.io import MissingArtifactError
 from flight_delays.split import split_by_day, split_with_history
 
