@@ -226,8 +226,18 @@ def log_in(page, stack: Stack, path: str = f"/dags/{DAG_ID}") -> None:
     until the browser is back on ``path``, logged in (the JWT is in the _token cookie).
 
     ``page``: a Playwright Page."""
-    page.goto(f"{stack.api_url}{path}")
-    page.wait_for_url("**/auth/login**")
+    from playwright.sync_api import Error as PlaywrightError
+
+    # The UI redirects to the login form on the client side; on a loaded machine the first
+    # navigation was seen aborted mid-redirect (net::ERR_ABORTED): try it once more.
+    for attempt in (1, 2):
+        try:
+            page.goto(f"{stack.api_url}{path}")
+            page.wait_for_url("**/auth/login**")
+            break
+        except PlaywrightError:
+            if attempt == 2:
+                raise
     page.fill("input[name=username]", load_stack_module().ADMIN_USER)
     page.fill("input[name=password]", stack.admin_password)
     page.click("button[type=submit]")
