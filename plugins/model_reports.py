@@ -224,7 +224,17 @@ def read_registry(engine: Any, root: Path) -> dict[str, Any]:
 def _champion_card(champion: Any, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The champion and the run that promoted it (the newest promoted run of its file)."""
     if champion is None or champion.model_sha256 is None:
-        return {"kind": "baseline", "processed_day": None, "model_sha256": None}
+        # Why the baseline serves: never beaten, or a decayed model stepped down (the
+        # newest step-down), or a person rolled back (the registry's champion moves).
+        stepped = next((r for r in runs if r["decision"] == "stepped down"), None)
+        ever = any(r["decision"] == "promoted" for r in runs)
+        return {
+            "kind": "baseline",
+            "processed_day": None,
+            "model_sha256": None,
+            "since": "step_down" if stepped else "rollback" if ever else "start",
+            "stepped_down": stepped,
+        }
     promoted = next(
         (
             r
@@ -317,9 +327,20 @@ def render_page(data: dict[str, Any]) -> str:
     esc = html.escape
     champion = data["champion"]
     if champion["kind"] == "baseline":
+        why = {
+            "start": "no model has beaten it yet.",
+            "rollback": "a person rolled the champion back to it "
+            "(<code>python -m flight_delays.registry show</code> lists the moves).",
+        }
+        stepped = champion.get("stepped_down")
+        if stepped:
+            why["step_down"] = (
+                f"the champion model stepped down in the run for "
+                f"{esc(stepped['processed_day'])}: {esc(stepped['reason'])}"
+            )
         card = (
             "<p>Current champion: the naive baseline (origin \N{MULTIPLICATION SIGN} hour "
-            "median); no model has beaten it yet.</p>"
+            f"median); {why[champion.get('since', 'start')]}</p>"
         )
     else:
         gain = ""
@@ -371,6 +392,7 @@ def render_page(data: dict[str, Any]) -> str:
 body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}
 table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:.3rem .6rem}}
 th{{background:#f3f3f3}}td.num{{text-align:right}}.promoted{{color:#0a6b2d;font-weight:600}}
+.stepped{{color:#a3000b;font-weight:600}}
 #champion{{border:1px solid #ccc;border-radius:6px;padding:.2rem 1rem;max-width:60rem;
 margin-bottom:1rem}}dl{{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}}
 dt{{font-weight:600}}dd{{margin:0}}img#history{{max-width:100%;height:auto}}

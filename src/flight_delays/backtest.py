@@ -89,7 +89,7 @@ class HoldoutResult:
     champion_mae: float  # the champion at the time: the last promoted model, or baseline
     baseline_mae: float
     champion: str  # which champion was scored: "baseline" or "model of <day>"
-    decision: str  # "promoted" or "kept" (promotion.Decision.label)
+    decision: str  # "promoted", "kept" or "stepped down" (promotion.Decision.label)
     reason: str
     seconds: float  # wall time of the run (featurize to score)
 
@@ -101,7 +101,8 @@ class HoldoutResult:
 
     @property
     def champion_improvement_pct(self) -> float:
-        """The same for the champion: what the model in production gained that week."""
+        """The same for the champion: what the model served in production gained that
+        week (the served column: it was chosen by the runs before this holdout)."""
         return _improvement(self.champion_mae, self.baseline_mae)
 
     def as_row(self) -> dict[str, Any]:
@@ -225,8 +226,9 @@ def run_backtest(
     on_result: Callable[[HoldoutResult], None] | None = None,
 ) -> list[HoldoutResult]:
     """:func:`replay_run` for each day of ``ends``, in order, carrying the champion
-    forward: the baseline first, then each promoted challenger. ``on_result`` is called
-    after each run (progress logging)."""
+    forward: the baseline first, then each promoted challenger, and the baseline again
+    after a decayed champion stepped down. ``on_result`` is called after each run
+    (progress logging)."""
     if not ends:
         raise ValueError("no holdout ends to replay: the data is shorter than the window")
     if list(ends) != sorted(set(ends)):
@@ -235,8 +237,10 @@ def run_backtest(
     champion: Champion | None = None
     for day in ends:
         result, model = replay_run(flights, weather, day, settings, champion)
-        if result.decision == "promoted":
+        if result.decision == promotion.PROMOTED:
             champion = Champion(day, model)
+        elif result.decision == promotion.STEPPED_DOWN:
+            champion = None
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -273,7 +277,8 @@ def summarize(results: Sequence[HoldoutResult]) -> dict[str, float]:
         "median_improvement_pct": float(np.median(improvement)),
         "worst_improvement_pct": float(improvement.min()),
         "best_improvement_pct": float(improvement.max()),
-        "promotions": sum(r.decision == "promoted" for r in results),
+        "promotions": sum(r.decision == promotion.PROMOTED for r in results),
+        "step_downs": sum(r.decision == promotion.STEPPED_DOWN for r in results),
         "mean_champion_improvement_pct": float(served.mean()),
         "worst_champion_improvement_pct": float(served.min()),
         "mean_challenger_mae": float(np.mean([r.challenger_mae for r in results])),
@@ -295,7 +300,7 @@ def to_markdown(results: Sequence[HoldoutResult]) -> str:
         "champion MAE (min)",
         "baseline MAE (min)",
         "challenger vs baseline",
-        "champion vs baseline",
+        "served vs baseline",
         "decision",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -310,7 +315,7 @@ def to_markdown(results: Sequence[HoldoutResult]) -> str:
             f"{r.baseline_mae:.2f}",
             f"{r.improvement_pct:+.1f}%",
             f"{r.champion_improvement_pct:+.1f}%",
-            f"**{r.decision}**" if r.decision == "promoted" else r.decision,
+            r.decision if r.decision == promotion.KEPT else f"**{r.decision}**",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     s = summarize(results)
@@ -321,8 +326,9 @@ def to_markdown(results: Sequence[HoldoutResult]) -> str:
         f"{s['mean_improvement_pct']:+.1f}%, median {s['median_improvement_pct']:+.1f}%, "
         f"worst {s['worst_improvement_pct']:+.1f}%, best {s['best_improvement_pct']:+.1f}%.",
         "",
-        f"Champion carried forward: {s['promotions']} promotions; the champion of the time "
-        f"against the baseline: mean {s['mean_champion_improvement_pct']:+.1f}%, worst "
+        f"Champion carried forward: {s['promotions']} promotions, {s['step_downs']} "
+        f"step-downs; the champion served at the time (served) against the baseline: mean "
+        f"{s['mean_champion_improvement_pct']:+.1f}%, worst "
         f"{s['worst_champion_improvement_pct']:+.1f}%.",
         "",
         f"Mean MAE: challenger {s['mean_challenger_mae']:.2f} min, champion "

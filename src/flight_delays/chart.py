@@ -24,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from flight_delays import artifacts, io, registry, report, schema, scoring
+from flight_delays import artifacts, io, promotion, registry, report, schema, scoring
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
 
@@ -332,10 +332,11 @@ def metric_history(
     history: pd.DataFrame, ax: Axes | None = None, title: str = "Holdout MAE"
 ) -> Figure:
     """Holdout MAE (minutes) of the challenger, the champion and the baseline for each
-    processed day, promotions circled.
+    processed day, promotions circled, step-downs of a decayed champion crossed.
 
     ``history``: one row per run with ``processed_day``, ``challenger_mae``,
-    ``champion_mae``, ``baseline_mae`` and ``decision`` (``promoted`` or ``kept``), e.g.
+    ``champion_mae``, ``baseline_mae`` and ``decision`` (``promoted``, ``kept`` or
+    ``stepped down``, :data:`flight_delays.promotion.LABELS`), e.g.
     :func:`flight_delays.registry.history` (nightly runs) or
     :func:`flight_delays.backtest.history_frame` (replayed runs). Reruns of a day: the
     last one is drawn. The title is ``title`` followed by the number of days. The y axis
@@ -381,6 +382,18 @@ def metric_history(
         zorder=3,
         label=f"Promoted ({len(promoted)})",
     )
+    stepped = runs[runs["decision"] == promotion.STEPPED_DOWN]
+    if len(stepped):
+        ax.scatter(
+            stepped["processed_day"].to_numpy(),
+            stepped["champion_mae"].to_numpy(),
+            s=40 if crowded else 140,
+            marker="x",
+            color="tab:red",
+            linewidths=1.5,
+            zorder=3,
+            label=f"Champion stepped down ({len(stepped)})",
+        )
     _date_axis(ax, runs["processed_day"])
     # MAE from 0 (an honest scale) to 15 % above the top marker; below 0 only if a value
     # sits so close to 0 that its marker would be cut.

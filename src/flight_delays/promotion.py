@@ -12,6 +12,10 @@ in, a decision with its reason out.
    on the same holdout, by at least ``margin`` (a fraction of the champion's MAE).
 The naive baseline is the first champion, so the first promotion needs the margin over
 the baseline itself.
+4. A decayed champion steps down: when the challenger stays out, and the champion model
+   loses to the baseline on this holdout by the same margin (the baseline would be
+   promoted over it), the baseline becomes champion again. Only a run for a later day
+   than the champion's can say so: an older holdout is not the champion's future.
 """
 
 from __future__ import annotations
@@ -26,14 +30,33 @@ def champion_name(model_day: date | None) -> str:
     return "baseline" if model_day is None else f"model of {model_day.isoformat()}"
 
 
+#: The decision labels the registry, the reports and the backtest record.
+PROMOTED, KEPT, STEPPED_DOWN = "promoted", "kept", "stepped down"
+LABELS = (PROMOTED, KEPT, STEPPED_DOWN)
+
+
 @dataclass(frozen=True)
 class Decision:
+    """``promote``: the challenger becomes champion. ``step_down``: the champion model
+    gives way to the baseline (never both)."""
+
     promote: bool
     reason: str
+    step_down: bool = False
+
+    def __post_init__(self) -> None:
+        if self.promote and self.step_down:
+            raise ValueError("a decision cannot both promote the challenger and step down")
 
     @property
     def label(self) -> str:
-        return "promoted" if self.promote else "kept"
+        if self.promote:
+            return PROMOTED
+        return STEPPED_DOWN if self.step_down else KEPT
+
+    @property
+    def moves_champion(self) -> bool:
+        return self.promote or self.step_down
 
 
 def decide(
@@ -72,17 +95,44 @@ def decide(
             "newer one",
         )
     if champion_day is not None and not challenger_mae < baseline_mae:
-        return Decision(
-            False,
+        kept = (
             f"challenger MAE {challenger_mae:.2f} min is not better than the baseline's "
             f"{baseline_mae:.2f} min on this holdout: a model worse than the baseline is "
-            f"never promoted (champion {champion_name}: {champion_mae:.2f} min)",
+            f"never promoted (champion {champion_name}: {champion_mae:.2f} min)"
         )
+        return _kept_or_step_down(kept, champion_mae, baseline_mae, margin, champion_name)
     change = (champion_mae - challenger_mae) / champion_mae if champion_mae > 0 else 0.0
     comparison = (
         f"challenger MAE {challenger_mae:.2f} min vs {champion_name} {champion_mae:.2f} min "
         f"({change:+.1%}; margin {margin:.1%})"
     )
-    if challenger_mae <= champion_mae * (1 - margin) and challenger_mae < champion_mae:
+    if beats(challenger_mae, champion_mae, margin):
         return Decision(True, f"{comparison}: better by the margin")
-    return Decision(False, f"{comparison}: not better by the margin")
+    kept = f"{comparison}: not better by the margin"
+    if champion_day is None:
+        return Decision(False, kept)
+    return _kept_or_step_down(kept, champion_mae, baseline_mae, margin, champion_name)
+
+
+def beats(mae: float, other_mae: float, margin: float) -> bool:
+    """Whether ``mae`` is lower than ``other_mae`` by at least ``margin`` (a fraction of
+    ``other_mae``): the test a challenger passes to be promoted, and the baseline to
+    take over from a decayed champion."""
+    return mae <= other_mae * (1 - margin) and mae < other_mae
+
+
+def _kept_or_step_down(
+    kept: str, champion_mae: float, baseline_mae: float, margin: float, champion_name: str
+) -> Decision:
+    """The challenger stays out (``kept`` says why); the champion model steps down when
+    the baseline beats it by the margin on this holdout."""
+    if not beats(baseline_mae, champion_mae, margin):
+        return Decision(False, kept)
+    change = (champion_mae - baseline_mae) / champion_mae
+    return Decision(
+        False,
+        f"{kept}; the champion ({champion_name}) decayed: its MAE {champion_mae:.2f} min "
+        f"is worse than the baseline's {baseline_mae:.2f} min ({change:+.1%} for the "
+        f"baseline; margin {margin:.1%}), so it steps down and the baseline is champion again",
+        step_down=True,
+    )

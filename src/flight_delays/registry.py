@@ -102,7 +102,9 @@ MODEL_RUNS = Table(
     Column("created_at", DateTime(timezone=True), server_default=func.now()),
     # The metrics.json payload as recorded (NULL in rows from before revision 0002).
     Column("report_json", Text),
-    CheckConstraint("decision IN ('promoted', 'kept')", name="ck_model_runs_decision"),
+    CheckConstraint(
+        "decision IN ('promoted', 'kept', 'stepped down')", name="ck_model_runs_decision"
+    ),
     Index("uq_model_runs_day_run", "processed_day", "run_id", unique=True),
 )
 CHALLENGERS = Table(
@@ -142,7 +144,9 @@ CHAMPION_MOVES = Table(
     Column("previous_run_pk", Integer, ForeignKey("model_runs.id")),
     Column("reason", Text, nullable=False),
     Column("moved_at", DateTime(timezone=True), server_default=func.now()),
-    CheckConstraint("kind IN ('promotion', 'rollback')", name="ck_champion_moves_kind"),
+    CheckConstraint(
+        "kind IN ('promotion', 'rollback', 'step_down')", name="ck_champion_moves_kind"
+    ),
 )
 
 
@@ -303,9 +307,15 @@ def record_challenger(engine: Engine, challenger: Challenger) -> None:
 
 
 def record_run(
-    engine: Engine, run: dict[str, Any], promote: bool, expected_version: int
+    engine: Engine,
+    run: dict[str, Any],
+    promote: bool,
+    expected_version: int,
+    *,
+    step_down: bool = False,
 ) -> int | None:
-    """Insert ``run`` (a model_runs row without id) and, if ``promote``, make it champion.
+    """Insert ``run`` (a model_runs row without id) and, if ``promote``, make it champion;
+    if ``step_down``, make the baseline champion again (the champion model decayed).
 
     One transaction, entered by locking the champion row. Returns the new row's id; the
     id of the row already recorded for the run (same processed_day and run_id) without
@@ -327,28 +337,30 @@ def record_run(
         version = conn.execute(select(CHAMPION.c.version).where(CHAMPION.c.id == 1)).scalar_one()
         if version != expected_version:
             return None
+        if promote and step_down:
+            raise ValueError("a run cannot both promote its challenger and step down")
+        previous = conn.execute(select(CHAMPION.c.run_pk).where(CHAMPION.c.id == 1)).scalar_one()
+        if step_down and previous is None:
+            raise RegistryError("the baseline is the champion: there is no model to step down")
         run_pk = conn.execute(insert(MODEL_RUNS).values(**run)).inserted_primary_key[0]
-        if promote:
-            previous = conn.execute(select(CHAMPION.c.run_pk).where(CHAMPION.c.id == 1))
+        if promote or step_down:
+            # The new champion: this run's model, or the baseline (every field NULL).
+            values = {"run_pk": None, "processed_day": None, "model_path": None}
+            values["model_sha256"] = None
+            if promote:
+                values = {key: run_pk if key == "run_pk" else run[key] for key in values}
             conn.execute(
                 insert(CHAMPION_MOVES).values(
-                    kind="promotion",
-                    run_pk=run_pk,
-                    previous_run_pk=previous.scalar_one(),
+                    kind="promotion" if promote else "step_down",
+                    run_pk=values["run_pk"],
+                    previous_run_pk=previous,
                     reason=run["reason"],
                 )
             )
             conn.execute(
                 update(CHAMPION)
                 .where(CHAMPION.c.id == 1)
-                .values(
-                    run_pk=run_pk,
-                    processed_day=run["processed_day"],
-                    model_path=run["model_path"],
-                    model_sha256=run["model_sha256"],
-                    version=CHAMPION.c.version + 1,
-                    updated_at=func.now(),
-                )
+                .values(**values, version=CHAMPION.c.version + 1, updated_at=func.now())
             )
     return int(run_pk)
 

@@ -40,7 +40,7 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem}
 th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.promoted{color:#0a6b2d;font-weight:600}.kept{color:#8a5a00;font-weight:600}
+.promoted{color:#0a6b2d;font-weight:600}.kept{color:#8a5a00;font-weight:600}.stepped{color:#a3000b;font-weight:600}
 figure{margin:1.5rem 0}img{max-width:100%;border:1px solid #eee}
 """
 
@@ -88,7 +88,13 @@ def render(
     day = escape(str(metrics["day"]))
     decision = metrics.get("decision", {})
     promoted = bool(decision.get("promoted"))
-    label = "promoted" if promoted else "kept the champion"
+    stepped_down = bool(decision.get("stepped_down"))
+    if promoted:
+        label, css_class = "promoted", "promoted"
+    elif stepped_down:
+        label, css_class = "the champion stepped down: the baseline is champion again", "stepped"
+    else:
+        label, css_class = "kept the champion", "kept"
     champion = metrics.get("champion_info", {})
     window = model_card.get("train_window", {})
     facts = [
@@ -106,7 +112,6 @@ def render(
         f"<figcaption>{escape(caption)}</figcaption></figure>"
         for caption, src in figures
     )
-    css_class = "promoted" if promoted else "kept"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>flight_delays {day}</title><style>{STYLE}</style></head>

@@ -206,6 +206,8 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
             },
             "decision": {
                 "promoted": decision.promote,
+                "stepped_down": decision.step_down,
+                "label": decision.label,
                 "reason": decision.reason,
                 "margin": settings.score.promotion_margin,
             },
@@ -244,7 +246,10 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
             "decision": decision.label,
             "reason": decision.reason,
         }
-        if registry.record_run(engine, row, decision.promote, champion.version) is not None:
+        recorded_pk = registry.record_run(
+            engine, row, decision.promote, champion.version, step_down=decision.step_down
+        )
+        if recorded_pk is not None:
             recorded = registry.recorded_run(engine, day, run_id)
             if recorded is None:  # pragma: no cover - the row was committed just above
                 raise registry.RegistryError(f"the row of run {run_id} for {day} vanished")

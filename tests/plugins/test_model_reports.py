@@ -220,6 +220,22 @@ def test_an_empty_registry_shows_the_baseline_and_no_chart(client, project):
     assert client.get("/history.png").status_code == 404
 
 
+def test_after_a_step_down_the_card_says_why_the_baseline_serves(client, project):
+    engine = registry.connect(f"sqlite:///{project / 'warehouse.sqlite'}")
+    row = run_row(date(2013, 3, 22), "scheduled__w", "stepped down", 24.0, sha="ef" * 32)
+    row["reason"] = "the champion <model of 2013-03-15> decayed"
+    registry.record_run(engine, row, False, 1, step_down=True)
+    engine.dispose()
+    data = client.get("/api/runs").json()
+    assert data["champion"]["kind"] == "baseline" and data["champion"]["since"] == "step_down"
+    page = client.get("/").text
+    assert "Current champion: the naive baseline" in page
+    assert "stepped down in the run for 2013-03-22" in page
+    assert "the champion &lt;model of 2013-03-15&gt; decayed" in page  # escaped
+    assert '<td class="stepped down">stepped down</td>' in page
+    assert "no model has beaten it yet" not in page
+
+
 def test_an_unmigrated_registry_is_read_as_no_runs_and_not_migrated(client, project):
     (project / "warehouse.sqlite").unlink()
     import sqlite3

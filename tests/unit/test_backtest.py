@@ -307,7 +307,8 @@ def test_table_summary_and_markdown_by_hand():
     ) in markdown
     assert "on 2 of 3 holdouts (67%)" in markdown
     assert "mean +3.0%" in markdown and "worst -5.0%" in markdown
-    assert "1 promotions" in markdown and "mean +2.0%, worst -4.0%" in markdown
+    assert "1 promotions, 0 step-downs" in markdown and "mean +2.0%, worst -4.0%" in markdown
+    assert "served vs baseline" in markdown
 
 
 def test_history_frame_is_what_the_metric_history_chart_draws():
@@ -379,3 +380,22 @@ def test_main_names_a_bad_configuration(tmp_path, capsys):
     with pytest.raises(SystemExit):
         backtest.main(["--every", "0"])
     assert not (tmp_path / "bt").exists()
+
+
+def test_after_a_step_down_the_baseline_serves_again(monkeypatch, tmp_path):
+    """run_backtest carries the champion as the registry does: a promotion makes the
+    run's model champion, a step-down makes the baseline champion again."""
+    ends = [date(2013, 4, 2), date(2013, 4, 9), date(2013, 4, 16), date(2013, 4, 23)]
+    decisions = iter(["promoted", "stepped down", "kept", "kept"])
+    faced = []
+
+    def scripted(flights, weather, day, settings, champion=None):
+        faced.append(None if champion is None else champion.day)
+        return result(day, 20.0, 20.0, decision=next(decisions)), f"model of {day}"
+
+    monkeypatch.setattr(backtest, "replay_run", scripted)
+    results = backtest.run_backtest(None, None, ends, small_settings(tmp_path))
+
+    assert faced == [None, date(2013, 4, 2), None, None]
+    assert backtest.summarize(results)["step_downs"] == 1
+    assert "**stepped down**" in backtest.to_markdown(results)

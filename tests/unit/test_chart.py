@@ -416,6 +416,26 @@ def test_metric_history_marks_promotions_and_keeps_the_last_rerun() -> None:
         chart.metric_history(history.iloc[:0])
 
 
+def test_metric_history_crosses_a_step_down_at_the_champions_mae() -> None:
+    history = pd.DataFrame(
+        {
+            "processed_day": [date(2013, 3, 1), date(2013, 3, 8), date(2013, 3, 15)],
+            "challenger_mae": [20.0, 30.0, 21.0],
+            "champion_mae": [22.0, 27.0, 22.0],
+            "baseline_mae": [22.0, 23.0, 22.0],
+            "decision": ["promoted", "stepped down", "kept"],
+        }
+    )
+    (ax,) = chart.metric_history(history).axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "Promoted (1)" in labels and "Champion stepped down (1)" in labels
+    crosses = [c for c in ax.collections if c.get_label() == "Champion stepped down (1)"]
+    np.testing.assert_allclose(crosses[0].get_offsets()[:, 1], [27.0])
+    # Without a step-down the legend does not offer one.
+    calm = chart.metric_history(history.assign(decision=["promoted", "kept", "kept"]))
+    assert not any("stepped" in t.get_text() for t in calm.axes[0].get_legend().get_texts())
+
+
 def test_run_without_predictions_names_score_task(tmp_path, model_params_file) -> None:
     with pytest.raises(io.MissingArtifactError, match="'score' task"):
         chart.run("2024-03-10", root=tmp_path, params_file=model_params_file)

@@ -43,6 +43,9 @@ def test_a_challenger_worse_than_the_baseline_never_replaces_a_weak_champion():
     kept = decide(16.57, 17.25, D.replace(month=10, day=22), champion_day, 0.01, baseline_mae=16.19)
     assert not kept.promote
     assert "not better than the baseline's 16.19 min" in kept.reason
+    # ... and since the baseline beats that champion by more than the margin, the
+    # champion steps down.
+    assert kept.step_down and kept.label == "stepped down"
     # Better than both, by the margin over the champion: promoted.
     won = decide(16.0, 17.25, D.replace(month=10, day=22), champion_day, 0.01, baseline_mae=16.19)
     assert won.promote
@@ -53,3 +56,45 @@ def test_bad_numbers_are_named():
         decide(float("nan"), 10.0, D, None, margin=0.01, baseline_mae=10.0)
     with pytest.raises(ValueError, match="baseline -1"):
         decide(9.0, 10.0, D, None, margin=0.01, baseline_mae=-1.0)
+
+
+def test_a_decayed_champion_steps_down_to_the_baseline_and_says_why():
+    champion_day = date(2013, 10, 15)
+    day = date(2013, 10, 22)
+    # Challenger worse than the baseline; champion 5 % worse than the baseline.
+    decision = decide(10.6, 10.5, day, champion_day, 0.01, "model of 2013-10-15", baseline_mae=10.0)
+    assert decision.step_down and not decision.promote and decision.moves_champion
+    assert decision.label == "stepped down"
+    assert "model of 2013-10-15" in decision.reason and "decayed" in decision.reason
+    assert "10.50 min" in decision.reason and "10.00 min" in decision.reason
+    # The challenger is better than the baseline but not by the margin over a champion
+    # that is itself only slightly worse than the baseline: kept, no step-down.
+    near = decide(9.99, 10.05, day, champion_day, 0.01, baseline_mae=10.0)
+    assert near.label == "kept" and not near.step_down
+
+
+def test_the_step_down_needs_the_margin_like_a_promotion():
+    champion_day, day = date(2013, 10, 15), date(2013, 10, 22)
+    # Baseline better than the champion by 0.5 %, margin 1 %: the champion stays.
+    stays = decide(11.0, 10.05, day, champion_day, 0.01, baseline_mae=10.0)
+    assert stays.label == "kept"
+    # By 1 % or more: it steps down.
+    assert decide(11.0, 10.11, day, champion_day, 0.01, baseline_mae=10.0).step_down
+
+
+def test_no_step_down_while_the_baseline_is_champion_or_from_an_older_holdout():
+    # The baseline cannot step down to itself.
+    assert not decide(11.0, 10.0, D, None, 0.01, baseline_mae=10.0).step_down
+    # A backfill of a day before the champion's, or a re-run of its own day, never
+    # demotes it, however bad it looks on that older holdout.
+    champion_day = date(2013, 10, 15)
+    older = decide(11.0, 20.0, date(2013, 10, 1), champion_day, 0.01, baseline_mae=10.0)
+    same = decide(11.0, 20.0, champion_day, champion_day, 0.01, baseline_mae=10.0)
+    assert older.label == "kept" and same.label == "kept"
+
+
+def test_a_decision_cannot_promote_and_step_down():
+    from flight_delays.promotion import Decision
+
+    with pytest.raises(ValueError, match="both"):
+        Decision(True, "x", step_down=True)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
-from flight_delays import registry
+from flight_delays import io, registry
 from flight_delays.promotion import decide
 
 
@@ -243,3 +243,55 @@ def test_rollback_with_the_baseline_as_champion_has_nothing_to_return_to(tmp_pat
     with pytest.raises(registry.RegistryError, match="baseline is the champion"):
         registry.rollback(engine, "x")
     engine.dispose()
+
+
+def test_a_step_down_makes_the_baseline_champion_and_records_the_move(tmp_path):
+    engine = registry.connect(url_in(tmp_path))
+    stored = tmp_path / "stored.skops"  # rollback checks the stored file's hash
+    stored.write_bytes(b"a model")
+    stored_row = run_row(date(2013, 3, 1), 10.0, model_path=str(stored))
+    registry.record_run(engine, {**stored_row, "model_sha256": io.sha256(stored)}, True, 0)
+    decayed = run_row(date(2013, 3, 8), 25.0, decision="stepped down", reason="it decayed")
+    assert registry.record_run(engine, decayed, False, 1, step_down=True) is not None
+    champion = registry.current_champion(engine)
+    assert (champion.kind, champion.processed_day, champion.version) == ("baseline", None, 2)
+    move = registry.champion_moves(engine).iloc[-1]
+    assert (move["kind"], move["previous_day"], move["reason"]) == (
+        "step_down",
+        date(2013, 3, 1),
+        "it decayed",
+    )
+    # The baseline cannot step down, and a run cannot both promote and step down:
+    # refused before anything is written.
+    later = run_row(date(2013, 3, 15), 25.0, decision="stepped down")
+    with pytest.raises(registry.RegistryError, match="no model to step down"):
+        registry.record_run(engine, later, False, 2, step_down=True)
+    with pytest.raises(ValueError, match="both"):
+        registry.record_run(engine, later, True, 2, step_down=True)
+    assert len(registry.history(engine)) == 2
+    # A rollback can bring the stepped-down model back.
+    assert registry.rollback(engine, "recovered", to_day=date(2013, 3, 1)).processed_day == (
+        date(2013, 3, 1)
+    )
+
+
+def test_revision_0004_keeps_the_rows_and_refuses_to_drop_a_step_down(tmp_path):
+    from alembic import command
+
+    engine = registry.connect(url_in(tmp_path))
+    with engine.begin() as conn:
+        config = registry._alembic_config(conn)
+        command.downgrade(config, "0003")
+    registry.record_run(engine, run_row(date(2013, 3, 1), 10.0), True, 0)
+    with pytest.raises(IntegrityError):  # 0003 does not know the new decision
+        registry.record_run(
+            engine, run_row(date(2013, 3, 8), 25.0, decision="stepped down"), False, 1
+        )
+    registry.upgrade(engine)
+    assert registry.current_revision(engine) == "0004"
+    assert registry.current_champion(engine).processed_day == date(2013, 3, 1)
+    decayed = run_row(date(2013, 3, 8), 25.0, decision="stepped down")
+    registry.record_run(engine, decayed, False, 1, step_down=True)
+    with engine.begin() as conn, pytest.raises(RuntimeError, match="step-down"):
+        command.downgrade(registry._alembic_config(conn), "0003")
+    assert registry.current_revision(engine) == "0004"

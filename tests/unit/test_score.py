@@ -283,3 +283,73 @@ def test_a_champion_file_that_differs_from_the_registry_is_refused(split_artifac
     train.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="again")
     with pytest.raises(train.UntrustedModelError, match="changed after training"):
         score.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="again")
+
+
+def test_a_decayed_champion_steps_down_to_the_baseline(split_artifacts, tmp_path) -> None:
+    """The champion (a model of a week earlier, fitted when delays ran 2 hours longer)
+    loses to the baseline on this holdout by far more than the margin, and this run's
+    challenger (one tiny boosting round: about a constant) does not beat the baseline:
+    the baseline becomes champion again, recorded as a move with its reason."""
+    from datetime import timedelta
+
+    from flight_delays import registry
+
+    art = split_artifacts
+    day, settings = art["day"], art["settings"]
+    engine = _registry(art)
+    # The old champion, trained on a regime that no longer holds.
+    train_frame = pd.read_parquet(settings.paths.processed(day) / "train.parquet")
+    shifted = train_frame.assign(**{schema.TARGET: train_frame[schema.TARGET] + 120.0})
+    old = train.save_model(train.fit_model(shifted, FAST_TRAIN), tmp_path / "old.skops")
+    sha = io.sha256(old)
+    stored = registry.store_model(old, sha, settings.paths.model_store)
+    old_day = day - timedelta(days=7)
+    row = {
+        "processed_day": old_day,
+        "run_id": "scheduled__old",
+        "window_start": old_day - timedelta(days=9),
+        "window_end": old_day,
+        "holdout_start": old_day - timedelta(days=2),
+        "holdout_end": old_day,
+        "holdout_rows": 100,
+        "model_path": str(stored),
+        "model_sha256": sha,
+        "challenger_mae": 10.0,
+        "champion_mae": 20.0,
+        "baseline_mae": 20.0,
+        "champion_kind": "baseline",
+        "champion_day": None,
+        "metrics_json": "{}",
+        "decision": "promoted",
+        "reason": "promoted in an earlier week",
+    }
+    assert registry.record_run(engine, row, True, 0) is not None
+    # A challenger that cannot beat the baseline.
+    params = Path(art["params_file"])
+    values = yaml.safe_load(params.read_text())
+    values["train"].update(max_iter=1, learning_rate=0.01)
+    params.write_text(yaml.safe_dump(values))
+
+    train.run(day, root=art["root"], params_file=params, run_id="scheduled__now")
+    result = score.run(day, root=art["root"], params_file=params, run_id="scheduled__now")
+
+    metrics = json.loads(Path(result["metrics"]).read_text())
+    assert metrics["model"]["mae"] >= metrics["baseline"]["mae"], "precondition: weak challenger"
+    assert metrics["champion"]["mae"] > metrics["baseline"]["mae"] * 1.01
+    assert result["decision"] == "stepped down"
+    assert metrics["decision"]["stepped_down"] is True and metrics["decision"]["promoted"] is False
+    assert f"model of {old_day.isoformat()}" in metrics["decision"]["reason"]
+    assert "decayed" in metrics["decision"]["reason"]
+    champion = registry.current_champion(engine)
+    assert champion.kind == "baseline" and champion.version == 2
+    moves = registry.champion_moves(engine)
+    last = moves.iloc[-1]
+    assert (last["kind"], last["previous_day"]) == ("step_down", old_day)
+    assert last["champion_day"] is None or pd.isna(last["champion_day"])
+    assert registry.history(engine).iloc[-1]["decision"] == "stepped down"
+    # A retried score of the same run changes nothing more.
+    again = score.run(day, root=art["root"], params_file=params, run_id="scheduled__now")
+    assert again["decision"] == "stepped down"
+    assert registry.current_champion(engine).version == 2
+    assert len(registry.champion_moves(engine)) == len(moves)
+    engine.dispose()

@@ -1,0 +1,41 @@
+"""flight_delays.report: the run page says what the run decided, in words."""
+
+from __future__ import annotations
+
+import pytest
+
+from flight_delays import report
+
+
+def _metrics(**decision) -> dict:
+    return {
+        "day": "2013-06-30",
+        "holdout_start": "2013-06-28",
+        "holdout_end": "2013-06-30",
+        "holdout_rows": 2400,
+        "within_minutes": 15,
+        "model": {"mae": 10.0},
+        "champion": {"mae": 12.0},
+        "baseline": {"mae": 11.0},
+        "champion_info": {"name": "model of 2013-06-23"},
+        "decision": {"reason": "the reason <as recorded>", **decision},
+    }
+
+
+@pytest.mark.parametrize(
+    ("decision", "label", "css"),
+    [
+        ({"promoted": True}, "promoted", "promoted"),
+        ({"promoted": False}, "kept the champion", "kept"),
+        (
+            {"promoted": False, "stepped_down": True},
+            "the champion stepped down: the baseline is champion again",
+            "stepped",
+        ),
+    ],
+)
+def test_the_page_names_the_decision_and_its_reason(decision, label, css) -> None:
+    page = report.render(_metrics(**decision), {"train_rows": 9000}, [], {})
+    assert f'<span class="{css}">{label}</span>' in page
+    assert "the reason &lt;as recorded&gt;" in page  # escaped, never raw HTML
+    assert f".{css}{{" in page  # the label has a style
