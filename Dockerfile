@@ -39,8 +39,8 @@ RUN pip install --no-cache-dir --no-deps /tmp/wheels/flight_delays-*.whl
 # and the artifact folders live beside dags/ and plugins/, as in a checkout. The artifact
 # folders and auth/ (the simple auth manager's passwords file) are usually volumes; they
 # exist here, group 0 and group-writable, so any AIRFLOW_UID (always in group 0) can
-# write them when they are not. The folders come from the one list in airflow-init.sh,
-# the same that airflow-init hands to AIRFLOW_UID at every start.
+# write them when they are not. The folders come from the artifact catalog through
+# airflow-init.sh, the same that airflow-init hands to AIRFLOW_UID at every start.
 ENV FLIGHT_DELAYS_HOME=/opt/airflow
 COPY --chown=airflow:0 deploy/airflow-init.sh /opt/airflow/deploy/airflow-init.sh
 RUN bash /opt/airflow/deploy/airflow-init.sh --prepare-folders \

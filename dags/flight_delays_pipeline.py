@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import functools
 import gc
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -23,9 +24,12 @@ from flight_delays.config import project_root
 from flight_delays.dates import TIMEZONE, processed_day
 from flight_delays.errors import PipelineDataError
 
-# `airflow tasks test` and `dags test` end with ~700k live objects, and the interpreter's
-# last collection walks them all (~2 s); frozen objects are skipped (docs/benchmarks.md).
-atexit.register(gc.freeze)
+# `airflow tasks test` and `dags test` (`make run`) end with ~700k live objects, and the
+# interpreter's last collection walks them all (~2 s); frozen objects are skipped
+# (docs/benchmarks.md). Only in those short-lived commands: the dag-processor, scheduler
+# and api-server parse this file too. `make task` and `make step` register their own.
+if sys.argv[1:3] in (["tasks", "test"], ["dags", "test"]):
+    atexit.register(gc.freeze)
 
 # The project root holds include/params.yaml and the artifact folders. Under Airflow the
 # dags folder sits in the project (dags/..), unless FLIGHT_DELAYS_HOME says otherwise.

@@ -7,8 +7,9 @@
 #   3. migrates the metastore (`airflow db migrate`);
 #   4. seeds the demo warehouse (idempotent; FLIGHT_DELAYS_SEED_DEMO=false skips it) and
 #      migrates the model registry in it (`python -m flight_delays.registry upgrade`);
-#   5. creates every folder the pipeline writes (ARTIFACT_FOLDERS below, and the log
-#      folder) and hands each, recursively, to AIRFLOW_UID:0 (when root).
+#   5. creates every folder the pipeline writes (the artifact catalog's, see
+#      artifact_folders below, and the log folder) and hands each, recursively, to
+#      AIRFLOW_UID:0 (when root).
 #
 # Environment (set by docker-compose.yaml from .env; see .env.example):
 #   AIRFLOW__CORE__FERNET_KEY, AIRFLOW__API_AUTH__JWT_SECRET, AIRFLOW__API__SECRET_KEY,
@@ -28,17 +29,6 @@ PYTHON=${PYTHON:-python}
 FERNET_HOWTO="python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
 
 log() { printf '%s: %s\n' "$PROG" "$*"; }
-
-# Every folder the pipeline writes, relative to FLIGHT_DELAYS_HOME: the one list of them.
-# The Dockerfile creates them through --prepare-folders, and tests/deploy reads this array
-# and checks that every artifact path of flight_delays.config.ProjectPaths lies inside one
-# of them. A task that writes as AIRFLOW_UID must be able to create its ds=D folder in
-# each: the parents themselves (reports/, models/, data/interim/) are handed over too.
-ARTIFACT_FOLDERS=(
-    data data/source data/raw data/interim data/interim/quarantine data/processed data/output
-    models models/registry
-    reports reports/figures
-)
 
 declare -A DB_ROLES=(
     [AIRFLOW_DB_PASSWORD]="password of the Postgres role that owns the metastore database 'airflow'"
@@ -186,24 +176,33 @@ migrate_registry() {
     "$PYTHON" -m flight_delays.registry upgrade --url "$AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
 }
 
-# Step 5. Every folder the containers write (ARTIFACT_FOLDERS and the log folder) is
-# created and handed, with all it holds, to AIRFLOW_UID:0, group-writable (group 0 is
-# every container user's group). A bind-mounted folder keeps its host owner otherwise:
-# the checkout's user, or root when Docker created the mount source. Source folders
-# (dags, plugins, include) are left alone. Without root (the image build), the folders
-# are only created, group-writable.
+# Step 5. Every folder the containers write is created and handed, with all it holds, to
+# AIRFLOW_UID:0, group-writable (group 0 is every container user's group). A bind-mounted
+# folder keeps its host owner otherwise: the checkout's user, or root when Docker created
+# the mount source. Source folders (dags, plugins, include) are left alone. Without root
+# (the image build), the folders are only created, group-writable.
+#
+# The folders come from the artifact catalog, the one place that names every artifact
+# (`python -m flight_delays.artifacts folders`: where its entries live whatever the day,
+# with their parents, so a task can create its ds=D folder in each), plus the log folder.
+# tests/deploy checks that every artifact path lies inside one of them.
 artifact_folders() {
-    local home=${FLIGHT_DELAYS_HOME:?FLIGHT_DELAYS_HOME is not set} folder
-    for folder in "${ARTIFACT_FOLDERS[@]}"; do
+    local home=${FLIGHT_DELAYS_HOME:?FLIGHT_DELAYS_HOME is not set} listed folder
+    if ! listed=$("$PYTHON" -m flight_delays.artifacts folders) || [[ -z $listed ]]; then
+        log "cannot list the artifact folders: '$PYTHON -m flight_delays.artifacts folders' failed or printed nothing" >&2
+        return 1
+    fi
+    while IFS= read -r folder; do
         printf '%s\n' "$home/$folder"
-    done
+    done <<<"$listed"
     printf '%s\n' "${AIRFLOW__LOGGING__BASE_LOG_FOLDER:-${AIRFLOW_HOME:-/opt/airflow}/logs}"
 }
 
 prepare_folders() {
-    local folders
-    : "${FLIGHT_DELAYS_HOME:?FLIGHT_DELAYS_HOME is not set}"  # before the subshell below
-    mapfile -t folders < <(artifact_folders)
+    local folders listing
+    # Not `mapfile < <(...)`: a failure inside a process substitution would go unnoticed.
+    listing=$(artifact_folders)
+    mapfile -t folders <<<"$listing"
     mkdir -p "${folders[@]}"
     if [[ $(id -u) == 0 ]]; then
         local owner

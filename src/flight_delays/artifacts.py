@@ -361,17 +361,44 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def folders() -> tuple[str, ...]:
+    """The folders the catalog's entries live in whatever the day or run, relative to the
+    root (POSIX), sorted (a parent before what it holds): each entry's template up to its
+    first placeholder (a file's own name left out), and every folder above. The
+    deployment creates them and hands them to the tasks' user (deploy/airflow-init.sh):
+    a task must be able to create its ``ds=D`` folder in each."""
+    found = set()
+    for entry in CATALOG:
+        fixed: list[str] = []
+        for part in PurePosixPath(entry.template).parts:
+            if _PLACEHOLDER.search(part):
+                break
+            fixed.append(part)
+        else:
+            if entry.format != "folder":
+                fixed.pop()
+        found.update("/".join(fixed[:k]) for k in range(1, len(fixed) + 1))
+    return tuple(sorted(found))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``clean``: delete the derived artifacts; ``table``: print the catalog (markdown)."""
+    """``clean``: delete the derived artifacts; ``table``: print the catalog (markdown);
+    ``folders``: print :func:`folders`, one per line."""
     parser = argparse.ArgumentParser(prog="python -m flight_delays.artifacts")
     commands = parser.add_subparsers(dest="command", required=True)
     clean_cmd = commands.add_parser("clean", help="delete the derived per-run artifacts")
     clean_cmd.add_argument("--root", help="project root (default: $FLIGHT_DELAYS_HOME or cwd)")
     commands.add_parser("table", help="print the catalog as a markdown table")
+    commands.add_parser(
+        "folders", help="print the folders every run writes in, relative to the root"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "table":
         sys.stdout.write(markdown_table())
+        return 0
+    if args.command == "folders":
+        sys.stdout.write("".join(f"{folder}\n" for folder in folders()))
         return 0
     removed = clean(project_root(args.root))
     logger.info("clean: deleted %d artifact(s)", len(removed))

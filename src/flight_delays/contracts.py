@@ -1,11 +1,17 @@
 """Data contracts at the door: the row checks a fetched day passes before it is frozen.
 
-Ingest reads a day from the warehouse as it is (no type coercion), and
-:func:`check_flights` / :func:`check_weather` split it into the rows that keep their
-contract, typed to the partition dtypes, and the rows that break it, each with the
-checks it failed and a reason a person can read (``column value: what is wrong``). The
-good rows go on; the others go to the day's quarantine (``data/interim/quarantine/ds=D/``)
-with their values as fetched, so nothing is lost or silently changed.
+The contract of a raw partition is declared once, as the pandera schemas
+:data:`RAW_FLIGHTS_SCHEMA` and :data:`RAW_WEATHER_SCHEMA`: each column's dtype, whether it
+may be null, and its checks, each named (the check name a quarantined row carries) with
+its reason as the check's ``error``. Ingest reads a day from the warehouse as it is (no
+type coercion), and :func:`check_flights` / :func:`check_weather` split it by that
+declaration into the rows that keep it, typed to the partition dtypes, and the rows that
+break it, each with the checks it failed and a reason a person can read (``column value:
+what is wrong``): first what the column's type says (a required value missing, a value
+that is not a number or a date, not a whole number), then the declared checks in column
+order, then the checks across the row (duplicates). The good rows go on; the others go
+to the day's quarantine (``data/interim/quarantine/ds=D/``) with their values as fetched,
+so nothing is lost or silently changed.
 
 A day is refused as a whole (:class:`QuarantineShareError`) only when too large a share
 of its rows breaks the contract; missing columns and columns of the wrong type are
@@ -20,7 +26,7 @@ per flight key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+from pandera.errors import SchemaErrors
 
 from flight_delays import schema
 from flight_delays.errors import PipelineDataError
@@ -38,64 +45,156 @@ CARRIERS = frozenset(
     {"9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV"}
 )
 MAX_DELAY_MINUTES = 24 * 60
-HHMM_COLUMNS = ("sched_dep_time", "sched_arr_time", "dep_time", "arr_time")
-DELAY_COLUMNS = ("dep_delay", "arr_delay")
 REASON = "reason"  # the column of a quarantine frame that says why each row is there
 CHECKS = "checks"  # the names of the checks the row failed, comma-separated
 
 
-def _hhmm(nullable: bool) -> pa.Column:
-    dtype = "float64" if nullable else "int64"
-    valid = pa.Check(
-        lambda s: (s.between(0, 2359) & (s % 100 < 60)) | (s == 2400),
-        name="hhmm",
-        element_wise=False,
-    )
-    return pa.Column(dtype, valid, nullable=nullable)
+# Reasons for what the declared type and nullability of a column already say: a required
+# value is missing, or a value as fetched does not convert to its column's kind. They are
+# found before the declared checks run (which see the converted values).
+_NULL = ("required_null", "{column} is null")
+_NOT_A = {
+    "date": ("not_a_date", "{column} {value} is not a date"),
+    "number": ("not_a_number", "{column} {value} is not a number"),
+}
+_KINDS = {"datetime64[ns]": "date", "int64": "number", "float64": "number", "str": "text"}
+
+# Every check of the contract below is a pandera Check whose ``name`` is the check name a
+# quarantined row carries (:data:`CHECKS`) and whose ``error`` is its reason, with
+# ``{column}`` and ``{value}`` filled for each failing row.
+_WHOLE = pa.Check(
+    lambda s: s == s.round(), name="not_whole", error="{column} {value} is not a whole number"
+)
+_HHMM = pa.Check(
+    lambda s: (s.between(0, 2359) & (s % 100 < 60)) | (s == 2400),
+    name="hhmm",
+    error="{column} {value} is not a valid HHMM clock time",
+)
+_DELAY = pa.Check.in_range(
+    -MAX_DELAY_MINUTES,
+    MAX_DELAY_MINUTES,
+    name="delay_bounds",
+    error="{column} {value} minutes is beyond ±24 h",
+)
 
 
-def _delay() -> pa.Column:
+def _integer(*checks: pa.Check, nullable: bool = False) -> pa.Column:
+    """A column of whole numbers: int64, or float64 when it may be null (NaN), as the
+    partitions store it."""
+    return pa.Column("float64" if nullable else "int64", [_WHOLE, *checks], nullable=nullable)
+
+
+def _day() -> pa.Column:
+    return pa.Column("datetime64[ns]")
+
+
+def _replay_cycle() -> pa.Column:
+    return _integer(pa.Check.ge(0, name="replay_cycle", error="{column} {value} is negative"))
+
+
+def _origin() -> pa.Column:
     return pa.Column(
-        "float64", pa.Check.in_range(-MAX_DELAY_MINUTES, MAX_DELAY_MINUTES), nullable=True
+        str,
+        pa.Check.isin(
+            sorted(ORIGINS), name="unknown_origin", error="unknown origin airport {value}"
+        ),
     )
 
 
-# The frozen partition's contract, declared: what every row that passed the checks below
-# holds. Ingest validates the good rows against it before they are written, so a check
-# that let a bad row through fails loudly instead of freezing the row.
+def _key_duplicates(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """``(copy, conflict)`` over the rows of ``frame``: ``copy``, an exact copy of an
+    earlier row of its flight (the first stays); ``conflict``, one of several different
+    rows of one flight (all go: which one is right is unknown). A key with a missing part
+    names no flight (its row fails ``required_null`` or a conversion anyway)."""
+    key = schema.FLIGHT_KEY
+    shared = frame.duplicated(subset=key, keep=False) & frame[key].notna().all(axis=1)
+    copy = pd.Series(False, index=frame.index)
+    conflict = copy.copy()
+    if shared.any():
+        rows = frame.loc[shared].astype(str)
+        row = pd.util.hash_pandas_object(rows, index=False)
+        variants = row.groupby([rows[c] for c in key]).transform("nunique")
+        conflict[rows.index] = variants > 1
+        copy[rows.index] = row.duplicated(keep="first") & (variants == 1)
+    return copy, conflict
+
+
+# The frozen partitions' contract, declared once: dtypes, nulls and checks. A fetched row
+# that breaks it goes to quarantine with the reasons of the checks it failed; the rows
+# that keep it are typed to these dtypes and frozen.
 RAW_FLIGHTS_SCHEMA = pa.DataFrameSchema(
     {
-        schema.DAY: pa.Column("datetime64[ns]"),
-        schema.ORIGINAL_DAY: pa.Column("datetime64[ns]"),
-        schema.REPLAY_CYCLE: pa.Column("int64", pa.Check.ge(0)),
-        "carrier": pa.Column(str, pa.Check.isin(sorted(CARRIERS))),
-        "flight": pa.Column("int64"),
-        "tailnum": pa.Column(str, nullable=True),
-        "origin": pa.Column(str, pa.Check.isin(sorted(ORIGINS))),
-        "dest": pa.Column(str, pa.Check.str_matches(r"^[A-Z]{3}$")),
-        "sched_dep_time": _hhmm(nullable=False),
-        "sched_arr_time": _hhmm(nullable=False),
-        "dep_time": _hhmm(nullable=True),
-        "dep_delay": _delay(),
-        "arr_time": _hhmm(nullable=True),
-        "arr_delay": _delay(),
-        "air_time": pa.Column(
-            "float64", pa.Check.in_range(0, MAX_DELAY_MINUTES, include_min=False), nullable=True
+        schema.DAY: _day(),
+        schema.ORIGINAL_DAY: _day(),
+        schema.REPLAY_CYCLE: _replay_cycle(),
+        "carrier": pa.Column(
+            str,
+            pa.Check.isin(
+                sorted(CARRIERS), name="unknown_carrier", error="unknown carrier {value}"
+            ),
         ),
-        "distance": pa.Column("int64", pa.Check.gt(0)),
+        "flight": _integer(),
+        "tailnum": pa.Column(str, nullable=True),
+        "origin": _origin(),
+        "dest": pa.Column(
+            str,
+            pa.Check(
+                # As text, whole value: a code followed by a newline is not a code.
+                lambda s: s.astype("string").str.fullmatch(r"[A-Z]{3}").fillna(False).astype(bool),
+                name="dest_code",
+                error="dest {value} is not a three-letter airport code",
+            ),
+        ),
+        "sched_dep_time": _integer(_HHMM),
+        "sched_arr_time": _integer(_HHMM),
+        "dep_time": _integer(_HHMM, nullable=True),
+        "dep_delay": pa.Column("float64", _DELAY, nullable=True),
+        "arr_time": _integer(_HHMM, nullable=True),
+        "arr_delay": pa.Column("float64", _DELAY, nullable=True),
+        "air_time": pa.Column(
+            "float64",
+            pa.Check.in_range(
+                0,
+                MAX_DELAY_MINUTES,
+                include_min=False,
+                name="air_time_bounds",
+                error="air_time {value} minutes is not within (0, 24 h]",
+            ),
+            nullable=True,
+        ),
+        "distance": _integer(
+            pa.Check.gt(0, name="distance", error="distance {value} miles is not positive")
+        ),
     },
-    unique=schema.FLIGHT_KEY,
+    # One row per flight key, as two checks: a copy and a conflict read differently.
+    checks=[
+        pa.Check(
+            lambda f: ~_key_duplicates(f)[0],
+            name="duplicate",
+            error="exact copy of an earlier row of the same flight",
+            ignore_na=False,
+        ),
+        pa.Check(
+            lambda f: ~_key_duplicates(f)[1],
+            name="conflicting_duplicate",
+            error=f"several different rows for one flight ({', '.join(schema.FLIGHT_KEY)})",
+            ignore_na=False,
+        ),
+    ],
     strict=True,
     ordered=True,
     name="raw flights",
 )
+# Readings outside their physical range are not row failures: featurize masks them and
+# counts them. Two rows for one hour are legal (the hour repeated when daylight saving
+# time ends; featurize averages them).
 RAW_WEATHER_SCHEMA = pa.DataFrameSchema(
     {
-        schema.DAY: pa.Column("datetime64[ns]"),
-        schema.ORIGINAL_DAY: pa.Column("datetime64[ns]"),
-        schema.REPLAY_CYCLE: pa.Column("int64", pa.Check.ge(0)),
-        "origin": pa.Column(str, pa.Check.isin(sorted(ORIGINS))),
-        "hour": pa.Column("int64", pa.Check.in_range(0, 23)),
+        schema.DAY: _day(),
+        schema.ORIGINAL_DAY: _day(),
+        schema.REPLAY_CYCLE: _replay_cycle(),
+        "origin": _origin(),
+        "hour": _integer(pa.Check.in_range(0, 23, name="hour", error="hour {value} is not 0-23")),
         **{m: pa.Column("float64", nullable=True) for m in schema.WEATHER_MEASURES},
     },
     strict=True,
@@ -128,260 +227,204 @@ class Checked:
         return len(self.good) + len(self.quarantine)
 
 
-class _Failures:
-    """Collects, per row, the checks failed and their reasons."""
+def check_flights(raw: pd.DataFrame, day: date | None, dtypes: Mapping[str, str]) -> Checked:
+    """Split the flights fetched for ``day`` by :data:`RAW_FLIGHTS_SCHEMA` (``day`` None:
+    rows of any day, e.g. partitions frozen before these checks existed).
 
-    def __init__(self, index: pd.Index) -> None:
-        self.index = index
-        self.checks: list[tuple[str, pd.Series, pd.Series]] = []
+    ``raw`` holds the columns of ``dtypes`` (:data:`flight_delays.source.FLIGHT_DTYPES`,
+    which must be the contract's) with values as the database returned them; it is not
+    modified. The good rows come back typed to ``dtypes``, in their order.
+    """
+    return _split(raw, day, dtypes, RAW_FLIGHTS_SCHEMA)
+
+
+def check_weather(raw: pd.DataFrame, day: date, dtypes: Mapping[str, str]) -> Checked:
+    """Split the weather rows fetched for ``day`` by :data:`RAW_WEATHER_SCHEMA` (see
+    :func:`check_flights`)."""
+    return _split(raw, day, dtypes, RAW_WEATHER_SCHEMA)
+
+
+def _partition_dtypes(contract: pa.DataFrameSchema) -> dict[str, str]:
+    """The pandas dtype of each column of ``contract``, as :mod:`flight_delays.source`
+    names them (text: ``str``)."""
+    return {
+        n: str(c.dtype) if str(c.dtype) in _KINDS else "str" for n, c in contract.columns.items()
+    }
+
+
+# Stages of the reading order of a row's reasons: what the type says first, then the
+# declared checks column by column, then the checks across the row.
+_NULLS, _CONVERSIONS, _WHOLENESS, _VALUES, _ROWS = range(5)
+
+
+def _split(
+    raw: pd.DataFrame, day: date | None, dtypes: Mapping[str, str], contract: pa.DataFrameSchema
+) -> Checked:
+    expected = _partition_dtypes(contract)
+    if dict(dtypes) != expected:
+        raise ValueError(
+            f"the dtypes given for {contract.name} ({dict(dtypes)}) are not its contract's "
+            f"({expected})"
+        )
+    frame = raw.reset_index(drop=True)
+    found = _Found()
+    typed: dict[str, pd.Series] = {}
+    for position, (name, column) in enumerate(contract.columns.items()):
+        values = frame[name]
+        if not column.nullable:
+            found.add(values.isna(), (_NULLS, position, 0), *_NULL, column=name)
+        kind = _KINDS[expected[name]]
+        typed[name] = _convert(values, kind)
+        if kind != "text":
+            failed = values.notna() & typed[name].isna()
+            found.add(failed, (_CONVERSIONS, position, 0), *_NOT_A[kind], name, values)
+    _run_checks(_rules(contract, day), pd.DataFrame(typed), found)
+    quarantined = found.rows(len(frame))
+    good = pd.DataFrame({n: s[~quarantined] for n, s in typed.items()}).reset_index(drop=True)
+    for name, dtype in expected.items():
+        if dtype != "datetime64[ns]":
+            good[name] = good[name].astype(dtype)
+    quarantine, counts = found.table(frame, quarantined)
+    return Checked(good=good, quarantine=quarantine, counts=counts)
+
+
+def _convert(values: pd.Series, kind: str) -> pd.Series:
+    """``values`` as fetched converted to ``kind`` (days at midnight, float numbers; text
+    as it is); a value that does not convert becomes null."""
+    if kind == "date":
+        return pd.to_datetime(values, errors="coerce").astype("datetime64[ns]").dt.normalize()
+    if kind == "number":
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+    return values
+
+
+def _rules(contract: pa.DataFrameSchema, day: date | None) -> pa.DataFrameSchema:
+    """The declared checks of ``contract`` for values already converted: types and nulls
+    were settled by the conversion, so a value that did not convert (now null) fails only
+    there. ``day``: rows must be of that day."""
+    columns = {
+        name: pa.Column(checks=column.checks, nullable=True)
+        for name, column in contract.columns.items()
+    }
+    if day is not None:
+        columns[schema.DAY] = pa.Column(
+            checks=[
+                *contract.columns[schema.DAY].checks,
+                pa.Check.eq(
+                    pd.Timestamp(day),
+                    name="other_day",
+                    error=f"{schema.DAY} {{value}} is not the fetched day {day}",
+                ),
+            ],
+            nullable=True,
+        )
+    return pa.DataFrameSchema(columns, checks=contract.checks, name=contract.name)
+
+
+def _run_checks(rules: pa.DataFrameSchema, typed: pd.DataFrame, found: _Found) -> None:
+    """Run ``rules`` on ``typed`` (lazily: every check, every row) and record each failing
+    row with its check's name and reason."""
+    try:
+        rules.validate(typed, lazy=True)
+    except SchemaErrors as errors:
+        cases = errors.failure_cases
+        if cases["index"].isna().any():  # a failure of the frame, not of rows: a bug here
+            raise
+        positions = {name: k for k, name in enumerate(rules.columns)}
+        across = cases["schema_context"] == "DataFrameSchema"
+        # A check across the row reports each cell of a failing row: one failure per row.
+        for number, group in cases[across].groupby("check_number", sort=False):
+            check = rules.checks[number]
+            rows = group["index"].drop_duplicates().astype("int64").to_numpy()
+            found.add(rows, (_ROWS, 0, number), check.name, check.error, "")
+        for (column, number), group in cases[~across].groupby(["column", "check_number"]):
+            check = rules.columns[column].checks[number]
+            stage = _WHOLENESS if check.name == _WHOLE.name else _VALUES
+            found.add(
+                group["index"].astype("int64").to_numpy(),
+                (stage, positions[column], number),
+                check.name,
+                check.error,
+                column,
+                group["failure_case"].to_numpy(),
+            )
+
+
+class _Found:
+    """The failures found so far, one entry per failing row and check: where the check
+    comes in the reading order, its name, and the reason."""
+
+    def __init__(self) -> None:
+        self.parts: list[pd.DataFrame] = []
 
     def add(
-        self, name: str, failed: pd.Series, reason: str, values: pd.Series | None = None
+        self,
+        rows: pd.Series | np.ndarray,
+        order: tuple[int, int, int],
+        name: str,
+        reason: str,
+        column: str,
+        values: pd.Series | np.ndarray | None = None,
     ) -> None:
-        """Record check ``name`` for the ``failed`` rows. ``reason`` may hold ``{value}``,
-        filled with each failing row's entry of ``values``; texts are built for the
-        failing rows only (a 90-day window has 90,000 rows that mostly pass)."""
-        failed = failed.fillna(False).astype(bool)
-        if not failed.any():
+        """Record check ``name`` for ``rows`` (a mask over the frame, or row numbers).
+        ``reason`` may hold ``{column}`` and ``{value}``, filled with each failing row's
+        entry of ``values`` (aligned with ``rows``); texts are built for the failing rows
+        only (a 90-day window has 90,000 rows that mostly pass)."""
+        if isinstance(rows, pd.Series):  # a mask over the whole frame
+            if values is not None:
+                values = values[rows].to_numpy()
+            rows = np.flatnonzero(rows.to_numpy())
+        if len(rows) == 0:
             return
-        text = pd.Series(reason, index=self.index, dtype=object)
-        if values is not None:
-            text[failed] = values[failed].map(lambda v: reason.format(value=_show(v)))
-        self.checks.append((name, failed, text))
+        if values is None:
+            texts = [reason.format(column=column)] * len(rows)
+        else:
+            texts = [reason.format(column=column, value=_show(v)) for v in values]
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "row": rows,
+                    "stage": order[0],
+                    "position": order[1],
+                    "number": order[2],
+                    "name": name,
+                    REASON: texts,
+                }
+            )
+        )
 
-    def failed(self) -> pd.Series:
-        mask = pd.Series(False, index=self.index)
-        for _, failed, _ in self.checks:
-            mask |= failed
-        return mask
+    def rows(self, n: int) -> np.ndarray:
+        """A mask over rows 0..n-1: those that failed a check."""
+        failed = np.zeros(n, dtype=bool)
+        for part in self.parts:
+            failed[part["row"].to_numpy()] = True
+        return failed
 
-    def table(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-        mask = self.failed()
-        # As fetched, as text: a quarantined column may mix numbers and strings.
-        out = frame.loc[mask].map(lambda v: None if v is None or v is pd.NA or v != v else str(v))
-        reasons = pd.Series("", index=out.index, dtype=object)
-        names = pd.Series("", index=out.index, dtype=object)
-        for name, failed, reason in self.checks:
-            rows = failed[mask]
-            sep = np.where(reasons[rows] == "", "", "; ")
-            reasons[rows] = reasons[rows] + sep + reason[mask][rows]
-            names[rows] = names[rows] + np.where(names[rows] == "", "", ",") + name
-        out[REASON] = reasons
-        out[CHECKS] = names
-        counts = {name: int(failed.sum()) for name, failed, _ in self.checks}
-        return out.reset_index(drop=True), counts
+    def table(self, frame: pd.DataFrame, failed: np.ndarray) -> tuple[pd.DataFrame, dict[str, int]]:
+        """The failing rows of ``frame`` as fetched, as text (a quarantined column may mix
+        numbers and strings), each with its reasons and check names in reading order;
+        and the failing rows per check name."""
+        out = frame.loc[failed].map(lambda v: None if v is None or v is pd.NA or v != v else str(v))
+        if not self.parts:
+            out[REASON] = pd.Series(dtype=object)
+            out[CHECKS] = pd.Series(dtype=object)
+            return out.reset_index(drop=True), {}
+        found = pd.concat(self.parts, ignore_index=True)
+        found = found.sort_values(["stage", "position", "number", "row"], kind="stable")
+        counts = found.drop_duplicates(["name", "row"]).groupby("name", sort=False).size()
+        by_row = found.sort_values("row", kind="stable").groupby("row", sort=True)
+        out[REASON] = by_row[REASON].agg("; ".join).to_numpy()
+        out[CHECKS] = by_row["name"].agg(",".join).to_numpy()
+        return out.reset_index(drop=True), {str(n): int(c) for n, c in counts.items()}
 
 
 def _show(value: Any) -> str:
     """A value in a reason: numbers as numbers (1440.0 -> 1440), text quoted, dates as days."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    if isinstance(value, pd.Timestamp):
-        return value.date().isoformat()
+    if isinstance(value, pd.Timestamp | np.datetime64):
+        return pd.Timestamp(value).date().isoformat()
     return repr(value) if isinstance(value, str) else str(value)
-
-
-def _numbers(frame: pd.DataFrame, column: str, failures: _Failures) -> pd.Series:
-    """``frame[column]`` as float; a value that is present but not a number is a failure."""
-    raw = frame[column]
-    numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
-    failures.add(
-        "not_a_number",
-        raw.notna() & numbers.isna(),
-        f"{column} {{value}} is not a number",
-        raw,
-    )
-    return numbers
-
-
-def _required(frame: pd.DataFrame, columns: Sequence[str], failures: _Failures) -> None:
-    for column in columns:
-        failures.add("required_null", frame[column].isna(), f"{column} is null")
-
-
-def _whole(numbers: pd.Series, column: str, failures: _Failures) -> None:
-    failures.add(
-        "not_whole",
-        numbers.notna() & (numbers != numbers.round()),
-        f"{column} {{value}} is not a whole number",
-        numbers,
-    )
-
-
-def _days(frame: pd.DataFrame, column: str, failures: _Failures) -> pd.Series:
-    raw = frame[column]
-    days = pd.to_datetime(raw, errors="coerce").astype("datetime64[ns]").dt.normalize()
-    failures.add("not_a_date", raw.notna() & days.isna(), f"{column} {{value}} is not a date", raw)
-    return days
-
-
-def _convert(
-    frame: pd.DataFrame, dtypes: Mapping[str, str], failures: _Failures
-) -> dict[str, pd.Series]:
-    """Each column converted to its partition kind (dates, numbers; text as it is), a value
-    that does not convert recorded as a failure of its row."""
-    typed: dict[str, pd.Series] = {}
-    for column, dtype in dtypes.items():
-        if dtype == "datetime64[ns]":
-            typed[column] = _days(frame, column, failures)
-        elif dtype in ("int64", "float64"):
-            typed[column] = _numbers(frame, column, failures)
-        else:
-            typed[column] = frame[column]
-    return typed
-
-
-def _same_day(days: pd.Series, day: date | None, failures: _Failures) -> None:
-    if day is None:
-        return
-    failures.add(
-        "other_day",
-        days.notna() & (days != pd.Timestamp(day)),
-        f"{schema.DAY} {{value}} is not the fetched day {day}",
-        days,
-    )
-
-
-def _codes(frame: pd.DataFrame, column: str) -> pd.Series:
-    return frame[column].astype("string")
-
-
-def check_flights(raw: pd.DataFrame, day: date | None, dtypes: Mapping[str, str]) -> Checked:
-    """Split the flights fetched for ``day`` by the contract (``day`` None: rows of any
-    day, e.g. partitions frozen before these checks existed).
-
-    ``raw`` holds the columns of ``dtypes`` (:data:`flight_delays.source.FLIGHT_DTYPES`)
-    with values as the database returned them; it is not modified. The good rows come
-    back typed to ``dtypes``, in their order.
-    """
-    frame = raw.reset_index(drop=True)
-    failures = _Failures(frame.index)
-    nullable = {name for name, dtype in dtypes.items() if dtype == "float64"}
-    _required(frame, [c for c in dtypes if c not in nullable and c != "tailnum"], failures)
-    typed = _convert(frame, dtypes, failures)
-    for column in ("flight", schema.REPLAY_CYCLE, *HHMM_COLUMNS, "distance"):
-        _whole(typed[column], column, failures)
-    _same_day(typed[schema.DAY], day, failures)
-    for column in HHMM_COLUMNS:
-        hhmm = typed[column]
-        valid = (hhmm.between(0, 2359) & (hhmm % 100 < 60)) | (hhmm == 2400)
-        failures.add(
-            "hhmm",
-            hhmm.notna() & ~valid,
-            f"{column} {{value}} is not a valid HHMM clock time",
-            hhmm,
-        )
-    for column in DELAY_COLUMNS:
-        delay = typed[column]
-        failures.add(
-            "delay_bounds",
-            delay.abs() > MAX_DELAY_MINUTES,
-            f"{column} {{value}} minutes is beyond ±24 h",
-            delay,
-        )
-    air = typed["air_time"]
-    failures.add(
-        "air_time_bounds",
-        (air <= 0) | (air > MAX_DELAY_MINUTES),
-        "air_time {value} minutes is not within (0, 24 h]",
-        air,
-    )
-    distance = typed["distance"]
-    failures.add("distance", distance <= 0, "distance {value} miles is not positive", distance)
-    origin = _codes(frame, "origin")
-    failures.add(
-        "unknown_origin",
-        origin.notna() & ~origin.isin(ORIGINS),
-        "unknown origin airport {value}",
-        frame["origin"],
-    )
-    carrier = _codes(frame, "carrier")
-    failures.add(
-        "unknown_carrier",
-        carrier.notna() & ~carrier.isin(CARRIERS),
-        "unknown carrier {value}",
-        frame["carrier"],
-    )
-    dest = _codes(frame, "dest")
-    failures.add(
-        "dest_code",
-        dest.notna() & ~dest.str.fullmatch(r"[A-Z]{3}").fillna(False),
-        "dest {value} is not a three-letter airport code",
-        frame["dest"],
-    )
-    _duplicates(frame, failures)
-    quarantine, counts = failures.table(frame)
-    keep = ~failures.failed()
-    good = RAW_FLIGHTS_SCHEMA.validate(_typed(typed, keep, dtypes), lazy=True)
-    return Checked(good=good, quarantine=quarantine, counts=counts)
-
-
-def _typed(
-    typed: Mapping[str, pd.Series], keep: pd.Series, dtypes: Mapping[str, str]
-) -> pd.DataFrame:
-    """The rows that passed, in the partition dtypes (their values checked above)."""
-    good = pd.DataFrame({c: typed[c][keep] for c in dtypes}).reset_index(drop=True)
-    for column, dtype in dtypes.items():
-        if dtype != "datetime64[ns]":
-            good[column] = good[column].astype(dtype)
-    return good
-
-
-def _duplicates(frame: pd.DataFrame, failures: _Failures) -> None:
-    """One row per flight key: an exact copy of an earlier row goes to quarantine (the
-    first stays); rows that share a key but differ all go (which one is right is unknown)."""
-    shared = frame.duplicated(subset=schema.FLIGHT_KEY, keep=False)
-    if not shared.any():
-        return
-    rows = frame.loc[shared].astype(str)
-    copy = rows.duplicated(keep="first").reindex(frame.index, fill_value=False)
-    # A key whose rows are not all identical: every row of that key is in conflict.
-    variants = rows.drop_duplicates().groupby(schema.FLIGHT_KEY)[schema.FLIGHT_KEY[0]]
-    conflict_keys = rows.drop_duplicates().loc[variants.transform("size") > 1, schema.FLIGHT_KEY]
-    marked = rows[schema.FLIGHT_KEY].merge(
-        conflict_keys.drop_duplicates(), how="left", indicator=True
-    )["_merge"]
-    in_conflict = pd.Series(marked.eq("both").to_numpy(), index=rows.index).reindex(
-        frame.index, fill_value=False
-    )
-    failures.add(
-        "duplicate", copy & ~in_conflict, "exact copy of an earlier row of the same flight"
-    )
-    failures.add(
-        "conflicting_duplicate",
-        in_conflict,
-        f"several different rows for one flight ({', '.join(schema.FLIGHT_KEY)})",
-    )
-
-
-def check_weather(raw: pd.DataFrame, day: date, dtypes: Mapping[str, str]) -> Checked:
-    """Split the weather rows fetched for ``day`` by the contract (see :func:`check_flights`).
-
-    Readings outside their physical range are not row failures: featurize masks them and
-    counts them. Two rows for one hour are legal (the hour repeated when daylight saving
-    time ends; featurize averages them).
-    """
-    frame = raw.reset_index(drop=True)
-    failures = _Failures(frame.index)
-    _required(
-        frame, [schema.DAY, schema.ORIGINAL_DAY, schema.REPLAY_CYCLE, "origin", "hour"], failures
-    )
-    typed = _convert(frame, dtypes, failures)
-    _whole(typed["hour"], "hour", failures)
-    _same_day(typed[schema.DAY], day, failures)
-    hour = typed["hour"]
-    failures.add("hour", hour.notna() & ~hour.between(0, 23), "hour {value} is not 0-23", hour)
-    origin = _codes(frame, "origin")
-    failures.add(
-        "unknown_origin",
-        origin.notna() & ~origin.isin(ORIGINS),
-        "unknown origin airport {value}",
-        frame["origin"],
-    )
-    quarantine, counts = failures.table(frame)
-    keep = ~failures.failed()
-    good = RAW_WEATHER_SCHEMA.validate(_typed(typed, keep, dtypes), lazy=True)
-    return Checked(good=good, quarantine=quarantine, counts=counts)
 
 
 def quarantine_summary(day: date, flights: Checked, weather: Checked) -> dict[str, Any]:

@@ -92,6 +92,40 @@ def test_parsing_loads_neither_pandas_nor_sklearn():
     assert result.stdout.strip().splitlines()[-1] == "heavy="
 
 
+def test_the_heap_is_frozen_at_exit_only_in_the_short_lived_test_commands():
+    # `airflow tasks test` / `dags test` save ~2 s of exit-time garbage collection; the
+    # long-lived components that parse the DAG file too must not get the hook.
+    probe = (
+        "import atexit, gc, runpy, sys\n"
+        "registered = []\n"
+        "atexit.register = lambda f, *a, **k: registered.append(f)\n"
+        "for argv in sys.argv[1:]:\n"
+        "    sys.argv, registered[:] = ['airflow', *argv.split()], []\n"
+        f"    runpy.run_path({str(DAG_FILE)!r})\n"
+        "    print(argv, '->', gc.freeze in registered)\n"
+    )
+    commands = {
+        "tasks test flight_delays split 2013-07-01": True,
+        "dags test flight_delays": True,
+        "dag-processor": False,
+        "scheduler": False,
+        "api-server": False,
+        "triggerer": False,
+        "dags reserialize": False,
+    }
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *commands],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert result.stdout.splitlines()[-len(commands) :] == [
+        f"{argv} -> {frozen}" for argv, frozen in commands.items()
+    ]
+
+
 class NoConnections:
     """The task context's `conn` accessor when no connection is defined."""
 

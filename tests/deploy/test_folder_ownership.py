@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import date
@@ -78,12 +79,40 @@ def artifact_paths(home: Path) -> list[Path]:
 
 
 def init_folders() -> list[str]:
-    """ARTIFACT_FOLDERS of airflow-init.sh (relative to the project root)."""
+    """The artifact folders airflow-init.sh creates and hands over, relative to the project
+    root (its log folder, the last line, left out)."""
+    env = {
+        "PATH": os.environ["PATH"], "PYTHON": sys.executable,
+        "FLIGHT_DELAYS_HOME": "/project", "AIRFLOW_HOME": "/airflow-home",
+    }  # fmt: skip
     result = subprocess.run(
-        ["bash", "-c", f'source "{INIT_SCRIPT}" && printf "%s\\n" "${{ARTIFACT_FOLDERS[@]}}"'],
-        capture_output=True, text=True, timeout=30, check=True,
+        ["bash", "-c", f'source "{INIT_SCRIPT}" && artifact_folders'],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
-    return result.stdout.split()
+    *folders, logs = result.stdout.splitlines()
+    assert logs == "/airflow-home/logs"
+    return [PurePosixPath(f).relative_to("/project").as_posix() for f in folders]
+
+
+def python_for(uid: int) -> dict[str, str]:
+    """PYTHON (and PYTHONPATH) for airflow-init.sh run as ``uid``: this venv's interpreter
+    when ``uid`` can run it, else the system's with the package's sources on the path
+    (the venv's python can sit under /root; flight_delays.artifacts needs only the
+    standard library), as the image's python has the package installed."""
+    for python in (sys.executable, shutil.which("python3", path="/usr/bin:/bin")):
+        if python is None:
+            continue
+        try:
+            ran = subprocess.run(
+                [python, "-c", "import flight_delays.artifacts"],
+                env={"PYTHONPATH": str(REPO / "src")}, user=uid, group=0, extra_groups=[],
+                capture_output=True, timeout=60,
+            )  # fmt: skip
+        except OSError:
+            continue
+        if ran.returncode == 0:
+            return {"PYTHON": python, "PYTHONPATH": str(REPO / "src")}
+    pytest.fail(f"no python that uid {uid} can run imports flight_delays.artifacts")
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +165,7 @@ def make_tree(home: Path, init_container: dict, owner: int, from_checkout: bool)
 def container_env(home: Path, init_container: dict, uid: str | None) -> dict[str, str]:
     """airflow-init's environment from compose, /opt/airflow moved to ``home``."""
     env = {"PATH": os.environ["PATH"], "AIRFLOW_HOME": str(home)}  # AIRFLOW_HOME: the image's
+    env["PYTHON"] = sys.executable  # the image's python, with the package installed
     for key, value in init_container["environment"].items():
         value = str(value)
         if value.startswith(str(CONTAINER_HOME)):
@@ -243,7 +273,10 @@ def test_image_build_makes_every_folder_group_writable(home):
     for path in (home, home / "logs"):
         os.chown(path, IMAGE_UID, 0)
         path.chmod(0o775)
-    env = {"PATH": os.environ["PATH"], "FLIGHT_DELAYS_HOME": str(home), "AIRFLOW_HOME": str(home)}
+    env = {
+        "PATH": os.environ["PATH"], "FLIGHT_DELAYS_HOME": str(home), "AIRFLOW_HOME": str(home),
+        **python_for(IMAGE_UID),
+    }  # fmt: skip
     script = home / "deploy" / INIT_SCRIPT.name  # as the image has it, readable by 50000
     script.parent.mkdir()
     shutil.copy(INIT_SCRIPT, script)
@@ -261,12 +294,12 @@ def test_image_build_makes_every_folder_group_writable(home):
 
 def test_every_artifact_path_lies_in_a_folder_airflow_init_hands_over():
     folders = init_folders()
-    assert folders, "ARTIFACT_FOLDERS is empty"
+    assert folders, "airflow-init.sh lists no artifact folders"
     root = Path("/project")
     for path in artifact_paths(root):
         relative = path.relative_to(root).as_posix()
         if relative.startswith("logs/"):
-            continue  # the log folder, handed over beside ARTIFACT_FOLDERS
+            continue  # the log folder, handed over beside the artifact folders
         assert any(relative.startswith(f"{f}/") for f in folders), f"{relative}: not handed over"
     # Each is inside a folder that compose bind-mounts from the checkout.
     base = Path(tempfile.mkdtemp(prefix="flight-delays-compose-"))

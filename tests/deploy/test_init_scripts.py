@@ -139,6 +139,33 @@ def test_uid_warning_when_the_checkout_belongs_to_another_user(tmp_path):
     assert run_function("warn_uid", {**env, "AIRFLOW_UID": "50000"}).stdout == ""
 
 
+def test_airflow_init_hands_over_the_catalogs_folders():
+    from flight_delays import artifacts
+
+    home, logs = "/project", "/project/logs-elsewhere"
+    result = run_function(
+        "artifact_folders",
+        {"FLIGHT_DELAYS_HOME": home, "AIRFLOW__LOGGING__BASE_LOG_FOLDER": logs},
+    )
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout.splitlines()
+    assert listed == [f"{home}/{folder}" for folder in artifacts.folders()] + [logs]
+    # Every entry of the catalog, filled in, is one of those folders or lies inside one.
+    for entry in artifacts.CATALOG:
+        fields = {p: "x" for p in entry.placeholders if p not in ("day", "run_id")}
+        path = f"{home}/{entry.relative('2013-03-15', 'manual__1', **fields)}"
+        assert any(path == f or path.startswith(f"{f}/") for f in listed), entry.name
+
+
+def test_airflow_init_stops_when_it_cannot_list_the_folders(tmp_path):
+    result = run_function(
+        "prepare_folders", {"FLIGHT_DELAYS_HOME": str(tmp_path), "PYTHON": "false"}
+    )
+    assert result.returncode != 0
+    assert "cannot list the artifact folders" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_admin_password_file_keeps_other_users(tmp_path):
     passwords = tmp_path / "auth" / "passwords.json"
     passwords.parent.mkdir()

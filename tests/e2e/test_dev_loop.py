@@ -109,6 +109,19 @@ def runner(monkeypatch):
     return module
 
 
+def test_the_runner_freezes_the_heap_at_exit_before_airflow_starts(runner, monkeypatch):
+    # The DAG file registers the freeze only for `airflow tasks test` / `dags test`: the
+    # runner registers its own, before anything else runs (atexit runs it last).
+    events = []
+    monkeypatch.setattr(runner.atexit, "register", lambda f: events.append(("atexit", f)))
+    monkeypatch.setattr(runner, "run", lambda *args: events.append(("run", args)) or 0)
+    assert runner.main(["train", "--day", "2013-06-30"]) == 0
+    assert events == [
+        ("atexit", runner._freeze_at_exit),
+        ("run", ("train", date(2013, 6, 30), runner.DAG_ID)),
+    ]
+
+
 def served_versions(api_app) -> tuple[str, ...]:
     return tuple(api_app.router.versioned_routers)
 

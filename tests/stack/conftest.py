@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +26,12 @@ from pathlib import Path
 
 import pendulum
 import pytest
+
+# The stack's package (deploy/stack/flight_stack) is not installed: the stack tests import
+# it from its folder, as its entry script deploy/stack/stack.py does.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "stack"))
+
+from flight_stack import settings
 from stack_helpers import (
     CHROMIUM_FLAGS,
     DAG_ID,
@@ -38,7 +45,6 @@ from stack_helpers import (
     chromium_binary,
     free_port,
     leftovers,
-    load_stack_module,
     replay_window,
 )
 
@@ -52,10 +58,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    module = load_stack_module()
     try:
-        module._pg_bin()
-    except module.StackError as exc:
+        settings._pg_bin()
+    except settings.StackError as exc:
         pytest.fail(f"the stack tests need PostgreSQL 15: {exc}")
     root = tmp_path_factory.mktemp("stack-project")
     (root / "include").mkdir()
@@ -101,7 +106,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         TIMINGS["make down"] = f"{time.monotonic() - started:.1f} s " + (
             f"({'; '.join(escalated)})" if escalated else "(no SIGKILL needed)"
         )
-        left = leftovers(module, state)
+        left = leftovers(state)
         data_kept = (state / "pg" / "PG_VERSION").is_file()
         if down.returncode == 0 and not left:
             shutil.rmtree(state, ignore_errors=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import math
 import shutil
@@ -22,6 +21,7 @@ from urllib.parse import quote
 
 import httpx
 import pandas as pd
+from flight_stack import procs, settings
 
 from flight_delays.config import ProjectPaths
 
@@ -56,17 +56,6 @@ VIEWPORT = {"width": 1400, "height": 1000}
 
 # Measurements of this session, printed in pytest's terminal summary (conftest.py).
 TIMINGS: dict[str, str] = {}
-
-
-def load_stack_module():
-    """deploy/stack/stack.py as a module (it is a script, not part of the package)."""
-    name = "flight_delays_stack"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def chromium_binary() -> str | None:
@@ -123,20 +112,19 @@ class Stack:
     @property
     def warehouse_url(self) -> str:
         """The warehouse connection the components get (parsed as the stack parses it)."""
-        module = load_stack_module()
-        generated = module.parse_env((self.state / "generated.env").read_text())
-        return generated[module.WAREHOUSE_CONN_ENV]
+        generated = settings.parse_env((self.state / "generated.env").read_text())
+        return generated[settings.WAREHOUSE_CONN_ENV]
 
     @property
     def admin_password(self) -> str:
         passwords = self.state / "airflow" / "simple_auth_manager_passwords.json"
-        return json.loads(passwords.read_text())[load_stack_module().ADMIN_USER]
+        return json.loads(passwords.read_text())[settings.ADMIN_USER]
 
     def token(self) -> str:
         if self._token is None:
             response = httpx.post(
                 f"{self.api_url}/auth/token",
-                json={"username": load_stack_module().ADMIN_USER, "password": self.admin_password},
+                json={"username": settings.ADMIN_USER, "password": self.admin_password},
                 timeout=30,
             )
             assert response.status_code == 201, response.text
@@ -203,9 +191,9 @@ class Stack:
         return f"{task['task_id']} ({log}):\n" + "\n".join(lines[-5:])
 
 
-def leftovers(module, state: Path) -> list[int]:
+def leftovers(state: Path) -> list[int]:
     """Processes of the stack whose state folder is ``state`` that are still running."""
-    return module.stack_pids(replace(module.Config.from_env(), state=state))
+    return procs.stack_pids(replace(settings.Config.from_env(), state=state))
 
 
 def replay_window(first: date, last: date) -> list[tuple[int, tuple[date, date]]]:
@@ -238,7 +226,7 @@ def log_in(page, stack: Stack, path: str = f"/dags/{DAG_ID}") -> None:
         except PlaywrightError:
             if attempt == 2:
                 raise
-    page.fill("input[name=username]", load_stack_module().ADMIN_USER)
+    page.fill("input[name=username]", settings.ADMIN_USER)
     page.fill("input[name=password]", stack.admin_password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{stack.api_url}{path}")

@@ -37,16 +37,15 @@ from pathlib import Path
 import httpx
 import psycopg2
 import pytest
-from stack_helpers import DAG_ID, TIMINGS, Stack, load_stack_module, run_path
+from flight_stack import health, postgres, procs, settings, supervisor
+from stack_helpers import DAG_ID, TIMINGS, Stack, run_path
 
 pytestmark = pytest.mark.stack
-
-module = load_stack_module()
 
 
 # --- helpers -----------------------------------------------------------------------------
 def config(stack: Stack):
-    return module.Config.from_env(stack.env)
+    return settings.Config.from_env(stack.env)
 
 
 def quick_retry_logical_date(day: str, task: str, tries: int) -> datetime:
@@ -125,7 +124,7 @@ def cmdline(pid: int) -> str:
 def wait_for_process(stack: Stack, predicate, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for pid in module.stack_pids(config(stack)):
+        for pid in procs.stack_pids(config(stack)):
             if predicate(pid, cmdline(pid)):
                 return pid
         time.sleep(0.5)
@@ -138,11 +137,12 @@ def task_process(stack: Stack, ti: dict) -> int:
 
 
 def scheduler_process(stack: Stack) -> int:
-    """The airflow scheduler itself: the child of its stack_component.py wrapper."""
+    """The airflow scheduler itself: the child of its flight_stack/component.py wrapper."""
     return wait_for_process(
         stack,
         lambda pid, line: (
-            "airflow scheduler" in line and "stack_component" in cmdline(module._stat(pid)[0])
+            "airflow scheduler" in line
+            and "flight_stack/component.py" in cmdline(procs._stat(pid)[0])
         ),
     )
 
@@ -150,14 +150,14 @@ def scheduler_process(stack: Stack) -> int:
 def orphans(stack: Stack) -> list[str]:
     """Processes of the stack that are not supervisord or one of its descendants."""
     cfg = config(stack)
-    supervisor = module.supervisor_pid(cfg)
-    assert supervisor is not None, "supervisord is not running"
-    family = {supervisor, *module.descendants(supervisor)}
-    return [f"{pid} {cmdline(pid)}" for pid in module.stack_pids(cfg) if pid not in family]
+    supervisord = procs.supervisor_pid(cfg)
+    assert supervisord is not None, "supervisord is not running"
+    family = {supervisord, *procs.descendants(supervisord)}
+    return [f"{pid} {cmdline(pid)}" for pid in procs.stack_pids(cfg) if pid not in family]
 
 
 def restarts(stack: Stack, program: str) -> int:
-    return len(module.stack_supervisor.restarts(config(stack)).get(program, []))
+    return len(supervisor.restarts(config(stack)).get(program, []))
 
 
 def raw_partitions(root: Path) -> dict[str, str]:
@@ -219,7 +219,7 @@ def test_a_sigkilled_scheduler_comes_back_and_the_run_succeeds(live_dag: Stack):
     watch.start()
     try:
         old = scheduler_process(stack)
-        workers = [p for p in module.stack_pids(config(stack)) if module._stat(p)[0] == old]
+        workers = [p for p in procs.stack_pids(config(stack)) if procs._stat(p)[0] == old]
         os.kill(old, signal.SIGKILL)
         run = wait_for_end(stack, run_id, timeout=420)
     finally:
@@ -230,7 +230,7 @@ def test_a_sigkilled_scheduler_comes_back_and_the_run_succeeds(live_dag: Stack):
     # The killed try was reset by the next scheduler and ran again.
     assert task(stack, run_id, "train")["try_number"] == train["try_number"] + 1
     assert watch.polls > 10 and watch.misses == [], watch.misses
-    assert workers and not [p for p in workers if module._alive(p)], "old workers survive"
+    assert workers and not [p for p in workers if procs._alive(p)], "old workers survive"
     assert orphans(stack) == []
     TIMINGS["fault (a) scheduler SIGKILL: trigger to success"] = (
         f"{time.monotonic() - started:.0f} s"
@@ -309,7 +309,7 @@ def test_a_metastore_restart_mid_run_is_survived(live_dag: Stack):
     started = time.monotonic()
     run_id = trigger(stack, "metastore_restart", "2013-04-19")
     wait_for_task(stack, run_id, "train", {"running"}, timeout=300)
-    pg = module.Postgres(config(stack))
+    pg = postgres.Postgres(config(stack))
     old_postmaster = pg.postmaster_pid()
     pg.restart()
     assert pg.postmaster_pid() not in (None, old_postmaster)
@@ -318,8 +318,8 @@ def test_a_metastore_restart_mid_run_is_survived(live_dag: Stack):
     # Every component is healthy again, with heartbeats from after the restart.
     since = datetime.now(UTC)
     deadline = time.monotonic() + 120
-    while not module.healthy(module.health(config(stack)), since=since):
-        assert time.monotonic() < deadline, module.health(config(stack))
+    while not health.healthy(health.health(config(stack)), since=since):
+        assert time.monotonic() < deadline, health.health(config(stack))
         time.sleep(2)
     assert orphans(stack) == []
     TIMINGS["fault (d) metastore restart: trigger to success"] = (

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pendulum
 import pytest
+from flight_stack import procs, settings
 from stack_helpers import (
     DAG_ID,
     TIMINGS,
@@ -18,7 +19,6 @@ from stack_helpers import (
     Stack,
     check_day,
     fingerprint,
-    load_stack_module,
     run_path,
 )
 
@@ -47,13 +47,12 @@ def at_0200(moment: pendulum.DateTime) -> bool:
 
 
 def test_up_twice_is_harmless_and_status_shows_every_component(stack: Stack):
-    module = load_stack_module()
-    cfg = module.Config.from_env(stack.env)
-    pid = module.supervisor_pid(cfg)
+    cfg = settings.Config.from_env(stack.env)
+    pid = procs.supervisor_pid(cfg)
     assert pid
     again = stack.script("up")
     assert "already running" in again.stdout
-    assert module.supervisor_pid(cfg) == pid
+    assert procs.supervisor_pid(cfg) == pid
     status = stack.script("status").stdout
     assert "health: healthy" in status
     memory = [" ".join(line.split()[:4]) for line in status.splitlines() if "processes)" in line]

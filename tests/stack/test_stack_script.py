@@ -1,8 +1,9 @@
 """deploy/stack/stack.py without a live Airflow: `down` stops every process `up` started
 (stand-ins that carry the stack's marker, ignore SIGTERM or start sessions of their own;
-one of another stack must survive); stack_component.py takes down what a crashed component
-leaves; the PostgreSQL data folder is placed where the postgres user reaches it; and the
-settings `up` gives the components agree with deploy/airflow.env and docker-compose.yaml."""
+one of another stack must survive); flight_stack/component.py takes down what a crashed
+component leaves; the PostgreSQL data folder is placed where the postgres user reaches it;
+the settings `up` gives the components agree with deploy/airflow.env and
+docker-compose.yaml, and FLIGHT_DELAYS_STACK_ENV_FILE's file is read last."""
 
 from __future__ import annotations
 
@@ -19,18 +20,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stack_helpers import load_stack_module
-
-stack = load_stack_module()
+from flight_stack import postgres, procs, settings
 
 
 @pytest.fixture
 def cfg(tmp_path: Path):
-    return replace(stack.Config.from_env(), state=tmp_path / "state")
+    return replace(settings.Config.from_env(), state=tmp_path / "state")
 
 
 def spawn(cfg, script: str, marker: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, stack.MARKER: marker or str(cfg.state)}
+    env = {**os.environ, settings.MARKER: marker or str(cfg.state)}
     return subprocess.Popen(["sh", "-c", script], env=env, start_new_session=True)
 
 
@@ -50,11 +49,11 @@ def test_sigterm_then_sigkill_for_what_ignores_it(cfg):
     stubborn = spawn(cfg, "trap '' TERM; setsid sh -c \"trap '' TERM; sleep 300\" & sleep 300")
     other = spawn(cfg, "exec sleep 300", marker=str(cfg.state) + "-other")
     try:
-        assert wait_until(lambda: len(stack.stack_pids(cfg)) >= 4), stack.stack_pids(cfg)
+        assert wait_until(lambda: len(procs.stack_pids(cfg)) >= 4), procs.stack_pids(cfg)
         started = time.monotonic()
-        counts = stack.stop_processes(cfg, timeout=1.0)
+        counts = procs.stop_processes(cfg, timeout=1.0)
         assert time.monotonic() - started < 10
-        assert stack.stack_pids(cfg) == []
+        assert procs.stack_pids(cfg) == []
         assert counts["found"] >= 4 and counts["killed"] >= 2, counts
         assert polite.wait(timeout=5) == -signal.SIGTERM
         assert stubborn.wait(timeout=5) == -signal.SIGKILL
@@ -68,18 +67,18 @@ def test_sigterm_then_sigkill_for_what_ignores_it(cfg):
 
 def test_nothing_to_stop_is_fine_and_a_stale_pid_file_is_not_trusted(cfg):
     cfg.state.mkdir(parents=True)
-    assert stack.stop_processes(cfg, timeout=1.0) == {"found": 0, "killed": 0}
+    assert procs.stop_processes(cfg, timeout=1.0) == {"found": 0, "killed": 0}
     # A pid file naming a live process that is not ours (pid reuse): not the stack.
     cfg.pid_file.write_text(f"{os.getpid()}\n")
-    assert stack.supervisor_pid(cfg) is None
+    assert procs.supervisor_pid(cfg) is None
 
 
 def test_settings_load_the_shared_airflow_env_and_stay_on_loopback(cfg):
     values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
     values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    stack.write_settings(cfg, values)
-    env = stack.read_env_files(cfg)
-    shared = stack.parse_env(stack.SHARED_ENV.read_text())
+    settings.write_settings(cfg, values)
+    env = settings.read_env_files(cfg)
+    shared = settings.parse_env(settings.SHARED_ENV.read_text())
     for key, value in shared.items():
         assert env[key] == value, f"{key}: the stack must keep deploy/airflow.env's value"
     assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
@@ -98,11 +97,11 @@ def test_processes_without_the_marker_in_a_stack_session_are_found(cfg):
     # child of a marked process whose environment lacks the marker is still the stack's.
     parent = spawn(cfg, "env -u FLIGHT_DELAYS_STACK sleep 300 & exec sleep 300")
     try:
-        assert wait_until(lambda: len(stack.stack_pids(cfg)) >= 2)
-        children = [p for p in stack.stack_pids(cfg) if p != parent.pid]
-        assert children and all(stack.MARKER.encode() not in stack._environ(p) for p in children)
-        stack.stop_processes(cfg, timeout=2.0)
-        assert stack.stack_pids(cfg) == []
+        assert wait_until(lambda: len(procs.stack_pids(cfg)) >= 2)
+        children = [p for p in procs.stack_pids(cfg) if p != parent.pid]
+        assert children and all(settings.MARKER.encode() not in procs._environ(p) for p in children)
+        procs.stop_processes(cfg, timeout=2.0)
+        assert procs.stack_pids(cfg) == []
     finally:
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
@@ -119,9 +118,9 @@ def _compose_value(value: str) -> str:
 def test_settings_agree_with_the_compose_stack(cfg):
     values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
     values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    stack.write_settings(cfg, values)
-    ours = stack.read_env_files(cfg)
-    compose = yaml.safe_load((stack.REPO / "docker-compose.yaml").read_text())
+    settings.write_settings(cfg, values)
+    ours = settings.read_env_files(cfg)
+    compose = yaml.safe_load((settings.REPO / "docker-compose.yaml").read_text())
     common = compose["x-airflow-common"]
     assert "deploy/airflow.env" in common["env_file"]  # both stacks load the shared file
     theirs = {k: _compose_value(str(v)) for k, v in common["environment"].items()}
@@ -170,37 +169,92 @@ def test_the_scheduler_is_stopped_alone_not_its_executor_workers(cfg, tmp_path):
     # Named like the real one, so that its session is recognised as the scheduler's.
     fake = subprocess.Popen(
         [sys.executable, str(script), str(out), "main", "airflow scheduler"],
-        env={**os.environ, stack.MARKER: str(cfg.state)},
+        env={**os.environ, settings.MARKER: str(cfg.state)},
         start_new_session=True,
     )
     try:
         ready = ("ready-main", "ready-worker", "ready-task")
         assert wait_until(lambda: all((out / name).exists() for name in ready))
-        stack._stop_scheduler_first(stack.stack_pids(cfg))
+        procs._stop_scheduler_first(procs.stack_pids(cfg))
         assert wait_until(lambda: (out / "main").exists() and (out / "task").exists())
         time.sleep(0.3)
         assert not (out / "worker").exists(), "a LocalExecutor worker got SIGTERM directly"
     finally:
-        stack.stop_processes(cfg, timeout=1.0)
+        procs.stop_processes(cfg, timeout=1.0)
         fake.wait(timeout=10)
-    assert stack.stack_pids(cfg) == []
+    assert procs.stack_pids(cfg) == []
 
 
 # --- settings files ----------------------------------------------------------------------
 def test_env_files_read_the_same_as_a_dotenv_reader_and_odd_lines_are_refused(tmp_path):
     from dotenv import dotenv_values  # what docker-compose-like readers do with env_file
 
-    for path in (stack.SHARED_ENV, stack.STACK_ENV):
-        assert stack.parse_env(path.read_text()) == dotenv_values(path), path
+    for path in (settings.SHARED_ENV, settings.STACK_ENV):
+        assert settings.parse_env(path.read_text()) == dotenv_values(path), path
     bad = tmp_path / "bad.env"
     for line in ('A="quoted"', "A=two words", "A=$HOME", "not a setting"):
         bad.write_text(f"# comment\nOK=1\n{line}\n")
-        with pytest.raises(stack.StackError, match=r"bad\.env:3: expected KEY=value"):
-            stack.parse_env(bad.read_text(), str(bad))
+        with pytest.raises(settings.StackError, match=r"bad\.env:3: expected KEY=value"):
+            settings.parse_env(bad.read_text(), str(bad))
 
 
-# --- stack_component.py: what a component leaves behind ----------------------------------
-WRAPPER = stack.HERE / "stack_component.py"
+def test_the_file_flight_delays_stack_env_file_names_is_read_last(cfg, tmp_path):
+    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
+    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    local = tmp_path / "machine.env"
+    # A tracked setting (deploy/airflow.env) and a generated one, overridden here.
+    local.write_text("# this machine\nAIRFLOW__CORE__PARALLELISM=3\nSTACK_LOG_DIR=/elsewhere\n")
+    env = {"FLIGHT_DELAYS_STACK_DIR": str(cfg.state), "FLIGHT_DELAYS_STACK_ENV_FILE": str(local)}
+    ours = settings.Config.from_env(env)
+    assert ours.local_env == local.resolve()
+    assert settings.env_files(ours) == [
+        settings.SHARED_ENV,
+        settings.STACK_ENV,
+        ours.generated_env,
+        local.resolve(),
+    ]
+    settings.write_settings(ours, values)
+    tracked = settings.read_env_files(replace(ours, local_env=None))
+    assert tracked["AIRFLOW__CORE__PARALLELISM"] == "4"
+    assert tracked["STACK_LOG_DIR"] == str(ours.logs)
+    merged = settings.read_env_files(ours)
+    assert merged["AIRFLOW__CORE__PARALLELISM"] == "3" and merged["STACK_LOG_DIR"] == "/elsewhere"
+    assert merged == {**tracked, "AIRFLOW__CORE__PARALLELISM": "3", "STACK_LOG_DIR": "/elsewhere"}
+    # One-off commands (`stack.py run`, the migrations) get it too.
+    assert settings.command_env(ours)["AIRFLOW__CORE__PARALLELISM"] == "3"
+    assert settings.Config.from_env({"FLIGHT_DELAYS_STACK_ENV_FILE": ""}).local_env is None
+    # A file that is not there, or a line the other readers would take differently, is
+    # refused with its name.
+    with pytest.raises(
+        settings.StackError, match=r"FLIGHT_DELAYS_STACK_ENV_FILE names .*nope\.env"
+    ):
+        settings.read_env_files(replace(ours, local_env=tmp_path / "nope.env"))
+    local.write_text("AIRFLOW__CORE__PARALLELISM=3 # eight cores\n")
+    with pytest.raises(settings.StackError, match=r"machine\.env:1: expected KEY=value"):
+        settings.read_env_files(ours)
+
+
+def test_the_package_needs_only_the_standard_library_and_down_runs_without_the_venv(tmp_path):
+    # -S: no site-packages at all, as a Python 3 without the project's venv.
+    modules = ("cli", "component", "health", "postgres", "procs", "settings", "supervisor")
+    probe = "import sys; sys.path.insert(0, sys.argv[1]); " + "; ".join(
+        f"import flight_stack.{name}" for name in modules
+    )
+    here = str(settings.HERE)
+    imported = subprocess.run([sys.executable, "-S", "-c", probe, here], capture_output=True)
+    assert imported.returncode == 0, imported.stderr.decode()
+    env = {"PATH": os.environ["PATH"], "FLIGHT_DELAYS_STACK_DIR": str(tmp_path / "none")}
+    down = subprocess.run(
+        [sys.executable, "-S", str(settings.HERE / "stack.py"), "down"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert down.returncode == 0 and "nothing to stop" in down.stdout, down.stdout + down.stderr
+
+
+# --- flight_stack/component.py: what a component leaves behind ----------------------------------
+WRAPPER = settings.COMPONENT_WRAPPER
 
 FAKE_COMPONENT = """
 import os, signal, subprocess, sys, time
@@ -228,7 +282,7 @@ def _wrapped(cfg, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     script.write_text(FAKE_COMPONENT)
     out = tmp_path / "signals"
     out.mkdir()
-    env = {**os.environ, stack.MARKER: str(cfg.state), "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": "2"}
+    env = {**os.environ, settings.MARKER: str(cfg.state), "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": "2"}
     wrapper = subprocess.Popen(
         [sys.executable, str(WRAPPER), sys.executable, str(script), str(out), "main"],
         env=env,
@@ -242,15 +296,15 @@ def _wrapped(cfg, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
 def test_a_crashed_component_takes_its_orphans_along_and_exits_as_killed(cfg, tmp_path):
     wrapper, out = _wrapped(cfg, tmp_path)
     try:
-        main = next(p for p in stack.stack_pids(cfg) if stack._stat(p)[0] == wrapper.pid)
-        assert len(stack.stack_pids(cfg)) == 4  # wrapper, main, worker, task
+        main = next(p for p in procs.stack_pids(cfg) if procs._stat(p)[0] == wrapper.pid)
+        assert len(procs.stack_pids(cfg)) == 4  # wrapper, main, worker, task
         os.kill(main, signal.SIGKILL)  # the scheduler crashes: its worker and task remain
         assert wrapper.wait(timeout=10) == 128 + signal.SIGKILL  # supervisord sees a crash
-        assert wait_until(lambda: stack.stack_pids(cfg) == [], timeout=5), stack.stack_pids(cfg)
+        assert wait_until(lambda: procs.stack_pids(cfg) == [], timeout=5), procs.stack_pids(cfg)
         # SIGKILL at once, as a container that dies: no process ran its SIGTERM handler.
         assert not (out / "worker").exists() and not (out / "task").exists()
     finally:
-        stack.stop_processes(cfg, timeout=1.0)
+        procs.stop_processes(cfg, timeout=1.0)
         if wrapper.poll() is None:
             wrapper.kill()
 
@@ -265,28 +319,26 @@ def test_a_stop_reaches_the_main_process_and_the_tasks_before_the_workers(cfg, t
         # clean-up), never together with it: see _stop_scheduler_first.
         worker_at = float((out / "worker").read_text())
         assert worker_at >= float((out / "main").read_text())
-        assert wait_until(lambda: stack.stack_pids(cfg) == [], timeout=5), stack.stack_pids(cfg)
+        assert wait_until(lambda: procs.stack_pids(cfg) == [], timeout=5), procs.stack_pids(cfg)
     finally:
-        stack.stop_processes(cfg, timeout=1.0)
+        procs.stop_processes(cfg, timeout=1.0)
         if wrapper.poll() is None:
             wrapper.kill()
 
 
 def test_the_wrapper_without_a_command_says_how_to_use_it():
     result = subprocess.run([sys.executable, str(WRAPPER)], capture_output=True, text=True)
-    assert result.returncode == 2 and "stack_component.py COMMAND" in result.stderr
+    assert result.returncode == 2 and "flight_stack/component.py COMMAND" in result.stderr
 
 
 # --- where the PostgreSQL data lives -----------------------------------------------------
 def test_the_data_folder_is_the_state_folder_when_reachable_else_a_stable_one(tmp_path):
-    import stack_postgres
-
     state = tmp_path / "clone" / ".stack"
     bases = [tmp_path / "var-lib", tmp_path / "var-tmp"]
-    name = stack_postgres.relocated_name(state)
-    assert name.startswith("clone-") and name == stack_postgres.relocated_name(state)
-    assert name != stack_postgres.relocated_name(tmp_path / "other" / "clone" / ".stack")
-    choose = stack_postgres.choose_data_folder
+    name = postgres.relocated_name(state)
+    assert name.startswith("clone-") and name == postgres.relocated_name(state)
+    assert name != postgres.relocated_name(tmp_path / "other" / "clone" / ".stack")
+    choose = postgres.choose_data_folder
     assert choose(state, lambda p: True, bases) == state / "pg"
     outside = choose(state, lambda p: not p.is_relative_to(state), bases)
     assert outside == bases[0] / name / "pg"
@@ -295,7 +347,7 @@ def test_the_data_folder_is_the_state_folder_when_reachable_else_a_stable_one(tm
     outside.mkdir(parents=True)
     (outside / "PG_VERSION").write_text("15\n")
     assert choose(state, lambda p: True, bases) == outside
-    with pytest.raises(stack.StackError, match="can reach neither"):
+    with pytest.raises(settings.StackError, match="can reach neither"):
         choose(tmp_path / "x" / ".stack", lambda p: False, bases)
 
 
@@ -308,24 +360,22 @@ needs_root = pytest.mark.skipif(
 def test_a_checkout_under_a_private_folder_gets_data_the_postgres_user_can_write(
     tmp_path, monkeypatch
 ):
-    import stack_postgres
-
     private = tmp_path / "root-home"
     private.mkdir(mode=0o700)
     private.chmod(0o700)
     base = Path(tempfile.mkdtemp(prefix="fd-pg-base-"))  # /tmp: reachable by everyone
     base.chmod(0o755)
-    monkeypatch.setattr(stack_postgres, "DATA_BASES", (base / "lib", base / "tmp"))
-    cfg = replace(stack.Config.from_env(), state=private / "clone" / ".stack")
+    monkeypatch.setattr(postgres, "DATA_BASES", (base / "lib", base / "tmp"))
+    cfg = replace(settings.Config.from_env(), state=private / "clone" / ".stack")
     try:
-        first = stack.Postgres(cfg)
+        first = postgres.Postgres(cfg)
         assert first.relocated and first.pgdata.is_relative_to(base / "lib")
         first._prepare()
         as_postgres = first._run("test", "-w", first.pgdata, check=False)
         assert as_postgres.returncode == 0, "the postgres user cannot write its data folder"
         assert (first.pgdata.parent / "STACK_DIR").read_text().startswith(str(cfg.state))
         (first.pgdata / "PG_VERSION").write_text("15\n")
-        assert stack.Postgres(cfg).pgdata == first.pgdata  # stable across calls
+        assert postgres.Postgres(cfg).pgdata == first.pgdata  # stable across calls
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -345,7 +395,7 @@ def test_make_up_from_a_checkout_under_a_private_folder_keeps_its_data_across_do
     clone = home / "flight-delay-pipeline"
     (clone / "include").mkdir(parents=True)
     # A checkout's parameters: `up` migrates the model registry they point to.
-    shutil.copy(stack.REPO / "include" / "params.yaml", clone / "include" / "params.yaml")
+    shutil.copy(settings.REPO / "include" / "params.yaml", clone / "include" / "params.yaml")
     state = clone / ".stack"
     env = {
         **os.environ,
@@ -357,7 +407,7 @@ def test_make_up_from_a_checkout_under_a_private_folder_keeps_its_data_across_do
         "FLIGHT_DELAYS_STACK_SEED": "0",
         "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": "10",
     }
-    cfg = stack.Config.from_env(env)
+    cfg = settings.Config.from_env(env)
 
     def script(*args: str) -> str:
         result = subprocess.run(
@@ -369,7 +419,7 @@ def test_make_up_from_a_checkout_under_a_private_folder_keeps_its_data_across_do
     pgdata = None
     try:
         first = script("up")
-        pgdata = stack.Postgres(cfg).pgdata
+        pgdata = postgres.Postgres(cfg).pgdata
         assert not pgdata.is_relative_to(home) and pgdata.parent.name.startswith(
             "flight-delay-pipeline-"
         )
@@ -389,7 +439,7 @@ def test_make_up_from_a_checkout_under_a_private_folder_keeps_its_data_across_do
         with warehouse() as conn, conn.cursor() as cur:
             cur.execute("CREATE TABLE kept (note text); INSERT INTO kept VALUES ('before down')")
         assert f"data kept in {state} and {pgdata}" in script("down")
-        assert stack.stack_pids(cfg) == [] and stack.Postgres(cfg).postmaster_pid() is None
+        assert procs.stack_pids(cfg) == [] and postgres.Postgres(cfg).postmaster_pid() is None
         again = script("up")
         assert f"PostgreSQL data: {pgdata}" in again and "initdb" not in again
         with warehouse() as conn, conn.cursor() as cur:
@@ -397,6 +447,6 @@ def test_make_up_from_a_checkout_under_a_private_folder_keeps_its_data_across_do
             assert cur.fetchall() == [("before down",)]
     finally:
         script("down")
-        assert stack.stack_pids(cfg) == []
+        assert procs.stack_pids(cfg) == []
         if pgdata is not None and pgdata.parent != state:
             shutil.rmtree(pgdata.parent, ignore_errors=True)

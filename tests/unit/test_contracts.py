@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from flight_delays import contracts, source
+from flight_delays import contracts, schema, source
 
 DAY = date(2013, 7, 5)
 
@@ -134,3 +134,56 @@ def test_completeness_names_the_reason() -> None:
     assert contracts.completeness(DAY, 400, 72, None, True, 0.5) is None  # no reference
     assert "no weather" in contracts.completeness(DAY, 900, 0, 1000, False, 0.5)
     assert contracts.completeness(DAY, 900, 0, 1000, True, 0.5) is None  # a gap in the feed
+
+
+def test_counts_are_failing_rows_per_check_across_columns() -> None:
+    checked = contracts.check_flights(
+        flights(sched_dep_time=[2460, 2460], sched_arr_time=[2401, 300]), DAY, source.FLIGHT_DTYPES
+    )
+    # Row 0 fails hhmm in two columns, row 1 in one: two rows failed the check.
+    assert checked.counts == {"hhmm": 2}
+    assert checked.quarantine[contracts.CHECKS].tolist() == ["hhmm,hhmm", "hhmm"]
+
+
+def test_reasons_read_type_first_then_in_column_order() -> None:
+    checked = contracts.check_flights(
+        flights(carrier=["ZZ", "AA"], dep_delay=["x", None], distance=[-5, 719]),
+        DAY,
+        source.FLIGHT_DTYPES,
+    )
+    assert checked.quarantine.loc[0, contracts.REASON] == (
+        "dep_delay 'x' is not a number; unknown carrier 'ZZ'; distance -5 miles is not positive"
+    )
+
+
+def test_a_negative_or_fractional_replay_cycle_is_quarantined() -> None:
+    checked = contracts.check_flights(flights(replay_cycle=[-1, 0]), DAY, source.FLIGHT_DTYPES)
+    assert checked.quarantine[contracts.REASON].tolist() == ["replay_cycle -1 is negative"]
+    weather = pd.DataFrame(
+        {
+            "local_date": [DAY] * 2,
+            "original_date": [DAY] * 2,
+            "replay_cycle": [0, 1.5],
+            "origin": ["EWR", "JFK"],
+            "hour": [1, 2],
+            **{m: [None] * 2 for m in schema.WEATHER_MEASURES},
+        }
+    ).astype(object)
+    checked = contracts.check_weather(weather, DAY, source.WEATHER_DTYPES)
+    assert checked.quarantine[contracts.REASON].tolist() == [
+        "replay_cycle 1.5 is not a whole number"
+    ]
+    assert checked.good["replay_cycle"].tolist() == [0]
+
+
+def test_every_declared_check_names_its_reason() -> None:
+    for contract in (contracts.RAW_FLIGHTS_SCHEMA, contracts.RAW_WEATHER_SCHEMA):
+        checks = [c for column in contract.columns.values() for c in column.checks]
+        for check in [*checks, *contract.checks]:
+            assert check.name and check.error, f"{contract.name}: {check} has no reason"
+
+
+def test_dtypes_that_are_not_the_contracts_are_refused() -> None:
+    wrong = {**source.FLIGHT_DTYPES, "distance": "float64"}
+    with pytest.raises(ValueError, match="not its contract's"):
+        contracts.check_flights(flights(), DAY, wrong)

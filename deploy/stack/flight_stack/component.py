@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run one Airflow component under supervisord and take down everything it started.
 
-    stack_component.py COMMAND [ARG...]     (deploy/stack/supervisord.conf runs it)
+    flight_stack/component.py COMMAND [ARG...]     (deploy/stack/supervisord.conf runs it)
 
 supervisord restarts a component that dies (`autorestart`, as `restart: always` in
 docker-compose.yaml), but it knows only the process it started. A SIGKILLed scheduler
@@ -22,7 +22,8 @@ supervisord never sees. In a container they would die with it; here this wrapper
 - it exits with the main process's status (128 + signal when killed by one), so that
   supervisord sees the crash and restarts the component.
 
-Linux only (it reads /proc), standard library only.
+Linux only (it reads /proc), standard library only. Run by path, as a script: it imports
+nothing from the package.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 def log(message: str) -> None:
     # stderr goes to the component's log (redirect_stderr in supervisord.conf).
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    print(f"{stamp} [stack_component {os.getpid()}] {message}", file=sys.stderr, flush=True)
+    print(f"{stamp} [flight_stack/component {os.getpid()}] {message}", file=sys.stderr, flush=True)
 
 
 def become_subreaper() -> None:

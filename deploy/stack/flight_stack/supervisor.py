@@ -7,7 +7,7 @@ import contextlib
 import re
 import subprocess
 
-from stack_settings import COMPONENT_WRAPPER, MARKER, SUPERVISOR_CONF, Config, StackError, _venv_bin
+from .settings import COMPONENT_WRAPPER, MARKER, SUPERVISOR_CONF, Config, StackError, _venv_bin
 
 STARTED = re.compile(r"supervisord started with pid (\d+)")
 # supervisord's line for a program that exited while it was meant to run.
@@ -24,7 +24,7 @@ def supervisor_env(cfg: Config, env: dict[str, str]) -> dict[str, str]:
         "STACK_LOG_DIR": str(cfg.logs),
         "STACK_SUPERVISOR_SOCKET": str(cfg.supervisor_socket),
         "STACK_PYTHON": str(_venv_bin() / "python"),
-        # An integer for stopwaitsecs; stack_component.py takes it as its own grace.
+        # An integer for stopwaitsecs; component.py takes it as its own grace.
         "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": str(max(1, round(cfg.stop_timeout))),
     }
 

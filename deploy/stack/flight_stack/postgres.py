@@ -1,5 +1,5 @@
-"""The stack's private PostgreSQL cluster (metastore and demo warehouse), and where its
-data folder lives.
+"""The stack's private PostgreSQL cluster, where its data folder lives, and its two
+databases: the metastore `airflow` and the demo `warehouse`, each with a user of its own.
 
 As root, the cluster belongs to the `postgres` user (initdb refuses root), which must be
 able to reach its data folder. `<state>/pg` is used when it can; when the checkout is
@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stack_settings import (
+from .settings import (
     PG_USER,
     Config,
     StackError,
@@ -165,7 +165,7 @@ class Postgres:
         if self.relocated:
             (parent / "STACK_DIR").write_text(
                 f"{self.cfg.state}\n# the state folder of the stack whose PostgreSQL data "
-                "is here (deploy/stack/stack_postgres.py)\n"
+                "is here (deploy/stack/flight_stack/postgres.py)\n"
             )
         self.pgdata.mkdir(exist_ok=True)
         self.pgdata.chmod(0o700)
@@ -304,3 +304,36 @@ class Postgres:
             if Path(f"/proc/{pid}").exists():
                 return pid
         return None
+
+
+def create_databases(cfg: Config, values: dict[str, str]) -> None:
+    """The metastore database `airflow` and the `warehouse` database, each owned by a user
+    of its own with the stack's password (set again on every `up`)."""
+    import psycopg2  # from the venv: `up` needs it, `down` does not
+
+    conn = psycopg2.connect(
+        host="127.0.0.1",
+        port=cfg.pg_port,
+        user="postgres",
+        password=values["postgres_password"],
+        dbname="postgres",
+        connect_timeout=10,
+    )
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for user, database, key in (
+                ("airflow", "airflow", "airflow_db_password"),
+                ("warehouse", "warehouse", "warehouse_password"),
+            ):
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+                verb = "ALTER" if cur.fetchone() else "CREATE"
+                cur.execute(f'{verb} ROLE "{user}" LOGIN PASSWORD %s', (values[key],))
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                if not cur.fetchone():
+                    say(f"creating database {database} (owner {user})")
+                    cur.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
+                # Each user reaches its own database only.
+                cur.execute(f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC')
+    finally:
+        conn.close()

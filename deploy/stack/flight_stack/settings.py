@@ -1,6 +1,8 @@
 """Settings of the stack without Docker: where its state lives, its ports, its secrets and
 the environment every component gets (deploy/airflow.env + deploy/stack/settings.env +
-<state>/generated.env). Standard library only: `make down` runs with any Python 3."""
+<state>/generated.env + the file FLIGHT_DELAYS_STACK_ENV_FILE names). Also the error type
+and the message helper every module of the package uses. Standard library only: `make
+down` runs with any Python 3."""
 
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent
+HERE = PACKAGE.parent  # deploy/stack: the entry script stack.py and the tracked settings
 REPO = HERE.parents[1]
 SUPERVISOR_CONF = HERE / "supervisord.conf"
-COMPONENT_WRAPPER = HERE / "stack_component.py"
+COMPONENT_WRAPPER = PACKAGE / "component.py"  # run by supervisord for each component
 SHARED_ENV = REPO / "deploy" / "airflow.env"
 STACK_ENV = HERE / "settings.env"
 MARKER = "FLIGHT_DELAYS_STACK"
@@ -312,6 +315,8 @@ def parse_env(text: str, source: str = "<env>") -> dict[str, str]:
 
 def read_env_files(cfg: Config) -> dict[str, str]:
     """:func:`env_files` merged, later files winning: exactly what the components get."""
+    if cfg.local_env is not None and not cfg.local_env.is_file():
+        raise StackError(f"FLIGHT_DELAYS_STACK_ENV_FILE names {cfg.local_env}, which is not a file")
     merged: dict[str, str] = {}
     for path in env_files(cfg):
         merged.update(parse_env(path.read_text(), str(path)))

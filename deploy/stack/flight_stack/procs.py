@@ -10,9 +10,10 @@ import json
 import os
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
-from stack_settings import COMPONENTS, MARKER, Config, StackError, say
+from .settings import COMPONENTS, MARKER, Config, StackError, say
 
 
 def read_info(cfg: Config) -> dict:
@@ -20,6 +21,32 @@ def read_info(cfg: Config) -> dict:
     with contextlib.suppress(OSError, ValueError):
         return json.loads(cfg.info_file.read_text())
     return {}
+
+
+def write_info(cfg: Config, pid: int, pgdata: Path) -> None:
+    """stack.json: where this stack is, and (once it is up) the session of supervisord and
+    its components with supervisord's start time, so that `down` finds them even without
+    a marker."""
+    stat = _stat(pid)
+    info = {
+        "pid": pid,
+        "state": str(cfg.state),
+        "root": str(cfg.root),
+        "pgdata": str(pgdata),
+        "api_url": cfg.api_url,
+        "api_port": cfg.api_port,
+        "pg_port": cfg.pg_port,
+        "health_port": cfg.health_port,
+        "logs": str(cfg.logs),
+        "passwords_file": str(cfg.passwords_file),
+        "supervisor_socket": str(cfg.supervisor_socket),
+        "started_at": read_info(cfg).get("started_at")
+        if read_info(cfg).get("pid") == pid
+        else datetime.now().astimezone().isoformat(timespec="seconds"),
+        "since_ticks": stat[2] if stat else 0,
+        "sessions": sorted({st[1] for p in stack_pids(cfg) if (st := _stat(p))}),
+    }
+    cfg.info_file.write_text(json.dumps(info, indent=2) + "\n")
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -166,15 +193,15 @@ def descendants(pid: int, table: dict[int, list[int]] | None = None) -> list[int
 def _stop_scheduler_first(pids: list[int]) -> list[int]:
     """SIGTERM the scheduler's main process and the process groups of the tasks it runs,
     not its LocalExecutor workers. Returns the scheduler's processes (its process group
-    leader, stack_component.py under supervisord, and every descendant).
+    leader, component.py under supervisord, and every descendant).
 
     The workers share the scheduler's process group and wait on one multiprocessing queue:
     a worker killed while it holds the queue's lock leaves the others blocked, and the
     scheduler waits for them forever ("waiting for running tasks to finish"). Signalled
     alone, the scheduler tells each worker to stop through that queue; the tasks, told to
     stop, report their end through the execution API while the api-server still runs.
-    (stack_component.py does the same with the SIGTERM it gets from supervisord; this is
-    for `down` when supervisord is gone.)"""
+    (component.py does the same with the SIGTERM it gets from supervisord; this is for
+    `down` when supervisord is gone.)"""
     leaders = [p for p in pids if _pgid(p) == p and _component_of(_cmdline(p)) == "scheduler"]
     if not leaders:
         return []

@@ -1,0 +1,15 @@
+"""The Airflow stack without Docker (`make up`, `make down`, `make stack-status`, `make
+logs`), run through its entry script deploy/stack/stack.py. Not part of the installed
+flight_delays package: standard library only, so that `make down` runs with any Python 3
+(supervisor and psycopg2, from the venv, are imported only by `up` and `status`).
+
+Modules, one per concern:
+
+- :mod:`.cli`: the commands (up, down, status, logs, run) and their usage;
+- :mod:`.settings`: folders, ports, secrets, the environment every component gets;
+- :mod:`.postgres`: the private PostgreSQL cluster and its two databases;
+- :mod:`.supervisor`: supervisord, which runs and restarts the Airflow components;
+- :mod:`.procs`: finding the stack's processes in /proc and stopping them;
+- :mod:`.health`: Airflow's health report, is the stack up;
+- :mod:`.component`: the wrapper supervisord runs for each component (a script).
+"""

@@ -1,0 +1,318 @@
+"""The Airflow stack without Docker: `make up`, `make down`, `make stack-status`, `make logs`.
+
+    python deploy/stack/stack.py up | down | status | logs | run CMD [ARG...]
+
+`up` starts a private PostgreSQL cluster (initdb the first time, 127.0.0.1 only, TCP
+only), creates the metastore database `airflow` and the `warehouse` database and user,
+generates the secrets once, migrates the metastore, seeds the demo warehouse
+(idempotent), then runs scheduler, dag-processor, api-server and triggerer under
+supervisord (deploy/stack/supervisord.conf) in a session of their own, and waits until
+/api/v2/monitor/health reports every component healthy. supervisord restarts a component
+that dies, as `restart: always` does in docker-compose.yaml. A second `up` finds the
+running stack and only prints where it is.
+
+`down` stops every process `up` started, every time: supervisord stops the scheduler
+first, then the other components (SIGTERM, SIGKILL of the process group after the grace
+period), then exits. Whatever is left (supervisord killed, a task that escaped) is found
+by the marker FLIGHT_DELAYS_STACK=<state folder> in its environment, by session and by
+descent, and gets SIGTERM then SIGKILL. Then PostgreSQL stops (fast shutdown, immediate if
+that fails). The data stays.
+
+`run` executes a command with the stack's settings (metastore, connections, folders),
+e.g. `deploy/stack/stack.py run airflow backfill create --dag-id flight_delays ...`.
+
+Where the PostgreSQL data lives: `<state>/pg`, unless the `postgres` user (who owns the
+cluster when this runs as root) cannot reach the state folder, e.g. a clone under /root
+(mode 0700): then a folder of its own for this state folder,
+/var/lib/flight-delays/<name>-<hash>/pg (see postgres.py). `up` and `status` say
+where.
+
+Settings (environment variables, all optional):
+  FLIGHT_DELAYS_STACK_DIR          state folder (default: <repo>/.stack)
+  FLIGHT_DELAYS_STACK_ROOT         project root: include/params.yaml and the artifact
+                                   folders (default: the repository)
+  FLIGHT_DELAYS_STACK_API_PORT     web UI and REST API on 127.0.0.1 (default 8080)
+  FLIGHT_DELAYS_STACK_PG_PORT      PostgreSQL on 127.0.0.1 (default 5433)
+  FLIGHT_DELAYS_STACK_HEALTH_PORT  scheduler health check on 127.0.0.1 (default 8974)
+  FLIGHT_DELAYS_STACK_SEED         1: seed the demo warehouse on `up` (default); 0: skip
+  FLIGHT_DELAYS_STACK_UP_TIMEOUT   seconds to wait for a healthy API (default 180)
+  FLIGHT_DELAYS_STACK_STOP_TIMEOUT seconds between SIGTERM and SIGKILL (default 20)
+  FLIGHT_DELAYS_STACK_PG_BIN       PostgreSQL's bin folder (default: newest of
+                                   /usr/lib/postgresql/*/bin, 15 preferred)
+  FLIGHT_DELAYS_STACK_ENV_FILE     a KEY=value file of this machine's own settings, read
+                                   after the tracked ones (e.g. AIRFLOW__CORE__PARALLELISM=8)
+
+The modules of the package and what each does: flight_stack/__init__.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from . import supervisor
+from .health import health, healthy, wait_healthy
+from .postgres import Postgres, create_databases
+from .procs import (
+    _alive,
+    memory_by_component,
+    read_info,
+    stack_pids,
+    stop_processes,
+    supervisor_pid,
+    write_info,
+)
+from .settings import (
+    ADMIN_USER,
+    COMPONENTS,
+    Config,
+    StackError,
+    _locked,
+    _port_free,
+    _tail,
+    _venv_bin,
+    command_env,
+    ensure_secrets,
+    say,
+    write_settings,
+)
+
+
+# --- commands ----------------------------------------------------------------------------
+def _run_logged(cfg: Config, name: str, args: list[str], env: dict[str, str]) -> None:
+    log = cfg.logs / f"{name}.log"
+    with log.open("a") as handle:
+        handle.write(f"\n=== {datetime.now().isoformat(timespec='seconds')} {' '.join(args)}\n")
+        handle.flush()
+        result = subprocess.run(
+            args, env=env, cwd=cfg.root, stdout=handle, stderr=subprocess.STDOUT, timeout=1800
+        )
+    if result.returncode != 0:
+        raise StackError(f"{' '.join(args[:3])} failed ({result.returncode}); {log}:\n{_tail(log)}")
+
+
+def _print_where(cfg: Config, info: dict, pgdata: Path | None) -> None:
+    url = info.get("api_url", cfg.api_url)
+    passwords = info.get("passwords_file", str(cfg.passwords_file))
+    data = pgdata or info.get("pgdata") or "(no cluster yet)"
+    print(
+        f"\n  Airflow UI and REST API: {url}/\n"
+        f"  login: user `{ADMIN_USER}`, password in {passwords}\n"
+        f"  logs:  {info.get('logs', cfg.logs)}/  (make logs)\n"
+        f"  PostgreSQL data: {data}\n"
+        f"  artifacts under {info.get('root', cfg.root)}/  (data/, models/, reports/)\n"
+        f"  stop:  make down\n",
+        flush=True,
+    )
+
+
+def up(cfg: Config) -> int:
+    started = time.monotonic()
+    venv = _venv_bin()
+    for tool in ("airflow", "supervisord"):
+        if not (venv / tool).exists():
+            raise StackError(f"{venv / tool} missing: run `make venv` first")
+    with _locked(cfg):
+        pid = supervisor_pid(cfg)
+        if pid is not None:
+            info = read_info(cfg)
+            report = health(replace(cfg, api_port=info.get("api_port", cfg.api_port)))
+            state = "healthy" if healthy(report) else "running, not (yet) healthy"
+            say(f"already running (supervisord pid {pid}, {state}): nothing to do")
+            _print_where(cfg, info, None)
+            return 0
+        leftovers = stack_pids(cfg)
+        if leftovers:
+            say(f"stale processes of a previous stack: {leftovers}; stopping them")
+            stop_processes(cfg, cfg.stop_timeout)
+        if not _port_free(cfg.api_port):
+            raise StackError(
+                f"port {cfg.api_port} on 127.0.0.1 is taken: choose another with "
+                "FLIGHT_DELAYS_STACK_API_PORT"
+            )
+        for folder in (cfg.state, cfg.logs, cfg.logs / "airflow", cfg.airflow_home):
+            folder.mkdir(parents=True, exist_ok=True)
+        values = ensure_secrets(cfg)
+        pg = Postgres(cfg)
+        if not pg.initialised():
+            pg.init(values["postgres_password"])
+        pg.start()
+        create_databases(cfg, values)
+        write_settings(cfg, values)
+        env = command_env(cfg)
+
+        say("migrating the metastore (airflow db migrate)")
+        _run_logged(cfg, "migrate", [str(venv / "airflow"), "db", "migrate"], env)
+        if cfg.seed:
+            say("seeding the demo warehouse (idempotent; the first time takes a minute)")
+            _run_logged(
+                cfg, "seed", [str(venv / "python"), "-m", "flight_delays.demo", "seed"], env
+            )
+        # The registry's schema is migrated here, once, not by the web server (the Model
+        # reports page reads it read-only) nor by the first score task.
+        say("migrating the model registry (python -m flight_delays.registry upgrade)")
+        registry = [str(venv / "python"), "-m", "flight_delays.registry", "upgrade"]
+        _run_logged(cfg, "registry", registry, env)
+
+        say("starting scheduler, dag-processor, api-server and triggerer under supervisord")
+        launched = datetime.now().astimezone()
+        process = supervisor.start(cfg, env)
+        write_info(cfg, process.pid, pg.pgdata)
+        report = wait_healthy(cfg, process, launched)
+        if not healthy(report, since=launched):
+            why = (
+                f"supervisord exited ({process.returncode})"
+                if process.poll() is not None
+                else f"not healthy after {cfg.up_timeout:.0f} s: {json.dumps(report)}"
+            )
+            logs = "\n".join(
+                f"  {name}.log:\n{_tail(cfg.logs / f'{name}.log', 15)}"
+                for name in ("supervisord", *COMPONENTS)
+            )
+            say(f"the stack did not come up: {why}\n{logs}\nstopping what was started")
+            stop_processes(cfg, cfg.stop_timeout)
+            pg.stop()
+            return 1
+        write_info(cfg, process.pid, pg.pgdata)  # now with the components' session
+    say(f"healthy after {time.monotonic() - started:.1f} s (supervisord pid {process.pid})")
+    _print_where(cfg, read_info(cfg), pg.pgdata)
+    return 0
+
+
+def _stop_supervisor(cfg: Config) -> bool:
+    """SIGTERM to supervisord: it stops the scheduler first, then the other components,
+    each with SIGKILL of its process group after the grace period, then exits. Returns
+    True if it was running; waits up to one grace period per component, plus a margin."""
+    pid = supervisor_pid(cfg)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 15)
+    deadline = time.monotonic() + len(COMPONENTS) * (cfg.stop_timeout + 2) + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return True
+
+
+def down(cfg: Config) -> int:
+    if not cfg.state.exists():
+        say(f"no stack in {cfg.state}: nothing to stop")
+        return 0
+    with _locked(cfg):
+        started = time.monotonic()
+        if _stop_supervisor(cfg):
+            say(f"supervisord stopped the components ({time.monotonic() - started:.1f} s)")
+        crashes = supervisor.restarts(cfg)
+        if crashes:
+            said = ", ".join(f"{name} {len(why)}x" for name, why in sorted(crashes.items()))
+            say(f"supervisord had restarted: {said} (see {cfg.logs}/supervisord.log)")
+        # The backstop: whatever supervisord did not stop (it was killed, a process escaped).
+        counts = stop_processes(cfg, cfg.stop_timeout + 5)
+        if counts["found"]:
+            how = f", {counts['killed']} needed SIGKILL" if counts["killed"] else ""
+            say(f"stopped {counts['found']} processes left running{how}")
+        pg = None
+        try:
+            pg = Postgres(cfg)
+            stopped = pg.stop()
+        except StackError as exc:
+            if pg is not None and pg.initialised():
+                raise
+            say(f"({exc})")
+            stopped = False
+        say("PostgreSQL stopped" if stopped else "PostgreSQL was not running")
+        cfg.pid_file.unlink(missing_ok=True)
+        where = f"{cfg.state}" + (f" and {pg.pgdata}" if pg is not None and pg.relocated else "")
+        say(f"down in {time.monotonic() - started:.1f} s; data kept in {where}")
+    return 0
+
+
+def status(cfg: Config) -> int:
+    info = read_info(cfg)
+    pgdata = None
+    postmaster = None
+    with contextlib.suppress(StackError):
+        pg = Postgres(cfg)
+        pgdata = pg.pgdata if pg.initialised() else None
+        postmaster = pg.postmaster_pid()
+    pid = supervisor_pid(cfg)
+    if pid is None:
+        say(f"not running (state folder {cfg.state}; PostgreSQL data {pgdata or 'none yet'})")
+        leftovers = stack_pids(cfg)
+        if leftovers:
+            say(f"but processes of it are left: {leftovers}: `make down`")
+        return 3
+    api = replace(cfg, api_port=info.get("api_port", cfg.api_port))
+    report = health(api)
+    say(f"running: supervisord pid {pid}, since {info.get('started_at', '?')}")
+    say(f"health: {'healthy' if healthy(report) else 'NOT healthy'}")
+    for name, part in (report or {}).items():
+        print(f"    {name:14} {part.get('status')}")
+    crashes = supervisor.restarts(cfg)
+    programs = supervisor.programs(cfg)
+    say("supervisord: state of each component (restarts after an unexpected exit)")
+    for program in programs or []:
+        name = program["name"]
+        why = crashes.get(name, [])
+        last = f"; last: {why[-1]}" if why else ""
+        state, text = program["statename"], program["description"]
+        print(f"    {name:14} {state:9} {text}  restarts: {len(why)}{last}")
+    if programs is None:
+        print(f"    (supervisord does not answer on {cfg.supervisor_socket})")
+    say("resident memory (RSS, MiB): main process / with all its processes")
+    for name, mem in sorted(memory_by_component(cfg, postmaster).items()):
+        print(
+            f"    {name:14} {mem['main_kib'] / 1024:7.0f} / {mem['group_kib'] / 1024:7.0f}"
+            f"   ({mem['processes']} processes)"
+        )
+    _print_where(cfg, info, pgdata)
+    running = programs is not None and all(p["statename"] == "RUNNING" for p in programs)
+    return 0 if healthy(report) and running else 1
+
+
+def logs(cfg: Config) -> int:
+    files = sorted(str(p) for p in cfg.logs.glob("*.log"))
+    if not files:
+        say(f"no logs in {cfg.logs}")
+        return 1
+    os.execvp("tail", ["tail", "-n", "20", "-F", *files])
+    return 0  # not reached
+
+
+def run(cfg: Config, argv: list[str]) -> int:
+    if not argv:
+        raise StackError("usage: stack.py run COMMAND [ARG...]")
+    if not cfg.generated_env.is_file():
+        raise StackError(f"no stack in {cfg.state}: `make up` first")
+    env = command_env(cfg)
+    os.chdir(cfg.root)
+    os.execvpe(argv[0], argv, env)
+    return 0  # not reached
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = ("up", "down", "status", "logs", "run")
+    if not argv or argv[0] not in commands:
+        print(__doc__.split("\n\n", 2)[1], file=sys.stderr)
+        return 2
+    try:
+        cfg = Config.from_env()
+        command, rest = argv[0], argv[1:]
+        if command == "run":
+            return run(cfg, rest[1:] if rest[:1] == ["--"] else rest)
+        return {"up": up, "down": down, "status": status, "logs": logs}[command](cfg)
+    except (StackError, ValueError) as exc:
+        say(f"error: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
