@@ -292,7 +292,11 @@ def _convert(values: pd.Series, kind: str) -> pd.Series:
     """``values`` as fetched converted to ``kind`` (days at midnight, float numbers; text
     as it is); a value that does not convert becomes null."""
     if kind == "date":
-        return pd.to_datetime(values, errors="coerce").astype("datetime64[ns]").dt.normalize()
+        parsed = pd.to_datetime(values, errors="coerce")
+        # A value pandas reads as a day outside the nanosecond range (year 1 from "12a"
+        # among dates, 9999-01-01) is no flight day: not a date, rather than a crash.
+        inside = parsed.isna() | ((parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max))
+        return parsed.where(inside).astype("datetime64[ns]").dt.normalize()
     if kind == "number":
         return pd.to_numeric(values, errors="coerce").astype("float64")
     return values

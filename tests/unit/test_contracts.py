@@ -65,6 +65,9 @@ def test_valid_rows_pass_typed_and_the_input_is_not_modified() -> None:
         ({"carrier": [None, "AA"]}, "required_null", "carrier is null"),
         ({"local_date": [date(2013, 7, 6), DAY]}, "other_day", "is not the fetched day"),
         ({"air_time": [0.0, None]}, "air_time_bounds", "air_time 0 minutes"),
+        # Read by pandas as the year 1 among real dates: a day no flight has, not a crash.
+        ({"original_date": ["12a", DAY]}, "not_a_date", "original_date '12a' is not a date"),
+        ({"original_date": ["9999-01-01", DAY]}, "not_a_date", "is not a date"),
     ],
 )
 def test_a_broken_value_quarantines_its_row_with_a_reason(
