@@ -186,6 +186,11 @@ CATALOG: tuple[Artifact, ...] = (
        "predictions for the holdout"),
     _a("metrics", "data/output/ds={day}/metrics.json", "score", "json", True,
        "the recorded run's metrics and decision"),
+    _a("served_predictions_day", "data/output/predictions/ds={day}", "predict", "folder",
+       True, "the predictions served for one flight day (flight_delays_predict)"),
+    _a("served_predictions", "data/output/predictions/ds={day}/predictions.parquet",
+       "predict", "parquet", True,
+       "every flight scheduled for the day, with the champion's predicted arrival delay"),
     _a("reports", "reports", "chart", "folder", False,
        "every run's report and figures (the Airflow plugin serves this folder)"),
     _a("figures", "reports/figures/ds={day}", "chart", "folder", True, "the run's charts"),
@@ -243,6 +248,8 @@ STORED_MODEL = BY_NAME["stored_model"]
 OUTPUT = BY_NAME["output"]
 PREDICTIONS = BY_NAME["predictions"]
 METRICS = BY_NAME["metrics"]
+SERVED_PREDICTIONS_DAY = BY_NAME["served_predictions_day"]
+SERVED_PREDICTIONS = BY_NAME["served_predictions"]
 REPORTS = BY_NAME["reports"]
 FIGURES = BY_NAME["figures"]
 REPORT_DIR = BY_NAME["report_dir"]
