@@ -388,5 +388,6 @@ def run(
         "champion_mae": metrics["champion"]["mae"],
         "baseline_mae": metrics["baseline"]["mae"],
         "decision": row["decision"],
+        "model_sha256": row["model_sha256"],
         "run_id": run_id,
     }
