@@ -32,6 +32,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     select,
 )
 
@@ -157,11 +158,23 @@ def record_served_score(engine: Engine, score: dict[str, Any], run_id: str) -> N
 
 
 def served_scores(engine: Engine) -> pd.DataFrame:
-    """Every served score, oldest day first."""
+    """Every served score, oldest day first (empty in a registry from before revision
+    0005: readers such as the web UI never migrate it)."""
     columns = [c.name for c in SERVED_SCORES.columns]
+    if not inspect(engine).has_table(SERVED_SCORES.name):
+        return pd.DataFrame(columns=columns)
     query = select(SERVED_SCORES).order_by(SERVED_SCORES.c.flight_day)
     with engine.connect() as conn:
         return pd.DataFrame(conn.execute(query).mappings().all(), columns=columns)
+
+
+def with_served(history: pd.DataFrame, served: pd.DataFrame) -> pd.DataFrame:
+    """``history`` (the registry's runs) with ``served_mae``: the served MAE of each
+    run's processed day (the predictions served for that day against its actual delays;
+    NaN where nothing was served). Rows and their order are kept."""
+    by_day = dict(zip(pd.to_datetime(served["flight_day"]), served["served_mae"], strict=True))
+    days = pd.to_datetime(history["processed_day"])
+    return history.assign(served_mae=[by_day.get(day, np.nan) for day in days])
 
 
 def _missing(value: Any) -> bool:
