@@ -43,22 +43,48 @@ def trigger(stack: Stack, day: date) -> dict:
     return stack.wait_for_run(run["dag_run_id"], timeout=420)
 
 
-def wait_for_asset_run(stack: Stack, timeout: float = 180) -> dict:
+def wait_for_run_of(stack: Stack, event_id: int, timeout: float = 240) -> dict:
+    """The prediction run that consumed the asset event ``event_id``, once it succeeded.
+    (An earlier champion event, e.g. of a scheduled run while the DAG was paused, starts
+    a run of its own when the DAG is unpaused.)"""
     deadline = time.monotonic() + timeout
     while True:
         runs = stack.ok(
             "GET", f"/dags/{PREDICT_DAG}/dagRuns", params={"run_type": "asset_triggered"}
         )["dag_runs"]
-        if runs or time.monotonic() > deadline:
-            break
+        for run in runs:
+            path = run_path(run["dag_run_id"], PREDICT_DAG)
+            consumed = stack.ok("GET", f"{path}/upstreamAssetEvents")["asset_events"]
+            if event_id in {e["id"] for e in consumed}:
+                return stack.wait_for_run(run["dag_run_id"], timeout=300, dag_id=PREDICT_DAG)
+        assert time.monotonic() < deadline, f"no run of {PREDICT_DAG} consumed event {event_id}"
         time.sleep(2)
-    assert runs, f"no asset-triggered run of {PREDICT_DAG} within {timeout:.0f} s"
-    return stack.wait_for_run(runs[0]["dag_run_id"], timeout=300, dag_id=PREDICT_DAG)
+
+
+def wait_until_idle(stack: Stack, timeout: float = 420) -> None:
+    """Until the scheduled run the unpause makes (catchup is off: the latest 02:00) exists
+    and no training run is queued or running, so none changes the champion under this
+    test."""
+    deadline = time.monotonic() + timeout
+    while not stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "scheduled"})[
+        "dag_runs"
+    ]:
+        assert time.monotonic() < deadline, "the scheduler made no scheduled run"
+        time.sleep(2)
+    while True:
+        active = stack.ok(
+            "GET", f"/dags/{DAG_ID}/dagRuns", params={"state": ["queued", "running"]}
+        )["dag_runs"]
+        if not active:
+            return
+        assert time.monotonic() < deadline, f"training runs still active: {active}"
+        time.sleep(3)
 
 
 def test_a_promotion_triggers_the_predictions_of_the_next_day(live_dag: Stack):
     stack = live_dag
     engine = registry.connect(stack.warehouse_url)
+    wait_until_idle(stack)
     # Other live tests may have promoted a model of a later (replayed) day, which no 2013
     # run may replace: start from the baseline, as after a rollback.
     if registry.current_champion(engine).kind != "baseline":
@@ -83,7 +109,7 @@ def test_a_promotion_triggers_the_predictions_of_the_next_day(live_dag: Stack):
         assert event["extra"]["model_sha256"] == champion.model_sha256
         assert event["extra"]["day"] == TRAINED.isoformat() and event["extra"]["mae"] > 0
 
-        predicted = wait_for_asset_run(stack)
+        predicted = wait_for_run_of(stack, event["id"])
         TIMINGS["promotion to served predictions"] = f"{time.monotonic() - started:.1f} s"
         served = serving.predictions_of(engine, SERVED)
         assert len(served) == scheduled_flights(stack, SERVED) > 500
