@@ -32,11 +32,13 @@ CHAMPION, PREDICTIONS = (
 )
 
 
-def champion_days(triggering_asset_events: Any) -> list[str]:
-    """The processed days named by the champion events that started this run (none for
-    a run on the clock or by hand)."""
+def champion_day(triggering_asset_events: Any) -> str | None:
+    """The processed day of the newest champion event that started this run (None for a
+    run on the clock or by hand). Several events can start one run; the newest names
+    the champion that serves now."""
     events = triggering_asset_events[CHAMPION] if triggering_asset_events else []
-    return [event.extra["day"] for event in events if (event.extra or {}).get("day")]
+    events = [event for event in events if (event.extra or {}).get("day")]
+    return max(events, key=lambda event: event.timestamp).extra["day"] if events else None
 
 
 @fail_fast
@@ -49,7 +51,7 @@ def predict(
         dag_run.logical_date,
         dag_run.run_after,
         params.get("day"),
-        champion_days(triggering_asset_events),
+        champion_day(triggering_asset_events),
     )
     url = warehouse_url(conn)
     return predict.run(day=day, root=root, source_url=url, registry_url=url, run_id=run_id)

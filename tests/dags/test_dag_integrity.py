@@ -279,8 +279,9 @@ class Run:
 
 
 class Event:
-    def __init__(self, day: str) -> None:
+    def __init__(self, day: str, minute: int) -> None:
         self.extra = {"day": day, "decision": "promoted"}
+        self.timestamp = pendulum.datetime(2026, 1, 1, 7, minute)
 
 
 @pytest.mark.parametrize(
@@ -288,8 +289,9 @@ class Event:
     [
         # The 05:00 run on the clock serves its own New York day.
         (Run(pendulum.datetime(2013, 3, 16, 5, tz="America/New_York")), {}, None, "2013-03-16"),
-        # A new champion trained for the 15th (and another for the 14th): the 16th.
-        (Run(None, pendulum.datetime(2026, 1, 1)), {}, ["2013-03-14", "2013-03-15"], "2013-03-16"),
+        # Two champion events started the run: the newer one (of the 14th, after a
+        # rollback) names the champion that serves, so the 15th.
+        (Run(None, pendulum.datetime(2026, 1, 1)), {}, ["2013-03-20", "2013-03-14"], "2013-03-15"),
         # By hand with a day: that day.
         (Run(None, pendulum.datetime(2026, 1, 1)), {"day": "2013-05-01"}, None, "2013-05-01"),
     ],
@@ -303,7 +305,7 @@ def test_the_prediction_task_serves_the_right_day(
     monkeypatch.setattr(predict, "run", lambda **kwargs: seen.update(kwargs) or {"rows": 1})
     (task,) = predict_dag.tasks
     (champion,) = predict_dag.timetable.asset_condition.objects
-    triggering = {champion: [Event(d) for d in events]} if events else {}
+    triggering = {champion: [Event(d, k) for k, d in enumerate(events)]} if events else {}
     task.python_callable(
         root=task.op_kwargs["root"],
         conn=NoConnections(),
