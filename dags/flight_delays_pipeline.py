@@ -8,21 +8,21 @@ file is parsed, so parsing loads neither pandas nor scikit-learn.
 from __future__ import annotations
 
 import atexit
-import functools
 import gc
 import sys
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, Param, chain
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import DAG, Asset, Param, chain
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from flight_delays.artifacts import ASSETS, asset_uri
 from flight_delays.config import project_root
 from flight_delays.dates import TIMEZONE, processed_day
-from flight_delays.errors import PipelineDataError
+from flight_delays.db import warehouse_url
+from flight_delays.errors import failing_fast
 
 # `airflow tasks test` and `dags test` (`make run`) end with ~700k live objects, and the
 # interpreter's last collection walks them all (~2 s); frozen objects are skipped
@@ -35,37 +35,19 @@ if sys.argv[1:3] in (["tasks", "test"], ["dags", "test"]):
 # dags folder sits in the project (dags/..), unless FLIGHT_DELAYS_HOME says otherwise.
 PROJECT_ROOT = str(project_root(anchor=__file__))
 
-# Steps that read or write the warehouse (source data, model registry) get its URL from
-# this Airflow connection when it exists (docker-compose and `make up` define it); else
-# the package's default applies (FLIGHT_DELAYS_SOURCE_URL, then the embedded SQLite file).
-WAREHOUSE_CONN_ID = "flight_delays_warehouse"
-
 # Airflow 3's cron schedule gives each run a zero-length data interval whose logical date
 # is the run time, and a manual run may have no logical date: derive the day explicitly.
 DAY = "{{ processed_day(dag_run.logical_date, dag_run.run_after, params.day) }}"
 
+# A data error (flight_delays.errors.PipelineDataError: bad rows, settings or model
+# file) fails its task at once, without the retries; every other error is retried.
+fail_fast = failing_fast(AirflowFailException)
 
-def fail_fast(step: Callable[..., Any]) -> Callable[..., Any]:
-    """Fail the task at once, without its retries, when the step raises the package's
-    :class:`PipelineDataError` (bad data, settings or model file: the same inputs give
-    the same error). Every other error (a database that refuses connections, a killed
-    process) keeps its type and is retried."""
-
-    @functools.wraps(step)  # PythonOperator reads the step's signature through this
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return step(*args, **kwargs)
-        except PipelineDataError as exc:
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-
-    return run
-
-
-def warehouse_url(conn: Any) -> str | None:
-    """The warehouse URL of the Airflow connection, or None for the package's default.
-    Resolved when the task runs, so the password never lands in rendered fields."""
-    connection = conn.get(WAREHOUSE_CONN_ID)
-    return connection.get_uri() if connection else None
+# Lineage, from the artifact catalog (the prediction DAG declares the same Assets).
+ASSET = {
+    name: Asset(name=name, uri=asset_uri(entry, PROJECT_ROOT)) for name, entry in ASSETS.items()
+}
+CHAMPION = ASSET["flight_delays_champion"]
 
 
 # The tasks' callables: each imports its step when the task runs (not when this file is
@@ -115,7 +97,26 @@ def chart(day: str, root: str, conn: Any) -> dict:
     return chart.run(day=day, root=root, registry_url=warehouse_url(conn))
 
 
+def publish(day: str, ti: Any, outlet_events: Any) -> dict:
+    """Emit a ``champion`` asset event when this run's score changed the champion (a
+    promotion or a step-down), carrying the new champion's model hash and MAE; skipped
+    otherwise, so the prediction DAG runs only for a new champion."""
+    from flight_delays import promotion
+
+    extra = promotion.champion_event(ti.xcom_pull(task_ids="score"), day)
+    if extra is None:
+        raise AirflowSkipException("the champion did not change: no champion event")
+    outlet_events[CHAMPION].extra = extra
+    return extra
+
+
 STEPS = [ingest, featurize, split, train, score, chart]
+# What each task makes, as Airflow Assets (lineage in the UI's Assets view).
+OUTLETS = {
+    step: [ASSET[f"flight_delays_{name}"]]
+    for step, name in [("featurize", "features"), ("train", "model"), ("score", "metrics"),
+                       ("chart", "report")]
+}  # fmt: skip
 
 
 with DAG(
@@ -167,6 +168,7 @@ with DAG(
 | train | train split | `models/ds=D/run=R/model.skops`, `model_card.json`; hashes in registry |
 | score | run R's model, splits, champion | one registry row per run; `data/output/ds=D/` |
 | chart | predictions, registry history | `reports/figures/ds=D/*.png`, `reports/ds=D/index.html` |
+| publish | score's decision | a `flight_delays_champion` asset event (skipped: no change) |
 
 **Processed day D**: the `day` parameter if given, else the New York calendar day before
 the logical date (the 02:00 run on D+1 processes D), else the day before the trigger time.
@@ -181,12 +183,20 @@ of connection `flight_delays_warehouse`; the reports are in the web UI under **M
 reports**.
 """,
 ) as dag:
-    tasks = [
-        PythonOperator(
+    tasks = {
+        step.__name__: PythonOperator(
             task_id=step.__name__,
             python_callable=step,
             op_kwargs={"day": DAY, "root": PROJECT_ROOT},
+            outlets=OUTLETS.get(step.__name__, []),
         )
         for step in STEPS
-    ]
-    chain(*tasks)
+    }
+    chain(*tasks.values())
+    # Beside chart, after score: the champion event needs only score's decision.
+    tasks["score"] >> PythonOperator(
+        task_id="publish",
+        python_callable=publish,
+        op_kwargs={"day": DAY},
+        outlets=[CHAMPION],
+    )

@@ -182,12 +182,12 @@ def read_registry(engine: Any, root: Path) -> dict[str, Any]:
     Read through the registry's public reads; columns the page does not know are
     ignored. A registry whose schema was never created reads as no runs at all.
     """
-    from flight_delays import artifacts, registry
+    from flight_delays import artifacts, registry, serving
 
     if registry.current_revision(engine) is None:
         return {"champion": _champion_card(None, []), "runs": [], "history_figure": None}
     champion = registry.current_champion(engine)
-    frame = registry.history(engine)
+    frame = serving.with_served(registry.history(engine), serving.served_scores(engine))
     runs = []
     for run in frame.to_dict("records"):
         day = _day(run["processed_day"])
@@ -202,6 +202,8 @@ def read_registry(engine: Any, root: Path) -> dict[str, Any]:
                 "challenger_mae": float(run["challenger_mae"]),
                 "champion_mae": float(run["champion_mae"]),
                 "baseline_mae": float(run["baseline_mae"]),
+                # The predictions served for the day, against its actual delays.
+                "served_mae": _finite(run["served_mae"]),
                 "champion_kind": run["champion_kind"],
                 "decision": run["decision"],
                 "reason": run["reason"],
@@ -279,15 +281,17 @@ def history_png(engine: Any) -> bytes | None:
     of its own day, so the newest day's chart misses the runs a later backfill of older
     days recorded. Drawn again only when the registry changed (new row or new champion).
     """
-    from flight_delays import chart, registry
+    from flight_delays import chart, registry, serving
 
     if registry.current_revision(engine) is None:
         return None
     frame = registry.history(engine)
     if frame.empty:
         return None
+    served = serving.served_scores(engine)
+    frame = serving.with_served(frame, served)
     version = registry.current_champion(engine).version
-    key = (len(frame), int(frame["id"].max()), version)
+    key = (len(frame), int(frame["id"].max()), version, len(served))
     with _history_lock:
         if _history_cache["key"] != key:
             import io
@@ -316,6 +320,11 @@ def report_path(reports: Path, path: str) -> Path | None:
 # --- HTML ----------------------------------------------------------------------------
 def _num(value: Any) -> str:
     return "" if value is None else f"{value:.2f}"
+
+
+def _finite(value: Any) -> float | None:
+    """A float, or None for a missing value (None or NaN)."""
+    return None if value is None or value != value else float(value)
 
 
 def _when(iso: str | None) -> str:
@@ -383,10 +392,11 @@ def render_page(data: dict[str, Any]) -> str:
             f'<td class="num">{_num(run["challenger_mae"])}</td>'
             f'<td class="num">{_num(run["champion_mae"])}</td>'
             f'<td class="num">{_num(run["baseline_mae"])}</td>'
+            f'<td class="num">{_num(run["served_mae"])}</td>'
             f'<td class="{esc(run["decision"])}">{esc(run["decision"])}</td>'
             f"<td>{esc(run['reason'])}</td></tr>"
         )
-    table = "".join(body) or '<tr><td colspan="8">No run has been scored yet.</td></tr>'
+    table = "".join(body) or '<tr><td colspan="9">No run has been scored yet.</td></tr>'
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Model reports</title><style>
 body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}
@@ -403,6 +413,7 @@ dt{{font-weight:600}}dd{{margin:0}}img#history{{max-width:100%;height:auto}}
 <h2>Runs</h2>
 <table id="runs"><tr><th>Processed day</th><th>Airflow run</th><th>Report</th>
 <th>Challenger MAE (min)</th><th>Champion MAE (min)</th><th>Baseline MAE (min)</th>
+<th title="the predictions served for the day, against its actual delays">Served MAE (min)</th>
 <th>Decision</th><th>Reason</th></tr>
 {table}</table></body></html>"""
 

@@ -96,6 +96,17 @@ class Artifact:
         """Where the entry lives under ``root`` for ``day`` and ``run_id``."""
         return Path(root) / self.relative(day, run_id, **fields)
 
+    @property
+    def family(self) -> str:
+        """The fixed folder every instance lives under: the template's parts before the
+        first one with a placeholder (``data/processed`` for the features)."""
+        parts = []
+        for part in PurePosixPath(self.template).parts:
+            if _PLACEHOLDER.search(part):
+                break
+            parts.append(part)
+        return "/".join(parts)
+
     def pattern(self) -> re.Pattern[str]:
         """A regular expression matching the entry's filled-in relative paths."""
         parts = []
@@ -186,6 +197,11 @@ CATALOG: tuple[Artifact, ...] = (
        "predictions for the holdout"),
     _a("metrics", "data/output/ds={day}/metrics.json", "score", "json", True,
        "the recorded run's metrics and decision"),
+    _a("served_predictions_day", "data/output/predictions/ds={day}", "predict", "folder",
+       True, "the predictions served for one flight day (flight_delays_predict)"),
+    _a("served_predictions", "data/output/predictions/ds={day}/predictions.parquet",
+       "predict", "parquet", True,
+       "every flight scheduled for the day, with the champion's predicted arrival delay"),
     _a("reports", "reports", "chart", "folder", False,
        "every run's report and figures (the Airflow plugin serves this folder)"),
     _a("figures", "reports/figures/ds={day}", "chart", "folder", True, "the run's charts"),
@@ -243,6 +259,8 @@ STORED_MODEL = BY_NAME["stored_model"]
 OUTPUT = BY_NAME["output"]
 PREDICTIONS = BY_NAME["predictions"]
 METRICS = BY_NAME["metrics"]
+SERVED_PREDICTIONS_DAY = BY_NAME["served_predictions_day"]
+SERVED_PREDICTIONS = BY_NAME["served_predictions"]
 REPORTS = BY_NAME["reports"]
 FIGURES = BY_NAME["figures"]
 REPORT_DIR = BY_NAME["report_dir"]
@@ -285,6 +303,29 @@ def resolve(
     """The path of ``entry`` (an :class:`Artifact` or its name) under ``root``."""
     artifact = BY_NAME[entry] if isinstance(entry, str) else entry
     return artifact.path(root, day, run_id, **fields)
+
+
+def asset_uri(entry: Artifact, root: str | Path) -> str:
+    """The URI naming ``entry``'s family of instances under ``root`` (its
+    :attr:`Artifact.family` folder), for lineage: the DAGs declare their Airflow
+    Assets with it. A local root becomes a ``file://`` URI; a URL root is kept."""
+    text = str(root)
+    base = text.rstrip("/") if "://" in text else Path(text).resolve().as_uri()
+    return f"{base}/{entry.family}" if entry.family else base
+
+
+#: Lineage: the artifacts the DAGs declare as Airflow Assets, by asset name. Each Asset
+#: is the family of one artifact (every processed day's instance lives under its URI,
+#: :func:`asset_uri`); ``flight_delays_champion`` gets an event only when the champion
+#: changes, and the prediction DAG is scheduled on it.
+ASSETS: dict[str, Artifact] = {
+    "flight_delays_features": FEATURES,
+    "flight_delays_model": RUN_MODEL,
+    "flight_delays_metrics": METRICS,
+    "flight_delays_report": REPORT,
+    "flight_delays_champion": MODEL_STORE,
+    "flight_delays_predictions": SERVED_PREDICTIONS,
+}
 
 
 def _leaf_folders() -> tuple[Artifact, ...]:

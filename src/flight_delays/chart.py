@@ -24,7 +24,16 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from flight_delays import artifacts, io, promotion, registry, report, schema, scoring
+from flight_delays import (
+    artifacts,
+    io,
+    promotion,
+    registry,
+    report,
+    schema,
+    scoring,
+    serving,
+)
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
 
@@ -332,7 +341,9 @@ def metric_history(
     history: pd.DataFrame, ax: Axes | None = None, title: str = "Holdout MAE"
 ) -> Figure:
     """Holdout MAE (minutes) of the challenger, the champion and the baseline for each
-    processed day, promotions circled, step-downs of a decayed champion crossed.
+    processed day, promotions circled, step-downs of a decayed champion crossed; and,
+    where the history has a ``served_mae`` column (:func:`flight_delays.serving.
+    with_served`), the MAE of the predictions served for each day.
 
     ``history``: one row per run with ``processed_day``, ``challenger_mae``,
     ``champion_mae``, ``baseline_mae`` and ``decision`` (``promoted``, ``kept`` or
@@ -370,6 +381,22 @@ def metric_history(
         highest, lowest = max(highest, float(values.max())), min(lowest, float(values.min()))
         ax.plot(
             days, values, marker=marker, markersize=2.5 if crowded else 5, color=color, label=label
+        )
+    # What production delivered: the predictions served for the day (flight_delays_
+    # predict) against its actual delays; only days that were served have a point.
+    served = runs.get("served_mae", pd.Series(np.nan, index=runs.index)).astype(float)
+    if served.notna().any():
+        shown = served.notna().to_numpy()
+        values = served.to_numpy()[shown]
+        highest, lowest = max(highest, float(values.max())), min(lowest, float(values.min()))
+        ax.plot(
+            days[shown],
+            values,
+            linestyle="--",
+            marker="D",
+            markersize=2.5 if crowded else 5,
+            color="tab:purple",
+            label="Served (the day's predictions vs its actual delays)",
         )
     promoted = runs[runs["decision"] == "promoted"]
     ax.scatter(
@@ -445,7 +472,7 @@ def run(
     )
     engine = registry.connect(registry_url or settings.registry_url)
     try:
-        runs = registry.history(engine)
+        runs = serving.with_served(registry.history(engine), serving.served_scores(engine))
     finally:
         engine.dispose()
     runs = runs[pd.to_datetime(runs["processed_day"]) <= pd.Timestamp(day)]

@@ -52,6 +52,35 @@ def processed_day(
     return date(local.year, local.month, local.day) - timedelta(days=1)
 
 
+def predicted_day(
+    logical_date: datetime | None,
+    run_after: datetime | None = None,
+    override: str | date | None = None,
+    champion_day: str | date | None = None,
+    tz: str = TIMEZONE,
+) -> date:
+    """The flight day a prediction run serves.
+
+    ``override`` (a run parameter) wins. A run started by a change of the champion
+    serves the day after the processed day of the newest triggering change
+    (``champion_day``, from the event's extra): the nightly run for D decides at about
+    02:00 on D+1, the day whose flights are about to leave. Else the local day of
+    ``logical_date`` (the 05:00 run on D serves D), else of ``run_after`` (a run
+    triggered without a logical date). Naive datetimes are taken as UTC.
+    """
+    if override not in (None, ""):
+        return parse_day(override)
+    if champion_day not in (None, ""):
+        return parse_day(champion_day) + timedelta(days=1)
+    moment = logical_date if logical_date is not None else run_after
+    if moment is None:
+        raise ValueError("a run needs a logical date, a run_after time or an explicit day")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=pendulum.UTC)
+    local = pendulum.instance(moment).in_timezone(tz)
+    return date(local.year, local.month, local.day)
+
+
 def window(day: date, days: int) -> list[date]:
     """The ``days`` consecutive days ending on ``day``, oldest first."""
     if days < 1:

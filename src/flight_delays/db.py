@@ -9,9 +9,23 @@ their databases here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
+
+#: The Airflow connection that names the warehouse (docker-compose and `make up` define
+#: it); without it the package's default applies (FLIGHT_DELAYS_SOURCE_URL, then the
+#: embedded SQLite file).
+WAREHOUSE_CONN_ID = "flight_delays_warehouse"
+
+
+def warehouse_url(conn: Any) -> str | None:
+    """The warehouse URL from a task context's ``conn`` accessor (Airflow's), or None for
+    the package's default. Called when a task runs, so the password never lands in the
+    task's rendered fields."""
+    connection = conn.get(WAREHOUSE_CONN_ID)
+    return connection.get_uri() if connection else None
 
 
 def safe_url(url: str | URL) -> str:

@@ -285,6 +285,28 @@ def refetch_day(settings: Settings, day: date, url: str) -> Path | None:
     return moved
 
 
+def ensure_partitions(settings: Settings, days: Sequence[date], url: str) -> list[date]:
+    """Fetch and freeze the raw partitions of ``days`` that do not exist yet (each checked
+    by the data contract first); returns the days this call wrote. Shared by the nightly
+    ingest (the training window) and the prediction step (the days before the predicted
+    one), so both read the source the same way."""
+    paths = settings.paths
+    todo = missing_days(days, (d for d in days if paths.raw_partition(d).exists()))
+    fetched: list[date] = []
+    if todo:
+        shown = db.safe_url(url)
+        engine = db.open_engine(url)
+        try:
+            tables = source.reflect_source(engine)
+            for d in todo:
+                checked = _fetch(engine, tables, d, settings, shown)
+                if _freeze(paths, d, checked, settings.ingest.max_quarantine_share):
+                    fetched.append(d)
+        finally:
+            engine.dispose()
+    return fetched
+
+
 def quarantined_rows(paths: ProjectPaths, day: date) -> int:
     """Rows of ``day`` the contract kept back when it was fetched (0: none, or fetched
     before the contracts existed)."""
@@ -322,18 +344,7 @@ def run(
     shown = db.safe_url(url)
     if refetch:
         refetch_day(settings, processed, url)
-    todo = missing_days(days, (d for d in days if paths.raw_partition(d).exists()))
-    fetched: list[date] = []
-    if todo:
-        engine = db.open_engine(url)
-        try:
-            tables = source.reflect_source(engine)
-            for d in todo:
-                checked = _fetch(engine, tables, d, settings, shown)
-                if _freeze(paths, d, checked, settings.ingest.max_quarantine_share):
-                    fetched.append(d)
-        finally:
-            engine.dispose()
+    fetched = ensure_partitions(settings, days, url)
     partitions = [
         {**partition_stats(d, paths.raw_partition(d)), "quarantined": quarantined_rows(paths, d)}
         for d in days

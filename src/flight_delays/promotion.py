@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 
 def champion_name(model_day: date | None) -> str:
@@ -136,3 +137,25 @@ def _kept_or_step_down(
         f"baseline; margin {margin:.1%}), so it steps down and the baseline is champion again",
         step_down=True,
     )
+
+
+def champion_event(score_result: dict[str, Any], day: date | str) -> dict[str, Any] | None:
+    """What the ``champion`` asset event of a nightly run carries, or None when the run
+    left the champion in place (no event).
+
+    ``score_result``: what :func:`flight_delays.score.run` returned (``decision``,
+    ``model_sha256``, the holdout MAEs). The extra names the new champion: the run's
+    model after a promotion, the baseline after a step-down; its MAE on the run's
+    holdout (minutes) and the processed day."""
+    decision = score_result["decision"]
+    if decision not in (PROMOTED, STEPPED_DOWN):
+        return None
+    promoted = decision == PROMOTED
+    return {
+        "day": day if isinstance(day, str) else day.isoformat(),
+        "decision": decision,
+        "champion": "model" if promoted else "baseline",
+        "model_sha256": score_result["model_sha256"] if promoted else None,
+        "mae": score_result["model_mae"] if promoted else score_result["baseline_mae"],
+        "run_id": score_result.get("run_id"),
+    }

@@ -30,7 +30,17 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from flight_delays import artifacts, evaluation, io, promotion, registry, schema, scoring, train
+from flight_delays import (
+    artifacts,
+    evaluation,
+    io,
+    promotion,
+    registry,
+    schema,
+    scoring,
+    serving,
+    train,
+)
 from flight_delays.config import Settings, load_settings
 from flight_delays.dates import parse_day
 
@@ -160,6 +170,7 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
     holdout_start = pd.Timestamp(days.min()).date()
     holdout_end = pd.Timestamp(days.max()).date()
     predictions_path = settings.paths.predictions(day)
+    served = _served_score(engine, day, holdout, run_id)
 
     for _attempt in range(MAX_ATTEMPTS):
         champion = registry.current_champion(engine)
@@ -222,6 +233,8 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
                 key: data_counts.get(key, 0) for key in ("quarantined_rows", "failed_contract")
             },
             "unseen_categories": unseen,
+            # What production served for the day that just ended (None: nothing served).
+            "served": served,
             "baseline_fallbacks": baseline.fallbacks(holdout),
             "model_sha256": challenger.model_sha256,
             "predictions_sha256": io.sha256(predictions_path),
@@ -258,6 +271,33 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
     raise registry.RegistryError(
         f"the champion changed {MAX_ATTEMPTS} times while {day} was scored: gave up"
     )
+
+
+def _served_score(
+    engine: Engine, day: date, holdout: pd.DataFrame, run_id: str
+) -> dict[str, Any] | None:
+    """Join the predictions served for ``day`` (the prediction DAG's, in the warehouse)
+    to the day's actual delays in the holdout, record the served MAE next to the
+    baseline's on the same flights, and return it (None: nothing was served for it)."""
+    actual = holdout.loc[pd.to_datetime(holdout[schema.DAY]).dt.date == day]
+    score = serving.served_score(serving.predictions_of(engine, day), actual)
+    if score is None:
+        log.info("score %s: no predictions were served for the day", day)
+        return None
+    serving.record_served_score(engine, score, run_id)
+    log.info(
+        "score %s: served MAE %.2f min on %d flights (baseline %.2f min), champion %s",
+        day,
+        score["served_mae"],
+        score["flights"],
+        score["baseline_mae"],
+        score["champion_day"] or score["champion_kind"],
+    )
+    return {**score, "flight_day": day.isoformat(), "champion_day": _iso(score["champion_day"])}
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else pd.Timestamp(value).date().isoformat()
 
 
 def _publish(settings: Settings, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -348,5 +388,6 @@ def run(
         "champion_mae": metrics["champion"]["mae"],
         "baseline_mae": metrics["baseline"]["mae"],
         "decision": row["decision"],
+        "model_sha256": row["model_sha256"],
         "run_id": run_id,
     }

@@ -31,27 +31,67 @@ def dag(dagbag):
     return dagbag.dags["flight_delays"]
 
 
+@pytest.fixture(scope="module")
+def predict_dag(dagbag):
+    return dagbag.dags["flight_delays_predict"]
+
+
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"flight_delays"}
+    assert set(dagbag.dag_ids) == {"flight_delays", "flight_delays_predict"}
 
 
-def test_six_steps_in_a_chain(dag):
-    assert [t.task_id for t in dag.topological_sort()] == STEPS
+def test_six_steps_in_a_chain_and_publish_after_score(dag):
+    assert [t.task_id for t in dag.topological_sort()] == [*STEPS, "publish"]
     for upstream, downstream in itertools.pairwise(STEPS):
-        assert dag.get_task(upstream).downstream_task_ids == {downstream}
+        expected = {downstream, "publish"} if upstream == "score" else {downstream}
+        assert dag.get_task(upstream).downstream_task_ids == expected
     assert dag.get_task("ingest").upstream_task_ids == set()
+    assert dag.get_task("publish").upstream_task_ids == {"score"}
 
 
-def test_policies(dag):
+@pytest.mark.parametrize("dag_id", ["flight_delays", "flight_delays_predict"])
+def test_policies(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
     assert dag.catchup is False
     assert dag.max_active_runs >= 1
     assert {"ml", "flights"} <= set(dag.tags)
-    assert dag.doc_md and "Processed day" in dag.doc_md
+    assert dag.doc_md and "What a run does" in dag.doc_md
     for task in dag.tasks:
         assert task.retries >= 2, task.task_id
         assert task.retry_delay >= timedelta(minutes=1), task.task_id
         assert task.execution_timeout is not None, task.task_id
+
+
+def test_each_task_declares_what_it_makes_as_assets(dag, predict_dag):
+    from flight_delays import artifacts
+
+    made = {t.task_id: [a.name for a in t.outlets] for t in dag.tasks}
+    assert made == {
+        "ingest": [],
+        "featurize": ["flight_delays_features"],
+        "split": [],
+        "train": ["flight_delays_model"],
+        "score": ["flight_delays_metrics"],
+        "chart": ["flight_delays_report"],
+        "publish": ["flight_delays_champion"],
+    }
+    (predict,) = predict_dag.tasks
+    assert [a.name for a in predict.outlets] == ["flight_delays_predictions"]
+    root = dag.get_task("chart").op_kwargs["root"]
+    for task in [*dag.tasks, predict]:
+        for asset in task.outlets:  # URIs from the catalog, under the project root
+            assert asset.uri == artifacts.asset_uri(artifacts.ASSETS[asset.name], root)
+            assert asset.uri.startswith("file:///")
+
+
+def test_predictions_every_morning_at_five_and_on_each_champion_change(predict_dag):
+    timetable = predict_dag.timetable
+    assert type(timetable).__name__ == "AssetOrTimeSchedule"
+    assert timetable.timetable.expression == "0 5 * * *"
+    zone = timetable.timetable.timezone
+    assert getattr(zone, "name", zone) == "America/New_York"
+    assert [a.name for a in timetable.asset_condition.objects] == ["flight_delays_champion"]
 
 
 def test_nightly_at_two_in_new_york(dag):
@@ -62,7 +102,7 @@ def test_nightly_at_two_in_new_york(dag):
 
 
 def test_every_task_passes_the_processed_day_and_root(dag):
-    for task in dag.tasks:
+    for task in (dag.get_task(step) for step in STEPS):
         assert set(task.op_kwargs) == {"day", "root"}
         assert "processed_day(" in task.op_kwargs["day"]
         assert Path(task.op_kwargs["root"], "include", "params.yaml").is_file()
@@ -77,11 +117,12 @@ def test_day_template_renders_to_the_day_before_the_run(dag):
     assert macro(run, run, None) == date(2013, 3, 15)
 
 
-def test_parsing_loads_neither_pandas_nor_sklearn():
+@pytest.mark.parametrize("dag_file", [DAG_FILE, REPO / "dags" / "flight_delays_predict.py"])
+def test_parsing_loads_neither_pandas_nor_sklearn(dag_file):
     probe = (
         "import runpy, sys, time\n"
         "t = time.perf_counter()\n"
-        f"runpy.run_path({str(DAG_FILE)!r})\n"
+        f"runpy.run_path({str(dag_file)!r})\n"
         "heavy = sorted(m for m in ('pandas', 'sklearn', 'matplotlib') if m in sys.modules)\n"
         "print('heavy=' + ','.join(heavy))\n"
     )
@@ -209,3 +250,121 @@ def test_the_refetch_param_reaches_ingest(dag, monkeypatch):
     call_task(dag.get_task("ingest"), params={"day": None, "refetch": True})
     assert seen["refetch"] is True
     assert dag.params.get_param("refetch").value is False  # off unless asked for
+
+
+class Outlets(dict):
+    """The task context's ``outlet_events``: one accessor (with ``extra``) per asset."""
+
+    def __missing__(self, asset):
+        self[asset] = accessor = type("Accessor", (), {"extra": {}})()
+        return accessor
+
+
+class Ti:
+    def __init__(self, score: dict) -> None:
+        self.score = score
+
+    def xcom_pull(self, task_ids: str) -> dict:
+        assert task_ids == "score"
+        return self.score
+
+
+SCORED = {"model_mae": 30.5, "baseline_mae": 33.0, "model_sha256": "ab" * 32, "run_id": "r"}
+
+
+@pytest.mark.parametrize(
+    ("decision", "champion", "sha", "mae"),
+    [("promoted", "model", "ab" * 32, 30.5), ("stepped down", "baseline", None, 33.0)],
+)
+def test_publish_emits_a_champion_event_when_the_champion_changed(
+    dag, decision, champion, sha, mae
+):
+    outlets = Outlets()
+    task = dag.get_task("publish")
+    extra = task.python_callable(
+        day="2013-03-15", ti=Ti({**SCORED, "decision": decision}), outlet_events=outlets
+    )
+    (asset,) = task.outlets
+    assert outlets[asset].extra == extra
+    assert extra == {
+        "day": "2013-03-15",
+        "decision": decision,
+        "champion": champion,
+        "model_sha256": sha,
+        "mae": mae,
+        "run_id": "r",
+    }
+
+
+def test_publish_is_skipped_when_the_champion_stayed(dag):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    outlets = Outlets()
+    with pytest.raises(AirflowSkipException, match="did not change"):
+        dag.get_task("publish").python_callable(
+            day="2013-03-15", ti=Ti({**SCORED, "decision": "kept"}), outlet_events=outlets
+        )
+    assert outlets == {}  # no event
+
+
+class Run:
+    def __init__(self, logical_date=None, run_after=None) -> None:
+        self.logical_date, self.run_after = logical_date, run_after
+
+
+class Event:
+    def __init__(self, day: str, minute: int) -> None:
+        self.extra = {"day": day, "decision": "promoted"}
+        self.timestamp = pendulum.datetime(2026, 1, 1, 7, minute)
+
+
+@pytest.mark.parametrize(
+    ("dag_run", "params", "events", "day"),
+    [
+        # The 05:00 run on the clock serves its own New York day.
+        (Run(pendulum.datetime(2013, 3, 16, 5, tz="America/New_York")), {}, None, "2013-03-16"),
+        # Two champion events started the run: the newer one (of the 14th, after a
+        # rollback) names the champion that serves, so the 15th.
+        (Run(None, pendulum.datetime(2026, 1, 1)), {}, ["2013-03-20", "2013-03-14"], "2013-03-15"),
+        # By hand with a day: that day.
+        (Run(None, pendulum.datetime(2026, 1, 1)), {"day": "2013-05-01"}, None, "2013-05-01"),
+    ],
+)
+def test_the_prediction_task_serves_the_right_day(
+    predict_dag, monkeypatch, dag_run, params, events, day
+):
+    from flight_delays import predict
+
+    seen = {}
+    monkeypatch.setattr(predict, "run", lambda **kwargs: seen.update(kwargs) or {"rows": 1})
+    (task,) = predict_dag.tasks
+    (champion,) = predict_dag.timetable.asset_condition.objects
+    triggering = {champion: [Event(d, k) for k, d in enumerate(events)]} if events else {}
+    task.python_callable(
+        root=task.op_kwargs["root"],
+        conn=NoConnections(),
+        run_id="r",
+        dag_run=dag_run,
+        params={"day": None, **params},
+        triggering_asset_events=triggering,
+    )
+    assert seen["day"] == date.fromisoformat(day)
+    assert (seen["source_url"], seen["registry_url"], seen["run_id"]) == (None, None, "r")
+
+
+def test_a_data_error_fails_the_prediction_at_once(predict_dag, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from flight_delays import predict
+
+    monkeypatch.setattr(predict, "run", step_raising(predict.NoScheduleError("no flights")))
+    (task,) = predict_dag.tasks
+    with pytest.raises(AirflowFailException, match="NoScheduleError: no flights"):
+        task.python_callable(
+            root=task.op_kwargs["root"],
+            conn=NoConnections(),
+            run_id="r",
+            dag_run=Run(pendulum.datetime(2013, 3, 16, 5, tz="America/New_York")),
+            params={"day": None},
+            triggering_asset_events={},
+        )

@@ -48,14 +48,14 @@ SIMPLE_AUTH_MANAGER = (
 
 
 def dag_constant(name: str) -> str:
-    """A module-level string constant of the DAG file, read without importing Airflow."""
-    tree = ast.parse((REPO / "dags" / "flight_delays_pipeline.py").read_text())
+    """A module-level string constant of flight_delays.db (the DAGs take it from there)."""
+    tree = ast.parse((REPO / "src" / "flight_delays" / "db.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == name for t in node.targets
         ):
             return ast.literal_eval(node.value)
-    raise AssertionError(f"{name} not found in dags/flight_delays_pipeline.py")
+    raise AssertionError(f"{name} not found in src/flight_delays/db.py")
 
 
 @pytest.fixture(scope="module", params=sorted(PROFILES))

@@ -79,6 +79,34 @@ def test_dags_test_runs_the_whole_pipeline(project):
     check_artifacts(ProjectPaths(project.root), date(2013, 3, 15))
 
 
+def test_dags_test_of_the_prediction_dag_serves_every_scheduled_flight(project):
+    """The prediction DAG through `airflow dags test`: its 05:00 run on 2013-03-16 serves
+    that day with the registry's champion, into the parquet file and the warehouse."""
+    import sqlite3
+
+    from flight_delays import artifacts, registry, serving
+
+    day = date(2013, 3, 16)
+    result = project.airflow("dags", "test", "flight_delays_predict", "2013-03-16T05:00:00-04:00")
+    finished = re.search(r"DagRun Finished: .*?state=(\w+)", result.stdout + result.stderr)
+    assert finished and finished.group(1) == "success", result.stdout[-3000:]
+    with sqlite3.connect(project.root / "warehouse.sqlite") as conn:
+        scheduled = conn.execute(
+            "select count(*) from flights where local_date = ?", (day.isoformat(),)
+        ).fetchone()[0]
+    frame = pd.read_parquet(artifacts.SERVED_PREDICTIONS.path(project.root, day))
+    assert len(frame) == scheduled > 500
+    assert frame["predicted_arr_delay"].notna().all()
+    engine = registry.connect(project.env["FLIGHT_DELAYS_SOURCE_URL"])  # the warehouse
+    try:
+        stored = serving.predictions_of(engine, day)
+        champion = registry.current_champion(engine)
+    finally:
+        engine.dispose()
+    assert len(stored) == scheduled
+    assert set(stored["champion_version"]) == {champion.version}
+
+
 def test_tasks_test_runs_each_step_in_order(project):
     paths = ProjectPaths(project.root)
     day = date(2013, 4, 1)

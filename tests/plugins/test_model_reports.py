@@ -236,6 +236,27 @@ def test_after_a_step_down_the_card_says_why_the_baseline_serves(client, project
     assert "no model has beaten it yet" not in page
 
 
+def test_a_served_day_shows_its_served_mae(client, project):
+    from flight_delays import serving
+
+    engine = registry.connect(f"sqlite:///{project / 'warehouse.sqlite'}")
+    served = {
+        "flight_day": date(2013, 3, 16),
+        "flights": 812,
+        "served_mae": 17.75,
+        "baseline_mae": 21.0,
+        "champion_kind": "model",
+        "champion_day": date(2013, 3, 15),
+        "model_sha256": SHA,
+    }
+    serving.record_served_score(engine, served, "scheduled__x")
+    engine.dispose()
+    runs = {r["processed_day"]: r for r in client.get("/api/runs").json()["runs"]}
+    assert runs["2013-03-16"]["served_mae"] == 17.75
+    assert runs["2013-03-15"]["served_mae"] is None
+    assert '<td class="num">17.75</td>' in client.get("/").text
+
+
 def test_an_unmigrated_registry_is_read_as_no_runs_and_not_migrated(client, project):
     (project / "warehouse.sqlite").unlink()
     import sqlite3

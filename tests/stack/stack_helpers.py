@@ -74,9 +74,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_path(run_id: str) -> str:
+def run_path(run_id: str, dag_id: str = DAG_ID) -> str:
     """REST path of a DAG run (run ids hold ':' and '+')."""
-    return f"/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"
+    return f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
 
 
 @dataclass
@@ -145,14 +145,14 @@ class Stack:
         )
         return response.json() if response.content else None
 
-    def wait_for_run(self, run_id: str, timeout: float = 300) -> dict:
+    def wait_for_run(self, run_id: str, timeout: float = 300, dag_id: str = DAG_ID) -> dict:
         """Poll a DAG run until it succeeds. Fails at once when a task fails or waits for
         a retry (retries are for flaky infrastructure, which a test stack must not have),
         naming the task and its error, and after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while True:
-            run = self.ok("GET", run_path(run_id))
-            tasks = self.ok("GET", f"{run_path(run_id)}/taskInstances")["task_instances"]
+            run = self.ok("GET", run_path(run_id, dag_id))
+            tasks = self.ok("GET", f"{run_path(run_id, dag_id)}/taskInstances")["task_instances"]
             broken = [t for t in tasks if t["state"] in ("failed", "up_for_retry")]
             if run["state"] in ("success", "failed") or broken or time.monotonic() > deadline:
                 break
@@ -160,19 +160,19 @@ class Stack:
         if run["state"] != "success":
             # Fail the run, so that its retries do not hold one of the DAG's two active-run
             # slots (max_active_runs=2) for minutes and queue the next tests' runs.
-            self.api("PATCH", run_path(run_id), json={"state": "failed"})
+            self.api("PATCH", run_path(run_id, dag_id), json={"state": "failed"})
             states = {t["task_id"]: (t["state"], t["try_number"]) for t in tasks}
-            errors = "\n".join(self.task_error(run_id, t) for t in broken)
+            errors = "\n".join(self.task_error(run_id, t, dag_id) for t in broken)
             raise AssertionError(
                 f"run {run_id} is {run['state']!r} (waited up to {timeout:.0f} s): {states}\n"
                 + errors
             )
         return run
 
-    def task_error(self, run_id: str, task: dict) -> str:
+    def task_error(self, run_id: str, task: dict, dag_id: str = DAG_ID) -> str:
         """The error events of a task's log (JSON lines), for the failure message."""
         log = (
-            self.state / "logs" / "airflow" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+            self.state / "logs" / "airflow" / f"dag_id={dag_id}" / f"run_id={run_id}"
             / f"task_id={task['task_id']}" / f"attempt={max(task['try_number'], 1)}.log"
         )  # fmt: skip
         lines = []

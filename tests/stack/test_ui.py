@@ -3,6 +3,7 @@ for Python driving the system Chromium (pytest-playwright's ``page`` fixture, la
 with ``executable_path``; no browser download).
 
 - the DAG page after a login, with the six tasks;
+- the Assets view: the catalog's assets, the champion linking both DAGs;
 - a backfill made from the UI's Trigger -> Backfill dialog (POST /api/v2/backfills),
   whose three runs succeed with one artifact set per day;
 - the Model reports page: the metric-history chart, the champion's card and the runs,
@@ -79,6 +80,21 @@ def test_headless_chromium_logs_in_and_finds_the_six_tasks(stack: Stack, page: P
         expect(page.get_by_text(step, exact=True).first).to_be_visible(timeout=45_000)
     expect(page.get_by_text("0 2 * * *").first).to_be_visible()
     expect(page.get_by_text(DAG_ID).first).to_be_visible()
+
+
+def test_the_assets_view_links_both_dags_through_the_champion(
+    stack: Stack, page: Page, tmp_path: Path
+):
+    """Lineage in the UI: the Assets page lists the catalog's assets, and the champion's
+    page shows the training DAG's publish task producing it and the prediction DAG
+    scheduled on it."""
+    log_in(page, stack, "/assets")
+    for name in ("flight_delays_features", "flight_delays_model", "flight_delays_champion"):
+        expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=45_000)
+    page.get_by_text("flight_delays_champion", exact=True).first.click()
+    expect(page.get_by_text("flight_delays_predict").first).to_be_visible(timeout=45_000)
+    expect(page.get_by_text(DAG_ID, exact=True).first).to_be_visible()
+    save_screenshot(page, tmp_path, "assets_champion.png", full_page=True)
 
 
 def test_the_ui_defaults_to_new_york_time_and_keeps_a_users_choice(stack: Stack, page: Page):

@@ -71,7 +71,8 @@ def test_a_missing_input_names_its_entrys_producer(tmp_path: Path) -> None:
 
 
 def test_every_producer_is_a_step_or_a_named_command() -> None:
-    assert {entry.producer for entry in artifacts.CATALOG} <= {*cli.STEPS, "seed", "backtest"}
+    producers = {*cli.STEPS, "seed", "backtest", "predict"}
+    assert {entry.producer for entry in artifacts.CATALOG} <= producers
     assert len(artifacts.BY_NAME) == len(artifacts.CATALOG)
 
 

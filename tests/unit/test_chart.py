@@ -436,6 +436,32 @@ def test_metric_history_crosses_a_step_down_at_the_champions_mae() -> None:
     assert not any("stepped" in t.get_text() for t in calm.axes[0].get_legend().get_texts())
 
 
+def test_metric_history_draws_the_served_mae_where_a_day_was_served() -> None:
+    from flight_delays import serving
+
+    history = pd.DataFrame(
+        {
+            "processed_day": [date(2013, 3, 1), date(2013, 3, 2), date(2013, 3, 3)],
+            "challenger_mae": [20.0, 21.0, 19.0],
+            "champion_mae": [22.0, 20.0, 20.0],
+            "baseline_mae": [22.0, 22.0, 22.0],
+            "decision": ["promoted", "kept", "kept"],
+        }
+    )
+    served = pd.DataFrame(
+        {"flight_day": [date(2013, 3, 2), date(2013, 3, 3)], "served_mae": [23.5, 18.0]}
+    )
+    runs = serving.with_served(history, served)
+    assert runs["served_mae"].isna().tolist() == [True, False, False]
+    (ax,) = chart.metric_history(runs).axes
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("Served")]
+    np.testing.assert_allclose(line.get_ydata(), [23.5, 18.0])
+    assert len(line.get_xdata()) == 2  # only the served days
+    # Nothing served: no such line.
+    (bare,) = chart.metric_history(history).axes
+    assert not [ln for ln in bare.get_lines() if ln.get_label().startswith("Served")]
+
+
 def test_run_without_predictions_names_score_task(tmp_path, model_params_file) -> None:
     with pytest.raises(io.MissingArtifactError, match="'score' task"):
         chart.run("2024-03-10", root=tmp_path, params_file=model_params_file)

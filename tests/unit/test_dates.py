@@ -43,3 +43,16 @@ def test_window_is_oldest_first_and_ends_on_the_day():
     assert window(date(2013, 3, 2), 3) == [date(2013, 2, 28), date(2013, 3, 1), date(2013, 3, 2)]
     with pytest.raises(ValueError):
         window(date(2013, 3, 2), 0)
+
+
+def test_the_predicted_day_is_the_runs_own_day_or_the_one_after_a_new_champion():
+    from flight_delays.dates import predicted_day
+
+    five_am = datetime(2013, 3, 16, 9, 0, tzinfo=UTC)  # 05:00 in New York (EDT)
+    assert predicted_day(five_am) == date(2013, 3, 16)
+    # Naive datetimes are UTC: 03:00 UTC on the 17th is still the 16th in New York.
+    assert predicted_day(None, datetime(2013, 3, 17, 3, 0)) == date(2013, 3, 16)
+    assert predicted_day(five_am, five_am, "2013-06-01") == date(2013, 6, 1)
+    assert predicted_day(five_am, five_am, None, "2013-03-20") == date(2013, 3, 21)
+    with pytest.raises(ValueError, match="logical date"):
+        predicted_day(None, None)

@@ -47,11 +47,15 @@ def test_migration_creates_the_declared_schema_and_is_idempotent(tmp_path):
     assert registry.current_revision(engine) == registry.head_revision()
     registry.upgrade(engine)  # second time: nothing to do
     inspector = inspect(engine)
+    from flight_delays import serving
+
     for table in (
         registry.MODEL_RUNS,
         registry.CHAMPION,
         registry.CHALLENGERS,
         registry.CHAMPION_MOVES,
+        serving.PREDICTIONS,
+        serving.SERVED_SCORES,
     ):
         migrated = {c["name"] for c in inspector.get_columns(table.name)}
         assert migrated == set(table.c.keys()), table.name
@@ -288,10 +292,12 @@ def test_revision_0004_keeps_the_rows_and_refuses_to_drop_a_step_down(tmp_path):
             engine, run_row(date(2013, 3, 8), 25.0, decision="stepped down"), False, 1
         )
     registry.upgrade(engine)
-    assert registry.current_revision(engine) == "0004"
+    assert registry.current_revision(engine) == registry.head_revision()
     assert registry.current_champion(engine).processed_day == date(2013, 3, 1)
     decayed = run_row(date(2013, 3, 8), 25.0, decision="stepped down")
     registry.record_run(engine, decayed, False, 1, step_down=True)
+    with engine.begin() as conn:
+        command.downgrade(registry._alembic_config(conn), "0004")
     with engine.begin() as conn, pytest.raises(RuntimeError, match="step-down"):
         command.downgrade(registry._alembic_config(conn), "0003")
     assert registry.current_revision(engine) == "0004"

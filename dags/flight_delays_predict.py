@@ -1,0 +1,114 @@
+"""flight_delays_predict: serve the champion's predictions for a day's flights. Wiring only.
+
+Scheduled every morning at 05:00 New York time, and also whenever the training DAG
+changes the champion (its ``flight_delays_champion`` asset event). Its one task calls
+:func:`flight_delays.predict.run` (imported when the task runs, not when this file is
+parsed).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param
+from airflow.sdk.exceptions import AirflowFailException
+
+from flight_delays.artifacts import ASSETS, asset_uri
+from flight_delays.config import project_root
+from flight_delays.dates import TIMEZONE, predicted_day
+from flight_delays.db import warehouse_url
+from flight_delays.errors import failing_fast
+
+# As in the training DAG (flight_delays_pipeline.py): the project root, the fail-fast
+# rule for data errors, and the Assets from the artifact catalog.
+PROJECT_ROOT = str(project_root(anchor=__file__))
+fail_fast = failing_fast(AirflowFailException)
+CHAMPION, PREDICTIONS = (
+    Asset(name=name, uri=asset_uri(ASSETS[name], PROJECT_ROOT))
+    for name in ("flight_delays_champion", "flight_delays_predictions")
+)
+
+
+def champion_day(triggering_asset_events: Any) -> str | None:
+    """The processed day of the newest champion event that started this run (None for a
+    run on the clock or by hand). Several events can start one run; the newest names
+    the champion that serves now."""
+    events = triggering_asset_events[CHAMPION] if triggering_asset_events else []
+    events = [event for event in events if (event.extra or {}).get("day")]
+    return max(events, key=lambda event: event.timestamp).extra["day"] if events else None
+
+
+@fail_fast
+def predict(
+    root: str, conn: Any, run_id: str, dag_run: Any, params: dict, triggering_asset_events: Any
+) -> dict:
+    from flight_delays import predict
+
+    day = predicted_day(
+        dag_run.logical_date,
+        dag_run.run_after,
+        params.get("day"),
+        champion_day(triggering_asset_events),
+    )
+    url = warehouse_url(conn)
+    return predict.run(day=day, root=root, source_url=url, registry_url=url, run_id=run_id)
+
+
+with DAG(
+    dag_id="flight_delays_predict",
+    description="Every morning, and on each new champion: predict the arrival delay of "
+    "every flight scheduled for the day.",
+    # 05:00 New York time, before the first departures; and on every champion change,
+    # so a new champion (or the baseline taking over again) serves at once.
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 5 * * *", timezone=TIMEZONE), assets=[CHAMPION]
+    ),
+    start_date=pendulum.datetime(2013, 1, 1, tz=TIMEZONE),
+    catchup=False,
+    max_active_runs=1,  # runs replace a day's predictions whole: one at a time
+    dagrun_timeout=timedelta(hours=1),
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "execution_timeout": timedelta(minutes=20),
+    },
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Flight day to predict",
+            description="YYYY-MM-DD. Empty: the New York day of the run (the 05:00 run on D "
+            "serves D), or, for a run started by a new champion, the day after the one it "
+            "was trained for.",
+        ),
+    },
+    tags=["ml", "flights", "predictions"],
+    doc_md=__doc__
+    + """
+### What a run does
+| task | reads | writes |
+|---|---|---|
+| predict | champion, the day's schedule and weather, the days before | predictions |
+
+**predict** reads the registry's champion, the day's schedule and weather from the
+warehouse and the raw partitions of the days before; it writes
+`data/output/predictions/ds=D/predictions.parquet` and replaces the day's rows of the
+warehouse table `predictions`.
+
+Every scheduled flight gets the champion's predicted arrival delay in minutes and the
+baseline's (origin-and-hour median) beside it; the nightly training run of D scores them
+against what happened (the *served* MAE, on the Model reports page).
+""",
+) as dag:
+    PythonOperator(
+        task_id="predict",
+        python_callable=predict,
+        op_kwargs={"root": PROJECT_ROOT},
+        outlets=[PREDICTIONS],
+    )

@@ -1,0 +1,236 @@
+"""Serve the champion: the predicted arrival delay of every flight scheduled for a day.
+
+The prediction DAG (``dags/flight_delays_predict.py``) runs this every morning at 05:00
+New York time for that day, and again whenever the champion changes. It scores *all*
+scheduled flights, cancelled ones included (nobody knows yet which will be), with the
+registry's current champion: the model, or the naive baseline while the baseline is
+champion. The baseline's prediction is kept beside it, so the nightly run can compare
+both with what happened (:mod:`flight_delays.serving`).
+
+Features are the training features, built by the same functions:
+
+- the schedule and the weather of the day come from the warehouse. The model was
+  trained on the observed weather of each flight's hour as if it were a perfect
+  forecast (its model card says so); here the weather the warehouse holds for the day
+  when the predictions are made stands in for the forecast: in the demo that is the
+  whole day, in production the hours not yet observed are missing and the booster
+  treats them as missing;
+- the past-day delay statistics come from the ``ingest.window_days`` days before the
+  day (their raw partitions, fetched like the nightly ingest fetches them when one is
+  missing): the day's flights see the day before as a holdout's first day does;
+- no actual outcome of the day is read: the schedule's arrival delays are dropped
+  before anything else.
+
+Pure core: :func:`schedule_features` and :func:`predict_day`. File wrapper: :func:`run`
+writes ``data/output/predictions/ds=<day>/predictions.parquet`` and replaces the day's
+rows of the warehouse table ``predictions``, both idempotent per day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flight_delays import (
+    artifacts,
+    contracts,
+    dates,
+    db,
+    featurize,
+    history,
+    ingest,
+    io,
+    registry,
+    schema,
+    scoring,
+    serving,
+    source,
+    train,
+)
+from flight_delays.config import SplitSettings, load_settings
+from flight_delays.errors import PipelineDataError
+
+log = logging.getLogger(__name__)
+
+
+class NoScheduleError(PipelineDataError):
+    """The warehouse holds no flight scheduled for the day to predict."""
+
+
+# --- pure core --------------------------------------------------------------------------
+def schedule_features(schedule: pd.DataFrame, weather: pd.DataFrame) -> pd.DataFrame:
+    """The base features (:func:`flight_delays.featurize.build_features`) of every
+    scheduled flight in ``schedule``, without a target column.
+
+    build_features keeps the flights that have an arrival delay (the training rows); a
+    schedule has none yet, so each flight gets a placeholder of 0 that is dropped at
+    once: the schedule's own ``arr_delay`` is never read. ``weather``: the day's hourly
+    weather (may be empty)."""
+    unknown = schedule.assign(**{schema.TARGET: 0.0})
+    features, _counts = featurize.build_features(unknown, weather)
+    return features.drop(columns=[schema.TARGET])
+
+
+def predict_day(
+    day: date,
+    past: pd.DataFrame,
+    scheduled: pd.DataFrame,
+    split_settings: SplitSettings,
+    model: Any | None,
+) -> pd.DataFrame:
+    """Predict the arrival delay (minutes) of the ``scheduled`` flights of ``day``.
+
+    ``past``: featurize's table of the days before ``day`` (with arrival delays);
+    ``scheduled``: :func:`schedule_features` of the day. The past-day statistics are
+    added as for a holdout starting on ``day``. ``model``: the champion model, or None
+    while the baseline is champion. Returns the flight identity (``flight_day``,
+    carrier, flight, origin, dest, sched_dep_time), ``predicted_arr_delay`` (the
+    champion's) and ``baseline_arr_delay`` (the baseline fitted on ``past``), one row
+    per scheduled flight. Inputs are not modified."""
+    if scheduled.empty:
+        raise ValueError(f"no scheduled flights to predict for {day}")
+    days = pd.to_datetime(scheduled[schema.DAY]).dt.date.unique()
+    if list(days) != [day]:
+        raise ValueError(f"scheduled flights of {day} expected, got days {sorted(days)}")
+    statistics = history.history_statistics(split_settings.recent_days, split_settings.history_days)
+    _past, frame = history.add_history_features(
+        past, scheduled, cutoff=day, block_days=split_settings.holdout_days, statistics=statistics
+    )
+    baseline = scoring.OriginHourMedianBaseline().fit(past).predict(frame)
+    served = baseline if model is None else train.predict(model, frame)
+    identity = frame[[schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]]
+    return identity.rename(columns={schema.DAY: "flight_day"}).assign(
+        flight_day=lambda f: pd.to_datetime(f["flight_day"]).dt.date,
+        predicted_arr_delay=np.asarray(served, dtype=float),
+        baseline_arr_delay=np.asarray(baseline, dtype=float),
+    )
+
+
+# --- file wrapper -----------------------------------------------------------------------
+def _read_past(root: Path, days: list[date]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    flights = [
+        io.read_parquet(artifacts.RAW_FLIGHTS.path(root, d), artifacts.RAW_FLIGHTS) for d in days
+    ]
+    weather = [
+        io.read_parquet(artifacts.RAW_WEATHER.path(root, d), artifacts.RAW_WEATHER) for d in days
+    ]
+    return pd.concat(flights, ignore_index=True), pd.concat(weather, ignore_index=True)
+
+
+def _read_schedule(url: str, day: date) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The day's flights and weather from the warehouse, through the data contract (rows
+    that break it are not predicted; their number is returned)."""
+    engine = db.open_engine(url)
+    try:
+        flights_raw, weather_raw = source.read_day(engine, day)
+    finally:
+        engine.dispose()
+    if flights_raw.empty:
+        raise NoScheduleError(
+            f"no flights scheduled for {day.isoformat()} in the warehouse "
+            f"{db.safe_url(url)}: nothing to predict"
+        )
+    flights = contracts.check_flights(flights_raw, day, source.FLIGHT_DTYPES)
+    weather = contracts.check_weather(weather_raw, day, source.WEATHER_DTYPES)
+    return flights.good, weather.good, len(flights.quarantine)
+
+
+def run(
+    day: str | date,
+    root: str | Path | None = None,
+    params_file: str | Path | None = None,
+    registry_url: str | None = None,
+    source_url: str | None = None,
+    run_id: str = "local__predict",
+) -> dict[str, Any]:
+    """Predict every flight scheduled for ``day`` with the registry's champion; write
+    ``data/output/predictions/ds=<day>/predictions.parquet`` and replace the day's rows
+    of the warehouse table ``predictions``. Returns ``{"predictions": path, "rows": n,
+    "champion": "baseline" or "model of <day>", "champion_version": v, "model_sha256":
+    sha or None, "left_out": rows that broke the data contract}``."""
+    started = time.perf_counter()
+    day = dates.parse_day(day)
+    settings = load_settings(root, params_file)
+    paths = settings.paths
+    url = source_url or settings.source_url
+    past_days = dates.window(day - timedelta(days=1), settings.ingest.window_days)
+    ingest.ensure_partitions(settings, past_days, url)
+    past_flights, past_weather = _read_past(paths.root, past_days)
+    past, _counts = featurize.build_features(past_flights, past_weather)
+    flights, weather, left_out = _read_schedule(url, day)
+    scheduled = schedule_features(flights, weather)
+
+    engine = registry.connect(registry_url or settings.registry_url)
+    try:
+        champion = registry.current_champion(engine)
+        model = (
+            None
+            if champion.kind == "baseline"
+            else train.load_model(champion.model_path, expected_sha256=champion.model_sha256)
+        )
+        frame = predict_day(day, past, scheduled, settings.split, model).assign(
+            champion_kind=champion.kind,
+            champion_day=champion.processed_day,
+            champion_version=champion.version,
+            model_sha256=champion.model_sha256,
+            run_id=run_id,
+        )[serving.PREDICTION_COLUMNS]
+        path = io.write_parquet(frame, artifacts.SERVED_PREDICTIONS.path(paths.root, day))
+        rows = serving.replace_predictions(engine, day, frame)
+    finally:
+        engine.dispose()
+    name = "baseline" if model is None else f"model of {champion.processed_day}"
+    log.info(
+        "predict %s: %d scheduled flights, champion %s (version %d), %d rows left out by "
+        "the data contract, %.1f s; %s",
+        day,
+        rows,
+        name,
+        champion.version,
+        left_out,
+        time.perf_counter() - started,
+        path,
+    )
+    return {
+        "predictions": str(path),
+        "rows": rows,
+        "champion": name,
+        "champion_version": champion.version,
+        "model_sha256": champion.model_sha256,
+        "left_out": left_out,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flight_delays.predict --day D``: serve day D's predictions without
+    Airflow (what the ``flight_delays_predict`` DAG's task runs)."""
+    parser = argparse.ArgumentParser(prog="python -m flight_delays.predict", description=__doc__)
+    parser.add_argument("--day", required=True, type=dates.parse_day, help="YYYY-MM-DD")
+    parser.add_argument("--root", default=None, help="project root (default: FLIGHT_DELAYS_HOME)")
+    parser.add_argument("--source-url", default=None, help="SQLAlchemy URL of the warehouse")
+    parser.add_argument("--registry-url", default=None, help="SQLAlchemy URL of the registry")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run(
+            args.day, args.root, source_url=args.source_url, registry_url=args.registry_url
+        )
+    except PipelineDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    rows, champion = result["rows"], result["champion"]
+    print(f"{rows} flights predicted by the {champion}: {result['predictions']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""flight_delays.predict and flight_delays.serving: every scheduled flight of a day gets
+the champion's prediction, idempotently, without reading the day's outcomes; the nightly
+run scores what was served."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from flight_delays import artifacts, cli, demo, ingest, predict, registry, serving
+from flight_delays.config import PARAMS_RELATIVE, load_settings
+
+SEEDED = (date(2013, 3, 20), date(2013, 4, 2))
+TRAINED = date(2013, 3, 31)  # the nightly run that trains the champion
+DAY = date(2013, 4, 1)  # the day predicted, then scored by its own nightly run
+PARAMS = {
+    "ingest": {"window_days": 8},
+    "split": {"holdout_days": 2, "recent_days": 2, "history_days": 4},
+    "train": {"max_iter": 20, "learning_rate": 0.2, "min_samples_leaf": 20, "bagging_models": 1},
+    "score": {"promotion_margin": 0.0},
+}
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("warehouse") / "flights.sqlite"
+    demo.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
+    return path
+
+
+@pytest.fixture
+def project(warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project root on a copy of the seeded warehouse (the embedded default source)."""
+    root = tmp_path / "project"
+    (root / "include").mkdir(parents=True)
+    (root / PARAMS_RELATIVE).write_text(yaml.safe_dump(PARAMS))
+    db = artifacts.SOURCE_DB.path(root)
+    db.parent.mkdir(parents=True)
+    db.write_bytes(warehouse.read_bytes())
+    monkeypatch.delenv("FLIGHT_DELAYS_SOURCE_URL", raising=False)
+    return root
+
+
+def _scheduled(root: Path, day: date) -> int:
+    with sqlite3.connect(artifacts.SOURCE_DB.path(root)) as conn:
+        return conn.execute(
+            "select count(*) from flights where local_date = ?", (day.isoformat(),)
+        ).fetchone()[0]
+
+
+def _engine(root: Path):
+    return registry.connect(load_settings(root).registry_url)
+
+
+def test_the_baseline_champion_predicts_every_scheduled_flight_once(project: Path) -> None:
+    result = predict.run(DAY, root=project, run_id="scheduled__a")
+
+    scheduled = _scheduled(project, DAY)
+    assert scheduled > 500  # a real weekday of the three New York airports
+    frame = pd.read_parquet(result["predictions"])
+    assert result["rows"] == len(frame) == scheduled  # cancelled flights too
+    assert Path(result["predictions"]) == artifacts.SERVED_PREDICTIONS.path(project, DAY)
+    assert result["champion"] == "baseline" and result["model_sha256"] is None
+    np.testing.assert_array_equal(frame["predicted_arr_delay"], frame["baseline_arr_delay"])
+    assert np.isfinite(frame["predicted_arr_delay"]).all()
+    engine = _engine(project)
+    stored = serving.predictions_of(engine, DAY)
+    assert len(stored) == scheduled and set(stored["run_id"]) == {"scheduled__a"}
+    # The same day again: one set, the newer run's.
+    predict.run(DAY, root=project, run_id="scheduled__b")
+    again = serving.predictions_of(engine, DAY)
+    assert len(again) == scheduled and set(again["run_id"]) == {"scheduled__b"}
+    engine.dispose()
+    # The nightly ingest's days before the day were fetched, the day itself was not.
+    settings = load_settings(project)
+    assert settings.paths.raw_partition(date(2013, 3, 31)).exists()
+    assert not settings.paths.raw_partition(DAY).exists()
+
+
+def test_the_days_outcomes_are_never_read(project: Path) -> None:
+    before = pd.read_parquet(predict.run(DAY, root=project)["predictions"])
+    with sqlite3.connect(artifacts.SOURCE_DB.path(project)) as conn:
+        conn.execute(
+            "update flights set arr_delay = 999, dep_delay = 999 where local_date = ?",
+            (DAY.isoformat(),),
+        )
+    after = pd.read_parquet(predict.run(DAY, root=project)["predictions"])
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_a_promoted_model_serves_and_its_day_is_scored_the_next_night(project: Path) -> None:
+    trained = cli.run_steps(cli.STEPS, TRAINED, root=project)
+    assert trained["score"]["decision"] == "promoted"  # margin 0: the model beats the baseline
+    served = predict.run(DAY, root=project, run_id="scheduled__p")
+    assert served["champion"] == f"model of {TRAINED}" and served["model_sha256"]
+    frame = pd.read_parquet(served["predictions"])
+    assert not np.allclose(frame["predicted_arr_delay"], frame["baseline_arr_delay"])
+
+    nightly = cli.run_steps(cli.STEPS, DAY, root=project)  # the night after DAY
+
+    metrics = pd.read_json(load_settings(project).paths.metrics(DAY), typ="series")
+    score = metrics["served"]
+    # An independent recomputation: the served predictions against the raw actuals.
+    raw = pd.read_parquet(artifacts.RAW_FLIGHTS.path(project, DAY))
+    key = ["carrier", "flight", "origin", "sched_dep_time"]
+    joined = frame.merge(raw[[*key, "arr_delay"]].dropna(), on=key)
+    assert score["flights"] == len(joined) < len(frame)  # cancelled flights have no delay
+    assert score["served_mae"] == pytest.approx(
+        (joined["predicted_arr_delay"] - joined["arr_delay"]).abs().mean()
+    )
+    assert score["baseline_mae"] == pytest.approx(
+        (joined["baseline_arr_delay"] - joined["arr_delay"]).abs().mean()
+    )
+    assert score["champion_day"] == TRAINED.isoformat()
+    engine = _engine(project)
+    table = serving.served_scores(engine)
+    assert list(table["flight_day"]) == [DAY]
+    assert table.loc[0, "served_mae"] == pytest.approx(score["served_mae"])
+    engine.dispose()
+    assert nightly["score"]["decision"] in ("promoted", "kept", "stepped down")
+
+
+def test_a_day_without_flights_or_without_its_past_is_named(project: Path) -> None:
+    # The warehouse ends on 2013-04-02: the 3rd has its past but no schedule.
+    with pytest.raises(predict.NoScheduleError, match="2013-04-03"):
+        predict.run(date(2013, 4, 3), root=project)
+    # It starts on 2013-03-20: the 25th lacks the first days of its past (03-17..03-24).
+    with pytest.raises(ingest.NoFlightsError, match="2013-03-17"):
+        predict.run(date(2013, 3, 25), root=project)
+    engine = _engine(project)
+    assert serving.predictions_of(engine, date(2013, 4, 3)).empty  # nothing half-written
+    engine.dispose()
+
+
+# --- served_score, the pure core --------------------------------------------------------
+def _served(**overrides) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "flight_day": [DAY, DAY, DAY],
+            "carrier": ["UA", "B6", "DL"],
+            "flight": [1, 2, 3],
+            "origin": ["EWR", "JFK", "LGA"],
+            "dest": ["ORD", "BOS", "ATL"],
+            "sched_dep_time": [600, 700, 800],
+            "predicted_arr_delay": [10.0, 0.0, 5.0],
+            "baseline_arr_delay": [0.0, 0.0, 0.0],
+            "champion_kind": "model",
+            "champion_day": TRAINED,
+            "champion_version": 1,
+            "model_sha256": "ab" * 32,
+            "run_id": "r",
+        }
+    )
+    return frame.assign(**overrides)
+
+
+def _actual(delays: list[float | None]) -> pd.DataFrame:
+    served = _served()
+    return pd.DataFrame(
+        {
+            "local_date": pd.to_datetime([DAY] * 3),
+            "carrier": served["carrier"],
+            "flight": served["flight"],
+            "origin": served["origin"],
+            "sched_dep_time": served["sched_dep_time"],
+            "arr_delay": delays,
+        }
+    )
+
+
+def test_served_score_leaves_out_flights_that_never_arrived() -> None:
+    score = serving.served_score(_served(), _actual([20.0, 4.0, None]))
+    assert score["flights"] == 2
+    assert score["served_mae"] == pytest.approx((10 + 4) / 2)
+    assert score["baseline_mae"] == pytest.approx((20 + 4) / 2)
+    assert score["champion_day"] == TRAINED and score["flight_day"] == DAY
+
+
+def test_served_score_of_nothing_served_is_none_and_bad_input_is_named() -> None:
+    assert serving.served_score(_served().iloc[:0], _actual([1.0, 2.0, 3.0])) is None
+    assert serving.served_score(_served(), _actual([None, None, None])) is None
+    twice = pd.concat([_served(), _served().iloc[:1]], ignore_index=True)
+    with pytest.raises(ValueError, match="twice"):
+        serving.served_score(twice, _actual([1.0, 2.0, 3.0]))
+    two_days = _served(flight_day=[DAY, DAY, TRAINED])
+    with pytest.raises(ValueError, match="one day"):
+        serving.served_score(two_days, _actual([1.0, 2.0, 3.0]))
+
+
+def test_replace_predictions_refuses_another_days_rows(tmp_path: Path) -> None:
+    engine = registry.connect(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    with pytest.raises(ValueError, match="2013-04-01"):
+        serving.replace_predictions(engine, DAY, _served(flight_day=[DAY, DAY, TRAINED]))
+    with pytest.raises(ValueError, match="run_id"):
+        serving.replace_predictions(engine, DAY, _served().drop(columns="run_id"))
+    assert serving.replace_predictions(engine, DAY, _served()) == 3
+    assert len(serving.predictions_of(engine, DAY)) == 3
+    engine.dispose()
+
+
+def test_the_command_serves_a_day_and_names_a_bad_one(project: Path, capsys) -> None:
+    assert predict.main(["--day", DAY.isoformat(), "--root", str(project)]) == 0
+    assert "flights predicted by the baseline" in capsys.readouterr().out
+    assert predict.main(["--day", "2013-04-03", "--root", str(project)]) == 1
+    assert "no flights scheduled for 2013-04-03" in capsys.readouterr().err
