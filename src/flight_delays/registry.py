@@ -29,14 +29,13 @@ written once: a rerun that retrains ``models/ds=D/model.skops`` cannot change a 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
-import shutil
 import sys
 from dataclasses import dataclass
 from datetime import date
 from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -67,9 +66,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from flight_delays import io
+from flight_delays import artifacts, io, storage
 from flight_delays.dates import parse_day
 from flight_delays.db import open_engine, safe_url
+from flight_delays.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
 
@@ -283,16 +283,16 @@ def history(engine: Engine) -> pd.DataFrame:
 
 
 # --- writes ------------------------------------------------------------------------------
-def store_model(model_path: str | Path, sha256: str, store: Path) -> Path:
-    """Copy a model into the content-addressed store (once) and return its path there."""
-    final = store / f"{sha256}.skops"
+def store_model(model_path: str | ArtifactPath, sha256: str, store: ArtifactPath) -> ArtifactPath:
+    """Copy a model into the content-addressed store (once) and return its path there.
+    The bytes are read once and checked before they are written (local or object store)."""
+    final = storage.locate(store) / f"{sha256}.skops"
     if final.exists() and io.sha256(final) == sha256:
         return final
-    io.atomic_write(final, lambda tmp: shutil.copyfile(model_path, tmp))
-    if io.sha256(final) != sha256:
-        final.unlink()
+    data = io.read_bytes(model_path, artifacts.RUN_MODEL)
+    if hashlib.sha256(data).hexdigest() != sha256:
         raise RegistryError(f"model {model_path} changed while it was being stored")
-    return final
+    return io.write_bytes(data, final)
 
 
 def record_challenger(engine: Engine, challenger: Challenger) -> None:
@@ -409,7 +409,7 @@ def rollback(
         values.update(model_path=None, model_sha256=None)
         if target is not None:
             run = conn.execute(select(MODEL_RUNS).where(MODEL_RUNS.c.id == target)).mappings().one()
-            path = Path(run["model_path"])
+            path = storage.locate(run["model_path"])
             if not path.is_file() or io.sha256(path) != run["model_sha256"]:
                 raise RegistryError(
                     f"cannot roll back to the model of {run['processed_day']}: {path} is missing "

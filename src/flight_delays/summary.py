@@ -12,7 +12,7 @@ import sys
 from datetime import date
 
 from flight_delays import artifacts
-from flight_delays.config import ProjectPaths, project_root
+from flight_delays.config import ProjectPaths, project_paths
 from flight_delays.dates import parse_day
 
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--day", help="processed day, YYYY-MM-DD (default: the latest)")
     parser.add_argument("--root", help="project root (default: $FLIGHT_DELAYS_HOME or cwd)")
     args = parser.parse_args(argv)
-    paths = ProjectPaths(project_root(args.root))
+    paths = project_paths(args.root)  # the artifact root: $FLIGHT_DELAYS_STORAGE_URL, else it
     day = parse_day(args.day) if args.day else latest_day(paths)
     if day is None or not paths.metrics(day).is_file():
         print(f"no {artifacts.METRICS.filename} under {paths.root}", file=sys.stderr)
