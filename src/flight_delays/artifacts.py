@@ -133,11 +133,26 @@ class Artifact:
         """A glob over every filled-in instance of the entry (each placeholder: ``*``)."""
         return _PLACEHOLDER.sub("*", self.template)
 
+    def instances(self, root: str | ArtifactPath) -> list[ArtifactPath]:
+        """Every existing instance of the entry under ``root``, sorted. In an object store
+        one recursive listing of the folder above the first placeholder (a glob would
+        list each ``ds=`` folder apart: a request per day)."""
+        root = storage.locate(root)
+        if storage.is_local(root):
+            return sorted(root.glob(self.glob()))
+        if not self.placeholders:
+            path = root / self.template
+            return [path] if path.exists() else []
+        static = self.template[: self.template.index("{")].rpartition("/")[0]
+        pattern = self.pattern()
+        names = storage.listing(root, static, folders=self.format == "folder")
+        return [root / name for name in names if pattern.fullmatch(name)]
+
     def days(self, root: str | ArtifactPath) -> list[date]:
         """The processed days that have an instance of the entry under ``root``, sorted."""
         root = storage.locate(root)
         found = set()
-        for path in root.glob(self.glob()):
+        for path in self.instances(root):
             matched = self.pattern().fullmatch(storage.relative(path, root))
             if matched and "day" in matched.groupdict():
                 try:
@@ -361,7 +376,7 @@ def derived_paths(root: str | ArtifactPath) -> Iterator[ArtifactPath]:
         if not any(entry.template.startswith(other.template + "/") for other in derived)
     ]
     for entry in outermost:
-        yield from sorted(root.glob(entry.glob()), key=str)
+        yield from entry.instances(root)
 
 
 def clean(root: str | ArtifactPath) -> list[ArtifactPath]:

@@ -112,6 +112,15 @@ def relative(path: ArtifactPath, root: ArtifactPath) -> str:
     return text[len(base) :]
 
 
+def listing(root: UPath, under: str, folders: bool = False) -> list[str]:
+    """Every object under the folder ``under`` of the remote ``root`` (and, with
+    ``folders``, every folder their names imply), relative to ``root``, sorted: one
+    recursive listing (paged by the store), not a request per folder."""
+    base = root.path.rstrip("/") + "/"
+    top = base + under.strip("/") if under.strip("/") else root.path
+    return sorted(name[len(base) :] for name in root.fs.find(top, withdirs=folders))
+
+
 # --- writing ----------------------------------------------------------------------------
 @contextmanager
 def atomic_path(final: ArtifactPath, exclusive: bool = False) -> Iterator[Path]:
