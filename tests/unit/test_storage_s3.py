@@ -16,7 +16,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flight_delays import artifacts, cli, demo, featurize, ingest, io, registry, split, storage
+from flight_delays import (
+    artifacts,
+    cli,
+    demo,
+    featurize,
+    ingest,
+    io,
+    registry,
+    split,
+    storage,
+    summary,
+)
 from flight_delays.config import PARAMS_RELATIVE, load_settings, project_paths
 from flight_delays.storage import ENV_STORAGE_URL
 from s3_support import moto_server, new_bucket, point_s3_at
@@ -71,7 +82,11 @@ def objects(url: str) -> list[str]:
 
 
 def test_the_six_steps_on_s3_give_the_metrics_of_local_folders(
-    warehouse: Path, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    warehouse: Path,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     local_home = make_home(tmp_path / "local", warehouse)
     monkeypatch.delenv(ENV_STORAGE_URL, raising=False)
@@ -82,7 +97,9 @@ def test_the_six_steps_on_s3_give_the_metrics_of_local_folders(
     monkeypatch.setenv(ENV_STORAGE_URL, url)
     remote = cli.run_steps(cli.STEPS, DAY, root=s3_home)
 
-    # What the steps return (XCom under Airflow) names the objects by URL, as strings.
+    # What the steps return (XCom under Airflow) names the objects by URL, as strings:
+    # plain values only, no path objects.
+    assert json.loads(json.dumps(remote)) == remote
     assert remote["score"]["metrics"] == f"{url}/data/output/ds=2013-03-31/metrics.json"
     assert remote["train"]["model"].startswith(f"{url}/models/ds=2013-03-31/run=")
     assert all(isinstance(p, str) and p.startswith(url) for p in remote["chart"]["figures"])
@@ -133,6 +150,11 @@ def test_the_six_steps_on_s3_give_the_metrics_of_local_folders(
     # The report links its figures relative to itself, which holds in the bucket too.
     page = storage.locate(remote["chart"]["report"]).read_bytes().decode()
     assert 'src="../figures/ds=2013-03-31/calibration.png"' in page
+    # `make run`'s closing summary finds the day and names the objects by URL.
+    assert summary.main(["--root", str(s3_home)]) == 0
+    printed = capsys.readouterr().out
+    assert f"metrics:     {url}/data/output/ds=2013-03-31/metrics.json" in printed
+    assert f"{url}/reports/figures/ds=2013-03-31/calibration.png" in printed
 
 
 def test_a_missing_object_names_its_producer(
