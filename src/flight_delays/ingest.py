@@ -217,7 +217,7 @@ def _marker(path: ArtifactPath) -> dict[str, Any] | None:
     """The partition's commit marker's file entries (None: a local partition written
     before markers existed)."""
     marker = path / COMMIT_FILE
-    return json.loads(marker.read_bytes())["files"] if marker.is_file() else None
+    return io.read_json(marker, artifacts.RAW_COMMIT)["files"] if marker.is_file() else None
 
 
 def partition_stats(day: date, path: ArtifactPath) -> dict[str, Any]:
@@ -233,8 +233,11 @@ def partition_stats(day: date, path: ArtifactPath) -> dict[str, Any]:
         raise BrokenPartitionError(f"raw partition {path} lacks {', '.join(absent)}; {redo}")
     marker = _marker(path)
     stats: dict[str, Any] = {"day": day, "path": str(path), "sha256": {}}
-    for name, rows_key in ((FLIGHTS_FILE, "flight_rows"), (WEATHER_FILE, "weather_rows")):
-        data = (path / name).read_bytes()  # once: the rows and the hash come from these bytes
+    for name, rows_key, entry in (
+        (FLIGHTS_FILE, "flight_rows", artifacts.RAW_FLIGHTS),
+        (WEATHER_FILE, "weather_rows", artifacts.RAW_WEATHER),
+    ):
+        data = io.read_bytes(path / name, entry)  # once: the rows and the hash come from these
         try:
             stats[rows_key] = pq.read_metadata(pa.BufferReader(data)).num_rows
         except pa.ArrowException as exc:
@@ -357,7 +360,9 @@ def quarantined_rows(paths: ProjectPaths, day: date) -> int:
     """Rows of ``day`` the contract kept back when it was fetched (0: none, or fetched
     before the contracts existed)."""
     summary = artifacts.QUARANTINE_SUMMARY.path(paths.root, day)
-    return int(json.loads(summary.read_text())["quarantined"]) if summary.is_file() else 0
+    if not summary.is_file():
+        return 0
+    return int(io.read_json(summary, artifacts.QUARANTINE_SUMMARY)["quarantined"])
 
 
 def run(

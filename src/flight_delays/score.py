@@ -141,7 +141,9 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
     holdout_path = artifacts.HOLDOUT_TABLE.path(root, day)
     holdout = io.read_parquet(holdout_path, artifacts.HOLDOUT_TABLE)
     counts_path = artifacts.FEATURE_COUNTS.path(root, day)
-    data_counts = json.loads(counts_path.read_bytes()) if counts_path.is_file() else {}
+    data_counts = (
+        io.read_json(counts_path, artifacts.FEATURE_COUNTS) if counts_path.is_file() else {}
+    )
     if len(holdout) == 0:
         raise ValueError(f"holdout {holdout_path} is empty: nothing to score")
 

@@ -7,11 +7,10 @@ that has metrics.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import date
 
-from flight_delays import artifacts
+from flight_delays import artifacts, io
 from flight_delays.config import ProjectPaths, project_paths
 from flight_delays.dates import parse_day
 
@@ -26,7 +25,7 @@ def describe(paths: ProjectPaths, day: date) -> str:
     The model is the one of the run that wrote metrics.json (metrics.json's
     ``challenger``: each run trains into a folder of its own)."""
     metrics_path = paths.metrics(day)
-    metrics = json.loads(metrics_path.read_text())
+    metrics = io.read_json(metrics_path, artifacts.METRICS)
     figures = sorted(
         path
         for entry in artifacts.FIGURE_ENTRIES.values()
