@@ -182,6 +182,8 @@ def move_folder(source: ArtifactPath, target: ArtifactPath, last: Sequence[str] 
         fs.copy(f"{source.path}/{name}", f"{target.path}/{name}")
     for name in reversed(order):
         fs.rm_file(f"{source.path}/{name}")
+    if fs.exists(source.path):  # stores that keep folders of their own (memory://, sftp)
+        fs.rm(source.path, recursive=True)
 
 
 def remove(path: ArtifactPath) -> None:
