@@ -71,12 +71,12 @@ def artifact_root() -> Any:
     return config.project_paths(project_root()).root
 
 
-def reports_folder() -> Any:
-    """The folder the plugin serves reports and figures from (the catalog's ``reports``
-    under the artifact root)."""
+def reports_folder(root: Any = None) -> Any:
+    """The folder the plugin serves reports and figures from: the catalog's ``reports``
+    under the artifact root (``root``, default :func:`artifact_root`)."""
     from flight_delays import artifacts
 
-    return artifacts.REPORTS.path(artifact_root())
+    return artifacts.REPORTS.path(root if root is not None else artifact_root())
 
 
 def registry_url() -> str:
@@ -479,8 +479,19 @@ def build_app() -> Any:
             return JSONResponse({"detail": message}, status_code=503)
         return HTMLResponse(unavailable_page(message), status_code=503)
 
+    def storage_root() -> Any:
+        """The artifact root; a bad FLIGHT_DELAYS_STORAGE_URL: Unavailable, naming it."""
+        from flight_delays.storage import StorageURLError
+
+        try:
+            return artifact_root()
+        except StorageURLError as exc:
+            log.error("model reports: %s", exc)
+            raise Unavailable(str(exc)) from exc
+
     def registry_data() -> dict[str, Any]:
-        return registry_read(lambda engine: read_registry(engine, artifact_root()))
+        root = storage_root()
+        return registry_read(lambda engine: read_registry(engine, root))
 
     def registry_read(read: Any) -> Any:
         """``read(engine)``; a missing connection or a failing registry: Unavailable."""
@@ -519,7 +530,8 @@ def build_app() -> Any:
         """A run report or one of its figures, from the artifact root's reports/ only."""
         from flight_delays import storage
 
-        target = report_path(reports_folder(), path)
+        # A bad storage URL is a 503 naming the setting, not a 500.
+        target = report_path(reports_folder(storage_root()), path)
         if target is None:
             raise HTTPException(status_code=404, detail="no such report file")
         if storage.is_local(target):

@@ -149,12 +149,16 @@ class ProjectPaths:
             object.__setattr__(self, "home", root)
 
     def path(
-        self, entry: artifacts.Artifact | str, day: date | None = None, **fields: str
+        self,
+        entry: artifacts.Artifact | str,
+        day: date | None = None,
+        run_id: str | None = None,
+        **fields: str,
     ) -> ArtifactPath:
         """Where the catalog's ``entry`` lives: under ``home`` if it is a local entry,
         else under ``root``."""
         artifact = artifacts.BY_NAME[entry] if isinstance(entry, str) else entry
-        return artifact.path(self.home if artifact.local else self.root, day, **fields)
+        return artifact.path(self.home if artifact.local else self.root, day, run_id, **fields)
 
     @property
     def source_db(self) -> Path:

@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeAlias
 from urllib.parse import urlsplit
@@ -207,18 +207,18 @@ def lock(folder: ArtifactPath) -> Iterator[None]:
 
     Local: a lock on the folder itself (created if needed), so no lock file is left
     behind. Object store: objects cannot be locked, so the lock is on a local file named
-    after the URL (in the system's temporary folder): it orders the processes of one
-    machine only (docs/architecture.md, "Storage by URL").
+    after the URL in the system's temporary folder (readable by all: a read-only
+    descriptor is enough to lock it): it orders the processes of one machine only
+    (docs/architecture.md, "Storage by URL").
     """
     if is_local(folder):
         folder.mkdir(parents=True, exist_ok=True)
         target = str(folder)
     else:
         digest = hashlib.sha256(str(folder).encode()).hexdigest()[:32]
-        locks = Path(tempfile.gettempdir()) / "flight-delays-locks"
-        locks.mkdir(exist_ok=True)
-        target = str(locks / digest)
-        os.close(os.open(target, os.O_CREAT | os.O_RDONLY, 0o644))
+        target = os.path.join(tempfile.gettempdir(), f"flight-delays-lock-{digest}")
+        with suppress(FileExistsError):
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o644))
     fd = os.open(target, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

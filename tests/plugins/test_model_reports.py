@@ -410,3 +410,11 @@ def test_reports_are_read_from_an_s3_artifact_root(project, auth, s3_endpoint, m
             assert client.get(f"/reports/{path}").status_code == 404, path
     finally:
         plugin.reset_engine()
+
+
+def test_a_bad_storage_url_is_a_503_naming_the_setting(client, monkeypatch):
+    monkeypatch.setenv("FLIGHT_DELAYS_STORAGE_URL", "nosuchfs://bucket/prefix")
+    for path in ("/", "/api/runs", "/reports/ds=2013-03-15/index.html"):
+        response = client.get(path)
+        assert response.status_code == 503, path
+        assert "FLIGHT_DELAYS_STORAGE_URL" in response.text, path
