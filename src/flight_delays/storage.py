@@ -18,6 +18,9 @@ things this module holds, and nothing else in the package needs to know it:
   store, on a local file named after the URL).
 
 The I/O itself is universal-pathlib's and fsspec's: no file-system layer of our own.
+They are imported only when a remote location is used, so this module, and the artifact
+catalog that imports it, need only the standard library (airflow-init lists the
+catalog's folders with any python; parsing the DAG stays light).
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import urlsplit
 
-from upath import UPath
-
 from flight_delays.errors import PipelineDataError
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 #: The environment variable that names the artifact root (default: the project root).
 ENV_STORAGE_URL = "FLIGHT_DELAYS_STORAGE_URL"
@@ -44,7 +48,7 @@ ENV_STORAGE_URL = "FLIGHT_DELAYS_STORAGE_URL"
 REMOTE_OPTIONS = {"use_listings_cache": False}
 
 #: A local path or a path in an fsspec file system.
-ArtifactPath: TypeAlias = Path | UPath
+ArtifactPath: TypeAlias = "Path | UPath"
 
 
 class StorageURLError(PipelineDataError):
@@ -59,6 +63,8 @@ def is_local(path: ArtifactPath) -> bool:
 
 
 def _remote(url: str, what: str) -> UPath:
+    from upath import UPath
+
     parts = urlsplit(url)
     if parts.scheme in ("s3", "s3a", "gs", "gcs", "az", "abfs") and not parts.netloc:
         raise StorageURLError(f"{what} {url!r} names no bucket: use {parts.scheme}://bucket/prefix")
@@ -82,8 +88,10 @@ def locate(location: str | os.PathLike[str], what: str = "artifact location") ->
     """The path a location names: a URL with a protocol (``s3://...``) gives a UPath, a
     local path or ``file://`` URL a Path. A Path or UPath is returned as it is.
     ``what`` names the location in errors (e.g. the setting it came from)."""
-    if isinstance(location, (Path, UPath)):
+    if isinstance(location, Path):
         return location
+    if not isinstance(location, (str, os.PathLike)):
+        return location  # a UPath (remote UPaths are neither str nor os.PathLike)
     text = os.fspath(location)
     scheme = urlsplit(text).scheme
     if scheme in ("", "file", "local") or len(scheme) == 1:  # one letter: a Windows drive
