@@ -51,8 +51,10 @@ CHAMPION = ASSET["flight_delays_champion"]
 
 
 # The tasks' callables: each imports its step when the task runs (not when this file is
-# parsed) and passes the step what it needs from Airflow. run_id names the DAG run:
-# train writes into a folder of its own run, and score records one registry row per run.
+# parsed) and passes the step what it needs from Airflow. run_id names the DAG run: train
+# writes into a folder of its own run, and score records one registry row per run. Each
+# returns its step's dict of plain values (XCom): artifact locations are strings, s3://
+# URLs when the artifact root is in an object store.
 @fail_fast
 def ingest(day: str, root: str, conn: Any, params: dict) -> dict:
     from flight_delays import ingest
@@ -169,6 +171,10 @@ with DAG(
 | score | run R's model, splits, champion | one registry row per run; `data/output/ds=D/` |
 | chart | predictions, registry history | `reports/figures/ds=D/*.png`, `reports/ds=D/index.html` |
 | publish | score's decision | a `flight_delays_champion` asset event (skipped: no change) |
+
+Paths are under the artifact root: the project root, or `FLIGHT_DELAYS_STORAGE_URL` (a
+folder or an fsspec URL such as `s3://bucket/prefix`), where the returned locations
+(XCom) are URL strings; the embedded SQLite warehouse stays in the project root.
 
 **Processed day D**: the `day` parameter if given, else the New York calendar day before
 the logical date (the 02:00 run on D+1 processes D), else the day before the trigger time.

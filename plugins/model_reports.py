@@ -5,7 +5,9 @@ external view shown inside the UI). The page shows the metric-history chart of e
 run (drawn from the registry), the current champion's card (trained day, MAE against
 the baseline, model file hash, promotion time), and every run recorded in the model
 registry with its decision, a link to its report (reports/ds=<day>/index.html) and a
-link to its Airflow run in the grid view.
+link to its Airflow run in the grid view. Reports and figures are read through the
+artifact catalog from the artifact root, a local folder or an object store
+($FLIGHT_DELAYS_STORAGE_URL, e.g. s3://bucket/prefix; flight_delays.storage).
 
 Plugin endpoints are not protected by Airflow unless the plugin does it: every route
 here requires a logged-in user allowed to read the flight_delays DAG (the UI's session
@@ -30,7 +32,7 @@ import html
 import logging
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -61,11 +63,20 @@ def project_root() -> Path:
     return config.project_root(anchor=__file__)
 
 
-def reports_folder() -> Path:
-    """The folder the plugin serves reports and figures from (the catalog's ``reports``)."""
+def artifact_root() -> Any:
+    """The artifact root (flight_delays.config.project_paths: $FLIGHT_DELAYS_STORAGE_URL,
+    else the project root): a local Path, or a UPath in an object store."""
+    from flight_delays import config
+
+    return config.project_paths(project_root()).root
+
+
+def reports_folder(root: Any = None) -> Any:
+    """The folder the plugin serves reports and figures from: the catalog's ``reports``
+    under the artifact root (``root``, default :func:`artifact_root`)."""
     from flight_delays import artifacts
 
-    return artifacts.REPORTS.path(project_root())
+    return artifacts.REPORTS.path(root if root is not None else artifact_root())
 
 
 def registry_url() -> str:
@@ -174,10 +185,10 @@ def grid_link(run_id: str | None) -> str | None:
     return f"../dags/{quote(DAG_ID, safe='')}/runs/{quote(run_id, safe='')}"
 
 
-def read_registry(engine: Any, root: Path) -> dict[str, Any]:
+def read_registry(engine: Any, root: Any) -> dict[str, Any]:
     """The champion card and every run (newest processed day first), as plain values;
-    a run's report link is the report's path under ``root`` (the project root), which
-    the page's ``reports/`` route serves.
+    a run's report link is the report's path under ``root`` (the artifact root, a Path
+    or a UPath), which the page's ``reports/`` route serves.
 
     Read through the registry's public reads; columns the page does not know are
     ignored. A registry whose schema was never created reads as no runs at all.
@@ -188,6 +199,8 @@ def read_registry(engine: Any, root: Path) -> dict[str, Any]:
         return {"champion": _champion_card(None, []), "runs": [], "history_figure": None}
     champion = registry.current_champion(engine)
     frame = serving.with_served(registry.history(engine), serving.served_scores(engine))
+    # One listing for every run's report (in an object store, not a request per run).
+    reported = {day.isoformat() for day in artifacts.REPORT.days(root)}
     runs = []
     for run in frame.to_dict("records"):
         day = _day(run["processed_day"])
@@ -209,9 +222,7 @@ def read_registry(engine: Any, root: Path) -> dict[str, Any]:
                 "reason": run["reason"],
                 "model_sha256": run["model_sha256"],
                 "recorded_at": created.isoformat() if created else None,
-                "report": artifacts.REPORT.relative(day)
-                if day and artifacts.REPORT.path(root, day).is_file()
-                else None,
+                "report": artifacts.REPORT.relative(day) if day in reported else None,
                 "grid": grid_link(run_id),
             }
         )
@@ -303,16 +314,30 @@ def history_png(engine: Any) -> bytes | None:
         return _history_cache["png"]
 
 
-def report_path(reports: Path, path: str) -> Path | None:
-    """The file ``path`` names under ``reports``, or None when it is not a report file:
-    outside the folder (``..``, a symlink out), not .html/.png, not a regular file, or not
-    a path at all (a NUL byte)."""
+REPORT_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png"}
+
+
+def report_path(reports: Any, path: str) -> Any:
+    """The file ``path`` names under ``reports`` (a Path, or a UPath in an object store),
+    or None when it is not a report file: outside the folder (``..``, a symlink out), not
+    .html/.png, not a regular file, or not a path at all (a NUL byte)."""
+    from flight_delays import storage
+
+    if not storage.is_local(reports):
+        # An object store has no symlinks: refuse any part that climbs or is empty.
+        parts = path.split("/")
+        if "\x00" in path or any(part in ("", ".", "..") for part in parts):
+            return None
+        if PurePosixPath(path).suffix not in REPORT_TYPES:
+            return None
+        target = reports / path
+        return target if target.is_file() else None
     try:
         root = reports.resolve()
         target = (root / path).resolve()
     except (ValueError, OSError):  # ValueError: embedded null byte
         return None
-    if not target.is_relative_to(root) or target.suffix not in {".html", ".png"}:
+    if not target.is_relative_to(root) or target.suffix not in REPORT_TYPES:
         return None
     return target if target.is_file() else None
 
@@ -465,8 +490,19 @@ def build_app() -> Any:
             return JSONResponse({"detail": message}, status_code=503)
         return HTMLResponse(unavailable_page(message), status_code=503)
 
+    def storage_root() -> Any:
+        """The artifact root; a bad FLIGHT_DELAYS_STORAGE_URL: Unavailable, naming it."""
+        from flight_delays.storage import StorageURLError
+
+        try:
+            return artifact_root()
+        except StorageURLError as exc:
+            log.error("model reports: %s", exc)
+            raise Unavailable(str(exc)) from exc
+
     def registry_data() -> dict[str, Any]:
-        return registry_read(lambda engine: read_registry(engine, project_root()))
+        root = storage_root()
+        return registry_read(lambda engine: read_registry(engine, root))
 
     def registry_read(read: Any) -> Any:
         """``read(engine)``; a missing connection or a failing registry: Unavailable."""
@@ -501,12 +537,17 @@ def build_app() -> Any:
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     @app.get("/reports/{path:path}")
-    def report_file(path: str) -> FileResponse:
-        """A run report or one of its figures, from the project's reports/ folder only."""
-        target = report_path(reports_folder(), path)
+    def report_file(path: str) -> Response:
+        """A run report or one of its figures, from the artifact root's reports/ only."""
+        from flight_delays import storage
+
+        # A bad storage URL is a 503 naming the setting, not a 500.
+        target = report_path(reports_folder(storage_root()), path)
         if target is None:
             raise HTTPException(status_code=404, detail="no such report file")
-        return FileResponse(target)
+        if storage.is_local(target):
+            return FileResponse(target)
+        return Response(target.read_bytes(), media_type=REPORT_TYPES[target.suffix])
 
     return app
 

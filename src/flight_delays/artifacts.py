@@ -1,5 +1,10 @@
 """The artifact catalog: every file and folder the pipeline reads or writes under the
-project root, named once, with the task that produces it and its format.
+artifact root, named once, with the task that produces it and its format.
+
+The artifact root is the project root, or the URL in $FLIGHT_DELAYS_STORAGE_URL (any
+fsspec file system, e.g. ``s3://bucket/prefix``: :mod:`flight_delays.storage`). An entry
+marked ``local`` (the embedded SQLite warehouse: a database file cannot live in an object
+store) stays under the local project root whatever the artifact root is.
 
 Steps, the report, the summary, the CLI, the backtest, the Airflow plugin and the
 notebook take names, paths and producers from here and nowhere else;
@@ -17,13 +22,15 @@ import argparse
 import logging
 import os
 import re
-import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
+
+from flight_delays import storage
+from flight_delays.storage import ArtifactPath
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +50,9 @@ class Artifact:
     placeholders ``{day}`` (the processed day, ISO), ``{run_id}`` (a run id,
     percent-encoded when filled in) and others an entry names itself (``{sha256}``).
     ``derived``: a per-run output that ``clean`` deletes (always true of a whole folder
-    of one processed day, never of the inputs and the content-addressed store)."""
+    of one processed day, never of the inputs and the content-addressed store).
+    ``local``: lives under the local project root, never in the artifact root's object
+    store (:attr:`where`)."""
 
     name: str
     template: str
@@ -51,12 +60,18 @@ class Artifact:
     format: str
     derived: bool
     description: str
+    local: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"artifact {self.name}: unknown format {self.format!r}")
         if PurePosixPath(self.template).is_absolute() or ".." in self.template.split("/"):
             raise ValueError(f"artifact {self.name}: template must stay under the root")
+
+    @property
+    def where(self) -> str:
+        """``project root`` for a local entry, else ``artifact root``."""
+        return "project root" if self.local else "artifact root"
 
     @property
     def placeholders(self) -> tuple[str, ...]:
@@ -88,13 +103,19 @@ class Artifact:
 
     def path(
         self,
-        root: str | Path,
+        root: str | ArtifactPath,
         day: date | str | None = None,
         run_id: str | None = None,
         **fields: str,
-    ) -> Path:
-        """Where the entry lives under ``root`` for ``day`` and ``run_id``."""
-        return Path(root) / self.relative(day, run_id, **fields)
+    ) -> ArtifactPath:
+        """Where the entry lives under ``root`` (a local folder, a UPath or a URL) for
+        ``day`` and ``run_id``. A ``local`` entry refuses a root in an object store."""
+        base = storage.locate(root)
+        if self.local and not storage.is_local(base):
+            raise ValueError(
+                f"artifact {self.name} lives under the local project root, not in {base}"
+            )
+        return base / self.relative(day, run_id, **fields)
 
     @property
     def family(self) -> str:
@@ -123,11 +144,27 @@ class Artifact:
         """A glob over every filled-in instance of the entry (each placeholder: ``*``)."""
         return _PLACEHOLDER.sub("*", self.template)
 
-    def days(self, root: str | Path) -> list[date]:
+    def instances(self, root: str | ArtifactPath) -> list[ArtifactPath]:
+        """Every existing instance of the entry under ``root``, sorted. In an object store
+        one recursive listing of the folder above the first placeholder (a glob would
+        list each ``ds=`` folder apart: a request per day)."""
+        root = storage.locate(root)
+        if storage.is_local(root):
+            return sorted(root.glob(self.glob()))
+        if not self.placeholders:
+            path = root / self.template
+            return [path] if path.exists() else []
+        static = self.template[: self.template.index("{")].rpartition("/")[0]
+        pattern = self.pattern()
+        names = storage.listing(root, static, folders=self.format == "folder")
+        return [root / name for name in names if pattern.fullmatch(name)]
+
+    def days(self, root: str | ArtifactPath) -> list[date]:
         """The processed days that have an instance of the entry under ``root``, sorted."""
+        root = storage.locate(root)
         found = set()
-        for path in Path(root).glob(self.glob()):
-            matched = self.pattern().fullmatch(path.relative_to(root).as_posix())
+        for path in self.instances(root):
+            matched = self.pattern().fullmatch(storage.relative(path, root))
             if matched and "day" in matched.groupdict():
                 try:
                     found.add(date.fromisoformat(matched["day"]))
@@ -137,19 +174,27 @@ class Artifact:
 
 
 def _a(
-    name: str, template: str, producer: str, fmt: str, derived: bool, description: str
+    name: str,
+    template: str,
+    producer: str,
+    fmt: str,
+    derived: bool,
+    description: str,
+    local: bool = False,
 ) -> Artifact:
-    return Artifact(name, template, producer, fmt, derived, description)
+    return Artifact(name, template, producer, fmt, derived, description, local)
 
 
 #: The catalog: one row per artifact, in the order the pipeline makes them.
 CATALOG: tuple[Artifact, ...] = (
     _a("source_db", "data/source/flights.sqlite", "seed", "sqlite", False,
-       "embedded demo warehouse (python -m flight_delays.demo seed)"),
+       "embedded demo warehouse (python -m flight_delays.demo seed)", local=True),
     _a("raw", "data/raw", "ingest", "folder", False,
        "the raw partitions (synced to disk after a partition is renamed into it)"),
     _a("raw_partition", "data/raw/ds={day}", "ingest", "folder", False,
        "one frozen, write-once day of the warehouse"),
+    _a("raw_commit", "data/raw/ds={day}/_committed.json", "ingest", "json", False,
+       "written last: the partition is complete (its files' SHA-256 and rows)"),
     _a("raw_flights", "data/raw/ds={day}/flights.parquet", "ingest", "parquet", False,
        "the day's flights that passed the data contract"),
     _a("raw_weather", "data/raw/ds={day}/weather.parquet", "ingest", "parquet", False,
@@ -235,6 +280,7 @@ if len(BY_NAME) != len(CATALOG):  # pragma: no cover - caught by the import in a
 SOURCE_DB = BY_NAME["source_db"]
 RAW = BY_NAME["raw"]
 RAW_PARTITION = BY_NAME["raw_partition"]
+RAW_COMMIT = BY_NAME["raw_commit"]
 RAW_FLIGHTS = BY_NAME["raw_flights"]
 RAW_WEATHER = BY_NAME["raw_weather"]
 SUPERSEDED = BY_NAME["superseded"]
@@ -295,22 +341,30 @@ def project_root(root: str | Path | None = None, anchor: str | Path | None = Non
 
 def resolve(
     entry: Artifact | str,
-    root: str | Path,
+    root: str | ArtifactPath,
     day: date | str | None = None,
     run_id: str | None = None,
     **fields: str,
-) -> Path:
+) -> ArtifactPath:
     """The path of ``entry`` (an :class:`Artifact` or its name) under ``root``."""
     artifact = BY_NAME[entry] if isinstance(entry, str) else entry
     return artifact.path(root, day, run_id, **fields)
 
 
-def asset_uri(entry: Artifact, root: str | Path) -> str:
-    """The URI naming ``entry``'s family of instances under ``root`` (its
-    :attr:`Artifact.family` folder), for lineage: the DAGs declare their Airflow
-    Assets with it. A local root becomes a ``file://`` URI; a URL root is kept."""
-    text = str(root)
-    base = text.rstrip("/") if "://" in text else Path(text).resolve().as_uri()
+def asset_uri(entry: Artifact, home: str | Path, storage_url: str | None = None) -> str:
+    """The URI naming ``entry``'s family of instances (its :attr:`Artifact.family` folder)
+    under the artifact root, for lineage: the DAGs declare their Airflow Assets with it.
+    The root is ``storage_url``, else $FLIGHT_DELAYS_STORAGE_URL, else ``home`` (the
+    project root), as :func:`flight_delays.storage.storage_root` decides; read as text,
+    so parsing a DAG loads no file-system driver. A local root becomes a ``file://`` URI
+    (under ``home`` when relative), a URL root is kept."""
+    url = storage_url if storage_url is not None else os.environ.get(storage.ENV_STORAGE_URL)
+    text = (url or "").rstrip("/") or str(home)
+    if "://" in text and not text.startswith("file://"):
+        base = text
+    else:
+        local = Path(text.removeprefix("file://"))
+        base = (Path(home) / local).resolve().as_uri()
     return f"{base}/{entry.family}" if entry.family else base
 
 
@@ -361,9 +415,9 @@ def match(relative: str | PurePosixPath) -> Artifact | None:
     return None
 
 
-def derived_paths(root: str | Path) -> Iterator[Path]:
+def derived_paths(root: str | ArtifactPath) -> Iterator[ArtifactPath]:
     """Every existing instance of a derived entry that no other derived entry holds."""
-    root = Path(root)
+    root = storage.locate(root)
     derived = [entry for entry in CATALOG if entry.derived]
     outermost = [
         entry
@@ -371,17 +425,15 @@ def derived_paths(root: str | Path) -> Iterator[Path]:
         if not any(entry.template.startswith(other.template + "/") for other in derived)
     ]
     for entry in outermost:
-        yield from sorted(root.glob(entry.glob()))
+        yield from entry.instances(root)
 
 
-def clean(root: str | Path) -> list[Path]:
-    """Delete the derived per-run artifacts under ``root``; return what was deleted."""
+def clean(root: str | ArtifactPath) -> list[ArtifactPath]:
+    """Delete the derived per-run artifacts under ``root`` (the artifact root, local or
+    in an object store); return what was deleted."""
     removed = []
     for path in derived_paths(root):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+        storage.remove(path)
         removed.append(path)
         logger.info("deleted %s", path)
     return removed
@@ -391,13 +443,13 @@ def markdown_table() -> str:
     """The catalog as a markdown table (docs/architecture.md holds a copy; a test keeps
     the two equal)."""
     rows = [
-        "| name | path under the root | producer | format | clean deletes |",
-        "|---|---|---|---|---|",
+        "| name | path | under | producer | format | clean deletes |",
+        "|---|---|---|---|---|---|",
     ]
     for entry in CATALOG:
         rows.append(
-            f"| {entry.name} | `{entry.template}` | {entry.producer} | {entry.format} | "
-            f"{'yes' if entry.derived else 'no'} |"
+            f"| {entry.name} | `{entry.template}` | {entry.where} | {entry.producer} | "
+            f"{entry.format} | {'yes' if entry.derived else 'no'} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -427,7 +479,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``folders``: print :func:`folders`, one per line."""
     parser = argparse.ArgumentParser(prog="python -m flight_delays.artifacts")
     commands = parser.add_subparsers(dest="command", required=True)
-    clean_cmd = commands.add_parser("clean", help="delete the derived per-run artifacts")
+    clean_cmd = commands.add_parser(
+        "clean",
+        help="delete the derived per-run artifacts under the artifact root "
+        f"(${storage.ENV_STORAGE_URL}, default: the project root)",
+    )
     clean_cmd.add_argument("--root", help="project root (default: $FLIGHT_DELAYS_HOME or cwd)")
     commands.add_parser("table", help="print the catalog as a markdown table")
     commands.add_parser(
@@ -441,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "folders":
         sys.stdout.write("".join(f"{folder}\n" for folder in folders()))
         return 0
-    removed = clean(project_root(args.root))
+    removed = clean(storage.storage_root(project_root(args.root)))
     logger.info("clean: deleted %d artifact(s)", len(removed))
     return 0
 

@@ -61,15 +61,16 @@ from flight_delays import (
     schema,
     scoring,
     split,
+    storage,
     train,
 )
 from flight_delays.config import ConfigError, Settings, load_settings
+from flight_delays.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
 
-# The output folder and its files: the catalog's backtest entries (the folder relative
-# to the working directory, as --out is).
-DEFAULT_OUT = Path(artifacts.BACKTEST_DIR.template)
+# The output folder's files: the catalog's backtest entries (the folder: the catalog's
+# backtest_dir under the artifact root, unless --out names another).
 TABLE_FILE = artifacts.BACKTEST_TABLE.filename
 MARKDOWN_FILE = artifacts.BACKTEST_MARKDOWN.filename
 CHART_FILE = artifacts.BACKTEST_CHART.filename
@@ -340,9 +341,10 @@ def to_markdown(results: Sequence[HoldoutResult]) -> str:
 # --- files and command line -------------------------------------------------------------
 
 
-def write_outputs(results: Sequence[HoldoutResult], out_dir: str | Path) -> dict[str, str]:
-    """Write the CSV table, the markdown and the chart into ``out_dir`` (atomically)."""
-    out_dir = Path(out_dir)
+def write_outputs(results: Sequence[HoldoutResult], out_dir: str | ArtifactPath) -> dict[str, str]:
+    """Write the CSV table, the markdown and the chart into ``out_dir`` (a local folder
+    or a URL; each file atomically)."""
+    out_dir = storage.locate(out_dir, "--out")
     table_path = out_dir / TABLE_FILE
     with io.atomic_path(table_path) as tmp:
         results_table(results).to_csv(tmp, index=False, float_format="%.4f")
@@ -392,7 +394,9 @@ def _parser() -> argparse.ArgumentParser:
         "--last-end", type=_day_arg, help="latest holdout end, YYYY-MM-DD (default 2013-12-31)"
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
+        "--out",
+        help="output folder or URL (default: the artifact root's "
+        f"{artifacts.BACKTEST_DIR.template})",
     )
     parser.add_argument("--params", type=Path, help="parameter file (default include/params.yaml)")
     parser.add_argument("--root", type=Path, help="project root (default $FLIGHT_DELAYS_HOME or .)")
@@ -456,8 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
         results = run_backtest(flights, weather, ends, settings, on_result=progress)
-        paths = write_outputs(results, args.out)
-    except (ValueError, ConfigError, OSError) as exc:
+        out = args.out if args.out is not None else artifacts.BACKTEST_DIR.path(settings.paths.root)
+        paths = write_outputs(results, out)
+    except (ValueError, ConfigError, storage.StorageURLError, OSError) as exc:
         print(f"backtest failed: {exc}", file=sys.stderr)
         return 1
     summary = summarize(results)

@@ -11,7 +11,7 @@ to ``reports/figures/ds=<day>/``.
 from __future__ import annotations
 
 import logging
-import os
+import posixpath
 import time
 from datetime import date
 from pathlib import Path
@@ -36,6 +36,7 @@ from flight_delays import (
 )
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
+from flight_delays.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
 
@@ -434,12 +435,9 @@ def metric_history(
     return fig
 
 
-def save_png(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG at ``path``, atomically."""
-    path = Path(path)
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    return path
+def save_png(fig: Figure, path: str | ArtifactPath) -> ArtifactPath:
+    """Write ``fig`` as a PNG at ``path`` (local or a URL), atomically."""
+    return io.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
 def run(
@@ -488,17 +486,22 @@ def run(
     targets = {name: artifacts.FIGURE_ENTRIES[name].path(root, day) for name in figures}
     paths = [str(save_png(fig, targets[name])) for name, fig in figures.items()]
     page = artifacts.REPORT.path(root, day)
+    page_folder = posixpath.dirname(artifacts.REPORT.relative(day))
     html = report.render(
         metrics,
         card,
         [
-            # The page links its figures relative to its own folder.
-            (FIGURE_CAPTIONS[name], Path(os.path.relpath(targets[name], page.parent)).as_posix())
+            # The page links its figures relative to its own folder (the catalog's
+            # relative paths: the same under a local or an object-store root).
+            (
+                FIGURE_CAPTIONS[name],
+                posixpath.relpath(artifacts.FIGURE_ENTRIES[name].relative(day), page_folder),
+            )
             for name in figures
         ],
         counts,
     )
-    io.atomic_write(page, lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    io.write_bytes(html.encode("utf-8"), page)
     log.info(
         "chart %s: %d holdout flights in, %d figures out in %.1f s; challenger holdout MAE "
         "%.2f min (baseline %.2f); figures %s, report %s",

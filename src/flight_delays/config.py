@@ -3,7 +3,9 @@
 Where things live is decided by the artifact catalog (:mod:`flight_delays.artifacts`)
 and nowhere else: :func:`project_root` (the one way the DAG, the plugin and the commands
 find the root: the caller's, else FLIGHT_DELAYS_HOME, else the project of the caller's
-file) and :class:`ProjectPaths`, whose methods resolve the catalog's entries.
+file), :func:`project_paths` (that root and the artifact root: FLIGHT_DELAYS_STORAGE_URL,
+a local folder or an fsspec URL, else the project root) and :class:`ProjectPaths`, whose
+methods resolve the catalog's entries.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from typing import Any
 
 import yaml
 
-from flight_delays import artifacts
+from flight_delays import artifacts, storage
 from flight_delays.artifacts import ENV_HOME as ENV_HOME  # re-exported: one definition
 from flight_delays.artifacts import project_root as project_root
 from flight_delays.errors import PipelineDataError
+from flight_delays.storage import ENV_STORAGE_URL as ENV_STORAGE_URL  # re-exported
+from flight_delays.storage import ArtifactPath
 
 #: Run ids made outside Airflow (the step command, tests, notebooks) start with this:
 #: there is no Airflow run to link them to.
@@ -123,86 +127,113 @@ class RegistrySettings:
 
 @dataclass(frozen=True)
 class ProjectPaths:
-    """Every artifact location under ``root``, keyed by the processed day where it belongs
-    to one run. Each method resolves an entry of the artifact catalog
-    (:mod:`flight_delays.artifacts`), which alone holds the names."""
+    """Every artifact location under ``root`` (the artifact root: a local folder, or a
+    :class:`upath.UPath` in an object store), keyed by the processed day where it belongs
+    to one run. ``home`` is the local project root, which holds the entries the catalog
+    marks ``local`` (default: ``root``, which must then be local). Each method resolves
+    an entry of the artifact catalog (:mod:`flight_delays.artifacts`), which alone holds
+    the names."""
 
-    root: Path
+    root: ArtifactPath
+    home: Path | None = None  # None: the root (a local one); set in __post_init__
+
+    def __post_init__(self) -> None:
+        root = storage.locate(self.root)
+        object.__setattr__(self, "root", root)
+        if self.home is None:
+            if not storage.is_local(root):
+                raise ValueError(
+                    f"an artifact root in an object store ({root}) needs the local project "
+                    "root as home"
+                )
+            object.__setattr__(self, "home", root)
+
+    def path(
+        self,
+        entry: artifacts.Artifact | str,
+        day: date | None = None,
+        run_id: str | None = None,
+        **fields: str,
+    ) -> ArtifactPath:
+        """Where the catalog's ``entry`` lives: under ``home`` if it is a local entry,
+        else under ``root``."""
+        artifact = artifacts.BY_NAME[entry] if isinstance(entry, str) else entry
+        return artifact.path(self.home if artifact.local else self.root, day, run_id, **fields)
 
     @property
     def source_db(self) -> Path:
-        return artifacts.SOURCE_DB.path(self.root)
+        return self.path(artifacts.SOURCE_DB)  # type: ignore[return-value]  # a local entry
 
     @property
-    def raw(self) -> Path:
+    def raw(self) -> ArtifactPath:
         """The folder of the raw partitions."""
         return artifacts.RAW.path(self.root)
 
-    def raw_partition(self, day: date) -> Path:
+    def raw_partition(self, day: date) -> ArtifactPath:
         return artifacts.RAW_PARTITION.path(self.root, day)
 
-    def superseded(self, day: date) -> Path:
+    def superseded(self, day: date) -> ArtifactPath:
         """Where re-fetching a day moves its earlier partitions: ``v1/``, ``v2/``, ..."""
         return artifacts.SUPERSEDED.path(self.root, day)
 
-    def quarantine(self, day: date) -> Path:
+    def quarantine(self, day: date) -> ArtifactPath:
         """The rows of ``day`` that broke the data contract, with their reasons."""
         return artifacts.QUARANTINE.path(self.root, day)
 
-    def interim(self, day: date) -> Path:
+    def interim(self, day: date) -> ArtifactPath:
         return artifacts.INTERIM.path(self.root, day)
 
-    def processed(self, day: date) -> Path:
+    def processed(self, day: date) -> ArtifactPath:
         return artifacts.PROCESSED.path(self.root, day)
 
-    def model_dir(self, day: date) -> Path:
+    def model_dir(self, day: date) -> ArtifactPath:
         """The day's model folder: a ``run=<run id>/`` folder per run that trained for
         the day, and the card of the run whose results data/output/ds=<day>/ holds."""
         return artifacts.MODEL_DAY.path(self.root, day)
 
-    def run_model_dir(self, day: date, run_id: str) -> Path:
+    def run_model_dir(self, day: date, run_id: str) -> ArtifactPath:
         """Where run ``run_id`` trains for ``day``. One folder per run, so that two runs
         of the same day never write into one folder. The run id is percent-encoded
         (Airflow's own ids keep their letters, digits and ``_.~:+-``), so no id can
         name another folder."""
         return artifacts.RUN_MODEL_DIR.path(self.root, day, run_id)
 
-    def model_file(self, day: date, run_id: str) -> Path:
+    def model_file(self, day: date, run_id: str) -> ArtifactPath:
         """The model run ``run_id`` trained for ``day`` (skops format)."""
         return artifacts.RUN_MODEL.path(self.root, day, run_id)
 
-    def model_card(self, day: date, run_id: str) -> Path:
+    def model_card(self, day: date, run_id: str) -> ArtifactPath:
         """The card of :meth:`model_file` (JSON)."""
         return artifacts.RUN_MODEL_CARD.path(self.root, day, run_id)
 
-    def day_model_card(self, day: date) -> Path:
+    def day_model_card(self, day: date) -> ArtifactPath:
         """The card of the model the day's metrics.json and report describe (the score
         task copies it from the recorded run's folder)."""
         return artifacts.DAY_MODEL_CARD.path(self.root, day)
 
-    def output(self, day: date) -> Path:
+    def output(self, day: date) -> ArtifactPath:
         return artifacts.OUTPUT.path(self.root, day)
 
-    def predictions(self, day: date) -> Path:
+    def predictions(self, day: date) -> ArtifactPath:
         """The score task's predictions for the day's holdout (Parquet)."""
         return artifacts.PREDICTIONS.path(self.root, day)
 
-    def metrics(self, day: date) -> Path:
+    def metrics(self, day: date) -> ArtifactPath:
         """The score task's metrics.json, written from the day's recorded registry row."""
         return artifacts.METRICS.path(self.root, day)
 
-    def figures(self, day: date) -> Path:
+    def figures(self, day: date) -> ArtifactPath:
         return artifacts.FIGURES.path(self.root, day)
 
-    def report(self, day: date) -> Path:
+    def report(self, day: date) -> ArtifactPath:
         """The day's report folder (its page: :meth:`report_page`)."""
         return artifacts.REPORT_DIR.path(self.root, day)
 
-    def report_page(self, day: date) -> Path:
+    def report_page(self, day: date) -> ArtifactPath:
         return artifacts.REPORT.path(self.root, day)
 
     @property
-    def model_store(self) -> Path:
+    def model_store(self) -> ArtifactPath:
         """Promoted models, content-addressed and written once: <sha256>.skops."""
         return artifacts.MODEL_STORE.path(self.root)
 
@@ -279,12 +310,20 @@ def _section(name: str, raw: Any, cls: type) -> Any:
     return cls(**values)
 
 
+def project_paths(root: str | Path | None = None, anchor: str | Path | None = None) -> ProjectPaths:
+    """The project root (:func:`project_root` of ``root`` and ``anchor``) and its artifact
+    root ($FLIGHT_DELAYS_STORAGE_URL, else the project root)."""
+    home = project_root(root, anchor)
+    return ProjectPaths(storage.storage_root(home), home)
+
+
 def load_settings(
     root: str | Path | None = None, params_file: str | Path | None = None
 ) -> Settings:
-    """Read the parameter file (default: <root>/include/params.yaml) into Settings."""
-    paths = ProjectPaths(project_root(root))
-    path = Path(params_file) if params_file is not None else paths.root / PARAMS_RELATIVE
+    """Read the parameter file (default: <root>/include/params.yaml) into Settings. The
+    artifact root comes from $FLIGHT_DELAYS_STORAGE_URL (:func:`project_paths`)."""
+    paths = project_paths(root)
+    path = Path(params_file) if params_file is not None else paths.home / PARAMS_RELATIVE
     if not path.is_file():
         raise ConfigError(f"parameter file not found: {path}")
     try:

@@ -7,15 +7,21 @@ write-once raw partition ``data/raw/ds=YYYY-MM-DD/`` holding ``flights.parquet``
 ``datetime64[ns]``). Only the days without a partition are read from the SQL source, so
 the first run bootstraps the whole window and a nightly run fetches one day.
 
-A partition is written into a hidden temporary folder beside it and renamed into place,
-so a killed task never leaves half a partition; if the partition appeared meanwhile (a
-concurrent run), ours is discarded. Then the manifest ``data/interim/ds=D/manifest.json``
-records the window's partitions (rows and SHA-256 of every file) for the next steps.
+A partition is committed by its marker ``_committed.json`` (the SHA-256 and rows of its
+files), always written last, so a killed task never leaves a partition that counts as
+present (:func:`committed`). On a local disk the files and the marker are written into a
+hidden temporary folder beside the partition, which is renamed into place; in an object
+store, where a folder is only a key prefix and cannot be renamed, each file is one PUT
+and the marker a conditional PUT that only one writer can make. A writer that finds the
+partition committed, or loses the marker to another, discards its own. Then the
+manifest ``data/interim/ds=D/manifest.json`` records the window's partitions (rows and
+SHA-256 of every file) for the next steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -25,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +39,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flight_delays import artifacts, contracts, dates, db, demo, io, source
+from flight_delays import artifacts, contracts, dates, db, demo, io, source, storage
 from flight_delays.config import ProjectPaths, Settings, load_settings
 from flight_delays.errors import PipelineDataError
+from flight_delays.storage import ArtifactPath
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,7 @@ logger = logging.getLogger(__name__)
 FLIGHTS_FILE = artifacts.RAW_FLIGHTS.filename
 WEATHER_FILE = artifacts.RAW_WEATHER.filename
 PARTITION_FILES = (FLIGHTS_FILE, WEATHER_FILE)
+COMMIT_FILE = artifacts.RAW_COMMIT.filename
 
 
 class NoFlightsError(PipelineDataError):
@@ -132,21 +141,63 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def write_partition(final: Path, flights: pd.DataFrame, weather: pd.DataFrame) -> bool:
-    """Write a raw partition folder atomically; never touch an existing one.
+def committed(partition: ArtifactPath) -> bool:
+    """Whether the raw partition folder ``partition`` is there for good.
 
-    Returns True if this call created ``final``, False if it already existed (e.g. a
-    concurrent run renamed its own copy into place first; ours is discarded).
+    Object store: only when its commit marker is, since the marker is the last object a
+    writer puts. Local disk: when the folder is, since it appears whole, marker included,
+    by one rename (so partitions written before markers existed count as well).
     """
-    final = Path(final)
-    if final.exists():
+    if storage.is_local(partition):
+        return partition.exists()
+    return (partition / COMMIT_FILE).exists()
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def write_partition(final: ArtifactPath, flights: pd.DataFrame, weather: pd.DataFrame) -> bool:
+    """Write a raw partition folder and its commit marker; never touch a committed one.
+
+    Returns True if this call committed ``final``, False if it was already committed
+    (e.g. a concurrent run committed its own copy first; ours is discarded).
+    """
+    final = storage.locate(final)
+    if committed(final):
         return False
+    files = {FLIGHTS_FILE: _parquet(flights), WEATHER_FILE: _parquet(weather)}
+    marker = {
+        name: {"sha256": hashlib.sha256(data).hexdigest(), "rows": len(frame)}
+        for (name, data), frame in zip(files.items(), (flights, weather), strict=True)
+    }
+    files[COMMIT_FILE] = (json.dumps({"files": marker}, indent=2, sort_keys=True) + "\n").encode()
+    if storage.is_local(final):
+        return _rename_into_place(final, files)
+    # An object store: the data files first, each one PUT, then the marker, which only
+    # one writer can create. Two writers of a day read the same complete day in the same
+    # order, so their files are the same bytes; if the source changed between their
+    # reads, the files no longer match the marker and partition_stats says so.
+    for name in PARTITION_FILES:
+        io.write_bytes(files[name], final / name)
+    try:
+        io.write_bytes(files[COMMIT_FILE], final / COMMIT_FILE, exclusive=True)
+    except FileExistsError:
+        logger.info("partition %s was committed meanwhile: kept it, discarded ours", final)
+        return False
+    return True
+
+
+def _rename_into_place(final: Path, files: Mapping[str, bytes]) -> bool:
+    """Local disk: the files (marker last) into a hidden folder beside ``final``, renamed."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the partition is shared data
-        for name, frame in ((FLIGHTS_FILE, flights), (WEATHER_FILE, weather)):
-            frame.to_parquet(tmp / name, index=False)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
             _fsync(tmp / name)
         try:
             # rename(2) of a folder onto an existing non-empty one fails: no overwrite.
@@ -162,48 +213,68 @@ def write_partition(final: Path, flights: pd.DataFrame, weather: pd.DataFrame) -
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def partition_stats(day: date, path: Path) -> dict[str, Any]:
-    """Rows (from the Parquet footers) and SHA-256 of the files of one raw partition."""
+def _marker(path: ArtifactPath) -> dict[str, Any] | None:
+    """The partition's commit marker's file entries (None: a local partition written
+    before markers existed)."""
+    marker = path / COMMIT_FILE
+    return io.read_json(marker, artifacts.RAW_COMMIT)["files"] if marker.is_file() else None
+
+
+def partition_stats(day: date, path: ArtifactPath) -> dict[str, Any]:
+    """Rows (from the Parquet footers) and SHA-256 of the files of one raw partition,
+    checked against its commit marker."""
     redo = (
-        f"partitions are write-once: delete the folder {path} to have the next ingest "
-        f"run fetch {day.isoformat()} again"
+        f"partitions are write-once: fetch the day again with `python -m flight_delays.ingest "
+        f"refetch --day {day.isoformat()}` (the copy is kept in data/raw/superseded/), or "
+        f"delete {path} to have the next ingest run fetch it"
     )
     absent = [name for name in PARTITION_FILES if not (path / name).is_file()]
     if absent:
         raise BrokenPartitionError(f"raw partition {path} lacks {', '.join(absent)}; {redo}")
+    marker = _marker(path)
     stats: dict[str, Any] = {"day": day, "path": str(path), "sha256": {}}
-    for name, rows_key in ((FLIGHTS_FILE, "flight_rows"), (WEATHER_FILE, "weather_rows")):
+    for name, rows_key, entry in (
+        (FLIGHTS_FILE, "flight_rows", artifacts.RAW_FLIGHTS),
+        (WEATHER_FILE, "weather_rows", artifacts.RAW_WEATHER),
+    ):
+        data = io.read_bytes(path / name, entry)  # once: the rows and the hash come from these
         try:
-            stats[rows_key] = pq.read_metadata(path / name).num_rows
+            stats[rows_key] = pq.read_metadata(pa.BufferReader(data)).num_rows
         except pa.ArrowException as exc:
             raise BrokenPartitionError(
                 f"raw partition file {path / name} is not readable Parquet ({exc}); {redo}"
             ) from exc
-        stats["sha256"][name] = io.sha256(path / name)
+        digest = stats["sha256"][name] = hashlib.sha256(data).hexdigest()
+        if marker is not None and marker.get(name, {}).get("sha256") != digest:
+            raise BrokenPartitionError(
+                f"raw partition file {path / name} differs from the one its commit marker "
+                f"{COMMIT_FILE} recorded (changed after it was committed); {redo}"
+            )
     return stats
 
 
-def _next_version(folder: Path) -> Path:
+def _next_version(folder: ArtifactPath) -> ArtifactPath:
     taken = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     return folder / next(f"v{n}" for n in range(1, len(taken) + 2) if f"v{n}" not in taken)
 
 
-def supersede(paths: ProjectPaths, day: date) -> Path | None:
+def supersede(paths: ProjectPaths, day: date) -> ArtifactPath | None:
     """Move ``day``'s raw partition and its quarantine aside, unchanged, to
     ``data/raw/superseded/ds=D/v<N>/`` so the next ingest fetches the day again.
 
-    Returns the folder they went to, or None when the day had no partition. Renames
-    only: the files keep their bytes, and the manifests of earlier runs keep their
-    SHA-256 sums to compare with.
+    Returns the folder they went to, or None when the day had no partition. The files
+    keep their bytes, and the manifests of earlier runs keep their SHA-256 sums to
+    compare with. Local disk: renames. Object store: copies, then deletes, with the
+    commit marker deleted first, so the day stops counting as present before any of its
+    files goes (:func:`flight_delays.storage.move_folder`).
     """
     partition = paths.raw_partition(day)
     if not partition.exists():
         return None
     target = _next_version(paths.superseded(day))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(partition, target)
+    storage.move_folder(partition, target, last=(COMMIT_FILE,))
     if paths.quarantine(day).exists():
-        os.rename(paths.quarantine(day), target / "quarantine")
+        storage.move_folder(paths.quarantine(day), target / "quarantine")
     logger.info("re-fetch %s: moved its partition (and quarantine) to %s", day, target)
     return target
 
@@ -268,7 +339,7 @@ def _freeze(
     return write_partition(paths.raw_partition(day), flights.good, weather.good)
 
 
-def refetch_day(settings: Settings, day: date, url: str) -> Path | None:
+def refetch_day(settings: Settings, day: date, url: str) -> ArtifactPath | None:
     """Fetch ``day`` again from the source (a corrected day): checked first, then the old
     partition and quarantine are moved aside unchanged (:func:`supersede`) and the new
     ones written. A day that fails its checks leaves the old partition in place.
@@ -291,7 +362,7 @@ def ensure_partitions(settings: Settings, days: Sequence[date], url: str) -> lis
     ingest (the training window) and the prediction step (the days before the predicted
     one), so both read the source the same way."""
     paths = settings.paths
-    todo = missing_days(days, (d for d in days if paths.raw_partition(d).exists()))
+    todo = missing_days(days, (d for d in days if committed(paths.raw_partition(d))))
     fetched: list[date] = []
     if todo:
         shown = db.safe_url(url)
@@ -311,7 +382,9 @@ def quarantined_rows(paths: ProjectPaths, day: date) -> int:
     """Rows of ``day`` the contract kept back when it was fetched (0: none, or fetched
     before the contracts existed)."""
     summary = artifacts.QUARANTINE_SUMMARY.path(paths.root, day)
-    return int(json.loads(summary.read_text())["quarantined"]) if summary.is_file() else 0
+    if not summary.is_file():
+        return 0
+    return int(io.read_json(summary, artifacts.QUARANTINE_SUMMARY)["quarantined"])
 
 
 def run(
@@ -390,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings(args.root)
     moved = refetch_day(settings, args.day, args.source_url or settings.source_url)
-    result = run(args.day, settings.paths.root, source_url=args.source_url)
+    result = run(args.day, settings.paths.home, source_url=args.source_url)
     print(
         f"re-fetched {args.day}: earlier partition kept in {moved}"
         if moved

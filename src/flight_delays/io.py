@@ -1,17 +1,20 @@
-"""File helpers every step wrapper uses: atomic writes, content hashes, and a clear
-error when an upstream artifact is missing.
+"""File helpers every step wrapper uses: the formats (Parquet, JSON, bytes) read and
+written atomically, content hashes, and a clear error when an upstream artifact is
+missing.
 
-Atomic means: write to a temporary name in the destination folder, flush it to disk,
-then rename it over the final name. A rename within one file system is atomic, so a
-retried or killed task never leaves a half-written artifact behind.
+Atomic means: a retried or killed task never leaves a half-written artifact behind. On
+a local disk the file is written under a temporary name in the destination folder,
+flushed and renamed over the final name; in an object store it is uploaded in one PUT,
+which makes the object appear whole or not at all (:func:`flight_delays.storage.atomic_path`).
+Paths are :class:`pathlib.Path` or, for an artifact root in an object store,
+:class:`upath.UPath` (:mod:`flight_delays.storage`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io as _bytes_io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -20,7 +23,9 @@ from typing import Any
 
 import pandas as pd
 
+from flight_delays import storage
 from flight_delays.artifacts import Artifact
+from flight_delays.storage import ArtifactPath
 
 #: The fix a missing artifact's error names: run the producing step for the same day,
 #: in-process and without Airflow (flight_delays.cli). ``make task T=<task> DAY=<day>``
@@ -28,12 +33,12 @@ from flight_delays.artifacts import Artifact
 DEV_COMMAND = "python -m flight_delays run {task} --day {day}"
 
 
-def _day(path: Path) -> str:
+def _day(path: ArtifactPath) -> str:
     """The processed day in the ``ds=YYYY-MM-DD`` part of ``path``, else a placeholder."""
     for part in reversed(path.parts):
         if part.startswith("ds="):
             try:
-                return date.fromisoformat(part[3:]).isoformat()
+                return date.fromisoformat(part[3:].rstrip("/")).isoformat()
             except ValueError:
                 break
     return "<YYYY-MM-DD>"
@@ -43,8 +48,8 @@ class MissingArtifactError(FileNotFoundError):
     """An upstream step's output is not there: names the file and the task that makes it
     (the producer of its catalog entry, :mod:`flight_delays.artifacts`)."""
 
-    def __init__(self, path: Path, artifact: Artifact) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | ArtifactPath, artifact: Artifact) -> None:
+        self.path = storage.locate(path)
         self.artifact = artifact
         self.task = task = artifact.producer
         command = DEV_COMMAND.format(task=task, day=_day(self.path))
@@ -54,63 +59,70 @@ class MissingArtifactError(FileNotFoundError):
         )
 
 
-def require(path: str | Path, artifact: Artifact) -> Path:
+def require(path: str | ArtifactPath, artifact: Artifact) -> ArtifactPath:
     """Return ``path`` (an instance of ``artifact``) if it exists, else raise
     MissingArtifactError naming the artifact's producer."""
-    path = Path(path)
+    path = storage.locate(path)
     if not path.exists():
         raise MissingArtifactError(path, artifact)
     return path
 
 
 @contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it to ``final`` if the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp creates 0600; artifacts are shared with other users (web UI, containers).
-    tmp.chmod(0o644)
-    try:
+def atomic_path(final: str | ArtifactPath, exclusive: bool = False) -> Iterator[Path]:
+    """Yield a local temporary path; ``final`` becomes its content if the block succeeds
+    (:func:`flight_delays.storage.atomic_path`)."""
+    with storage.atomic_path(storage.locate(final), exclusive) as tmp:
         yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
-def atomic_write(final: str | Path, write: Callable[[Path], Any]) -> Path:
+def atomic_write(final: str | ArtifactPath, write: Callable[[Path], Any]) -> ArtifactPath:
     """Call ``write(tmp_path)`` and move the result to ``final`` atomically."""
+    final = storage.locate(final)
     with atomic_path(final) as tmp:
         write(tmp)
-    return Path(final)
+    return final
 
 
-def write_parquet(frame: pd.DataFrame, final: str | Path) -> Path:
+def write_bytes(data: bytes, final: str | ArtifactPath, exclusive: bool = False) -> ArtifactPath:
+    """Write ``data`` to ``final`` atomically (``exclusive``: never replace a file)."""
+    final = storage.locate(final)
+    with atomic_path(final, exclusive) as tmp:
+        tmp.write_bytes(data)
+    return final
+
+
+def write_parquet(frame: pd.DataFrame, final: str | ArtifactPath) -> ArtifactPath:
     return atomic_write(final, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def write_json(payload: Any, final: str | Path) -> Path:
+def write_json(payload: Any, final: str | ArtifactPath) -> ArtifactPath:
     text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     return atomic_write(final, lambda tmp: tmp.write_text(text))
 
 
-def read_parquet(path: str | Path, artifact: Artifact) -> pd.DataFrame:
+def read_bytes(path: str | ArtifactPath, artifact: Artifact) -> bytes:
+    """The bytes of an upstream artifact, read once; a missing file names its producer."""
+    return require(path, artifact).read_bytes()
+
+
+def read_parquet(path: str | ArtifactPath, artifact: Artifact) -> pd.DataFrame:
     """Read an upstream Parquet artifact; a missing file names the task that makes it."""
-    return pd.read_parquet(require(path, artifact))
+    path = require(path, artifact)
+    if storage.is_local(path):
+        return pd.read_parquet(path)
+    # One GET of the whole object instead of the reader's many small ranged reads.
+    return pd.read_parquet(_bytes_io.BytesIO(path.read_bytes()))
 
 
-def read_json(path: str | Path, artifact: Artifact) -> Any:
-    return json.loads(require(path, artifact).read_text())
+def read_json(path: str | ArtifactPath, artifact: Artifact) -> Any:
+    return json.loads(read_bytes(path, artifact))
 
 
-def sha256(path: str | Path) -> str:
+def sha256(path: str | ArtifactPath) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with storage.locate(path).open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

@@ -29,14 +29,16 @@ written once: a rerun that retrains ``models/ds=D/model.skops`` cannot change a 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import json
 import logging
-import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -67,9 +69,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from flight_delays import io
+from flight_delays import artifacts, io, storage
 from flight_delays.dates import parse_day
-from flight_delays.db import open_engine, safe_url
+from flight_delays.db import open_engine, safe_url, sqlite_file
+from flight_delays.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
 
@@ -204,20 +207,38 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine) -> str:
-    """Migrate the registry schema to the newest revision; returns it. Idempotent."""
+    """Migrate the registry schema to the newest revision; returns it. Idempotent, and
+    safe when the first runs of a backfill migrate at once: PostgreSQL migrators take an
+    advisory lock (migrations/env.py); SQLite ones a lock on a file beside the database
+    (SQLite runs each DDL statement in its own transaction, so a second migrator would
+    otherwise find half the tables of the first)."""
     head = head_revision()
     if current_revision(engine) == head:
         return head
-    try:
-        with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), "head")
-    except SQLAlchemyError:
-        # Two first runs raced on SQLite (PostgreSQL migrators take an advisory lock):
-        # fine if the other one finished the job.
-        if current_revision(engine) != head:
-            raise
+    with _migration_lock(engine):
+        if current_revision(engine) != head:  # another migrator may have finished it
+            with engine.begin() as conn:
+                command.upgrade(_alembic_config(conn), "head")
     log.info("registry schema at revision %s in %s", head, safe_url(engine.url))
     return head
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive lock on ``<database>.migrate.lock`` for a SQLite file; nothing for
+    other databases (they lock inside the migration)."""
+    path = sqlite_file(engine.url)
+    if path is None:
+        yield
+        return
+    lock_path = path.with_name(path.name + ".migrate.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def connect(url: str) -> Engine:
@@ -283,16 +304,16 @@ def history(engine: Engine) -> pd.DataFrame:
 
 
 # --- writes ------------------------------------------------------------------------------
-def store_model(model_path: str | Path, sha256: str, store: Path) -> Path:
-    """Copy a model into the content-addressed store (once) and return its path there."""
-    final = store / f"{sha256}.skops"
+def store_model(model_path: str | ArtifactPath, sha256: str, store: ArtifactPath) -> ArtifactPath:
+    """Copy a model into the content-addressed store (once) and return its path there.
+    The bytes are read once and checked before they are written (local or object store)."""
+    final = storage.locate(store) / f"{sha256}.skops"
     if final.exists() and io.sha256(final) == sha256:
         return final
-    io.atomic_write(final, lambda tmp: shutil.copyfile(model_path, tmp))
-    if io.sha256(final) != sha256:
-        final.unlink()
+    data = io.read_bytes(model_path, artifacts.RUN_MODEL)
+    if hashlib.sha256(data).hexdigest() != sha256:
         raise RegistryError(f"model {model_path} changed while it was being stored")
-    return final
+    return io.write_bytes(data, final)
 
 
 def record_challenger(engine: Engine, challenger: Challenger) -> None:
@@ -409,7 +430,7 @@ def rollback(
         values.update(model_path=None, model_sha256=None)
         if target is not None:
             run = conn.execute(select(MODEL_RUNS).where(MODEL_RUNS.c.id == target)).mappings().one()
-            path = Path(run["model_path"])
+            path = storage.locate(run["model_path"])
             if not path.is_file() or io.sha256(path) != run["model_sha256"]:
                 raise RegistryError(
                     f"cannot roll back to the model of {run['processed_day']}: {path} is missing "

@@ -14,11 +14,9 @@ Every number comes from :func:`flight_delays.scoring.regression_metrics`.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,10 +37,12 @@ from flight_delays import (
     schema,
     scoring,
     serving,
+    storage,
     train,
 )
 from flight_delays.config import Settings, load_settings
 from flight_delays.dates import parse_day
+from flight_delays.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
 
@@ -98,23 +98,18 @@ def _champion_predictions(
 
 
 @contextmanager
-def day_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (created if needed): two runs of the same
-    day publish their predictions, registry row and metrics.json one after the other,
-    so the day's files always come from one run. A lock on the folder itself, so no
-    lock file is left behind; the kernel drops it if the process dies."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+def day_lock(folder: ArtifactPath) -> Iterator[None]:
+    """Hold an exclusive lock for the day's output ``folder``: two runs of the same day
+    publish their predictions, registry row and metrics.json one after the other, so the
+    day's files always come from one run (:func:`flight_delays.storage.lock`: on the
+    folder itself on a local disk; for an object store, on a local file)."""
+    with storage.lock(folder):
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
-def _read_card(path: str | Path, expected_sha256: str) -> bytes:
+def _read_card(path: str | ArtifactPath, expected_sha256: str) -> bytes:
     """A challenger's model card, read once and checked against the registry's hash."""
-    data = io.require(path, artifacts.RUN_MODEL_CARD).read_bytes()
+    data = io.read_bytes(path, artifacts.RUN_MODEL_CARD)
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
         raise train.UntrustedModelError(
@@ -147,7 +142,9 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
     holdout_path = artifacts.HOLDOUT_TABLE.path(root, day)
     holdout = io.read_parquet(holdout_path, artifacts.HOLDOUT_TABLE)
     counts_path = artifacts.FEATURE_COUNTS.path(root, day)
-    data_counts = json.loads(counts_path.read_text()) if counts_path.is_file() else {}
+    data_counts = (
+        io.read_json(counts_path, artifacts.FEATURE_COUNTS) if counts_path.is_file() else {}
+    )
     if len(holdout) == 0:
         raise ValueError(f"holdout {holdout_path} is empty: nothing to score")
 
@@ -321,7 +318,7 @@ def _publish(settings: Settings, row: dict[str, Any]) -> dict[str, Any] | None:
         return None
     info = payload["challenger"]
     card = _read_card(info["model_card"], info["model_card_sha256"])
-    io.atomic_write(settings.paths.day_model_card(day), lambda tmp: tmp.write_bytes(card))
+    io.write_bytes(card, settings.paths.day_model_card(day))
     io.write_json(payload, settings.paths.metrics(day))
     return payload
 

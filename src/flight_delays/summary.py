@@ -7,12 +7,11 @@ that has metrics.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import date
 
-from flight_delays import artifacts
-from flight_delays.config import ProjectPaths, project_root
+from flight_delays import artifacts, io
+from flight_delays.config import ProjectPaths, project_paths
 from flight_delays.dates import parse_day
 
 
@@ -26,7 +25,7 @@ def describe(paths: ProjectPaths, day: date) -> str:
     The model is the one of the run that wrote metrics.json (metrics.json's
     ``challenger``: each run trains into a folder of its own)."""
     metrics_path = paths.metrics(day)
-    metrics = json.loads(metrics_path.read_text())
+    metrics = io.read_json(metrics_path, artifacts.METRICS)
     figures = sorted(
         path
         for entry in artifacts.FIGURE_ENTRIES.values()
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--day", help="processed day, YYYY-MM-DD (default: the latest)")
     parser.add_argument("--root", help="project root (default: $FLIGHT_DELAYS_HOME or cwd)")
     args = parser.parse_args(argv)
-    paths = ProjectPaths(project_root(args.root))
+    paths = project_paths(args.root)  # the artifact root: $FLIGHT_DELAYS_STORAGE_URL, else it
     day = parse_day(args.day) if args.day else latest_day(paths)
     if day is None or not paths.metrics(day).is_file():
         print(f"no {artifacts.METRICS.filename} under {paths.root}", file=sys.stderr)

@@ -50,6 +50,7 @@ from flight_delays import artifacts, io, registry, schema
 from flight_delays.config import LOCAL_RUN_PREFIX, TrainSettings, load_settings
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
+from flight_delays.storage import ArtifactPath
 
 # Importing skops.io builds its list of trusted scipy.special ufuncs. A ufunc has no
 # __module__, so skops finds its module by calling getattr(module, name, None) on every
@@ -310,13 +311,12 @@ def dump_model(model: Pipeline) -> bytes:
     return skops.io.dumps(model, compression=zipfile.ZIP_DEFLATED)
 
 
-def save_model(model: Pipeline, path: str | Path) -> Path:
-    """Write :func:`dump_model` of ``model`` to ``path`` atomically."""
-    data = dump_model(model)
-    return io.atomic_write(path, lambda tmp: tmp.write_bytes(data))
+def save_model(model: Pipeline, path: str | ArtifactPath) -> ArtifactPath:
+    """Write :func:`dump_model` of ``model`` to ``path`` (local or a URL) atomically."""
+    return io.write_bytes(dump_model(model), path)
 
 
-def load_model(path: str | Path, expected_sha256: str | None = None) -> Pipeline:
+def load_model(path: str | ArtifactPath, expected_sha256: str | None = None) -> Pipeline:
     """Load a pipeline written by :func:`run`, trusting only :data:`TRUSTED_TYPES` beyond
     skops' defaults.
 
@@ -327,7 +327,7 @@ def load_model(path: str | Path, expected_sha256: str | None = None) -> Pipeline
     from the registry, never from a file beside the model), if it holds any other
     untrusted type, or if it is not a Pipeline ending in HistGradientBoostingRegressor.
     """
-    path = io.require(path, artifacts.RUN_MODEL)
+    path = io.require(path, artifacts.RUN_MODEL)  # a local path or a URL (s3://...)
     data = path.read_bytes()
     if expected_sha256 is not None:
         actual = hashlib.sha256(data).hexdigest()
@@ -383,9 +383,9 @@ def new_run_id() -> str:
     return f"{LOCAL_RUN_PREFIX}{uuid.uuid4().hex}"
 
 
-def _write_bytes(data: bytes, path: Path) -> str:
+def _write_bytes(data: bytes, path: ArtifactPath) -> str:
     """Write ``data`` to ``path`` atomically; return the SHA-256 of the bytes written."""
-    io.atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    io.write_bytes(data, path)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -419,7 +419,8 @@ def run(
 
     # The hashes are taken from the bytes written, not read back from the files.
     model_path = settings.paths.model_file(day, run_id)
-    model_sha = _write_bytes(dump_model(model), model_path)
+    model_bytes = dump_model(model)
+    model_sha = _write_bytes(model_bytes, model_path)
     days = train_frame[schema.DAY]
     card = {
         "processed_day": day.isoformat(),
@@ -478,7 +479,7 @@ def run(
         card["train_window"]["first_day"],
         card["train_window"]["last_day"],
         settings.train.bagging_models,
-        model_path.stat().st_size / 1e6,
+        len(model_bytes) / 1e6,
         time.perf_counter() - started,
         model_path,
     )

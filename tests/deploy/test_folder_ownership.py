@@ -66,7 +66,8 @@ def artifact_paths(home: Path) -> list[Path]:
     paths = ProjectPaths(root=home)
     found = []
     for name, member in inspect.getmembers(ProjectPaths):
-        if name.startswith("_") or name == "root":
+        # root and home are the roots themselves; path() resolves any catalog entry.
+        if name.startswith("_") or name in ("root", "home", "path"):
             continue
         value = getattr(paths, name)
         if not isinstance(member, property):

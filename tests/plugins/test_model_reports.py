@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import shutil
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -379,3 +380,62 @@ def test_importing_the_plugin_does_not_import_fastapi_or_the_registry():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+# --- an artifact root in an object store ---------------------------------------------
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    from s3_support import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+def test_reports_are_read_from_an_s3_artifact_root(project, auth, s3_endpoint, monkeypatch):
+    """With FLIGHT_DELAYS_STORAGE_URL at a bucket, the page links and serves the reports
+    and figures the chart task put there, through the catalog, and nothing else."""
+    from flight_delays import io
+    from s3_support import new_bucket, point_s3_at
+
+    point_s3_at(monkeypatch, s3_endpoint, project)
+    url = f"s3://{new_bucket()}/prefix"
+    local = project / "reports"
+    for file in sorted(p for p in local.rglob("*") if p.is_file()):
+        io.write_bytes(file.read_bytes(), f"{url}/reports/{file.relative_to(local).as_posix()}")
+    shutil.rmtree(local)  # nothing on the local disk to fall back on
+    monkeypatch.setenv("FLIGHT_DELAYS_STORAGE_URL", url)
+    plugin = load_plugin("model_reports_on_s3")
+    try:
+        client = TestClient(plugin.build_app(), headers={"Authorization": f"Bearer {auth()}"})
+        runs = client.get("/api/runs").json()["runs"]
+        assert [r["report"] for r in runs] == [
+            "reports/ds=2013-03-16/index.html",
+            "reports/ds=2013-03-15/index.html",
+        ]
+        report = client.get("/reports/ds=2013-03-15/index.html")
+        assert report.status_code == 200 and "run report" in report.text
+        assert report.headers["content-type"].startswith("text/html")
+        figure = client.get("/reports/figures/ds=2013-03-15/metric_history.png")
+        assert figure.status_code == 200 and figure.content.startswith(b"\x89PNG")
+        assert figure.headers["content-type"] == "image/png"
+        io.write_bytes(b"not a report", f"{url}/reports/notes.txt")
+        io.write_bytes(b"secret: yes", f"{url}/include/params.yaml")
+        for path in (
+            "ds=2013-03-17/index.html",
+            "notes.txt",
+            "../include/params.yaml",
+            "..%2Finclude%2Fparams.yaml",
+            "ds=2013-03-15//index.html",
+            "ds=2013-03-15/index.html%00.png",
+        ):
+            assert client.get(f"/reports/{path}").status_code == 404, path
+    finally:
+        plugin.reset_engine()
+
+
+def test_a_bad_storage_url_is_a_503_naming_the_setting(client, monkeypatch):
+    monkeypatch.setenv("FLIGHT_DELAYS_STORAGE_URL", "nosuchfs://bucket/prefix")
+    for path in ("/", "/api/runs", "/reports/ds=2013-03-15/index.html"):
+        response = client.get(path)
+        assert response.status_code == 503, path
+        assert "FLIGHT_DELAYS_STORAGE_URL" in response.text, path

@@ -238,3 +238,17 @@ def test_the_dag_and_the_plugin_find_the_root_through_config() -> None:
         text = path.read_text()
         assert "project_root(anchor=__file__)" in text, path.name
         assert 'environ.get("FLIGHT_DELAYS_HOME")' not in text, path.name
+
+
+def test_asset_uris_follow_the_artifact_root(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("FLIGHT_DELAYS_STORAGE_URL", raising=False)
+    features = artifacts.FEATURES
+    assert artifacts.asset_uri(features, tmp_path) == f"{tmp_path.as_uri()}/data/processed"
+    monkeypatch.setenv("FLIGHT_DELAYS_STORAGE_URL", "s3://bucket/prefix/")
+    assert artifacts.asset_uri(features, tmp_path) == "s3://bucket/prefix/data/processed"
+    assert (
+        artifacts.asset_uri(artifacts.MODEL_STORE, tmp_path) == "s3://bucket/prefix/models/registry"
+    )
+    # A relative folder is under the project root, as storage_root takes it.
+    uri = artifacts.asset_uri(features, tmp_path, storage_url="shared")
+    assert uri == f"{(tmp_path / 'shared').as_uri()}/data/processed"

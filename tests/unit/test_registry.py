@@ -301,3 +301,21 @@ def test_revision_0004_keeps_the_rows_and_refuses_to_drop_a_step_down(tmp_path):
     with engine.begin() as conn, pytest.raises(RuntimeError, match="step-down"):
         command.downgrade(registry._alembic_config(conn), "0003")
     assert registry.current_revision(engine) == "0004"
+
+
+def _connect_and_report(url: str) -> str:
+    engine = registry.connect(url)
+    try:
+        return registry.current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def test_first_runs_that_migrate_at_once_all_get_the_newest_schema(tmp_path):
+    """The first runs of a backfill open a fresh SQLite registry together: each migrates
+    or waits for the one that does; none finds half the tables of another."""
+    url = url_in(tmp_path)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        revisions = pool.map(_connect_and_report, [url] * 8)
+    assert revisions == [registry.head_revision()] * 8

@@ -1,0 +1,105 @@
+"""flight_delays.storage without a server: how the storage URL and recorded locations
+become paths, the local-only catalog entries, exclusive writes, and the same io calls on
+another fsspec file system (memory://). The S3 runs: tests/unit/test_storage_s3.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from upath import UPath
+
+from flight_delays import artifacts, io, storage
+from flight_delays.config import ProjectPaths, project_paths
+from flight_delays.storage import ENV_STORAGE_URL
+
+DAY = date(2013, 3, 31)
+
+
+def test_the_artifact_root_is_the_project_root_unless_the_setting_names_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_STORAGE_URL, raising=False)
+    assert project_paths(tmp_path).root == tmp_path.resolve()
+    monkeypatch.setenv(ENV_STORAGE_URL, "artifacts")  # relative: to the project root
+    assert project_paths(tmp_path).root == tmp_path.resolve() / "artifacts"
+    monkeypatch.setenv(ENV_STORAGE_URL, f"file://{tmp_path}/elsewhere/")
+    assert project_paths(tmp_path).root == tmp_path / "elsewhere"
+    monkeypatch.setenv(ENV_STORAGE_URL, "memory://bucket/prefix/")
+    paths = project_paths(tmp_path)
+    assert isinstance(paths.root, UPath) and str(paths.root) == "memory://bucket/prefix"
+    assert paths.home == tmp_path.resolve()
+    # XCom and the registry hold strings: read back, they are the same path.
+    metrics = paths.metrics(DAY)
+    assert str(metrics) == "memory://bucket/prefix/data/output/ds=2013-03-31/metrics.json"
+    assert storage.locate(str(metrics)) == metrics
+
+
+def test_local_entries_stay_in_the_project_root(tmp_path: Path) -> None:
+    remote = storage.locate("memory://bucket/prefix")
+    paths = ProjectPaths(remote, home=tmp_path)
+    assert paths.source_db == tmp_path / "data" / "source" / "flights.sqlite"
+    assert str(paths.processed(DAY)) == "memory://bucket/prefix/data/processed/ds=2013-03-31"
+    with pytest.raises(ValueError, match="local project root"):
+        artifacts.SOURCE_DB.path(remote)
+    with pytest.raises(ValueError, match="needs the local project root"):
+        ProjectPaths(remote)
+    assert [e.name for e in artifacts.CATALOG if e.local] == ["source_db"]
+
+
+def test_relative_and_is_local_answer_for_both_kinds_of_path(tmp_path: Path) -> None:
+    assert storage.is_local(tmp_path) and not storage.is_local(storage.locate("memory://b/p"))
+    assert storage.relative(tmp_path / "a" / "b.json", tmp_path) == "a/b.json"
+    root = storage.locate("memory://b/p")
+    assert storage.relative(root / "a" / "b.json", root) == "a/b.json"
+    with pytest.raises(ValueError, match="not under"):
+        storage.relative(storage.locate("memory://b/q/x"), root)
+
+
+def test_an_exclusive_write_never_replaces_a_file(tmp_path: Path) -> None:
+    final = io.write_bytes(b"first", tmp_path / "marker.json", exclusive=True)
+    with pytest.raises(FileExistsError):
+        io.write_bytes(b"second", final, exclusive=True)
+    assert final.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["marker.json"]  # no temporary left
+
+
+def test_io_reads_and_writes_the_formats_on_another_file_system() -> None:
+    root = storage.locate(f"memory://{uuid.uuid4().hex}/prefix")
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    path = io.write_parquet(frame, artifacts.FEATURES.path(root, DAY))
+    pd.testing.assert_frame_equal(io.read_parquet(str(path), artifacts.FEATURES), frame)
+    io.write_json({"v": 1}, artifacts.METRICS.path(root, DAY))
+    assert io.read_json(artifacts.METRICS.path(root, DAY), artifacts.METRICS) == {"v": 1}
+    assert artifacts.METRICS.days(root) == [DAY]
+    assert len(io.sha256(path)) == 64
+    with pytest.raises(io.MissingArtifactError, match="'split' task"):
+        io.read_parquet(artifacts.TRAIN_TABLE.path(root, DAY), artifacts.TRAIN_TABLE)
+    assert [str(p) for p in artifacts.clean(root)] == [
+        f"{root}/data/processed/ds=2013-03-31",
+        f"{root}/data/output/ds=2013-03-31",
+    ]
+    assert not artifacts.FEATURES.path(root, DAY).exists()
+
+
+def test_a_move_copies_the_named_files_last_and_deletes_them_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = storage.locate(f"memory://{uuid.uuid4().hex}/p")
+    for name in ("_committed.json", "flights.parquet", "weather.parquet"):
+        io.write_bytes(name.encode(), root / "a" / name)
+    calls: list[tuple[str, str]] = []
+    fs = root.fs
+    real_copy, real_rm = fs.copy, fs.rm_file
+    monkeypatch.setattr(fs, "copy", lambda s, d, **k: (calls.append(("copy", s)), real_copy(s, d)))
+    monkeypatch.setattr(fs, "rm_file", lambda p, **k: (calls.append(("rm", p)), real_rm(p)))
+
+    storage.move_folder(root / "a", root / "b", last=("_committed.json",))
+
+    names = [(op, path.rsplit("/", 1)[1]) for op, path in calls]
+    assert names[2] == ("copy", "_committed.json") and names[3] == ("rm", "_committed.json")
+    assert (root / "b" / "flights.parquet").read_bytes() == b"flights.parquet"
+    assert not (root / "a").exists()
