@@ -18,7 +18,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, Param, chain
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from flight_delays.artifacts import ASSETS, asset_uri
+from flight_delays.artifacts import ASSETS, asset_uri, written_by
 from flight_delays.config import project_root
 from flight_delays.dates import TIMEZONE, processed_day
 from flight_delays.db import warehouse_url
@@ -160,16 +160,16 @@ with DAG(
     user_defined_macros={"processed_day": processed_day},
     tags=["ml", "flights", "nightly"],
     doc_md=__doc__
-    + """
+    + f"""
 ### What a run does
-| task | reads | writes |
+| task | reads | writes (from the artifact catalog) |
 |---|---|---|
-| ingest | SQL source: missing days only | `data/raw/ds=*/`, `data/interim/ds=D/manifest.json` |
-| featurize | raw partitions of the window | `data/processed/ds=D/features.parquet` |
-| split | features (+ past-day delay stats) | `train.parquet`, `holdout.parquet` (last K days) |
-| train | train split | `models/ds=D/run=R/model.skops`, `model_card.json`; hashes in registry |
-| score | run R's model, splits, champion | one registry row per run; `data/output/ds=D/` |
-| chart | predictions, registry history | `reports/figures/ds=D/*.png`, `reports/ds=D/index.html` |
+| ingest | SQL source: missing days only | {written_by("ingest")} |
+| featurize | raw partitions of the window | {written_by("featurize")} |
+| split | features (+ past-day delay stats) | {written_by("split")} (last K days held out) |
+| train | train split | {written_by("train")}; hashes in the registry |
+| score | run R's model, splits, champion | {written_by("score")}; one registry row per run |
+| chart | predictions, registry history | {written_by("chart")} |
 | publish | score's decision | a `flight_delays_champion` asset event (skipped: no change) |
 
 Paths are under the artifact root: the project root, or `FLIGHT_DELAYS_STORAGE_URL` (a

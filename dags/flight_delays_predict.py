@@ -16,7 +16,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param
 from airflow.sdk.exceptions import AirflowFailException
 
-from flight_delays.artifacts import ASSETS, asset_uri
+from flight_delays.artifacts import ASSETS, asset_uri, written_by
 from flight_delays.config import project_root
 from flight_delays.dates import TIMEZONE, predicted_day
 from flight_delays.db import warehouse_url
@@ -90,16 +90,15 @@ with DAG(
     },
     tags=["ml", "flights", "predictions"],
     doc_md=__doc__
-    + """
+    + f"""
 ### What a run does
 | task | reads | writes |
 |---|---|---|
 | predict | champion, the day's schedule and weather, the days before | predictions |
 
 **predict** reads the registry's champion, the day's schedule and weather from the
-warehouse and the raw partitions of the days before; it writes
-`data/output/predictions/ds=D/predictions.parquet` and replaces the day's rows of the
-warehouse table `predictions`.
+warehouse and the raw partitions of the days before; it writes {written_by("predict")}
+and replaces the day's rows of the warehouse table `predictions`.
 
 Every scheduled flight gets the champion's predicted arrival delay in minutes and the
 baseline's (origin-and-hour median) beside it; the nightly training run of D scores them

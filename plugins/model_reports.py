@@ -4,7 +4,7 @@ A FastAPI app mounted by the api-server at /model-reports, with a navigation ent
 external view shown inside the UI). The page shows the metric-history chart of every
 run (drawn from the registry), the current champion's card (trained day, MAE against
 the baseline, model file hash, promotion time), and every run recorded in the model
-registry with its decision, a link to its report (reports/ds=<day>/index.html) and a
+registry with its decision, a link to its report (the catalog's ``report``) and a
 link to its Airflow run in the grid view. Reports and figures are read through the
 artifact catalog from the artifact root, a local folder or an object store
 ($FLIGHT_DELAYS_STORAGE_URL, e.g. s3://bucket/prefix; flight_delays.storage).

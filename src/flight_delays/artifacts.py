@@ -187,6 +187,9 @@ def _a(
 
 #: The catalog: one row per artifact, in the order the pipeline makes them.
 CATALOG: tuple[Artifact, ...] = (
+    _a("source", "data/source", "seed", "folder", False,
+       "the embedded warehouse's folder (locked while a first run migrates the registry)",
+       local=True),
     _a("source_db", "data/source/flights.sqlite", "seed", "sqlite", False,
        "embedded demo warehouse (python -m flight_delays.demo seed)", local=True),
     _a("raw", "data/raw", "ingest", "folder", False,
@@ -277,6 +280,7 @@ BY_NAME: dict[str, Artifact] = {entry.name: entry for entry in CATALOG}
 if len(BY_NAME) != len(CATALOG):  # pragma: no cover - caught by the import in any test
     raise RuntimeError("artifact names must be unique")
 
+SOURCE = BY_NAME["source"]
 SOURCE_DB = BY_NAME["source_db"]
 RAW = BY_NAME["raw"]
 RAW_PARTITION = BY_NAME["raw_partition"]
@@ -366,6 +370,17 @@ def asset_uri(entry: Artifact, home: str | Path, storage_url: str | None = None)
         local = Path(text.removeprefix("file://"))
         base = (Path(home) / local).resolve().as_uri()
     return f"{base}/{entry.family}" if entry.family else base
+
+
+def written_by(task: str) -> str:
+    """The files ``task`` writes, as the DAGs' docs list them: each entry's template in
+    backquotes, ``{day}`` shown as ``D`` and ``{run_id}`` as ``R``."""
+    shown = [
+        entry.template.replace("{day}", "D").replace("{run_id}", "R")
+        for entry in CATALOG
+        if entry.producer == task and entry.format != "folder"
+    ]
+    return ", ".join(f"`{template}`" for template in shown)
 
 
 #: Lineage: the artifacts the DAGs declare as Airflow Assets, by asset name. Each Asset

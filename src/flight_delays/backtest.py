@@ -23,9 +23,9 @@ Holdout ends are spaced ``every`` days, counted back from the last day of the da
 with the defaults (90-day window, 7-day holdout), ``--every 28`` gives 10 runs from
 April to December 2013 and ``--every 7`` gives 40.
 
-Outputs (folder ``reports/backtest/`` by default): ``backtest.csv`` (one row per run,
+Outputs (folder ``reports/backtest/`` by default): ``backtest_table`` (one row per run,
 the fields of :class:`HoldoutResult`), ``backtest.md`` (the table and its summary) and
-``backtest_mae.png`` (:func:`flight_delays.chart.metric_history`, the chart of the
+``backtest_chart`` (:func:`flight_delays.chart.metric_history`, the chart of the
 nightly run report).
 
     python -m flight_delays.backtest --every 28

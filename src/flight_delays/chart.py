@@ -4,7 +4,7 @@ One function per chart kind: each takes precomputed data and an optional Axes, d
 it (or on a new Figure) and returns the Figure. Figures are built with
 ``matplotlib.figure.Figure`` and an Agg canvas, never pyplot, so no global state is
 touched and charts can be drawn from parallel tasks or a notebook alike.
-File wrapper: :func:`run` reads predictions.parquet from the score task and writes PNGs
+File wrapper: :func:`run` reads the ``predictions`` artifact of the score task and writes PNGs
 to ``reports/figures/ds=<day>/``.
 """
 
@@ -447,7 +447,7 @@ def run(
     registry_url: str | None = None,
 ) -> dict[str, Any]:
     """Draw the charts of ``day`` into ``reports/figures/ds=<day>/`` and write the run
-    report ``reports/ds=<day>/index.html``.
+    report (the ``report`` artifact).
 
     Reads the catalog's predictions, metrics and day_model_card (score task),
     feature_counts (featurize task) and the registry's history (default: the

@@ -207,7 +207,7 @@ class ProjectPaths:
         return artifacts.RUN_MODEL_CARD.path(self.root, day, run_id)
 
     def day_model_card(self, day: date) -> ArtifactPath:
-        """The card of the model the day's metrics.json and report describe (the score
+        """The card of the model the day's ``metrics`` and report describe (the score
         task copies it from the recorded run's folder)."""
         return artifacts.DAY_MODEL_CARD.path(self.root, day)
 
@@ -219,7 +219,7 @@ class ProjectPaths:
         return artifacts.PREDICTIONS.path(self.root, day)
 
     def metrics(self, day: date) -> ArtifactPath:
-        """The score task's metrics.json, written from the day's recorded registry row."""
+        """The score task's ``metrics``, written from the day's recorded registry row."""
         return artifacts.METRICS.path(self.root, day)
 
     def figures(self, day: date) -> ArtifactPath:

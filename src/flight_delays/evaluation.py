@@ -21,7 +21,7 @@ from flight_delays import promotion, schema, scoring
 from flight_delays.config import ScoreSettings
 
 IDENTIFIERS = [schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]
-# Who is scored, and the predictions.parquet column of each.
+# Who is scored, and the column of each in the ``predictions`` artifact.
 CONTENDERS = {"model": "predicted", "champion": "champion", "baseline": "baseline"}
 PREDICTION_COLUMNS = [*IDENTIFIERS, schema.SCHED_HOUR, "actual", *CONTENDERS.values()]
 
@@ -34,7 +34,7 @@ class Evaluation:
 
     ``metrics`` maps ``model`` (the challenger), ``champion`` and ``baseline`` to their
     :func:`~flight_delays.scoring.regression_metrics`; ``predictions`` is the frame
-    predictions.parquet holds (:data:`PREDICTION_COLUMNS`); ``decision`` is the promotion
+    the ``predictions`` artifact holds (:data:`PREDICTION_COLUMNS`); ``decision`` is the promotion
     decision on the challenger."""
 
     metrics: dict[str, dict[str, float]]

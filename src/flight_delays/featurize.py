@@ -375,12 +375,12 @@ def _manifest_days(manifest: Any, path: Path, day: date) -> list[date]:
 def run(
     day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
 ) -> dict[str, Any]:
-    """Build ``processed(day)/features.parquet`` from the raw partitions ingest listed.
+    """Build the ``features`` artifact (``processed(day)``) from the raw partitions ingest listed.
 
-    Reads ``interim(day)/manifest.json`` (written by the ``ingest`` task) and, for every
-    day in its ``days`` list, ``raw/ds=<day>/flights.parquet`` and ``weather.parquet``;
+    Reads the ``manifest`` artifact (written by the ``ingest`` task) and, for every
+    day in its ``days`` list, its ``raw_flights`` and ``raw_weather`` artifacts;
     a missing file raises :class:`flight_delays.io.MissingArtifactError` naming
-    ``ingest``. Writes atomically, beside the table, ``feature_counts.json``: ``{"rows":
+    ``ingest``. Writes atomically, beside the table, the ``feature_counts`` artifact: ``{"rows":
     n, "days": partitions read, **counts}`` with the counts of :func:`build_features`
     (the run report shows them). Returns the same dict and ``"features": path``.
     """

@@ -1,20 +1,20 @@
 """Step 1, ingest: make sure every raw partition of the training window exists.
 
 A run for day D needs the ``ingest.window_days`` days ending on D. Each day lives in a
-write-once raw partition ``data/raw/ds=YYYY-MM-DD/`` holding ``flights.parquet`` and
-``weather.parquet`` (columns of :data:`schema.FLIGHT_COLUMNS` and
+write-once raw partition ``data/raw/ds=YYYY-MM-DD/`` holding the catalog's ``raw_flights`` and
+``raw_weather`` (columns of :data:`schema.FLIGHT_COLUMNS` and
 :data:`schema.WEATHER_COLUMNS`; ``local_date`` and ``original_date`` as
 ``datetime64[ns]``). Only the days without a partition are read from the SQL source, so
 the first run bootstraps the whole window and a nightly run fetches one day.
 
-A partition is committed by its marker ``_committed.json`` (the SHA-256 and rows of its
+A partition is committed by its marker, the catalog's ``raw_commit`` (the SHA-256 and rows of its
 files), always written last, so a killed task never leaves a partition that counts as
 present (:func:`committed`). On a local disk the files and the marker are written into a
 hidden temporary folder beside the partition, which is renamed into place; in an object
 store, where a folder is only a key prefix and cannot be renamed, each file is one PUT
 and the marker a conditional PUT that only one writer can make. A writer that finds the
 partition committed, or loses the marker to another, discards its own. Then the
-manifest ``data/interim/ds=D/manifest.json`` records the window's partitions (rows and
+manifest (the catalog's ``manifest``) records the window's partitions (rows and
 SHA-256 of every file) for the next steps.
 """
 

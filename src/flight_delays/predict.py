@@ -22,7 +22,7 @@ Features are the training features, built by the same functions:
   before anything else.
 
 Pure core: :func:`schedule_features` and :func:`predict_day`. File wrapper: :func:`run`
-writes ``data/output/predictions/ds=<day>/predictions.parquet`` and replaces the day's
+writes the ``served_predictions`` artifact and replaces the day's
 rows of the warehouse table ``predictions``, both idempotent per day.
 """
 
@@ -153,7 +153,7 @@ def run(
     run_id: str = "local__predict",
 ) -> dict[str, Any]:
     """Predict every flight scheduled for ``day`` with the registry's champion; write
-    ``data/output/predictions/ds=<day>/predictions.parquet`` and replace the day's rows
+    the ``served_predictions`` artifact and replace the day's rows
     of the warehouse table ``predictions``. Returns ``{"predictions": path, "rows": n,
     "champion": "baseline" or "model of <day>", "champion_version": v, "model_sha256":
     sha or None, "left_out": rows that broke the data contract}``."""

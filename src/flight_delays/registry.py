@@ -23,13 +23,12 @@ per run), outside the model folder: score checks the files it loads against it, 
 whoever can edit the model folder cannot swap the model.
 
 Promoted models are copied into a content-addressed store, ``models/registry/<sha256>.skops``,
-written once: a rerun that retrains ``models/ds=D/model.skops`` cannot change a champion.
+written once: a rerun that retrains a ``run_model`` cannot change a champion.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import logging
@@ -103,7 +102,7 @@ MODEL_RUNS = Table(
     Column("decision", String(20), nullable=False),
     Column("reason", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), server_default=func.now()),
-    # The metrics.json payload as recorded (NULL in rows from before revision 0002).
+    # The ``metrics`` payload as recorded (NULL in rows from before revision 0002).
     Column("report_json", Text),
     CheckConstraint(
         "decision IN ('promoted', 'kept', 'stepped down')", name="ck_model_runs_decision"
@@ -209,7 +208,7 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine) -> str:
     """Migrate the registry schema to the newest revision; returns it. Idempotent, and
     safe when the first runs of a backfill migrate at once: PostgreSQL migrators take an
-    advisory lock (migrations/env.py); SQLite ones a lock on a file beside the database
+    advisory lock (migrations/env.py); SQLite ones a lock on the database's folder
     (SQLite runs each DDL statement in its own transaction, so a second migrator would
     otherwise find half the tables of the first)."""
     head = head_revision()
@@ -225,20 +224,14 @@ def upgrade(engine: Engine) -> str:
 
 @contextmanager
 def _migration_lock(engine: Engine) -> Iterator[None]:
-    """An exclusive lock on ``<database>.migrate.lock`` for a SQLite file; nothing for
-    other databases (they lock inside the migration)."""
+    """For a SQLite file, an exclusive lock on the folder that holds it (no lock file is
+    left behind); nothing for other databases (they lock inside the migration)."""
     path = sqlite_file(engine.url)
     if path is None:
         yield
         return
-    lock_path = path.with_name(path.name + ".migrate.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with storage.lock(path.resolve().parent):
+        yield
 
 
 def connect(url: str) -> Engine:

@@ -1,4 +1,4 @@
-"""The run report: ``reports/ds=<day>/index.html``, one self-contained page per processed
+"""The run report: the ``report`` artifact, one self-contained page per processed
 day with the metrics table, the promotion decision and its reason, the data window and
 row counts, what featurize dropped or changed, and every figure. Pure: :func:`render`
 turns dicts into HTML text; the chart task writes it (flight_delays.chart.run).
@@ -22,7 +22,7 @@ METRICS = [
     ("r2", "R\N{SUPERSCRIPT TWO}", "{:.3f}"),
     ("share_within", "Share within {within:g} min", "{:.1%}"),
 ]
-# featurize's counts (feature_counts.json), in the order the page lists them
+# featurize's counts (the ``feature_counts`` artifact), in the order the page lists them
 DATA_COUNTS = [
     ("days", "Days of raw partitions read"),
     ("quarantined_rows", "Rows quarantined by ingest's data contract (data/interim/quarantine)"),
@@ -82,9 +82,9 @@ def render(
     figures: Sequence[tuple[str, str]],
     data_counts: Mapping[str, Any],
 ) -> str:
-    """The report page. ``metrics``: metrics.json of the score task; ``model_card``:
-    model_card.json of the train task; ``figures``: (caption, path relative to the page);
-    ``data_counts``: feature_counts.json of the featurize task."""
+    """The report page. ``metrics``: the score task's ``metrics``; ``model_card``:
+    the train task's ``run_model_card``; ``figures``: (caption, path relative to the page);
+    ``data_counts``: the featurize task's ``feature_counts``."""
     day = escape(str(metrics["day"]))
     decision = metrics.get("decision", {})
     promoted = bool(decision.get("promoted"))

@@ -7,8 +7,8 @@ contenders and the promotion decision, shared with the backtest) and
 :func:`run` scores the model its run's train task recorded (hash-checked), records the
 run and the decision in the model registry (flight_delays.registry; one row per run) and
 writes
-``data/output/ds=<day>/predictions.parquet`` and, from the recorded row,
-``metrics.json`` and the day's copy of the model card.
+the ``predictions`` artifact and, from the recorded row,
+the ``metrics`` artifact and the day's copy of the model card.
 Every number comes from :func:`flight_delays.scoring.regression_metrics`.
 """
 
@@ -47,7 +47,7 @@ from flight_delays.storage import ArtifactPath
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5  # re-scores when a concurrent run changed the champion meanwhile
-UNSEEN_VALUES_LISTED = 20  # metrics.json lists at most this many unseen values per column
+UNSEEN_VALUES_LISTED = 20  # the metrics artifact lists at most this many unseen values per column
 
 
 def unseen_categories(
@@ -100,7 +100,7 @@ def _champion_predictions(
 @contextmanager
 def day_lock(folder: ArtifactPath) -> Iterator[None]:
     """Hold an exclusive lock for the day's output ``folder``: two runs of the same day
-    publish their predictions, registry row and metrics.json one after the other, so the
+    publish their predictions, registry row and the metrics artifact one after the other, so the
     day's files always come from one run (:func:`flight_delays.storage.lock`: on the
     folder itself on a local disk; for an object store, on a local file)."""
     with storage.lock(folder):
@@ -121,7 +121,7 @@ def _read_card(path: str | ArtifactPath, expected_sha256: str) -> bytes:
 
 def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str) -> dict[str, Any]:
     """Score the run's challenger, the champion and the baseline on the day's holdout,
-    write predictions.parquet, and record the run (and the promotion, if it wins) in one
+    write the ``predictions`` artifact, and record the run (and the promotion, if it wins) in one
     registry transaction. Returns the recorded row."""
     challenger = registry.find_challenger(engine, day, run_id)
     if challenger is None:
@@ -298,13 +298,13 @@ def _iso(value: Any) -> str | None:
 
 
 def _publish(settings: Settings, row: dict[str, Any]) -> dict[str, Any] | None:
-    """Write metrics.json, and the day's copy of the model card, from the recorded
-    ``row``; returns the payload written, or None when the day's predictions.parquet is
+    """Write the metrics artifact, and the day's copy of the model card, from the recorded
+    ``row``; returns the payload written, or None when the day's ``predictions`` artifact is
     no longer this run's (a later run of the day published its own results: they stay)."""
     if row["report_json"] is None:
         log.warning(
             "score %s: run %s was recorded before the registry kept reports (revision "
-            "0002): metrics.json is not rewritten",
+            "0002): the metrics artifact is not rewritten",
             row["processed_day"],
             row["run_id"],
         )
@@ -332,10 +332,10 @@ def run(
 ) -> dict[str, Any]:
     """Score run ``run_id``'s challenger (the model its train task recorded in the
     registry; for a run that trained none, the one trained last for the day), the
-    registry's champion and the baseline (fitted on train.parquet) on
-    ``processed/ds=<day>/holdout.parquet``; record the run and promote the challenger if
-    it wins (one registry transaction); write ``data/output/ds=<day>/predictions.parquet``
-    and, from the recorded row, ``metrics.json`` and the day's model card.
+    registry's champion and the baseline (fitted on the ``train_table``) on
+    the ``holdout_table`` artifact; record the run and promote the challenger if
+    it wins (one registry transaction); write the ``predictions`` artifact
+    and, from the recorded row, the ``metrics`` artifact and the day's model card.
 
     Exactly one registry row per run: when ``run_id`` already has its row (a retry
     after the commit), nothing is scored or recorded again, and the outputs are written

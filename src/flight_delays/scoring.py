@@ -2,7 +2,7 @@
 
 Everything here is in minutes of arrival delay (``schema.TARGET``). Comparing two models
 means calling :func:`regression_metrics` on both with the same actuals, so the numbers in
-metrics.json, a notebook and a test mean the same thing.
+the metrics artifact, a notebook and a test mean the same thing.
 
 The naive baseline lives here too, because it is part of every comparison: a challenger
 that does not beat "the median delay of this airport at this hour" has learned nothing.
@@ -21,7 +21,7 @@ from flight_delays import schema
 
 #: Key under which :func:`regression_metrics` reports the share of predictions within
 #: ``within_minutes`` of the actual delay. The key is fixed (not ``within_15``) so code
-#: reading metrics.json does not depend on a parameter; the threshold is recorded beside
+#: reading the metrics artifact does not depend on a parameter; the threshold is recorded beside
 #: it as ``within_minutes``.
 SHARE_WITHIN = "share_within"
 

@@ -78,7 +78,7 @@ SERVED_SCORES = Table(
     Column("scored_at", DateTime(timezone=True), server_default=func.now()),
 )
 
-#: The columns of a day's predictions, as predictions.parquet and the table hold them.
+#: The columns of a day's predictions, as ``served_predictions`` and the table hold them.
 PREDICTION_COLUMNS = [c.name for c in PREDICTIONS.columns if c.name not in ("id", "predicted_at")]
 
 

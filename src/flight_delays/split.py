@@ -121,8 +121,8 @@ def split_with_history(
 def run(
     day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
 ) -> dict[str, Any]:
-    """Split ``processed(day)/features.parquet`` into ``train.parquet`` and
-    ``holdout.parquet`` in the same folder, holding out ``split.holdout_days`` days, and
+    """Split the ``features`` artifact (``processed(day)``) into the ``train_table`` and
+    ``holdout_table`` artifacts in the same folder, holding out ``split.holdout_days`` days, and
     add the past-day statistics over ``split.recent_days`` and ``split.history_days``
     days (:func:`split_with_history`).
 

@@ -16,13 +16,13 @@ from flight_delays.dates import parse_day
 
 
 def latest_day(paths: ProjectPaths) -> date | None:
-    """The most recent processed day with a metrics.json, or None."""
+    """The most recent processed day with a ``metrics`` artifact, or None."""
     return max(artifacts.METRICS.days(paths.root), default=None)
 
 
 def describe(paths: ProjectPaths, day: date) -> str:
     """A few lines naming the artifacts of ``day`` and the model's and baseline's MAE.
-    The model is the one of the run that wrote metrics.json (metrics.json's
+    The model is the one of the run that wrote the ``metrics`` artifact (its
     ``challenger``: each run trains into a folder of its own)."""
     metrics_path = paths.metrics(day)
     metrics = io.read_json(metrics_path, artifacts.METRICS)

@@ -4,8 +4,8 @@
   run's row instead of adding another. Rows that earlier retries added for a run that
   already had one keep their place in the history, renamed ``<run_id>#<id>``; the first
   row of the run keeps its run_id (it holds the decision that was acted on).
-- model_runs.report_json: the metrics.json payload as recorded, so that a retried score
-  writes metrics.json again from the row rather than from a new scoring.
+- model_runs.report_json: the ``metrics`` payload as recorded, so that a retried score
+  writes the metrics artifact again from the row rather than from a new scoring.
 - challengers: what each run's train task wrote (model and model card, with SHA-256),
   kept outside the model folder so that score checks the files against it.
 
