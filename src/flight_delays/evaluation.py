@@ -94,6 +94,7 @@ def evaluate(
     day: date,
     champion_day: date | None,
     champion_name: str | None = None,
+    baseline_since: date | None = None,
 ) -> Evaluation:
     """Score the challenger, the champion and the baseline on ``holdout`` and decide on
     promotion.
@@ -122,5 +123,6 @@ def evaluate(
         settings.promotion_margin,
         promotion.champion_name(champion_day) if champion_name is None else champion_name,
         baseline_mae=metrics["baseline"]["mae"],
+        baseline_since=baseline_since,
     )
     return Evaluation(metrics, frame, decision)

@@ -179,7 +179,7 @@ def run(
         )
         frame = predict_day(day, past, scheduled, settings.split, model).assign(
             champion_kind=champion.kind,
-            champion_day=champion.processed_day,
+            champion_day=champion.processed_day if model is not None else None,
             champion_version=champion.version,
             model_sha256=champion.model_sha256,
             run_id=run_id,

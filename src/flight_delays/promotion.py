@@ -69,12 +69,16 @@ def decide(
     champion_name: str = "champion",
     *,
     baseline_mae: float,
+    baseline_since: date | None = None,
 ) -> Decision:
     """Promote the challenger or keep the champion; MAEs in minutes on the same holdout.
 
     ``champion_day`` is None while the baseline is champion (``champion_mae`` is then
     the baseline's). ``champion_name`` describes the champion in the reason (e.g.
-    "baseline", "model of 2013-03-01").
+    "baseline", "model of 2013-03-01"). ``baseline_since``: the day whose run made the
+    baseline champion again by a step-down (None: it always was, or a person rolled
+    back): rule 1 holds from that day, so a late run of an older day cannot bring back a
+    model from before the decay.
     """
     if not (challenger_mae >= 0 and champion_mae >= 0 and baseline_mae >= 0):
         raise ValueError(
@@ -87,6 +91,13 @@ def decide(
             f"the champion ({champion_name}) was trained for this same day "
             f"{challenger_day.isoformat()} by an earlier run: a re-run of a day is a run of "
             "its own and never replaces or demotes it",
+        )
+    if champion_day is None and baseline_since is not None and challenger_day <= baseline_since:
+        return Decision(
+            False,
+            f"the baseline is champion again since the run for {baseline_since.isoformat()}, "
+            f"when a decayed model stepped down: a model for the earlier day "
+            f"{challenger_day.isoformat()} never replaces it",
         )
     if champion_day is not None and challenger_day < champion_day:
         return Decision(

@@ -158,7 +158,11 @@ class RegistryError(RuntimeError):
 
 @dataclass(frozen=True)
 class Champion:
-    """The model production serves: the naive baseline until a model beats it."""
+    """The model production serves: the naive baseline until a model beats it.
+
+    ``processed_day``: the day the model was trained for; for the baseline, the day of
+    the run that made it champion again by a step-down (None at the start or after a
+    rollback)."""
 
     version: int
     processed_day: date | None = None
@@ -358,8 +362,9 @@ def record_run(
             raise RegistryError("the baseline is the champion: there is no model to step down")
         run_pk = conn.execute(insert(MODEL_RUNS).values(**run)).inserted_primary_key[0]
         if promote or step_down:
-            # The new champion: this run's model, or the baseline (every field NULL).
-            values = {"run_pk": None, "processed_day": None, "model_path": None}
+            # The new champion: this run's model; or the baseline, with the day of the
+            # run that made it champion again (no model may come back from before it).
+            values = {"run_pk": None, "processed_day": run["processed_day"], "model_path": None}
             values["model_sha256"] = None
             if promote:
                 values = {key: run_pk if key == "run_pk" else run[key] for key in values}

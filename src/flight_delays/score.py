@@ -175,6 +175,8 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
             champion, holdout, baseline_pred
         )
         champion_day = champion.processed_day if champion_kind == "model" else None
+        # The baseline champion's day: when a step-down made it champion again.
+        since = champion.processed_day if champion.kind == "baseline" else None
         judged = evaluation.evaluate(
             holdout,
             model_pred,
@@ -184,6 +186,7 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
             day=day,
             champion_day=champion_day,
             champion_name=champion_name,
+            baseline_since=since,
         )
         metrics, predictions, decision = judged.metrics, judged.predictions, judged.decision
         stored = (

@@ -55,6 +55,7 @@ def test_dags_test_with_the_artifact_root_in_s3(project, tmp_path, monkeypatch):
         assert sorted(p for p in project.root.rglob("*") if f"ds={DAY}" in str(p)) == before
         # The tasks returned strings naming objects (Airflow logs each return value).
         returned = re.findall(r"Returned value was: (\{.*)", output)
-        assert len(returned) == 6, output[-3000:]
+        # The six steps, and publish when the run changed the champion (else skipped).
+        assert len(returned) in (6, 7), output[-3000:]
         assert f"'metrics': '{url}/data/output/ds={DAY}/metrics.json'" in output
         assert "UPath(" not in output and "S3Path(" not in output

@@ -98,3 +98,19 @@ def test_a_decision_cannot_promote_and_step_down():
 
     with pytest.raises(ValueError, match="both"):
         Decision(True, "x", step_down=True)
+
+
+def test_after_a_step_down_no_model_comes_back_from_an_older_day():
+    since = date(2013, 10, 22)
+    # A late run of a day before the step-down, however good: kept out.
+    late = decide(
+        5.0, 10.0, date(2013, 10, 20), None, 0.01, baseline_mae=10.0, baseline_since=since
+    )
+    assert late.label == "kept" and "since the run for 2013-10-22" in late.reason
+    same = decide(5.0, 10.0, since, None, 0.01, baseline_mae=10.0, baseline_since=since)
+    assert same.label == "kept"
+    # A later day's model that beats the baseline by the margin: promoted as usual.
+    later = decide(
+        5.0, 10.0, date(2013, 10, 29), None, 0.01, baseline_mae=10.0, baseline_since=since
+    )
+    assert later.promote

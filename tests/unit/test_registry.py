@@ -258,7 +258,12 @@ def test_a_step_down_makes_the_baseline_champion_and_records_the_move(tmp_path):
     decayed = run_row(date(2013, 3, 8), 25.0, decision="stepped down", reason="it decayed")
     assert registry.record_run(engine, decayed, False, 1, step_down=True) is not None
     champion = registry.current_champion(engine)
-    assert (champion.kind, champion.processed_day, champion.version) == ("baseline", None, 2)
+    # The baseline, since the day of the run that stepped the model down.
+    assert (champion.kind, champion.processed_day, champion.version) == (
+        "baseline",
+        date(2013, 3, 8),
+        2,
+    )
     move = registry.champion_moves(engine).iloc[-1]
     assert (move["kind"], move["previous_day"], move["reason"]) == (
         "step_down",
