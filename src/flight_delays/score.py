@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -119,10 +120,26 @@ def _read_card(path: str | ArtifactPath, expected_sha256: str) -> bytes:
     return data
 
 
-def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str) -> dict[str, Any]:
-    """Score the run's challenger, the champion and the baseline on the day's holdout,
-    write the ``predictions`` artifact, and record the run (and the promotion, if it wins) in one
-    registry transaction. Returns the recorded row."""
+@dataclass(frozen=True)
+class _Scored:
+    """What one run brings to the judging, read and predicted once; only the champion's
+    side is redone when the champion changes while the run is scored."""
+
+    challenger: registry.Challenger
+    train_frame: pd.DataFrame
+    holdout: pd.DataFrame
+    model_pred: np.ndarray
+    baseline: scoring.OriginHourMedianBaseline
+    baseline_pred: np.ndarray
+    data_counts: dict[str, Any]
+    unseen: dict[str, Any]
+    served: dict[str, Any] | None
+
+
+def _score_inputs(engine: Engine, settings: Settings, day: date, run_id: str) -> _Scored:
+    """The run's challenger (checked against the registry's hashes), the split tables,
+    the challenger's and the baseline's predictions on the holdout, and the served score
+    of the day."""
     challenger = registry.find_challenger(engine, day, run_id)
     if challenger is None:
         raise io.MissingArtifactError(settings.paths.model_dir(day), artifacts.RUN_MODEL)
@@ -147,7 +164,6 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
     )
     if len(holdout) == 0:
         raise ValueError(f"holdout {holdout_path} is empty: nothing to score")
-
     unseen = unseen_categories(train_frame, holdout)
     for col, info in unseen.items():
         if info["values"]:
@@ -160,35 +176,100 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
                 ", ".join(info["examples"][:5]),
             )
     baseline = scoring.OriginHourMedianBaseline().fit(train_frame)
-    baseline_pred = baseline.predict(holdout)
-    model_pred = train.predict(model, holdout)
-    within = settings.score.within_minutes
-    days = holdout[schema.DAY]
-    holdout_start = pd.Timestamp(days.min()).date()
-    holdout_end = pd.Timestamp(days.max()).date()
-    predictions_path = settings.paths.predictions(day)
-    served = _served_score(engine, day, holdout, run_id)
+    return _Scored(
+        challenger=challenger,
+        train_frame=train_frame,
+        holdout=holdout,
+        model_pred=train.predict(model, holdout),
+        baseline=baseline,
+        baseline_pred=baseline.predict(holdout),
+        data_counts=data_counts,
+        unseen=unseen,
+        served=_served_score(engine, day, holdout, run_id),
+    )
 
+
+def _payload(
+    scored: _Scored,
+    judged: evaluation.Evaluation,
+    champion: registry.Champion,
+    champion_kind: str,
+    champion_name: str,
+    settings: Settings,
+    day: date,
+    run_id: str,
+) -> dict[str, Any]:
+    """The ``metrics`` artifact's content, as the run's registry row records it."""
+    days = scored.holdout[schema.DAY]
+    model = champion_kind == "model"
+    decision, challenger = judged.decision, scored.challenger
+    return {
+        "day": day.isoformat(),
+        "run_id": run_id,
+        "units": "minutes",
+        "within_minutes": settings.score.within_minutes,
+        "holdout_rows": len(scored.holdout),
+        "holdout_start": pd.Timestamp(days.min()).date().isoformat(),
+        "holdout_end": pd.Timestamp(days.max()).date().isoformat(),
+        **judged.metrics,
+        "champion_info": {
+            "kind": champion_kind,
+            "name": champion_name,
+            "day": champion.processed_day.isoformat() if model else None,
+            "run_id": champion.run_id if model else None,
+            "model_sha256": champion.model_sha256 if model else None,
+        },
+        "decision": {
+            "promoted": decision.promote,
+            "stepped_down": decision.step_down,
+            "label": decision.label,
+            "reason": decision.reason,
+            "margin": settings.score.promotion_margin,
+        },
+        "challenger": {
+            "run_id": challenger.run_id,
+            "model": challenger.model_path,
+            "model_card": challenger.card_path,
+            "model_card_sha256": challenger.card_sha256,
+        },
+        # What the data contract kept out of this run's window (featurize's counts).
+        "data_quality": {
+            key: scored.data_counts.get(key, 0) for key in ("quarantined_rows", "failed_contract")
+        },
+        "unseen_categories": scored.unseen,
+        # What production served for the day that just ended (None: nothing served).
+        "served": scored.served,
+        "baseline_fallbacks": scored.baseline.fallbacks(scored.holdout),
+        "model_sha256": challenger.model_sha256,
+    }
+
+
+def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str) -> dict[str, Any]:
+    """Score the run's challenger, the champion and the baseline on the day's holdout,
+    write the ``predictions`` artifact, and record the run (and the promotion or the
+    step-down, if any) in one registry transaction. Returns the recorded row."""
+    scored = _score_inputs(engine, settings, day, run_id)
+    challenger, holdout = scored.challenger, scored.holdout
+    predictions_path = settings.paths.predictions(day)
     for _attempt in range(MAX_ATTEMPTS):
         champion = registry.current_champion(engine)
         champion_pred, champion_kind, champion_name = _champion_predictions(
-            champion, holdout, baseline_pred
+            champion, holdout, scored.baseline_pred
         )
         champion_day = champion.processed_day if champion_kind == "model" else None
-        # The baseline champion's day: when a step-down made it champion again.
-        since = champion.processed_day if champion.kind == "baseline" else None
         judged = evaluation.evaluate(
             holdout,
-            model_pred,
+            scored.model_pred,
             champion_pred,
-            baseline_pred,
+            scored.baseline_pred,
             settings.score,
             day=day,
             champion_day=champion_day,
             champion_name=champion_name,
-            baseline_since=since,
+            # The baseline champion's day: when a step-down made it champion again.
+            baseline_since=champion.processed_day if champion.kind == "baseline" else None,
         )
-        metrics, predictions, decision = judged.metrics, judged.predictions, judged.decision
+        metrics, decision = judged.metrics, judged.decision
         stored = (
             registry.store_model(
                 challenger.model_path, challenger.model_sha256, settings.paths.model_store
@@ -198,54 +279,18 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
         )
         # Written before the row is committed, so a retry after the commit finds them;
         # the payload records their hash, so it can tell whether they are still its own.
-        io.write_parquet(predictions, predictions_path)
-        payload = {
-            "day": day.isoformat(),
-            "run_id": run_id,
-            "units": "minutes",
-            "within_minutes": within,
-            "holdout_rows": len(holdout),
-            "holdout_start": holdout_start.isoformat(),
-            "holdout_end": holdout_end.isoformat(),
-            **metrics,
-            "champion_info": {
-                "kind": champion_kind,
-                "name": champion_name,
-                "day": champion_day.isoformat() if champion_day else None,
-                "run_id": champion.run_id if champion_kind == "model" else None,
-                "model_sha256": champion.model_sha256 if champion_kind == "model" else None,
-            },
-            "decision": {
-                "promoted": decision.promote,
-                "stepped_down": decision.step_down,
-                "label": decision.label,
-                "reason": decision.reason,
-                "margin": settings.score.promotion_margin,
-            },
-            "challenger": {
-                "run_id": challenger.run_id,
-                "model": challenger.model_path,
-                "model_card": challenger.card_path,
-                "model_card_sha256": challenger.card_sha256,
-            },
-            # What the data contract kept out of this run's window (featurize's counts).
-            "data_quality": {
-                key: data_counts.get(key, 0) for key in ("quarantined_rows", "failed_contract")
-            },
-            "unseen_categories": unseen,
-            # What production served for the day that just ended (None: nothing served).
-            "served": served,
-            "baseline_fallbacks": baseline.fallbacks(holdout),
-            "model_sha256": challenger.model_sha256,
-            "predictions_sha256": io.sha256(predictions_path),
-        }
+        io.write_parquet(judged.predictions, predictions_path)
+        payload = _payload(
+            scored, judged, champion, champion_kind, champion_name, settings, day, run_id
+        )
+        payload["predictions_sha256"] = io.sha256(predictions_path)
         row = {
             "processed_day": day,
             "run_id": run_id,
-            "window_start": pd.Timestamp(train_frame[schema.DAY].min()).date(),
-            "window_end": holdout_end,
-            "holdout_start": holdout_start,
-            "holdout_end": holdout_end,
+            "window_start": pd.Timestamp(scored.train_frame[schema.DAY].min()).date(),
+            "window_end": date.fromisoformat(payload["holdout_end"]),
+            "holdout_start": date.fromisoformat(payload["holdout_start"]),
+            "holdout_end": date.fromisoformat(payload["holdout_end"]),
             "holdout_rows": len(holdout),
             "model_path": str(stored),
             "model_sha256": challenger.model_sha256,
