@@ -422,7 +422,9 @@ def rollback(
         raise RegistryError("a rollback needs a reason (it is recorded with the move)")
     with engine.begin() as conn:
         conn.execute(update(CHAMPION).where(CHAMPION.c.id == 1).values(version=CHAMPION.c.version))
-        current = conn.execute(select(CHAMPION.c.run_pk).where(CHAMPION.c.id == 1)).scalar_one()
+        current, since = conn.execute(
+            select(CHAMPION.c.run_pk, CHAMPION.c.processed_day).where(CHAMPION.c.id == 1)
+        ).one()
         target = None if baseline else _rollback_target(conn, current, to_day)
         values: dict[str, Any] = {"run_pk": None, "processed_day": None}
         values.update(model_path=None, model_sha256=None)
@@ -440,7 +442,9 @@ def rollback(
                 "model_path": run["model_path"],
                 "model_sha256": run["model_sha256"],
             }
-        if values["run_pk"] == current:
+        # The baseline since a step-down may be rolled back to the plain baseline: it
+        # lifts the step-down's day (promotion rule 1 for older days).
+        if values["run_pk"] == current and not (current is None and since is not None):
             raise RegistryError("that model is already the champion: nothing to roll back")
         conn.execute(
             update(CHAMPION)

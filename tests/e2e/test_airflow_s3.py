@@ -35,11 +35,14 @@ def test_dags_test_with_the_artifact_root_in_s3(project, tmp_path, monkeypatch):
             **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
             "FLIGHT_DELAYS_STORAGE_URL": url,
             "FLIGHT_DELAYS_SOURCE_URL": f"sqlite:///{warehouse}",
+            # A metastore of its own too: Airflow keeps one URI per asset name, and the
+            # other tests' runs declared the assets under the local root.
+            "AIRFLOW_HOME": str(tmp_path / "airflow-home"),
         }
         before = sorted(p for p in project.root.rglob("*") if f"ds={DAY}" in str(p))
-        result = dataclasses.replace(project, env=env).airflow(
-            "dags", "test", "flight_delays", RUN_DATE
-        )
+        in_s3 = dataclasses.replace(project, env=env)
+        in_s3.airflow("db", "migrate")
+        result = in_s3.airflow("dags", "test", "flight_delays", RUN_DATE)
         output = result.stdout + result.stderr
         finished = re.search(r"DagRun Finished: .*?state=(\w+)", output)
         assert finished and finished.group(1) == "success", output[-3000:]

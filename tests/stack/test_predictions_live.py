@@ -85,9 +85,11 @@ def test_a_promotion_triggers_the_predictions_of_the_next_day(live_dag: Stack):
     stack = live_dag
     engine = registry.connect(stack.warehouse_url)
     wait_until_idle(stack)
-    # Other live tests may have promoted a model of a later (replayed) day, which no 2013
-    # run may replace: start from the baseline, as after a rollback.
-    if registry.current_champion(engine).kind != "baseline":
+    # Other live tests may have promoted a model of a later (replayed) day, or stepped one
+    # down on such a day, and no 2013 run may replace either: start from the plain
+    # baseline, as after a rollback.
+    champion = registry.current_champion(engine)
+    if champion.kind != "baseline" or champion.processed_day is not None:
         registry.rollback(engine, "live test: predictions start from the baseline", baseline=True)
     stack.ok("PATCH", f"/dags/{PREDICT_DAG}", json={"is_paused": False})
     try:

@@ -132,7 +132,7 @@ def test_backfill_from_the_ui_dialog_runs_three_days(live_dag: Stack, page: Page
     assert created.value.status == 200, created.value.text()
     backfill = created.value.json()
     assert backfill["dag_id"] == DAG_ID and backfill["max_active_runs"] == 2
-    expect(page.get_by_text("Backfill generated")).to_be_visible()
+    expect(page.get_by_text("Backfill generated").first).to_be_visible()
 
     # The scheduler makes the backfill's runs; other tests' backfills have other dates.
     wanted = {(d + timedelta(days=1)).isoformat() for d in BACKFILL_DAYS}

@@ -278,6 +278,10 @@ def test_a_step_down_makes_the_baseline_champion_and_records_the_move(tmp_path):
     with pytest.raises(ValueError, match="both"):
         registry.record_run(engine, later, True, 2, step_down=True)
     assert len(registry.history(engine)) == 2
+    # A rollback to the plain baseline lifts the step-down's day; a second one refuses.
+    assert registry.rollback(engine, "start afresh", baseline=True).processed_day is None
+    with pytest.raises(registry.RegistryError, match="already the champion"):
+        registry.rollback(engine, "again", baseline=True)
     # A rollback can bring the stepped-down model back.
     assert registry.rollback(engine, "recovered", to_day=date(2013, 3, 1)).processed_day == (
         date(2013, 3, 1)

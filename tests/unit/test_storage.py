@@ -47,7 +47,7 @@ def test_local_entries_stay_in_the_project_root(tmp_path: Path) -> None:
         artifacts.SOURCE_DB.path(remote)
     with pytest.raises(ValueError, match="needs the local project root"):
         ProjectPaths(remote)
-    assert [e.name for e in artifacts.CATALOG if e.local] == ["source_db"]
+    assert [e.name for e in artifacts.CATALOG if e.local] == ["source", "source_db"]
 
 
 def test_relative_and_is_local_answer_for_both_kinds_of_path(tmp_path: Path) -> None:
