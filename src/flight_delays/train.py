@@ -12,8 +12,8 @@ few memorised days; averaging boosters that each miss a different fifth of the d
 smooths it (chosen with :mod:`flight_delays.backtest` on the first half of the weekly
 holdouts). With one model the last step is the plain HistGradientBoostingRegressor,
 fitted on every day.
-File wrapper: :func:`run` reads ``train.parquet`` from the split task, writes
-``model.skops`` and ``model_card.json`` into the run's folder
+File wrapper: :func:`run` reads the ``train_table`` artifact of the split task, writes
+the ``run_model`` and ``run_model_card`` artifacts into the run's folder
 ``models/ds=<day>/run=<run id>/`` and records their SHA-256 in the registry.
 :func:`load_model` reads a model file back with an explicit list of trusted types.
 """
@@ -396,8 +396,8 @@ def run(
     registry_url: str | None = None,
     run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Train on ``processed/ds=<day>/train.parquet``; write ``model.skops`` and
-    ``model_card.json`` into the run's own folder ``models/ds=<day>/run=<run_id>/``
+    """Train on the ``train_table`` artifact; write the ``run_model`` and
+    ``run_model_card`` artifacts into the run's own folder ``models/ds=<day>/run=<run_id>/``
     (:meth:`ProjectPaths.run_model_dir`), and record both files' SHA-256 in the registry
     (``registry_url``, default: the settings' registry) for the score task to check.
 
