@@ -399,29 +399,26 @@ def metric_history(
             color="tab:purple",
             label="Served (the day's predictions vs its actual delays)",
         )
-    promoted = runs[runs["decision"] == "promoted"]
-    ax.scatter(
-        promoted["processed_day"].to_numpy(),
-        promoted["challenger_mae"].to_numpy(),
-        s=40 if crowded else 140,
-        facecolors="none",
-        edgecolors="black",
-        linewidths=1.5,
-        zorder=3,
-        label=f"Promoted ({len(promoted)})",
-    )
-    stepped = runs[runs["decision"] == promotion.STEPPED_DOWN]
-    if len(stepped):
-        ax.scatter(
-            stepped["processed_day"].to_numpy(),
-            stepped["champion_mae"].to_numpy(),
-            s=40 if crowded else 140,
-            marker="x",
-            color="tab:red",
-            linewidths=1.5,
-            zorder=3,
-            label=f"Champion stepped down ({len(stepped)})",
-        )
+    # The decisions that moved the champion, each at the MAE it was decided on: circled
+    # promotions (always in the legend), crossed step-downs (only when there is one).
+    moves = {
+        promotion.PROMOTED: ("challenger_mae", "Promoted", True,
+                             {"facecolors": "none", "edgecolors": "black"}),
+        promotion.STEPPED_DOWN: ("champion_mae", "Champion stepped down", False,
+                                 {"marker": "x", "color": "tab:red"}),
+    }  # fmt: skip
+    for decision, (column, label, always, style) in moves.items():
+        chosen = runs[runs["decision"] == decision]
+        if always or len(chosen):
+            ax.scatter(
+                chosen["processed_day"].to_numpy(),
+                chosen[column].to_numpy(),
+                s=40 if crowded else 140,
+                linewidths=1.5,
+                zorder=3,
+                label=f"{label} ({len(chosen)})",
+                **style,
+            )
     _date_axis(ax, runs["processed_day"])
     # MAE from 0 (an honest scale) to 15 % above the top marker; below 0 only if a value
     # sits so close to 0 that its marker would be cut.

@@ -43,13 +43,7 @@ def processed_day(
     """
     if override not in (None, ""):
         return parse_day(override)
-    moment = logical_date if logical_date is not None else run_after
-    if moment is None:
-        raise ValueError("a run needs a logical date, a run_after time or an explicit day")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=pendulum.UTC)
-    local = pendulum.instance(moment).in_timezone(tz)
-    return date(local.year, local.month, local.day) - timedelta(days=1)
+    return _run_day(logical_date, run_after, tz) - timedelta(days=1)
 
 
 def predicted_day(
@@ -72,6 +66,12 @@ def predicted_day(
         return parse_day(override)
     if champion_day not in (None, ""):
         return parse_day(champion_day) + timedelta(days=1)
+    return _run_day(logical_date, run_after, tz)
+
+
+def _run_day(logical_date: datetime | None, run_after: datetime | None, tz: str) -> date:
+    """The local calendar day (``tz``) of ``logical_date``, else of ``run_after`` (a run
+    without a logical date). Naive datetimes are taken as UTC, as Airflow stores them."""
     moment = logical_date if logical_date is not None else run_after
     if moment is None:
         raise ValueError("a run needs a logical date, a run_after time or an explicit day")

@@ -150,14 +150,16 @@ def run(
     params_file: str | Path | None = None,
     registry_url: str | None = None,
     source_url: str | None = None,
-    run_id: str = "local__predict",
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """Predict every flight scheduled for ``day`` with the registry's champion; write
     the ``served_predictions`` artifact and replace the day's rows
     of the warehouse table ``predictions``. Returns ``{"predictions": path, "rows": n,
     "champion": "baseline" or "model of <day>", "champion_version": v, "model_sha256":
-    sha or None, "left_out": rows that broke the data contract}``."""
+    sha or None, "left_out": rows that broke the data contract}``. ``run_id`` names the
+    run in the table (default: a new local one, :func:`flight_delays.train.new_run_id`)."""
     started = time.perf_counter()
+    run_id = run_id or train.new_run_id()
     day = dates.parse_day(day)
     settings = load_settings(root, params_file)
     paths = settings.paths

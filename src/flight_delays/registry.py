@@ -364,10 +364,13 @@ def record_run(
         if promote or step_down:
             # The new champion: this run's model; or the baseline, with the day of the
             # run that made it champion again (no model may come back from before it).
-            values = {"run_pk": None, "processed_day": run["processed_day"], "model_path": None}
-            values["model_sha256"] = None
-            if promote:
-                values = {key: run_pk if key == "run_pk" else run[key] for key in values}
+            model = run if promote else {"model_path": None, "model_sha256": None}
+            values = {
+                "run_pk": run_pk if promote else None,
+                "processed_day": run["processed_day"],
+                "model_path": model["model_path"],
+                "model_sha256": model["model_sha256"],
+            }
             conn.execute(
                 insert(CHAMPION_MOVES).values(
                     kind="promotion" if promote else "step_down",

@@ -73,6 +73,7 @@ def test_the_readme_has_runnable_blocks():
     assert len(BLOCKS) >= 3
     assert any("make task" in block for block in BLOCKS)
     assert any("python -m flight_delays run" in block for block in BLOCKS)
+    assert any("python -m flight_delays.predict" in block for block in BLOCKS)
 
 
 def test_every_day_in_the_readme_has_its_window_inside_the_data():
@@ -152,6 +153,10 @@ def test_the_readme_blocks_run_in_order_and_make_every_artifact(readme_project):
     day = max(day for block in BLOCKS for day in processed_days(block))
     assert (root / "data" / "output" / f"ds={day}" / "metrics.json").is_file()
     assert (root / "reports" / f"ds={day}" / "index.html").is_file()
+    # ... and the predictions block served the day it names.
+    assert (
+        root / "data" / "output" / "predictions" / f"ds={day}" / "predictions.parquet"
+    ).is_file()
     # The blocks used this copy, not the checkout they link to.
     assert (root / ".airflow" / "airflow.db").is_file()
 

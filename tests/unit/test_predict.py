@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flight_delays import artifacts, cli, demo, ingest, predict, registry, serving
+from flight_delays import artifacts, cli, demo, ingest, predict, registry, serving, train
 from flight_delays.config import PARAMS_RELATIVE, load_settings
 
 SEEDED = (date(2013, 3, 20), date(2013, 4, 2))
@@ -84,13 +84,13 @@ def test_the_baseline_champion_predicts_every_scheduled_flight_once(project: Pat
 
 
 def test_the_days_outcomes_are_never_read(project: Path) -> None:
-    before = pd.read_parquet(predict.run(DAY, root=project)["predictions"])
+    before = pd.read_parquet(predict.run(DAY, root=project, run_id="r")["predictions"])
     with sqlite3.connect(artifacts.SOURCE_DB.path(project)) as conn:
         conn.execute(
             "update flights set arr_delay = 999, dep_delay = 999 where local_date = ?",
             (DAY.isoformat(),),
         )
-    after = pd.read_parquet(predict.run(DAY, root=project)["predictions"])
+    after = pd.read_parquet(predict.run(DAY, root=project, run_id="r")["predictions"])
     pd.testing.assert_frame_equal(before, after)
 
 
@@ -124,6 +124,20 @@ def test_a_promoted_model_serves_and_its_day_is_scored_the_next_night(project: P
     assert table.loc[0, "served_mae"] == pytest.approx(score["served_mae"])
     engine.dispose()
     assert nightly["score"]["decision"] in ("promoted", "kept", "stepped down")
+
+
+def test_a_champion_file_changed_since_its_promotion_serves_nothing(project: Path) -> None:
+    assert cli.run_steps(cli.STEPS, TRAINED, root=project)["score"]["decision"] == "promoted"
+    predict.run(DAY, root=project, run_id="scheduled__first")
+    engine = _engine(project)
+    stored = Path(registry.current_champion(engine).model_path)
+    stored.write_bytes(stored.read_bytes() + b"tampered")
+    with pytest.raises(train.UntrustedModelError, match="changed after training"):
+        predict.run(DAY, root=project, run_id="scheduled__second")
+    # The day's predictions are the last good ones, whole.
+    kept = serving.predictions_of(engine, DAY)
+    assert set(kept["run_id"]) == {"scheduled__first"} and len(kept) == _scheduled(project, DAY)
+    engine.dispose()
 
 
 def test_a_day_without_flights_or_without_its_past_is_named(project: Path) -> None:
