@@ -66,8 +66,8 @@ class SplitSettings:
 @dataclass(frozen=True)
 class TrainSettings:
     loss: str = "absolute_error"
-    learning_rate: float = 0.15
-    max_iter: int = 50
+    learning_rate: float = 0.05
+    max_iter: int = 150
     max_leaf_nodes: int = 31
     min_samples_leaf: int = 2000
     l2_regularization: float = 1.0
