@@ -364,3 +364,66 @@ def test_fit_model_with_bagging_averages_boosters(feature_frame_factory) -> None
     np.testing.assert_allclose(pred, np.mean([b.predict(encoded) for b in bag.estimators_], 0))
     with pytest.raises(ValueError, match="local_date"):
         train.fit_model(frame.drop(columns=[schema.DAY]), BAGGED)
+
+
+class RecordThreads(RememberRows):
+    """RememberRows that also records the fitting thread and its OpenMP thread count."""
+
+    def fit(self, X, y):
+        import threading
+
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+        self.thread_ = threading.get_ident()
+        self.openmp_threads_ = _openmp_effective_n_threads()
+        return super().fit(X, y)
+
+
+def test_parallel_and_serial_bagging_fit_the_same_models(feature_frame_factory) -> None:
+    frame = feature_frame_factory(300, seed=22)
+    models = {}
+    for n_jobs in (1, 2):
+        pipeline = train.build_pipeline(BAGGED)
+        pipeline.set_params(model__n_jobs=n_jobs)
+        models[n_jobs] = pipeline.fit(
+            frame[schema.FEATURES], frame[schema.TARGET], model__days=frame[schema.DAY]
+        )
+    holdout = feature_frame_factory(60, seed=23)
+    np.testing.assert_array_equal(
+        train.predict(models[1], holdout), train.predict(models[2], holdout)
+    )
+    # Booster k saw the same days and the same seed in both fits.
+    for serial, parallel in zip(
+        models[1].named_steps["model"].estimators_,
+        models[2].named_steps["model"].estimators_,
+        strict=True,
+    ):
+        assert serial.random_state == parallel.random_state
+        assert serial.n_iter_ == parallel.n_iter_
+
+
+def test_parallel_bagging_uses_worker_threads_with_one_openmp_thread_each() -> None:
+    import threading
+
+    X, y, days = _days_frame()
+    bag = train.DayBaggedRegressor(RecordThreads(), n_models=4, day_fraction=0.5, n_jobs=2)
+    bag.fit(X, y, days=days)
+    threads = {model.thread_ for model in bag.estimators_}
+    assert threading.get_ident() not in threads and 1 <= len(threads) <= 2
+    assert {model.openmp_threads_ for model in bag.estimators_} == {1}
+    serial = train.DayBaggedRegressor(RecordThreads(), n_models=2, n_jobs=1).fit(X, y, days=days)
+    assert {model.thread_ for model in serial.estimators_} == {threading.get_ident()}
+
+
+def test_fit_model_fits_boosters_on_the_allowed_threads(feature_frame_factory, monkeypatch) -> None:
+    monkeypatch.setenv(train.ENV_THREADS, "2")
+    assert train.build_pipeline(BAGGED).named_steps["model"].n_jobs == 2
+    monkeypatch.setenv(train.ENV_THREADS, "1")
+    assert train.build_pipeline(BAGGED).named_steps["model"].n_jobs == 1
+
+
+@pytest.mark.parametrize("n_jobs", [0, -1, 1.5, True])
+def test_day_bagging_refuses_a_bad_number_of_jobs(n_jobs) -> None:
+    X, y, days = _days_frame()
+    with pytest.raises(ValueError, match="n_jobs must be an integer >= 1"):
+        train.DayBaggedRegressor(RememberRows(), n_jobs=n_jobs).fit(X, y, days=days)
