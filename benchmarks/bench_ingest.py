@@ -10,6 +10,7 @@ stopped at the end; without PostgreSQL's binaries the section says so and measur
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import sys
 import tempfile
@@ -50,6 +51,8 @@ def private_postgres(state: Path) -> Iterator[str]:
         yield settings.warehouse_url(cfg, values)
     finally:
         pg.stop()
+        if pg.relocated:  # a data folder outside the state folder (see flight_stack.postgres)
+            shutil.rmtree(pg.pgdata.parent, ignore_errors=True)
 
 
 def _bare_read(url: str, days: list[date]) -> int:

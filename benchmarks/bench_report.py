@@ -126,6 +126,7 @@ def chart(results: Results, path: Path, title: str) -> bool:
             twin = ax.twinx()
             twin.plot([str(w) for w in sizes], [data[w]["step_peak"] for w in sizes], "k.-")
             twin.set_ylabel("largest step peak RSS (MiB)")
+            twin.set_ylim(bottom=0)
         elif panel == "backfill":
             ax.plot([str(k) for k in data], list(data.values()), "o-")
             ax.set_xlabel("max active runs")

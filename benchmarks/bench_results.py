@@ -10,7 +10,7 @@ ROW_COLUMNS = (
     "section",
     "case",
     "median (s)",
-    "min-max (s)",
+    "min / max (s)",
     "peak RSS (MiB)",
     "rows/s",
     "note",
@@ -30,7 +30,9 @@ class Row:
     note: str = ""
 
     def cells(self) -> list[str]:
-        spread = "" if self.low is None or self.high is None else f"{self.low:.2f}-{self.high:.2f}"
+        spread = (
+            "" if self.low is None or self.high is None else f"{self.low:.2f} / {self.high:.2f}"
+        )
         return [
             self.section,
             self.case,

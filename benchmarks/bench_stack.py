@@ -134,7 +134,7 @@ def live_run(stack: Stack, project: Project, day: date, repeat: int, results: Re
     warehouse, in turn: overhead per task = task duration - the step's own time, plus the
     gaps between tasks, per task."""
     params = project.params(int(_window(stack)))
-    env = {**project.env(stack.warehouse_url), "FLIGHT_DELAYS_HOME": str(stack.root)}
+    env = _driver_env(stack, project)
     project.run_driver("ingest", day, params, env=env, root=stack.root)  # raw partitions
     overheads, walls, gaps, over = [], [], [], []
     for _ in range(repeat):
@@ -187,6 +187,16 @@ def live_run(stack: Stack, project: Project, day: date, repeat: int, results: Re
     )
 
 
+def _driver_env(stack: Stack, project: Project) -> dict[str, str]:
+    """The one-process runs on the stack's root and warehouse, with the thread count the
+    stack's tasks get (deploy/airflow.env), so own times and task durations compare."""
+    components = settings.read_env_files(settings.Config.from_env(stack.env))
+    env = {**project.env(stack.warehouse_url), "FLIGHT_DELAYS_HOME": str(stack.root)}
+    if "FLIGHT_DELAYS_THREADS" in components:
+        env["FLIGHT_DELAYS_THREADS"] = components["FLIGHT_DELAYS_THREADS"]
+    return env
+
+
 def _window(stack: Stack) -> int:
     import yaml
 
@@ -208,7 +218,7 @@ def backfill(
     runs), each from the same state (derived artifacts deleted, raw partitions kept)."""
     first = day - timedelta(days=days - 1)
     params = project.params(_window(stack))
-    env = {**project.env(stack.warehouse_url), "FLIGHT_DELAYS_HOME": str(stack.root)}
+    env = _driver_env(stack, project)
     project.run_driver("ingest", first, params, env=env, root=stack.root)  # raw partitions
     series = {}
     for limit in active:
@@ -233,7 +243,7 @@ def backfill(
             time.sleep(2)
         wall = time.monotonic() - started
         runs = stack.ok(
-            "GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill", "limit": 1000}
+            "GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill", "limit": 100}
         )["dag_runs"]
         done = sum(1 for r in runs if r["state"] == "success")
         series[limit] = wall

@@ -10,7 +10,8 @@ into docs/img/.
 Sections (``--only``): steps, windows, nightly, dag-import, backfill, ingest. The live
 stack (a private `deploy/stack/stack.py up`) serves the steps section's REST-triggered
 run, the stack's idle memory and the backfill; ``--quick`` (tiny windows, one repetition,
-no stack, no backfill) is what the test runs; ``--no-stack`` skips only the stack.
+no stack, no backfill) is what the test runs; ``--no-stack`` skips only the stack;
+``--quick --stack`` tries the stack sections on tiny windows.
 ``--out DIR``: where benchmarks.md (copied from docs/ the first time) and img/ go.
 Everything runs in a throw-away folder (a SQLite warehouse with the real 2013 days, no
 replay, a project root, an Airflow home), removed at the end unless ``--keep``.
@@ -23,6 +24,8 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -37,7 +40,7 @@ SECTIONS = ("steps", "windows", "nightly", "dag-import", "backfill", "ingest")
 YEAR_END = date(2013, 12, 31)
 DEFAULT_WINDOW = 90
 FULL = {"windows": [30, 90, 180, 365], "small": 30, "backfill_days": 30, "ingest_days": 30}
-QUICK = {"windows": [7, 10, 14], "small": 7, "backfill_days": 3, "ingest_days": 3}
+QUICK = {"windows": [7, 10, 14], "small": 7, "backfill_days": 3, "ingest_days": 5}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="tiny windows, one repetition, no stack"
     )
     parser.add_argument("--no-stack", action="store_true", help="skip what needs the live stack")
+    parser.add_argument(
+        "--stack", action="store_true", help="with --quick: run the live stack sections too"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the throw-away folder")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
@@ -72,7 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeat = args.repeat or (1 if args.quick else 3)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
-    args.stack = not (args.quick or args.no_stack)
+    if args.stack and args.no_stack:
+        parser.error("--stack and --no-stack contradict each other")
+    args.stack = args.stack or not (args.quick or args.no_stack)
     return args
 
 
@@ -89,46 +97,71 @@ def plan(args: argparse.Namespace) -> tuple[dict, date, int, tuple[date, date]]:
     return sizes, end, window, (max(first, date(2013, 1, 1)), max(end, args.day))
 
 
-def run_sections(args: argparse.Namespace, project: Project, results: Results) -> None:
+def run_sections(args: argparse.Namespace, project: Project, results: Results) -> list[str]:
+    """Run the chosen sections; returns those that failed (each failure is printed and
+    noted in the results, and the sections after it still run)."""
     import bench_ingest
     import bench_local
 
     sizes, end, window, seeded = plan(args)
     project.seed(*seeded)
     want = set(args.sections)
+    failed: list[str] = []
+
+    def attempt(name: str, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except Exception as exc:
+            traceback.print_exc()
+            failed.append(name)
+            results.notes.append(f"section {name} failed: {type(exc).__name__}: {exc}"[:300])
+
     if "steps" in want:
-        bench_local.steps(project, args.day, window, args.repeat, results)
+        attempt("steps", lambda: bench_local.steps(project, args.day, window, args.repeat, results))
     if "windows" in want:
-        bench_local.windows(project, end, sizes["windows"], args.repeat, results)
+        attempt(
+            "windows",
+            lambda: bench_local.windows(project, end, sizes["windows"], args.repeat, results),
+        )
     if "nightly" in want:
-        bench_local.nightly(
-            project, end, max(sizes["windows"]), sizes["small"], args.repeat, results
+        largest, small = max(sizes["windows"]), sizes["small"]
+        attempt(
+            "nightly",
+            lambda: bench_local.nightly(project, end, largest, small, args.repeat, results),
         )
     if "dag-import" in want:
-        bench_local.dag_import(project, max(args.repeat, 1 if args.quick else 5), results)
+        repeat = max(args.repeat, 1 if args.quick else 5)
+        attempt("dag-import", lambda: bench_local.dag_import(project, repeat, results))
     if "ingest" in want:
-        bench_ingest.ingest_throughput(
-            project, args.day, sizes["ingest_days"], args.repeat, results
+        days = sizes["ingest_days"]
+        attempt(
+            "ingest",
+            lambda: bench_ingest.ingest_throughput(project, args.day, days, args.repeat, results),
         )
     if args.stack and want & {"steps", "backfill"}:
-        import bench_stack
-
-        with bench_stack.live_stack(project, window, seeded) as stack:
-            bench_stack.idle(stack, results)
-            if "steps" in want:
-                bench_stack.live_run(stack, project, args.day, args.repeat, results)
-            if "backfill" in want:
-                bench_stack.backfill(
-                    stack, project, args.day, sizes["backfill_days"], [1, 2, 4], results
-                )
-    else:
+        attempt("stack", lambda: _stack_sections(args, project, window, seeded, sizes, results))
+    elif "steps" in want:
         reason = "--quick" if args.quick else "--no-stack"
         for name in (
             "orchestration overhead on the live stack ≤ 0.5 s a task",
             "the no-Docker stack idle ≤ 2.0 GB resident in total",
         ):
-            if "steps" in want:
-                results.target(Target(name, f"skipped ({reason})", None))
+            results.target(Target(name, f"skipped ({reason})", None))
+    return failed
+
+
+def _stack_sections(args, project, window, seeded, sizes, results) -> None:
+    import bench_stack
+
+    want = set(args.sections)
+    with bench_stack.live_stack(project, window, seeded) as stack:
+        bench_stack.idle(stack, results)
+        if "steps" in want:
+            bench_stack.live_run(stack, project, args.day, args.repeat, results)
+        if "backfill" in want:
+            bench_stack.backfill(
+                stack, project, args.day, sizes["backfill_days"], [1, 2, 4], results
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     machine = bm.machine()  # the load average before anything starts
     started = datetime.now().astimezone()
     work = Path(tempfile.mkdtemp(prefix="fd-harness-"))
+    work.chmod(0o755)  # the postgres user reaches the private clusters' data inside it
     results = Results()
     project = Project(work, quick=args.quick)
     t0 = time.monotonic()
     try:
-        run_sections(args, project, results)
+        failed = run_sections(args, project, results)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -164,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     text = bench_report.subsection(title, machine, settings, results, image if drawn else None)
     doc.write_text(bench_report.insert_run(doc.read_text(), text))
     print(f"added to {doc}" + (f"; chart {args.out / image}" if drawn else ""))
-    return 0
+    if failed:
+        print(f"failed sections: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
