@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -85,19 +86,18 @@ def live_stack(project: Project, window: int, seeded: tuple[date, date]) -> Iter
             shutil.rmtree(state, ignore_errors=True)
 
 
-def _unpause(stack: Stack) -> None:
-    """Unpause the DAG, and fail at once the scheduled run that unpausing creates (it would
-    process yesterday, which the 2013 warehouse does not hold)."""
+def _unpause(stack: Stack, watch: float = 45.0) -> None:
+    """Unpause the DAG, and fail at once the scheduled runs that unpausing creates (they
+    would process a recent day, which the 2013 warehouse does not hold): watched for
+    ``watch`` seconds, since the scheduler may create more than one."""
     stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + watch
     while time.monotonic() < deadline:
         runs = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "scheduled"})
-        if runs["dag_runs"]:
-            for run in runs["dag_runs"]:
-                if run["state"] in ("queued", "running"):
-                    stack.api("PATCH", run_path(run["dag_run_id"]), json={"state": "failed"})
-            return
-        time.sleep(2)
+        for run in runs["dag_runs"]:
+            if run["state"] in ("queued", "running"):
+                stack.api("PATCH", run_path(run["dag_run_id"]), json={"state": "failed"})
+        time.sleep(3)
 
 
 def _when(text: str) -> datetime:
@@ -232,19 +232,22 @@ def backfill(
         }
         started = time.monotonic()
         created = stack.ok("POST", "/backfills", json=body)
+        window = {"run_type": "backfill", "limit": 100, "logical_date_gte": body["from_date"],
+                  "logical_date_lte": body["to_date"]}  # fmt: skip
         peak, deadline = resident_mib(stack), time.monotonic() + 240 * days
         while True:
-            state = stack.ok("GET", f"/backfills/{created['id']}")
+            # Done when the backfill says so and each of its runs has ended.
+            complete = stack.ok("GET", f"/backfills/{created['id']}")["completed_at"] is not None
+            runs = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params=window)["dag_runs"]
             peak = max(peak, resident_mib(stack))
-            if state["completed_at"] is not None:
+            ended = [r for r in runs if r["state"] in ("success", "failed")]
+            if complete and len(ended) == len(runs) >= days:
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"backfill {created['id']} not done after {240 * days} s")
+                states = Counter(r["state"] for r in runs)
+                raise RuntimeError(f"backfill {created['id']} not done in {240 * days} s: {states}")
             time.sleep(2)
         wall = time.monotonic() - started
-        runs = stack.ok(
-            "GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill", "limit": 100}
-        )["dag_runs"]
         done = sum(1 for r in runs if r["state"] == "success")
         series[limit] = wall
         results.add(
