@@ -39,6 +39,7 @@ from bench_results import ROW_COLUMNS, TARGET_COLUMNS, Results, Target
 SECTIONS = ("steps", "windows", "nightly", "dag-import", "backfill", "ingest")
 YEAR_END = date(2013, 12, 31)
 DEFAULT_WINDOW = 90
+LOADED = 4.0  # a 1-minute load average above this is flagged in the results
 FULL = {"windows": [30, 90, 180, 365], "small": 30, "backfill_days": 30, "ingest_days": 30}
 QUICK = {"windows": [7, 10, 14], "small": 7, "backfill_days": 3, "ingest_days": 5}
 
@@ -185,10 +186,19 @@ def main(argv: list[str] | None = None) -> int:
         f"medians; steps: processed day {args.day}, {window}-day window; windows end "
         f"{end}; {time.monotonic() - t0:.0f} s in all."
     )
+    load = float(machine["load"].split(" / ")[0])
+    if load > LOADED:
+        settings += (
+            f" **Measured under load** (load average {load:.1f} at start on {machine['cores']} "
+            "cores, other sessions' work): absolute times are inflated and noisy; the pairs "
+            "and ratios, taken in turn, are the figures to compare."
+        )
     title = f"{started:%Y-%m-%d %H:%M} ({machine['host']}, load {machine['load'].split(' / ')[0]})"
-    print(bench_report.machine_line(machine), settings, sep="\n")
-    print(bench_report.markdown_table(TARGET_COLUMNS, [t.cells() for t in results.targets]))
-    print(bench_report.markdown_table(ROW_COLUMNS, [r.cells() for r in results.rows]))
+    print(bench_report.machine_line(machine), settings, "", sep="\n")
+    print(bench_report.markdown_table(TARGET_COLUMNS, [t.cells() for t in results.targets]), "\n")
+    print(bench_report.markdown_table(ROW_COLUMNS, [r.cells() for r in results.rows]), "\n")
+    for note in results.notes:
+        print(f"- {note}")
     args.out.mkdir(parents=True, exist_ok=True)
     doc = args.out / "benchmarks.md"
     if not doc.exists():

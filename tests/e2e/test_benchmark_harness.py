@@ -37,7 +37,8 @@ def table_rows(text: str, header: tuple[str, ...]) -> list[list[str]]:
     for line in lines[start + 2 :]:
         if not line.startswith("| "):
             break
-        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+        inner = line.strip()[1:-1]  # without the outer pipes; cells escape their own
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", inner)])
     return rows
 
 
