@@ -244,7 +244,10 @@ def nightly(
         )
     )
 
-    featurize: dict[int, list[float]] = {window: [], small: []}
+    # The night before must fit in the data too: a 365-day window ending 2013-12-30 would
+    # start in 2012, so the large case is one day shorter.
+    large = window - 1
+    featurize: dict[int, list[float]] = {large: [], small: []}
 
     def case(w: int):
         def measure() -> bm.Run:
@@ -257,8 +260,8 @@ def nightly(
 
         return measure
 
-    bm.in_turn({window: case(window), small: case(small)}, repeat)
-    for w in (small, window):
+    bm.in_turn({large: case(large), small: case(small)}, repeat)
+    for w in (small, large):
         med, low, high = bm.spread(featurize[w])
         results.add(
             Row(
@@ -270,13 +273,13 @@ def nightly(
                 note="own time",
             )
         )
-    ratio = bm.median(featurize[window]) / bm.median(featurize[small])
+    ratio = bm.median(featurize[large]) / bm.median(featurize[small])
     results.target(
         Target(
             "featurize work per run independent of the window",
-            f"{window}-day / {small}-day featurize time: {ratio:.2f}",
+            f"{large}-day / {small}-day featurize time: {ratio:.2f}",
             ratio <= 2.0,
-            f"criterion: ≤ 2 (the window holds {window / small:.0f}x the days)",
+            f"criterion: ≤ 2 (the window holds {large / small:.0f}x the days)",
         )
     )
 

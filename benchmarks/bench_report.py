@@ -20,7 +20,8 @@ side (cases in turn, A B A B ..., medians; the machine is shared and noisy):
 - **windows**: 30, 90, 180 and 365 days ending 2013-12-31, end to end in one process, with
   each step's own time, peak RSS and rows (flights of the window) per second;
 - **nightly**: ingest of one new day with 364 on disk (a fresh process), and featurize of a
-  nightly run (the night before run first) at the 365- and the 30-day window;
+  nightly run (the night before run first) at 364 and 30 days (364: the night
+  before of a 365-day window would start in 2012);
 - **dag-import**: the DAG file against an empty DAG file, each `runpy` in a fresh
   interpreter;
 - **backfill**: 30 days on the live stack with 1, 2 and 4 active runs. The limit is the
@@ -52,7 +53,7 @@ RSS is the process tree's (summed, sampled every 50 ms), or, for a step, the one
 process's high-water mark while it ran. The criteria of the targets that issue 11 states
 loosely: "cost linear in rows" is met when the end-to-end seconds per extra 1,000 rows
 between the two largest windows are at most 1.5 times those between the two smallest;
-"featurize work independent of the window" when a nightly featurize at 365 days takes at
+"featurize work independent of the window" when a nightly featurize at 364 days takes at
 most twice its time at 30 days (the window holds 12 times the days); 2.0 GB is 10^9
 bytes. Train speed has a table of its own (issue 11's train target).
 """
