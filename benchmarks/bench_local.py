@@ -12,7 +12,7 @@ from bench_project import PYTHON, REPO, Project
 from bench_results import Results, Row, Target
 
 STEPS = ("ingest", "featurize", "split", "train", "score", "chart")
-GIB = 1024.0
+GB_MIB = 1e9 / bm.MIB  # 1 GB = 10^9 bytes, as for the stack's 2.0 GB
 
 
 def warm_raw(project: Project, day: date, window: int) -> None:
@@ -110,7 +110,7 @@ def steps(
     results.target(
         Target(
             "Airflow's fixed cost in `make run` ≤ 6 s over the six steps in one process",
-            f"{fixed[0]:.1f} s (pairs {fixed[1]:.1f}-{fixed[2]:.1f} s)",
+            f"{fixed[0]:.1f} s (pairs {fixed[1]:.1f} to {fixed[2]:.1f} s)",
             fixed[0] <= 6.0,
         )
     )
@@ -167,8 +167,8 @@ def windows(project: Project, day: date, sizes: list[int], repeat: int, results:
         Target(
             f"{big}-day window end to end ≤ 1.2 x train + 2 s, peak RSS ≤ 1 GB every step",
             f"{s['wall']:.1f} s against {bound:.1f} s (train {train:.1f} s); largest step peak "
-            f"{worst:.0f} MiB",
-            s["wall"] <= bound and worst <= GIB,
+            f"{worst:.0f} MiB ({worst * bm.MIB / 1e9:.2f} GB)",
+            s["wall"] <= bound and worst <= GB_MIB,
         )
     )
     linear_target(series, results)

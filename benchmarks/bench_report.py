@@ -54,7 +54,7 @@ process's high-water mark while it ran. The criteria of the targets that issue 1
 loosely: "cost linear in rows" is met when the end-to-end seconds per extra 1,000 rows
 between the two largest windows are at most 1.5 times those between the two smallest;
 "featurize work independent of the window" when a nightly featurize at 364 days takes at
-most twice its time at 30 days (the window holds 12 times the days); 2.0 GB is 10^9
+most twice its time at 30 days (the window holds 12 times the days); a GB is 10^9
 bytes. Train speed has a table of its own (issue 11's train target).
 """
 

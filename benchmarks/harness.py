@@ -180,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     _, end, window, _ = plan(args)
+    # Without the stack the backfill does not run (the steps section keeps its local part).
+    ran = [name for name in args.sections if args.stack or name != "backfill"]
     settings = (
-        f"Sections: {', '.join(args.sections)}{' (quick)' if args.quick else ''}"
+        f"Sections: {', '.join(ran)}{' (quick)' if args.quick else ''}"
         f"{'' if args.stack else ' (no live stack)'}; {args.repeat} repetition(s) each, "
         f"medians; steps: processed day {args.day}, {window}-day window; windows end "
         f"{end}; {time.monotonic() - t0:.0f} s in all."
