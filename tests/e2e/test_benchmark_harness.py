@@ -94,15 +94,29 @@ def test_quick_run_judges_the_targets_it_measured_and_skips_the_stack(quick_run)
     assert live[1] == "skipped (--quick)" and live[2] == "not measured"
 
 
+def runs_of(doc: str) -> tuple[str, str]:
+    """(the document before the harness section, the section's runs: from its first
+    dated subsection to its end); ("", "") parts when there are none."""
+    if f"\n{SECTION}\n" not in doc:
+        return doc, ""
+    before, section = doc.split(f"\n{SECTION}\n", 1)
+    section = re.split(r"^## ", section, maxsplit=1, flags=re.M)[0]
+    first = re.search(r"^### ", section, flags=re.M)
+    return before, section[first.start() :] if first else ""
+
+
 def test_quick_run_adds_its_section_to_a_copy_of_the_docs_with_a_chart(quick_run):
     out, _ = quick_run
     doc = (out / "benchmarks.md").read_text()
-    assert doc.startswith(DOCS.read_text().rstrip("\n")), "the copy must keep the docs as they are"
-    section = doc[doc.index(f"\n{SECTION}\n") :]
-    runs = re.findall(r"^### (.+)$", section, flags=re.M)
-    assert len(runs) == 1, runs
-    assert "Machine: " in section and "load average at start" in section
-    charts = re.findall(r"!\[[^\]]*\]\((img/harness_[0-9-]+\.png)\)", section)
+    before, old_runs = runs_of(DOCS.read_text())
+    assert doc.startswith(before), "the copy must keep the rest of the docs as it is"
+    _, runs = runs_of(doc)
+    titles = re.findall(r"^### (.+)$", runs, flags=re.M)
+    assert len(titles) == len(re.findall(r"^### ", old_runs, flags=re.M)) + 1, titles
+    newest = runs[: runs.index(old_runs)] if old_runs else runs
+    assert runs.endswith(old_runs), "older runs must stay as they were, after the new one"
+    assert "Machine: " in newest and "load average at start" in newest
+    charts = re.findall(r"!\[[^\]]*\]\((img/harness_[0-9-]+\.png)\)", newest)
     assert len(charts) == 1 and (out / charts[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
