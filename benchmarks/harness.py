@@ -92,7 +92,8 @@ def plan(args: argparse.Namespace) -> tuple[dict, date, int, tuple[date, date]]:
     # --quick: the windows end on --day, so a small warehouse holds every section's days.
     end = args.day if args.quick else YEAR_END
     first = min(
-        args.day - timedelta(days=window + sizes["backfill_days"] + 35),
+        # the steps' window, 3 backfills before it, and 5 weeks for ingest's checks
+        args.day - timedelta(days=window + 3 * sizes["backfill_days"] + 35),
         end - timedelta(days=max(sizes["windows"]) + 1),
     )
     return sizes, end, window, (max(first, date(2013, 1, 1)), max(end, args.day))
