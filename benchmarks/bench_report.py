@@ -28,7 +28,10 @@ side (cases in turn, A B A B ..., medians; the machine is shared and noisy):
   backfill's own (`airflow backfill create --max-active-runs`, `POST /api/v2/backfills`
   `max_active_runs`): Airflow 3.3's scheduler checks a backfill's runs against it, not
   against the DAG's `max_active_runs` (2), so the DAG file is not edited. Tasks are still
-  bound by `parallelism` and `max_active_tasks_per_dag` (4, deploy/airflow.env);
+  bound by `parallelism` and `max_active_tasks_per_dag` (4, deploy/airflow.env). Each
+  setting backfills runs of its own (the 30 days to the steps' day, then the 30 before,
+  then the 30 before those): a reprocessed run keeps its run id, and rerunning it after
+  its artifacts were deleted is other work;
 - **ingest**: the ingest step for 30 days into a fresh root, from SQLite and from
   PostgreSQL, against a bare `pandas.read_sql` of the same queries (rows of flights and
   weather per second).
