@@ -1,0 +1,79 @@
+"""Pipeline steps in one process, for the benchmark harness: what
+``python -m flight_delays run <steps> --day D`` does (the same ``run()`` functions with
+the same arguments, ``cli.step_kwargs``, one run id for train and score), plus each
+step's own time and peak RSS, printed as one JSON line per step (``BENCH_STEP {...}``).
+
+    .venv/bin/python benchmarks/bench_driver.py all --day 2013-06-30 [--root R] [--params P]
+
+The step modules are imported before the first step starts, so a step's own time is its
+``run()`` call alone. Each step's peak RSS is the process's high-water mark while it ran:
+the kernel's mark is reset before the step (``/proc/self/clear_refs``), so it includes
+what earlier steps left in memory, as in any one-process run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import gc
+import importlib
+import json
+import logging
+import time
+from datetime import date
+from pathlib import Path
+
+from flight_delays import cli
+
+
+def _reset_peak() -> None:
+    # Not Linux, or not allowed: the mark then only grows.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("steps", help="a step, a range first..last, or all")
+    parser.add_argument("--day", required=True)
+    parser.add_argument("--root")
+    parser.add_argument("--params")
+    args = parser.parse_args()
+    steps = cli.select_steps(args.steps)
+    day = date.fromisoformat(args.day)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    atexit.register(gc.freeze)  # as `python -m flight_delays` does (docs/benchmarks.md)
+    modules = {step: importlib.import_module(f"flight_delays.{step}") for step in steps}
+    run_id = cli.new_run_id(day)
+    for step in steps:
+        kwargs = cli.step_kwargs(step, day, args.root, args.params, run_id=run_id)
+        _reset_peak()
+        started = time.perf_counter()
+        result = modules[step].run(**kwargs)
+        seconds = time.perf_counter() - started
+        record = {"step": step, "seconds": seconds, "peak_mib": _peak_mib(), "result": result}
+        print("BENCH_STEP " + json.dumps(record, default=str), flush=True)
+
+
+def parse(output: str) -> dict[str, dict]:
+    """The per-step records a driver run printed, by step name."""
+    records = {}
+    for line in output.splitlines():
+        if line.startswith("BENCH_STEP "):
+            record = json.loads(line[len("BENCH_STEP ") :])
+            records[record["step"]] = record
+    return records
+
+
+if __name__ == "__main__":
+    main()

