@@ -92,11 +92,12 @@ clean-artifacts: venv ## delete the derived per-run artifacts of the catalog (ke
 # The stack without Docker (deploy/stack/): PostgreSQL + scheduler, dag-processor,
 # api-server and triggerer under supervisord, which restarts a component that dies. State,
 # secrets and logs in .stack/; settings and ports through FLIGHT_DELAYS_STACK_* variables
-# (see deploy/stack/stack.py).
+# (see deploy/stack/stack.py). `make up EXECUTOR=celery`: CeleryExecutor with redis, an
+# S3 server for the artifacts and two workers (docs/scaling.md).
 STACK := $(BIN)/python deploy/stack/stack.py
 
-up: venv ## start the stack without Docker (PostgreSQL + Airflow on 127.0.0.1:8080)
-	$(STACK) up
+up: venv ## start the stack without Docker (PostgreSQL + Airflow on 127.0.0.1:8080); EXECUTOR=celery: redis, S3, 2 workers
+	$(if $(EXECUTOR),FLIGHT_DELAYS_STACK_EXECUTOR=$(EXECUTOR) )$(STACK) up
 
 down: ## stop every process `make up` started (SIGTERM, then SIGKILL); keeps the data
 	$(if $(wildcard $(BIN)/python),$(STACK),$(PYTHON) deploy/stack/stack.py) down

@@ -49,8 +49,13 @@ IMAGE_SERVICES = {  # services that run the image built from the Dockerfile
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
-    "airflow-worker",
+    "airflow-worker-1",
+    "airflow-worker-2",
     "flower",
+}
+EXECUTOR_ENV = {  # FLIGHT_DELAYS_EXECUTOR -> the settings file both stacks read for it
+    "local": REPO / "deploy" / "executor-local.env",
+    "celery": REPO / "deploy" / "executor-celery.env",
 }
 
 

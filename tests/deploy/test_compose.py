@@ -11,13 +11,17 @@ import json
 import os
 import re
 import subprocess
+import sys
+import tomllib
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from compose_spec import PyCompose
 from deploy_support import (
     COMPOSE_FILE,
+    EXECUTOR_ENV,
     IMAGE_SERVICES,
     REPO,
     SECRETS,
@@ -30,7 +34,20 @@ from deploy_support import (
     tool,
 )
 
-PROFILES = {"default": (), "celery": ("celery",)}
+# The .env keys of the S3 store (test values): moto takes any.
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "test-key-id", "AWS_SECRET_ACCESS_KEY": "test-secret-key"}
+MOTO_ENDPOINT = "http://s3:5000"
+# name -> (compose profiles, what .env adds), as docs/scaling.md says to run each:
+# LocalExecutor; Celery with a bucket of one's own; Celery with the s3 profile's server.
+PROFILES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "default": ((), {}),
+    "celery": (("celery",), {"FLIGHT_DELAYS_EXECUTOR": "celery", **S3_KEYS}),
+    "celery-s3": (
+        ("celery", "s3"),
+        {"FLIGHT_DELAYS_EXECUTOR": "celery", "AWS_ENDPOINT_URL": MOTO_ENDPOINT, **S3_KEYS},
+    ),
+}
+WORKERS = ("airflow-worker-1", "airflow-worker-2")
 LONG_RUNNING = {
     "default": {
         "postgres",
@@ -40,7 +57,10 @@ LONG_RUNNING = {
         "airflow-triggerer",
     },
 }
-LONG_RUNNING["celery"] = LONG_RUNNING["default"] | {"redis", "airflow-worker", "flower"}
+LONG_RUNNING["celery"] = LONG_RUNNING["default"] | {"redis", *WORKERS, "flower"}
+LONG_RUNNING["celery-s3"] = LONG_RUNNING["celery"] | {"s3"}
+ONE_SHOT = {"default": {"airflow-init"}, "celery": {"airflow-init"}}
+ONE_SHOT["celery-s3"] = {"airflow-init", "s3-init"}
 AIRFLOW_HOME = PurePosixPath("/opt/airflow")
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -65,7 +85,12 @@ def profile(request) -> str:
 
 @pytest.fixture(scope="module")
 def config(profile, tmp_path_factory) -> dict:
-    return resolved_compose(tmp_path_factory.mktemp("compose"), profiles=PROFILES[profile])
+    profiles, env = PROFILES[profile]
+    return resolved_compose(tmp_path_factory.mktemp("compose"), {**TEST_ENV, **env}, profiles)
+
+
+def executor_of(profile: str) -> str:
+    return PROFILES[profile][1].get("FLIGHT_DELAYS_EXECUTOR", "local")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +102,7 @@ def image_services(config) -> dict[str, dict]:
 
 # --- the file is valid Compose --------------------------------------------------------------
 def test_compose_resolves_every_profile(config, profile):
-    expected = LONG_RUNNING[profile] | {"airflow-init"}
+    expected = LONG_RUNNING[profile] | ONE_SHOT[profile]
     assert set(config["services"]) == expected
 
 
@@ -206,9 +231,17 @@ def test_depends_on_waits_for_health_and_init(config):
         assert needs["airflow-init"]["condition"] == "service_completed_successfully", name
     for name in ("airflow-scheduler", "airflow-triggerer"):
         assert services[name]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
-    for name in ("airflow-worker", "flower"):
+    for name in (*WORKERS, "flower"):
         if name in services:
             assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    # With the s3 profile, no Airflow service starts before its bucket exists; without
+    # it (a bucket of one's own), the condition is not required.
+    for name in set(services) & IMAGE_SERVICES - {"airflow-init"}:
+        needs = services[name]["depends_on"]["s3-init"]
+        assert needs["condition"] == "service_completed_successfully", name
+        assert needs["required"] is False, name
+    if "s3-init" in services:
+        assert services["s3-init"]["depends_on"]["s3"]["condition"] == "service_healthy"
 
 
 def test_every_health_condition_has_a_healthcheck_to_wait_for(config):
@@ -219,7 +252,7 @@ def test_every_health_condition_has_a_healthcheck_to_wait_for(config):
         for needed, how in (service.get("depends_on") or {}).items():
             if how["condition"] == "service_healthy" and needed in services:
                 assert services[needed].get("healthcheck", {}).get("test"), f"{name} -> {needed}"
-        if name != "airflow-init":
+        if name not in ("airflow-init", "s3-init"):
             assert service.get("restart") == "always", name
 
 
@@ -250,27 +283,122 @@ def test_every_airflow_service_gets_the_shared_settings(image_services):
             assert env.get(key) == value, f"{name}: {key}={env.get(key)!r}, shared: {value!r}"
 
 
-def test_executor_auth_and_parallelism(image_services):
+def test_executor_auth_and_parallelism(image_services, profile):
     shared = read_env_file(SHARED_ENV)
+    executor = read_env_file(EXECUTOR_ENV[executor_of(profile)])
+    expected = {"local": "LocalExecutor", "celery": "CeleryExecutor"}[executor_of(profile)]
+    assert executor["AIRFLOW__CORE__EXECUTOR"] == expected
+    assert "AIRFLOW__CORE__EXECUTOR" not in shared  # the executor file's alone
     for name, service in image_services.items():
         env = service["environment"]
-        # LocalExecutor unless .env asks for Celery (AIRFLOW_EXECUTOR), as the shared file.
-        assert env["AIRFLOW__CORE__EXECUTOR"] == shared["AIRFLOW__CORE__EXECUTOR"]
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        # Every setting of the executor's file, in every Airflow service (the scheduler
+        # queues for the workers; the api-server reads the reports where tasks put them).
+        for key, value in executor.items():
+            assert env.get(key) == value, f"{name}: {key}={env.get(key)!r}, file: {value!r}"
         assert env["AIRFLOW__CORE__PARALLELISM"] == shared["AIRFLOW__CORE__PARALLELISM"]
         assert env["AIRFLOW__CORE__AUTH_MANAGER"] == SIMPLE_AUTH_MANAGER, name
         assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin", name
 
 
-def test_celery_executor_only_when_asked(tmp_path):
-    config = resolved_compose(
-        tmp_path, {**TEST_ENV, "AIRFLOW_EXECUTOR": "CeleryExecutor"}, profiles=("celery",)
+def test_an_unknown_executor_is_refused(tmp_path):
+    result = run_compose(tmp_path, {**TEST_ENV, "FLIGHT_DELAYS_EXECUTOR": "celry"}, "config")
+    assert result.returncode != 0
+    assert "executor-celry.env" in result.stderr
+
+
+def test_celery_settings_agree_across_every_airflow_service(config, profile, image_services):
+    """Under Celery: the broker and the metastore as result backend, the artifact root in
+    S3 for every service, and one environment for all of them (a worker that differs from
+    the scheduler in a setting runs its tasks differently)."""
+    if executor_of(profile) != "celery":
+        pytest.skip("LocalExecutor")
+    executor = read_env_file(EXECUTOR_ENV["celery"])
+    storage = executor["FLIGHT_DELAYS_STORAGE_URL"]
+    assert urlsplit(storage).scheme == "s3" and urlsplit(storage).netloc
+    endpoint = PROFILES[profile][1].get("AWS_ENDPOINT_URL", "")
+    password = TEST_ENV["AIRFLOW_DB_PASSWORD"]
+    for name, service in image_services.items():
+        env = service["environment"]
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == (
+            f"db+postgresql://airflow:{password}@postgres:5432/airflow"
+        ), name
+        assert env["FLIGHT_DELAYS_STORAGE_URL"] == storage, name
+        assert env["AWS_ENDPOINT_URL"] == endpoint, name
+        for key, value in S3_KEYS.items():
+            assert env[key] == value, name
+    # One environment: the long-running services differ only in the workers' warm
+    # shutdown switch (airflow-init has its own one-shot settings on top).
+    per_service = {"DUMB_INIT_SETSID"}
+    envs = {
+        name: {k: v for k, v in s["environment"].items() if k not in per_service}
+        for name, s in image_services.items()
+        if name != "airflow-init"
+    }
+    reference = envs["airflow-scheduler"]
+    for name, env in envs.items():
+        differs = sorted(k for k in set(env) | set(reference) if env.get(k) != reference.get(k))
+        assert not differs, f"{name} differs from the scheduler in {differs}"
+    init = image_services["airflow-init"]["environment"]
+    assert {k: init[k] for k in reference} == reference
+
+
+def test_two_celery_workers_with_distinct_hostnames(config, profile):
+    if executor_of(profile) != "celery":
+        pytest.skip("LocalExecutor")
+    services = config["services"]
+    workers = sorted(n for n in services if n.startswith("airflow-worker"))
+    assert workers == list(WORKERS)
+    names = []
+    for name in workers:
+        worker = services[name]
+        command = worker["command"]
+        assert command[:2] == ["celery", "worker"], command
+        celery_name = command[command.index("--celery-hostname") + 1]
+        # The container's host name is the Celery name and the service name: the task
+        # instances record it, the api-server fetches running tasks' logs from it, and the
+        # healthcheck pings celery@$HOSTNAME.
+        assert worker["hostname"] == celery_name == name
+        # (Compose writes the container's own $HOSTNAME as $${HOSTNAME}.)
+        assert 'celery@$${HOSTNAME}"' in worker["healthcheck"]["test"][-1]
+        names.append(celery_name)
+    assert len(set(names)) == 2
+    concurrency = int(read_env_file(EXECUTOR_ENV["celery"])["AIRFLOW__CELERY__WORKER_CONCURRENCY"])
+    parallelism = int(read_env_file(SHARED_ENV)["AIRFLOW__CORE__PARALLELISM"])
+    assert concurrency * len(workers) == parallelism  # the slots add up to the stack's
+
+
+def test_the_s3_profile_serves_the_bucket_of_the_storage_url(config, profile):
+    if "s3" not in PROFILES[profile][0]:
+        pytest.skip("no s3 profile")
+    services = config["services"]
+    storage = read_env_file(EXECUTOR_ENV["celery"])["FLIGHT_DELAYS_STORAGE_URL"]
+    bucket = urlsplit(storage).netloc
+    init = services["s3-init"]
+    assert init["entrypoint"] == ["curl"] and "PUT" in init["command"]
+    assert init["command"][-1] == f"{MOTO_ENDPOINT}/{bucket}"
+    # The same S3 server as the no-Docker stack's: moto at the version uv.lock pins.
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    moto = next(p["version"] for p in lock["package"] if p["name"] == "moto")
+    for name in ("s3", "s3-init"):
+        assert services[name]["image"] == f"motoserver/moto:{moto}", name
+    assert services["s3"]["expose"] == ["5000"] and not services["s3"].get("ports")
+    assert services["s3"]["restart"] == "always"
+
+
+def test_the_stack_without_docker_reads_the_same_executor_files():
+    sys.path.insert(0, str(REPO / "deploy" / "stack"))
+    from flight_stack import settings
+
+    for executor, path in EXECUTOR_ENV.items():
+        cfg = settings.Config.from_env({"FLIGHT_DELAYS_STACK_EXECUTOR": executor})
+        assert cfg.executor_env == path
+        assert path in settings.env_files(cfg)
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert (
+        "deploy/executor-${FLIGHT_DELAYS_EXECUTOR:-local}.env"
+        in (compose["x-airflow-common"]["env_file"])
     )
-    for name in IMAGE_SERVICES:
-        env = config["services"][name]["environment"]
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
-        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://airflow:")
 
 
 def airflow_config_template() -> dict:
@@ -329,16 +457,22 @@ def test_api_server_workers_are_set_as_in_the_stack_without_docker(image_service
     assert stack.get("AIRFLOW__API__WORKERS", workers) == workers
 
 
-# The celery section belongs to the celery provider, which ships with the official image
-# and is not in uv.lock (docs/docker-compose.md), so the installed config.yml lacks it.
-PROVIDER_SECTIONS = {"celery"}
+def provider_config_template() -> dict:
+    """The options the installed providers add (the celery section: the celery provider,
+    locked in uv.lock), from each provider's own metadata."""
+    from airflow.providers.celery.get_provider_info import get_provider_info
+
+    return get_provider_info()["config"]
 
 
 def test_every_airflow_setting_is_an_option_of_the_installed_airflow(image_services):
     """A misspelled, renamed or removed key (say `[webserver] default_ui_timezone`, gone in
     Airflow 3) is silently ignored by Airflow: every AIRFLOW__X__Y a container gets must
-    be an option of this Airflow's config.yml."""
-    template = airflow_config_template()
+    be an option of this Airflow's config.yml or of an installed provider's."""
+    template = {**airflow_config_template(), **provider_config_template()}
+    assert {"broker_url", "result_backend", "worker_concurrency"} <= set(
+        template["celery"]["options"]
+    )
     unknown = set()
     for name, service in image_services.items():
         for key in service["environment"]:
@@ -346,8 +480,6 @@ def test_every_airflow_setting_is_an_option_of_the_installed_airflow(image_servi
             if not match:
                 continue
             section, option = match[1].lower(), match[2].lower()
-            if section in PROVIDER_SECTIONS:
-                continue
             if option not in (template.get(section, {}).get("options") or {}):
                 unknown.add(f"{name}: [{section}] {option}")
     assert not unknown, sorted(unknown)
@@ -455,10 +587,13 @@ def test_airflow_init_runs_the_init_script_as_root(config):
     assert set(init["cap_add"]) == {"CHOWN", "DAC_OVERRIDE", "FOWNER"}
 
 
-def test_celery_workers_share_the_artifact_folders(tmp_path):
+def test_celery_workers_mount_what_the_scheduler_mounts(tmp_path):
+    """The same project folders: dags and parameters (read-only), and the log folder the
+    api-server reads; the artifacts themselves go to S3 under Celery."""
     services = resolved_compose(tmp_path, profiles=("celery",))["services"]
-    scheduler, worker = mounts(services["airflow-scheduler"]), mounts(services["airflow-worker"])
-    assert scheduler == worker
-    assert services["airflow-worker"]["environment"]["DUMB_INIT_SETSID"] == "0"
+    scheduler = mounts(services["airflow-scheduler"])
+    for name in WORKERS:
+        assert mounts(services[name]) == scheduler, name
+        assert services[name]["environment"]["DUMB_INIT_SETSID"] == "0"
     flower_ports = services["flower"]["ports"]
     assert [p["host_ip"] for p in flower_ports] == ["127.0.0.1"]

@@ -1,7 +1,9 @@
 """One private no-Docker stack shared by every live test of the session (test_live_stack,
 test_ui, test_faults): `deploy/stack/stack.py up` with a throw-away state folder, free
 ports and a tmp project root (short window), PostgreSQL metastore and warehouse; always
-`down` at the end of the session, and nothing of it may be left running.
+`down` at the end of the session, and nothing of it may be left running. A second one,
+under CeleryExecutor (``celery_stack``: redis, moto's S3 server, two workers), is started
+only for the tests that ask for it (test_celery_live.py), on ports of its own.
 
 The browser tests use pytest-playwright's fixtures (``page``, ``browser``) on the system
 Chromium: the launch arguments below point Playwright at it, so no browser is downloaded.
@@ -15,6 +17,7 @@ runs' own timestamps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -56,13 +59,19 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(f"{name}: {value}")
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextlib.contextmanager
+def running_stack(
+    tmp_path_factory: pytest.TempPathFactory, name: str = "stack", **extra: str
+) -> Iterator[Stack]:
+    """A private stack (``extra``: more FLIGHT_DELAYS_STACK_* settings) with the 2013 days
+    seeded and the DAG parsed; `down` after the block, which must leave nothing running
+    and keep the PostgreSQL data. ``name`` prefixes its measurements."""
     try:
         settings._pg_bin()
     except settings.StackError as exc:
         pytest.fail(f"the stack tests need PostgreSQL 15: {exc}")
-    root = tmp_path_factory.mktemp("stack-project")
+    label = "" if name == "stack" else f"{name}: "
+    root = tmp_path_factory.mktemp(f"{name}-project")
     (root / "include").mkdir()
     (root / "include" / "params.yaml").write_text(PARAMS)
     # Not under pytest's tmp tree (mode 0700): the postgres user must reach its data folder.
@@ -83,12 +92,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "FLIGHT_DELAYS_STACK_SEED": "0",  # seeded below, with 2013 days only
         "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": "20",
         "FLIGHT_DELAYS_STACK_ENV_FILE": str(local),
+        **extra,
     }
     stack = Stack(root=root, state=state, env=env, api_url=f"http://127.0.0.1:{api_port}")
     try:
         started = time.monotonic()
         stack.script("up", timeout=400)
-        TIMINGS["make up to healthy API (no seed)"] = f"{time.monotonic() - started:.1f} s"
+        TIMINGS[f"{label}make up to healthy API (no seed)"] = f"{time.monotonic() - started:.1f} s"
 
         from flight_delays.demo import seed
 
@@ -103,7 +113,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         started = time.monotonic()
         down = stack.script("down", check=False, timeout=300)
         escalated = [line for line in down.stdout.splitlines() if "SIGKILL" in line]
-        TIMINGS["make down"] = f"{time.monotonic() - started:.1f} s " + (
+        TIMINGS[f"{label}make down"] = f"{time.monotonic() - started:.1f} s " + (
             f"({'; '.join(escalated)})" if escalated else "(no SIGKILL needed)"
         )
         left = leftovers(state)
@@ -116,7 +126,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def recent_days(stack: Stack) -> tuple[date, date]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack under CeleryExecutor (`make up EXECUTOR=celery`): its own state folder
+    and free ports, redis and the S3 server included, so it runs beside ``stack``. One
+    module uses it (test_celery_live.py): it goes down when that module ends, rather than
+    idling beside the default stack, on the same two cores, until the session ends."""
+    with running_stack(
+        tmp_path_factory,
+        "celery",
+        FLIGHT_DELAYS_STACK_EXECUTOR="celery",
+        FLIGHT_DELAYS_STACK_REDIS_PORT=str(free_port()),
+        FLIGHT_DELAYS_STACK_S3_PORT=str(free_port()),
+    ) as started:
+        yield started
+
+
+def seed_recent_days(stack: Stack) -> tuple[date, date]:
     """Replay the last weeks (New York calendar) into the warehouse: enough for the
     scheduled run the scheduler makes on unpause (the latest 02:00) and for a trigger
     without a logical date, even if the session crosses midnight."""
@@ -129,12 +160,28 @@ def recent_days(stack: Stack) -> tuple[date, date]:
     return first, last
 
 
-@pytest.fixture(scope="session")
-def live_dag(stack: Stack, recent_days: tuple[date, date]) -> Stack:
+def unpause(stack: Stack) -> Stack:
     """The DAG unpaused (it is created paused: dags_are_paused_at_creation)."""
     dag = stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
     assert dag["is_paused"] is False
     return stack
+
+
+@pytest.fixture(scope="session")
+def recent_days(stack: Stack) -> tuple[date, date]:
+    return seed_recent_days(stack)
+
+
+@pytest.fixture(scope="session")
+def live_dag(stack: Stack, recent_days: tuple[date, date]) -> Stack:
+    return unpause(stack)
+
+
+@pytest.fixture(scope="module")
+def celery_dag(celery_stack: Stack) -> Stack:
+    """The celery stack's DAG unpaused, with the recent days its scheduled run needs."""
+    seed_recent_days(celery_stack)
+    return unpause(celery_stack)
 
 
 @pytest.fixture(scope="session")

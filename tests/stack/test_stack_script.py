@@ -123,9 +123,11 @@ def test_settings_agree_with_the_compose_stack(cfg):
     compose = yaml.safe_load((settings.REPO / "docker-compose.yaml").read_text())
     common = compose["x-airflow-common"]
     assert "deploy/airflow.env" in common["env_file"]  # both stacks load the shared file
+    # ... and the executor's file (LocalExecutor unless asked: FLIGHT_DELAYS_EXECUTOR).
+    assert "deploy/executor-${FLIGHT_DELAYS_EXECUTOR:-local}.env" in common["env_file"]
+    assert ours["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     theirs = {k: _compose_value(str(v)) for k, v in common["environment"].items()}
     for key in (
-        "AIRFLOW__CORE__EXECUTOR",
         "AIRFLOW__CORE__AUTH_MANAGER",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
     ):
@@ -140,6 +142,53 @@ def test_settings_agree_with_the_compose_stack(cfg):
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("/airflow")
         # Task workers reach the api-server's execution API (the port is the stack's).
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
+
+
+def test_celery_settings_broker_results_storage_and_a_folder_per_worker(tmp_path):
+    cfg = replace(
+        settings.Config.from_env({"FLIGHT_DELAYS_STACK_EXECUTOR": "Celery"}),
+        state=tmp_path / "state",
+        root=tmp_path / "root",
+    )
+    assert cfg.celery and cfg.supervisor_conf == settings.CELERY_SUPERVISOR_CONF
+    assert cfg.programs[-len(settings.CELERY_PROGRAMS) :] == settings.CELERY_PROGRAMS
+    values = settings.ensure_secrets(cfg)
+    settings.write_settings(cfg, values)
+    env = settings.read_env_files(cfg)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    password = values["redis_password"]
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{password}@127.0.0.1:{cfg.redis_port}/0"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + env[
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+    ].replace("postgresql+psycopg2://", "postgresql://")
+    assert env["FLIGHT_DELAYS_STORAGE_URL"].startswith("s3://")
+    assert env["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{cfg.s3_port}"
+    settings.write_redis_conf(cfg, values)
+    assert f"requirepass {password}" in cfg.redis_conf.read_text()
+    assert cfg.redis_conf.stat().st_mode & 0o777 == 0o600
+    (cfg.root / "include").mkdir(parents=True)
+    settings.prepare_workers(cfg)
+    settings.prepare_workers(cfg)  # again, as every `up` does
+    homes = {cfg.worker_dir(w) / "home" for w in settings.WORKERS}
+    assert len(homes) == 2
+    for home in homes:
+        assert (home / "include").resolve() == (cfg.root / "include").resolve()
+    # A secrets file from before the celery stack gets the new secrets, keeps the old.
+    old = {k: v for k, v in values.items() if not k.startswith(("redis", "s3"))}
+    cfg.secrets_file.write_text(json.dumps(old))
+    again = settings.ensure_secrets(cfg)
+    assert {k: again[k] for k in old} == old and again["redis_password"]
+    with pytest.raises(settings.StackError, match="FLIGHT_DELAYS_STACK_EXECUTOR must be one of"):
+        settings.Config.from_env({"FLIGHT_DELAYS_STACK_EXECUTOR": "kubernetes"})
+
+
+def test_the_stack_names_its_celery_programs_by_their_command_line():
+    assert procs._component_of("python component.py airflow celery worker --celery-hostname "
+                               "worker-2 --skip-serve-logs") == "worker-2"  # fmt: skip
+    assert procs._component_of("[celeryd: celery@worker-1:MainProcess] -active-") == "worker-1"
+    assert procs._component_of("/usr/bin/redis-server 127.0.0.1:6380") == "redis"
+    assert procs._component_of("python flight_stack/component.py python s3server.py") == "s3"
+    assert procs._component_of("airflow scheduler") == "scheduler"
 
 
 FAKE_SCHEDULER = """
@@ -189,7 +238,9 @@ def test_the_scheduler_is_stopped_alone_not_its_executor_workers(cfg, tmp_path):
 def test_env_files_read_the_same_as_a_dotenv_reader_and_odd_lines_are_refused(tmp_path):
     from dotenv import dotenv_values  # what docker-compose-like readers do with env_file
 
-    for path in (settings.SHARED_ENV, settings.STACK_ENV):
+    executors = [settings.Config.from_env({"FLIGHT_DELAYS_STACK_EXECUTOR": name}).executor_env
+                 for name in settings.EXECUTORS]  # fmt: skip
+    for path in (settings.SHARED_ENV, settings.STACK_ENV, *executors):
         assert settings.parse_env(path.read_text()) == dotenv_values(path), path
     bad = tmp_path / "bad.env"
     for line in ('A="quoted"', "A=two words", "A=$HOME", "not a setting"):
@@ -209,6 +260,7 @@ def test_the_file_flight_delays_stack_env_file_names_is_read_last(cfg, tmp_path)
     assert ours.local_env == local.resolve()
     assert settings.env_files(ours) == [
         settings.SHARED_ENV,
+        settings.REPO / "deploy" / "executor-local.env",
         settings.STACK_ENV,
         ours.generated_env,
         local.resolve(),
@@ -236,7 +288,8 @@ def test_the_file_flight_delays_stack_env_file_names_is_read_last(cfg, tmp_path)
 
 def test_the_package_needs_only_the_standard_library_and_down_runs_without_the_venv(tmp_path):
     # -S: no site-packages at all, as a Python 3 without the project's venv.
-    modules = ("cli", "component", "health", "postgres", "procs", "settings", "supervisor")
+    modules = ("cli", "component", "health", "postgres", "procs", "settings", "supervisor",
+               "worker_host", "s3server")  # fmt: skip
     probe = "import sys; sys.path.insert(0, sys.argv[1]); " + "; ".join(
         f"import flight_stack.{name}" for name in modules
     )

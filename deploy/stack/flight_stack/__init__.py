@@ -11,5 +11,8 @@ Modules, one per concern:
 - :mod:`.supervisor`: supervisord, which runs and restarts the Airflow components;
 - :mod:`.procs`: finding the stack's processes in /proc and stopping them;
 - :mod:`.health`: Airflow's health report, is the stack up;
-- :mod:`.component`: the wrapper supervisord runs for each component (a script).
+- :mod:`.component`: the wrapper supervisord runs for each component (a script);
+- :mod:`.s3server`: the celery stack's S3 server (moto) with its bucket (a script, run
+  with the venv's Python);
+- :mod:`.worker_host`: the name a Celery worker gives its task instances.
 """

@@ -11,6 +11,14 @@ supervisord (deploy/stack/supervisord.conf) in a session of their own, and waits
 that dies, as `restart: always` does in docker-compose.yaml. A second `up` finds the
 running stack and only prints where it is.
 
+With FLIGHT_DELAYS_STACK_EXECUTOR=celery (`make up EXECUTOR=celery`) the scheduler queues
+the tasks in redis (the broker, redis-server from Debian) and two Celery workers run them;
+the result backend is the metastore's database; the artifacts live in moto's S3 server
+(FLIGHT_DELAYS_STORAGE_URL=s3://..., deploy/executor-celery.env), which every component
+reaches through AWS_ENDPOINT_URL. The workers share nothing on this machine but those:
+each has its own working, temporary and home folder under <state>/workers/ (see
+deploy/stack/supervisord-celery.conf). `up` also waits for both workers to be ready.
+
 `down` stops every process `up` started, every time: supervisord stops the scheduler
 first, then the other components (SIGTERM, SIGKILL of the process group after the grace
 period), then exits. Whatever is left (supervisord killed, a task that escaped) is found
@@ -41,6 +49,9 @@ Settings (environment variables, all optional):
                                    /usr/lib/postgresql/*/bin, 15 preferred)
   FLIGHT_DELAYS_STACK_ENV_FILE     a KEY=value file of this machine's own settings, read
                                    after the tracked ones (e.g. AIRFLOW__CORE__PARALLELISM=8)
+  FLIGHT_DELAYS_STACK_EXECUTOR     local (default) or celery
+  FLIGHT_DELAYS_STACK_REDIS_PORT   celery: the broker (redis) on 127.0.0.1 (default 6380)
+  FLIGHT_DELAYS_STACK_S3_PORT      celery: the S3 server (moto) on 127.0.0.1 (default 9100)
 
 The modules of the package and what each does: flight_stack/__init__.py.
 """
@@ -48,6 +59,7 @@ The modules of the package and what each does: flight_stack/__init__.py.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -58,7 +70,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import supervisor
-from .health import health, healthy, wait_healthy
+from .health import health, healthy, log_sizes, wait_healthy, wait_workers
 from .postgres import Postgres, create_databases
 from .procs import (
     _alive,
@@ -71,7 +83,9 @@ from .procs import (
 )
 from .settings import (
     ADMIN_USER,
+    CELERY_PROGRAMS,
     COMPONENTS,
+    WORKERS,
     Config,
     StackError,
     _locked,
@@ -80,7 +94,10 @@ from .settings import (
     _venv_bin,
     command_env,
     ensure_secrets,
+    prepare_workers,
+    redis_server,
     say,
+    write_redis_conf,
     write_settings,
 )
 
@@ -102,15 +119,50 @@ def _print_where(cfg: Config, info: dict, pgdata: Path | None) -> None:
     url = info.get("api_url", cfg.api_url)
     passwords = info.get("passwords_file", str(cfg.passwords_file))
     data = pgdata or info.get("pgdata") or "(no cluster yet)"
+    if info.get("executor", cfg.executor) == "celery":
+        executor = (
+            f"  executor: CeleryExecutor, workers {', '.join(WORKERS)}; broker: redis on "
+            f"127.0.0.1:{info.get('redis_port', cfg.redis_port)}; results: the metastore\n"
+        )
+        artifacts = (
+            f"  artifacts in {info.get('storage_url', '?')} (S3 server "
+            f"{info.get('s3_endpoint', cfg.s3_endpoint)}, in memory: gone when it stops)\n"
+        )
+    else:
+        executor = "  executor: LocalExecutor (in the scheduler)\n"
+        root = info.get("root", cfg.root)
+        artifacts = f"  artifacts under {root}/  (data/, models/, reports/)\n"
     print(
         f"\n  Airflow UI and REST API: {url}/\n"
         f"  login: user `{ADMIN_USER}`, password in {passwords}\n"
         f"  logs:  {info.get('logs', cfg.logs)}/  (make logs)\n"
         f"  PostgreSQL data: {data}\n"
-        f"  artifacts under {info.get('root', cfg.root)}/  (data/, models/, reports/)\n"
+        f"{executor}{artifacts}"
         f"  stop:  make down\n",
         flush=True,
     )
+
+
+def _check_celery_tools(cfg: Config) -> None:
+    """What the celery stack needs beyond the local one, each named with its fix."""
+    redis_server()
+    for module, what in (
+        ("moto", "moto[server] (the S3 server)"),
+        ("flask_cors", "moto[server] (the S3 server)"),
+        ("airflow.providers.celery", "apache-airflow-providers-celery"),
+    ):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise StackError(f"{what} is not installed in the venv: run `make venv`")
+    for port, name in ((cfg.redis_port, "REDIS"), (cfg.s3_port, "S3")):
+        if not _port_free(port):
+            raise StackError(
+                f"port {port} on 127.0.0.1 is taken: choose another with "
+                f"FLIGHT_DELAYS_STACK_{name}_PORT"
+            )
 
 
 def up(cfg: Config) -> int:
@@ -126,6 +178,9 @@ def up(cfg: Config) -> int:
             report = health(replace(cfg, api_port=info.get("api_port", cfg.api_port)))
             state = "healthy" if healthy(report) else "running, not (yet) healthy"
             say(f"already running (supervisord pid {pid}, {state}): nothing to do")
+            running = info.get("executor", "local")
+            if running != cfg.executor:
+                say(f"it runs the {running} executor, not {cfg.executor}: `make down` first")
             _print_where(cfg, info, None)
             return 0
         leftovers = stack_pids(cfg)
@@ -137,9 +192,14 @@ def up(cfg: Config) -> int:
                 f"port {cfg.api_port} on 127.0.0.1 is taken: choose another with "
                 "FLIGHT_DELAYS_STACK_API_PORT"
             )
+        if cfg.celery:
+            _check_celery_tools(cfg)
         for folder in (cfg.state, cfg.logs, cfg.logs / "airflow", cfg.airflow_home):
             folder.mkdir(parents=True, exist_ok=True)
         values = ensure_secrets(cfg)
+        if cfg.celery:
+            write_redis_conf(cfg, values)
+            prepare_workers(cfg)
         pg = Postgres(cfg)
         if not pg.initialised():
             pg.init(values["postgres_password"])
@@ -161,20 +221,26 @@ def up(cfg: Config) -> int:
         registry = [str(venv / "python"), "-m", "flight_delays.registry", "upgrade"]
         _run_logged(cfg, "registry", registry, env)
 
-        say("starting scheduler, dag-processor, api-server and triggerer under supervisord")
+        extra = f", {', '.join(CELERY_PROGRAMS)}" if cfg.celery else ""
+        say(f"starting scheduler, dag-processor, api-server, triggerer{extra} under supervisord")
         launched = datetime.now().astimezone()
+        worker_logs = log_sizes(cfg, WORKERS) if cfg.celery else {}
         process = supervisor.start(cfg, env)
         write_info(cfg, process.pid, pg.pgdata)
         report = wait_healthy(cfg, process, launched)
-        if not healthy(report, since=launched):
-            why = (
-                f"supervisord exited ({process.returncode})"
-                if process.poll() is not None
-                else f"not healthy after {cfg.up_timeout:.0f} s: {json.dumps(report)}"
-            )
+        waiting: list[str] = []
+        if healthy(report, since=launched) and cfg.celery:
+            waiting = wait_workers(cfg, process, worker_logs, cfg.up_timeout)
+        if not healthy(report, since=launched) or waiting:
+            if process.poll() is not None:
+                why = f"supervisord exited ({process.returncode})"
+            elif waiting:
+                why = f"Celery workers not ready after {cfg.up_timeout:.0f} s: {waiting}"
+            else:
+                why = f"not healthy after {cfg.up_timeout:.0f} s: {json.dumps(report)}"
             logs = "\n".join(
                 f"  {name}.log:\n{_tail(cfg.logs / f'{name}.log', 15)}"
-                for name in ("supervisord", *COMPONENTS)
+                for name in ("supervisord", *cfg.programs)
             )
             say(f"the stack did not come up: {why}\n{logs}\nstopping what was started")
             stop_processes(cfg, cfg.stop_timeout)
@@ -195,7 +261,9 @@ def _stop_supervisor(cfg: Config) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, 15)
-    deadline = time.monotonic() + len(COMPONENTS) * (cfg.stop_timeout + 2) + 10
+    celery = read_info(cfg).get("executor") == "celery"
+    programs = len(COMPONENTS) + (len(CELERY_PROGRAMS) if celery else 0)
+    deadline = time.monotonic() + programs * (cfg.stop_timeout + 2) + 10
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     return True

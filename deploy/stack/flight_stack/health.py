@@ -1,6 +1,6 @@
 """Is the stack up? Airflow's own health report (/api/v2/monitor/health on the
-api-server): every component healthy, with heartbeats from the processes that run now.
-Standard library only."""
+api-server): every component healthy, with heartbeats from the processes that run now;
+under Celery, each worker's own word that it is ready (its log). Standard library only."""
 
 from __future__ import annotations
 
@@ -49,6 +49,46 @@ def healthy(report: dict | None, since: datetime | None = None) -> bool:
             if beat is None or beat < since:
                 return False
     return True
+
+
+def log_sizes(cfg: Config, names: tuple[str, ...]) -> dict[str, int]:
+    """The size of each program's log now: where the lines of its next start begin."""
+    sizes = {}
+    for name in names:
+        try:
+            sizes[name] = (cfg.logs / f"{name}.log").stat().st_size
+        except OSError:
+            sizes[name] = 0
+    return sizes
+
+
+def workers_not_ready(cfg: Config, since: dict[str, int]) -> list[str]:
+    """The Celery workers whose log has no ``celery@<name> ready.`` after the offset in
+    ``since`` (:func:`log_sizes` before they started): not (yet) consuming tasks."""
+    waiting = []
+    for name, offset in since.items():
+        try:
+            with (cfg.logs / f"{name}.log").open("rb") as handle:
+                handle.seek(offset)
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            text = ""
+        if f"celery@{name} ready." not in text:
+            waiting.append(name)
+    return waiting
+
+
+def wait_workers(
+    cfg: Config, process: subprocess.Popen, since: dict[str, int], timeout: float
+) -> list[str]:
+    """Wait until every worker in ``since`` is ready, supervisord exits or ``timeout`` s;
+    returns the workers still not ready."""
+    deadline = time.monotonic() + timeout
+    waiting = workers_not_ready(cfg, since)
+    while waiting and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(1)
+        waiting = workers_not_ready(cfg, since)
+    return waiting
 
 
 def wait_healthy(cfg: Config, process: subprocess.Popen, since: datetime) -> dict | None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 from datetime import datetime
 from pathlib import Path
 
-from .settings import COMPONENTS, MARKER, Config, StackError, say
+from .settings import COMPONENTS, MARKER, Config, StackError, read_env_files, say
 
 
 def read_info(cfg: Config) -> dict:
@@ -37,6 +38,7 @@ def write_info(cfg: Config, pid: int, pgdata: Path) -> None:
         "api_port": cfg.api_port,
         "pg_port": cfg.pg_port,
         "health_port": cfg.health_port,
+        "executor": cfg.executor,
         "logs": str(cfg.logs),
         "passwords_file": str(cfg.passwords_file),
         "supervisor_socket": str(cfg.supervisor_socket),
@@ -46,6 +48,13 @@ def write_info(cfg: Config, pid: int, pgdata: Path) -> None:
         "since_ticks": stat[2] if stat else 0,
         "sessions": sorted({st[1] for p in stack_pids(cfg) if (st := _stat(p))}),
     }
+    if cfg.celery:
+        info.update(
+            redis_port=cfg.redis_port,
+            s3_port=cfg.s3_port,
+            s3_endpoint=cfg.s3_endpoint,
+            storage_url=read_env_files(cfg).get("FLIGHT_DELAYS_STORAGE_URL"),
+        )
     cfg.info_file.write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -254,17 +263,32 @@ def stop_processes(cfg: Config, timeout: float) -> dict[str, int]:
     return {"found": len(found), "killed": killed}
 
 
+# A Celery worker of the celery stack, by its command line or by the title Celery gives
+# its processes ("[celeryd: celery@worker-1:MainProcess] ...").
+_WORKER = re.compile(r"(?:--celery-hostname |celery@)(?P<name>[\w.-]+?)(?=[\s:\]]|$)")
+
+
 def _component_of(cmdline: str) -> str | None:
+    """The program of the stack whose command line ``cmdline`` is: an Airflow component,
+    a Celery worker (by its name), ``redis`` or ``s3``; None for anything else."""
     for name in COMPONENTS:
         if f"airflow {name}" in cmdline.replace("_", "-"):
             return name
+    if "celery worker" in cmdline or "celeryd" in cmdline:
+        match = _WORKER.search(cmdline)
+        return match["name"] if match else "celery-worker"
+    if "redis-server" in cmdline:
+        return "redis"
+    if "s3server.py" in cmdline:
+        return "s3"
     return None
 
 
 def memory_by_component(cfg: Config, postmaster: int | None = None) -> dict[str, dict[str, int]]:
     """RSS in KiB of each component: its main process and all of its processes (the
-    component's wrapper, LocalExecutor workers, the task processes they fork, api-server
-    workers, parsing processes), and of supervisord and PostgreSQL (``postmaster``)."""
+    component's wrapper, LocalExecutor workers, Celery's pool processes, the task
+    processes they fork, api-server workers, parsing processes), and of supervisord and
+    PostgreSQL (``postmaster``)."""
     table = _children_table()
     out = {}
     for pid in stack_pids(cfg):
@@ -277,7 +301,7 @@ def memory_by_component(cfg: Config, postmaster: int | None = None) -> dict[str,
         if name is None or _pgid(pid) != pid:  # the wrapper leads its component's group
             continue
         members = [pid, *descendants(pid, table)]
-        # The component's own process: the wrapper's child running airflow.
+        # The component's own process: the wrapper's child running it.
         main = next((c for c in table.get(pid, []) if _component_of(_cmdline(c))), pid)
         out[name] = {
             "processes": len(members),

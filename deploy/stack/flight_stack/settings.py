@@ -1,8 +1,8 @@
 """Settings of the stack without Docker: where its state lives, its ports, its secrets and
-the environment every component gets (deploy/airflow.env + deploy/stack/settings.env +
-<state>/generated.env + the file FLIGHT_DELAYS_STACK_ENV_FILE names). Also the error type
-and the message helper every module of the package uses. Standard library only: `make
-down` runs with any Python 3."""
+the environment every component gets (deploy/airflow.env + deploy/executor-<executor>.env
++ deploy/stack/settings.env + <state>/generated.env + the file FLIGHT_DELAYS_STACK_ENV_FILE
+names). Also the error type and the message helper every module of the package uses.
+Standard library only: `make down` runs with any Python 3."""
 
 from __future__ import annotations
 
@@ -25,11 +25,21 @@ PACKAGE = Path(__file__).resolve().parent
 HERE = PACKAGE.parent  # deploy/stack: the entry script stack.py and the tracked settings
 REPO = HERE.parents[1]
 SUPERVISOR_CONF = HERE / "supervisord.conf"
+# The celery stack: supervisord.conf plus redis, the S3 server and two Celery workers.
+CELERY_SUPERVISOR_CONF = HERE / "supervisord-celery.conf"
 COMPONENT_WRAPPER = PACKAGE / "component.py"  # run by supervisord for each component
 SHARED_ENV = REPO / "deploy" / "airflow.env"
+# The executors the stack runs, each with the settings file docker-compose reads for it
+# too (deploy/executor-<name>.env: FLIGHT_DELAYS_EXECUTOR in .env).
+EXECUTORS = ("local", "celery")
 STACK_ENV = HERE / "settings.env"
 MARKER = "FLIGHT_DELAYS_STACK"
 COMPONENTS = ("scheduler", "dag-processor", "api-server", "triggerer")
+# The celery stack's other programs (supervisord-celery.conf): the broker, the object
+# store, and two Celery workers that share nothing on this machine but those two, the
+# metastore and the warehouse (each has its own home, temporary and working folder).
+WORKERS = ("worker-1", "worker-2")
+CELERY_PROGRAMS = ("redis", "s3", *WORKERS)
 # The Airflow connection the DAG reads the warehouse URL from (dags/flight_delays_pipeline.py).
 WAREHOUSE_CONN_ENV = "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
 PG_USER = "postgres"  # initdb refuses to run as root: the cluster belongs to this user
@@ -50,6 +60,28 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     if not 1 <= port <= 65535:
         raise StackError(f"{name} must be a port number, got {port}")
     return port
+
+
+def _executor(env: Mapping[str, str]) -> str:
+    executor = (env.get("FLIGHT_DELAYS_STACK_EXECUTOR") or "local").strip().lower()
+    if executor not in EXECUTORS:
+        raise StackError(
+            f"FLIGHT_DELAYS_STACK_EXECUTOR must be one of {', '.join(EXECUTORS)} "
+            f"(make up EXECUTOR=...), got {executor!r}"
+        )
+    return executor
+
+
+def redis_server() -> Path:
+    """redis-server, the celery stack's broker (Debian's package)."""
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if found is None:
+        raise StackError(
+            "redis-server not found (the Celery broker): `apt-get install -y redis-server`"
+        )
+    return Path(found)
 
 
 def _pg_bin() -> Path:
@@ -81,6 +113,9 @@ class Config:
     seed: bool
     up_timeout: float
     stop_timeout: float
+    executor: str = "local"
+    redis_port: int = 6380
+    s3_port: int = 9100
     # An operator's own settings file, read last: overrides for this machine without
     # editing the tracked files (the live tests cap the retry delay with it).
     local_env: Path | None = None
@@ -98,10 +133,31 @@ class Config:
             seed=env.get("FLIGHT_DELAYS_STACK_SEED", "1") not in ("0", "false", "no", ""),
             up_timeout=float(env.get("FLIGHT_DELAYS_STACK_UP_TIMEOUT", "180")),
             stop_timeout=float(env.get("FLIGHT_DELAYS_STACK_STOP_TIMEOUT", "20")),
+            executor=_executor(env),
+            redis_port=_port(env, "FLIGHT_DELAYS_STACK_REDIS_PORT", 6380),
+            s3_port=_port(env, "FLIGHT_DELAYS_STACK_S3_PORT", 9100),
             local_env=Path(env["FLIGHT_DELAYS_STACK_ENV_FILE"]).resolve()
             if env.get("FLIGHT_DELAYS_STACK_ENV_FILE")
             else None,
         )
+
+    @property
+    def celery(self) -> bool:
+        return self.executor == "celery"
+
+    @property
+    def executor_env(self) -> Path:
+        """The executor's settings file, shared with docker-compose."""
+        return REPO / "deploy" / f"executor-{self.executor}.env"
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return CELERY_SUPERVISOR_CONF if self.celery else SUPERVISOR_CONF
+
+    @property
+    def programs(self) -> tuple[str, ...]:
+        """The programs supervisord runs for this executor."""
+        return (*COMPONENTS, *CELERY_PROGRAMS) if self.celery else COMPONENTS
 
     # where things live in the state folder
     @property
@@ -146,6 +202,21 @@ class Config:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def redis_conf(self) -> Path:
+        """redis-server's configuration: it holds the broker's password (mode 0600)."""
+        return self.state / "redis" / "redis.conf"
+
+    def worker_dir(self, worker: str) -> Path:
+        """A Celery worker's own folder: its working directory, its project home
+        (FLIGHT_DELAYS_HOME: include/ linked to the project's, anything written locally
+        stays here), its temporary folder and its Airflow home. No other worker reads it."""
+        return self.state / "workers" / worker
 
 
 def _venv_bin() -> Path:
@@ -203,8 +274,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 # --- secrets and settings ----------------------------------------------------------------
 def ensure_secrets(cfg: Config) -> dict[str, str]:
     """The stack's secrets, generated on the first `up` and kept (0600) in the state folder."""
-    if cfg.secrets_file.is_file():
-        return json.loads(cfg.secrets_file.read_text())
+    kept = json.loads(cfg.secrets_file.read_text()) if cfg.secrets_file.is_file() else {}
     values = {
         # Fernet: 32 random bytes, url-safe base64 (what Fernet.generate_key returns).
         "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
@@ -216,7 +286,16 @@ def ensure_secrets(cfg: Config) -> dict[str, str]:
         "postgres_password": secrets.token_hex(16),
         "airflow_db_password": secrets.token_hex(16),
         "warehouse_password": secrets.token_hex(16),
+        # The celery stack's broker and object store (moto takes any key; a real store
+        # would check them).
+        "redis_password": secrets.token_hex(16),
+        "s3_access_key": "stack" + secrets.token_hex(6),
+        "s3_secret_key": secrets.token_hex(20),
     }
+    if kept.keys() >= values.keys():
+        return kept
+    # Kept values win: a secret added by a newer version is generated, none is replaced.
+    values.update(kept)
     _write_private(cfg.secrets_file, json.dumps(values, indent=2) + "\n")
     say(f"generated secrets in {cfg.secrets_file} (mode 0600)")
     return values
@@ -258,7 +337,64 @@ def generated_settings(cfg: Config, values: dict[str, str]) -> dict[str, str]:
         "FLIGHT_DELAYS_SOURCE_URL": warehouse,
         "FLIGHT_DELAYS_HOME": str(cfg.root),
         "STACK_LOG_DIR": str(cfg.logs),
+        **(celery_settings(cfg, values) if cfg.celery else {}),
     }
+
+
+def celery_settings(cfg: Config, values: dict[str, str]) -> dict[str, str]:
+    """The celery stack's per-stack settings: the broker (this stack's redis, with its
+    password), the result backend (the metastore's database, as Airflow advises) and the
+    S3 server every component reaches the artifact root through
+    (FLIGHT_DELAYS_STORAGE_URL, in deploy/executor-celery.env)."""
+    metastore = ("airflow", values["airflow_db_password"], cfg.pg_port, "airflow")
+    return {
+        "AIRFLOW__CELERY__BROKER_URL": (
+            f"redis://:{values['redis_password']}@127.0.0.1:{cfg.redis_port}/0"
+        ),
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + _pg_url(*metastore),
+        "AWS_ENDPOINT_URL": cfg.s3_endpoint,
+        "AWS_ACCESS_KEY_ID": values["s3_access_key"],
+        "AWS_SECRET_ACCESS_KEY": values["s3_secret_key"],
+        # Only this endpoint: never the instance metadata service of a cloud machine.
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def write_redis_conf(cfg: Config, values: dict[str, str]) -> None:
+    """redis-server's settings, rewritten on every `up` (the port may change): loopback
+    only, the broker's password, no snapshot or append-only file (a queued task lost with
+    a restart is queued again by the scheduler: [scheduler] task_queued_timeout)."""
+    folder = cfg.redis_conf.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Written by deploy/stack/stack.py on every `make up`. Holds the broker's password.",
+        "bind 127.0.0.1",
+        f"port {cfg.redis_port}",
+        "protected-mode yes",
+        f"requirepass {values['redis_password']}",
+        "daemonize no",
+        'save ""',
+        "appendonly no",
+        f"dir {folder}",
+        'logfile ""',
+    ]
+    _write_private(cfg.redis_conf, "\n".join(lines) + "\n")
+
+
+def prepare_workers(cfg: Config) -> None:
+    """Each Celery worker's own folders (:meth:`Config.worker_dir`): home/include links to
+    the project's include/ (the parameters: code and configuration, as dags/ is); the
+    artifact folders are never made here, they live in the object store."""
+    for worker in WORKERS:
+        folder = cfg.worker_dir(worker)
+        for sub in ("home", "tmp", "airflow"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        link = folder / "home" / "include"
+        target = cfg.root / "include"
+        if not (link.is_symlink() and link.resolve() == target.resolve()):
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(target)
 
 
 def write_settings(cfg: Config, values: dict[str, str]) -> None:
@@ -282,10 +418,11 @@ def write_settings(cfg: Config, values: dict[str, str]) -> None:
 
 def env_files(cfg: Config) -> list[Path]:
     """The settings files every component gets, in the order later ones override:
-    deploy/airflow.env, deploy/stack/settings.env, <state>/generated.env, and the file
+    deploy/airflow.env, deploy/executor-<executor>.env (both shared with docker-compose),
+    deploy/stack/settings.env, <state>/generated.env, and the file
     FLIGHT_DELAYS_STACK_ENV_FILE names, if any."""
     local = [cfg.local_env] if cfg.local_env is not None else []
-    return [SHARED_ENV, STACK_ENV, cfg.generated_env, *local]
+    return [SHARED_ENV, cfg.executor_env, STACK_ENV, cfg.generated_env, *local]
 
 
 ENV_LINE = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>[^\s\"'`$\\]*)")

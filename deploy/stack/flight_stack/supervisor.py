@@ -1,4 +1,5 @@
-"""supervisord for the stack's Airflow components (deploy/stack/supervisord.conf): start it
+"""supervisord for the stack's Airflow components (deploy/stack/supervisord.conf, or
+supervisord-celery.conf with the broker, the S3 server and the Celery workers): start it
 in a session of its own, ask it what runs, count the restarts it made."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import contextlib
 import re
 import subprocess
 
-from .settings import COMPONENT_WRAPPER, MARKER, SUPERVISOR_CONF, Config, StackError, _venv_bin
+from .settings import COMPONENT_WRAPPER, MARKER, Config, StackError, _venv_bin, redis_server
 
 STARTED = re.compile(r"supervisord started with pid (\d+)")
 # supervisord's line for a program that exited while it was meant to run.
@@ -17,8 +18,18 @@ CRASHED = re.compile(r"exited: (\S+) \((.*); not expected\)")
 def supervisor_env(cfg: Config, env: dict[str, str]) -> dict[str, str]:
     """supervisord's environment: the components' settings (each program inherits it), the
     stack's marker, and what supervisord.conf expands (%(ENV_STACK_*)s)."""
+    celery = (
+        {
+            "STACK_REDIS_SERVER": str(redis_server()),
+            "STACK_REDIS_CONF": str(cfg.redis_conf),
+            "STACK_S3_PORT": str(cfg.s3_port),
+        }
+        if cfg.celery
+        else {}
+    )
     return {
         **env,
+        **celery,
         MARKER: str(cfg.state),
         "STACK_STATE_DIR": str(cfg.state),
         "STACK_LOG_DIR": str(cfg.logs),
@@ -40,7 +51,7 @@ def start(cfg: Config, env: dict[str, str]) -> subprocess.Popen:
     cfg.supervisor_socket.unlink(missing_ok=True)  # left by a supervisord that was killed
     with (cfg.logs / "supervisord.log").open("a") as log:
         return subprocess.Popen(
-            [str(supervisord), "--nodaemon", "--configuration", str(SUPERVISOR_CONF)],
+            [str(supervisord), "--nodaemon", "--configuration", str(cfg.supervisor_conf)],
             env=supervisor_env(cfg, env),
             cwd=cfg.root,
             stdin=subprocess.DEVNULL,
