@@ -216,6 +216,11 @@ CATALOG: tuple[Artifact, ...] = (
        "the run's interim folder"),
     _a("manifest", "data/interim/ds={day}/manifest.json", "ingest", "json", True,
        "the window's partitions: rows, SHA-256, quarantined rows"),
+    _a("day_features_dir", "data/features/ds={day}", "featurize", "folder", True,
+       "one flight day's features, made once, reused by every run whose window holds it"),
+    _a("day_features", "data/features/ds={day}/features.parquet", "featurize", "parquet",
+       True, "the day's feature rows; its footer holds the raw files' SHA-256 and the "
+       "code's fingerprint it was made from, and the day's counts"),
     _a("processed", "data/processed/ds={day}", "featurize", "folder", True,
        "the run's feature tables"),
     _a("features", "data/processed/ds={day}/features.parquet", "featurize", "parquet", True,
@@ -294,6 +299,8 @@ QUARANTINE_WEATHER = BY_NAME["quarantine_weather"]
 QUARANTINE_SUMMARY = BY_NAME["quarantine_summary"]
 INTERIM = BY_NAME["interim"]
 MANIFEST = BY_NAME["manifest"]
+DAY_FEATURES_DIR = BY_NAME["day_features_dir"]
+DAY_FEATURES = BY_NAME["day_features"]
 PROCESSED = BY_NAME["processed"]
 FEATURES = BY_NAME["features"]
 FEATURE_COUNTS = BY_NAME["feature_counts"]

@@ -11,8 +11,11 @@ added later, by split, which knows where the holdout starts.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 import time
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
-from flight_delays import artifacts, contracts, io, schema, source
+from flight_delays import artifacts, contracts, day_features, frames, io, schema, source
 from flight_delays.config import load_settings
 from flight_delays.dates import parse_day
 from flight_delays.frames import (
@@ -31,6 +34,7 @@ from flight_delays.frames import (
     to_day,
     whole_numbers,
 )
+from flight_delays.storage import ArtifactPath
 
 logger = logging.getLogger(__name__)
 
@@ -372,17 +376,62 @@ def _manifest_days(manifest: Any, path: Path, day: date) -> list[date]:
     return sorted(set(days))
 
 
+def featurize_rows(
+    flights: pd.DataFrame, weather: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """:func:`build_features` after the data contract: flights of partitions frozen
+    before ingest checked the contract may hold rows that break it; those rows are left
+    out (counted: ``failed_contract``, and by check in ``contract``) rather than fail
+    every run whose window holds that day. Returns the table and the counts of
+    :func:`build_features` plus those two."""
+    checked = contracts.check_flights(flights, None, source.FLIGHT_DTYPES)
+    if len(checked.quarantine):
+        flights = checked.good
+    features, counts = build_features(flights, weather)
+    return features, {
+        **counts,
+        "failed_contract": len(checked.quarantine),
+        "contract": dict(checked.counts),
+    }
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """The fingerprint of the code that computes a day's features (this module, the
+    contract, the column declarations and frame helpers, the source's dtypes, the
+    partition format), part of every day partition's key."""
+    return day_features.code_fingerprint(
+        [sys.modules[__name__], contracts, schema, frames, source, day_features]
+    )
+
+
+def window_features(
+    root: ArtifactPath, days: list[date], recorded: Mapping[date, dict[str, str] | None]
+) -> tuple[pd.DataFrame, dict[str, Any], int]:
+    """The window's feature table and counts, as :func:`featurize_rows` gives them for
+    the window's raw rows, put together from the days' partitions (each made once:
+    :func:`flight_delays.day_features.window`), validated by :data:`FEATURES_SCHEMA`;
+    and how many days were reused."""
+    features, counts, reused = day_features.window(
+        root, days, recorded, code_fingerprint(), featurize_rows
+    )
+    return _validate(FEATURES_SCHEMA, features, "features"), counts, reused
+
+
 def run(
     day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
 ) -> dict[str, Any]:
     """Build the ``features`` artifact (``processed(day)``) from the raw partitions ingest listed.
 
     Reads the ``manifest`` artifact (written by the ``ingest`` task) and, for every
-    day in its ``days`` list, its ``raw_flights`` and ``raw_weather`` artifacts;
-    a missing file raises :class:`flight_delays.io.MissingArtifactError` naming
-    ``ingest``. Writes atomically, beside the table, the ``feature_counts`` artifact: ``{"rows":
-    n, "days": partitions read, **counts}`` with the counts of :func:`build_features`
-    (the run report shows them). Returns the same dict and ``"features": path``.
+    day in its ``days`` list, the ``day_features`` partition when it was made from the
+    same raw files by the same code, else its ``raw_flights`` and ``raw_weather``
+    artifacts (then the partition is written); a missing file raises
+    :class:`flight_delays.io.MissingArtifactError` naming ``ingest``. Writes
+    atomically, beside the table, the ``feature_counts`` artifact: ``{"rows": n,
+    "days": partitions read, "days_reused": ..., "days_computed": ..., **counts}`` with
+    the counts of :func:`build_features` (the run report shows them). Returns the same
+    dict and ``"features": path``.
     """
     started = time.perf_counter()
     settings = load_settings(root, params_file)
@@ -391,49 +440,38 @@ def run(
     manifest_path = artifacts.MANIFEST.path(paths.root, day)
     manifest = io.read_json(manifest_path, artifacts.MANIFEST)
     days = _manifest_days(manifest, manifest_path, day)
-
-    flights = pd.concat(
-        [
-            io.read_parquet(artifacts.RAW_FLIGHTS.path(paths.root, d), artifacts.RAW_FLIGHTS)
-            for d in days
-        ],
-        ignore_index=True,
-    )
-    weather = pd.concat(
-        [
-            io.read_parquet(artifacts.RAW_WEATHER.path(paths.root, d), artifacts.RAW_WEATHER)
-            for d in days
-        ],
-        ignore_index=True,
-    )
-    # Partitions frozen before ingest checked the data contract may hold rows that break
-    # it: leave those rows out here too (counted), rather than fail every run whose window
-    # holds that day. `python -m flight_delays.ingest refetch --day D` replaces such a day.
-    checked = contracts.check_flights(flights, None, source.FLIGHT_DTYPES)
-    if len(checked.quarantine):
+    recorded = {parse_day(e["day"]): day_features.recorded(e) for e in manifest["days"]}
+    features, counts, reused = window_features(paths.root, days, recorded)
+    contract = counts.pop("contract", {})
+    if counts["failed_contract"]:
         logger.warning(
             "featurize %s: left out %d flights of older partitions that break the data "
             "contract (%s); re-fetch their days to quarantine them at the door",
             day,
-            len(checked.quarantine),
-            ", ".join(f"{k}: {v}" for k, v in checked.counts.items()),
+            counts["failed_contract"],
+            ", ".join(f"{k}: {v}" for k, v in contract.items()),
         )
-        flights = checked.good
-    features, counts = build_features(flights, weather)
-    counts["failed_contract"] = len(checked.quarantine)
     # Rows ingest quarantined at the door for the window's days (manifests before the
     # contracts existed have no such count).
     counts["quarantined_rows"] = int(manifest.get("quarantined_rows", 0))
     target = io.write_parquet(features, artifacts.FEATURES.path(paths.root, day))
-    summary = {"rows": len(features), "days": len(days), **counts}
+    summary = {
+        "rows": len(features),
+        "days": len(days),
+        "days_reused": reused,
+        "days_computed": len(days) - reused,
+        **counts,
+    }
     io.write_json(summary, artifacts.FEATURE_COUNTS.path(paths.root, day))
     logger.info(
-        "featurize %s: %d days, %d flights in -> %d rows out (dropped %d duplicate flights, "
-        "averaged %d duplicate weather rows, masked %d implausible weather readings, %d "
-        "flights without weather, excluded %d without arr_delay, %d quarantined at ingest) "
-        "in %.1f s -> %s",
+        "featurize %s: %d days (%d reused from day partitions, %d computed), %d flights "
+        "in -> %d rows out (dropped %d duplicate flights, averaged %d duplicate weather "
+        "rows, masked %d implausible weather readings, %d flights without weather, "
+        "excluded %d without arr_delay, %d quarantined at ingest) in %.1f s -> %s",
         day,
         len(days),
+        reused,
+        len(days) - reused,
         counts["flights_in"],
         len(features),
         counts["duplicate_flights"],

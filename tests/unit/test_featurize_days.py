@@ -1,0 +1,279 @@
+"""Per-day feature partitions (flight_delays.day_features, featurize.window_features):
+the window's table put together from day partitions is today's build_features on the
+window, row for row and dtype for dtype; a partition is reused only when it was made
+from the same raw files by the same code; a corrupt one is computed again with a
+warning; concurrent writers of a day are safe."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flight_delays import artifacts, day_features, demo, featurize, ingest, io, schema
+from flight_delays.config import PARAMS_RELATIVE, ProjectPaths
+
+FIRST = date(2013, 3, 7)
+LAST = date(2013, 3, 14)  # holds 2013-03-10, the spring DST change (a missing hour)
+WINDOW = 5
+PARAMS = f"ingest: {{window_days: {WINDOW}}}\nsplit: {{holdout_days: 1}}\n"
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("warehouse") / "flights.sqlite"
+    demo.seed(f"sqlite:///{path}", [0], original_range=(FIRST, LAST))
+    return path
+
+
+@pytest.fixture
+def home(warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project root on local folders whose raw partitions cover FIRST..LAST."""
+    monkeypatch.delenv("FLIGHT_DELAYS_STORAGE_URL", raising=False)
+    (tmp_path / "include").mkdir()
+    (tmp_path / PARAMS_RELATIVE).write_text(PARAMS)
+    db = artifacts.SOURCE_DB.path(tmp_path)
+    db.parent.mkdir(parents=True)
+    shutil.copy(warehouse, db)
+    return tmp_path
+
+
+def days_of(end: date) -> list[date]:
+    return [end - timedelta(days=k) for k in range(WINDOW - 1, -1, -1)]
+
+
+def whole_window(root: Path, end: date) -> tuple[pd.DataFrame, dict]:
+    """Today's computation before day partitions: featurize the window's raw rows at once."""
+    flights, weather = (
+        pd.concat([pd.read_parquet(e.path(root, d)) for d in days_of(end)], ignore_index=True)
+        for e in day_features.RAW_FILES
+    )
+    return featurize.featurize_rows(flights, weather)
+
+
+def run(home: Path, day: date) -> dict:
+    ingest.run(day, root=home)
+    return featurize.run(day, root=home)
+
+
+def written(home: Path, day: date) -> pd.DataFrame:
+    return pd.read_parquet(artifacts.FEATURES.path(home, day))
+
+
+def assert_identical(home: Path, day: date, result: dict) -> None:
+    expected, counts = whole_window(home, day)
+    got = written(home, day)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=True, check_exact=True)
+    assert list(got.index) == list(range(len(got)))
+    counts.pop("contract")
+    assert {k: result[k] for k in counts} == counts
+
+
+def test_day_partitions_give_the_window_table_of_build_features(home: Path) -> None:
+    day = LAST
+    result = run(home, day)
+    assert result["days_computed"] == WINDOW and result["days_reused"] == 0
+    assert_identical(home, day, result)
+    # the same bytes as the run artifact written from build_features directly
+    expected, _ = whole_window(home, day)
+    direct = home / "direct.parquet"
+    expected.to_parquet(direct, index=False)
+    assert artifacts.FEATURES.path(home, day).read_bytes() == direct.read_bytes()
+    assert artifacts.DAY_FEATURES.days(home) == days_of(day)
+
+
+def test_a_later_run_reuses_the_days_it_shares_and_computes_the_new_one(
+    home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    run(home, LAST - timedelta(days=1))
+    calls: list[int] = []
+    real = featurize.build_features
+
+    def counted(flights: pd.DataFrame, weather: pd.DataFrame):
+        calls.append(len(flights))
+        return real(flights, weather)
+
+    monkeypatch.setattr(featurize, "build_features", counted)
+    with caplog.at_level("INFO", logger="flight_delays.featurize"):
+        result = run(home, LAST)
+    assert (result["days_reused"], result["days_computed"]) == (WINDOW - 1, 1)
+    assert len(calls) == 1  # only the new day was featurized
+    assert f"{WINDOW} days ({WINDOW - 1} reused from day partitions, 1 computed)" in caplog.text
+    counts = json.loads(artifacts.FEATURE_COUNTS.path(home, LAST).read_text())
+    assert counts["days_reused"] == WINDOW - 1
+    assert_identical(home, LAST, result)
+    # a rerun of the same day featurizes nothing
+    calls.clear()
+    assert run(home, LAST)["days_reused"] == WINDOW and calls == []
+
+
+def test_a_refetched_raw_day_is_computed_again(home: Path) -> None:
+    run(home, LAST)
+    changed = LAST - timedelta(days=2)
+    # A corrected day: its partition replaced by one with a flight's delay changed.
+    flights_path = artifacts.RAW_FLIGHTS.path(home, changed)
+    flights = pd.read_parquet(flights_path)
+    weather = pd.read_parquet(artifacts.RAW_WEATHER.path(home, changed))
+    flights.loc[0, "arr_delay"] = 999.0
+    ingest.supersede(ProjectPaths(home), changed)
+    assert ingest.write_partition(artifacts.RAW_PARTITION.path(home, changed), flights, weather)
+
+    result = run(home, LAST)
+    assert (result["days_reused"], result["days_computed"]) == (WINDOW - 1, 1)
+    assert 999.0 in written(home, LAST)[schema.TARGET].to_numpy()
+    assert_identical(home, LAST, result)
+
+
+def test_a_change_of_the_feature_code_recomputes_every_day(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(home, LAST)
+    before = artifacts.DAY_FEATURES.path(home, LAST).read_bytes()
+    monkeypatch.setattr(featurize, "code_fingerprint", lambda: "another version")
+    result = run(home, LAST)
+    assert (result["days_reused"], result["days_computed"]) == (0, WINDOW)
+    assert artifacts.DAY_FEATURES.path(home, LAST).read_bytes() != before
+    assert_identical(home, LAST, result)
+
+
+def test_the_code_fingerprint_follows_the_source_and_the_libraries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "feature_code.py"
+    module.write_text("X = 1\n")
+    fake = type(featurize)("feature_code")
+    fake.__file__ = str(module)
+    first = day_features.code_fingerprint([fake])
+    assert day_features.code_fingerprint([fake]) == first
+    module.write_text("X = 2\n")
+    assert day_features.code_fingerprint([fake]) != first
+    module.write_text("X = 1\n")
+    real = day_features.metadata.version
+    monkeypatch.setattr(
+        day_features.metadata,
+        "version",
+        lambda name: "99.0" if name == "pandas" else real(name),
+    )
+    assert day_features.code_fingerprint([fake]) != first
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "no key"])
+def test_a_corrupt_partition_is_computed_again_with_a_warning(
+    home: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    run(home, LAST)
+    bad = artifacts.DAY_FEATURES.path(home, LAST - timedelta(days=1))
+    if damage == "garbage":
+        bad.write_bytes(b"not parquet at all")
+    elif damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[:-100])
+    else:  # readable Parquet, but not a day partition (no key in its footer)
+        pd.read_parquet(bad).to_parquet(bad, index=False)
+    with caplog.at_level("WARNING"):
+        result = run(home, LAST)
+    assert (result["days_reused"], result["days_computed"]) == (WINDOW - 1, 1)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(bad) in m and "computing the day again" in m for m in warned), warned
+    assert_identical(home, LAST, result)
+    assert day_features.load(bad, _key_of(home, bad)) is not None  # rewritten whole
+
+
+def _key_of(home: Path, partition: Path) -> day_features.Key:
+    day = date.fromisoformat(partition.parent.name.removeprefix("ds="))
+    raw = {
+        e.filename: hashlib.sha256(e.path(home, day).read_bytes()).hexdigest()
+        for e in day_features.RAW_FILES
+    }
+    return day_features.Key(day.isoformat(), raw, featurize.code_fingerprint())
+
+
+def test_a_partition_made_for_another_day_is_not_served(home: Path) -> None:
+    run(home, LAST)
+    one, other = (artifacts.DAY_FEATURES.path(home, LAST - timedelta(days=k)) for k in (1, 2))
+    other.write_bytes(one.read_bytes())  # the wrong day's file under this day's name
+    result = run(home, LAST)
+    assert result["days_computed"] == 1
+    assert_identical(home, LAST, result)
+
+
+def test_two_writers_of_a_day_write_the_same_bytes(home: Path) -> None:
+    run(home, LAST)
+    path = artifacts.DAY_FEATURES.path(home, LAST)
+    first = path.read_bytes()
+    path.unlink()
+    featurize.run(LAST, root=home)
+    assert path.read_bytes() == first
+
+
+def _featurize_in_a_process(home: str, day: str) -> dict:
+    return featurize.run(day, root=home)
+
+
+def test_concurrent_runs_sharing_days_give_the_tables_of_build_features(home: Path) -> None:
+    # A backfill with several active runs: overlapping windows featurized at once, in
+    # processes, each writing the days it shares with the others.
+    ends = [LAST - timedelta(days=k) for k in range(3)]
+    for end in ends:
+        ingest.run(end, root=home)
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = list(pool.map(_featurize_in_a_process, [str(home)] * 3, map(str, ends)))
+    for end, result in zip(ends, results, strict=True):
+        assert_identical(home, end, result)
+    folder = artifacts.DAY_FEATURES_DIR.path(home, LAST).parent
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]  # no temp file left
+    again = [featurize.run(end, root=home) for end in ends]
+    assert all(r["days_reused"] == WINDOW for r in again)
+
+
+def test_a_partition_holding_rows_of_other_days_falls_back_to_the_whole_window(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ingest.run(LAST, root=home)
+    # A partition frozen before the contract checked the day: it also holds a flight of
+    # the day after, whose schedule counts then count with that day's flights.
+    shifted = LAST - timedelta(days=2)
+    path = artifacts.RAW_FLIGHTS.path(home, shifted)
+    flights = pd.read_parquet(path)
+    flights.loc[0, schema.DAY] = pd.Timestamp(shifted + timedelta(days=1))
+    flights.to_parquet(path, index=False)
+    manifest = artifacts.MANIFEST.path(home, LAST)
+    drop_hashes = json.loads(manifest.read_text())
+    for entry in drop_hashes["days"]:
+        entry.pop("sha256")  # as a manifest of before the hashes: read the raw files
+    io.write_json(drop_hashes, manifest)
+    with caplog.at_level("WARNING"):
+        result = featurize.run(LAST, root=home)
+    assert "holds rows dated on other days" in caplog.text
+    assert str(artifacts.RAW_PARTITION.path(home, shifted)) in caplog.text
+    assert result["days_reused"] == 0
+    assert_identical(home, LAST, result)
+
+
+def test_rows_breaking_the_contract_are_left_out_with_their_reason_on_reuse_too(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ingest.run(LAST, root=home)
+    broken_day = LAST - timedelta(days=1)
+    path = artifacts.RAW_FLIGHTS.path(home, broken_day)
+    flights = pd.read_parquet(path)
+    flights.loc[0, "sched_dep_time"] = 2575  # not a clock time
+    flights.to_parquet(path, index=False)
+    manifest = json.loads(artifacts.MANIFEST.path(home, LAST).read_text())
+    for entry in manifest["days"]:
+        entry.pop("sha256")
+    io.write_json(manifest, artifacts.MANIFEST.path(home, LAST))
+    for attempt in range(2):  # computed, then reused: the same count and warning
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="flight_delays.featurize"):
+            result = featurize.run(LAST, root=home)
+        assert result["failed_contract"] == 1
+        assert result["days_reused"] == (0 if attempt == 0 else WINDOW)
+        assert "left out 1 flights of older partitions" in caplog.text
+        assert_identical(home, LAST, result)
