@@ -10,7 +10,8 @@ import importlib.util
 import json
 import logging
 import shutil
-from datetime import date
+import sqlite3
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,7 @@ from flight_delays import (
     ingest,
     io,
     registry,
+    schema,
     split,
     storage,
     summary,
@@ -312,3 +314,40 @@ def test_clean_deletes_the_derived_objects_and_keeps_the_rest(
     assert left and all(not artifacts.match(key).derived for key in left)
     assert artifacts.RAW_COMMIT.path(root, DAY).is_file()
     assert not artifacts.MANIFEST.path(root, DAY).exists()
+    assert not artifacts.DAY_FEATURES.path(root, DAY).exists()
+
+
+def test_day_feature_partitions_are_reused_in_the_bucket_and_redone_for_a_refetched_day(
+    warehouse: Path, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = _ingest_home(warehouse, tmp_path, bucket, monkeypatch)
+    root = project_paths(home).root
+    before = DAY - timedelta(days=1)
+    ingest.run(before, root=home)
+    assert featurize.run(before, root=home)["days_computed"] == 2
+    ingest.run(DAY, root=home)
+    first = featurize.run(DAY, root=home)
+    assert (first["days_reused"], first["days_computed"]) == (1, 1)
+    assert artifacts.DAY_FEATURES.days(root) == [before - timedelta(days=1), before, DAY]
+    table = io.read_parquet(first["features"], artifacts.FEATURES)
+
+    # A day fetched again unchanged has the same bytes: its partition stays good.
+    ingest.run(DAY, root=home, refetch=True)
+    assert featurize.run(DAY, root=home)["days_reused"] == 2
+    # A corrected day: its partition is computed again, the other day still reused.
+    with sqlite3.connect(artifacts.SOURCE_DB.path(home)) as db:
+        db.execute(
+            "UPDATE flights SET arr_delay = 999 WHERE local_date = ? AND arr_delay IS NOT NULL",
+            (DAY.isoformat(),),
+        )
+    ingest.run(DAY, root=home, refetch=True)
+    again = featurize.run(DAY, root=home)
+    assert (again["days_reused"], again["days_computed"]) == (1, 1)
+    corrected = io.read_parquet(again["features"], artifacts.FEATURES)
+    on_day = corrected[schema.DAY] == pd.Timestamp(DAY)
+    assert (corrected.loc[on_day, schema.TARGET] == 999).all()
+    pd.testing.assert_frame_equal(corrected.loc[~on_day], table.loc[~on_day])
+    # A partition object that cannot be read is computed again, not served.
+    artifacts.DAY_FEATURES.path(root, before).write_bytes(b"broken")
+    assert featurize.run(DAY, root=home)["days_computed"] == 1
+    assert all(artifacts.match(key) is not None for key in objects(str(root)))
