@@ -49,8 +49,9 @@ class Artifact:
     """One artifact: ``template`` is a POSIX path under the project root with
     placeholders ``{day}`` (the processed day, ISO), ``{run_id}`` (a run id,
     percent-encoded when filled in) and others an entry names itself (``{sha256}``).
-    ``derived``: a per-run output that ``clean`` deletes (always true of a whole folder
-    of one processed day, never of the inputs and the content-addressed store).
+    ``derived``: an output that ``clean`` deletes (always true of a whole folder of one
+    processed day, and of the day feature partitions, which the next run computes again;
+    never of the inputs and the content-addressed store).
     ``local``: lives under the local project root, never in the artifact root's object
     store (:attr:`where`)."""
 
