@@ -102,15 +102,14 @@ def load(path: ArtifactPath, key: Key) -> tuple[pd.DataFrame, dict[str, Any]] | 
     if not path.exists():
         return None
     try:
-        data = path.read_bytes()
-        footer = pq.read_schema(pa.BufferReader(data)).metadata or {}
-        stored = json.loads(footer[METADATA_KEY])
-        found = stored["key"]
-        if found != key.as_dict():
+        # One read: the key from the footer, the rows from the same bytes (to_pandas
+        # follows the pandas metadata, as pandas.read_parquet does).
+        table = pq.read_table(pa.BufferReader(path.read_bytes()))
+        stored = json.loads((table.schema.metadata or {})[METADATA_KEY])
+        if stored["key"] != key.as_dict():
             logger.info("day features %s are stale (made from other inputs or code)", path)
             return None
-        frame = pd.read_parquet(_bytes_io.BytesIO(data))
-        return frame, dict(stored["counts"])
+        return table.to_pandas(), dict(stored["counts"])
     except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as exc:
         logger.warning(
             "day features %s cannot be read (%s: %s); computing the day again",
