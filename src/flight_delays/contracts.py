@@ -27,7 +27,7 @@ per flight key.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -216,11 +216,14 @@ class IncompleteDayError(RuntimeError):
 class Checked:
     """A fetched table split by the contract. ``good``: typed partition rows;
     ``quarantine``: the failing rows as fetched, plus :data:`REASON` and :data:`CHECKS`;
-    ``counts``: failing rows per check name (a row may fail several)."""
+    ``counts``: failing rows per check name (a row may fail several); ``failed``: the
+    positions of the quarantined rows in the fetched table (in order), so a caller can
+    tell which of its rows they were (featurize counts them by day)."""
 
     good: pd.DataFrame
     quarantine: pd.DataFrame
     counts: dict[str, int]
+    failed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="int64"))
 
     @property
     def rows_in(self) -> int:
@@ -285,7 +288,9 @@ def _split(
         if dtype != "datetime64[ns]":
             good[name] = good[name].astype(dtype)
     quarantine, counts = found.table(frame, quarantined)
-    return Checked(good=good, quarantine=quarantine, counts=counts)
+    return Checked(
+        good=good, quarantine=quarantine, counts=counts, failed=np.flatnonzero(quarantined)
+    )
 
 
 def _convert(values: pd.Series, kind: str) -> pd.Series:

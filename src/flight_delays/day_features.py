@@ -25,6 +25,7 @@ import io as _bytes_io
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from importlib import metadata
@@ -32,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeAlias
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -80,12 +82,15 @@ def code_fingerprint(modules: Iterable[ModuleType]) -> str:
 
 
 def write(
-    frame: pd.DataFrame, key: Key, counts: Mapping[str, Any], final: ArtifactPath
+    frame: pd.DataFrame | pa.Table, key: Key, counts: Mapping[str, Any], final: ArtifactPath
 ) -> ArtifactPath:
-    """Write ``frame`` (the day's features) to ``final`` atomically, with ``key`` and
-    ``counts`` in the file's footer. The pandas metadata is kept, so reading it back
-    gives the same dtypes as :func:`pandas.read_parquet` of ``frame.to_parquet``."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    """Write ``frame`` (the day's features, a DataFrame or its Arrow table with the pandas
+    metadata) to ``final`` atomically, with ``key`` and ``counts`` in the file's footer.
+    The pandas metadata is kept, so reading it back gives the same dtypes as
+    :func:`pandas.read_parquet` of ``frame.to_parquet``."""
+    table = (
+        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    )
     payload = json.dumps({"key": key.as_dict(), "counts": dict(counts)}, sort_keys=True)
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), METADATA_KEY: payload.encode()}
@@ -95,21 +100,18 @@ def write(
     return final
 
 
-def load(path: ArtifactPath, key: Key) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """The features and counts stored at ``path`` if it was made for ``key``; None when
-    there is no partition, it was made from other inputs or other code (stale), or it
-    cannot be read (a warning names it: it is computed again, never half used)."""
+def _load_table(path: ArtifactPath, key: Key) -> tuple[pa.Table, dict[str, Any]] | None:
+    """:func:`load`, the rows as the Arrow table read (its footer metadata kept)."""
     if not path.exists():
         return None
     try:
-        # One read: the key from the footer, the rows from the same bytes (to_pandas
-        # follows the pandas metadata, as pandas.read_parquet does).
+        # One read: the key from the footer, the rows from the same bytes.
         table = pq.read_table(pa.BufferReader(path.read_bytes()))
         stored = json.loads((table.schema.metadata or {})[METADATA_KEY])
         if stored["key"] != key.as_dict():
             logger.info("day features %s are stale (made from other inputs or code)", path)
             return None
-        return table.to_pandas(), dict(stored["counts"])
+        return table, dict(stored["counts"])
     except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as exc:
         logger.warning(
             "day features %s cannot be read (%s: %s); computing the day again",
@@ -120,10 +122,28 @@ def load(path: ArtifactPath, key: Key) -> tuple[pd.DataFrame, dict[str, Any]] | 
         return None
 
 
+def load(path: ArtifactPath, key: Key) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The features and counts stored at ``path`` if it was made for ``key``; None when
+    there is no partition, it was made from other inputs or other code (stale), or it
+    cannot be read (a warning names it: it is computed again, never half used)."""
+    found = _load_table(path, key)
+    # to_pandas follows the pandas metadata, as pandas.read_parquet does
+    return None if found is None else (found[0].to_pandas(), found[1])
+
+
 # --- a window from its days ---------------------------------------------------------------
-#: A day's (or a window's) raw flights and weather -> its feature table and counts
+#: A window's raw flights and weather -> its feature table and counts
 #: (:func:`flight_delays.featurize.featurize_rows`).
 Compute: TypeAlias = Callable[[pd.DataFrame, pd.DataFrame], tuple[pd.DataFrame, dict[str, Any]]]
+#: Some days' raw flights and weather, and the days -> their feature table (sorted by
+#: day first) and each day's counts (:func:`flight_delays.featurize.featurize_by_day`).
+ComputeDays: TypeAlias = Callable[
+    [pd.DataFrame, pd.DataFrame, list[date]],
+    tuple[pd.DataFrame, Mapping[date, dict[str, Any]]],
+]
+#: Threads reading and writing partitions: file and object-store I/O and Parquet
+#: decoding, which release the GIL; a 364-day window reads 363 small files.
+THREADS = 8
 #: A raw partition's files, in the order ``Compute`` takes them.
 RAW_FILES = (artifacts.RAW_FLIGHTS, artifacts.RAW_WEATHER)
 
@@ -150,30 +170,72 @@ def recorded(entry: Mapping[str, Any]) -> dict[str, str] | None:
     return {str(name): str(digest) for name, digest in found.items()}
 
 
-def one_day(
-    root: ArtifactPath, day: date, raw_sha256: dict[str, str] | None, code: str, compute: Compute
-) -> tuple[pd.DataFrame, dict[str, Any], bool]:
-    """``day``'s features and counts, and whether they were reused: read from its
-    partition when it was made from the raw files ``raw_sha256`` names (None: hash them
-    now) by the code ``code``, else computed from the raw partition and stored. Raises
-    _OtherDays for a raw partition holding rows of other days."""
-    target = artifacts.DAY_FEATURES.path(root, day)
+def _stored(
+    root: ArtifactPath, day: date, raw_sha256: dict[str, str] | None, code: str
+) -> tuple[pa.Table, dict[str, Any]] | dict[str, bytes]:
+    """``day``'s partition (table and counts) when it was made from the raw files
+    ``raw_sha256`` names (None: hash them now) by the code ``code``; else the day's raw
+    files (their bytes), to compute it from."""
     raw = None
     if raw_sha256 is None:
         raw = _raw(root, day)
         raw_sha256 = _hashes(raw)
-    found = load(target, Key(day.isoformat(), raw_sha256, code))
-    if found is not None:
-        return (*found, True)
-    raw = raw or _raw(root, day)
+    found = _load_table(
+        artifacts.DAY_FEATURES.path(root, day), Key(day.isoformat(), raw_sha256, code)
+    )
+    return found if found is not None else (raw or _raw(root, day))
+
+
+def _frames(day: date, raw: Mapping[str, bytes]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The day's raw flights and weather; _OtherDays when they hold another day's rows."""
     flights, weather = (pd.read_parquet(_bytes_io.BytesIO(raw[e.filename])) for e in RAW_FILES)
     for frame in (flights, weather):
         if len(frame) and not (to_day(frame[schema.DAY]) == pd.Timestamp(day)).all():
             raise _OtherDays(day)
-    features, counts = compute(flights, weather)
-    # The key names the bytes read here, the ones the features come from.
-    write(features, Key(day.isoformat(), _hashes(raw), code), counts, target)
-    return features, counts, False
+    return flights, weather
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    # An empty day's frame is left out: it cannot change a dtype of the others.
+    return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+
+
+def _compute(
+    root: ArtifactPath,
+    raws: Mapping[date, Mapping[str, bytes]],
+    code: str,
+    compute: ComputeDays,
+    pool: ThreadPoolExecutor,
+) -> dict[date, tuple[pa.Table, dict[str, Any]]]:
+    """Compute ``raws``' days in one batch (one ``compute`` call over their rows, the
+    cost of featurizing them at once), split the table by day and store each day's
+    partition; a day without rows gets an empty one (the batch's column types) and
+    zero counts. Raises _OtherDays for a raw partition holding another day's rows."""
+    days = sorted(raws)
+    frames = list(pool.map(_frames, days, [raws[d] for d in days]))
+    features, counts = compute(
+        _concat([f for f, _w in frames]), _concat([w for _f, w in frames]), days
+    )
+    table = pa.Table.from_pandas(features, preserve_index=False)
+    # The table is sorted by day first: each day is one run of rows, sliced without a copy.
+    stamps = features[schema.DAY].to_numpy()
+    bounds = [
+        np.searchsorted(stamps, np.datetime64(pd.Timestamp(d)), side=side)
+        for d in days
+        for side in ("left", "right")
+    ]
+    done = {
+        d: (table.slice(lo, hi - lo), counts[d])
+        for d, lo, hi in zip(days, bounds[::2], bounds[1::2], strict=True)
+    }
+
+    def store(day: date) -> None:
+        # The key names the bytes read here, the ones the features come from.
+        key = Key(day.isoformat(), _hashes(raws[day]), code)
+        write(done[day][0], key, done[day][1], artifacts.DAY_FEATURES.path(root, day))
+
+    list(pool.map(store, days))
+    return done
 
 
 def _sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -190,40 +252,52 @@ def _sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
+def _to_pandas(tables: list[pa.Table]) -> pd.DataFrame:
+    """The days' tables end to end as one DataFrame: one Arrow concatenation and one
+    conversion (not one per day), with the pandas metadata of the days' files. An empty
+    day is left out so it cannot change a type."""
+    kept = [t for t in tables if t.num_rows] or tables[:1]
+    metadata = {k: v for k, v in (kept[0].schema.metadata or {}).items() if k != METADATA_KEY}
+    try:
+        joined = pa.concat_tables([t.replace_schema_metadata(metadata) for t in kept])
+    except pa.ArrowInvalid:  # days typed apart (e.g. files of older code): pandas joins them
+        return pd.concat([t.to_pandas() for t in kept], ignore_index=True)
+    return joined.to_pandas()
+
+
 def window(
     root: ArtifactPath,
     days: list[date],
     raw_sha256: Mapping[date, dict[str, str] | None],
     code: str,
-    compute: Compute,
+    compute: ComputeDays,
+    whole: Compute,
 ) -> tuple[pd.DataFrame, dict[str, Any], int]:
-    """``compute`` of the window ``days`` (sorted), put together from its days'
-    partitions (:func:`one_day`), with the counts added up; and how many days were
-    reused. The table is ``compute`` of the window's raw rows, row for row, as long as
-    ``compute`` groups, joins and sorts within a day (the first sort key) and each raw
-    partition holds its own day only; a window with a partition that does not is
-    computed at once from its raw rows (a warning names the partition)."""
-    pieces: list[pd.DataFrame] = []
-    parts: list[dict[str, Any]] = []
-    reused = 0
-    for d in days:
+    """``whole`` of the window ``days`` (sorted), put together from its days' partitions,
+    with the counts added up; and how many days were reused. A day is read from its
+    partition when that was made from the day's raw files (``raw_sha256``; None: hash
+    them now) by the code ``code``; the other days are computed together, in one
+    ``compute`` call, and stored (:func:`_compute`). The table is ``whole`` of the
+    window's raw rows, row for row, as long as the computation groups, joins and sorts
+    within a day (the first sort key) and each raw partition holds its own day only; a
+    window with a partition that does not is computed at once from its raw rows by
+    ``whole`` (a warning names the partition)."""
+    with ThreadPoolExecutor(THREADS) as pool:
+        found = list(pool.map(lambda d: _stored(root, d, raw_sha256.get(d), code), days))
+        raws = {d: f for d, f in zip(days, found, strict=True) if isinstance(f, dict)}
         try:
-            frame, counts, was_reused = one_day(root, d, raw_sha256.get(d), code, compute)
-        except _OtherDays:
+            computed = _compute(root, raws, code, compute, pool) if raws else {}
+        except _OtherDays as exc:
             logger.warning(
                 "raw partition %s holds rows dated on other days: featurizing the window "
                 "at once, without day partitions; re-fetch the day to clean it",
-                artifacts.RAW_PARTITION.path(root, d),
+                artifacts.RAW_PARTITION.path(root, exc.args[0]),
             )
             flights, weather = (
                 pd.concat([io.read_parquet(e.path(root, x), e) for x in days], ignore_index=True)
                 for e in RAW_FILES
             )
-            return (*compute(flights, weather), 0)
-        pieces.append(frame)
-        parts.append(counts)
-        reused += was_reused
-    # Days are disjoint and sorted, so the days end to end are the window's table; an
-    # empty day (every flight cancelled) is left out so it cannot change a dtype.
-    kept = [p for p in pieces if len(p)] or pieces[:1]
-    return pd.concat(kept, ignore_index=True), _sum_counts(parts), reused
+            return (*whole(flights, weather), 0)
+    parts = [computed.get(d, f) for d, f in zip(days, found, strict=True)]
+    tables = [t for t, _c in parts]
+    return _to_pandas(tables), _sum_counts([c for _t, c in parts]), len(days) - len(raws)

@@ -246,8 +246,14 @@ def weather_context(weather: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     day = weather.groupby(keys, as_index=False).agg(
         **{name: (measure, how) for name, (measure, how) in DAY_WEATHER.items()}
     )
-    grid = pd.MultiIndex.from_tuples(
-        [(d, o, h) for d, o in day[keys].itertuples(index=False) for h in range(24)],
+    # Every hour of every (day, origin), typed even when there is none (a day without
+    # weather): repeated arrays, not tuples.
+    grid = pd.MultiIndex.from_arrays(
+        [
+            np.repeat(day[schema.DAY].to_numpy(), 24),
+            np.repeat(day["origin"].to_numpy(), 24),
+            np.tile(np.arange(24, dtype="int64"), len(day)),
+        ],
         names=[*keys, "hour"],
     )
     hourly = weather.set_index([*keys, "hour"]).reindex(grid).sort_index()
@@ -307,13 +313,49 @@ def build_features(
     Raises :class:`~flight_delays.frames.MissingColumnsError` for a missing column and
     :class:`~flight_delays.frames.InvalidFrameError` for values outside the input or output schema.
     """
+    features, by_day = _build(flights, weather)
+    return features, {name: int(by_day[name].sum()) for name in BUILD_COUNTS}
+
+
+#: The counts of :func:`build_features`, in order.
+BUILD_COUNTS = (
+    "flights_in",
+    "weather_in",
+    "duplicate_flights",
+    "duplicate_weather",
+    "implausible_weather",
+    "missing_weather",
+    "excluded_no_arr_delay",
+)
+
+
+def _by_day(values: pd.Series | np.ndarray, days: pd.Series) -> pd.Series:
+    """``values`` (a mask or numbers per row) added up by the rows' ``days``."""
+    return (
+        pd.Series(np.asarray(values, dtype="int64"), index=days.to_numpy()).groupby(level=0).sum()
+    )
+
+
+def _build(flights: pd.DataFrame, weather: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`build_features`, with its counts by day: one row per day of the input
+    rows (index: the day, datetime64), a column per :data:`BUILD_COUNTS`. Every count is
+    of rows that carry their day, so a day's counts are those of featurizing it alone."""
     fl = _prepare_flights(flights)
-    wx, masked = mask_implausible_weather(_prepare_weather(weather))
+    prepared = _prepare_weather(weather)
+    wx, _masked = mask_implausible_weather(prepared)
+    # readings masked per row: present before, missing after
+    measures = [m for m in schema.WEATHER_PLAUSIBLE_RANGES if m in prepared.columns]
+    masked = (prepared[measures].notna() & wx[measures].isna()).sum(axis=1)
 
     duplicate_flights = fl.duplicated(schema.FLIGHT_KEY, keep="first")
+    counts = {
+        "flights_in": _by_day(np.ones(len(fl)), fl[schema.DAY]),
+        "weather_in": _by_day(np.ones(len(wx)), wx[schema.DAY]),
+        "duplicate_flights": _by_day(duplicate_flights, fl[schema.DAY]),
+        "duplicate_weather": _by_day(wx.duplicated(schema.WEATHER_KEY), wx[schema.DAY]),
+        "implausible_weather": _by_day(masked, wx[schema.DAY]),
+    }
     fl = fl.loc[~duplicate_flights].reset_index(drop=True)
-
-    duplicate_weather = int(wx.duplicated(schema.WEATHER_KEY).sum())
     wx = wx.groupby(schema.WEATHER_KEY, as_index=False, sort=False)[schema.WEATHER_MEASURES].mean()
 
     fl[schema.SCHED_HOUR] = (fl["sched_dep_time"] // 100).clip(upper=23)
@@ -329,7 +371,7 @@ def build_features(
         validate="many_to_one",
         indicator="_weather",
     )
-    missing_weather = int((joined["_weather"] == "left_only").sum())
+    counts["missing_weather"] = _by_day(joined["_weather"] == "left_only", joined[schema.DAY])
     around, day_weather = weather_context(wx)
     joined = joined.merge(
         around.rename(columns={"hour": schema.SCHED_HOUR}),
@@ -339,22 +381,15 @@ def build_features(
     ).merge(day_weather, on=[schema.DAY, "origin"], how="left", validate="many_to_one")
 
     arrived = joined[schema.TARGET].notna()
+    counts["excluded_no_arr_delay"] = _by_day(~arrived, joined[schema.DAY])
     features = (
         joined.loc[arrived, OUTPUT_COLUMNS]
         .sort_values(SORT_COLUMNS, kind="stable")
         .reset_index(drop=True)
     )
     features = _validate(FEATURES_SCHEMA, features, "features")
-    counts = {
-        "flights_in": len(flights),
-        "weather_in": len(weather),
-        "duplicate_flights": int(duplicate_flights.sum()),
-        "duplicate_weather": duplicate_weather,
-        "implausible_weather": sum(masked.values()),
-        "missing_weather": missing_weather,
-        "excluded_no_arr_delay": int((~arrived).sum()),
-    }
-    return features, counts
+    by_day = pd.DataFrame({name: counts[name] for name in BUILD_COUNTS}).fillna(0)
+    return features, by_day.astype("int64").sort_index()
 
 
 def _manifest_days(manifest: Any, path: Path, day: date) -> list[date]:
@@ -384,15 +419,61 @@ def featurize_rows(
     out (counted: ``failed_contract``, and by check in ``contract``) rather than fail
     every run whose window holds that day. Returns the table and the counts of
     :func:`build_features` plus those two."""
-    checked = contracts.check_flights(flights, None, source.FLIGHT_DTYPES)
-    if len(checked.quarantine):
-        flights = checked.good
-    features, counts = build_features(flights, weather)
+    features, by_day, checked = _featurize(flights, weather)
+    counts = {name: int(by_day[name].sum()) for name in BUILD_COUNTS}
     return features, {
         **counts,
         "failed_contract": len(checked.quarantine),
         "contract": dict(checked.counts),
     }
+
+
+def _featurize(
+    flights: pd.DataFrame, weather: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, contracts.Checked]:
+    checked = contracts.check_flights(flights, None, source.FLIGHT_DTYPES)
+    if len(checked.quarantine):
+        flights = checked.good
+    features, by_day = _build(flights, weather)
+    return features, by_day, checked
+
+
+def featurize_by_day(
+    flights: pd.DataFrame, weather: pd.DataFrame, days: list[date]
+) -> tuple[pd.DataFrame, dict[date, dict[str, Any]]]:
+    """:func:`featurize_rows` of rows of ``days``, with the counts of each day apart: as
+    featurizing that day's rows alone would count them (a day without rows: zeros). The
+    table is the one of featurize_rows (sorted by day first). One call over many days
+    costs what featurize_rows over them costs: the validations run once, not per day.
+
+    Raises ValueError naming a day of the rows that is not in ``days``."""
+    features, by_day, checked = _featurize(flights, weather)
+    # The quarantined rows' days, as the flights carried them (unreadable: NaT).
+    raw_days = flights[schema.DAY].iloc[checked.failed] if len(checked.failed) else None
+    failed = pd.Series(
+        pd.to_datetime(raw_days, errors="coerce") if raw_days is not None else [],
+        dtype="datetime64[ns]",
+    ).dt.normalize()
+    wanted = pd.DatetimeIndex([pd.Timestamp(d) for d in days])
+    extra = by_day.index.union(pd.DatetimeIndex(failed.dropna())).difference(wanted)
+    if failed.isna().any() or len(extra):
+        found = ", ".join(str(d.date()) for d in extra) or "an unreadable day"
+        raise ValueError(f"featurize by day: rows of {found}, not among the days asked for")
+    by_day = by_day.reindex(wanted, fill_value=0)
+    checks = checked.quarantine[contracts.CHECKS].str.split(",").to_numpy()
+    out: dict[date, dict[str, Any]] = {}
+    for day in wanted:
+        mine = (failed == day).to_numpy()
+        # a row counts once per check it failed, as Checked.counts counts them
+        names = [set(row) for row in checks[mine]]
+        out[day.date()] = {
+            **{name: int(by_day.at[day, name]) for name in BUILD_COUNTS},
+            "failed_contract": int(mine.sum()),
+            "contract": {
+                name: n for name in checked.counts if (n := sum(name in r for r in names))
+            },
+        }
+    return features, out
 
 
 @functools.cache
@@ -418,7 +499,7 @@ def window_features(
     dtypes only (the schema on no rows), not row by row again (seconds at a 364-day
     window). No check spans days: the flight key holds the day."""
     features, counts, reused = day_features.window(
-        root, days, recorded, code_fingerprint(), featurize_rows
+        root, days, recorded, code_fingerprint(), featurize_by_day, featurize_rows
     )
     _validate(FEATURES_SCHEMA, features.iloc[:0], "features")
     return features, counts, reused

@@ -94,17 +94,18 @@ def test_a_later_run_reuses_the_days_it_shares_and_computes_the_new_one(
 ) -> None:
     run(home, LAST - timedelta(days=1))
     calls: list[int] = []
-    real = featurize.build_features
+    real = featurize._build  # the core under build_features and featurize_by_day
 
     def counted(flights: pd.DataFrame, weather: pd.DataFrame):
         calls.append(len(flights))
         return real(flights, weather)
 
-    monkeypatch.setattr(featurize, "build_features", counted)
+    monkeypatch.setattr(featurize, "_build", counted)
     with caplog.at_level("INFO", logger="flight_delays.featurize"):
         result = run(home, LAST)
     assert (result["days_reused"], result["days_computed"]) == (WINDOW - 1, 1)
-    assert len(calls) == 1  # only the new day was featurized
+    # only the new day was featurized
+    assert calls == [len(pd.read_parquet(artifacts.RAW_FLIGHTS.path(home, LAST)))]
     assert f"{WINDOW} days ({WINDOW - 1} reused from day partitions, 1 computed)" in caplog.text
     counts = json.loads(artifacts.FEATURE_COUNTS.path(home, LAST).read_text())
     assert counts["days_reused"] == WINDOW - 1
@@ -277,3 +278,90 @@ def test_rows_breaking_the_contract_are_left_out_with_their_reason_on_reuse_too(
         assert result["days_reused"] == (0 if attempt == 0 else WINDOW)
         assert "left out 1 flights of older partitions" in caplog.text
         assert_identical(home, LAST, result)
+
+
+def _drop_recorded_hashes(home: Path, day: date) -> None:
+    """The manifest of ``day`` as one of before the hashes: the raw files are hashed."""
+    manifest = json.loads(artifacts.MANIFEST.path(home, day).read_text())
+    for entry in manifest["days"]:
+        entry.pop("sha256")
+    io.write_json(manifest, artifacts.MANIFEST.path(home, day))
+
+
+def _alone(home: Path, day: date) -> tuple[pd.DataFrame, dict]:
+    """featurize_rows of the one day's raw rows."""
+    return featurize.featurize_rows(
+        *(pd.read_parquet(e.path(home, day)) for e in day_features.RAW_FILES)
+    )
+
+
+def _stored(home: Path, day: date) -> tuple[pd.DataFrame, dict]:
+    path = artifacts.DAY_FEATURES.path(home, day)
+    found = day_features.load(path, _key_of(home, path))
+    assert found is not None
+    return found
+
+
+def test_days_computed_in_one_batch_get_the_rows_and_counts_of_each_day_alone(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(home, LAST)
+    batch = [LAST - timedelta(days=3), LAST - timedelta(days=1)]  # not adjacent
+    # one of them corrected, with a flight breaking the contract (a partition frozen
+    # before the contract): its count and reason must stay with its day
+    path = artifacts.RAW_FLIGHTS.path(home, batch[0])
+    flights = pd.read_parquet(path)
+    flights.loc[0, "sched_dep_time"] = 2575
+    flights.to_parquet(path, index=False)
+    _drop_recorded_hashes(home, LAST)
+    artifacts.DAY_FEATURES.path(home, batch[1]).unlink()
+    calls: list[int] = []
+    real = featurize._build
+
+    def counted(flights: pd.DataFrame, weather: pd.DataFrame):
+        calls.append(len(flights))
+        return real(flights, weather)
+
+    monkeypatch.setattr(featurize, "_build", counted)
+    result = featurize.run(LAST, root=home)
+    assert (result["days_reused"], result["days_computed"]) == (WINDOW - 2, 2)
+    # one computation over both days' rows (the contract's failing row left out)
+    raw_rows = [len(pd.read_parquet(artifacts.RAW_FLIGHTS.path(home, d))) for d in batch]
+    assert calls == [sum(raw_rows) - 1]
+    assert result["failed_contract"] == 1
+    assert_identical(home, LAST, result)
+    for d in batch:
+        frame, counts = _stored(home, d)
+        expected, expected_counts = _alone(home, d)
+        pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+        assert counts == expected_counts
+    assert _stored(home, batch[0])[1]["contract"] == {"hhmm": 1}
+    assert _stored(home, batch[1])[1]["failed_contract"] == 0
+
+
+def test_a_day_without_rows_gets_an_empty_partition_with_zero_counts(home: Path) -> None:
+    ingest.run(LAST, root=home)
+    empty = LAST - timedelta(days=2)
+    for entry in day_features.RAW_FILES:  # every flight and weather row of the day gone
+        path = entry.path(home, empty)
+        pd.read_parquet(path).iloc[:0].to_parquet(path, index=False)
+    _drop_recorded_hashes(home, LAST)
+    result = featurize.run(LAST, root=home)
+    assert result["days_computed"] == WINDOW
+    assert_identical(home, LAST, result)
+    frame, counts = _stored(home, empty)
+    assert len(frame) == 0 and counts == _alone(home, empty)[1]
+    assert counts["flights_in"] == 0 and all(v in (0, {}) for v in counts.values())
+    # the right dtypes: those of the window's table
+    assert frame.dtypes.to_dict() == written(home, LAST).dtypes.to_dict()
+    assert featurize.run(LAST, root=home)["days_reused"] == WINDOW
+
+
+def test_featurize_by_day_refuses_rows_of_a_day_not_asked_for(home: Path) -> None:
+    ingest.run(LAST, root=home)
+    flights, weather = (pd.read_parquet(e.path(home, LAST)) for e in day_features.RAW_FILES)
+    with pytest.raises(ValueError, match=f"rows of {LAST}, not among the days"):
+        featurize.featurize_by_day(flights, weather, [LAST - timedelta(days=1)])
+    _table, counts = featurize.featurize_by_day(flights, weather, [LAST, FIRST])
+    assert counts[LAST] == _alone(home, LAST)[1]
+    assert counts[FIRST]["flights_in"] == 0 and counts[FIRST]["contract"] == {}
