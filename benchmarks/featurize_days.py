@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest.run(args.day, root=root, params_file=params[max(WINDOWS)], source_url=url)
     print(f"ingest of {max(WINDOWS)} days: {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
+    load_at_start = os.getloadavg()
     rows = []
     for size in WINDOWS:
         days = window(args.day, size)
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{platform.node() or 'machine'}: {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, processed day {args.day}, median of {args.repeat}, "
-        f"1-minute load at the end {load:.1f}\n"
+        f"load average at the start of the timings {load_at_start[0]:.1f} / "
+        f"{load_at_start[1]:.1f} (1/5 min), 1-minute load at the end {load:.1f}\n"
     )
     print(
         "| window | feature rows | whole window (before) | cold: every day computed | "

@@ -5,7 +5,10 @@ Every feature of a row is a function of its own day's flights and weather
 (:func:`flight_delays.featurize.build_features` groups, joins and rolls within a day), so
 a run's feature table is its window's day tables put end to end. A backfill of 30 days
 with a 90-day window then featurizes each day once instead of 90 times, and a nightly
-run featurizes the one new day.
+run featurizes the one new day. The days a run cannot reuse are featurized together, in
+one call over their rows (the validations run once, not once a day: a first run costs
+what featurizing the window at once costs), and the table is split by day; the counts
+come out by day (:func:`flight_delays.featurize.featurize_by_day`).
 
 A partition is reused only when it was made from the same inputs by the same code. Its
 :class:`Key` (the day, the SHA-256 of the raw partition's files, the feature code's
@@ -14,7 +17,8 @@ key-value metadata, with the day's counts: one file, written atomically
 (:func:`flight_delays.io.atomic_path`), so key and rows can never come from two writers.
 A re-fetched raw day or a change of the feature code gives another key, and the day is
 computed again (and the partition replaced). Two runs writing one day write the same
-bytes; a reader finds the old file or the new one, whole. A partition that cannot be
+bytes (a day without rows: an empty table, whose column types may follow its batch); a
+reader finds the old file or the new one, whole. A partition that cannot be
 read is reported by :func:`load` (a warning naming it) and computed again.
 """
 
@@ -108,7 +112,8 @@ def _load_table(path: ArtifactPath, key: Key) -> tuple[pa.Table, dict[str, Any]]
         # One read: the key from the footer, the rows from the same bytes. ParquetFile,
         # not read_table (its dataset layer costs ~4 ms a file), one thread (the caller
         # reads days in threads).
-        table = pq.ParquetFile(pa.BufferReader(path.read_bytes())).read(use_threads=False)
+        buffer = pa.BufferReader(path.read_bytes())
+        table = pq.ParquetFile(buffer, pre_buffer=False).read(use_threads=False)
         stored = json.loads((table.schema.metadata or {})[METADATA_KEY])
         if stored["key"] != key.as_dict():
             logger.info("day features %s are stale (made from other inputs or code)", path)
@@ -254,17 +259,17 @@ def _sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def _to_pandas(tables: list[pa.Table]) -> pd.DataFrame:
-    """The days' tables end to end as one DataFrame: one Arrow concatenation and one
-    conversion (not one per day), with the pandas metadata of the days' files. An empty
-    day is left out so it cannot change a type."""
+def _joined(tables: list[pa.Table]) -> pa.Table:
+    """The days' tables end to end: one Arrow concatenation (no pandas conversion per
+    day), with the pandas metadata of the days' files (the key left out). An empty day is
+    left out so it cannot change a type."""
     kept = [t for t in tables if t.num_rows] or tables[:1]
     metadata = {k: v for k, v in (kept[0].schema.metadata or {}).items() if k != METADATA_KEY}
     try:
-        joined = pa.concat_tables([t.replace_schema_metadata(metadata) for t in kept])
+        return pa.concat_tables([t.replace_schema_metadata(metadata) for t in kept])
     except pa.ArrowInvalid:  # days typed apart (e.g. files of older code): pandas joins them
-        return pd.concat([t.to_pandas() for t in kept], ignore_index=True)
-    return joined.to_pandas()
+        frame = pd.concat([t.to_pandas() for t in kept], ignore_index=True)
+        return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def window(
@@ -274,8 +279,9 @@ def window(
     code: str,
     compute: ComputeDays,
     whole: Compute,
-) -> tuple[pd.DataFrame, dict[str, Any], int]:
-    """``whole`` of the window ``days`` (sorted), put together from its days' partitions,
+) -> tuple[pa.Table, dict[str, Any], int]:
+    """``whole`` of the window ``days`` (sorted), as the Arrow table of its pandas
+    frame (:func:`pyarrow.Table.from_pandas`), put together from its days' partitions,
     with the counts added up; and how many days were reused. A day is read from its
     partition when that was made from the day's raw files (``raw_sha256``; None: hash
     them now) by the code ``code``; the other days are computed together, in one
@@ -299,7 +305,8 @@ def window(
                 pd.concat([io.read_parquet(e.path(root, x), e) for x in days], ignore_index=True)
                 for e in RAW_FILES
             )
-            return (*whole(flights, weather), 0)
+            features, counts = whole(flights, weather)
+            return pa.Table.from_pandas(features, preserve_index=False), counts, 0
     parts = [computed.get(d, f) for d, f in zip(days, found, strict=True)]
     tables = [t for t, _c in parts]
-    return _to_pandas(tables), _sum_counts([c for _t, c in parts]), len(days) - len(raws)
+    return _joined(tables), _sum_counts([c for _t, c in parts]), len(days) - len(raws)

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.parquet as pq
 from pandera.errors import SchemaError, SchemaErrors
 
 from flight_delays import artifacts, contracts, day_features, frames, io, schema, source
@@ -488,10 +490,12 @@ def code_fingerprint() -> str:
 
 def window_features(
     root: ArtifactPath, days: list[date], recorded: Mapping[date, dict[str, str] | None]
-) -> tuple[pd.DataFrame, dict[str, Any], int]:
+) -> tuple[pyarrow.Table, dict[str, Any], int]:
     """The window's feature table and counts, as :func:`featurize_rows` gives them for
     the window's raw rows, put together from the days' partitions (each made once:
-    :func:`flight_delays.day_features.window`); and how many days were reused.
+    :func:`flight_delays.day_features.window`); and how many days were reused. The table
+    is Arrow's, with the pandas metadata (``to_pandas()`` gives featurize_rows' frame):
+    the run writes it as it is, without a pandas round trip over the window.
 
     Each day's rows were validated by :data:`FEATURES_SCHEMA` when they were computed
     (build_features), and a reused day is the file written then, whole (its key in the
@@ -501,8 +505,13 @@ def window_features(
     features, counts, reused = day_features.window(
         root, days, recorded, code_fingerprint(), featurize_by_day, featurize_rows
     )
-    _validate(FEATURES_SCHEMA, features.iloc[:0], "features")
+    _validate(FEATURES_SCHEMA, features.slice(0, 0).to_pandas(), "features")
     return features, counts, reused
+
+
+def _write_table(table: pyarrow.Table, final: ArtifactPath) -> ArtifactPath:
+    # What DataFrame.to_parquet(index=False) writes for the table's frame: the same bytes.
+    return io.atomic_write(final, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
 
 
 def run(
@@ -541,9 +550,9 @@ def run(
     # Rows ingest quarantined at the door for the window's days (manifests before the
     # contracts existed have no such count).
     counts["quarantined_rows"] = int(manifest.get("quarantined_rows", 0))
-    target = io.write_parquet(features, artifacts.FEATURES.path(paths.root, day))
+    target = _write_table(features, artifacts.FEATURES.path(paths.root, day))
     summary = {
-        "rows": len(features),
+        "rows": features.num_rows,
         "days": len(days),
         "days_reused": reused,
         "days_computed": len(days) - reused,
@@ -560,7 +569,7 @@ def run(
         reused,
         len(days) - reused,
         counts["flights_in"],
-        len(features),
+        features.num_rows,
         counts["duplicate_flights"],
         counts["duplicate_weather"],
         counts["implausible_weather"],
