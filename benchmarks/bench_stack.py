@@ -46,9 +46,13 @@ def resident_mib(stack: Stack) -> float:
 
 
 @contextlib.contextmanager
-def live_stack(project: Project, window: int, seeded: tuple[date, date]) -> Iterator[Stack]:
+def live_stack(
+    project: Project, window: int, seeded: tuple[date, date], settings_lines: str = ""
+) -> Iterator[Stack]:
     """A private stack (state in /tmp, free ports, this project's window), its warehouse
-    seeded with ``seeded`` (2013 days), the DAG unpaused; always `down` at the end."""
+    seeded with ``seeded`` (2013 days), the DAG unpaused; always `down` at the end.
+    ``settings_lines`` (KEY=value lines) go into the stack's local settings file, read
+    after the shared ones: a variant of the stack's settings to compare."""
     from flight_delays.demo import seed
 
     root = project.work / "stack-project"
@@ -56,7 +60,8 @@ def live_stack(project: Project, window: int, seeded: tuple[date, date]) -> Iter
     project.params(window, root=root)
     state = Path(tempfile.mkdtemp(prefix="fd-bench-stack-"))  # the postgres user reaches /tmp
     local = state / "bench-settings.env"
-    local.write_text("AIRFLOW__CORE__MAX_TASK_RETRY_DELAY=20\n")  # as the live tests
+    # As the live tests, plus the variant's settings.
+    local.write_text("AIRFLOW__CORE__MAX_TASK_RETRY_DELAY=20\n" + settings_lines)
     api_port = free_port()
     env = {
         **os.environ,

@@ -26,19 +26,11 @@ import atexit
 import copy
 import gc
 import logging
-import sys
 from typing import Any
 
 log = logging.getLogger("flight_delays.test_commands")
 
-#: ``sys.argv[1:3]`` of the Airflow commands that run tasks in this process and exit.
-TEST_COMMANDS = (["tasks", "test"], ["dags", "test"])
 _MARK = "_flight_delays_newest_only"
-
-
-def is_test_command(argv: list[str] | None = None) -> bool:
-    """Whether this process is ``airflow tasks test`` or ``airflow dags test``."""
-    return (sys.argv if argv is None else argv)[1:3] in TEST_COMMANDS
 
 
 def freeze_heap_at_exit() -> None:
