@@ -30,7 +30,11 @@ from bench_results import Results
 
 #: What the shipped deploy/*.env changed against Airflow's defaults, for the overhead:
 #: the "before" variant puts these back.
-SHIPPED_CHANGES = {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1"}
+SHIPPED_CHANGES = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+    "AIRFLOW__CORE__MP_START_METHOD": "",  # unset: the platform's default, fork
+    "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "",
+}
 WINDOW = 90
 
 
