@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import copy
 import gc
 import logging
 import sys
@@ -87,90 +86,16 @@ def _record_failures(task: Any, errors: dict[str, str]) -> None:
 
 
 def use_newest_execution_api_version_only() -> bool:
-    """Make this process's in-process execution API serve only the newest API version.
-
-    ``DAG.test()`` talks to the execution API in-process, through the Task SDK's client,
-    which sends the newest version in every request (``API_VERSION``). Airflow builds the
-    app with all its versions, and Cadwyn generates the routers of each on the first
-    request: ~5 s of a one-task run, for nine versions no request here ever names. The
-    app built instead has the same routes as the full app's newest version (a test
-    checks it) and no request or response migration, as for the newest version of the
-    full app.
-
-    How: ``InProcessExecutionAPI.app`` calls ``create_task_execution_api_app()``, which
-    reads the module globals ``versions.bundle`` and ``routes.execution_api_router``; it
-    is wrapped to see, for the duration of the call, a bundle of the newest version
-    alone and the router without the routes that exist only in older versions (Cadwyn
-    refuses a route marked so that no version restores). Every assumption is checked
-    first; when one fails, or the slim app fails to build, it logs why and Airflow's own
-    function builds the full app. Returns whether the wrapper was installed.
-    """
+    """Make this process's in-process execution API serve only the newest API version
+    (plugins/command_speedups.py, shared with ``airflow dags test`` / ``tasks test``
+    through the DAG file); returns whether it does. Call it after Airflow is imported:
+    importing Airflow puts the plugins folder on ``sys.path``."""
     try:
-        from airflow.api_fastapi.execution_api import app as app_module
-        from airflow.api_fastapi.execution_api import routes, versions
-        from airflow.sdk.api.datamodels._generated import API_VERSION
-        from cadwyn import HeadVersion, Version, VersionBundle
-        from cadwyn.route_generation import _DELETED_ROUTE_TAG
-        from fastapi.routing import APIRoute
+        from command_speedups import use_newest_execution_api_version_only as newest_only
     except ImportError as exc:
-        return _all_versions(f"an import failed ({exc})")
-
-    build = getattr(app_module, "create_task_execution_api_app", None)
-    bundle = getattr(versions, "bundle", None)
-    router = getattr(routes, "execution_api_router", None)
-    if not callable(build) or not hasattr(app_module, "InProcessExecutionAPI"):
-        return _all_versions("airflow.api_fastapi.execution_api.app has changed")
-    if not isinstance(bundle, VersionBundle) or not bundle.versions:
-        return _all_versions("execution_api.versions.bundle is not a Cadwyn VersionBundle")
-    if bundle.head_version.changes:
-        return _all_versions("the head version has changes of its own")
-    if bundle.versions[0].value != API_VERSION:
-        return _all_versions(
-            f"the client speaks {API_VERSION}, the newest API version is {bundle.versions[0].value}"
-        )
-    if not isinstance(getattr(router, "routes", None), list):
-        return _all_versions("execution_api.routes.execution_api_router is not a router")
-
-    def newest_only(*args: Any, **kwargs: Any) -> Any:
-        newest = VersionBundle(
-            HeadVersion(), Version(API_VERSION), api_version_var=bundle.api_version_var
-        )
-        current = copy.copy(router)
-        current.routes = [
-            route
-            for route in router.routes
-            if not (isinstance(route, APIRoute) and _DELETED_ROUTE_TAG in route.tags)
-        ]
-        try:
-            versions.bundle, routes.execution_api_router = newest, current
-            try:
-                app = build(*args, **kwargs)
-            finally:
-                versions.bundle, routes.execution_api_router = bundle, router
-            # Cadwyn builds the routers on the first request; build them now, so a
-            # failure falls back here instead of failing the first task.
-            app._cadwyn_initialize()
-            served = tuple(app.router.versioned_routers)
-            if served != (API_VERSION,):
-                raise RuntimeError(f"the app serves {served}")
-        except Exception:
-            log.warning(
-                "In-process execution API: the newest-version-only app failed to build; "
-                "building all %d versions",
-                len(bundle.versions),
-                exc_info=True,
-            )
-            return build(*args, **kwargs)
-        log.info("In-process execution API: API version %s only", API_VERSION)
-        return app
-
-    app_module.create_task_execution_api_app = newest_only
-    return True
-
-
-def _all_versions(reason: str) -> bool:
-    log.warning("In-process execution API: building all API versions, because %s", reason)
-    return False
+        log.warning("In-process execution API: building all API versions, because %s", exc)
+        return False
+    return newest_only()
 
 
 def run(spec: str, day: date, dag_id: str = DAG_ID) -> int:

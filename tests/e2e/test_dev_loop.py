@@ -157,7 +157,7 @@ def test_the_in_process_api_serves_the_newest_version_with_the_full_apps_routes(
     full._cadwyn_initialize()
     assert len(served_versions(full)) > 1
 
-    caplog.set_level(logging.INFO, logger="dev.run_tasks")
+    caplog.set_level(logging.INFO, logger="flight_delays.test_commands")
     assert runner.use_newest_execution_api_version_only() is True
     slim = app_module.InProcessExecutionAPI().app
 
