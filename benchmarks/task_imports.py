@@ -1,7 +1,7 @@
 """What a task process of the live stack pays before its step runs: importing the step's
 module (pandas, pyarrow, scikit-learn, skops, matplotlib) in a process forked from a
-LocalExecutor worker, against a worker forked from a forkserver that preloaded the steps
-(``[core] mp_start_method = forkserver`` with ``[core] mp_forkserver_preload``).
+LocalExecutor worker, against a worker forked from a forkserver that preloaded the steps'
+libraries (``[core] mp_start_method = forkserver`` with ``[core] mp_forkserver_preload``).
 
 For each parent (one fresh interpreter each, in turn, ``--repeat`` times), the parent
 imports what it would hold, then forks one child per step; each child times ``from
@@ -20,6 +20,7 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 STEPS = ("ingest", "featurize", "split", "train", "score", "chart")
 #: What a LocalExecutor worker holds when forked from the scheduler: Airflow, the
@@ -30,8 +31,18 @@ WORKER = (
     "airflow.sdk.execution_time.task_runner",
     "airflow.providers.standard.operators.python",
 )
-#: The shipped preload (deploy/airflow.env): the steps first, then what the worker holds.
-PRELOAD = tuple(f"flight_delays.{step}" for step in STEPS) + WORKER
+#: The shipped preload: the steps' libraries first, then what the worker holds.
+ENV_FILE = Path(__file__).resolve().parents[1] / "deploy" / "executor-local.env"
+
+
+def shipped_preload() -> tuple[str, ...]:
+    """``[core] mp_forkserver_preload`` as deploy/executor-local.env sets it."""
+    for line in ENV_FILE.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD":
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+    raise SystemExit(f"{ENV_FILE} sets no AIRFLOW__CORE__MP_FORKSERVER_PRELOAD")
+
 
 PARENT = """
 import importlib, json, os, sys, time, warnings
@@ -69,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    cases = {"worker forked from the scheduler (fork)": WORKER, "forkserver, preloaded": PRELOAD}
+    cases = {
+        "worker forked from the scheduler (fork)": WORKER,
+        "forkserver, preloaded": shipped_preload(),
+    }
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
     for _ in range(args.repeat):
         for name, preload in cases.items():  # in turn: a drift of the machine hits both
