@@ -334,12 +334,18 @@ def status(cfg: Config) -> int:
         print(f"    {name:14} {state:9} {text}  restarts: {len(why)}{last}")
     if programs is None:
         print(f"    (supervisord does not answer on {cfg.supervisor_socket})")
-    say("resident memory (RSS, MiB): main process / with all its processes")
-    for name, mem in sorted(memory_by_component(cfg, postmaster).items()):
+    say(
+        "resident memory (RSS, MiB): main process / with all its processes"
+        " [PSS: shared pages counted once]"
+    )
+    memory = memory_by_component(cfg, postmaster)
+    for name, mem in sorted(memory.items()):
         print(
             f"    {name:14} {mem['main_kib'] / 1024:7.0f} / {mem['group_kib'] / 1024:7.0f}"
-            f"   ({mem['processes']} processes)"
+            f"   ({mem['processes']} processes)  [PSS {mem['group_pss_kib'] / 1024:.0f}]"
         )
+    total = sum(mem["group_pss_kib"] for mem in memory.values()) / 1024
+    print(f"    {'in total':14} PSS {total:.0f} MiB")
     _print_where(cfg, info, pgdata)
     running = programs is not None and all(p["statename"] == "RUNNING" for p in programs)
     return 0 if healthy(report) and running else 1

@@ -128,6 +128,20 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _pss_kib(pid: int) -> int:
+    """Proportional set size: the process's resident pages, each shared page divided by
+    the number of processes sharing it, so that PSS adds up across processes where RSS
+    counts a shared page (a forked worker's libraries, PostgreSQL's shared buffers) once
+    per process. 0 when the kernel has no smaps_rollup or the process has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -285,34 +299,33 @@ def _component_of(cmdline: str) -> str | None:
 
 
 def memory_by_component(cfg: Config, postmaster: int | None = None) -> dict[str, dict[str, int]]:
-    """RSS in KiB of each component: its main process and all of its processes (the
-    component's wrapper, LocalExecutor workers, Celery's pool processes, the task
-    processes they fork, api-server workers, parsing processes), and of supervisord and
-    PostgreSQL (``postmaster``)."""
+    """Resident memory in KiB of each component: its main process (``main_kib``, RSS)
+    and all of its processes (the component's wrapper, LocalExecutor workers, Celery's
+    pool processes, the task processes they fork, api-server workers, parsing processes):
+    ``group_kib`` (RSS summed) and ``group_pss_kib`` (PSS summed, shared pages counted
+    once over the whole stack); and of supervisord and PostgreSQL (``postmaster``)."""
     table = _children_table()
     out = {}
+
+    def entry(main: int, members: list[int]) -> dict[str, int]:
+        return {
+            "processes": len(members),
+            "main_kib": _rss_kib(main),
+            "group_kib": sum(_rss_kib(p) for p in members),
+            "group_pss_kib": sum(_pss_kib(p) for p in members),
+        }
+
     for pid in stack_pids(cfg):
         line = _cmdline(pid)
         if "supervisord" in line and _pgid(pid) == pid:
-            out["supervisord"] = {"processes": 1, "main_kib": _rss_kib(pid)}
-            out["supervisord"]["group_kib"] = out["supervisord"]["main_kib"]
+            out["supervisord"] = entry(pid, [pid])
             continue
         name = _component_of(line)
         if name is None or _pgid(pid) != pid:  # the wrapper leads its component's group
             continue
-        members = [pid, *descendants(pid, table)]
         # The component's own process: the wrapper's child running it.
         main = next((c for c in table.get(pid, []) if _component_of(_cmdline(c))), pid)
-        out[name] = {
-            "processes": len(members),
-            "main_kib": _rss_kib(main),
-            "group_kib": sum(_rss_kib(p) for p in members),
-        }
+        out[name] = entry(main, [pid, *descendants(pid, table)])
     if postmaster is not None:
-        children = table.get(postmaster, [])
-        out["postgres"] = {
-            "processes": 1 + len(children),
-            "main_kib": _rss_kib(postmaster),
-            "group_kib": _rss_kib(postmaster) + sum(_rss_kib(c) for c in children),
-        }
+        out["postgres"] = entry(postmaster, [postmaster, *table.get(postmaster, [])])
     return out
