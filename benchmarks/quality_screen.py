@@ -154,7 +154,8 @@ def screen(
         model = train_mod.fit_model(train_frame, settings.train)
         fit_wall.append(time.perf_counter() - wall)
         fit_cpu.append(time.process_time() - cpu)
-        matrix.append([mae(h, train_mod.predict(model, h), within) for h in holdouts[i:]])
+        scored = holdouts[i:] if horizon is None else holdouts[i : i + 1 + horizon]
+        matrix.append([mae(h, train_mod.predict(model, h), within) for h in scored])
         print(
             f"{day}: challenger {matrix[i][0]:.2f}, baseline {baseline_mae[i]:.2f} min "
             f"({100 * (1 - matrix[i][0] / baseline_mae[i]):+.2f}%), fit {fit_wall[-1]:.1f} s",
@@ -285,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], help="section.key=value")
     parser.add_argument("--every", type=int, default=7, help="days between runs (7)")
     parser.add_argument("--last-end", type=date.fromisoformat, help="latest holdout end")
+    parser.add_argument("--since", type=date.fromisoformat, help="screen runs from this end")
     parser.add_argument("--until", type=date.fromisoformat, help="screen runs up to this end")
     parser.add_argument(
         "--horizon", type=int, help="score each model on at most this many later holdouts"
@@ -310,8 +312,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings.ingest.window_days,
             last_end=args.last_end,
         )
-        if args.until is not None:
-            ends = [day for day in ends if day <= args.until]
+        # A part of the runs (to screen in parallel): its champion replay starts from the
+        # baseline, so only its challenger figures are those of the backtest.
+        ends = [
+            day
+            for day in ends
+            if (args.since is None or day >= args.since)
+            and (args.until is None or day <= args.until)
+        ]
         result = screen(settings, ends, Frames(settings, args.cache), args.horizon)
         result["name"], result["overrides"] = args.name, list(args.set)
         args.out.mkdir(parents=True, exist_ok=True)
