@@ -18,9 +18,11 @@ JSON, and from it the champion carried forward is replayed with
 carries it (promotion, step-down), so the "served" column can be recomputed for any
 promotion margin without a refit (``--report ... --margins``).
 
-For the same settings it gives the package backtest's figures (the challenger's,
-champion's and baseline's MAE of each run, and the decisions): checked on the defaults
-(docs/benchmarks.md, "Model quality"). Results: ``--out`` (default reports/screen/).
+For the same settings it gives the package backtest's MAEs (challenger, champion,
+baseline) to the hundredth: checked week by week on the defaults' first week and on
+issue 11's candidates (docs/benchmarks.md, "Model quality"). Under heavy load it is no
+faster than the backtest; it pays when the frames are cached and the machine is free.
+Results: ``--out`` (default reports/screen/, not committed).
 """
 
 from __future__ import annotations
