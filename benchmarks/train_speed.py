@@ -2,16 +2,19 @@
 Results go in docs/benchmarks.md ("The train step: old and new fit").
 
     .venv/bin/python benchmarks/train_speed.py [--day 2013-06-30] [--repeat 5] [--old REF]
+        [--also REF ...]
 
 "Old" is the package and include/params.yaml of git revision REF (default: the last
 commit before issue 11's faster train, the 10 serial boosters); "new" is this working
-tree's. Both run on this venv's libraries. The training frame is built once, with this
-tree's featurize and split on the real 2013 data (the window of include/params.yaml
-ending on --day), and saved; each timed fit then runs in a fresh process that reads it,
-so old and new fit the very same rows. The cases alternate (old, new, old, new, ...) so
-that a drift of a shared machine hits both alike, and the ratio is taken pair by pair.
+tree's; each ``--also REF`` adds the fit of another revision to the same rotation (e.g.
+the parallel fit of the old settings, to compare three fits in one run). All run on
+this venv's libraries. The training frame is built once, with this tree's featurize and
+split on the real 2013 data (the window of include/params.yaml ending on --day), and
+saved; each timed fit then runs in a fresh process that reads it, so every case fits
+the very same rows. The cases take turns (old, new, old, new, ...) so that a drift of a
+shared machine hits all alike, and each ratio to the old fit is taken pair by pair.
 Each process prints the wall and CPU seconds (all threads) of ``train.fit_model`` alone,
-and its holdout MAE as a check that both fitted a real model.
+and its holdout MAE as a check that each fitted a real model.
 """
 
 from __future__ import annotations
@@ -121,29 +124,34 @@ def main() -> None:
     parser.add_argument("--day", default="2013-06-30", help="processed day (2013)")
     parser.add_argument("--repeat", type=int, default=5, help="fits of each, alternating")
     parser.add_argument("--old", default=OLD_REF, help=f"git revision of the old fit ({OLD_REF})")
+    parser.add_argument(
+        "--also", action="append", default=[], help="another git revision to time (repeatable)"
+    )
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
 
     with tempfile.TemporaryDirectory(prefix="fd-train-speed-") as tmp:
         work = Path(tmp)
-        old_root = export_tree(args.old, work / "old")
-        # The new case is this working tree as it is, uncommitted edits included.
-        new_root, new_src = REPO, REPO / "src"
+        # Each case: (project root holding include/, src folder). "new" is this working
+        # tree as it is, uncommitted edits included.
+        cases = {"old": export_tree(args.old, work / "old")}
+        for ref in args.also:
+            cases[ref] = export_tree(ref, work / f"also-{ref}")
+        cases["new"] = REPO
         train_path, holdout_path, window = training_frames(date.fromisoformat(args.day), work)
-        runs: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
-        fit_once(old_root, old_root / "src", train_path, holdout_path)  # warm the disk cache
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
+        old = cases["old"]
+        fit_once(old, old / "src", train_path, holdout_path)  # warm the disk cache
         for _ in range(args.repeat):
-            runs["old"].append(fit_once(old_root, old_root / "src", train_path, holdout_path))
-            runs["new"].append(fit_once(new_root, new_src, train_path, holdout_path))
+            for name, root in cases.items():
+                runs[name].append(fit_once(root, root / "src", train_path, holdout_path))
 
-    ratios = [o["wall"] / n["wall"] for o, n in zip(runs["old"], runs["new"], strict=True)]
-    cpu_ratios = [o["cpu"] / n["cpu"] for o, n in zip(runs["old"], runs["new"], strict=True)]
     threads = os.environ.get("FLIGHT_DELAYS_THREADS", "2")
     print(f"machine: {machine()}")
     print(
         f"processed day {args.day}, window {window} days, FLIGHT_DELAYS_THREADS={threads}, "
-        f"old = {args.old}, new = this tree; {args.repeat} fits of each, alternating"
+        f"old = {args.old}, new = this tree; {args.repeat} fits of each, in turn"
     )
     print("| fit | median wall (s) | min-max (s) | median CPU (s) | holdout MAE (min) |")
     print("|---|---|---|---|---|")
@@ -153,10 +161,14 @@ def main() -> None:
             f"| {name} | {statistics.median(walls):.2f} | {min(walls):.2f}-{max(walls):.2f} | "
             f"{statistics.median(r['cpu'] for r in results):.2f} | {results[0]['mae']:.2f} |"
         )
-    print(
-        f"| old / new, pair by pair | **{statistics.median(ratios):.2f}x** "
-        f"| {min(ratios):.2f}-{max(ratios):.2f}x | {statistics.median(cpu_ratios):.2f}x | |"
-    )
+    for name in [name for name in runs if name != "old"]:
+        pairs = list(zip(runs["old"], runs[name], strict=True))
+        ratios = [o["wall"] / n["wall"] for o, n in pairs]
+        cpu_ratios = [o["cpu"] / n["cpu"] for o, n in pairs]
+        print(
+            f"| old / {name}, pair by pair | **{statistics.median(ratios):.2f}x** "
+            f"| {min(ratios):.2f}-{max(ratios):.2f}x | {statistics.median(cpu_ratios):.2f}x | |"
+        )
 
 
 if __name__ == "__main__":
