@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from flight_delays import backtest, dates, demo, featurize, promotion, schema, scoring, split
+from flight_delays import backtest, demo, promotion, schema, scoring
 from flight_delays import train as train_mod
 from flight_delays.config import Settings, load_settings
 
@@ -110,18 +110,7 @@ class Frames:
             self._raw = (flights, weather)
         flights, weather = self._raw
         settings = self.settings
-        window = dates.window(day, settings.ingest.window_days)
-        features, _ = featurize.build_features(
-            backtest._in_days(flights, window[0], window[-1]),
-            backtest._in_days(weather, window[0], window[-1]),
-        )
-        train_frame, holdout = split.split_with_history(
-            features,
-            day,
-            settings.split.holdout_days,
-            recent_days=settings.split.recent_days,
-            history_days=settings.split.history_days,
-        )
+        train_frame, holdout = backtest.window_frames(flights, weather, day, settings)
         baseline = scoring.OriginHourMedianBaseline().fit(train_frame).predict(holdout)
         return train_frame, holdout, np.asarray(baseline, dtype=float)
 

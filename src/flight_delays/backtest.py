@@ -162,6 +162,26 @@ def _in_days(frame: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
     return frame.loc[keep.to_numpy()].reset_index(drop=True)
 
 
+def window_frames(
+    flights: pd.DataFrame, weather: pd.DataFrame, day: date, settings: Settings
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training frame and the holdout of the run processing ``day``, from raw rows
+    that may span more than its window: featurize on the window's days, then split, with
+    the pipeline's own functions and ``settings`` (what the DAG's featurize and split
+    tasks make of the same rows)."""
+    window = dates.window(day, settings.ingest.window_days)
+    features, _counts = featurize.build_features(
+        _in_days(flights, window[0], window[-1]), _in_days(weather, window[0], window[-1])
+    )
+    return split.split_with_history(
+        features,
+        day,
+        settings.split.holdout_days,
+        recent_days=settings.split.recent_days,
+        history_days=settings.split.history_days,
+    )
+
+
 def replay_run(
     flights: pd.DataFrame,
     weather: pd.DataFrame,
@@ -177,17 +197,7 @@ def replay_run(
 
     Returns the result and the fitted challenger. Inputs are not modified."""
     started = time.perf_counter()
-    window = dates.window(day, settings.ingest.window_days)
-    features, _counts = featurize.build_features(
-        _in_days(flights, window[0], window[-1]), _in_days(weather, window[0], window[-1])
-    )
-    train_frame, holdout = split.split_with_history(
-        features,
-        day,
-        settings.split.holdout_days,
-        recent_days=settings.split.recent_days,
-        history_days=settings.split.history_days,
-    )
+    train_frame, holdout = window_frames(flights, weather, day, settings)
     model = train.fit_model(train_frame, settings.train)
     baseline = scoring.OriginHourMedianBaseline().fit(train_frame).predict(holdout)
     champion_day = None if champion is None else champion.day
@@ -205,7 +215,7 @@ def replay_run(
     result = HoldoutResult(
         holdout_end=day,
         holdout_start=start,
-        train_start=window[0],
+        train_start=dates.window(day, settings.ingest.window_days)[0],
         train_rows=len(train_frame),
         holdout_rows=len(holdout),
         challenger_mae=mae["model"],
