@@ -116,16 +116,6 @@ def predict_day(
 
 
 # --- file wrapper -----------------------------------------------------------------------
-def _read_past(root: Path, days: list[date]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    flights = [
-        io.read_parquet(artifacts.RAW_FLIGHTS.path(root, d), artifacts.RAW_FLIGHTS) for d in days
-    ]
-    weather = [
-        io.read_parquet(artifacts.RAW_WEATHER.path(root, d), artifacts.RAW_WEATHER) for d in days
-    ]
-    return pd.concat(flights, ignore_index=True), pd.concat(weather, ignore_index=True)
-
-
 def _read_schedule(url: str, day: date) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """The day's flights and weather from the warehouse, through the data contract (rows
     that break it are not predicted; their number is returned)."""
@@ -166,8 +156,10 @@ def run(
     url = source_url or settings.source_url
     past_days = dates.window(day - timedelta(days=1), settings.ingest.window_days)
     ingest.ensure_partitions(settings, past_days, url)
-    past_flights, past_weather = _read_past(paths.root, past_days)
-    past, _counts = featurize.build_features(past_flights, past_weather)
+    # The past window's features as the nightly run's featurize makes them: from the day
+    # partitions (reused, or made once), past rows that break the data contract left out.
+    past_table, _counts, _reused = featurize.window_features(paths.root, past_days, {})
+    past = past_table.to_pandas()
     flights, weather, left_out = _read_schedule(url, day)
     scheduled = schedule_features(flights, weather)
 
