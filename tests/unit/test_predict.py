@@ -5,7 +5,7 @@ run scores what was served."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flight_delays import artifacts, cli, demo, ingest, predict, registry, serving, train
+from flight_delays import artifacts, cli, demo, featurize, ingest, predict, registry, serving, train
 from flight_delays.config import PARAMS_RELATIVE, load_settings
 
 SEEDED = (date(2013, 3, 20), date(2013, 4, 2))
@@ -92,6 +92,17 @@ def test_the_days_outcomes_are_never_read(project: Path) -> None:
         )
     after = pd.read_parquet(predict.run(DAY, root=project, run_id="r")["predictions"])
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_the_past_features_are_the_nightly_featurize_ones_made_once(project: Path) -> None:
+    """Predict featurizes its past window into the day partitions, under the same keys
+    as the nightly featurize: the nightly run of the day before then computes nothing."""
+    predict.run(DAY, root=project, run_id="r")
+    nightly = DAY - timedelta(days=1)
+    ingest.run(nightly, root=project)
+    counts = featurize.run(nightly, root=project)
+    assert counts["days_reused"] == counts["days"] == PARAMS["ingest"]["window_days"]
+    assert counts["days_computed"] == 0
 
 
 def test_a_promoted_model_serves_and_its_day_is_scored_the_next_night(project: Path) -> None:
