@@ -9,7 +9,7 @@ The step modules are imported before the first step starts, so a step's own time
 ``run()`` call alone. Each step's peak RSS is the process's high-water mark while it ran:
 the kernel's mark is reset before the step (``/proc/self/clear_refs``), after the memory
 earlier steps freed was handed back as ``cli.run_steps`` does
-(:func:`flight_delays.cli.release_freed_memory`), so it includes what they still hold.
+(:func:`flight_delays.memory.release_freed`), so it includes what they still hold.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from flight_delays import cli
+from flight_delays import cli, memory
 
 
 def _reset_peak() -> None:
@@ -58,7 +58,7 @@ def main() -> None:
     run_id = cli.new_run_id(day)
     for step in steps:
         kwargs = cli.step_kwargs(step, day, args.root, args.params, run_id=run_id)
-        cli.release_freed_memory()  # between steps, as cli.run_steps does
+        memory.release_freed()  # between steps, as cli.run_steps does
         _reset_peak()
         started = time.perf_counter()
         result = modules[step].run(**kwargs)

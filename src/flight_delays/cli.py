@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
-import ctypes
 import gc
 import importlib
 import logging
@@ -29,6 +27,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from flight_delays import memory
 from flight_delays.config import LOCAL_RUN_PREFIX
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
@@ -138,24 +137,8 @@ def run_steps(
         logger.info(
             "step %s done in %.1f s: %s", step, time.perf_counter() - started, results[step]
         )
-        release_freed_memory()
+        memory.release_freed()
     return results
-
-
-def release_freed_memory() -> None:
-    """Hand what a finished step freed back to the operating system, so that each step
-    of a one-process run peaks at what it needs itself, as a task process of its own
-    does: pyarrow's memory pool keeps freed buffers for reuse, and glibc keeps freed
-    heap blocks mapped until it is asked to trim (its mmap threshold rises to the size of
-    the frames freed, so a large window's frames end up on the heap). Without this, the
-    365-day window's train step peaked over 1 GB on top of what featurize and split had
-    left mapped (docs/benchmarks.md, "Memory of a one-process run"). Only libraries
-    already loaded are touched; a libc without ``malloc_trim`` is skipped."""
-    arrow = sys.modules.get("pyarrow")
-    if arrow is not None:
-        arrow.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _parser() -> argparse.ArgumentParser:
