@@ -7,8 +7,9 @@ step's own time and peak RSS, printed as one JSON line per step (``BENCH_STEP {.
 
 The step modules are imported before the first step starts, so a step's own time is its
 ``run()`` call alone. Each step's peak RSS is the process's high-water mark while it ran:
-the kernel's mark is reset before the step (``/proc/self/clear_refs``), so it includes
-what earlier steps left in memory, as in any one-process run.
+the kernel's mark is reset before the step (``/proc/self/clear_refs``), after the memory
+earlier steps freed was handed back as ``cli.run_steps`` does
+(:func:`flight_delays.memory.release_freed`), so it includes what they still hold.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from flight_delays import cli
+from flight_delays import cli, memory
 
 
 def _reset_peak() -> None:
@@ -57,6 +58,7 @@ def main() -> None:
     run_id = cli.new_run_id(day)
     for step in steps:
         kwargs = cli.step_kwargs(step, day, args.root, args.params, run_id=run_id)
+        memory.release_freed()  # between steps, as cli.run_steps does
         _reset_peak()
         started = time.perf_counter()
         result = modules[step].run(**kwargs)

@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from flight_delays import memory
 from flight_delays.config import LOCAL_RUN_PREFIX
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
@@ -136,6 +137,7 @@ def run_steps(
         logger.info(
             "step %s done in %.1f s: %s", step, time.perf_counter() - started, results[step]
         )
+        memory.release_freed()
     return results
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow
 
 from flight_delays import storage
 from flight_delays.artifacts import Artifact
@@ -110,9 +111,15 @@ def read_parquet(path: str | ArtifactPath, artifact: Artifact) -> pd.DataFrame:
     """Read an upstream Parquet artifact; a missing file names the task that makes it."""
     path = require(path, artifact)
     if storage.is_local(path):
-        return pd.read_parquet(path)
-    # One GET of the whole object instead of the reader's many small ranged reads.
-    return pd.read_parquet(_bytes_io.BytesIO(path.read_bytes()))
+        frame = pd.read_parquet(path)
+    else:
+        # One GET of the whole object instead of the reader's many small ranged reads.
+        frame = pd.read_parquet(_bytes_io.BytesIO(path.read_bytes()))
+    # Arrow's memory pool keeps the pages it decoded for reuse once the frame is built:
+    # ~150 MB stayed resident after a 365-day train table was read, through the whole
+    # fit (docs/benchmarks.md, "The 365-day window: memory of the train step").
+    pyarrow.default_memory_pool().release_unused()
+    return frame
 
 
 def read_json(path: str | ArtifactPath, artifact: Artifact) -> Any:

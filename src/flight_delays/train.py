@@ -44,11 +44,12 @@ import skops
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
-from flight_delays import artifacts, io, registry, schema
+from flight_delays import artifacts, io, memory, registry, schema
 from flight_delays.config import LOCAL_RUN_PREFIX, TrainSettings, load_settings
 from flight_delays.dates import parse_day
 from flight_delays.errors import PipelineDataError
@@ -202,14 +203,12 @@ class DayBaggedRegressor(RegressorMixin, BaseEstimator):
         draws = [rng.choice(distinct, size=per_model, replace=False) for _ in range(self.n_models)]
 
         def fit_one(k: int) -> Any:
-            rows = np.isin(days, draws[k])
             estimator = clone(self.estimator)
             if self.random_state is not None and "random_state" in estimator.get_params():
                 estimator.set_params(random_state=self.random_state + k)
-            X_rows = X[rows] if not hasattr(X, "iloc") else X.iloc[rows]
             # The OpenMP thread count is per calling thread: set it in this one.
             with threadpool_limits(limits=1, user_api="openmp"):
-                return estimator.fit(X_rows, y[rows])
+                return fit_rows(estimator, X, y, np.flatnonzero(np.isin(days, draws[k])))
 
         workers = min(self.n_jobs, self.n_models)
         if workers == 1:
@@ -221,6 +220,52 @@ class DayBaggedRegressor(RegressorMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         return np.mean([estimator.predict(X) for estimator in self.estimators_], axis=0)
+
+
+def _own_validation_split(estimator: Any, n_rows: int) -> int | None:
+    """The seed of the validation split ``estimator`` would make itself when fitted on
+    ``n_rows`` rows, or None when it makes none or it cannot be made the same way
+    outside (see :func:`fit_rows`)."""
+    if not isinstance(estimator, HistGradientBoostingRegressor):
+        return None
+    params = estimator.get_params()
+    fraction, seed = params["validation_fraction"], params["random_state"]
+    if params["scoring"] != "loss" or not isinstance(fraction, float):
+        return None
+    if not isinstance(seed, int) or params["early_stopping"] is False:
+        return None
+    # "auto" decides on the rows it is given: on the training share alone it must decide
+    # as it would on all of them (n > 10,000), so that nothing changes but who splits.
+    n_train = n_rows - int(np.ceil(fraction * n_rows))
+    if params["early_stopping"] == "auto" and n_train <= 10_000:
+        return None
+    # HistGradientBoostingRegressor.fit: rng = check_random_state(random_state); its
+    # first draw seeds train_test_split (and the binning's subsample).
+    return int(np.random.RandomState(seed).randint(np.iinfo(np.uint32).max, dtype="u8"))
+
+
+def fit_rows(estimator: Any, X: Any, y: np.ndarray, rows: np.ndarray) -> Any:
+    """``estimator`` fitted on the rows ``rows`` (positions) of ``X`` and ``y``.
+
+    A HistGradientBoostingRegressor with early stopping holds out a validation share of
+    what it is given: fitted on ``X[rows]`` it keeps three copies of the rows alive for
+    the whole fit (the subset and its two parts). Here the booster's own split (the
+    same ``train_test_split`` call with the same seed) is made on the row positions and
+    the two parts are taken from ``X`` and passed as training and validation data, so
+    the booster holds two copies and the model is the same (a test compares them): at
+    a 365-day window with two boosters at once, ~130 MB less at the peak
+    (docs/benchmarks.md, "The 365-day window: memory of the train step"). Any other
+    estimator, or a booster whose split cannot be made the same way outside, is fitted
+    on ``X[rows]``."""
+    take = (lambda a, i: a.iloc[i]) if hasattr(X, "iloc") else (lambda a, i: a[i])
+    seed = _own_validation_split(estimator, len(rows))
+    if seed is None:
+        return estimator.fit(take(X, rows), y[rows])
+    fraction = estimator.get_params()["validation_fraction"]
+    train_rows, val_rows = train_test_split(rows, test_size=fraction, random_state=seed)
+    return estimator.fit(
+        take(X, train_rows), y[train_rows], X_val=take(X, val_rows), y_val=y[val_rows]
+    )
 
 
 def build_pipeline(train_settings: TrainSettings) -> Pipeline:
@@ -310,11 +355,16 @@ def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipel
         )
         features = features.assign(**dict.fromkeys(empty, 0.0))
     pipeline = build_pipeline(train_settings)
-    fit_params = (
-        {"model__days": train_frame[schema.DAY].to_numpy()} if train_settings.bagged else {}
-    )
+    fit_params = {"days": train_frame[schema.DAY].to_numpy()} if train_settings.bagged else {}
+    # What Pipeline.fit does (the encoder fitted and applied, then the model fitted on its
+    # output), in two calls, so that what the encoding freed (its object arrays and
+    # column copies, ~200 MB at a 365-day window) is handed back before the boosters'
+    # threads start: they allocate from arenas of their own and could not reuse it.
+    (_, encoder), (_, model) = pipeline.steps
     with bounded_threads():
-        pipeline.fit(features, target, **fit_params)
+        encoded = encoder.fit_transform(features, target)
+        memory.release_freed()
+        model.fit(encoded, target, **fit_params)
     return pipeline
 
 

@@ -503,3 +503,20 @@ def test_make_up_from_a_checkout_under_a_private_folder_keeps_its_data_across_do
         assert procs.stack_pids(cfg) == []
         if pgdata is not None and pgdata.parent != state:
             shutil.rmtree(pgdata.parent, ignore_errors=True)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs smaps_rollup")
+def test_pss_of_a_process_is_its_share_of_what_it_maps():
+    # A child that maps 64 MiB of its own (not shared): its PSS counts them in full, is
+    # positive and never more than its RSS.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; b = bytearray(64 << 20); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        assert wait_until(lambda: procs._rss_kib(child.pid) > 64 * 1024)
+        pss, rss = procs._pss_kib(child.pid), procs._rss_kib(child.pid)
+        assert 64 * 1024 < pss <= rss
+    finally:
+        child.communicate(b"")
+    assert procs._pss_kib(child.pid) == 0  # gone: 0, no error

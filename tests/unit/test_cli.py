@@ -160,3 +160,51 @@ def test_python_dash_m_runs_the_cli_and_passes_its_exit_code(tmp_path):
     )
     assert result.returncode == 1
     assert "parameter file not found" in result.stderr
+
+
+FRAGMENTED_HEAP = """
+import sys
+from pathlib import Path
+from flight_delays import memory
+
+def rss_mib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+# 2,000 blocks of 100 KB (under glibc's mmap threshold: on the heap), each followed by a
+# small block that stays alive, so freeing the large ones leaves holes in the middle of
+# the heap, which glibc does not give back by itself.
+base = rss_mib()
+large, kept = [], []
+for _ in range(2000):
+    large.append(bytearray(100_000))
+    kept.append(bytearray(64))
+before = rss_mib()
+del large
+freed = rss_mib()
+memory.release_freed()
+print(base, before, freed, rss_mib())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc only")
+def test_release_freed_hands_freed_heap_back_to_the_os():
+    done = subprocess.run(
+        [sys.executable, "-c", FRAGMENTED_HEAP], capture_output=True, text=True, check=True
+    )
+    base, before, freed, released = map(float, done.stdout.split())
+    # Of the ~190 MiB freed, glibc keeps over 100 MiB resident by itself (measured: 120);
+    # after the release, less than 30 MiB more than before the blocks were made.
+    assert before - base > 150, (base, before)
+    assert freed - base > 100, (base, before, freed)
+    assert released - base < 30, (base, before, freed, released)
+
+
+def test_run_steps_releases_memory_after_each_step(monkeypatch, tmp_path):
+    calls = []
+    fake = SimpleNamespace(run=lambda **kwargs: {"done": True})
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: fake)
+    monkeypatch.setattr(cli.memory, "release_freed", lambda: calls.append(len(calls)))
+    cli.run_steps(["ingest", "featurize"], date(2013, 6, 30), root=tmp_path)
+    assert calls == [0, 1]

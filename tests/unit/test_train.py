@@ -427,3 +427,60 @@ def test_day_bagging_refuses_a_bad_number_of_jobs(n_jobs) -> None:
     X, y, days = _days_frame()
     with pytest.raises(ValueError, match="n_jobs must be an integer >= 1"):
         train.DayBaggedRegressor(RememberRows(), n_jobs=n_jobs).fit(X, y, days=days)
+
+
+def _booster_on_pipeline_columns(**params) -> HistGradientBoostingRegressor:
+    booster = train.build_pipeline(replace(FAST, min_samples_leaf=50)).steps[-1][1]
+    return booster.set_params(**{"random_state": 11, **params})
+
+
+@pytest.mark.parametrize("early_stopping", ["auto", True])
+def test_fit_rows_splits_as_the_booster_would_and_fits_the_same_model(
+    feature_frame_factory, early_stopping
+) -> None:
+    # Over 11,112 rows: the booster holds out 10 % for early stopping itself. fit_rows
+    # makes that split outside (to hold one copy of the rows less) and must give the
+    # very model fitting on the rows would give.
+    frame = feature_frame_factory(14_000, seed=5)
+    X = train.build_pipeline(FAST).steps[0][1].fit_transform(frame[schema.FEATURES])
+    y = frame[schema.TARGET].to_numpy(dtype=float)
+    rows = np.flatnonzero(np.random.default_rng(0).random(len(y)) < 0.9)
+    booster = _booster_on_pipeline_columns(early_stopping=early_stopping)
+    assert train._own_validation_split(booster, len(rows)) is not None  # the split path
+    ours = train.fit_rows(booster, X, y, rows)
+    theirs = _booster_on_pipeline_columns(early_stopping=early_stopping).fit(X[rows], y[rows])
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_array_equal(ours.validation_score_, theirs.validation_score_)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+def test_fit_rows_leaves_the_split_to_the_booster_when_it_cannot_be_made_outside(
+    feature_frame_factory,
+) -> None:
+    # 10,500 rows: "auto" stops early on them but would not on their 90 %; no random
+    # state: the split cannot be repeated; no early stopping: no split at all.
+    for booster, n in [
+        (_booster_on_pipeline_columns(), 10_500),
+        (_booster_on_pipeline_columns(random_state=None), 50_000),
+        (_booster_on_pipeline_columns(early_stopping=False), 50_000),
+        (LinearRegression(), 50_000),
+    ]:
+        assert train._own_validation_split(booster, n) is None
+    frame = feature_frame_factory(300, seed=2)
+    X, y = frame[["distance"]].to_numpy(), frame[schema.TARGET].to_numpy(dtype=float)
+    fitted = train.fit_rows(RememberRows(), X, y, np.arange(0, 300, 3))
+    np.testing.assert_array_equal(fitted.seen_, X[::3, 0])
+
+
+def test_fit_model_fits_what_pipeline_fit_fits(feature_frame_factory) -> None:
+    # fit_model fits the encoder and the model in two calls (to hand memory back in
+    # between): the same fitted pipeline as Pipeline.fit of build_pipeline.
+    frame = feature_frame_factory(400, seed=13)
+    ours = train.fit_model(frame, BAGGED)
+    theirs = train.build_pipeline(BAGGED).fit(
+        frame[schema.FEATURES],
+        frame[schema.TARGET].to_numpy(dtype=float),
+        model__days=frame[schema.DAY].to_numpy(),
+    )
+    np.testing.assert_array_equal(train.predict(ours, frame), train.predict(theirs, frame))
+    assert list(ours.feature_names_in_) == schema.FEATURES
