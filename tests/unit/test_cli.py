@@ -194,10 +194,11 @@ def test_release_freed_hands_freed_heap_back_to_the_os():
         [sys.executable, "-c", FRAGMENTED_HEAP], capture_output=True, text=True, check=True
     )
     base, before, freed, released = map(float, done.stdout.split())
-    # Of the ~190 MiB freed, glibc keeps over 100 MiB resident by itself (measured: 120);
-    # after the release, less than 30 MiB more than before the blocks were made.
+    # Of the ~190 MiB freed, glibc keeps about half resident by itself (measured: 119 MiB
+    # on Python 3.11, 94 on 3.13); after the release, less than 30 MiB more than before
+    # the blocks were made (measured: 0.4).
     assert before - base > 150, (base, before)
-    assert freed - base > 100, (base, before, freed)
+    assert freed - base > 60, (base, before, freed)
     assert released - base < 30, (base, before, freed, released)
 
 
