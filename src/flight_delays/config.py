@@ -81,7 +81,7 @@ class TrainSettings:
     # Day bagging (flight_delays.train.DayBaggedRegressor): the prediction is the mean of
     # bagging_models boosters, each fitted on a random bagging_day_fraction of the
     # training days (whole days). 1 model: a single booster on every day.
-    bagging_models: int = 10
+    bagging_models: int = 2
     bagging_day_fraction: float = 0.8
 
     def __post_init__(self) -> None:

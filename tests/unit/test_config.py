@@ -19,7 +19,7 @@ def test_the_shipped_parameter_file_loads(tmp_path):
     assert settings.split.holdout_days == 7
     assert (settings.split.recent_days, settings.split.history_days) == (7, 28)
     assert settings.train.loss == "absolute_error"
-    assert settings.train.bagging() == {"n_models": 10, "day_fraction": 0.8}
+    assert settings.train.bagging() == {"n_models": 2, "day_fraction": 0.8}
     assert "bagging_models" not in settings.train.hyperparameters()
     assert settings.paths.root == tmp_path.resolve()
 
