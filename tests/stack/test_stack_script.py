@@ -507,16 +507,18 @@ def test_make_up_from_a_checkout_under_a_private_folder_keeps_its_data_across_do
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs smaps_rollup")
 def test_pss_of_a_process_is_its_share_of_what_it_maps():
-    # A child that maps 64 MiB of its own (not shared): its PSS counts them in full, is
-    # positive and never more than its RSS.
+    # A child that writes 64 MiB of its own (private pages, all resident): its PSS
+    # counts them in full, and is never more than its RSS (the interpreter's shared
+    # pages count in part). A zeroed bytearray is not enough: calloc'ed pages that were
+    # never written need not be resident (CI measured a PSS of 63 MiB for one).
+    written = "import sys; b = b'x' * (64 << 20); print('ready', flush=True); sys.stdin.read()"
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; b = bytearray(64 << 20); sys.stdin.read()"],
-        stdin=subprocess.PIPE,
+        [sys.executable, "-c", written], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        assert wait_until(lambda: procs._rss_kib(child.pid) > 64 * 1024)
+        assert child.stdout.readline().strip() == "ready"  # every page written by now
         pss, rss = procs._pss_kib(child.pid), procs._rss_kib(child.pid)
-        assert 64 * 1024 < pss <= rss
+        assert 64 * 1024 <= pss <= rss
     finally:
-        child.communicate(b"")
+        child.communicate("")
     assert procs._pss_kib(child.pid) == 0  # gone: 0, no error
