@@ -9,6 +9,13 @@ link to its Airflow run in the grid view. Reports and figures are read through t
 artifact catalog from the artifact root, a local folder or an object store
 ($FLIGHT_DELAYS_STORAGE_URL, e.g. s3://bucket/prefix; flight_delays.storage).
 
+It also shows whether alerts are on and the newest alert, last night's input drift and
+the served MAE against the baseline's day by day (issue 18; the registry's ``alerts`` and
+``drift_scores`` tables are read only when they exist), and serves the pipeline's
+metrics in the Prometheus text format at /model-reports/metrics (docs/monitoring.md):
+built per request in a CollectorRegistry of its own, from Airflow's metadata DB (the two
+DAGs' runs), the registry and the artifact root (the quarantine summary).
+
 Plugin endpoints are not protected by Airflow unless the plugin does it: every route
 here requires a logged-in user allowed to read the flight_delays DAG (the UI's session
 cookie or a bearer token from POST /auth/token).

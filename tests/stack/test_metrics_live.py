@@ -77,3 +77,35 @@ def test_the_metrics_route_answers_on_the_api_server(stack: Stack):
             assert last[key] == pytest.approx(newest.timestamp(), abs=1e-3)
         else:
             assert key not in last
+
+
+# The commands docs/monitoring.md gives, run as written (bash, curl and jq).
+DOCUMENTED_CURL = """
+TOKEN=$(curl -s -X POST "$API/auth/token" -H 'Content-Type: application/json' \\
+  -d "{\\"username\\": \\"admin\\", \\"password\\": \\"$PASSWORD\\"}" | jq -r .access_token)
+curl -s -H "Authorization: Bearer $TOKEN" "$API/model-reports/metrics"
+"""
+
+
+def test_the_documented_curl_commands_scrape_the_route(stack: Stack, tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    from stack_helpers import REPO
+
+    assert DOCUMENTED_CURL.strip() in (REPO / "docs" / "monitoring.md").read_text()
+    for tool in ("bash", "curl", "jq"):
+        assert shutil.which(tool), f"the documented commands need {tool}"
+    env = {**os.environ, "API": stack.api_url, "PASSWORD": stack.admin_password}
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", DOCUMENTED_CURL],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "metrics.txt").write_text(result.stdout)  # a sample, kept with the test
+    metrics = parse(result.stdout)
+    assert metrics["flight_delays_registry_up"] == {(): 1.0}
