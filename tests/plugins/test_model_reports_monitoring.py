@@ -42,7 +42,10 @@ def parse(body: str) -> dict[str, dict[tuple, float]]:
     found: dict[str, dict[tuple, float]] = {}
     for family in text_string_to_metric_families(body):
         for sample in family.samples:
-            found.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+            samples = found.setdefault(sample.name, {})
+            key = tuple(sorted(sample.labels.items()))
+            assert key not in samples, f"{sample.name}{dict(key)} twice"
+            samples[key] = sample.value
     return found
 
 
