@@ -9,6 +9,13 @@ link to its Airflow run in the grid view. Reports and figures are read through t
 artifact catalog from the artifact root, a local folder or an object store
 ($FLIGHT_DELAYS_STORAGE_URL, e.g. s3://bucket/prefix; flight_delays.storage).
 
+It also shows whether alerts are on and the newest alert, last night's input drift and
+the served MAE against the baseline's day by day (issue 18; the registry's ``alerts`` and
+``drift_scores`` tables are read only when they exist), and serves the pipeline's
+metrics in the Prometheus text format at /model-reports/metrics (docs/monitoring.md):
+built per request in a CollectorRegistry of its own, from Airflow's metadata DB (the two
+DAGs' runs), the registry and the artifact root (the quarantine summary).
+
 Plugin endpoints are not protected by Airflow unless the plugin does it: every route
 here requires a logged-in user allowed to read the flight_delays DAG (the UI's session
 cookie or a bearer token from POST /auth/token).
@@ -196,7 +203,14 @@ def read_registry(engine: Any, root: Any) -> dict[str, Any]:
     from flight_delays import artifacts, registry, serving
 
     if registry.current_revision(engine) is None:
-        return {"champion": _champion_card(None, []), "runs": [], "history_figure": None}
+        return {
+            "champion": _champion_card(None, []),
+            "runs": [],
+            "history_figure": None,
+            "served": [],
+            "drift": read_drift(engine),
+            "last_alert": read_last_alert(engine),
+        }
     champion = registry.current_champion(engine)
     frame = serving.with_served(registry.history(engine), serving.served_scores(engine))
     # One listing for every run's report (in an object store, not a request per run).
@@ -231,6 +245,10 @@ def read_registry(engine: Any, root: Any) -> dict[str, Any]:
         "champion": _champion_card(champion, runs),
         "runs": runs,
         "history_figure": HISTORY_PNG if runs else None,
+        # Issue 18: the served MAE day by day, last night's drift, the newest alert.
+        "served": read_served(engine),
+        "drift": read_drift(engine),
+        "last_alert": read_last_alert(engine),
     }
 
 
@@ -435,6 +453,7 @@ dt{{font-weight:600}}dd{{margin:0}}img#history{{max-width:100%;height:auto}}
 <h1>flight_delays: model reports</h1>
 <section>{figure}</section>
 <section id="champion"><h2>Champion</h2>{card}</section>
+{render_monitoring(data)}
 <h2>Runs</h2>
 <table id="runs"><tr><th>Processed day</th><th>Airflow run</th><th>Report</th>
 <th>Challenger MAE (min)</th><th>Champion MAE (min)</th><th>Baseline MAE (min)</th>
@@ -452,11 +471,423 @@ def unavailable_page(message: str) -> str:
     )
 
 
+# --- monitoring: alerts, drift, served scores and the metrics route (issue 18) -------
+# The two DAGs the metrics route reports on (Airflow's metadata DB).
+DAG_IDS = ("flight_delays", "flight_delays_predict")
+RUN_STATES = ("queued", "running", "success", "failed")
+# The Airflow connections that turn alerts on (an SMTP server, a webhook); with neither,
+# alerts are written to the task log only.
+ALERT_CONN_IDS = ("flight_delays_smtp", "flight_delays_webhook")
+# Tables other parts of the pipeline add to the registry: read only when they exist, so
+# the page and the metrics work before and after their migrations.
+DRIFT_TABLE = "drift_scores"  # day, run_id, feature, kind, psi (nullable), threshold, flagged
+ALERTS_TABLE = "alerts"  # id, at (UTC), kind, dag_id, run_id, day, summary, channels
+TOP_DRIFT = 5  # features shown on the page, largest PSI first
+SERVED_DAYS = 60  # served days shown on the page, newest first
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what every Prometheus reads
+
+
+def _has_table(engine: Any, name: str) -> bool:
+    from sqlalchemy import inspect
+
+    return inspect(engine).has_table(name)
+
+
+def alert_channels() -> list[str]:
+    """The alert connections that are defined (empty: alerts are off, task log only)."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    found = []
+    for conn_id in ALERT_CONN_IDS:
+        try:
+            Connection.get_connection_from_secrets(conn_id)
+        except AirflowNotFoundException:
+            continue
+        found.append(conn_id)
+    return found
+
+
+def read_last_alert(engine: Any) -> dict[str, Any] | None:
+    """The newest row of the registry's ``alerts`` table; None without the table or rows."""
+    from sqlalchemy import text
+
+    if not _has_table(engine, ALERTS_TABLE):
+        return None
+    query = text(
+        "select id, at, kind, dag_id, run_id, day, summary, channels from alerts "
+        "order by at desc, id desc limit 1"
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    if row is None:
+        return None
+    at = _utc(row["at"])
+    return {
+        "at": at.isoformat() if at else None,
+        "kind": row["kind"],
+        "dag_id": row["dag_id"],
+        "run_id": row["run_id"],
+        "day": _day(row["day"]),
+        "summary": row["summary"],
+        "channels": row["channels"],
+    }
+
+
+def read_drift(engine: Any, top: int | None = TOP_DRIFT) -> dict[str, Any] | None:
+    """Last night's drift: the newest day of ``drift_scores``, its features by PSI
+    (largest first, a feature whose PSI could not be computed last), ``top`` of them
+    (None: all). None without the table or rows. A day scored by two runs (a rerun)
+    keeps each feature's largest PSI."""
+    from sqlalchemy import text
+
+    if not _has_table(engine, DRIFT_TABLE):
+        return None
+    with engine.connect() as conn:
+        day = conn.execute(text("select max(day) from drift_scores")).scalar()
+        if day is None:
+            return None
+        rows = (
+            conn.execute(
+                text(
+                    "select run_id, feature, kind, psi, threshold, flagged from drift_scores "
+                    "where day = :day"
+                ),
+                {"day": day},
+            )
+            .mappings()
+            .all()
+        )
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        item = {
+            "feature": row["feature"],
+            "kind": row["kind"],
+            "psi": _finite(row["psi"]),
+            "threshold": _finite(row["threshold"]),
+            "flagged": bool(row["flagged"]),
+            "run_id": row["run_id"],
+        }
+        kept = best.get(item["feature"])
+        if kept is None or (item["psi"] or -1.0) > (kept["psi"] or -1.0):
+            best[item["feature"]] = item
+    features = sorted(
+        best.values(), key=lambda f: (f["psi"] is None, -(f["psi"] or 0.0), f["feature"])
+    )
+    return {
+        "day": _day(day),
+        "flagged": sum(f["flagged"] for f in features),
+        "features": features if top is None else features[:top],
+        "count": len(features),
+    }
+
+
+def read_served(engine: Any) -> list[dict[str, Any]]:
+    """Every served day (the served MAE against the baseline's on the same flights),
+    newest first."""
+    from flight_delays import serving
+
+    frame = serving.served_scores(engine)
+    served = []
+    for row in frame.to_dict("records"):
+        served.append(
+            {
+                "day": _day(row["flight_day"]),
+                "flights": int(row["flights"]),
+                "served_mae": float(row["served_mae"]),
+                "baseline_mae": float(row["baseline_mae"]),
+                "champion_kind": row["champion_kind"],
+                "champion_day": _day(row["champion_day"]),
+            }
+        )
+    served.reverse()
+    return served
+
+
+def quarantined_rows(root: Any, day: str) -> int | None:
+    """Rows of ``day`` the data contract kept back (the quarantine summary ingest writes
+    when it fetches the day, under the artifact root ``root``); 0 when the day had none
+    (no summary), None when it cannot be read."""
+    from flight_delays import artifacts, io
+    from flight_delays.dates import parse_day
+
+    summary = artifacts.QUARANTINE_SUMMARY.path(root, parse_day(day))
+    try:
+        if not summary.is_file():
+            return 0
+        return int(io.read_json(summary, artifacts.QUARANTINE_SUMMARY)["quarantined"])
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("model reports: cannot read the quarantine summary %s: %s", summary, exc)
+        return None
+
+
+def read_monitoring(engine: Any, root: Any) -> dict[str, Any]:
+    """What the metrics route reports from the registry and the artifact root."""
+    from flight_delays import registry
+
+    if registry.current_revision(engine) is None:
+        return {"champion": None, "newest_day": None, "quarantined_rows": None,
+                "served": [], "drift": read_drift(engine, None), "last_alert": None}  # fmt: skip
+    frame = registry.history(engine)
+    runs = [
+        {
+            "processed_day": _day(run["processed_day"]),
+            "decision": run["decision"],
+            "model_sha256": run["model_sha256"],
+            "challenger_mae": float(run["challenger_mae"]),
+            "baseline_mae": float(run["baseline_mae"]),
+            "recorded_at": None,
+            "run_id": None,
+            "grid": None,
+        }
+        for run in frame.to_dict("records")
+    ]
+    runs.reverse()  # newest processed day first, as _champion_card expects
+    newest = max((r["processed_day"] for r in runs), default=None)
+    champion = _champion_card(registry.current_champion(engine), runs)
+    card = None
+    if champion["kind"] == "model" and champion["mae"] is not None:
+        card = {"kind": "model", "mae": champion["mae"], "baseline_mae": champion["baseline_mae"]}
+    elif champion["kind"] == "baseline" and runs:
+        # The baseline serves: its MAE on the newest run's holdout.
+        newest_run = next(r for r in runs if r["processed_day"] == newest)
+        card = {"kind": "baseline", "mae": newest_run["baseline_mae"],
+                "baseline_mae": newest_run["baseline_mae"]}  # fmt: skip
+    return {
+        "champion": card,
+        "newest_day": newest,
+        "quarantined_rows": quarantined_rows(root, newest) if newest else None,
+        "served": read_served(engine),
+        "drift": read_drift(engine, None),
+        "last_alert": read_last_alert(engine),
+    }
+
+
+def read_dag_runs(session: Any) -> dict[str, dict[str, Any]]:
+    """Per DAG of :data:`DAG_IDS`: its runs by state and the end of its newest successful
+    run, from Airflow's metadata DB."""
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import func, select
+
+    query = (
+        select(DagRun.dag_id, DagRun.state, func.count(), func.max(DagRun.end_date))
+        .where(DagRun.dag_id.in_(DAG_IDS))
+        .group_by(DagRun.dag_id, DagRun.state)
+    )
+    found: dict[str, dict[str, Any]] = {
+        dag_id: {"states": dict.fromkeys(RUN_STATES, 0), "last_success": None} for dag_id in DAG_IDS
+    }
+    for dag_id, state, count, last_end in session.execute(query).all():
+        state = str(getattr(state, "value", state))
+        found[dag_id]["states"][state] = int(count)
+        if state == "success" and last_end is not None:
+            found[dag_id]["last_success"] = _utc(last_end)
+    return found
+
+
+def _midnight(day: str) -> float:
+    """The start of ``day`` (an ISO date) in UTC, as seconds since the epoch."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
+
+
+def metrics_registry(dag_runs: dict[str, dict[str, Any]], data: dict[str, Any] | None) -> Any:
+    """A new prometheus_client CollectorRegistry holding this request's metrics (nothing
+    is kept between requests). ``data``: :func:`read_monitoring`, or None when the
+    registry could not be read (``flight_delays_registry_up`` 0, no registry metrics)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    reg = CollectorRegistry(auto_describe=True)
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+        return Gauge(name, doc, labels, registry=reg)
+
+    last = gauge(
+        "flight_delays_dag_last_success_timestamp_seconds",
+        "End of the newest successful run of the DAG (Airflow metadata DB), Unix time",
+        ("dag_id",),
+    )
+    runs = gauge(
+        "flight_delays_dag_runs", "DAG runs in Airflow's metadata DB, by state", ("dag_id", "state")
+    )
+    for dag_id, found in dag_runs.items():
+        if found["last_success"] is not None:
+            last.labels(dag_id).set(found["last_success"].timestamp())
+        for state, count in found["states"].items():
+            runs.labels(dag_id, state).set(count)
+    gauge("flight_delays_registry_up", "1 if the model registry could be read").set(
+        0 if data is None else 1
+    )
+    if data is None:
+        return reg
+    champion = data["champion"]
+    if champion is not None:
+        gauge(
+            "flight_delays_champion_holdout_mae_minutes",
+            "Holdout MAE of the champion (a model: on the holdout of the run that promoted "
+            "it; the baseline: on the newest run's holdout), minutes of arrival delay",
+            ("kind",),
+        ).labels(champion["kind"]).set(champion["mae"])
+        if champion["baseline_mae"] is not None:
+            gauge(
+                "flight_delays_champion_holdout_baseline_mae_minutes",
+                "Holdout MAE of the naive baseline on the champion's holdout, minutes",
+            ).set(champion["baseline_mae"])
+    if data["newest_day"] is not None:
+        gauge(
+            "flight_delays_last_processed_day_timestamp_seconds",
+            "Start (00:00 UTC) of the newest processed day in the registry, Unix time",
+        ).set(_midnight(data["newest_day"]))
+    if data["quarantined_rows"] is not None:
+        gauge(
+            "flight_delays_quarantined_rows",
+            "Rows of the newest processed day that the data contract quarantined",
+        ).set(data["quarantined_rows"])
+    if data["served"]:
+        newest = data["served"][0]
+        gauge(
+            "flight_delays_served_mae_minutes",
+            "MAE of the predictions served for the last served day, minutes",
+        ).set(newest["served_mae"])
+        gauge(
+            "flight_delays_served_baseline_mae_minutes",
+            "MAE of the naive baseline on the same flights of the last served day, minutes",
+        ).set(newest["baseline_mae"])
+        gauge("flight_delays_served_flights", "Flights scored on the last served day").set(
+            newest["flights"]
+        )
+        gauge(
+            "flight_delays_served_day_timestamp_seconds",
+            "Start (00:00 UTC) of the last served day, Unix time",
+        ).set(_midnight(newest["day"]))
+    drift = data["drift"]
+    if drift is not None:
+        worst = next((f for f in drift["features"] if f["psi"] is not None), None)
+        if worst is not None:
+            gauge(
+                "flight_delays_drift_psi_max",
+                "Largest population stability index (PSI, no unit) of last night's "
+                "features against the training window",
+                ("feature", "kind"),
+            ).labels(worst["feature"], worst["kind"]).set(worst["psi"])
+        gauge(
+            "flight_delays_drift_flagged_features",
+            "Features of last night whose PSI passed its threshold",
+        ).set(drift["flagged"])
+        gauge(
+            "flight_delays_drift_day_timestamp_seconds",
+            "Start (00:00 UTC) of the day of the newest drift figures, Unix time",
+        ).set(_midnight(drift["day"]))
+    alert = data["last_alert"]
+    if alert is not None and alert["at"]:
+        gauge(
+            "flight_delays_last_alert_timestamp_seconds",
+            "When the newest alert was recorded, Unix time",
+            ("kind",),
+        ).labels(alert["kind"]).set(datetime.fromisoformat(alert["at"]).timestamp())
+    return reg
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def render_monitoring(data: dict[str, Any]) -> str:
+    """The page's monitoring sections: alerts, last night's drift, and the served MAE
+    against the baseline's day by day. Every value from the registry is escaped; every
+    number has its unit (PSI has none: it says so)."""
+    esc = html.escape
+    channels = data.get("alert_channels") or []
+    if channels:
+        state = (
+            '<p id="alerts-state">Alerts are <strong>on</strong>: sent through '
+            + ", ".join(f"<code>{esc(c)}</code>" for c in channels)
+            + ".</p>"
+        )
+    else:
+        state = (
+            '<p id="alerts-state">Alerts are <strong>off</strong>: no Airflow connection '
+            + " or ".join(f"<code>{esc(c)}</code>" for c in ALERT_CONN_IDS)
+            + " is defined, so alerts are only written to the task log.</p>"
+        )
+    alert = data.get("last_alert")
+    if alert is None:
+        last = '<p id="last-alert">No alert has been recorded.</p>'
+    else:
+        last = (
+            '<dl id="last-alert">'
+            f"<dt>Last alert</dt><dd>{esc(_when(alert['at']))}: {esc(str(alert['kind']))}</dd>"
+            f"<dt>DAG and run</dt><dd>{esc(str(alert['dag_id']))} "
+            f"<code>{esc(str(alert['run_id'] or ''))}</code></dd>"
+            f"<dt>Processed day</dt><dd>{esc(alert['day'] or '')}</dd>"
+            f"<dt>Summary</dt><dd>{esc(str(alert['summary'] or ''))}</dd>"
+            f"<dt>Sent through</dt><dd>{esc(str(alert['channels'] or 'the task log only'))}</dd>"
+            "</dl>"
+        )
+    drift = data.get("drift")
+    if drift is None:
+        drift_html = '<p id="drift">No drift figures yet.</p>'
+    else:
+        rows = "".join(
+            f"<tr><td>{esc(str(f['feature']))}</td><td>{esc(str(f['kind']))}</td>"
+            f'<td class="num">{_psi(f["psi"])}</td><td class="num">{_psi(f["threshold"])}</td>'
+            f'<td class="{"stepped" if f["flagged"] else ""}">'
+            f"{'drifted' if f['flagged'] else 'no'}</td></tr>"
+            for f in drift["features"]
+        )
+        drift_html = (
+            f"<p>Day {esc(drift['day'])}: {drift['flagged']} of {drift['count']} features "
+            f"passed their threshold. The {len(drift['features'])} largest:</p>"
+            '<table id="drift"><tr><th>Feature</th><th>Kind</th>'
+            "<th>PSI (no unit)</th><th>Threshold (PSI)</th><th>Flagged</th></tr>"
+            f"{rows}</table>"
+        )
+    served = data.get("served") or []
+    if not served:
+        served_html = '<p id="served">No served day has been scored yet.</p>'
+    else:
+        rows = []
+        for day in served[:SERVED_DAYS]:
+            diff = day["served_mae"] - day["baseline_mae"]
+            share = f"{diff / day['baseline_mae']:+.1%}" if day["baseline_mae"] else ""
+            champion = (
+                f"model of {esc(day['champion_day'] or '')}"
+                if day["champion_kind"] == "model"
+                else esc(str(day["champion_kind"]))
+            )
+            rows.append(
+                f'<tr><td>{esc(day["day"])}</td><td class="num">{day["flights"]} flights</td>'
+                f'<td class="num">{_num(day["served_mae"])} min</td>'
+                f'<td class="num">{_num(day["baseline_mae"])} min</td>'
+                f'<td class="num {"stepped" if diff > 0 else "promoted"}">{_signed(diff)} min'
+                f" ({share})</td><td>{champion}</td></tr>"
+            )
+        served_html = (
+            f"<p>The {min(len(served), SERVED_DAYS)} newest served days (of {len(served)}); "
+            "negative: the served predictions beat the baseline.</p>"
+            '<table id="served"><tr><th>Flight day</th><th>Flights</th>'
+            "<th>Served MAE (min)</th><th>Baseline MAE (min)</th>"
+            "<th>Served &minus; baseline (min)</th><th>Champion that served</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+    return (
+        f'<section id="alerts"><h2>Alerts</h2>{state}{last}</section>'
+        f"<section><h2>Last night's input drift</h2>{drift_html}</section>"
+        "<section><h2>Served MAE against the baseline, day by day</h2>"
+        f"{served_html}</section>"
+    )
+
+
+def _psi(value: float | None) -> str:
+    return "not computed" if value is None else f"{value:.3f}"
+
+
 # --- the app -------------------------------------------------------------------------
 @functools.cache
 def build_app() -> Any:
     """The FastAPI app, built once, when the api-server first asks for it."""
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.api_fastapi.common.db.common import SessionDep
     from airflow.api_fastapi.core_api.security import GetUserDep
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -502,7 +933,8 @@ def build_app() -> Any:
 
     def registry_data() -> dict[str, Any]:
         root = storage_root()
-        return registry_read(lambda engine: read_registry(engine, root))
+        data = registry_read(lambda engine: read_registry(engine, root))
+        return {**data, "alert_channels": alert_channels()}
 
     def registry_read(read: Any) -> Any:
         """``read(engine)``; a missing connection or a failing registry: Unavailable."""
@@ -523,6 +955,33 @@ def build_app() -> Any:
         """The registry as JSON: the champion's card and every run, newest first."""
         data = registry_data()
         return {"champion": data["champion"], "runs": data["runs"]}
+
+    @app.get("/api/monitoring")
+    def monitoring_json() -> dict[str, Any]:
+        """Alerts, last night's drift (every feature) and the served days, as JSON."""
+        root = storage_root()
+        data = registry_read(lambda engine: read_monitoring(engine, root))
+        return {**data, "alert_channels": alert_channels()}
+
+    @app.get("/metrics")
+    def metrics(session: SessionDep) -> Response:
+        """Prometheus text format, built per request in a registry of its own: the DAGs'
+        runs from Airflow's metadata DB, the rest from the model registry and the
+        artifact root. A registry that cannot be read is flight_delays_registry_up 0,
+        not a failed scrape: the Airflow figures still answer."""
+        from prometheus_client import generate_latest
+
+        dag_runs = read_dag_runs(session)
+        try:
+            root = storage_root()
+            data = registry_read(lambda engine: read_monitoring(engine, root))
+        except Unavailable as exc:
+            log.error("model reports: metrics without the registry: %s", exc)
+            data = None
+        body = generate_latest(metrics_registry(dag_runs, data))
+        return Response(
+            body, media_type=METRICS_CONTENT_TYPE, headers={"Cache-Control": "no-cache"}
+        )
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:

@@ -46,6 +46,8 @@ PROFILES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
         ("celery", "s3"),
         {"FLIGHT_DELAYS_EXECUTOR": "celery", "AWS_ENDPOINT_URL": MOTO_ENDPOINT, **S3_KEYS},
     ),
+    # Airflow's StatsD metrics served to Prometheus (docs/monitoring.md).
+    "metrics": (("metrics",), {}),
 }
 WORKERS = ("airflow-worker-1", "airflow-worker-2")
 LONG_RUNNING = {
@@ -59,7 +61,8 @@ LONG_RUNNING = {
 }
 LONG_RUNNING["celery"] = LONG_RUNNING["default"] | {"redis", *WORKERS, "flower"}
 LONG_RUNNING["celery-s3"] = LONG_RUNNING["celery"] | {"s3"}
-ONE_SHOT = {"default": {"airflow-init"}, "celery": {"airflow-init"}}
+LONG_RUNNING["metrics"] = LONG_RUNNING["default"] | {"statsd-exporter"}
+ONE_SHOT = {"default": {"airflow-init"}, "celery": {"airflow-init"}, "metrics": {"airflow-init"}}
 ONE_SHOT["celery-s3"] = {"airflow-init", "s3-init"}
 AIRFLOW_HOME = PurePosixPath("/opt/airflow")
 SIMPLE_AUTH_MANAGER = (
@@ -597,3 +600,22 @@ def test_celery_workers_mount_what_the_scheduler_mounts(tmp_path):
         assert services[name]["environment"]["DUMB_INIT_SETSID"] == "0"
     flower_ports = services["flower"]["ports"]
     assert [p["host_ip"] for p in flower_ports] == ["127.0.0.1"]
+
+
+def test_airflow_sends_statsd_metrics_to_the_exporter_of_the_metrics_profile(
+    config, profile, image_services
+):
+    """[metrics] statsd_on from the shared file; host and port the exporter's UDP listener
+    (the metrics profile), which serves them to Prometheus on loopback only."""
+    for name, service in image_services.items():
+        env = service["environment"]
+        assert env["AIRFLOW__METRICS__STATSD_ON"] == "True", name
+        assert env["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter", name
+        assert env["AIRFLOW__METRICS__STATSD_PORT"] == "9125", name
+    exporter = config["services"].get("statsd-exporter")
+    if profile != "metrics":
+        assert exporter is None
+        return
+    assert "--statsd.listen-udp=:9125" in exporter["command"]
+    (port,) = exporter["ports"]
+    assert port["host_ip"] == "127.0.0.1" and port["target"] == 9102

@@ -45,6 +45,7 @@ from stack_helpers import (
     VIEWPORT,
     WINDOW_DAYS,
     Stack,
+    StatsdListener,
     chromium_binary,
     free_port,
     leftovers,
@@ -126,8 +127,23 @@ def running_stack(
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory) as started:
+def statsd() -> Iterator[StatsdListener]:
+    """The UDP socket the shared stack sends Airflow's StatsD metrics to."""
+    listener = StatsdListener()
+    try:
+        yield listener
+    finally:
+        listener.close()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, statsd: StatsdListener) -> Iterator[Stack]:
+    # Airflow's StatsD metrics go to the test's socket, bound before the stack starts.
+    with running_stack(
+        tmp_path_factory,
+        FLIGHT_DELAYS_STACK_STATSD_HOST="127.0.0.1",
+        FLIGHT_DELAYS_STACK_STATSD_PORT=str(statsd.port),
+    ) as started:
         yield started
 
 
@@ -143,6 +159,8 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         FLIGHT_DELAYS_STACK_EXECUTOR="celery",
         FLIGHT_DELAYS_STACK_REDIS_PORT=str(free_port()),
         FLIGHT_DELAYS_STACK_S3_PORT=str(free_port()),
+        # Not the machine's 8125: a port nothing listens on (the packets are dropped).
+        FLIGHT_DELAYS_STACK_STATSD_PORT=str(free_port()),
     ) as started:
         yield started
 

@@ -191,6 +191,54 @@ class Stack:
         return f"{task['task_id']} ({log}):\n" + "\n".join(lines[-5:])
 
 
+class StatsdListener:
+    """A UDP socket on loopback that takes the StatsD datagrams Airflow's components send
+    ([metrics] statsd_host/statsd_port), bound before the stack starts. A thread drains
+    it (so a full buffer never drops the packets a test waits for) and keeps every
+    metric name seen, with a count, and the newest lines."""
+
+    def __init__(self) -> None:
+        import collections
+        import threading
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.5)
+        self.port: int = self.sock.getsockname()[1]
+        self.names: collections.Counter[str] = collections.Counter()
+        self.lines: collections.deque[str] = collections.deque(maxlen=2000)
+        self.examples: dict[str, str] = {}  # name -> the first line that carried it
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="statsd-listener", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, _ = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                for line in data.decode("utf-8", "replace").splitlines():
+                    self.lines.append(line)
+                    name = line.split(":", 1)[0]
+                    self.names[name] += 1
+                    self.examples.setdefault(name, line)
+
+    def seen(self, prefix: str) -> list[str]:
+        """The metric names seen so far that start with ``prefix``."""
+        with self._lock:
+            return sorted(name for name in self.names if name.startswith(prefix))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
 def leftovers(state: Path) -> list[int]:
     """Processes of the stack whose state folder is ``state`` that are still running."""
     return procs.stack_pids(replace(settings.Config.from_env(), state=state))

@@ -522,3 +522,32 @@ def test_pss_of_a_process_is_its_share_of_what_it_maps():
     finally:
         child.communicate("")
     assert procs._pss_kib(child.pid) == 0  # gone: 0, no error
+
+
+def test_statsd_goes_to_the_configured_host_and_port(cfg, tmp_path):
+    """Airflow's StatsD metrics: on from deploy/airflow.env; 127.0.0.1:8125 unless
+    FLIGHT_DELAYS_STACK_STATSD_HOST/_PORT say otherwise (the live tests' listener)."""
+    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
+    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    settings.write_settings(cfg, values)
+    env = settings.read_env_files(cfg)
+    assert env["AIRFLOW__METRICS__STATSD_ON"] == "True"
+    assert env["AIRFLOW__METRICS__STATSD_HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__METRICS__STATSD_PORT"] == "8125"
+    chosen = settings.Config.from_env(
+        {
+            "FLIGHT_DELAYS_STACK_STATSD_HOST": "stats.local",
+            "FLIGHT_DELAYS_STACK_STATSD_PORT": "9125",
+        }
+    )
+    chosen = replace(chosen, state=tmp_path / "other")
+    settings.write_settings(chosen, values)
+    env = settings.read_env_files(chosen)
+    assert env["AIRFLOW__METRICS__STATSD_HOST"] == "stats.local"
+    assert env["AIRFLOW__METRICS__STATSD_PORT"] == "9125"
+    for bad in (
+        {"FLIGHT_DELAYS_STACK_STATSD_PORT": "x"},
+        {"FLIGHT_DELAYS_STACK_STATSD_HOST": "a b"},
+    ):
+        with pytest.raises(settings.StackError, match="FLIGHT_DELAYS_STACK_STATSD"):
+            settings.Config.from_env(bad)

@@ -62,6 +62,13 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+def _host(env: Mapping[str, str], name: str, default: str) -> str:
+    host = (env.get(name) or default).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", host):
+        raise StackError(f"{name} must be a host name or address, got {host!r}")
+    return host
+
+
 def _executor(env: Mapping[str, str]) -> str:
     executor = (env.get("FLIGHT_DELAYS_STACK_EXECUTOR") or "local").strip().lower()
     if executor not in EXECUTORS:
@@ -116,6 +123,10 @@ class Config:
     executor: str = "local"
     redis_port: int = 6380
     s3_port: int = 9100
+    # Where the components send Airflow's StatsD metrics (UDP; [metrics] statsd_on is in
+    # deploy/airflow.env): a statsd_exporter or any StatsD server on this machine.
+    statsd_host: str = "127.0.0.1"
+    statsd_port: int = 8125
     # An operator's own settings file, read last: overrides for this machine without
     # editing the tracked files (the live tests cap the retry delay with it).
     local_env: Path | None = None
@@ -136,6 +147,8 @@ class Config:
             executor=_executor(env),
             redis_port=_port(env, "FLIGHT_DELAYS_STACK_REDIS_PORT", 6380),
             s3_port=_port(env, "FLIGHT_DELAYS_STACK_S3_PORT", 9100),
+            statsd_host=_host(env, "FLIGHT_DELAYS_STACK_STATSD_HOST", "127.0.0.1"),
+            statsd_port=_port(env, "FLIGHT_DELAYS_STACK_STATSD_PORT", 8125),
             local_env=Path(env["FLIGHT_DELAYS_STACK_ENV_FILE"]).resolve()
             if env.get("FLIGHT_DELAYS_STACK_ENV_FILE")
             else None,
@@ -331,6 +344,8 @@ def generated_settings(cfg: Config, values: dict[str, str]) -> dict[str, str]:
             cfg.logs / "airflow" / "dag_processor"
         ),
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(cfg.health_port),
+        "AIRFLOW__METRICS__STATSD_HOST": cfg.statsd_host,
+        "AIRFLOW__METRICS__STATSD_PORT": str(cfg.statsd_port),
         WAREHOUSE_CONN_ENV: warehouse,
         # Steps that fall back to the package default (the seed CLI, the model registry)
         # reach the same warehouse as the connection.
