@@ -23,6 +23,7 @@ FIGURES = {
     "mae_by_hour.png",
     "calibration.png",
     "metric_history.png",
+    "drift.png",
 }
 
 
@@ -67,7 +68,7 @@ def check_artifacts(paths: ProjectPaths, day: date, window_days: int = 14) -> di
         assert (paths.figures(day) / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (paths.report(day) / "index.html").read_text()
     assert metrics["decision"]["reason"].split(":")[0] in report
-    assert {"model", "champion", "baseline", "decision"} <= set(metrics)
+    assert {"model", "champion", "baseline", "decision", "drift"} <= set(metrics)
     return metrics
 
 
