@@ -269,6 +269,8 @@ CATALOG: tuple[Artifact, ...] = (
        True, "calibration"),
     _a("figure_metric_history", "reports/figures/ds={day}/metric_history.png", "chart",
        "png", True, "MAE of every recorded run"),
+    _a("figure_drift", "reports/figures/ds={day}/drift.png", "chart", "png", True,
+       "input drift: PSI of each feature against the thresholds"),
     _a("report_dir", "reports/ds={day}", "chart", "folder", True, "the run's report"),
     _a("report", "reports/ds={day}/index.html", "chart", "html", True,
        "the run's report page"),

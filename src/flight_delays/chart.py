@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 
 from flight_delays import (
     artifacts,
+    drift,
     io,
     promotion,
     registry,
@@ -61,7 +62,14 @@ FIGURE_CAPTIONS = {
         " delay, and the share of flights 15+ minutes late"
     ),
     "metric_history": "Holdout MAE of challenger, champion and baseline over processed days",
+    "drift": (
+        "Input drift: PSI of each feature, the processed day's flights against the training"
+        " window (unitless), with the warn and alert thresholds"
+    ),
 }
+PSI_LABEL = "Population stability index, PSI (unitless; log scale)"
+#: PSI values below this are drawn at it: the log axis has no zero.
+PSI_FLOOR = 1e-3
 PROCESSED_DAY_LABEL = "Processed day (flight day, local date)"
 CALIBRATION_X_LABEL = "Median predicted arrival delay in the bin (minutes)"
 DPI = 120
@@ -432,6 +440,86 @@ def metric_history(
     return fig
 
 
+def drift_psi(
+    scores: pd.DataFrame,
+    warn: float,
+    alert: float,
+    ax: Axes | None = None,
+    skipped: str | None = None,
+) -> Figure:
+    """One horizontal bar per feature: its PSI (unitless) between the processed day and
+    the training window, on a log axis, with the ``warn`` and ``alert`` thresholds drawn.
+
+    ``scores``: :func:`flight_delays.drift.compute`'s frame (or
+    :func:`flight_delays.drift.scores_of` of the metrics' ``drift``): ``feature``, ``psi``
+    and ``threshold`` (NaN: a feature measured only, not judged). Watched features come
+    first, coloured by level (below warn, warn, alert); the measured-only ones follow in
+    grey. A day that was not measured (every PSI missing) draws the axes and
+    ``skipped``, its reason, instead of bars.
+    """
+    missing = sorted({"feature", "psi", "threshold"} - set(scores.columns))
+    if missing:
+        raise ValueError(f"drift_psi needs column(s): {', '.join(missing)}")
+    if scores.empty:
+        raise ValueError("drift_psi needs at least one feature")
+    watched = scores["threshold"].notna()
+    ordered = pd.concat(  # top to bottom: watched, then measured only; largest first
+        [
+            scores[watched].sort_values("psi", ascending=False, kind="stable"),
+            scores[~watched].sort_values("psi", ascending=False, kind="stable"),
+        ]
+    )
+    fig, ax = _axes(ax, (8.0, max(4.0, 0.24 * len(ordered) + 1.5)))
+    values = ordered["psi"].to_numpy(dtype=float)
+    is_watched = ordered["threshold"].notna().to_numpy()
+    colors = np.where(
+        ~is_watched,
+        "lightgrey",
+        np.where(values >= alert, "tab:red", np.where(values >= warn, "tab:orange", "tab:green")),
+    )
+    positions = np.arange(len(ordered))[::-1]
+    measured = ~np.isnan(values)
+    ax.barh(
+        positions[measured],
+        np.maximum(values[measured], PSI_FLOOR) - PSI_FLOOR / 2,  # ends at the PSI
+        left=PSI_FLOOR / 2,
+        color=colors[measured],
+        edgecolor="black",
+        linewidth=0.3,
+    )
+    ax.set_yticks(
+        positions,
+        [f"{f}{'' if w else ' *'}" for f, w in zip(ordered["feature"], is_watched, strict=True)],
+    )
+    ax.set_xscale("log")
+    top = float(np.nanmax(values)) if measured.any() else alert
+    ax.set_xlim(PSI_FLOOR / 2, max(top, alert) * 2)
+    ax.set_ylim(-0.7, len(ordered) - 0.3)
+    ax.axvline(warn, color="tab:orange", linestyle="--", linewidth=1.2, label=f"Warn: PSI {warn:g}")
+    ax.axvline(alert, color="tab:red", linestyle="--", linewidth=1.2, label=f"Alert: PSI {alert:g}")
+    if not measured.any():
+        ax.text(
+            0.5,
+            0.5,
+            f"Not measured: {skipped or 'no PSI'}",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            wrap=True,
+            bbox={"facecolor": "white", "edgecolor": "grey"},
+        )
+    ax.set_xlabel(PSI_LABEL)
+    ax.set_ylabel("Feature (* measured only, not judged: a day is one draw of it)")
+    flagged = int(((values >= alert) & is_watched).sum())
+    ax.set_title(
+        f"Input drift: {flagged} watched feature{'s' if flagged != 1 else ''} at or above "
+        f"the alert threshold"
+    )
+    ax.grid(axis="x", alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    return fig
+
+
 def save_png(fig: Figure, path: str | ArtifactPath) -> ArtifactPath:
     """Write ``fig`` as a PNG at ``path`` (local or a URL), atomically."""
     return io.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
@@ -479,6 +567,11 @@ def run(
     }
     if not runs.empty:
         figures["metric_history"] = metric_history(runs)
+    if metrics.get("drift"):  # None in metrics written before drift was measured
+        entry = metrics["drift"]
+        figures["drift"] = drift_psi(
+            drift.scores_of(entry), entry["warn"], entry["alert"], skipped=entry["skipped"]
+        )
     out_dir = settings.paths.figures(day)
     targets = {name: artifacts.FIGURE_ENTRIES[name].path(root, day) for name in figures}
     paths = [str(save_png(fig, targets[name])) for name, fig in figures.items()]

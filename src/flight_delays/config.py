@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from flight_delays import artifacts, storage
+from flight_delays import artifacts, schema, storage
 from flight_delays.artifacts import ENV_HOME as ENV_HOME  # re-exported: one definition
 from flight_delays.artifacts import project_root as project_root
 from flight_delays.errors import PipelineDataError
@@ -117,6 +117,58 @@ class ScoreSettings:
     # A challenger replaces the champion only if its holdout MAE is lower by at least
     # this fraction of the champion's MAE (0.01 = 1 %).
     promotion_margin: float = 0.01
+
+
+#: The features drift is judged on by default: those that describe the flight itself,
+#: one value per flight (airline, airports, scheduled hour, distance, scheduled
+#: duration). The others (the origin's weather, the day's departure counts, the past-day
+#: delay statistics) hold a few values per day, one draw of the day's weather or delays:
+#: against a 90-day window a normal day's PSI is 0.2 to 10 for them (docs/monitoring.md,
+#: "Input drift"), so they are measured and shown, never alerted on.
+DRIFT_WATCHED = ("carrier", "origin", "dest", schema.SCHED_HOUR, "distance", "sched_block_minutes")
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Input drift (flight_delays.drift): PSI of each feature, the processed day's flights
+    against the training window's. PSI is unitless."""
+
+    # A day (or window) with fewer flights is not measured: the reason is reported and
+    # nothing is flagged (sampling noise alone is about (buckets - 1) / rows).
+    min_rows: int = 300
+    # A watched feature at or above warn is listed as warned; at or above alert, flagged.
+    warn: float = 0.1
+    alert: float = 0.25
+    # Buckets of a numeric feature: the window's quantiles (10: deciles).
+    bins: int = 10
+    # Categories with a smaller share of the window's rows join the other/unseen bucket.
+    min_category_share: float = 0.01
+    # The share given to a bucket that is empty on one side (the log would be infinite).
+    epsilon: float = 0.0001
+    watch: tuple[str, ...] = DRIFT_WATCHED
+
+    def __post_init__(self) -> None:
+        if self.min_rows < 1:
+            raise ConfigError(f"drift.min_rows must be >= 1, got {self.min_rows}")
+        if not 0 < self.warn <= self.alert:
+            raise ConfigError(
+                f"drift thresholds must satisfy 0 < warn <= alert, got warn {self.warn}, "
+                f"alert {self.alert}"
+            )
+        if self.bins < 2:
+            raise ConfigError(f"drift.bins must be >= 2, got {self.bins}")
+        if not 0 <= self.min_category_share < 1:
+            raise ConfigError(
+                f"drift.min_category_share must be in [0, 1), got {self.min_category_share}"
+            )
+        if not 0 < self.epsilon < 0.01:
+            raise ConfigError(f"drift.epsilon must be in (0, 0.01), got {self.epsilon}")
+        unknown = sorted(set(self.watch) - set(schema.FEATURES))
+        if unknown:
+            raise ConfigError(
+                f"drift.watch names unknown feature(s): {', '.join(unknown)} "
+                f"(known: {', '.join(schema.FEATURES)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -247,6 +299,7 @@ class Settings:
     train: TrainSettings = field(default_factory=TrainSettings)
     score: ScoreSettings = field(default_factory=ScoreSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     @property
     def registry_url(self) -> str:
@@ -286,6 +339,7 @@ _SECTIONS = {
     "train": TrainSettings,
     "score": ScoreSettings,
     "registry": RegistrySettings,
+    "drift": DriftSettings,
 }
 
 
@@ -301,6 +355,11 @@ def _section(name: str, raw: Any, cls: type) -> Any:
     values = {}
     for key, value in raw.items():
         default = getattr(cls(), key)
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name}.{key} must be a list of names, got {value!r}")
+            values[key] = tuple(value)
+            continue
         if default is not None and value is not None and not isinstance(value, type(default)):
             # YAML reads 15 as int where a float is expected: accept ints for floats only.
             if not (isinstance(default, float) and isinstance(value, int)):

@@ -46,6 +46,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -63,6 +64,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     select,
     update,
 )
@@ -150,6 +152,28 @@ CHAMPION_MOVES = Table(
         "kind IN ('promotion', 'rollback', 'step_down')", name="ck_champion_moves_kind"
     ),
 )
+
+
+DRIFT_SCORES = Table(
+    "drift_scores",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("processed_day", Date, nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("feature", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("psi", Float),  # NULL: too few flights to measure (drift.min_rows)
+    Column("threshold", Float),  # the alert threshold; NULL: measured only, not judged
+    Column("flagged", Boolean, nullable=False),
+    Column("day_rows", Integer, nullable=False),
+    Column("window_rows", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), server_default=func.now()),
+    UniqueConstraint("processed_day", "run_id", "feature", name="uq_drift_scores_run_feature"),
+    CheckConstraint("kind IN ('numeric', 'categorical')", name="ck_drift_scores_kind"),
+    Index("ix_drift_scores_processed_day", "processed_day"),
+)
+#: The columns a run's drift rows carry (flight_delays.drift.COLUMNS), as stored.
+DRIFT_COLUMNS = ["feature", "kind", "psi", "threshold", "flagged", "day_rows", "window_rows"]
 
 
 class RegistryError(RuntimeError):
@@ -385,6 +409,65 @@ def record_run(
                 .values(**values, version=CHAMPION.c.version + 1, updated_at=func.now())
             )
     return int(run_pk)
+
+
+def record_drift(engine: Engine, day: date, run_id: str, scores: pd.DataFrame) -> int:
+    """Make ``scores`` (:data:`DRIFT_COLUMNS`, one row per feature: flight_delays.drift.
+    compute) the drift rows of run ``run_id`` for ``day``, replacing the run's earlier
+    ones in the same transaction (a retried score task leaves one set). Returns the
+    rows written."""
+    missing = [c for c in DRIFT_COLUMNS if c not in scores.columns]
+    if missing:
+        raise ValueError(f"drift scores lack column(s): {', '.join(missing)}")
+    rows = [
+        {
+            "processed_day": day,
+            "run_id": run_id,
+            "feature": str(row["feature"]),
+            "kind": str(row["kind"]),
+            "psi": None if pd.isna(row["psi"]) else float(row["psi"]),
+            "threshold": None if pd.isna(row["threshold"]) else float(row["threshold"]),
+            "flagged": bool(row["flagged"]),
+            "day_rows": int(row["day_rows"]),
+            "window_rows": int(row["window_rows"]),
+        }
+        for row in scores[DRIFT_COLUMNS].to_dict("records")
+    ]
+    key = (DRIFT_SCORES.c.processed_day == day) & (DRIFT_SCORES.c.run_id == run_id)
+    with engine.begin() as conn:
+        conn.execute(delete(DRIFT_SCORES).where(key))
+        if rows:
+            conn.execute(insert(DRIFT_SCORES), rows)
+    return len(rows)
+
+
+def drift_scores(
+    engine: Engine, day: date | None = None, run_id: str | None = None
+) -> pd.DataFrame:
+    """The drift rows of one run, largest PSI first (unmeasured last): run ``run_id`` of
+    ``day``; without ``run_id``, the run of ``day`` recorded last; without ``day``, the
+    newest processed day's. Columns: processed_day, run_id and :data:`DRIFT_COLUMNS`.
+    Empty when there is none, or in a registry from before revision 0006_drift (readers
+    such as the web UI never migrate it)."""
+    columns = ["processed_day", "run_id", *DRIFT_COLUMNS]
+    if not inspect(engine).has_table(DRIFT_SCORES.name):
+        return pd.DataFrame(columns=columns)
+    with engine.connect() as conn:
+        if day is None:
+            day = conn.execute(select(func.max(DRIFT_SCORES.c.processed_day))).scalar_one()
+        if day is not None and run_id is None:
+            run_id = conn.execute(
+                select(DRIFT_SCORES.c.run_id)
+                .where(DRIFT_SCORES.c.processed_day == day)
+                .order_by(DRIFT_SCORES.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        query = (
+            select(*(DRIFT_SCORES.c[c] for c in columns))
+            .where(DRIFT_SCORES.c.processed_day == day, DRIFT_SCORES.c.run_id == run_id)
+            .order_by(DRIFT_SCORES.c.psi.is_(None), DRIFT_SCORES.c.psi.desc(), DRIFT_SCORES.c.id)
+        )
+        return pd.DataFrame(conn.execute(query).mappings().all(), columns=columns)
 
 
 def champion_moves(engine: Engine) -> pd.DataFrame:

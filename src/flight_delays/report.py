@@ -76,6 +76,37 @@ def counts_table(counts: Mapping[str, Any]) -> str:
     return f"<table>{rows}</table>"
 
 
+def drift_section(drift: Mapping[str, Any] | None) -> str:
+    """The run's input drift (the ``drift`` entry of the metrics): the verdict, the
+    thresholds and the watched features by PSI, largest first. PSI is unitless."""
+    if not drift:
+        return "<p>Input drift was not measured for this run.</p>"
+    if drift.get("skipped"):
+        return f"<p>Input drift not measured: {escape(str(drift['skipped']))}.</p>"
+    flagged = drift.get("flagged") or []
+    verdict = (
+        f'<span class="stepped">flagged: {escape(", ".join(flagged))}</span>'
+        if flagged
+        else '<span class="promoted">no watched feature at or above the alert threshold</span>'
+    )
+    features = drift.get("features", {})
+    watched = sorted(drift.get("watched", []), key=lambda f: -(features.get(f) or 0.0))
+    rows = "".join(
+        f"<tr><th>{escape(f)}</th><td>{escape(drift['kinds'].get(f, ''))}</td>"
+        f'<td class="num">{_cell(features.get(f), "{:.3f}")}</td></tr>'
+        for f in watched
+    )
+    return (
+        f"<p>PSI (population stability index, unitless) of each feature, the processed "
+        f"day's {drift.get('day_rows', 0):,} flights against the training window's "
+        f"{drift.get('window_rows', 0):,}: {verdict}. Thresholds: warn "
+        f"{drift['warn']:g}, alert {drift['alert']:g}.</p>"
+        f"<table><tr><th>Watched feature</th><th>Kind</th><th>PSI</th></tr>{rows}</table>"
+        "<p>The other features (weather, the day's counts, past-day delays) are measured "
+        "and drawn in the chart below, not judged: a day holds one draw of them.</p>"
+    )
+
+
 def render(
     metrics: Mapping[str, Any],
     model_card: Mapping[str, Any],
@@ -125,6 +156,8 @@ def render(
 <table>{fact_rows}</table>
 <h3>What featurize left out or changed</h3>
 {counts_table(data_counts)}
+<h2>Input drift</h2>
+{drift_section(metrics.get("drift"))}
 <h2>Charts</h2>
 {figure_html}
 </body></html>

@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 
 from flight_delays import (
     artifacts,
+    drift,
     evaluation,
     io,
     promotion,
@@ -134,6 +135,7 @@ class _Scored:
     data_counts: dict[str, Any]
     unseen: dict[str, Any]
     served: dict[str, Any] | None
+    drift: dict[str, Any]
 
 
 def _score_inputs(engine: Engine, settings: Settings, day: date, run_id: str) -> _Scored:
@@ -186,7 +188,38 @@ def _score_inputs(engine: Engine, settings: Settings, day: date, run_id: str) ->
         data_counts=data_counts,
         unseen=unseen,
         served=_served_score(engine, day, holdout, run_id),
+        drift=input_drift(train_frame, holdout, day, settings),
     )
+
+
+def input_drift(
+    train_frame: pd.DataFrame, holdout: pd.DataFrame, day: date, settings: Settings
+) -> dict[str, Any]:
+    """The PSI of each feature between the processed ``day``'s flights (its rows of the
+    holdout) and the training window (``train_frame``), as the ``drift`` entry of the
+    metrics (:func:`flight_delays.drift.summary`); logs the flagged features."""
+    day_rows = holdout.loc[(pd.to_datetime(holdout[schema.DAY]).dt.date == day).to_numpy()]
+    summary = drift.summary(drift.compute(train_frame, day_rows, settings.drift), settings.drift)
+    top = summary["max"]
+    if summary["skipped"]:
+        log.warning("score %s: input drift not measured: %s", day, summary["skipped"])
+    elif summary["flagged"]:
+        log.warning(
+            "score %s: input drift: %s at or above PSI %.2f (largest: %s %.2f)",
+            day,
+            ", ".join(summary["flagged"]),
+            settings.drift.alert,
+            top["feature"],
+            top["psi"],
+        )
+    else:
+        log.info(
+            "score %s: input drift: no watched feature at or above PSI %.2f (largest: %s)",
+            day,
+            settings.drift.alert,
+            "none" if top is None else f"{top['feature']} {top['psi']:.3f}",
+        )
+    return summary
 
 
 def _payload(
@@ -239,6 +272,8 @@ def _payload(
         "unseen_categories": scored.unseen,
         # What production served for the day that just ended (None: nothing served).
         "served": scored.served,
+        # PSI of each feature, the processed day against the training window.
+        "drift": scored.drift,
         "baseline_fallbacks": scored.baseline.fallbacks(scored.holdout),
         "model_sha256": challenger.model_sha256,
     }
@@ -404,6 +439,7 @@ def run(
             retried = row is not None
             if row is None:
                 row = _score_and_record(engine, settings, day, run_id)
+            drift_entry = _record_drift(engine, row)
             _publish(settings, row)
     finally:
         engine.dispose()
@@ -435,4 +471,17 @@ def run(
         "decision": row["decision"],
         "model_sha256": row["model_sha256"],
         "run_id": run_id,
+        # Flagged features and the largest PSI, for an alert (None: a row from before
+        # drift was measured).
+        "drift": drift.brief(drift_entry),
     }
+
+
+def _record_drift(engine: Engine, row: dict[str, Any]) -> dict[str, Any] | None:
+    """Write the run's drift rows (registry table ``drift_scores``) from its recorded
+    metrics, replacing any it had (a retried task); returns the ``drift`` entry, or None
+    for a row recorded before drift was measured."""
+    entry = json.loads(row["report_json"]).get("drift") if row["report_json"] else None
+    if entry is not None:
+        registry.record_drift(engine, row["processed_day"], row["run_id"], drift.scores_of(entry))
+    return entry

@@ -23,6 +23,7 @@ FIGURES = {
     "mae_by_hour.png",
     "calibration.png",
     "metric_history.png",
+    "drift.png",
 }
 
 
@@ -67,7 +68,11 @@ def check_artifacts(paths: ProjectPaths, day: date, window_days: int = 14) -> di
         assert (paths.figures(day) / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (paths.report(day) / "index.html").read_text()
     assert metrics["decision"]["reason"].split(":")[0] in report
-    assert {"model", "champion", "baseline", "decision"} <= set(metrics)
+    assert {"model", "champion", "baseline", "decision", "drift"} <= set(metrics)
+    # Input drift of a real 2013 day against its window: measured, nothing flagged.
+    drift = metrics["drift"]
+    assert drift["skipped"] is None and drift["flagged"] == [], drift
+    assert "Input drift" in report
     return metrics
 
 
@@ -81,6 +86,15 @@ def test_dags_test_runs_the_whole_pipeline(project):
     assert "In-process execution API: API version" in result.stdout + result.stderr
     assert "building all API versions" not in result.stdout + result.stderr
     check_artifacts(ProjectPaths(project.root), date(2013, 3, 15))
+    from flight_delays import registry, schema
+
+    engine = registry.connect(project.env["FLIGHT_DELAYS_SOURCE_URL"])  # the warehouse
+    try:
+        drift = registry.drift_scores(engine, date(2013, 3, 15))
+    finally:
+        engine.dispose()
+    assert sorted(drift["feature"]) == sorted(schema.FEATURES)  # one set for the run
+    assert drift["psi"].notna().all() and not drift["flagged"].any()
 
 
 def test_dags_test_of_the_prediction_dag_serves_every_scheduled_flight(project):

@@ -109,7 +109,7 @@ def test_run_writes_pngs(split_artifacts, caplog) -> None:
     assert len(lines) == 1, lines
     metrics = json.loads((art["settings"].paths.output(day) / "metrics.json").read_text())
     assert re.fullmatch(
-        rf"chart {day}: {len(art['holdout'])} holdout flights in, 5 figures out in "
+        rf"chart {day}: {len(art['holdout'])} holdout flights in, 6 figures out in "
         rf"\d+\.\d s; challenger holdout MAE {metrics['model']['mae']:.2f} min "
         rf"\(baseline {metrics['baseline']['mae']:.2f}\); figures .+, report .+index\.html",
         lines[0],
@@ -465,3 +465,62 @@ def test_metric_history_draws_the_served_mae_where_a_day_was_served() -> None:
 def test_run_without_predictions_names_score_task(tmp_path, model_params_file) -> None:
     with pytest.raises(io.MissingArtifactError, match="'score' task"):
         chart.run("2024-03-10", root=tmp_path, params_file=model_params_file)
+
+
+def _drift_scores() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "feature": ["carrier", "distance", "dest", "temp", "recent_nyc_delay"],
+            "psi": [0.02, 0.4, 0.12, 5.0, 0.0],
+            "threshold": [0.25, 0.25, 0.25, np.nan, np.nan],
+        }
+    )
+
+
+def test_drift_chart_draws_the_thresholds_and_says_psi_is_unitless() -> None:
+    fig = chart.drift_psi(_drift_scores(), warn=0.1, alert=0.25)
+    ax = fig.axes[0]
+    assert "PSI" in ax.get_xlabel() and "unitless" in ax.get_xlabel()
+    assert ax.get_ylabel().startswith("Feature") and ax.get_xscale() == "log"
+    assert "1 watched feature at or above" in ax.get_title()
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend == ["Warn: PSI 0.1", "Alert: PSI 0.25"]
+    # Top to bottom: the watched features by PSI, then the measured-only ones (starred).
+    labels = [
+        t.get_text() for t in sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
+    ]
+    assert labels == ["distance", "dest", "carrier", "temp *", "recent_nyc_delay *"]
+    bars = sorted(ax.patches, key=lambda p: -p.get_y())
+    assert bars[0].get_x() + bars[0].get_width() == pytest.approx(0.4)  # ends at its PSI
+    assert len(bars) == 5  # a PSI of 0 is drawn at the axis floor
+
+
+def test_drift_chart_of_a_day_not_measured_says_why() -> None:
+    scores = _drift_scores().assign(psi=np.nan)
+    fig = chart.drift_psi(scores, warn=0.1, alert=0.25, skipped="too few flights")
+    ax = fig.axes[0]
+    assert len(ax.patches) == 0  # no bars
+    assert any("Not measured: too few flights" in t.get_text() for t in ax.texts)
+    with pytest.raises(ValueError, match=r"drift_psi needs column\(s\): threshold"):
+        chart.drift_psi(scores.drop(columns="threshold"), warn=0.1, alert=0.25)
+
+
+def test_the_report_shows_the_drift_verdict_and_the_watched_features() -> None:
+    entry = {
+        "warn": 0.1,
+        "alert": 0.25,
+        "day_rows": 900,
+        "window_rows": 70000,
+        "features": {"distance": 0.4, "carrier": 0.02, "temp": 5.0},
+        "kinds": {"distance": "numeric", "carrier": "categorical", "temp": "numeric"},
+        "watched": ["carrier", "distance"],
+        "flagged": ["distance"],
+        "skipped": None,
+    }
+    html = report.drift_section(entry)
+    assert "flagged: distance" in html and "unitless" in html
+    assert html.index("<th>distance</th>") < html.index("<th>carrier</th>")
+    assert "<th>temp</th>" not in html
+    assert "0.400" in html
+    skipped = report.drift_section({**entry, "skipped": "too few flights to measure drift"})
+    assert "Input drift not measured: too few flights to measure drift" in skipped

@@ -22,6 +22,8 @@ def test_the_shipped_parameter_file_loads(tmp_path):
     assert settings.train.bagging() == {"n_models": 2, "day_fraction": 0.8}
     assert "bagging_models" not in settings.train.hyperparameters()
     assert settings.paths.root == tmp_path.resolve()
+    assert (settings.drift.warn, settings.drift.alert, settings.drift.min_rows) == (0.1, 0.25, 300)
+    assert "distance" in settings.drift.watch and "temp" not in settings.drift.watch
 
 
 def test_the_defaults_in_code_are_the_shipped_parameters(tmp_path):
@@ -61,6 +63,15 @@ def test_int_accepted_for_float_and_settings_are_frozen(tmp_path):
         ("train: {bagging_day_fraction: 0}\n", r"train.bagging_day_fraction must be in \(0, 1\]"),
         ("train: {bagging_day_fraction: 1.5}\n", "train.bagging_day_fraction must be in"),
         ("train: {max_features: 0.0}\n", r"train.max_features must be in \(0, 1\]"),
+        ("drift: {warn: 0.3, alert: 0.2}\n", "0 < warn <= alert, got warn 0.3, alert 0.2"),
+        ("drift: {warn: 0}\n", "0 < warn <= alert"),
+        ("drift: {alert: 'high'}\n", "drift.alert must be float"),
+        ("drift: {min_rows: 0}\n", "drift.min_rows must be >= 1"),
+        ("drift: {bins: 1}\n", "drift.bins must be >= 2"),
+        ("drift: {epsilon: 0}\n", r"drift.epsilon must be in \(0, 0.01\)"),
+        ("drift: {min_category_share: 1}\n", r"drift.min_category_share must be in \[0, 1\)"),
+        ("drift: {watch: [distance, distanse]}\n", "drift.watch names unknown .*: distanse"),
+        ("drift: {watch: distance}\n", "drift.watch must be a list of names"),
         ("ingest: [1, 2]\n", "section 'ingest' must be a mapping"),
         ("ingest: {window_days: [\n", "not valid YAML"),
     ],

@@ -7,6 +7,7 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
@@ -56,6 +57,7 @@ def test_migration_creates_the_declared_schema_and_is_idempotent(tmp_path):
         registry.CHAMPION_MOVES,
         serving.PREDICTIONS,
         serving.SERVED_SCORES,
+        registry.DRIFT_SCORES,
     ):
         migrated = {c["name"] for c in inspector.get_columns(table.name)}
         assert migrated == set(table.c.keys()), table.name
@@ -328,3 +330,54 @@ def test_first_runs_that_migrate_at_once_all_get_the_newest_schema(tmp_path):
     with context.Pool(4) as pool:
         revisions = pool.map(_connect_and_report, [url] * 8)
     assert revisions == [registry.head_revision()] * 8
+
+
+def drift_frame(psi_distance: float | None, rows: int = 900) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "feature": ["carrier", "distance", "temp"],
+            "kind": ["categorical", "numeric", "numeric"],
+            "psi": [0.01, psi_distance, 4.2],
+            "threshold": [0.25, 0.25, None],
+            "flagged": [False, bool(psi_distance and psi_distance >= 0.25), False],
+            "day_rows": [rows] * 3,
+            "window_rows": [70000] * 3,
+        }
+    )
+
+
+def test_drift_rows_round_trip_one_set_per_run_and_the_latest_day_first(tmp_path):
+    engine = registry.connect(url_in(tmp_path))
+    day, later = date(2013, 3, 1), date(2013, 3, 2)
+    assert registry.drift_scores(engine).empty
+    assert registry.record_drift(engine, day, "run-a", drift_frame(0.5)) == 3
+    assert registry.record_drift(engine, day, "run-a", drift_frame(0.6)) == 3  # a retry
+    registry.record_drift(engine, later, "run-b", drift_frame(0.02))
+    registry.record_drift(engine, later, "run-c", drift_frame(None, rows=40))
+
+    first = registry.drift_scores(engine, day)
+    assert list(first["feature"]) == ["temp", "distance", "carrier"]  # largest PSI first
+    assert first.set_index("feature").loc["distance", "psi"] == 0.6  # replaced, not added
+    assert bool(first.set_index("feature").loc["distance", "flagged"])
+    assert first["threshold"].isna().tolist() == [True, False, False]
+    # Without a day: the newest day's run recorded last; an unmeasured PSI comes last.
+    latest = registry.drift_scores(engine)
+    assert set(latest["run_id"]) == {"run-c"} and latest["feature"].iloc[-1] == "distance"
+    assert latest["psi"].isna().tolist() == [False, False, True]
+    assert registry.drift_scores(engine, later, "run-b")["day_rows"].tolist() == [900] * 3
+    engine.dispose()
+
+
+def test_revision_0006_drift_adds_the_table_and_downgrades_cleanly(tmp_path):
+    from alembic import command
+
+    engine = registry.connect(url_in(tmp_path))
+    registry.record_drift(engine, date(2013, 3, 1), "run-a", drift_frame(0.5))
+    with engine.begin() as conn:
+        command.downgrade(registry._alembic_config(conn), "0005")
+    assert not inspect(engine).has_table("drift_scores")
+    assert registry.drift_scores(engine).empty  # a reader never migrates
+    registry.upgrade(engine)
+    assert registry.current_revision(engine) == "0006_drift" == registry.head_revision()
+    assert registry.drift_scores(engine).empty
+    engine.dispose()

@@ -70,6 +70,18 @@ def test_run_writes_metrics_matching_an_independent_recomputation(split_artifact
     assert np.isfinite(predictions["predicted"]).all()
     # What the data contract kept out of the window, from featurize's counts.
     assert metrics["data_quality"] == {"quarantined_rows": 3, "failed_contract": 0}
+    # Input drift: the fixture's day has about 50 flights, below drift.min_rows (300):
+    # not measured, said so, and nothing flagged.
+    day_rows = int((pd.to_datetime(holdout[schema.DAY]).dt.date == day).sum())
+    drift = metrics["drift"]
+    assert drift["statistic"] == "psi" and (drift["warn"], drift["alert"]) == (0.1, 0.25)
+    assert drift["skipped"] == (
+        f"too few flights to measure drift: the day has {day_rows} rows, fewer than "
+        "drift.min_rows = 300"
+    )
+    assert drift["flagged"] == [] and drift["max"] is None
+    assert set(drift["features"]) == set(schema.FEATURES)
+    assert result["drift"] == {"flagged": [], "max": None, "skipped": drift["skipped"]}
 
 
 def test_run_refuses_a_model_file_changed_after_training(split_artifacts) -> None:
@@ -353,3 +365,39 @@ def test_a_decayed_champion_steps_down_to_the_baseline(split_artifacts, tmp_path
     assert registry.current_champion(engine).version == 2
     assert len(registry.champion_moves(engine)) == len(moves)
     engine.dispose()
+
+
+def test_drift_is_measured_recorded_once_per_run_and_returned(split_artifacts) -> None:
+    art = split_artifacts
+    params = Path(art["params_file"])
+    values = yaml.safe_load(params.read_text())
+    values["drift"] = {"min_rows": 20}
+    params.write_text(yaml.safe_dump(values))
+    run_id = "scheduled__2024-03-11"
+    train.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
+
+    result = score.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
+    again = score.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
+
+    metrics = json.loads(Path(result["metrics"]).read_text())
+    drift = metrics["drift"]
+    assert drift["skipped"] is None
+    assert all(value is not None for value in drift["features"].values())
+    # The holdout's day holds an unseen destination and carrier: a shift of its own.
+    assert drift["max"]["psi"] == max(drift["features"][f] for f in drift["watched"])
+    assert (
+        result["drift"]
+        == again["drift"]
+        == {
+            "flagged": drift["flagged"],
+            "max": drift["max"],
+            "skipped": None,
+        }
+    )
+    engine = _registry(art)
+    rows = score.registry.drift_scores(engine, art["day"], run_id)
+    engine.dispose()
+    assert len(rows) == len(schema.FEATURES)  # one set, though the task ran twice
+    stored = dict(zip(rows["feature"], rows["psi"], strict=True))
+    assert stored == pytest.approx(drift["features"])
+    assert set(rows.loc[rows["flagged"], "feature"]) == set(drift["flagged"])
