@@ -480,7 +480,6 @@ RUN_STATES = ("queued", "running", "success", "failed")
 ALERT_CONN_IDS = ("flight_delays_smtp", "flight_delays_webhook")
 # Tables other parts of the pipeline add to the registry: read only when they exist, so
 # the page and the metrics work before and after their migrations.
-DRIFT_TABLE = "drift_scores"  # day, run_id, feature, kind, psi (nullable), threshold, flagged
 ALERTS_TABLE = "alerts"  # id, at (UTC), kind, dag_id, run_id, day, summary, channels
 TOP_DRIFT = 5  # features shown on the page, largest PSI first
 SERVED_DAYS = 60  # served days shown on the page, newest first
@@ -535,50 +534,36 @@ def read_last_alert(engine: Any) -> dict[str, Any] | None:
 
 
 def read_drift(engine: Any, top: int | None = TOP_DRIFT) -> dict[str, Any] | None:
-    """Last night's drift: the newest day of ``drift_scores``, its features by PSI
-    (largest first, a feature whose PSI could not be computed last), ``top`` of them
-    (None: all). None without the table or rows. A day scored by two runs (a rerun)
-    keeps each feature's largest PSI."""
-    from sqlalchemy import text
+    """Last night's drift: the newest day's rows of :func:`flight_delays.registry.
+    drift_scores` (the run of that day recorded last), the watched features, largest PSI
+    first (one whose PSI could not be computed last), ``top`` of them (None: all). Only
+    the watched features (those with a threshold) are shown and counted: the
+    measured-only ones (day-level weather, traffic, past-day delays) take a few values a
+    day and are large every night (docs/monitoring.md, "Input drift"). None without rows
+    (or before revision 0006_drift)."""
+    from flight_delays import registry
 
-    if not _has_table(engine, DRIFT_TABLE):
+    frame = registry.drift_scores(engine)
+    if frame.empty:
         return None
-    with engine.connect() as conn:
-        day = conn.execute(text("select max(day) from drift_scores")).scalar()
-        if day is None:
-            return None
-        rows = (
-            conn.execute(
-                text(
-                    "select run_id, feature, kind, psi, threshold, flagged from drift_scores "
-                    "where day = :day"
-                ),
-                {"day": day},
-            )
-            .mappings()
-            .all()
-        )
-    best: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        item = {
+    watched = frame[frame["threshold"].notna()]
+    features = [
+        {
             "feature": row["feature"],
             "kind": row["kind"],
             "psi": _finite(row["psi"]),
             "threshold": _finite(row["threshold"]),
             "flagged": bool(row["flagged"]),
-            "run_id": row["run_id"],
         }
-        kept = best.get(item["feature"])
-        if kept is None or (item["psi"] or -1.0) > (kept["psi"] or -1.0):
-            best[item["feature"]] = item
-    features = sorted(
-        best.values(), key=lambda f: (f["psi"] is None, -(f["psi"] or 0.0), f["feature"])
-    )
+        for row in watched.to_dict("records")
+    ]
     return {
-        "day": _day(day),
+        "day": _day(frame["processed_day"].iloc[0]),
+        "run_id": frame["run_id"].iloc[0],
         "flagged": sum(f["flagged"] for f in features),
         "features": features if top is None else features[:top],
         "count": len(features),
+        "measured": len(frame),
     }
 
 

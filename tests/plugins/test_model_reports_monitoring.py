@@ -1,8 +1,9 @@
 """Issue 18 on the Model reports plugin: the Prometheus route (/model-reports/metrics,
 parsed with prometheus_client's own parser), the monitoring JSON, and the page's alerts,
-drift and served-vs-baseline sections. The registry is built here; the two tables other
-parts of the pipeline add (``drift_scores``, ``alerts``) are created with plain SQL
-matching their columns, to test the page and the route before and after they exist."""
+drift and served-vs-baseline sections. The registry is built here; drift rows are
+written by the registry's own writer (``registry.record_drift``); the ``alerts`` table is
+created with plain SQL matching its columns, to test the page and the route before and
+after it exists."""
 
 # The fixtures of test_model_reports.py are imported, and pytest passes them by name.
 # ruff: noqa: F811
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,11 +22,6 @@ from test_model_reports import SHA, auth, client, load_plugin, plugin, project  
 
 from flight_delays import registry, serving
 
-DRIFT_DDL = (
-    "create table drift_scores (day date not null, run_id varchar(250) not null, "
-    "feature varchar(100) not null, kind varchar(20) not null, psi float, "
-    "threshold float not null, flagged boolean not null)"
-)
 ALERTS_DDL = (
     "create table alerts (id integer primary key, at timestamp not null, "
     "kind varchar(40) not null, dag_id varchar(250) not null, run_id varchar(250), "
@@ -121,14 +118,23 @@ def add_served(engine, day: date, served: float, baseline: float, flights: int =
 
 
 def add_drift_and_alerts(engine) -> None:
-    drift = [
-        # An older day: its larger PSI is not last night's.
-        ("2013-03-15", "r1", "dep_hour", "numeric", 0.9, 0.2, 1),
-        ("2013-03-16", "r2", "dep_hour", "numeric", 0.05, 0.2, 0),
-        ("2013-03-16", "r2", "carrier", "categorical", 0.31, 0.25, 1),
-        ("2013-03-16", "r2", "temp <°F>", "numeric", 0.12, 0.2, 0),
-        ("2013-03-16", "r2", "wind_speed", "numeric", None, 0.2, 0),  # too few flights
-    ]
+    # An older day: its larger PSI is not last night's. Last night's rerun (r3) replaces
+    # its first run (r2) on the page. A feature without a threshold is measured only.
+    columns = ["feature", "kind", "psi", "threshold", "flagged", "day_rows", "window_rows"]
+    runs = {
+        (date(2013, 3, 15), "r1"): [("dep_hour", "numeric", 0.9, 0.2, True)],
+        (date(2013, 3, 16), "r2"): [("dep_hour", "numeric", 0.7, 0.2, True)],
+        (date(2013, 3, 16), "r3"): [
+            ("dep_hour", "numeric", 0.05, 0.2, False),
+            ("carrier", "categorical", 0.31, 0.25, True),
+            ("temp <°F>", "numeric", 0.12, 0.2, False),
+            ("wind_speed", "numeric", None, 0.2, False),  # too few flights
+            ("dep_count_day", "numeric", 8.5, None, False),  # measured only
+        ],
+    }
+    for (day, run_id), rows in runs.items():
+        frame = pd.DataFrame([(*r, 900, 80_000) for r in rows], columns=columns)
+        registry.record_drift(engine, day, run_id, frame)
     alerts = [
         (1, "2013-03-16 07:00:00", "drift", "flight_delays", "scheduled__a", "2013-03-15",
          "carrier drifted", "task log"),
@@ -136,13 +142,7 @@ def add_drift_and_alerts(engine) -> None:
          "train failed: <script>alert(1)</script>", "flight_delays_smtp"),
     ]  # fmt: skip
     with engine.begin() as conn:
-        conn.execute(text(DRIFT_DDL))
         conn.execute(text(ALERTS_DDL))
-        for row in drift:
-            conn.execute(
-                text("insert into drift_scores values (:d, :r, :f, :k, :p, :t, :fl)"),
-                dict(zip(["d", "r", "f", "k", "p", "t", "fl"], row, strict=True)),
-            )
         for row in alerts:
             conn.execute(
                 text("insert into alerts values (:i, :a, :k, :g, :r, :d, :s, :c)"),
@@ -214,7 +214,7 @@ def test_the_metrics_parse_and_hold_what_the_registry_and_the_metastore_hold(
     assert one(metrics, "flight_delays_last_alert_timestamp_seconds", kind="failure") == at
 
 
-def test_before_the_drift_and_alert_tables_exist_their_metrics_are_left_out(
+def test_before_any_drift_row_or_alert_table_their_metrics_are_left_out(
     client,
     dag_runs,
 ):
