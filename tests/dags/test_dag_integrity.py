@@ -244,6 +244,9 @@ def test_each_task_calls_its_step_with_the_day_root_and_what_airflow_knows(dag, 
         extra["run_id"] = "scheduled__2013-03-16"  # a folder and a registry row per run
     if step == "ingest":
         extra["refetch"] = False
+        # The clock, for the late-data wait (the step itself never reads it).
+        extra["now"] = seen["now"]
+        assert seen["now"].tzinfo is not None
     assert seen == {"day": "2013-03-15", "root": seen["root"], **extra}
 
 
