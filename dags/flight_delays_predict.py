@@ -56,14 +56,14 @@ def run_day(context: Any) -> Any:
     return predicted_day(dag_run.logical_date, dag_run.run_after, (dag_run.conf or {}).get("day"))
 
 
-def nightly_deadline(context: Any, dag_run: Any) -> None:
+def nightly_deadline(dag_run: Any) -> None:
     """The night's deadline (docs/monitoring.md): a run on the clock (05:00 on P) checks
     that the nightly run for P-1, dated 02:00 on P, has succeeded, and alerts if not."""
     if dag_run.logical_date is None:
         return
     local = pendulum.instance(dag_run.logical_date).in_timezone(TIMEZONE)
     nightly = local.set(hour=2, minute=0, second=0, microsecond=0)
-    check_nightly_deadline(context, NIGHTLY_DAG_ID, nightly, processed_day(nightly))
+    check_nightly_deadline(None, NIGHTLY_DAG_ID, nightly, processed_day(nightly))
 
 
 @recording_errors
@@ -71,13 +71,11 @@ def nightly_deadline(context: Any, dag_run: Any) -> None:
 def predict(
     root: str, conn: Any, run_id: str, dag_run: Any, params: dict, triggering_asset_events: Any
 ) -> dict:
-    from airflow.sdk import get_current_context
-
     from flight_delays import predict
 
     started_by_champion = champion_day(triggering_asset_events)
     if started_by_champion is None:
-        nightly_deadline(get_current_context(), dag_run)
+        nightly_deadline(dag_run)
     day = predicted_day(
         dag_run.logical_date,
         dag_run.run_after,

@@ -276,12 +276,20 @@ def on_run_failure(day_of: Callable[[Mapping[str, Any]], date | None]) -> Callab
 
 # --- the night's deadline ----------------------------------------------------------------------
 def check_nightly_deadline(
-    context: Mapping[str, Any], nightly_dag_id: str, nightly_logical_date: datetime, day: date
+    context: Mapping[str, Any] | None,
+    nightly_dag_id: str,
+    nightly_logical_date: datetime,
+    day: date,
 ) -> bool:
     """Whether the nightly run for ``day`` (the one dated ``nightly_logical_date``: 02:00
     New York time on the next day) has succeeded; if not, a 'deadline' alert. Called by
-    the prediction run at 05:00; never raises (predictions go on either way)."""
+    the prediction run at 05:00 (``context``: the running task's when None); never raises
+    (predictions go on either way)."""
     try:
+        if context is None:
+            from airflow.sdk import get_current_context
+
+            context = get_current_context()
         ti = context["ti"]
         done = ti.get_dr_count(
             dag_id=nightly_dag_id, logical_dates=[nightly_logical_date], states=["success"]
