@@ -107,3 +107,60 @@ def test_without_connections_the_alert_is_only_logged(project, caplog):
     assert result["channels"] == "log only: no alert connection"
     assert "NoFlightsError: no flights for 2013-03-15" in caplog.text
     assert latest()["delivery"] == "log only"
+
+
+class FakeTI:
+    def __init__(self, runs: dict[tuple[str, ...] | None, int]):
+        self.runs, self.asked = runs, []
+
+    def get_dr_count(self, dag_id, logical_dates=None, states=None):
+        self.asked.append((dag_id, logical_dates, states))
+        return self.runs.get(tuple(states) if states else None, 0)
+
+
+class FakeDag:
+    dag_id = "flight_delays_predict"
+
+
+NIGHT = datetime(2013, 4, 11, 6, 0, tzinfo=UTC)  # 02:00 New York time
+
+
+@pytest.mark.parametrize(
+    ("runs", "alerted", "state"),
+    [
+        ({("success",): 1, None: 1}, False, None),
+        ({None: 1}, True, "not finished or failed"),
+        ({}, True, "no run at all"),
+    ],
+)
+def test_the_deadline_check_alerts_unless_the_night_succeeded(monkeypatch, runs, alerted, state):
+    import flight_delays_alerts
+
+    sent = []
+    monkeypatch.setattr(flight_delays_alerts, "send_alert", lambda *a, **k: sent.append((a, k)))
+    ti = FakeTI(runs)
+    context = {"ti": ti, "dag": FakeDag(), "run_id": "scheduled__2013-04-11T09:00:00+00:00"}
+    done = flight_delays_alerts.check_nightly_deadline(
+        context, "flight_delays", NIGHT, date(2013, 4, 10)
+    )
+    assert done is not alerted
+    assert ti.asked[0] == ("flight_delays", [NIGHT], ["success"])
+    if alerted:
+        ((kind, title, fields), kwargs) = sent[0]
+        assert kind == "deadline" and "2013-04-10" in title
+        assert fields["state"] == state and kwargs["day"] == date(2013, 4, 10)
+    else:
+        assert not sent
+
+
+def test_the_deadline_check_never_raises(monkeypatch):
+    import flight_delays_alerts
+
+    class Broken:
+        def get_dr_count(self, **kwargs):
+            raise ConnectionError("api down")
+
+    context = {"ti": Broken(), "dag": FakeDag(), "run_id": "r"}
+    assert not flight_delays_alerts.check_nightly_deadline(
+        context, "flight_delays", NIGHT, date(2013, 4, 10)
+    )
