@@ -64,9 +64,10 @@ class IngestSettings:
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"ingest.{key} must be in [0, 1], got {getattr(self, key)}")
         clock_time("ingest.wait_until", self.wait_until)
-        if self.wait_poke_seconds < 1:
+        if self.wait_poke_seconds < 30:
+            # Shorter pokes race Airflow 3.3's report of the previous one (ingest.MIN_POKE).
             raise ConfigError(
-                f"ingest.wait_poke_seconds must be >= 1, got {self.wait_poke_seconds}"
+                f"ingest.wait_poke_seconds must be >= 30, got {self.wait_poke_seconds}"
             )
 
     @property

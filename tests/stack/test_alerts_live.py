@@ -135,7 +135,7 @@ def mails_for(box: Mailbox, run_id: str) -> list[str]:
 
 
 # --- late data -------------------------------------------------------------------------------
-def set_wait(stack: Stack, deadline: datetime, poke_seconds: int = 5) -> date:
+def set_wait(stack: Stack, deadline: datetime, poke_seconds: int = 30) -> date:
     """ingest.wait_until at ``deadline`` (New York); returns the day whose wait it ends."""
     local = deadline.astimezone(NY)
     params = PARAMS.replace(

@@ -379,6 +379,11 @@ def test_a_partial_day_waits_too_and_the_last_look_is_at_the_deadline(root: Path
     with pytest.raises(ingest.DayNotLoadedYet, match="fewer than 50% of the usual") as info:
         ingest.run(DAY, root=root, source_url=url, now=almost)
     assert info.value.retry_at == AFTER
+    # Never two looks less than 30 s apart (ingest.MIN_POKE): Airflow would take the
+    # second for a task that ended while running.
+    with pytest.raises(ingest.DayNotLoadedYet) as info:
+        ingest.run(DAY, root=root, source_url=url, now=AFTER - timedelta(seconds=10))
+    assert info.value.retry_at == AFTER + timedelta(seconds=20)
 
 
 def test_at_its_deadline_a_missing_day_fails_as_late_data(root: Path, url: str) -> None:
