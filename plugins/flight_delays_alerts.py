@@ -234,8 +234,25 @@ def _failed_task_error(context: Mapping[str, Any]) -> tuple[str | None, str | No
     try:
         error = ti.xcom_pull(task_ids=ti.task_id, key=ERROR_XCOM_KEY)
     except Exception as exc:
-        log.warning("could not read the failed task's error: %s", exc)
+        # `airflow dags test` runs the callback in its own process after the task's
+        # supervisor is gone: no Task SDK channel, but the metastore is at hand.
+        try:
+            error = _error_from_metastore(ti)
+        except Exception as failed:
+            log.warning("could not read the failed task's error: %s; %s", exc, failed)
     return ti.task_id, error or (f"no Python error recorded (run: {reason})" if reason else None)
+
+
+def _error_from_metastore(ti: Any) -> str | None:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    query = XComModel.get_many(
+        run_id=ti.run_id, key=ERROR_XCOM_KEY, task_ids=ti.task_id, dag_ids=ti.dag_id
+    )
+    with create_session() as session:
+        row = session.scalars(query.limit(1)).first()
+        return None if row is None else XComModel.deserialize_value(row)
 
 
 def on_run_failure(day_of: Callable[[Mapping[str, Any]], date | None]) -> Callable[..., None]:
