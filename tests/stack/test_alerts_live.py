@@ -2,10 +2,10 @@
 module starts: an SMTP server (aiosmtpd) and an HTTP server for the webhook, wired as
 the Airflow connections flight_delays_smtp and flight_delays_webhook through the REST
 API. In file order: a late day waits (reschedule, no retry used) and then alerts; a day
-that arrives while ingest waits is processed; a task that succeeds on a retry sends
-nothing; a failed run sends exactly one mail and one POST; an SMTP server that refuses
-connections fails nothing; a nightly run held back past the prediction run gives a
-deadline alert.
+that arrives while ingest waits is processed; a failed run sends exactly one mail and
+one POST; an SMTP server that refuses connections fails nothing; a nightly run held
+back past the prediction run gives a deadline alert; a task that succeeds on a retry
+sends nothing.
 
 The late-data tests need a processed day whose wait is not over, so they take the day
 from the clock (yesterday in New York, the day the scheduled run of ``live_dag``
@@ -245,34 +245,6 @@ def test_a_day_that_arrives_while_ingest_waits_is_processed(servers):
 
 
 # --- failure alerts --------------------------------------------------------------------------
-def test_a_task_that_fails_then_succeeds_on_a_retry_sends_nothing(servers):
-    """An older day of the window partly loaded: ingest fails (IncompleteDayError, a
-    transient error) and is retried; the rest of the day arrives; the run succeeds."""
-    stack, box, hook = servers
-    (stack.root / "include" / "params.yaml").write_text(PARAMS)
-    older = date(2013, 4, 18)  # in the window of 2013-04-20
-    with withheld(stack, older) as rows:
-        flights = rows["flights"]
-        partial = {"flights": flights[flights["origin"] == "EWR"], "weather": rows["weather"]}
-        put_back(stack, partial)
-        run_id = trigger(stack, "retried_2013-04-20", logical_date="2013-04-21T02:00:00-04:00")
-        wait_for(
-            "ingest to fail into a retry",
-            lambda: run_state(stack, run_id)[1].get("ingest", {}).get("state") == "up_for_retry",
-            timeout=180,
-        )
-        put_back(stack, {"flights": flights[flights["origin"] != "EWR"]})  # the rest arrives
-        state, tis = wait_for(
-            "the run to end",
-            lambda: (s := run_state(stack, run_id))[0] in ("failed", "success") and s,
-            timeout=420,
-        )
-    assert state == "success" and tis["ingest"]["try_number"] == 2
-    time.sleep(10)
-    assert not posts_for(hook, run_id) and not mails_for(box, run_id)
-    assert not alert_rows(stack, run_id)
-
-
 def test_a_failed_run_sends_exactly_one_mail_and_one_post_with_its_fields(servers):
     stack, box, hook = servers
     (stack.root / "include" / "params.yaml").write_text(PARAMS)
@@ -338,3 +310,33 @@ def held_back_night_gives_a_deadline_alert(stack: Stack, hook: Hook, smtp_down: 
         stack.ok("PATCH", f"/dags/{PREDICT_DAG}", json={"is_paused": True})
         stack.api("DELETE", run_path(held))
         stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+
+
+def test_a_task_that_fails_then_succeeds_on_a_retry_sends_nothing(servers):
+    """An older day of the window partly loaded: ingest fails (IncompleteDayError, a
+    transient error) and is retried; the rest of the day arrives; the run succeeds. Last
+    in the file: the DAG's last run succeeds, so the failed runs above do not count
+    towards the DAG's max_consecutive_failed_dag_runs for the next modules."""
+    stack, box, hook = servers
+    (stack.root / "include" / "params.yaml").write_text(PARAMS)
+    older = date(2013, 4, 18)  # in the window of 2013-04-20
+    with withheld(stack, older) as rows:
+        flights = rows["flights"]
+        partial = {"flights": flights[flights["origin"] == "EWR"], "weather": rows["weather"]}
+        put_back(stack, partial)
+        run_id = trigger(stack, "retried_2013-04-20", logical_date="2013-04-21T02:00:00-04:00")
+        wait_for(
+            "ingest to fail into a retry",
+            lambda: run_state(stack, run_id)[1].get("ingest", {}).get("state") == "up_for_retry",
+            timeout=180,
+        )
+        put_back(stack, {"flights": flights[flights["origin"] != "EWR"]})  # the rest arrives
+        state, tis = wait_for(
+            "the run to end",
+            lambda: (s := run_state(stack, run_id))[0] in ("failed", "success") and s,
+            timeout=420,
+        )
+    assert state == "success" and tis["ingest"]["try_number"] == 2
+    time.sleep(10)
+    assert not posts_for(hook, run_id) and not mails_for(box, run_id)
+    assert not alert_rows(stack, run_id)
