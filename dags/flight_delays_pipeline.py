@@ -16,13 +16,18 @@ from typing import Any
 import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, Param, chain
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSkipException,
+)
 
 from flight_delays.artifacts import ASSETS, asset_uri, written_by
 from flight_delays.config import project_root
 from flight_delays.dates import TIMEZONE, processed_day
 from flight_delays.db import warehouse_url
 from flight_delays.errors import failing_fast
+from flight_delays_alerts import on_run_failure, recording_errors  # the plugins folder
 
 # `airflow tasks test` and `dags test` (`make run`) pay two costs the project can cut
 # (docs/benchmarks.md): ~2 s of garbage collection at exit over ~700k live objects (the
@@ -50,6 +55,13 @@ DAY = "{{ processed_day(dag_run.logical_date, dag_run.run_after, params.day) }}"
 # file) fails its task at once, without the retries; every other error is retried.
 fail_fast = failing_fast(AirflowFailException)
 
+
+def run_day(context: Any) -> Any:
+    """The processed day of a run, for its failure alert (docs/monitoring.md)."""
+    dag_run = context["dag_run"]
+    return processed_day(dag_run.logical_date, dag_run.run_after, (dag_run.conf or {}).get("day"))
+
+
 # Lineage, from the artifact catalog (the prediction DAG declares the same Assets).
 ASSET = {
     name: Asset(name=name, uri=asset_uri(entry, PROJECT_ROOT)) for name, entry in ASSETS.items()
@@ -62,15 +74,26 @@ CHAMPION = ASSET["flight_delays_champion"]
 # writes into a folder of its own run, and score records one registry row per run. Each
 # returns its step's dict of plain values (XCom): artifact locations are strings, s3://
 # URLs when the artifact root is in an object store.
+@recording_errors
 @fail_fast
 def ingest(day: str, root: str, conn: Any, params: dict) -> dict:
     from flight_delays import ingest
 
-    return ingest.run(
-        day=day, root=root, source_url=warehouse_url(conn), refetch=bool(params.get("refetch"))
-    )
+    try:
+        return ingest.run(
+            day=day,
+            root=root,
+            source_url=warehouse_url(conn),
+            refetch=bool(params.get("refetch")),
+            now=pendulum.now("UTC"),
+        )
+    except ingest.DayNotLoadedYet as waiting:
+        # Late data: look again later without using a retry (reschedule); at
+        # ingest.wait_until the step raises LateDataError, which fails the run and alerts.
+        raise AirflowRescheduleException(waiting.retry_at) from waiting
 
 
+@recording_errors
 @fail_fast
 def featurize(day: str, root: str) -> dict:
     from flight_delays import featurize
@@ -78,6 +101,7 @@ def featurize(day: str, root: str) -> dict:
     return featurize.run(day=day, root=root)
 
 
+@recording_errors
 @fail_fast
 def split(day: str, root: str) -> dict:
     from flight_delays import split
@@ -85,6 +109,7 @@ def split(day: str, root: str) -> dict:
     return split.run(day=day, root=root)
 
 
+@recording_errors
 @fail_fast
 def train(day: str, root: str, conn: Any, run_id: str) -> dict:
     from flight_delays import train
@@ -92,6 +117,7 @@ def train(day: str, root: str, conn: Any, run_id: str) -> dict:
     return train.run(day=day, root=root, registry_url=warehouse_url(conn), run_id=run_id)
 
 
+@recording_errors
 @fail_fast
 def score(day: str, root: str, conn: Any, run_id: str) -> dict:
     from flight_delays import score
@@ -99,6 +125,7 @@ def score(day: str, root: str, conn: Any, run_id: str) -> dict:
     return score.run(day=day, root=root, registry_url=warehouse_url(conn), run_id=run_id)
 
 
+@recording_errors
 @fail_fast
 def chart(day: str, root: str, conn: Any) -> dict:
     from flight_delays import chart
@@ -106,6 +133,7 @@ def chart(day: str, root: str, conn: Any) -> dict:
     return chart.run(day=day, root=root, registry_url=warehouse_url(conn))
 
 
+@recording_errors
 def publish(day: str, ti: Any, outlet_events: Any) -> dict:
     """Emit a ``champion`` asset event when this run's score changed the champion (a
     promotion or a step-down), carrying the new champion's model hash and MAE; skipped
@@ -140,6 +168,9 @@ with DAG(
     max_active_runs=2,  # two cores: more parallel runs only queue behind each other
     max_consecutive_failed_dag_runs=5,
     dagrun_timeout=timedelta(hours=2),
+    # One alert per failed run, by mail and/or webhook when their Airflow connections
+    # exist, else in the log; always recorded in the registry (docs/monitoring.md).
+    on_failure_callback=on_run_failure(run_day),
     default_args={
         "owner": "ml-platform",
         "retries": 2,

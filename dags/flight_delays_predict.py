@@ -18,9 +18,14 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from flight_delays.artifacts import ASSETS, asset_uri, written_by
 from flight_delays.config import project_root
-from flight_delays.dates import TIMEZONE, predicted_day
+from flight_delays.dates import TIMEZONE, predicted_day, processed_day
 from flight_delays.db import warehouse_url
 from flight_delays.errors import failing_fast
+from flight_delays_alerts import (  # the plugins folder
+    check_nightly_deadline,
+    on_run_failure,
+    recording_errors,
+)
 
 # As in the training DAG (flight_delays_pipeline.py): the project root, the fail-fast
 # rule for data errors, and the Assets from the artifact catalog.
@@ -41,17 +46,41 @@ def champion_day(triggering_asset_events: Any) -> str | None:
     return max(events, key=lambda event: event.timestamp).extra["day"] if events else None
 
 
+NIGHTLY_DAG_ID = "flight_delays"
+
+
+def run_day(context: Any) -> Any:
+    """The day a run serves, for its failure alert (a run started by a new champion
+    cannot be told apart here: it is named by its logical date, or its trigger time)."""
+    dag_run = context["dag_run"]
+    return predicted_day(dag_run.logical_date, dag_run.run_after, (dag_run.conf or {}).get("day"))
+
+
+def nightly_deadline(dag_run: Any) -> None:
+    """The night's deadline (docs/monitoring.md): a run on the clock (05:00 on P) checks
+    that the nightly run for P-1, dated 02:00 on P, has succeeded, and alerts if not."""
+    if dag_run.logical_date is None:
+        return
+    local = pendulum.instance(dag_run.logical_date).in_timezone(TIMEZONE)
+    nightly = local.set(hour=2, minute=0, second=0, microsecond=0)
+    check_nightly_deadline(None, NIGHTLY_DAG_ID, nightly, processed_day(nightly))
+
+
+@recording_errors
 @fail_fast
 def predict(
     root: str, conn: Any, run_id: str, dag_run: Any, params: dict, triggering_asset_events: Any
 ) -> dict:
     from flight_delays import predict
 
+    started_by_champion = champion_day(triggering_asset_events)
+    if started_by_champion is None:
+        nightly_deadline(dag_run)
     day = predicted_day(
         dag_run.logical_date,
         dag_run.run_after,
         params.get("day"),
-        champion_day(triggering_asset_events),
+        started_by_champion,
     )
     url = warehouse_url(conn)
     return predict.run(day=day, root=root, source_url=url, registry_url=url, run_id=run_id)
@@ -70,6 +99,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,  # runs replace a day's predictions whole: one at a time
     dagrun_timeout=timedelta(hours=1),
+    on_failure_callback=on_run_failure(run_day),  # one alert per failed run
     default_args={
         "owner": "ml-platform",
         "retries": 2,

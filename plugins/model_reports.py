@@ -478,9 +478,6 @@ RUN_STATES = ("queued", "running", "success", "failed")
 # The Airflow connections that turn alerts on (an SMTP server, a webhook); with neither,
 # alerts are written to the task log only.
 ALERT_CONN_IDS = ("flight_delays_smtp", "flight_delays_webhook")
-# Tables other parts of the pipeline add to the registry: read only when they exist, so
-# the page and the metrics work before and after their migrations.
-ALERTS_TABLE = "alerts"  # id, at (UTC), kind, dag_id, run_id, day, summary, channels
 TOP_DRIFT = 5  # features shown on the page, largest PSI first
 SERVED_DAYS = 60  # served days shown on the page, newest first
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what every Prometheus reads
@@ -508,17 +505,14 @@ def alert_channels() -> list[str]:
 
 
 def read_last_alert(engine: Any) -> dict[str, Any] | None:
-    """The newest row of the registry's ``alerts`` table; None without the table or rows."""
-    from sqlalchemy import text
+    """The newest alert of the registry (:func:`flight_delays.alerts.latest`), sent or
+    not (``delivery``: sent, not sent, log only, suppressed); None without one, or in a
+    registry from before revision 0007_alerts (the page never migrates it)."""
+    from flight_delays import alerts
 
-    if not _has_table(engine, ALERTS_TABLE):
+    if not _has_table(engine, alerts.ALERTS.name):
         return None
-    query = text(
-        "select id, at, kind, dag_id, run_id, day, summary, channels from alerts "
-        "order by at desc, id desc limit 1"
-    )
-    with engine.connect() as conn:
-        row = conn.execute(query).mappings().first()
+    row = alerts.latest(engine)
     if row is None:
         return None
     at = _utc(row["at"])
@@ -530,6 +524,7 @@ def read_last_alert(engine: Any) -> dict[str, Any] | None:
         "day": _day(row["day"]),
         "summary": row["summary"],
         "channels": row["channels"],
+        "delivery": row["delivery"],
     }
 
 
@@ -805,7 +800,8 @@ def render_monitoring(data: dict[str, Any]) -> str:
             f"<code>{esc(str(alert['run_id'] or ''))}</code></dd>"
             f"<dt>Processed day</dt><dd>{esc(alert['day'] or '')}</dd>"
             f"<dt>Summary</dt><dd>{esc(str(alert['summary'] or ''))}</dd>"
-            f"<dt>Sent through</dt><dd>{esc(str(alert['channels'] or 'the task log only'))}</dd>"
+            f"<dt>Delivery</dt><dd>{esc(str(alert['delivery'] or ''))}: "
+            f"{esc(str(alert['channels'] or 'the task log only'))}</dd>"
             "</dl>"
         )
     drift = data.get("drift")

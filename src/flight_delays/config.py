@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,65 @@ class IngestSettings:
     # partly loaded: it is not frozen, and the task is retried. 2013's smallest day
     # (Thanksgiving) has 64 % of its weekday's usual count.
     min_day_share: float = 0.5
+    # Late data (docs/monitoring.md): when the processed day D has no rows yet in the
+    # warehouse, or looks partly loaded, ingest waits (reschedule mode: no retry is used)
+    # until this New York time on D+1 ("HH:MM" or "HH:MM:SS", quoted: YAML reads 3:30
+    # as a number), looking again every wait_poke_seconds; then it fails with "late
+    # data". A day whose wait is already over (a backfill of old days) fails at once.
+    wait_until: str = "03:30"
+    wait_poke_seconds: int = 600
 
     def __post_init__(self) -> None:
         for key in ("max_quarantine_share", "min_day_share"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"ingest.{key} must be in [0, 1], got {getattr(self, key)}")
+        clock_time("ingest.wait_until", self.wait_until)
+        if self.wait_poke_seconds < 30:
+            # Shorter pokes race Airflow 3.3's report of the previous one (ingest.MIN_POKE).
+            raise ConfigError(
+                f"ingest.wait_poke_seconds must be >= 30, got {self.wait_poke_seconds}"
+            )
+
+    @property
+    def wait_until_time(self) -> time:
+        return clock_time("ingest.wait_until", self.wait_until)
+
+
+def clock_time(key: str, value: Any) -> time:
+    """A time of day from ``"HH:MM"`` or ``"HH:MM:SS"``; a ConfigError naming ``key``."""
+    try:
+        return time.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ConfigError(
+            f'{key} must be a time of day, "HH:MM" or "HH:MM:SS" (quoted), got {value!r}'
+        ) from None
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Alerts (docs/monitoring.md). Where they go is set by the Airflow connections
+    ``flight_delays_smtp`` and ``flight_delays_webhook``; these say to whom, how often,
+    and the night's deadline."""
+
+    # Mail recipients (comma-separated) and sender, when the SMTP connection exists.
+    mail_to: str = "ml-platform@localhost"
+    mail_from: str = "flight-delays@localhost"
+    # Anti-flood: at most rate_limit_count alerts of one kind per DAG are sent in any
+    # rate_limit_minutes; the rest are recorded (table alerts) and counted in the next
+    # alert that is sent.
+    rate_limit_count: int = 3
+    rate_limit_minutes: int = 60
+    # The nightly run of day D must have succeeded by this New York time on D+1 (when the
+    # prediction DAG starts); the prediction run checks it.
+    nightly_deadline: str = "05:00"
+
+    def __post_init__(self) -> None:
+        if self.rate_limit_count < 1 or self.rate_limit_minutes < 1:
+            raise ConfigError(
+                "alerts.rate_limit_count and alerts.rate_limit_minutes must be >= 1, got "
+                f"{self.rate_limit_count} and {self.rate_limit_minutes}"
+            )
+        clock_time("alerts.nightly_deadline", self.nightly_deadline)
 
 
 @dataclass(frozen=True)
@@ -300,6 +354,7 @@ class Settings:
     score: ScoreSettings = field(default_factory=ScoreSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @property
     def registry_url(self) -> str:
@@ -340,6 +395,7 @@ _SECTIONS = {
     "score": ScoreSettings,
     "registry": RegistrySettings,
     "drift": DriftSettings,
+    "alerts": AlertSettings,
 }
 
 
@@ -363,7 +419,10 @@ def _section(name: str, raw: Any, cls: type) -> Any:
         if default is not None and value is not None and not isinstance(value, type(default)):
             # YAML reads 15 as int where a float is expected: accept ints for floats only.
             if not (isinstance(default, float) and isinstance(value, int)):
-                raise ConfigError(f"{name}.{key} must be {type(default).__name__}, got {value!r}")
+                hint = ' (quote a time of day: "03:30")' if isinstance(default, str) else ""
+                raise ConfigError(
+                    f"{name}.{key} must be {type(default).__name__}, got {value!r}{hint}"
+                )
             value = float(value)
         values[key] = value
     return cls(**values)

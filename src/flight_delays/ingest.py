@@ -30,10 +30,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date
+from datetime import date, datetime, timedelta
+from datetime import time as clock
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pyarrow as pa
@@ -75,7 +77,62 @@ class BrokenPartitionError(PipelineDataError):
     """A raw partition folder exists but lacks a file or holds an unreadable one."""
 
 
+class LateDataError(PipelineDataError):
+    """Late data: the processed day was still missing or partly loaded in the warehouse
+    when its wait ended (``ingest.wait_until`` New York time on the next day). A data
+    error: the task fails at once and alerts (kind 'late_data')."""
+
+    def __init__(self, day: date, deadline: datetime, reason: str) -> None:
+        self.day = day
+        self.deadline = deadline
+        super().__init__(
+            f"late data: {reason}; the wait for {day.isoformat()} ended at "
+            f"{deadline.isoformat(timespec='minutes')} (ingest.wait_until, New York time on "
+            f"the next day)"
+        )
+
+
+class DayNotLoadedYet(Exception):
+    """The processed day is missing or partly loaded and its wait is not over: look
+    again at ``retry_at`` (the DAG reschedules the task: no retry is used up)."""
+
+    def __init__(self, day: date, retry_at: datetime, deadline: datetime, reason: str) -> None:
+        self.day, self.retry_at, self.deadline = day, retry_at, deadline
+        super().__init__(
+            f"{day.isoformat()} is not fully in the warehouse yet ({reason}); waiting until "
+            f"{deadline.isoformat(timespec='minutes')}, next look at "
+            f"{retry_at.isoformat(timespec='seconds')}"
+        )
+
+
 # --- pure core -------------------------------------------------------------------------
+#: The shortest wait between two looks at a late day. Measured on Airflow 3.3.2 with the
+#: LocalExecutor: a poke's process reports its end about 5 s after the task rescheduled
+#: itself; a next poke started before that report is taken for a task that ended while
+#: running, and is failed into a retry (docs/monitoring.md).
+MIN_POKE = timedelta(seconds=30)
+
+
+def wait_deadline(day: date, wait_until: clock, tz: str = dates.TIMEZONE) -> datetime:
+    """When ingest stops waiting for ``day``: ``wait_until`` local time on the next day."""
+    return datetime.combine(day + timedelta(days=1), wait_until, tzinfo=ZoneInfo(tz))
+
+
+def late_or_waiting(
+    day: date, now: datetime, wait_until: clock, poke_seconds: int, reason: str
+) -> LateDataError | DayNotLoadedYet:
+    """What to do about a processed day that is missing or partly loaded at ``now``
+    (aware): wait (:class:`DayNotLoadedYet`, next look in ``poke_seconds``, never after
+    the deadline) while before :func:`wait_deadline`, else :class:`LateDataError`. A
+    backfill of an old day is past its deadline at the first look: it fails at once."""
+    deadline = wait_deadline(day, wait_until)
+    if now >= deadline:
+        return LateDataError(day, deadline, reason)
+    # The last look is at the deadline, but never sooner than MIN_POKE after this one.
+    retry_at = max(min(now + timedelta(seconds=poke_seconds), deadline), now + MIN_POKE)
+    return DayNotLoadedYet(day, retry_at, deadline, reason)
+
+
 def missing_days(window_days: Sequence[date], existing_days: Iterable[date]) -> list[date]:
     """The days of ``window_days`` (in their order) that are not in ``existing_days``."""
     existing = set(existing_days)
@@ -296,10 +353,12 @@ def _fetch(
         min_share=settings.ingest.min_day_share,
     )
     if incomplete:
-        raise contracts.IncompleteDayError(
+        error = contracts.IncompleteDayError(
             f"{incomplete}: the day looks partly loaded in {shown}, so it was not frozen; "
             f"the task is retried, and any later run fetches it again once it is complete"
         )
+        error.day = day  # type: ignore[attr-defined]  # read by run()'s late-data rule
+        raise error
     flights = contracts.check_flights(flights_raw, day, source.FLIGHT_DTYPES)
     weather = contracts.check_weather(weather_raw, day, source.WEATHER_DTYPES)
     return flights, weather, contracts.quarantine_summary(day, flights, weather)
@@ -393,8 +452,14 @@ def run(
     params_file: str | Path | None = None,
     source_url: str | None = None,
     refetch: bool = False,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Fetch the window's missing raw partitions for ``day`` and write its manifest.
+
+    Late data: given ``now`` (aware; the DAG passes the clock), a processed day that is
+    missing or partly loaded raises :class:`DayNotLoadedYet` until ``ingest.wait_until``
+    on the next day, then :class:`LateDataError` (:func:`late_or_waiting`). Without
+    ``now`` (the commands), such a day raises as any other window day.
 
     Every fetched day passes the data contract first (:mod:`flight_delays.contracts`):
     rows that break it go to ``data/interim/quarantine/ds=<day>/`` with their reasons,
@@ -415,9 +480,18 @@ def run(
     days = dates.window(processed, settings.ingest.window_days)
     url = source_url or settings.source_url
     shown = db.safe_url(url)
-    if refetch:
-        refetch_day(settings, processed, url)
-    fetched = ensure_partitions(settings, days, url)
+    try:
+        if refetch:
+            refetch_day(settings, processed, url)
+        fetched = ensure_partitions(settings, days, url)
+    except (NoFlightsError, contracts.IncompleteDayError) as exc:
+        if now is None or getattr(exc, "day", None) != processed:
+            raise
+        reason = str(exc).split(": the day looks")[0].split(", so nothing")[0]
+        raise late_or_waiting(
+            processed, now, settings.ingest.wait_until_time, settings.ingest.wait_poke_seconds,
+            reason,
+        ) from exc  # fmt: skip
     partitions = [
         {**partition_stats(d, paths.raw_partition(d)), "quarantined": quarantined_rows(paths, d)}
         for d in days

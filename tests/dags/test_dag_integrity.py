@@ -244,6 +244,9 @@ def test_each_task_calls_its_step_with_the_day_root_and_what_airflow_knows(dag, 
         extra["run_id"] = "scheduled__2013-03-16"  # a folder and a registry row per run
     if step == "ingest":
         extra["refetch"] = False
+        # The clock, for the late-data wait (the step itself never reads it).
+        extra["now"] = seen["now"]
+        assert seen["now"].tzinfo is not None
     assert seen == {"day": "2013-03-15", "root": seen["root"], **extra}
 
 
@@ -373,3 +376,89 @@ def test_a_data_error_fails_the_prediction_at_once(predict_dag, monkeypatch):
             params={"day": None},
             triggering_asset_events={},
         )
+
+
+# --- alerts (docs/monitoring.md) -----------------------------------------------------------
+@pytest.mark.parametrize("dag_id", ["flight_delays", "flight_delays_predict"])
+def test_a_failed_run_alerts_once_and_no_task_alerts_on_its_own(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert callable(dag.on_failure_callback)
+    assert dag.on_failure_callback.__name__ == "alert_failed_run"
+    # Only the run's callback alerts: a task that fails, then succeeds on a retry, fails
+    # no run and so sends nothing.
+    for task in dag.tasks:
+        for hook in ("on_failure_callback", "on_retry_callback", "on_success_callback"):
+            assert not getattr(task, hook), (task.task_id, hook)
+
+
+class FakeTI:
+    def __init__(self, task_id: str, error: str | None):
+        self.task_id, self.error, self.pushed = task_id, error, {}
+
+    def xcom_pull(self, task_ids: str, key: str):
+        assert task_ids == self.task_id
+        return self.error if key == "flight_delays_error" else None
+
+    def xcom_push(self, key: str, value):
+        self.pushed[key] = value
+
+
+class FakeRun:
+    logical_date = pendulum.datetime(2013, 3, 16, 2, tz="America/New_York")
+    run_after = logical_date
+    run_id = "scheduled__2013-03-16T07:00:00+00:00"
+    conf: dict = {}  # noqa: RUF012
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        ("AirflowFailException: NoFlightsError: no flights for 2013-03-15", "failure"),
+        ("AirflowFailException: LateDataError: late data: no flights for 2013-03-15", "late_data"),
+    ],
+)
+def test_the_failure_callback_alerts_with_the_run_day_task_error_and_link(
+    dag, monkeypatch, error, kind
+):
+    import flight_delays_alerts
+
+    sent = []
+    monkeypatch.setattr(flight_delays_alerts, "dispatch", lambda alert: sent.append(alert))
+    context = {"dag": dag, "run_id": FakeRun.run_id, "dag_run": FakeRun(), "reason": "task_failure"}
+    dag.on_failure_callback({**context, "ti": FakeTI("ingest", error)})
+    (alert,) = sent
+    assert alert.kind == kind and alert.day == date(2013, 3, 15)
+    assert alert.fields["failed task"] == "ingest" and alert.fields["error"] == error
+    assert alert.fields["run"] == FakeRun.run_id
+    assert alert.url.endswith(
+        "/dags/flight_delays/runs/scheduled__2013-03-16T07%3A00%3A00%2B00%3A00"
+    )
+
+
+def test_a_failing_task_keeps_the_last_line_of_its_error_for_the_alert(dag, monkeypatch):
+    import airflow.sdk
+
+    from flight_delays import split
+
+    ti = FakeTI("split", None)
+    monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: {"ti": ti})
+    monkeypatch.setattr(split, "run", step_raising(ConnectionError("line 1\nwarehouse went away")))
+    with pytest.raises(ConnectionError):
+        call_task(dag.get_task("split"))
+    assert ti.pushed == {"flight_delays_error": "warehouse went away"}
+
+
+def test_ingest_waits_for_a_late_day_by_rescheduling_not_by_a_retry(dag, monkeypatch):
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    from flight_delays import ingest
+
+    at = pendulum.datetime(2013, 3, 16, 3, 0, tz="UTC")
+
+    def not_yet(**kwargs):
+        raise ingest.DayNotLoadedYet(date(2013, 3, 15), at, at, "no flights for 2013-03-15")
+
+    monkeypatch.setattr(ingest, "run", not_yet)
+    with pytest.raises(AirflowRescheduleException) as info:
+        call_task(dag.get_task("ingest"))
+    assert info.value.reschedule_date == at

@@ -1,9 +1,8 @@
 """Issue 18 on the Model reports plugin: the Prometheus route (/model-reports/metrics,
 parsed with prometheus_client's own parser), the monitoring JSON, and the page's alerts,
-drift and served-vs-baseline sections. The registry is built here; drift rows are
-written by the registry's own writer (``registry.record_drift``); the ``alerts`` table is
-created with plain SQL matching its columns, to test the page and the route before and
-after it exists."""
+drift and served-vs-baseline sections. The registry is built here; drift rows and
+alerts are written by the pipeline's own writers (``registry.record_drift``,
+``alerts.record``), and the page and the route are tested before and after they exist."""
 
 # The fixtures of test_model_reports.py are imported, and pytest passes them by name.
 # ruff: noqa: F811
@@ -17,16 +16,11 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, delete, insert, text
+from sqlalchemy import create_engine, delete, insert
 from test_model_reports import SHA, auth, client, load_plugin, plugin, project  # noqa: F401
 
-from flight_delays import registry, serving
+from flight_delays import alerts, registry, serving
 
-ALERTS_DDL = (
-    "create table alerts (id integer primary key, at timestamp not null, "
-    "kind varchar(40) not null, dag_id varchar(250) not null, run_id varchar(250), "
-    "day date, summary text not null, channels varchar(200) not null)"
-)
 ENDS = {
     "old": datetime(2026, 12, 1, 7, 0, tzinfo=UTC),
     "new": datetime(2026, 12, 2, 7, 30, 15, tzinfo=UTC),
@@ -135,19 +129,22 @@ def add_drift_and_alerts(engine) -> None:
     for (day, run_id), rows in runs.items():
         frame = pd.DataFrame([(*r, 900, 80_000) for r in rows], columns=columns)
         registry.record_drift(engine, day, run_id, frame)
-    alerts = [
-        (1, "2013-03-16 07:00:00", "drift", "flight_delays", "scheduled__a", "2013-03-15",
-         "carrier drifted", "task log"),
-        (2, "2013-03-17 09:15:00", "failure", "flight_delays", "scheduled__<b>", "2013-03-16",
-         "train failed: <script>alert(1)</script>", "flight_delays_smtp"),
+    recorded = [
+        ("drift", "2013-03-16 07:00:00", "scheduled__a", "2013-03-15", "carrier drifted",
+         "log only: no alert connection", "log only"),
+        ("failure", "2013-03-17 09:15:00", "scheduled__<b>", "2013-03-16",
+         "train failed: <script>alert(1)</script>", "flight_delays_smtp: sent", "sent"),
     ]  # fmt: skip
-    with engine.begin() as conn:
-        conn.execute(text(ALERTS_DDL))
-        for row in alerts:
-            conn.execute(
-                text("insert into alerts values (:i, :a, :k, :g, :r, :d, :s, :c)"),
-                dict(zip(["i", "a", "k", "g", "r", "d", "s", "c"], row, strict=True)),
-            )
+    for kind, at, run_id, day, title, channels, delivery in recorded:
+        alert = alerts.Alert(
+            kind=kind,
+            title=title,
+            dag_id="flight_delays",
+            at=datetime.fromisoformat(at).replace(tzinfo=UTC),
+            run_id=run_id,
+            day=date.fromisoformat(day),
+        )
+        alerts.record(engine, alert, channels, delivery)
 
 
 def quarantine(project, day: str, rows: int) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
@@ -354,3 +355,79 @@ def test_featurize_leaves_out_broken_rows_of_an_old_partition(root: Path, url: s
     legacy.to_parquet(path, index=False)
     result = featurize.run(DAY, root=root)
     assert result["failed_contract"] == 2
+
+
+# --- late data: the processed day waits until ingest.wait_until, then fails ---------------
+# New York time, as the DAG passes the clock: 2013-01-31 03:30 is the default deadline.
+BEFORE = datetime(2013, 1, 31, 1, 0, tzinfo=ZoneInfo("America/New_York"))
+AFTER = datetime(2013, 1, 31, 3, 30, tzinfo=ZoneInfo("America/New_York"))
+
+
+def test_a_missing_day_waits_without_failing_before_its_deadline(root: Path, url: str) -> None:
+    sql(url, f"DELETE FROM flights WHERE local_date = '{ISO}'")
+    with pytest.raises(ingest.DayNotLoadedYet, match=f"no flights for {ISO}") as info:
+        ingest.run(DAY, root=root, source_url=url, now=BEFORE)
+    assert info.value.retry_at == BEFORE + timedelta(seconds=600)  # ingest.wait_poke_seconds
+    assert info.value.deadline == AFTER
+    assert not issubclass(ingest.DayNotLoadedYet, PipelineDataError)  # not a failure
+    assert not (root / "data" / "raw" / f"ds={ISO}").exists()
+
+
+def test_a_partial_day_waits_too_and_the_last_look_is_at_the_deadline(root: Path, url: str) -> None:
+    sql(url, f"DELETE FROM flights WHERE local_date = '{ISO}' AND origin <> 'EWR'")
+    almost = AFTER - timedelta(seconds=30)
+    with pytest.raises(ingest.DayNotLoadedYet, match="fewer than 50% of the usual") as info:
+        ingest.run(DAY, root=root, source_url=url, now=almost)
+    assert info.value.retry_at == AFTER
+    # Never two looks less than 30 s apart (ingest.MIN_POKE): Airflow would take the
+    # second for a task that ended while running.
+    with pytest.raises(ingest.DayNotLoadedYet) as info:
+        ingest.run(DAY, root=root, source_url=url, now=AFTER - timedelta(seconds=10))
+    assert info.value.retry_at == AFTER + timedelta(seconds=20)
+
+
+def test_at_its_deadline_a_missing_day_fails_as_late_data(root: Path, url: str) -> None:
+    sql(url, f"DELETE FROM flights WHERE local_date = '{ISO}'")
+    with pytest.raises(ingest.LateDataError, match=rf"^late data: no flights for {ISO}.*03:30"):
+        ingest.run(DAY, root=root, source_url=url, now=AFTER)
+    assert issubclass(ingest.LateDataError, PipelineDataError)  # fails at once, no retries
+
+
+def test_a_backfill_of_an_old_missing_day_fails_at_once(root: Path, url: str) -> None:
+    sql(url, f"DELETE FROM flights WHERE local_date = '{ISO}'")
+    years_later = datetime(2026, 12, 5, 12, 0, tzinfo=ZoneInfo("UTC"))
+    with pytest.raises(ingest.LateDataError, match="late data"):
+        ingest.run(DAY, root=root, source_url=url, now=years_later)
+
+
+def test_a_day_that_arrives_while_waiting_is_processed(root: Path, url: str) -> None:
+    rows = source_rows(url, "flights")
+    sql(url, f"DELETE FROM flights WHERE local_date = '{ISO}'")
+    with pytest.raises(ingest.DayNotLoadedYet):
+        ingest.run(DAY, root=root, source_url=url, now=BEFORE)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        rows.to_sql("flights", conn, if_exists="append", index=False)
+    engine.dispose()
+    result = ingest.run(DAY, root=root, source_url=url, now=BEFORE + timedelta(minutes=10))
+    assert result["fetched"] >= 1
+    assert len(raw(root, "flights.parquet")) == len(rows)
+
+
+def test_an_older_window_day_missing_is_not_late_data(root: Path, url: str) -> None:
+    older = (DAY - timedelta(days=1)).isoformat()
+    sql(url, f"DELETE FROM flights WHERE local_date = '{older}'")
+    with pytest.raises(ingest.NoFlightsError, match=f"no flights for {older}"):
+        ingest.run(DAY, root=root, source_url=url, now=BEFORE)
+
+
+def test_wait_until_must_be_a_quoted_time_of_day(root: Path) -> None:
+    from flight_delays.config import ConfigError, load_settings
+
+    params = root / "include" / "params.yaml"
+    params.write_text("ingest:\n  wait_until: 3:30\n")  # YAML reads the number 210
+    with pytest.raises(ConfigError, match=r"ingest.wait_until must be str.*quote"):
+        load_settings(root)
+    params.write_text('ingest:\n  wait_until: "3h30"\n')
+    with pytest.raises(ConfigError, match=r"ingest.wait_until must be a time of day"):
+        load_settings(root)

@@ -1,0 +1,166 @@
+"""plugins/flight_delays_alerts.py against real servers: a mail through the smtp
+provider's notifier, a JSON POST through the http provider's, an SMTP server that
+refuses connections, and no connection at all. Connections come from AIRFLOW_CONN_*."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "plugins"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from alert_servers import (  # noqa: E402
+    free_port,
+    smtp_connection,
+    smtp_server,
+    webhook_connection,
+    webhook_server,
+)
+
+SMTP_ENV = "AIRFLOW_CONN_FLIGHT_DELAYS_SMTP"
+WEBHOOK_ENV = "AIRFLOW_CONN_FLIGHT_DELAYS_WEBHOOK"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    root = tmp_path / "project"
+    (root / "include").mkdir(parents=True)
+    (root / "include" / "params.yaml").write_text('alerts:\n  mail_to: "oncall@example.com"\n')
+    monkeypatch.setenv("FLIGHT_DELAYS_HOME", str(root))
+    monkeypatch.setenv("FLIGHT_DELAYS_SOURCE_URL", f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    for name in (SMTP_ENV, WEBHOOK_ENV, "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"):
+        monkeypatch.delenv(name, raising=False)
+    return root
+
+
+def alert():
+    from flight_delays.alerts import failure_alert
+
+    return failure_alert(
+        dag_id="flight_delays",
+        run_id="manual__2013-03-16T07:00:00+00:00",
+        day=date(2013, 3, 15),
+        task_id="ingest",
+        error="AirflowFailException: NoFlightsError: no flights for 2013-03-15",
+        url="http://localhost:8080/dags/flight_delays/runs/manual__2013-03-16",
+        at=datetime.now(UTC),
+    )
+
+
+def latest():
+    from flight_delays import alerts, registry
+    from flight_delays.config import load_settings
+
+    engine = registry.connect(load_settings().registry_url)
+    try:
+        return alerts.latest(engine)
+    finally:
+        engine.dispose()
+
+
+def test_a_mail_and_a_webhook_post_hold_the_alert(project, monkeypatch):
+    import flight_delays_alerts
+
+    with smtp_server() as box, webhook_server() as hook:
+        monkeypatch.setenv(SMTP_ENV, smtp_connection(box.port))
+        monkeypatch.setenv(WEBHOOK_ENV, webhook_connection(hook.url))
+        assert flight_delays_alerts.alert_connections() == {"smtp": True, "webhook": True}
+        result = flight_delays_alerts.dispatch(alert())
+    assert result["channels"] == "smtp: sent; webhook: sent"
+    (mail,) = box.messages
+    assert mail["To"] == "oncall@example.com"
+    (text,) = box.texts()
+    expected = ["flight_delays", "manual__2013-03-16T07:00:00+00:00", "2013-03-15", "ingest"]
+    expected += ["NoFlightsError: no flights for 2013-03-15", "/dags/flight_delays/runs/"]
+    for value in expected:
+        assert value in text
+    (post,) = hook.posts
+    assert post["path"] == "/alerts"
+    assert post["json"]["fields"]["failed task"] == "ingest"
+    assert post["json"]["kind"] == "failure" and "no flights" in post["json"]["text"]
+    assert latest()["channels"] == "smtp: sent; webhook: sent"
+
+
+def test_an_smtp_server_that_refuses_is_logged_with_the_reason(project, monkeypatch, caplog):
+    import flight_delays_alerts
+
+    with webhook_server() as hook:
+        monkeypatch.setenv(SMTP_ENV, smtp_connection(free_port()))  # nothing listens there
+        monkeypatch.setenv(WEBHOOK_ENV, webhook_connection(hook.url))
+        result = flight_delays_alerts.dispatch(alert())
+    assert result["channels"].startswith("smtp: not sent: ConnectionRefusedError")
+    assert result["channels"].endswith("webhook: sent") and len(hook.posts) == 1
+    assert "smtp: not sent: ConnectionRefusedError" in caplog.text
+    assert latest()["channels"] == result["channels"]
+
+
+def test_without_connections_the_alert_is_only_logged(project, caplog):
+    import flight_delays_alerts
+
+    assert flight_delays_alerts.alert_connections() == {"smtp": False, "webhook": False}
+    result = flight_delays_alerts.dispatch(alert())
+    assert result["channels"] == "log only: no alert connection"
+    assert "NoFlightsError: no flights for 2013-03-15" in caplog.text
+    assert latest()["delivery"] == "log only"
+
+
+class FakeTI:
+    def __init__(self, runs: dict[tuple[str, ...] | None, int]):
+        self.runs, self.asked = runs, []
+
+    def get_dr_count(self, dag_id, logical_dates=None, states=None):
+        self.asked.append((dag_id, logical_dates, states))
+        return self.runs.get(tuple(states) if states else None, 0)
+
+
+class FakeDag:
+    dag_id = "flight_delays_predict"
+
+
+NIGHT = datetime(2013, 4, 11, 6, 0, tzinfo=UTC)  # 02:00 New York time
+
+
+@pytest.mark.parametrize(
+    ("runs", "alerted", "state"),
+    [
+        ({("success",): 1, None: 1}, False, None),
+        ({None: 1}, True, "not finished or failed"),
+        ({}, True, "no run at all"),
+    ],
+)
+def test_the_deadline_check_alerts_unless_the_night_succeeded(monkeypatch, runs, alerted, state):
+    import flight_delays_alerts
+
+    sent = []
+    monkeypatch.setattr(flight_delays_alerts, "send_alert", lambda *a, **k: sent.append((a, k)))
+    ti = FakeTI(runs)
+    context = {"ti": ti, "dag": FakeDag(), "run_id": "scheduled__2013-04-11T09:00:00+00:00"}
+    done = flight_delays_alerts.check_nightly_deadline(
+        context, "flight_delays", NIGHT, date(2013, 4, 10)
+    )
+    assert done is not alerted
+    assert ti.asked[0] == ("flight_delays", [NIGHT], ["success"])
+    if alerted:
+        ((kind, title, fields), kwargs) = sent[0]
+        assert kind == "deadline" and "2013-04-10" in title
+        assert fields["state"] == state and kwargs["day"] == date(2013, 4, 10)
+    else:
+        assert not sent
+
+
+def test_the_deadline_check_never_raises(monkeypatch):
+    import flight_delays_alerts
+
+    class Broken:
+        def get_dr_count(self, **kwargs):
+            raise ConnectionError("api down")
+
+    context = {"ti": Broken(), "dag": FakeDag(), "run_id": "r"}
+    assert not flight_delays_alerts.check_nightly_deadline(
+        context, "flight_delays", NIGHT, date(2013, 4, 10)
+    )
