@@ -27,7 +27,7 @@ from flight_delays.config import project_root
 from flight_delays.dates import TIMEZONE, processed_day
 from flight_delays.db import warehouse_url
 from flight_delays.errors import failing_fast
-from flight_delays_alerts import on_run_failure, recording_errors  # the plugins folder
+from flight_delays_alerts import on_run_failure, recording_errors, send_alert  # plugins/
 
 # `airflow tasks test` and `dags test` (`make run`) pay two costs the project can cut
 # (docs/benchmarks.md): ~2 s of garbage collection at exit over ~700k live objects (the
@@ -120,9 +120,14 @@ def train(day: str, root: str, conn: Any, run_id: str) -> dict:
 @recording_errors
 @fail_fast
 def score(day: str, root: str, conn: Any, run_id: str) -> dict:
-    from flight_delays import score
+    from flight_delays import alerts, score
 
-    return score.run(day=day, root=root, registry_url=warehouse_url(conn), run_id=run_id)
+    result = score.run(day=day, root=root, registry_url=warehouse_url(conn), run_id=run_id)
+    # Input drift past its threshold alerts (never fails the task: docs/monitoring.md).
+    drifted = alerts.drift_message(day, result.get("drift"))
+    if drifted is not None:
+        send_alert("drift", *drifted, day=day)
+    return result
 
 
 @recording_errors

@@ -266,6 +266,26 @@ def rate_decision(
     )
 
 
+def drift_message(day: date | str, drift: Mapping[str, Any] | None) -> tuple[str, dict] | None:
+    """The title and fields of a ``drift`` alert for the processed ``day``, from what the
+    score task returns under ``drift`` (:func:`flight_delays.drift.brief`); None when no
+    watched feature passed the alert threshold, or drift was not measured (too few
+    flights: never an alarm)."""
+    if not drift or drift.get("skipped") or not drift.get("flagged"):
+        return None
+    flagged = list(drift["flagged"])
+    largest = drift.get("max") or {}
+    title = (
+        f"input drift on {day}: {len(flagged)} feature(s) at or above PSI "
+        f"{float(drift['alert']):.2f} against the training window"
+    )
+    fields = {"flagged features": ", ".join(flagged)}
+    if largest.get("psi") is not None:
+        fields["largest"] = f"{largest['feature']}: PSI {float(largest['psi']):.2f}"
+    fields["runbook"] = "docs/monitoring.md, Runbook: drift"
+    return title, fields
+
+
 # --- the registry's alerts table -------------------------------------------------------------
 def record(engine: Engine, alert: Alert, channels: str, delivery: str) -> int:
     """Record ``alert`` with what each transport did; returns its id."""

@@ -209,12 +209,13 @@ def summary(scores: pd.DataFrame, parameters: DriftSettings) -> dict[str, Any]:
 
 def brief(drift: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """What the score task returns (XCom) of a ``drift`` entry: the flagged features,
-    the largest PSI and the skip reason."""
+    the largest PSI, the alert threshold and the skip reason."""
     if drift is None:
         return None
     return {
         "flagged": list(drift.get("flagged", [])),
         "max": drift.get("max"),
+        "alert": drift.get("alert"),
         "skipped": drift.get("skipped"),
     }
 

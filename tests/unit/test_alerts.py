@@ -160,3 +160,34 @@ def test_an_unreachable_registry_does_not_stop_the_alert(tmp_path):
     sent = []
     result = alerts.dispatch(failed(), {"webhook": sent.append}, None, LIMIT)
     assert result["delivery"] == alerts.SENT and len(sent) == 1
+
+
+# --- the drift alert ---------------------------------------------------------------------
+def test_a_flagged_feature_makes_a_drift_alert_naming_it_and_the_largest_psi():
+    brief = {
+        "flagged": ["distance", "carrier"],
+        "max": {"feature": "distance", "psi": 0.812},
+        "alert": 0.25,
+        "skipped": None,
+    }
+    title, fields = alerts.drift_message("2013-04-29", brief)
+    assert title == (
+        "input drift on 2013-04-29: 2 feature(s) at or above PSI 0.25 against the training window"
+    )
+    assert fields["flagged features"] == "distance, carrier"
+    assert fields["largest"] == "distance: PSI 0.81"
+    alert = alerts.Alert(kind="drift", title=title, dag_id="flight_delays", at=T0, fields=fields)
+    assert "distance, carrier" in alert.summary
+
+
+@pytest.mark.parametrize(
+    "brief",
+    [
+        None,  # a run recorded before drift was measured
+        {"flagged": [], "max": {"feature": "dest", "psi": 0.04}, "alert": 0.25, "skipped": None},
+        # Too few flights: not measured, and never an alarm.
+        {"flagged": [], "max": None, "alert": 0.25, "skipped": "too few flights: 40 rows"},
+    ],
+)
+def test_no_drift_alert_without_a_flagged_feature(brief):
+    assert alerts.drift_message("2013-04-29", brief) is None

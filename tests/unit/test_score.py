@@ -81,7 +81,12 @@ def test_run_writes_metrics_matching_an_independent_recomputation(split_artifact
     )
     assert drift["flagged"] == [] and drift["max"] is None
     assert set(drift["features"]) == set(schema.FEATURES)
-    assert result["drift"] == {"flagged": [], "max": None, "skipped": drift["skipped"]}
+    assert result["drift"] == {
+        "flagged": [],
+        "max": None,
+        "alert": drift["alert"],
+        "skipped": drift["skipped"],
+    }
 
 
 def test_run_refuses_a_model_file_changed_after_training(split_artifacts) -> None:
@@ -391,6 +396,7 @@ def test_drift_is_measured_recorded_once_per_run_and_returned(split_artifacts) -
         == {
             "flagged": drift["flagged"],
             "max": drift["max"],
+            "alert": drift["alert"],
             "skipped": None,
         }
     )
