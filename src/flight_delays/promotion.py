@@ -185,9 +185,10 @@ class ServedScore:
     def worse_by(self, margin: float) -> bool:
         """Whether the served MAE is worse than the baseline's by at least ``margin`` (a
         fraction of the baseline's MAE): at exactly the margin, it is."""
-        return self.served_mae >= self.baseline_mae * (1 + margin) and (
-            self.served_mae > self.baseline_mae
-        )
+        # As a difference, with a nanominute of tolerance: 11.0 against 10.0 is worse by
+        # exactly 10 % (10 * 1.1 is 11.000000000000002 in floating point).
+        excess = self.served_mae - self.baseline_mae
+        return excess > 0 and excess >= self.baseline_mae * margin - 1e-9
 
 
 def served_step_down(
@@ -246,11 +247,12 @@ def served_step_down(
 
 def with_served(decision: Decision, served: Decision | None) -> Decision:
     """The night's decision: rules 1-4's ``decision`` when it moves the champion (a
-    promotion replaces the champion whose served score rule 5 judged), else rule 5's
-    ``served`` verdict on the day's served score when it steps the champion down."""
-    if decision.moves_champion or served is None or not served.step_down:
+    promotion replaces the champion whose served score rule 5 judged), else rules 1-4's
+    reason followed by rule 5's ``served`` verdict on the day's served score, which steps
+    the champion down or says why not (None: rule 5 had nothing to judge)."""
+    if decision.moves_champion or served is None:
         return decision
-    return Decision(False, f"{decision.reason}; {served.reason}", step_down=True)
+    return Decision(False, f"{decision.reason}; {served.reason}", step_down=served.step_down)
 
 
 def champion_event(score_result: dict[str, Any], day: date | str) -> dict[str, Any] | None:

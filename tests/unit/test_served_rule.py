@@ -35,6 +35,7 @@ def test_exactly_the_margin_counts_as_worse_and_just_below_does_not():
     assert not served_step_down([day(-1, 12.5), day(0, 12.49)], D, **RULE).step_down
     assert ServedScore(D, 1, 12.5, 10.0).worse_by(0.25)
     assert not ServedScore(D, 1, 12.4999, 10.0).worse_by(0.25)
+    assert ServedScore(D, 1, 11.0, 10.0).worse_by(0.1)  # 10 * 1.1 = 11.000000000000002
     # A zero margin still needs the served MAE to be worse, not equal.
     assert not ServedScore(D, 1, 10.0, 10.0).worse_by(0.0)
 
@@ -92,6 +93,7 @@ def test_with_served_lets_rules_1_to_4_move_first():
     assert with_served(promoted, down) is promoted
     assert with_served(holdout_down, down) is holdout_down
     assert with_served(kept, None) is kept
-    assert with_served(kept, Decision(False, "served fine")) is kept
+    fine = with_served(kept, Decision(False, "served fine"))
+    assert not fine.moves_champion and fine.reason == "kept: x; served fine"
     combined = with_served(kept, down)
     assert combined.step_down and combined.reason == "kept: x; served: z"
