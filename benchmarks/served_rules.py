@@ -116,10 +116,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--choose-until", type=date.fromisoformat, default=FIRST_HALF_END)
     parser.add_argument("--rule", help="margin,K,N: report this rule only, per part")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--promotion-margins", default="0.01", help="score.promotion_margin values, e.g. 0,0.01"
+    )
     parser.add_argument("--runs", action="store_true", help="per-week table of --rule")
     args = parser.parse_args(argv)
     records = {p.stem.removeprefix("served_"): json.loads(p.read_text()) for p in args.records}
     base = ScoreSettings()
+    pmargins = [float(x) for x in args.promotion_margins.split(",")]
     if args.rule:
         m, k, n = args.rule.split(",")
         rules = [(float(m), int(k), int(n))]
@@ -131,15 +135,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             for k in range(1, n + 1)
         ]
-    for name, record in records.items():
-        none = parts(replay(record, base, rule5=False), args.choose_until)
+    for (name, record), pm in itertools.product(records.items(), pmargins):
+        none = parts(
+            replay(record, replace(base, promotion_margin=pm), rule5=False), args.choose_until
+        )
+        print(f"promotion margin {pm}: ", end="")
         print(
             f"{name} without rule 5: "
             + " || ".join(f"{p}: {fmt(stats(r))}" for p, r in none.items())
         )
     scored = []
-    for m, k, n in rules:
-        settings = replace(base, served_margin=m, served_bad_days=k, served_days=n)
+    for (m, k, n), pm in itertools.product(rules, pmargins):
+        settings = replace(
+            base, served_margin=m, served_bad_days=k, served_days=n, promotion_margin=pm
+        )
         per = {
             name: parts(replay(rec, settings), args.choose_until) for name, rec in records.items()
         }
@@ -147,10 +156,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Chosen on the first half only: the worst served week over the alignments, then
         # the mean served improvement.
         key = (min(s["served_worst"] for s in first), np.mean([s["served_mean"] for s in first]))
-        scored.append((key, (m, k, n), per))
+        scored.append((key, (m, k, n, pm), per))
     scored.sort(key=lambda item: item[0], reverse=True)
-    for key, (m, k, n), per in scored[: args.top]:
-        print(f"margin {m:.2f} K {k} N {n}: first-half worst {key[0]:+.2f} mean {key[1]:+.2f}")
+    for key, (m, k, n, pm), per in scored[: args.top]:
+        print(
+            f"margin {m:.2f} K {k} N {n} promotion {pm}: first-half worst {key[0]:+.2f} "
+            f"mean {key[1]:+.2f}"
+        )
         for name, p in per.items():
             print(f"   {name}: " + " || ".join(f"{part}: {fmt(stats(r))}" for part, r in p.items()))
         if args.runs:
