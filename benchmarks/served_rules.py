@@ -29,6 +29,7 @@ from flight_delays import backtest, promotion
 from flight_delays.config import ScoreSettings
 
 FIRST_HALF_END = date(2013, 6, 30)
+REPLACE = True  # a challenger better than the baseline takes a stepped-down champion's place
 
 
 def errors(rows: Sequence[Sequence[float]], days: Sequence[str]) -> list[backtest.DayError]:
@@ -62,7 +63,11 @@ def replay(record: dict[str, Any], settings: ScoreSettings, rule5: bool = True) 
             promotion.champion_name(champion_day), baseline_mae=baseline_mae,
             baseline_since=state.baseline_since if champion_day is None else None,
         )  # fmt: skip
-        state, decision = backtest.after_run(state, end, decision, week.pending)
+        state, decision = backtest.after_run(
+            state, end, decision, week.pending,
+            {"model": challenger_mae, "baseline": baseline_mae} if REPLACE else None,
+            settings.promotion_margin,
+        )  # fmt: skip
         if state.champion_day == end:
             champ = j
         elif state.champion_day is None:
@@ -120,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--promotion-margins", default="0.01", help="score.promotion_margin values, e.g. 0,0.01"
     )
     parser.add_argument("--runs", action="store_true", help="per-week table of --rule")
+    parser.add_argument("--no-replace", action="store_true", help="never the challenger")
     args = parser.parse_args(argv)
+    global REPLACE
+    REPLACE = not args.no_replace
     records = {p.stem.removeprefix("served_"): json.loads(p.read_text()) for p in args.records}
     base = ScoreSettings()
     pmargins = [float(x) for x in args.promotion_margins.split(",")]

@@ -259,12 +259,25 @@ def serve_week(
 
 
 def after_run(
-    state: Serving, run_day: date, decision: promotion.Decision, pending: promotion.Decision | None
+    state: Serving,
+    run_day: date,
+    decision: promotion.Decision,
+    pending: promotion.Decision | None,
+    mae: dict[str, float] | None = None,
+    margin: float = 0.0,
 ) -> tuple[Serving, promotion.Decision]:
     """The champion after the night of ``run_day``: rules 1-4's ``decision`` first (a
     promotion, or a step-down on the holdout), else rule 5's ``pending`` verdict on the
-    day's served score (:func:`flight_delays.promotion.with_served`)."""
-    decision = promotion.with_served(decision, pending)
+    day's served score (:func:`flight_delays.promotion.with_served`; ``mae``: the
+    holdout MAEs of ``model`` and ``baseline``, so a challenger that beats the baseline
+    by ``margin`` takes the place of a champion that steps down)."""
+    decision = promotion.with_served(
+        decision,
+        pending,
+        challenger_mae=None if mae is None else mae["model"],
+        baseline_mae=None if mae is None else mae["baseline"],
+        margin=margin,
+    )
     if decision.promote:
         return Serving(run_day), decision
     if decision.step_down:
@@ -387,7 +400,9 @@ def replay_week(
         baseline_since=state.baseline_since if champion_day is None else None,
     )
     mae = judged.mae
-    state, decision = after_run(state, day, judged.decision, week.pending)
+    state, decision = after_run(
+        state, day, judged.decision, week.pending, mae, settings.score.promotion_margin
+    )
     reason = decision.reason
     if week.step_down_day is not None:
         reason = f"{week.step_down_reason} [{week.step_down_day.isoformat()}]; {reason}"

@@ -245,14 +245,42 @@ def served_step_down(
     return Decision(False, status)
 
 
-def with_served(decision: Decision, served: Decision | None) -> Decision:
+def with_served(
+    decision: Decision,
+    served: Decision | None,
+    *,
+    challenger_mae: float | None = None,
+    baseline_mae: float | None = None,
+    margin: float = 0.0,
+) -> Decision:
     """The night's decision: rules 1-4's ``decision`` when it moves the champion (a
     promotion replaces the champion whose served score rule 5 judged), else rules 1-4's
     reason followed by rule 5's ``served`` verdict on the day's served score, which steps
-    the champion down or says why not (None: rule 5 had nothing to judge)."""
+    the champion down or says why not (None: rule 5 had nothing to judge).
+
+    When the champion steps down on its served score and the run's challenger beats the
+    baseline on the holdout by ``margin`` (``challenger_mae`` and ``baseline_mae``, in
+    minutes; rules 2 and 3 against the baseline, which would be champion), the challenger
+    is promoted in its place: the baseline does not serve while a better model is at
+    hand. Without the MAEs, the baseline takes over."""
     if decision.moves_champion or served is None:
         return decision
-    return Decision(False, f"{decision.reason}; {served.reason}", step_down=served.step_down)
+    reason = f"{decision.reason}; {served.reason}"
+    if not served.step_down:
+        return Decision(False, reason)
+    if (
+        challenger_mae is not None
+        and baseline_mae is not None
+        and beats(challenger_mae, baseline_mae, margin)
+    ):
+        change = (baseline_mae - challenger_mae) / baseline_mae if baseline_mae > 0 else 0.0
+        return Decision(
+            True,
+            f"{reason}; instead of the baseline, the challenger takes its place: its MAE "
+            f"{challenger_mae:.2f} min beats the baseline's {baseline_mae:.2f} min "
+            f"({change:+.1%}; margin {margin:.1%})",
+        )
+    return Decision(False, reason, step_down=True)
 
 
 def champion_event(score_result: dict[str, Any], day: date | str) -> dict[str, Any] | None:

@@ -272,7 +272,14 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
         # Rule 5: when rules 1-4 leave the champion model in place, its served scores
         # (this day's included, recorded above) may step it down within the day.
         served = serving.served_verdict(engine, champion, day, settings.score)
-        judged = replace(judged, decision=promotion.with_served(judged.decision, served))
+        decision = promotion.with_served(
+            judged.decision,
+            served,
+            challenger_mae=judged.mae["model"],
+            baseline_mae=judged.mae["baseline"],
+            margin=settings.score.promotion_margin,
+        )
+        judged = replace(judged, decision=decision)
         metrics, decision = judged.metrics, judged.decision
         stored = (
             registry.store_model(

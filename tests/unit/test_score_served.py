@@ -47,6 +47,7 @@ def _champion(art, tmp_path: Path) -> tuple[str, date]:
     }
     assert registry.record_run(engine, row, True, 0) is not None
     engine.dispose()
+
     return sha, old_day
 
 
@@ -132,4 +133,38 @@ def test_the_champion_steps_down_within_the_day_on_its_served_scores(
     history = registry.history(engine)
     assert len(history) == 3 and history["decision"].tolist()[-1] == "kept"
     assert pd.notna(history.iloc[-1]["reason"])
+    engine.dispose()
+
+
+def test_a_challenger_better_than_the_baseline_takes_the_place_of_a_stepped_down_champion(
+    split_artifacts, tmp_path
+) -> None:
+    """The champion served badly on 2 of its last 3 days; this run's challenger (the same
+    fit as the champion: not better by the margin, so rules 1-4 keep the champion) beats
+    the baseline on the holdout: it is promoted in the champion's place."""
+    art = split_artifacts
+    day, settings = art["day"], art["settings"]
+    sha, champion_day = _champion(art, tmp_path)
+    engine = registry.connect(settings.registry_url)
+    for offset in (-1, 0):
+        _served(engine, day + timedelta(days=offset), 12.0, sha, champion_day)
+    params = Path(art["params_file"])
+    values = yaml.safe_load(params.read_text())
+    values["score"].update(
+        promotion_margin=0.0, served_margin=0.1, served_bad_days=2, served_days=3
+    )
+    params.write_text(yaml.safe_dump(values))
+
+    train.run(day, root=art["root"], params_file=params, run_id="scheduled__now")
+    result = score.run(day, root=art["root"], params_file=params, run_id="scheduled__now")
+
+    metrics = json.loads(Path(result["metrics"]).read_text())
+    assert metrics["model"]["mae"] < metrics["baseline"]["mae"], "precondition"
+    assert result["decision"] == "promoted"
+    reason = metrics["decision"]["reason"]
+    assert "not better by the margin" in reason and "steps down within the day" in reason
+    assert "the challenger takes its place" in reason
+    champion = registry.current_champion(engine)
+    assert champion.run_id == "scheduled__now" and champion.processed_day == day
+    assert registry.champion_moves(engine).iloc[-1]["kind"] == "promotion"
     engine.dispose()
