@@ -56,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], help="section.key=value")
     parser.add_argument("--every", type=int, default=7)
     parser.add_argument("--last-end", type=date.fromisoformat)
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=8,
+        help="score each model on at most this many later holdouts",
+    )
     parser.add_argument("--params", type=Path)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/fd-quality-screen"))
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "screen")
@@ -83,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         wall = time.perf_counter()
         model = train_mod.fit_model(train_frame, settings.train)
         fit_wall.append(time.perf_counter() - wall)
-        models.append([daily_errors(h, train_mod.predict(model, h)) for h in holdouts[i:]])
+        later = holdouts[i : i + 1 + args.horizon]
+        models.append([daily_errors(h, train_mod.predict(model, h)) for h in later])
         own = np.array(models[i][0])
         base = np.array(baseline[i])
         challenger_mae.append(own[:, 0].sum() / own[:, 1].sum())

@@ -121,9 +121,9 @@ class ScoreSettings:
     # when its served MAE was worse than the baseline's on the same flights by at least
     # served_margin (a fraction of the baseline's MAE) on served_bad_days of its last
     # served_days served days.
-    served_margin: float = 0.05
-    served_bad_days: int = 2
-    served_days: int = 3
+    served_margin: float = 0.08
+    served_bad_days: int = 1
+    served_days: int = 1
 
     def __post_init__(self) -> None:
         if not self.within_minutes >= 0:
