@@ -116,7 +116,7 @@ class ScoreSettings:
     within_minutes: float = 15.0
     # A challenger replaces the champion only if its holdout MAE is lower by at least
     # this fraction of the champion's MAE (0.01 = 1 %).
-    promotion_margin: float = 0.01
+    promotion_margin: float = 0.0
     # Rule 5 (flight_delays.promotion.served_step_down): the champion model steps down
     # when its served MAE was worse than the baseline's on the same flights by at least
     # served_margin (a fraction of the baseline's MAE) on served_bad_days of its last

@@ -85,7 +85,7 @@ def small_settings(tmp_path, window_days: int = 8, holdout_days: int = 2) -> Set
         ingest=IngestSettings(window_days=window_days),
         split=SplitSettings(holdout_days=holdout_days, recent_days=2, history_days=4),
         train=TrainSettings(max_iter=20, min_samples_leaf=10, max_leaf_nodes=7),
-        score=ScoreSettings(within_minutes=15.0),
+        score=ScoreSettings(within_minutes=15.0, promotion_margin=0.01),
     )
 
 
