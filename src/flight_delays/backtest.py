@@ -546,8 +546,9 @@ def to_markdown(results: Sequence[HoldoutResult]) -> str:
         f"worst {s['worst_improvement_pct']:+.1f}%, best {s['best_improvement_pct']:+.1f}%.",
         "",
         f"Champion carried forward: {s['promotions']} promotions, {s['step_downs']} "
-        f"step-downs ({s['served_step_downs']} within the day on the served score); what "
-        f"was served day by day (served) against the baseline: mean "
+        f"step-downs; the served score stepped the champion down within the day "
+        f"{s['served_step_downs']} times (rule 5). What was served day by day (served) "
+        f"against the baseline: mean "
         f"{s['mean_champion_improvement_pct']:+.1f}%, worst "
         f"{s['worst_champion_improvement_pct']:+.1f}%.",
         "",
