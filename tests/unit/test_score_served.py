@@ -168,3 +168,25 @@ def test_a_challenger_better_than_the_baseline_takes_the_place_of_a_stepped_down
     assert champion.run_id == "scheduled__now" and champion.processed_day == day
     assert registry.champion_moves(engine).iloc[-1]["kind"] == "promotion"
     engine.dispose()
+
+
+def test_served_verdict_judges_only_a_champion_model_on_its_own_later_days(tmp_path) -> None:
+    from flight_delays.config import ScoreSettings
+
+    engine = registry.connect(f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    registry.upgrade(engine)
+    rule = ScoreSettings(served_margin=0.1, served_bad_days=1, served_days=1)
+    day = date(2013, 11, 15)
+    model = registry.Champion(
+        version=1, processed_day=day - timedelta(days=3), model_path="m", model_sha256="a" * 64
+    )
+    _served(engine, day, 12.0, "a" * 64, model.processed_day)
+    assert serving.served_verdict(engine, model, day, rule).step_down
+    # The baseline serves: nothing to step down.
+    assert serving.served_verdict(engine, registry.Champion(version=2), day, rule) is None
+    # A run for a day no later than the champion's own: it served nothing up to then.
+    assert serving.served_verdict(engine, model, model.processed_day, rule) is None
+    # A later day with nothing served: skipped, with its reason.
+    later = serving.served_verdict(engine, model, day + timedelta(days=1), rule)
+    assert not later.step_down and "skipped" in later.reason
+    engine.dispose()
