@@ -15,8 +15,18 @@ The champion is carried forward as the score task's registry carries it: the bas
 the first champion; each run scores its challenger (the model it trains), the champion
 of the time (the last promoted model, fitted on its own, older window) and the baseline
 on the same holdout, and promotes the challenger when it beats the champion by
-``score.promotion_margin``. The champion's MAE is what production would have scored on
-each holdout.
+``score.promotion_margin``.
+
+The served days are simulated one by one, as production serves them (:func:`serve_week`):
+each holdout day is served by the champion of that morning, and after each day its
+served MAE against the baseline's on the same flights feeds the served step-down
+(:func:`flight_delays.promotion.served_step_down`, rule 5). A champion that steps down
+in the middle of a week leaves the remaining days to the baseline, which serves until a
+challenger is promoted. On the run's own day, rules 1-4 judge first (as the nightly
+score task does) and rule 5 acts only when they leave the champion model in place. The
+"served" MAE of a run is that of the day-by-day served predictions on its holdout: what
+production delivered that week. Only holdout days are simulated (with ``--every 7``
+and a 7-day holdout, every day from the first holdout on).
 
 Holdout ends are spaced ``every`` days, counted back from the last day of the data (or
 ``--last-end``), as long as the whole window fits in the data (or after ``--first-end``):
@@ -64,7 +74,7 @@ from flight_delays import (
     storage,
     train,
 )
-from flight_delays.config import ConfigError, Settings, load_settings
+from flight_delays.config import ConfigError, ScoreSettings, Settings, load_settings
 from flight_delays.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
@@ -93,6 +103,16 @@ class HoldoutResult:
     decision: str  # "promoted", "kept" or "stepped down" (promotion.Decision.label)
     reason: str
     seconds: float  # wall time of the run (featurize to score)
+    # The predictions served day by day on the holdout's flights (the champion of each
+    # morning; the baseline after a step-down): None = the champion's (no simulation).
+    served_mae: float | None = None
+    # The day after whose served score the champion stepped down (rule 5), if it did.
+    served_step_down: date | None = None
+
+    @property
+    def served(self) -> float:
+        """The MAE production served on the holdout (minutes)."""
+        return self.champion_mae if self.served_mae is None else self.served_mae
 
     @property
     def improvement_pct(self) -> float:
@@ -102,9 +122,10 @@ class HoldoutResult:
 
     @property
     def champion_improvement_pct(self) -> float:
-        """The same for the champion: what the model served in production gained that
-        week (the served column: it was chosen by the runs before this holdout)."""
-        return _improvement(self.champion_mae, self.baseline_mae)
+        """The same for what production served that week, day by day (the served
+        column: the champion of each morning, chosen by the runs and the served scores
+        before it)."""
+        return _improvement(self.served, self.baseline_mae)
 
     def as_row(self) -> dict[str, Any]:
         """The fields, then the two improvements: one row of the results table."""
@@ -125,6 +146,143 @@ class Champion:
 
 def _improvement(mae: float, baseline_mae: float) -> float:
     return 100.0 * (1.0 - mae / baseline_mae)
+
+
+@dataclass(frozen=True)
+class DayError:
+    """One contender on one flight day of a holdout: the flights and the sum of the
+    absolute errors of its predictions (minutes)."""
+
+    day: date
+    flights: int
+    abs_error: float
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The champion as production carries it from day to day: the day of the champion
+    model (None: the baseline), since when the baseline serves after a step-down, and
+    the served scores of the champion model so far (rule 5 reads them)."""
+
+    champion_day: date | None = None
+    baseline_since: date | None = None
+    history: tuple[promotion.ServedScore, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServedWeek:
+    """The served days of one holdout: the flights, the sum of the absolute errors of
+    what was served and of the baseline; the day the champion stepped down within the
+    week (rule 5, before the run's own day) with its reason; and rule 5's verdict on the
+    run's own day, which applies only if rules 1-4 keep the champion (``pending``)."""
+
+    flights: int
+    served_abs_error: float
+    baseline_abs_error: float
+    step_down_day: date | None
+    step_down_reason: str | None
+    pending: promotion.Decision | None
+
+    @property
+    def served_mae(self) -> float:
+        return self.served_abs_error / self.flights if self.flights else float("nan")
+
+    @property
+    def baseline_mae(self) -> float:
+        return self.baseline_abs_error / self.flights if self.flights else float("nan")
+
+
+def daily_errors(holdout: pd.DataFrame, predicted: Sequence[float] | np.ndarray) -> list[DayError]:
+    """Per flight day of ``holdout``, oldest first: the flights and the sum of the
+    absolute errors of ``predicted`` (aligned with its rows) against the actual delays."""
+    error = np.abs(holdout[schema.TARGET].to_numpy(dtype=float) - np.asarray(predicted, float))
+    days = frames.to_day(holdout[schema.DAY]).dt.date.to_numpy()
+    grouped = pd.DataFrame({"day": days, "error": error}).groupby("day")["error"]
+    sums, counts = grouped.sum(), grouped.count()
+    return [DayError(day, int(counts[day]), float(sums[day])) for day in sorted(sums.index)]
+
+
+def serve_week(
+    state: Serving,
+    run_day: date,
+    champion: Sequence[DayError] | None,
+    baseline: Sequence[DayError],
+    settings: ScoreSettings,
+) -> tuple[Serving, ServedWeek]:
+    """Serve the holdout days of the run for ``run_day``, one morning at a time. Pure.
+
+    ``champion``: the errors of the champion model of ``state`` on each day of
+    ``baseline`` (None while the baseline is champion). Each day is served by the
+    champion of that morning; after each day served by the model, its served score joins
+    the history and rule 5 judges it: a step-down before ``run_day`` hands the next
+    mornings to the baseline; the verdict on ``run_day`` itself is returned as
+    ``pending`` (:func:`after_run` applies it). Returns the state on the morning of
+    ``run_day``'s night and the week's served figures."""
+    if (champion is None) != (state.champion_day is None):
+        raise ValueError("the champion's errors are given exactly when a model is champion")
+    if champion is not None and [d.day for d in champion] != [d.day for d in baseline]:
+        raise ValueError("the champion's and the baseline's errors must cover the same days")
+    flights = 0
+    served_sum = baseline_sum = 0.0
+    step_day = step_reason = pending = None
+    for k, base in enumerate(baseline):
+        flights += base.flights
+        baseline_sum += base.abs_error
+        if state.champion_day is None or champion is None:
+            served_sum += base.abs_error
+            continue
+        own = champion[k]
+        served_sum += own.abs_error
+        score = promotion.ServedScore(
+            base.day,
+            base.flights,
+            own.abs_error / base.flights if base.flights else float("nan"),
+            base.abs_error / base.flights if base.flights else float("nan"),
+        )
+        history = (*state.history, score)
+        state = replace(state, history=history)
+        verdict = promotion.served_step_down(
+            history,
+            base.day,
+            margin=settings.served_margin,
+            bad_days=settings.served_bad_days,
+            days=settings.served_days,
+            champion_name=promotion.champion_name(state.champion_day),
+        )
+        if base.day >= run_day:
+            pending = verdict
+        elif verdict.step_down:
+            step_day, step_reason = base.day, verdict.reason
+            state = Serving(None, baseline_since=base.day)
+    week = ServedWeek(flights, served_sum, baseline_sum, step_day, step_reason, pending)
+    return state, week
+
+
+def after_run(
+    state: Serving,
+    run_day: date,
+    decision: promotion.Decision,
+    pending: promotion.Decision | None,
+    mae: dict[str, float] | None = None,
+    margin: float = 0.0,
+) -> tuple[Serving, promotion.Decision]:
+    """The champion after the night of ``run_day``: rules 1-4's ``decision`` first (a
+    promotion, or a step-down on the holdout), else rule 5's ``pending`` verdict on the
+    day's served score (:func:`flight_delays.promotion.with_served`; ``mae``: the
+    holdout MAEs of ``model`` and ``baseline``, so a challenger that beats the baseline
+    by ``margin`` takes the place of a champion that steps down)."""
+    decision = promotion.with_served(
+        decision,
+        pending,
+        challenger_mae=None if mae is None else mae["model"],
+        baseline_mae=None if mae is None else mae["baseline"],
+        margin=margin,
+    )
+    if decision.promote:
+        return Serving(run_day), decision
+    if decision.step_down:
+        return Serving(None, baseline_since=run_day), decision
+    return state, decision
 
 
 # --- pure core --------------------------------------------------------------------------
@@ -193,24 +351,64 @@ def replay_run(
     columns of :data:`schema.FLIGHT_COLUMNS` / :data:`schema.WEATHER_COLUMNS`, any days):
     featurize the window, split it, train the challenger, score it, the ``champion``
     (None: the baseline is champion) and the baseline on the holdout, and decide on
-    promotion, all with the pipeline's own functions and ``settings``.
+    promotion, all with the pipeline's own functions and ``settings``. The holdout days
+    are served as :func:`replay_week` serves them, from a champion with no served
+    history.
 
     Returns the result and the fitted challenger. Inputs are not modified."""
+    state = Serving(None if champion is None else champion.day)
+    result, model, _state = replay_week(flights, weather, day, settings, champion, state)
+    return result, model
+
+
+def replay_week(
+    flights: pd.DataFrame,
+    weather: pd.DataFrame,
+    day: date,
+    settings: Settings,
+    champion: Champion | None,
+    state: Serving,
+) -> tuple[HoldoutResult, Pipeline, Serving]:
+    """:func:`replay_run` with the served days simulated from ``state`` (the champion as
+    carried day by day; ``champion`` holds its model): each holdout day is served by the
+    champion of that morning (:func:`serve_week`), then rules 1-4 judge the challenger
+    against the champion of the run's night, then rule 5 (:func:`after_run`).
+
+    Returns the result, the fitted challenger and the state after the night of ``day``."""
     started = time.perf_counter()
     train_frame, holdout = window_frames(flights, weather, day, settings)
     model = train.fit_model(train_frame, settings.train)
     baseline = scoring.OriginHourMedianBaseline().fit(train_frame).predict(holdout)
-    champion_day = None if champion is None else champion.day
+    champion_pred = None if champion is None else train.predict(champion.model, holdout)
+    state, week = serve_week(
+        state,
+        day,
+        None if champion_pred is None else daily_errors(holdout, champion_pred),
+        daily_errors(holdout, baseline),
+        settings.score,
+    )
+    # The champion of the run's night: the baseline if it stepped down within the week.
+    champion_day = state.champion_day
     judged = evaluation.evaluate(
         holdout,
         train.predict(model, holdout),
-        baseline if champion is None else train.predict(champion.model, holdout),
+        baseline if champion_day is None or champion_pred is None else champion_pred,
         baseline,
         settings.score,
         day=day,
         champion_day=champion_day,
+        baseline_since=state.baseline_since if champion_day is None else None,
     )
-    mae, decision = judged.mae, judged.decision
+    mae = judged.mae
+    state, decision = after_run(
+        state, day, judged.decision, week.pending, mae, settings.score.promotion_margin
+    )
+    reason = decision.reason
+    if week.step_down_day is not None:
+        reason = f"{week.step_down_reason} [{week.step_down_day.isoformat()}]; {reason}"
+    step_down_day = week.step_down_day
+    if step_down_day is None and decision.step_down and not judged.decision.step_down:
+        step_down_day = day  # rule 5 on the run's own day
     start, _end = split.holdout_range(day, settings.split.holdout_days)
     result = HoldoutResult(
         holdout_end=day,
@@ -223,10 +421,12 @@ def replay_run(
         baseline_mae=mae["baseline"],
         champion=promotion.champion_name(champion_day),
         decision=decision.label,
-        reason=decision.reason,
+        reason=reason,
         seconds=time.perf_counter() - started,
+        served_mae=week.served_mae,
+        served_step_down=step_down_day,
     )
-    return result, model
+    return result, model, state
 
 
 def run_backtest(
@@ -236,9 +436,10 @@ def run_backtest(
     settings: Settings,
     on_result: Callable[[HoldoutResult], None] | None = None,
 ) -> list[HoldoutResult]:
-    """:func:`replay_run` for each day of ``ends``, in order, carrying the champion
-    forward: the baseline first, then each promoted challenger, and the baseline again
-    after a decayed champion stepped down. ``on_result`` is called after each run
+    """:func:`replay_week` for each day of ``ends``, in order, carrying the champion
+    forward day by day: the baseline first, then each promoted challenger, and the
+    baseline again after a decayed champion stepped down (on a holdout, rule 4, or
+    within the day on its served score, rule 5). ``on_result`` is called after each run
     (progress logging)."""
     if not ends:
         raise ValueError("no holdout ends to replay: the data is shorter than the window")
@@ -246,12 +447,13 @@ def run_backtest(
         raise ValueError("holdout ends must be distinct and in increasing order")
     results = []
     champion: Champion | None = None
+    state = Serving()
     for day in ends:
-        result, model = replay_run(flights, weather, day, settings, champion)
-        if result.decision == promotion.PROMOTED:
-            champion = Champion(day, model)
-        elif result.decision == promotion.STEPPED_DOWN:
+        result, model, state = replay_week(flights, weather, day, settings, champion, state)
+        if state.champion_day is None:
             champion = None
+        elif state.champion_day == day:
+            champion = Champion(day, model)
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -290,6 +492,7 @@ def summarize(results: Sequence[HoldoutResult]) -> dict[str, float]:
         "best_improvement_pct": float(improvement.max()),
         "promotions": sum(r.decision == promotion.PROMOTED for r in results),
         "step_downs": sum(r.decision == promotion.STEPPED_DOWN for r in results),
+        "served_step_downs": sum(r.served_step_down is not None for r in results),
         "mean_champion_improvement_pct": float(served.mean()),
         "worst_champion_improvement_pct": float(served.min()),
         "mean_challenger_mae": float(np.mean([r.challenger_mae for r in results])),
@@ -326,7 +529,12 @@ def to_markdown(results: Sequence[HoldoutResult]) -> str:
             f"{r.baseline_mae:.2f}",
             f"{r.improvement_pct:+.1f}%",
             f"{r.champion_improvement_pct:+.1f}%",
-            r.decision if r.decision == promotion.KEPT else f"**{r.decision}**",
+            (r.decision if r.decision == promotion.KEPT else f"**{r.decision}**")
+            + (
+                ""
+                if r.served_step_down is None
+                else f" (served step-down after {r.served_step_down.isoformat()})"
+            ),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     s = summarize(results)
@@ -338,7 +546,9 @@ def to_markdown(results: Sequence[HoldoutResult]) -> str:
         f"worst {s['worst_improvement_pct']:+.1f}%, best {s['best_improvement_pct']:+.1f}%.",
         "",
         f"Champion carried forward: {s['promotions']} promotions, {s['step_downs']} "
-        f"step-downs; the champion served at the time (served) against the baseline: mean "
+        f"step-downs; the served score stepped the champion down within the day "
+        f"{s['served_step_downs']} times (rule 5). What was served day by day (served) "
+        f"against the baseline: mean "
         f"{s['mean_champion_improvement_pct']:+.1f}%, worst "
         f"{s['worst_champion_improvement_pct']:+.1f}%.",
         "",

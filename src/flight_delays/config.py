@@ -170,7 +170,31 @@ class ScoreSettings:
     within_minutes: float = 15.0
     # A challenger replaces the champion only if its holdout MAE is lower by at least
     # this fraction of the champion's MAE (0.01 = 1 %).
-    promotion_margin: float = 0.01
+    promotion_margin: float = 0.0
+    # Rule 5 (flight_delays.promotion.served_step_down): the champion model steps down
+    # when its served MAE was worse than the baseline's on the same flights by at least
+    # served_margin (a fraction of the baseline's MAE) on served_bad_days of its last
+    # served_days served days.
+    served_margin: float = 0.08
+    served_bad_days: int = 1
+    served_days: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.within_minutes >= 0:
+            raise ConfigError(f"score.within_minutes must be >= 0, got {self.within_minutes}")
+        if not 0 <= self.promotion_margin < 1:
+            raise ConfigError(
+                f"score.promotion_margin must be in [0, 1), got {self.promotion_margin}"
+            )
+        if not 0 <= self.served_margin < 10:
+            raise ConfigError(f"score.served_margin must be in [0, 10), got {self.served_margin}")
+        if self.served_days < 1:
+            raise ConfigError(f"score.served_days must be >= 1, got {self.served_days}")
+        if not 1 <= self.served_bad_days <= self.served_days:
+            raise ConfigError(
+                f"score.served_bad_days must be in [1, score.served_days = {self.served_days}],"
+                f" got {self.served_bad_days}"
+            )
 
 
 #: The features drift is judged on by default: those that describe the flight itself,

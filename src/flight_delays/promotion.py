@@ -16,10 +16,20 @@ the baseline itself.
    loses to the baseline on this holdout by the same margin (the baseline would be
    promoted over it), the baseline becomes champion again. Only a run for a later day
    than the champion's can say so: an older holdout is not the champion's future.
+5. The served score steps a champion down within the day (:func:`served_step_down`):
+   each nightly run joins the predictions the champion served that morning to what
+   happened; when the champion's served MAE was worse than the baseline's on the same
+   flights by at least ``served_margin`` on ``served_bad_days`` of its last
+   ``served_days`` served days, the baseline serves from the next morning. It reads only
+   the days this champion served (a new champion starts afresh), and a day with nothing
+   served is skipped with a reason, never counted. The nightly run applies it when rules
+   1-4 leave the champion model in place.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -148,6 +158,129 @@ def _kept_or_step_down(
         f"baseline; margin {margin:.1%}), so it steps down and the baseline is champion again",
         step_down=True,
     )
+
+
+@dataclass(frozen=True)
+class ServedScore:
+    """One served day of a champion: the MAE (minutes) of the predictions it served for
+    ``day`` against the actual arrival delays of ``flights`` flights, and the baseline's
+    on the same flights."""
+
+    day: date
+    flights: int
+    served_mae: float
+    baseline_mae: float
+
+    @property
+    def usable(self) -> bool:
+        """Whether the day can be counted: flights were scored and both MAEs are finite."""
+        return (
+            self.flights > 0
+            and math.isfinite(self.served_mae)
+            and math.isfinite(self.baseline_mae)
+            and self.served_mae >= 0
+            and self.baseline_mae >= 0
+        )
+
+    def worse_by(self, margin: float) -> bool:
+        """Whether the served MAE is worse than the baseline's by at least ``margin`` (a
+        fraction of the baseline's MAE): at exactly the margin, it is."""
+        # As a difference, with a nanominute of tolerance: 11.0 against 10.0 is worse by
+        # exactly 10 % (10 * 1.1 is 11.000000000000002 in floating point).
+        excess = self.served_mae - self.baseline_mae
+        return excess > 0 and excess >= self.baseline_mae * margin - 1e-9
+
+
+def served_step_down(
+    history: Sequence[ServedScore],
+    day: date,
+    *,
+    margin: float,
+    bad_days: int,
+    days: int,
+    champion_name: str = "champion",
+) -> Decision:
+    """Rule 5: whether the champion model steps down after the night of ``day``.
+
+    ``history``: the served days of the current champion model (any order, the days it
+    served only; later days than ``day`` are ignored, so a rerun of an old night judges
+    what was known then). The champion steps down when, among its last ``days`` usable
+    served days up to ``day``, at least ``bad_days`` were worse than the baseline by
+    ``margin`` (:meth:`ServedScore.worse_by`) and ``day`` itself is one of them (a step
+    down acts on new evidence: the night whose score tips the count). A day with no
+    served flights (a gap: nothing was served, or no served flight arrived) is skipped
+    with a reason and never counted, as good or as bad. Never promotes.
+    """
+    if not 1 <= bad_days <= days:
+        raise ValueError(f"need 1 <= bad_days <= days, got {bad_days} of {days}")
+    if not (margin >= 0 and math.isfinite(margin)):
+        raise ValueError(f"margin must be finite and >= 0, got {margin}")
+    by_day: dict[date, ServedScore] = {}
+    for score in history:
+        if score.day <= day:
+            by_day[score.day] = score
+    today = by_day.get(day)
+    if today is None or not today.usable:
+        return Decision(
+            False,
+            f"served score of {day.isoformat()}: skipped, no served predictions were scored "
+            f"for the day (never counted as a zero); {champion_name} stays",
+        )
+    recent = [s for s in sorted(by_day.values(), key=lambda s: s.day) if s.usable][-days:]
+    bad = [s for s in recent if s.worse_by(margin)]
+    change = today.served_mae / today.baseline_mae - 1 if today.baseline_mae > 0 else 0.0
+    status = (
+        f"served MAE {today.served_mae:.2f} min vs baseline {today.baseline_mae:.2f} min on "
+        f"{today.flights} flights of {day.isoformat()} ({change:+.1%}); worse by the served "
+        f"margin {margin:.1%} on {len(bad)} of the last {len(recent)} served days of "
+        f"{champion_name} (step-down at {bad_days} of {days})"
+    )
+    if len(bad) >= bad_days and today.worse_by(margin):
+        return Decision(
+            False,
+            f"{status}: the champion ({champion_name}) steps down within the day and the "
+            "baseline serves from the next morning",
+            step_down=True,
+        )
+    return Decision(False, status)
+
+
+def with_served(
+    decision: Decision,
+    served: Decision | None,
+    *,
+    challenger_mae: float | None = None,
+    baseline_mae: float | None = None,
+    margin: float = 0.0,
+) -> Decision:
+    """The night's decision: rules 1-4's ``decision`` when it moves the champion (a
+    promotion replaces the champion whose served score rule 5 judged), else rules 1-4's
+    reason followed by rule 5's ``served`` verdict on the day's served score, which steps
+    the champion down or says why not (None: rule 5 had nothing to judge).
+
+    When the champion steps down on its served score and the run's challenger beats the
+    baseline on the holdout by ``margin`` (``challenger_mae`` and ``baseline_mae``, in
+    minutes; rules 2 and 3 against the baseline, which would be champion), the challenger
+    is promoted in its place: the baseline does not serve while a better model is at
+    hand. Without the MAEs, the baseline takes over."""
+    if decision.moves_champion or served is None:
+        return decision
+    reason = f"{decision.reason}; {served.reason}"
+    if not served.step_down:
+        return Decision(False, reason)
+    if (
+        challenger_mae is not None
+        and baseline_mae is not None
+        and beats(challenger_mae, baseline_mae, margin)
+    ):
+        change = (baseline_mae - challenger_mae) / baseline_mae if baseline_mae > 0 else 0.0
+        return Decision(
+            True,
+            f"{reason}; instead of the baseline, the challenger takes its place: its MAE "
+            f"{challenger_mae:.2f} min beats the baseline's {baseline_mae:.2f} min "
+            f"({change:+.1%}; margin {margin:.1%})",
+        )
+    return Decision(False, reason, step_down=True)
 
 
 def champion_event(score_result: dict[str, Any], day: date | str) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -304,6 +304,17 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
             # The baseline champion's day: when a step-down made it champion again.
             baseline_since=champion.processed_day if champion.kind == "baseline" else None,
         )
+        # Rule 5: when rules 1-4 leave the champion model in place, its served scores
+        # (this day's included, recorded above) may step it down within the day.
+        served = serving.served_verdict(engine, champion, day, settings.score)
+        decision = promotion.with_served(
+            judged.decision,
+            served,
+            challenger_mae=judged.mae["model"],
+            baseline_mae=judged.mae["baseline"],
+            margin=settings.score.promotion_margin,
+        )
+        judged = replace(judged, decision=decision)
         metrics, decision = judged.metrics, judged.decision
         stored = (
             registry.store_model(

@@ -8,7 +8,9 @@ run of that day (:func:`flight_delays.score.run`). Both are replaced whole, per 
 one transaction, so a rerun leaves exactly one set.
 
 Pure core: :func:`served_score` (the served predictions and the actual delays in, the
-MAE of each out).
+MAE of each out). :func:`served_verdict` reads a champion's served history and asks
+promotion rule 5 (:func:`flight_delays.promotion.served_step_down`) whether it steps
+down after the night of a day.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from sqlalchemy import (
     select,
 )
 
-from flight_delays import schema, scoring
-from flight_delays.registry import METADATA
+from flight_delays import promotion, schema, scoring
+from flight_delays.config import ScoreSettings
+from flight_delays.registry import METADATA, Champion
 
 #: A flight as the warehouse names it: its day, then the rest of schema.FLIGHT_KEY.
 FLIGHT = ["flight_day", *[c for c in schema.FLIGHT_KEY if c != schema.DAY]]
@@ -166,6 +169,50 @@ def served_scores(engine: Engine) -> pd.DataFrame:
     query = select(SERVED_SCORES).order_by(SERVED_SCORES.c.flight_day)
     with engine.connect() as conn:
         return pd.DataFrame(conn.execute(query).mappings().all(), columns=columns)
+
+
+def champion_history(engine: Engine, model_sha256: str, day: date) -> list[promotion.ServedScore]:
+    """The served scores of the days the model ``model_sha256`` served, up to ``day``,
+    oldest first (days served by other champions, or by the baseline, are not its)."""
+    if not inspect(engine).has_table(SERVED_SCORES.name):
+        return []
+    c = SERVED_SCORES.c
+    query = (
+        select(c.flight_day, c.flights, c.served_mae, c.baseline_mae)
+        .where(c.model_sha256 == model_sha256, c.champion_kind == "model", c.flight_day <= day)
+        .order_by(c.flight_day)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        promotion.ServedScore(
+            day=pd.Timestamp(r.flight_day).date(),
+            flights=int(r.flights),
+            served_mae=float(r.served_mae),
+            baseline_mae=float(r.baseline_mae),
+        )
+        for r in rows
+    ]
+
+
+def served_verdict(
+    engine: Engine, champion: Champion, day: date, settings: ScoreSettings
+) -> promotion.Decision | None:
+    """Rule 5 for the night of ``day``: whether the champion model steps down on its
+    served scores (None while the baseline is champion, or for a run of a day no later
+    than the champion's own: it served nothing up to then)."""
+    if champion.kind != "model" or champion.model_sha256 is None:
+        return None
+    if champion.processed_day is not None and day <= champion.processed_day:
+        return None
+    return promotion.served_step_down(
+        champion_history(engine, champion.model_sha256, day),
+        day,
+        margin=settings.served_margin,
+        bad_days=settings.served_bad_days,
+        days=settings.served_days,
+        champion_name=promotion.champion_name(champion.processed_day),
+    )
 
 
 def with_served(history: pd.DataFrame, served: pd.DataFrame) -> pd.DataFrame:
