@@ -315,3 +315,18 @@ def fingerprint(root: Path) -> dict[str, tuple[str, int]]:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
                 found[str(path.relative_to(root))] = (digest, path.stat().st_mtime_ns)
     return found
+
+
+def parse_metrics(body: str) -> dict[str, dict[tuple, float]]:
+    """A Prometheus text exposition, through prometheus_client's own parser: metric name
+    -> {sorted label items: value}; a sample given twice fails."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            samples = found.setdefault(sample.name, {})
+            key = tuple(sorted(sample.labels.items()))
+            assert key not in samples, f"{sample.name}{dict(key)} twice"
+            samples[key] = sample.value
+    return found

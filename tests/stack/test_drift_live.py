@@ -19,8 +19,7 @@ from datetime import date
 import httpx
 import pytest
 import sqlalchemy as sa
-from prometheus_client.parser import text_string_to_metric_families
-from stack_helpers import DAG_ID, TIMINGS, Stack
+from stack_helpers import DAG_ID, TIMINGS, Stack, parse_metrics
 
 from flight_delays import artifacts
 from flight_delays.alerts import ALERTS
@@ -29,14 +28,6 @@ from flight_delays.db import open_engine
 pytestmark = pytest.mark.stack
 
 KM_PER_MILE = 1.609344
-
-
-def metric_samples(body: str) -> dict[str, dict[tuple, float]]:
-    found: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            found.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return found
 
 
 def test_a_drifted_day_shows_in_the_report_the_page_the_metrics_and_an_alert(
@@ -87,7 +78,7 @@ def test_a_drifted_day_shows_in_the_report_the_page_the_metrics_and_an_alert(
         assert "distance" in table[: table.index("</table>")]
 
         # The metrics route: the largest watched PSI is the distance's.
-        scraped = metric_samples(httpx.get(f"{base}/metrics", headers=headers, timeout=30).text)
+        scraped = parse_metrics(httpx.get(f"{base}/metrics", headers=headers, timeout=30).text)
         (labels, psi) = next(iter(scraped["flight_delays_drift_psi_max"].items()))
         assert dict(labels)["feature"] == "distance"
         assert psi == pytest.approx(drift["features"]["distance"])

@@ -15,8 +15,8 @@ from datetime import datetime
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from stack_helpers import TIMINGS, Stack, StatsdListener
+from stack_helpers import parse_metrics as parse
 
 pytestmark = pytest.mark.stack
 
@@ -43,17 +43,6 @@ def test_the_scheduler_sends_statsd_metrics_to_the_configured_socket(
     value, kind = rest.split("|", 1)
     float(value)
     assert kind[0] in "cgmsh", line
-
-
-def parse(body: str) -> dict[str, dict[tuple, float]]:
-    found: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            samples = found.setdefault(sample.name, {})
-            key = tuple(sorted(sample.labels.items()))
-            assert key not in samples, f"{sample.name}{dict(key)} twice"
-            samples[key] = sample.value
-    return found
 
 
 def test_the_metrics_route_answers_on_the_api_server(stack: Stack):
