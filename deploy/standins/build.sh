@@ -39,7 +39,7 @@ docker_cli() {
 }
 DOCKER=$(docker_cli)
 
-"$HERE/make-base.sh" "$BASE"
+"$HERE/make-base.sh" "$BASE" >&2
 secret=()
 if [[ -n $CA_BUNDLE ]]; then
     [[ -r $CA_BUNDLE ]] || {
