@@ -7,9 +7,11 @@
 # the small layers after it, never the dependency layer; editing a DAG, the last layer.
 #
 # The image's own Airflow is kept as it is: the requirements leave out apache-airflow,
-# apache-airflow-core and apache-airflow-task-sdk, and pip is told to keep
-# apache-airflow==${AIRFLOW_VERSION} (set by the base image), so a dependency that needs
-# another Airflow fails the build instead of silently replacing it.
+# apache-airflow-core and apache-airflow-task-sdk. They are installed with
+# --require-hashes (every file checked against uv.lock's hashes), so pip can install
+# nothing that is not in them: a dependency that needs another Airflow fails the build
+# instead of silently replacing it; the step then checks that apache-airflow is still
+# ${AIRFLOW_VERSION} (set by the base image) and runs `pip check`.
 # tests/deploy/test_dockerfile.py checks the base tag and the pins against uv.lock.
 #
 # Behind a TLS-inspecting proxy (or wherever PyPI's certificate is signed by a CA of your
@@ -46,8 +48,10 @@ RUN --mount=type=secret,id=ca_bundle,uid=50000 \
         export PIP_CERT=/tmp/ca-bundle.pem \
         && cat /etc/ssl/certs/ca-certificates.crt /run/secrets/ca_bundle > "$PIP_CERT"; \
     fi \
-    && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" \
-        --requirement /tmp/image-requirements.txt; \
+    && pip install --no-cache-dir --require-hashes --requirement /tmp/image-requirements.txt \
+    && python -c 'import importlib.metadata as m, os, sys; v = m.version("apache-airflow"); \
+sys.exit(0 if v == os.environ["AIRFLOW_VERSION"] else f"apache-airflow {v} replaced the base")' \
+    && pip check; \
     status=$?; rm -f /tmp/ca-bundle.pem; exit $status
 
 # --no-deps: every dependency is already installed from the lock above.
