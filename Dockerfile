@@ -8,10 +8,12 @@
 #
 # The image's own Airflow is kept as it is: the requirements leave out apache-airflow,
 # apache-airflow-core and apache-airflow-task-sdk. They are installed with
-# --require-hashes (every file checked against uv.lock's hashes), so pip can install
-# nothing that is not in them: a dependency that needs another Airflow fails the build
-# instead of silently replacing it; the step then checks that apache-airflow is still
-# ${AIRFLOW_VERSION} (set by the base image) and runs `pip check`.
+# --require-hashes (every file checked against uv.lock's hashes) and --no-deps: the export
+# is the lock's whole closure, so pip installs exactly it and resolves nothing (pip's
+# hash mode cannot take a dependency with an extra, such as celery[redis], unless it is
+# pinned that way). The step then checks that apache-airflow is still ${AIRFLOW_VERSION}
+# (set by the base image) and runs `pip check`: a pin that needs another Airflow fails the
+# build instead of silently replacing it.
 # tests/deploy/test_dockerfile.py checks the base tag and the pins against uv.lock.
 #
 # Behind a TLS-inspecting proxy (or wherever PyPI's certificate is signed by a CA of your
@@ -48,7 +50,7 @@ RUN --mount=type=secret,id=ca_bundle,uid=50000 \
         export PIP_CERT=/tmp/ca-bundle.pem \
         && cat /etc/ssl/certs/ca-certificates.crt /run/secrets/ca_bundle > "$PIP_CERT"; \
     fi \
-    && pip install --no-cache-dir --require-hashes --requirement /tmp/image-requirements.txt \
+    && pip install --no-cache-dir --require-hashes --no-deps --requirement /tmp/image-requirements.txt \
     && python -c 'import importlib.metadata as m, os, sys; v = m.version("apache-airflow"); \
 sys.exit(0 if v == os.environ["AIRFLOW_VERSION"] else f"apache-airflow {v} replaced the base")' \
     && pip check; \

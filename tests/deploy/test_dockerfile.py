@@ -137,9 +137,10 @@ def test_requirements_are_the_current_export_of_the_lock(tmp_path):
 def test_install_keeps_the_image_airflow_and_uses_no_runtime_pip():
     runs = [a for kind, a in stages()[-1] if kind == "RUN"]
     install = next(r for r in runs if "/tmp/image-requirements.txt" in r)
-    # Hash-checking mode: pip installs nothing the lock did not hash, so a pin that needs
-    # another Airflow fails the build; the step checks the Airflow version and pip check.
-    assert "--require-hashes" in install
+    # Hash-checking mode, exactly the lock's closure (--no-deps): pip installs nothing the
+    # lock did not hash; the step checks the Airflow version and runs pip check, so a pin
+    # that needs another Airflow fails the build.
+    assert "--require-hashes" in install and "--no-deps" in install
     assert 'm.version("apache-airflow")' in install and 'os.environ["AIRFLOW_VERSION"]' in install
     assert "pip check" in install
     assert "--no-cache-dir" in install
