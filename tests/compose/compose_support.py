@@ -298,3 +298,25 @@ class Compose:
 
 def run_path(run_id: str, dag_id: str = DAG_ID) -> str:
     return f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+
+
+def bring_up(compose: Compose, label: str = "") -> Compose:
+    """`docker compose up -d --wait` until every service is healthy, then until the
+    dag-processor parsed the DAG. A failure names the services' states and log tails."""
+    started = time.monotonic()
+    result = compose("up", "--detach", "--no-build", "--wait", "--wait-timeout", "600",
+                     timeout=700, check=False)  # fmt: skip
+    if result.returncode != 0:
+        states = {name: row.get("Status") for name, row in compose.services().items()}
+        raise ComposeError(
+            f"docker compose up failed ({result.returncode}): {result.stderr[-3000:]}\n"
+            f"services: {states}\n{compose.logs(tail=40)}"
+        )
+    TIMINGS[f"{label}docker compose up -d --wait: every service healthy"] = (
+        f"{time.monotonic() - started:.1f} s"
+    )
+    deadline = time.monotonic() + 180
+    while compose.api("GET", f"/dags/{DAG_ID}").status_code != 200:
+        assert time.monotonic() < deadline, "the dag-processor did not parse the DAG in 180 s"
+        time.sleep(2)
+    return compose

@@ -57,15 +57,18 @@ def images(docker: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def compose(docker: str, images: dict[str, str]) -> Iterator[Compose]:
-    """A project copy with a generated .env, not yet up (the module brings it up)."""
+def compose(request, docker: str, images: dict[str, str]) -> Iterator[Compose]:
+    """A project copy with a generated .env, not yet up (the module brings it up), under
+    a project name of its own. A module's EXTRA_ENV (e.g. the celery profile) is added to
+    the .env."""
     root = Path(tempfile.mkdtemp(prefix="fd-compose-"))
-    project = f"fdcompose{os.getpid()}"
+    extra = getattr(request.module, "EXTRA_ENV", {})
+    project = f"fdcompose{os.getpid()}{request.module.__name__.rsplit('_', 1)[-1]}"
     port = free_port()
     stack = Compose(
         root=project_copy(root),
         project=project,
-        env=generated_env(images, port),
+        env={**generated_env(images, port), **extra},
         docker=docker,
         api_url=f"http://127.0.0.1:{port}",
     )

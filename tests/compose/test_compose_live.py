@@ -23,7 +23,7 @@ from compose_support import (
     PROJECT_IMAGE,
     TIMINGS,
     Compose,
-    ComposeError,
+    bring_up,
     run,
     run_path,
 )
@@ -93,23 +93,7 @@ def wait_until_back(compose: Compose, service: str, restarts: int, timeout: floa
 @pytest.fixture(scope="module")
 def stack(compose: Compose) -> Iterator[Compose]:
     """The stack up and healthy (`docker compose up -d --wait`), the DAG parsed."""
-    started = time.monotonic()
-    result = compose("up", "--detach", "--no-build", "--wait", "--wait-timeout", "600",
-                     timeout=700, check=False)  # fmt: skip
-    if result.returncode != 0:
-        states = {name: row.get("Status") for name, row in compose.services().items()}
-        raise ComposeError(
-            f"docker compose up failed ({result.returncode}): {result.stderr[-3000:]}\n"
-            f"services: {states}\n{compose.logs(tail=40)}"
-        )
-    TIMINGS["docker compose up -d --wait: every service healthy"] = (
-        f"{time.monotonic() - started:.1f} s"
-    )
-    deadline = time.monotonic() + 180
-    while compose.api("GET", f"/dags/{DAG_ID}").status_code != 200:
-        assert time.monotonic() < deadline, "the dag-processor did not parse the DAG in 180 s"
-        time.sleep(2)
-    yield compose
+    yield bring_up(compose)
 
 
 # --- the images ---------------------------------------------------------------------------
