@@ -126,7 +126,8 @@ compose-up: venv ## build the image and start the docker-compose stack (STANDINS
 	@test -f .env || { echo "no .env: cp .env.example .env, then fill in the secrets" >&2; exit 1; }
 	set -euo pipefail; \
 	if [ -n "$(STANDINS)" ]; then \
-	  for line in $$(DOCKER_CLI=$(DOCKER_BUILD_CLI) deploy/standins/build.sh); do export "$$line"; done; \
+	  lines=$$(DOCKER_CLI=$(DOCKER_BUILD_CLI) deploy/standins/build.sh); \
+	  for line in $$lines; do export "$$line"; done; \
 	fi; \
 	DOCKER_BUILDKIT=1 $(DOCKER_BUILD_CLI) build \
 	  $${SSL_CERT_FILE:+--secret id=ca_bundle,src=$$SSL_CERT_FILE} \
