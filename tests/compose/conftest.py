@@ -78,6 +78,8 @@ def compose(request, docker: str, images: dict[str, str]) -> Iterator[Compose]:
     finally:
         started = time.monotonic()
         stack("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300, check=False)
-        TIMINGS["docker compose down -v"] = f"{time.monotonic() - started:.1f} s"
+        TIMINGS[f"{project}: docker compose down -v (fixture)"] = (
+            f"{time.monotonic() - started:.1f} s"
+        )
         # The containers wrote as AIRFLOW_UID: the test runs as root and can remove it.
         run(["rm", "-rf", str(root)], check=False)
