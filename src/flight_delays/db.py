@@ -8,6 +8,7 @@ their databases here.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,30 @@ from sqlalchemy.engine import URL, make_url
 #: embedded SQLite file).
 WAREHOUSE_CONN_ID = "flight_delays_warehouse"
 
+log = logging.getLogger(__name__)
+
 
 def warehouse_url(conn: Any) -> str | None:
     """The warehouse URL from a task context's ``conn`` accessor (Airflow's), or None for
     the package's default. Called when a task runs, so the password never lands in the
-    task's rendered fields."""
+    task's rendered fields. The connection wins over ``source.url``/``registry.url`` of
+    params.yaml and FLIGHT_DELAYS_SOURCE_URL; the task log says which one is used."""
     connection = conn.get(WAREHOUSE_CONN_ID)
-    return connection.get_uri() if connection else None
+    if connection is None:
+        log.info(
+            "warehouse and registry: no Airflow connection %r, so source.url / registry.url "
+            "of params.yaml, else FLIGHT_DELAYS_SOURCE_URL, else the embedded SQLite file",
+            WAREHOUSE_CONN_ID,
+        )
+        return None
+    url = connection.get_uri()
+    log.info(
+        "warehouse and registry: the Airflow connection %r (%s); it overrides source.url "
+        "and registry.url of params.yaml and FLIGHT_DELAYS_SOURCE_URL",
+        WAREHOUSE_CONN_ID,
+        safe_url(url),
+    )
+    return url
 
 
 def safe_url(url: str | URL) -> str:

@@ -589,7 +589,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, text in commands:
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--url", help="registry URL (default: the warehouse of params.yaml)")
+        cmd.add_argument(
+            "--url",
+            help=(
+                "registry URL (default: registry.url of params.yaml, else the warehouse: "
+                "source.url, else FLIGHT_DELAYS_SOURCE_URL, else the embedded SQLite file; "
+                "the Airflow connection flight_delays_warehouse is not read here)"
+            ),
+        )
         if name == "rollback":
             cmd.add_argument("--to", help="YYYY-MM-DD (its newest promoted run) or 'baseline'")
             cmd.add_argument("--reason", required=True, help="recorded with the move")
