@@ -253,4 +253,9 @@ def admin_token() -> str:
     from airflow.models.revoked_token import RevokedToken
 
     RevokedToken.__table__.create(settings.engine, checkfirst=True)
-    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    manager = get_auth_manager()
+    # The signer and the validator are cached per class; another test module's may hold
+    # its own JWT secret: both are rebuilt from the current configuration.
+    type(manager)._get_token_signer.__func__.cache_clear()
+    type(manager)._get_token_validator.__func__.cache_clear()
+    return manager.generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
