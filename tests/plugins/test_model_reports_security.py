@@ -186,6 +186,18 @@ def test_a_bad_expired_or_foreign_figure_link_is_refused(client, figures, plugin
     assert "reload the report" in response.json()["detail"]
 
 
+def test_the_signed_route_serves_nothing_else_and_names_a_bad_storage_url(
+    client, figures, monkeypatch
+):
+    anonymous = TestClient(client.app)
+    link = signed_links(client.get(f"/reports/{REPORT}").text)[0].removeprefix("../../")
+    for path in ("/signed-figures/", "/signed-figures/docs", "/signed-figures/openapi.json"):
+        assert anonymous.get(path).status_code in (403, 404), path
+    monkeypatch.setenv("FLIGHT_DELAYS_STORAGE_URL", "nosuchfs://bucket/prefix")
+    response = anonymous.get(f"/{link}")
+    assert response.status_code == 503 and "FLIGHT_DELAYS_STORAGE_URL" in response.text
+
+
 def test_a_signed_link_grants_a_png_inside_reports_only(client, figures, plugin):
     from airflow.api_fastapi.auth.tokens import get_signing_key
 
