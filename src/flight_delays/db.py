@@ -151,17 +151,21 @@ def advisory_lock(engine: Engine, namespace: int, key: int, what: str) -> Iterat
     try:
         yield
     except BaseException:
+        log.info(
+            "%s: releasing after %.1f s held (the block failed)", what, time.monotonic() - taken
+        )
         lost = _release(conn, keys)
         if lost:
             log.error("%s was lost while held (%s), and the block failed", what, lost)
         raise
+    # Logged before the unlock: the next holder's "taken" line always comes after it.
+    log.info("%s: releasing after %.1f s held", what, time.monotonic() - taken)
     lost = _release(conn, keys)
     if lost:
         raise LockError(
             f"{what} was lost while held: its connection to {where} failed ({lost}), so "
             "another run may have held it meanwhile"
         )
-    log.info("%s: released after %.1f s held", what, time.monotonic() - taken)
 
 
 def _release(conn: Connection, keys: dict[str, int]) -> str | None:

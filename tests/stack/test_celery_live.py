@@ -271,7 +271,7 @@ def wait_for_blocked_scores(stack: Stack, engine: Engine, run_ids: list[str]) ->
 
 
 def lock_lines(stack: Stack, run_id: str) -> dict[str, datetime]:
-    """When the run's `score` logged that it waited for, took and released the day lock
+    """When the run's `score` logged that it waited for, took and was releasing the day lock
     (flight_delays.db.advisory_lock), from its task log's JSON lines."""
     log = (
         stack.state / "logs" / "airflow" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
@@ -284,10 +284,10 @@ def lock_lines(stack: Stack, run_id: str) -> dict[str, datetime]:
         except ValueError:
             continue
         message = str(event.get("event", ""))
-        for what in ("waiting", "taken", "released"):
+        for what in ("waiting", "taken", "releasing"):
             if message.startswith(f"the day lock of {LOCK_DAY.isoformat()}: {what}"):
                 found[what] = datetime.fromisoformat(event["timestamp"])
-    assert set(found) == {"waiting", "taken", "released"}, f"{log}: lock lines {found}"
+    assert set(found) == {"waiting", "taken", "releasing"}, f"{log}: lock lines {found}"
     return found
 
 
@@ -326,12 +326,12 @@ def test_two_runs_of_one_day_on_both_workers_score_one_after_the_other(celery_da
         found = {run_id: lock_lines(stack, run_id) for run_id in runs}
         first_id, second_id = sorted(runs, key=lambda run_id: found[run_id]["taken"])
         first, second = found[first_id], found[second_id]
-        assert first["released"] <= second["taken"], (
-            f"{first_id} held the day lock {first['taken']}..{first['released']}, "
-            f"{second_id} {second['taken']}..{second['released']}: they overlap"
+        assert first["releasing"] <= second["taken"], (
+            f"{first_id} held the day lock {first['taken']}..{first['releasing']}, "
+            f"{second_id} {second['taken']}..{second['releasing']}: they overlap"
         )
         TIMINGS["celery: two scores of one day, lock held (s)"] = ", ".join(
-            f"{hosts[run_id]} {(lines['released'] - lines['taken']).total_seconds():.1f}"
+            f"{hosts[run_id]} {(lines['releasing'] - lines['taken']).total_seconds():.1f}"
             for run_id, lines in ((first_id, first), (second_id, second))
         )
 

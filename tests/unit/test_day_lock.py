@@ -111,7 +111,7 @@ def test_two_holders_of_the_same_day_take_it_one_after_the_other(
     assert any(
         m.startswith("the day lock of 2013-03-27: waiting; held by backend") for m in messages
     )
-    assert sum(m.startswith("the day lock of 2013-03-27: released") for m in messages) == 2
+    assert sum(m.startswith("the day lock of 2013-03-27: releasing") for m in messages) == 2
 
 
 def test_holders_of_different_days_do_not_wait_for_each_other(pg_url: str) -> None:
