@@ -16,7 +16,9 @@ things this module holds, and nothing else in the package needs to know it:
 - how a folder is moved or deleted (a rename on a local disk; on an object store, where a
   folder is only a key prefix, object by object);
 - a lock for the publishing step of a day (a lock on the local folder; for an object
-  store, on a local file named after the URL).
+  store, on a local file named after the URL): `score` takes it only with a SQLite
+  registry; with PostgreSQL its day lock is an advisory lock that orders every host
+  (flight_delays.registry.day_lock).
 
 The I/O itself is universal-pathlib's and fsspec's: no file-system layer of our own.
 They are imported only when a remote location is used, so this module, and the artifact
