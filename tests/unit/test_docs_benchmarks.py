@@ -109,3 +109,11 @@ def test_anchors_follow_github():
     assert anchor("The fresh machine: `make run` from a clone") == (
         "the-fresh-machine-make-run-from-a-clone"
     )
+
+
+def test_the_dated_runs_are_in_the_log_newest_first_and_not_in_the_reference():
+    dated = r"^### (\d{4}-\d\d-\d\d \d\d:\d\d) "
+    assert not re.findall(dated, PAGE.read_text(), flags=re.M), "a dated run in benchmarks.md"
+    runs = LOG.read_text().split("\n## Benchmark harness runs\n", 1)[1].split("\n## ", 1)[0]
+    stamps = re.findall(dated, runs, flags=re.M)
+    assert stamps and stamps == sorted(stamps, reverse=True), stamps
