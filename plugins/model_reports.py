@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 DAG_ID = "flight_delays"
 WAREHOUSE_CONN_ID = "flight_delays_warehouse"
+#: The same warehouse as a role that may only SELECT (the page never writes): both stacks
+#: create the role and define this connection for the api-server.
+READER_CONN_ID = "flight_delays_warehouse_reader"
 URL_PREFIX = "/model-reports"
 HISTORY_PNG = "history.png"
 # The page must answer quickly or fail: it runs in the api-server's thread pool, next to
@@ -91,12 +94,19 @@ def reports_folder(root: Any = None) -> Any:
 
 
 def registry_url() -> str:
-    """The URL of the warehouse connection the DAG uses; WarehouseMissing without it."""
+    """The URL the page reads the registry with: the SELECT-only connection
+    ``flight_delays_warehouse_reader`` (both stacks define it), else the DAG's warehouse
+    connection, whose owner role the read-only session setting alone restrains (logged as
+    a warning); WarehouseMissing without either."""
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
     try:
-        return Connection.get_connection_from_secrets(WAREHOUSE_CONN_ID).get_uri()
+        return Connection.get_connection_from_secrets(READER_CONN_ID).get_uri()
+    except AirflowNotFoundException:
+        pass
+    try:
+        url = Connection.get_connection_from_secrets(WAREHOUSE_CONN_ID).get_uri()
     except AirflowNotFoundException as exc:
         raise WarehouseMissing(
             f"the Airflow connection {WAREHOUSE_CONN_ID!r} is not defined, so the model "
@@ -104,6 +114,18 @@ def registry_url() -> str:
             "docker-compose set AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE) and restart the "
             "api-server."
         ) from exc
+    from flight_delays.db import sqlalchemy_url
+
+    if sqlalchemy_url(url).get_backend_name() != "sqlite":
+        log.warning(
+            "model reports: no Airflow connection %r, so the registry is read with %r, as "
+            "the warehouse's owner (only the read-only session setting restrains it); "
+            "define %r with a SELECT-only role (docs/ui.md)",
+            READER_CONN_ID,
+            WAREHOUSE_CONN_ID,
+            READER_CONN_ID,
+        )
+    return url
 
 
 def engine_args(url: str) -> tuple[Any, dict[str, Any]]:
