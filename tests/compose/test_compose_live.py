@@ -125,7 +125,13 @@ def test_a_missing_secret_file_is_refused_with_its_path(compose: Compose):
     run(["python3", "deploy/compose-secrets.py"], cwd=compose.root)
     missing = compose.root / "secrets" / "airflow_jwt_secret"
     missing.unlink()
-    result = compose("up", "--detach", "--no-build", timeout=180, check=False)
+    # The image the fixture built: `make compose-up` has not built its own yet, and a
+    # missing image would stop `up` (a pull) before the secret is looked at.
+    compose.write_env({**compose.env, "AIRFLOW_IMAGE_NAME": PROJECT_IMAGE})
+    try:
+        result = compose("up", "--detach", "--no-build", timeout=180, check=False)
+    finally:
+        compose.write_env()
     assert result.returncode != 0
     assert str(missing) in result.stderr, result.stderr
     running = [row for row in compose.services().values() if row.get("State") == "running"]
