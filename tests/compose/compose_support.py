@@ -190,9 +190,13 @@ class Compose:
     _token: str | None = field(default=None, repr=False)
 
     def write_env(self, env: dict[str, str] | None = None) -> Path:
+        """.env: the copy's .env.example when there is one (what `cp .env.example .env`
+        gives a new user), then the test's lines, which win (the later line does)."""
         path = self.root / ".env"
         values = self.env if env is None else env
-        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        example = self.root / ".env.example"
+        head = example.read_text() if example.is_file() else ""
+        path.write_text(head + "".join(f"{k}={v}\n" for k, v in values.items()))
         path.chmod(0o600)
         return path
 
