@@ -39,6 +39,12 @@ from deploy_support import (
 )
 
 MOTO_ENDPOINT = "http://s3:5000"
+# The `_CMD`s of the three secrets every component shares.
+SHARED_CMDS = {
+    "AIRFLOW__CORE__FERNET_KEY_CMD",
+    "AIRFLOW__API_AUTH__JWT_SECRET_CMD",
+    "AIRFLOW__API__SECRET_KEY_CMD",
+}
 # name -> (compose profiles, what .env adds), as docs/scaling.md says to run each:
 # LocalExecutor; Celery with a bucket of one's own; Celery with the s3 profile's server.
 PROFILES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
@@ -372,12 +378,16 @@ def test_celery_settings_agree_across_every_airflow_service(config, profile, ima
         assert env["AWS_SHARED_CREDENTIALS_FILE"] == f"{RUN_SECRETS}/aws_credentials", name
     # One environment: the long-running services differ only in the workers' warm
     # shutdown switch and flower's login (airflow-init has its own one-shot settings).
-    per_service = {"DUMB_INIT_SETSID", "AIRFLOW__CELERY__FLOWER_BASIC_AUTH_CMD"}
+    # Flower has none of the three secrets the components share (it uses none).
+    per_service = {"DUMB_INIT_SETSID", "AIRFLOW__CELERY__FLOWER_BASIC_AUTH_CMD", *SHARED_CMDS}
     envs = {
         name: {k: v for k, v in s["environment"].items() if k not in per_service}
         for name, s in image_services.items()
         if name != "airflow-init"
     }
+    for name, service in image_services.items():
+        has = {k for k in SHARED_CMDS if k in service["environment"]}
+        assert has == (set() if name == "flower" else SHARED_CMDS), name
     reference = envs["airflow-scheduler"]
     for name, env in envs.items():
         differs = sorted(k for k in set(env) | set(reference) if env.get(k) != reference.get(k))
@@ -506,12 +516,16 @@ def test_every_component_shares_one_value_of_each_generated_secret(image_service
         "AIRFLOW__API__SECRET_KEY": "airflow_api_secret_key",
     }
     assert set(generated_secrets()) == set(from_file)
+    components = {n: s for n, s in image_services.items() if n != "flower"}
     for key, secret in from_file.items():
-        values = {name: secret_setting(s["environment"], key) for name, s in image_services.items()}
+        values = {name: secret_setting(s["environment"], key) for name, s in components.items()}
         assert set(values.values()) == {TEST_SECRETS[secret]}, f"{key}: {values}"
         for name, service in image_services.items():
             mounted = {m["source"] for m in service.get("secrets", [])}
             assert (secret in mounted) is (name != "flower"), f"{name}: {secret}, {mounted}"
+            # flower has neither the file nor its `_CMD` (a `_CMD` without its file
+            # stops every airflow command at start).
+            assert (f"{key}_CMD" in service["environment"]) is (name != "flower"), name
     # Three secrets, three values: one leaked secret does not give the others.
     assert len({TEST_SECRETS[s] for s in from_file.values()}) == 3
 
