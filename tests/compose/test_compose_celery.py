@@ -72,14 +72,20 @@ def test_the_celery_and_s3_services_are_healthy(stack: Compose):
 
 def test_flower_asks_for_its_login(stack: Compose):
     """Basic auth from the secret flower_basic_auth: 401 without it or with a wrong
-    password, 200 with it."""
+    password, 200 with it; and flower reaches the broker (redis's password): asked to
+    refresh, it lists both workers."""
     url = f"http://127.0.0.1:{stack.env['FLOWER_PORT']}/api/workers"
     user, password = stack.secret("flower_basic_auth").split(":", 1)
     assert httpx.get(url, timeout=30).status_code == 401
     assert httpx.get(url, auth=(user, "wrong"), timeout=30).status_code == 401
-    response = httpx.get(url, auth=(user, password), timeout=60)
-    assert response.status_code == 200, response.text
-    assert {"celery@airflow-worker-1", "celery@airflow-worker-2"} <= set(response.json())
+    wanted, deadline = {"celery@airflow-worker-1", "celery@airflow-worker-2"}, time.monotonic() + 90
+    while True:
+        response = httpx.get(url, params={"refresh": "1"}, auth=(user, password), timeout=60)
+        assert response.status_code == 200, response.text
+        if wanted <= set(response.json()) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert wanted <= set(response.json()), response.text
 
 
 def test_a_run_and_a_backfill_use_both_workers_and_keep_the_artifacts_in_the_bucket(
