@@ -110,9 +110,9 @@ def registry_url() -> str:
     except AirflowNotFoundException as exc:
         raise WarehouseMissing(
             f"the Airflow connection {WAREHOUSE_CONN_ID!r} is not defined, so the model "
-            "registry cannot be read. Define it as the DAG has it (make up and "
-            "docker-compose set AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE) and restart the "
-            "api-server."
+            "registry cannot be read. Define it as the DAG has it (make up sets "
+            "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE; docker-compose's airflow-init stores it "
+            "in the metastore) and restart the api-server."
         ) from exc
     from flight_delays.db import sqlalchemy_url
 
