@@ -28,6 +28,8 @@ set -euo pipefail
 readonly PROG=airflow-init
 # The Airflow connection of the warehouse (flight_delays.db.WAREHOUSE_CONN_ID).
 readonly WAREHOUSE_CONN_ID=flight_delays_warehouse
+# The same warehouse as the SELECT-only role the Model reports page reads with.
+readonly READER_CONN_ID=flight_delays_warehouse_reader
 ADMIN_USER=${AIRFLOW_ADMIN_USER:-admin}
 PYTHON=${PYTHON:-python}
 FERNET_HOWTO="python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
@@ -40,6 +42,7 @@ GENERATE="generate the missing files with: python3 deploy/compose-secrets.py"
 declare -A DB_ROLES=(
     [airflow_db_password]="password of the Postgres role that owns the metastore database 'airflow'"
     [warehouse_db_password]="password of the Postgres role that owns the 'warehouse' database"
+    [warehouse_reader_password]="password of the Postgres role that may only read the 'warehouse' database (the Model reports page)"
 )
 
 # A secret's value: its file, trailing newline dropped ($(<) strips it). Empty when the
@@ -63,9 +66,11 @@ check_secrets() {
         [airflow_admin_password]="the password of the web UI user '${ADMIN_USER}'"
         [airflow_db_password]=${DB_ROLES[airflow_db_password]}
         [warehouse_db_password]=${DB_ROLES[warehouse_db_password]}
+        [warehouse_reader_password]=${DB_ROLES[warehouse_reader_password]}
     )
     for name in airflow_fernet_key airflow_jwt_secret airflow_api_secret_key \
-        airflow_admin_password airflow_db_password warehouse_db_password; do
+        airflow_admin_password airflow_db_password warehouse_db_password \
+        warehouse_reader_password; do
         if [[ ! -r $SECRETS_PATH/$name ]]; then
             problems+=("secret file $name is missing from $SECRETS_PATH (${what[$name]}): $GENERATE")
         elif [[ -z $(secret "$name") ]]; then
@@ -89,7 +94,7 @@ check_secrets() {
     fi
     # The database passwords also reach Airflow inside URIs, where anything but
     # unreserved characters would need percent-encoding.
-    for name in airflow_db_password warehouse_db_password; do
+    for name in airflow_db_password warehouse_db_password warehouse_reader_password; do
         value=$(secret "$name")
         if [[ -n $value && ! $value =~ ^[A-Za-z0-9._~-]+$ ]]; then
             problems+=("secret $name holds characters that would need percent-encoding in a database URI: use letters, digits and . _ ~ - only, e.g. openssl rand -hex 24")
@@ -97,6 +102,9 @@ check_secrets() {
     done
     if [[ -z ${WAREHOUSE_DB_URL:-} ]]; then
         problems+=("WAREHOUSE_DB_URL is not set (docker-compose.yaml sets it: the warehouse without its password)")
+    fi
+    if [[ -z ${WAREHOUSE_READER_DB_URL:-} ]]; then
+        problems+=("WAREHOUSE_READER_DB_URL is not set (docker-compose.yaml sets it: the warehouse as its SELECT-only role, without the password)")
     fi
     # Not a secret, but chown and every container's `user:` need a number.
     if [[ ! ${AIRFLOW_UID:-50000} =~ ^[0-9]+$ ]]; then
@@ -111,16 +119,21 @@ check_secrets() {
         } >&2
         return 1
     fi
-    log "secrets present: Fernet key, JWT secret, API secret key, admin password, metastore and warehouse passwords"
+    log "secrets present: Fernet key, JWT secret, API secret key, admin password, metastore, warehouse and warehouse reader passwords"
 }
 
 # The warehouse's URL with its password, for this script's own commands only: it is
 # handed to them in their environment (FLIGHT_DELAYS_SOURCE_URL), never on a command line.
 warehouse_url() {
-    WAREHOUSE_PASSWORD=$(secret warehouse_db_password) "$PYTHON" -c '
+    with_password "$WAREHOUSE_DB_URL" warehouse_db_password
+}
+
+# A URL with the password of a secret file added: with_password URL SECRET.
+with_password() {
+    URL=$1 WAREHOUSE_PASSWORD=$(secret "$2") "$PYTHON" -c '
 import os
 from sqlalchemy.engine import make_url
-url = make_url(os.environ["WAREHOUSE_DB_URL"]).set(password=os.environ["WAREHOUSE_PASSWORD"])
+url = make_url(os.environ["URL"]).set(password=os.environ["WAREHOUSE_PASSWORD"])
 print(url.render_as_string(hide_password=False))'
 }
 
@@ -236,8 +249,9 @@ migrate_registry() {
 # so that a new warehouse password takes effect. The components read it from there, the
 # tasks through the execution API: none of them needs the warehouse's secret file.
 store_connection() {
-    log "storing the connection ${WAREHOUSE_CONN_ID} in the metastore"
-    "$PYTHON" - "$WAREHOUSE_CONN_ID" <<'PY'
+    log "storing the connections ${WAREHOUSE_CONN_ID} and ${READER_CONN_ID} in the metastore"
+    READER_URL=$(with_password "$WAREHOUSE_READER_DB_URL" warehouse_reader_password) \
+        "$PYTHON" - "$WAREHOUSE_CONN_ID" "$READER_CONN_ID" <<'PY'
 import os
 import sys
 
@@ -245,10 +259,11 @@ from airflow.models.connection import Connection
 from airflow.utils.session import create_session
 from sqlalchemy import delete
 
-conn_id = sys.argv[1]
+urls = {sys.argv[1]: os.environ["FLIGHT_DELAYS_SOURCE_URL"], sys.argv[2]: os.environ["READER_URL"]}
 with create_session() as session:
-    session.execute(delete(Connection).where(Connection.conn_id == conn_id))
-    session.add(Connection(conn_id=conn_id, uri=os.environ["FLIGHT_DELAYS_SOURCE_URL"]))
+    for conn_id, uri in urls.items():
+        session.execute(delete(Connection).where(Connection.conn_id == conn_id))
+        session.add(Connection(conn_id=conn_id, uri=uri))
 PY
 }
 

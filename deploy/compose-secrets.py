@@ -47,6 +47,10 @@ SECRETS: dict[str, tuple[Callable[[], str], str]] = {
     "postgres_password": (_hex(24), "PostgreSQL superuser 'postgres' (first start only)"),
     "airflow_db_password": (_hex(24), "role 'airflow', owner of the metastore"),
     "warehouse_db_password": (_hex(24), "role 'warehouse', owner of the warehouse"),
+    "warehouse_reader_password": (
+        _hex(24),
+        "role 'warehouse_reader': SELECT only, the Model reports page reads with it",
+    ),
     "airflow_fernet_key": (_fernet_key, "[core] fernet_key: keep it, it encrypts the metastore"),
     "airflow_jwt_secret": (_hex(32), "[api_auth] jwt_secret, shared by every component"),
     "airflow_api_secret_key": (_hex(32), "[api] secret_key, shared by every component"),

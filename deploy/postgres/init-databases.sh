@@ -35,10 +35,13 @@ from_file() {
 }
 from_file AIRFLOW_DB_PASSWORD
 from_file WAREHOUSE_DB_PASSWORD
+from_file WAREHOUSE_READER_DB_PASSWORD
+WAREHOUSE_READER_DB_USER=${WAREHOUSE_READER_DB_USER:-warehouse_reader}
 
 missing=()
 [[ -n ${AIRFLOW_DB_PASSWORD:-} ]] || missing+=("AIRFLOW_DB_PASSWORD (role $AIRFLOW_DB_USER, metastore database $AIRFLOW_DB_NAME)")
 [[ -n ${WAREHOUSE_DB_PASSWORD:-} ]] || missing+=("WAREHOUSE_DB_PASSWORD (role $WAREHOUSE_DB_USER, database $WAREHOUSE_DB_NAME)")
+[[ -n ${WAREHOUSE_READER_DB_PASSWORD:-} ]] || missing+=("WAREHOUSE_READER_DB_PASSWORD (role $WAREHOUSE_READER_DB_USER, SELECT only on $WAREHOUSE_DB_NAME)")
 if ((${#missing[@]})); then
     echo "init-databases: refusing to create roles without passwords; set (or their _FILE):" >&2
     printf '  - %s\n' "${missing[@]}" >&2
@@ -52,7 +55,9 @@ psql --no-psqlrc -v ON_ERROR_STOP=1 --quiet \
     --set=airflow_user="$AIRFLOW_DB_USER" --set=airflow_password="$AIRFLOW_DB_PASSWORD" \
     --set=airflow_db="$AIRFLOW_DB_NAME" \
     --set=warehouse_user="$WAREHOUSE_DB_USER" --set=warehouse_password="$WAREHOUSE_DB_PASSWORD" \
-    --set=warehouse_db="$WAREHOUSE_DB_NAME" <<'SQL'
+    --set=warehouse_db="$WAREHOUSE_DB_NAME" \
+    --set=reader_user="$WAREHOUSE_READER_DB_USER" \
+    --set=reader_password="$WAREHOUSE_READER_DB_PASSWORD" <<'SQL'
 CREATE ROLE :"airflow_user" LOGIN PASSWORD :'airflow_password';
 CREATE DATABASE :"airflow_db" OWNER :"airflow_user";
 REVOKE ALL ON DATABASE :"airflow_db" FROM PUBLIC;
@@ -60,6 +65,15 @@ REVOKE ALL ON DATABASE :"airflow_db" FROM PUBLIC;
 CREATE ROLE :"warehouse_user" LOGIN PASSWORD :'warehouse_password';
 CREATE DATABASE :"warehouse_db" OWNER :"warehouse_user";
 REVOKE ALL ON DATABASE :"warehouse_db" FROM PUBLIC;
+
+-- The Model reports page's role: it may read every table the warehouse's owner makes
+-- (the registry's, predictions, alerts) and write none.
+CREATE ROLE :"reader_user" LOGIN PASSWORD :'reader_password';
+GRANT CONNECT ON DATABASE :"warehouse_db" TO :"reader_user";
+\connect :"warehouse_db"
+GRANT USAGE ON SCHEMA public TO :"reader_user";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"warehouse_user" IN SCHEMA public
+    GRANT SELECT ON TABLES TO :"reader_user";
 SQL
 
-echo "init-databases: created database $AIRFLOW_DB_NAME (owner $AIRFLOW_DB_USER) and $WAREHOUSE_DB_NAME (owner $WAREHOUSE_DB_USER)"
+echo "init-databases: created database $AIRFLOW_DB_NAME (owner $AIRFLOW_DB_USER) and $WAREHOUSE_DB_NAME (owner $WAREHOUSE_DB_USER, read by $WAREHOUSE_READER_DB_USER)"

@@ -32,6 +32,7 @@ TEST_SECRETS = {
     "postgres_password": "pg-superuser-test-0123",
     "airflow_db_password": "airflow-db-test-4567",
     "warehouse_db_password": "warehouse-db-test-89ab",
+    "warehouse_reader_password": "warehouse-reader-test-7a7a",
     "airflow_fernet_key": "jkMq0bNcAm4iFqvQ7mM2DSZBQGq2CkU1KcH8TnnrVW8=",
     "airflow_jwt_secret": "0123456789abcdef0123456789abcdef0123456789abcdef",
     "airflow_api_secret_key": "fedcba9876543210fedcba9876543210fedcba9876543210",

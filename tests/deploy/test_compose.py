@@ -78,15 +78,25 @@ SIMPLE_AUTH_MANAGER = (
 )
 
 
-def dag_constant(name: str) -> str:
-    """A module-level string constant of flight_delays.db (the DAGs take it from there)."""
-    tree = ast.parse((REPO / "src" / "flight_delays" / "db.py").read_text())
-    for node in tree.body:
+def module_constant(path: Path, name: str) -> str:
+    """A module-level string constant of the Python file at ``path``, read without
+    importing it."""
+    for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == name for t in node.targets
         ):
             return ast.literal_eval(node.value)
-    raise AssertionError(f"{name} not found in src/flight_delays/db.py")
+    raise AssertionError(f"{name} not found in {path}")
+
+
+def dag_constant(name: str) -> str:
+    """A constant of flight_delays.db (the DAGs take it from there)."""
+    return module_constant(REPO / "src" / "flight_delays" / "db.py", name)
+
+
+def plugin_constant(name: str) -> str:
+    """A constant of the Model reports plugin."""
+    return module_constant(REPO / "plugins" / "model_reports.py", name)
 
 
 @pytest.fixture(scope="module", params=sorted(PROFILES))
@@ -310,7 +320,9 @@ def test_postgres_creates_both_databases_on_first_start(config):
     # form for the init script's two roles.
     for variable, secret in (("POSTGRES_PASSWORD", "postgres_password"),
                              ("AIRFLOW_DB_PASSWORD", "airflow_db_password"),
-                             ("WAREHOUSE_DB_PASSWORD", "warehouse_db_password")):  # fmt: skip
+                             ("WAREHOUSE_DB_PASSWORD", "warehouse_db_password"),
+                             ("WAREHOUSE_READER_DB_PASSWORD",
+                              "warehouse_reader_password")):  # fmt: skip
         assert variable not in env
         assert env[f"{variable}_FILE"] == f"{RUN_SECRETS}/{secret}"
         assert secret in [s["source"] for s in postgres["secrets"]]
@@ -634,11 +646,18 @@ def test_the_dag_finds_its_warehouse_connection(config, image_services):
     assert (
         init["environment"]["WAREHOUSE_DB_URL"] == "postgresql://warehouse@postgres:5432/warehouse"
     )
+    # The page's SELECT-only connection, stored the same way from its own URL and secret.
+    assert "readonly READER_CONN_ID=flight_delays_warehouse_reader" in init_script
+    assert plugin_constant("READER_CONN_ID") == "flight_delays_warehouse_reader"
+    assert init["environment"]["WAREHOUSE_READER_DB_URL"] == (
+        "postgresql://warehouse_reader@postgres:5432/warehouse"
+    )
     for name, service in image_services.items():
         env = service["environment"]
         assert f"AIRFLOW_CONN_{conn_id.upper()}" not in env, name
         mounted = {m["source"] for m in service.get("secrets", [])}
         assert ("warehouse_db_password" in mounted) is (name == "airflow-init"), name
+        assert ("warehouse_reader_password" in mounted) is (name == "airflow-init"), name
         password = TEST_SECRETS["airflow_db_password"]
         assert secret_setting(env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") == (
             f"postgresql+psycopg2://airflow:{password}@postgres:5432/airflow"

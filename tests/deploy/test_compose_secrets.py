@@ -40,9 +40,15 @@ CELERY_ENV = {"FLIGHT_DELAYS_EXECUTOR": "celery", "AWS_ENDPOINT_URL": "http://s3
 CELERY_USERS = {"airflow-scheduler", "airflow-worker-1", "airflow-worker-2", "flower"}
 CORE = {"airflow_db_password", "airflow_fernet_key", "airflow_jwt_secret", "airflow_api_secret_key"}
 EXPECTED = {
-    "postgres": {"postgres_password", "airflow_db_password", "warehouse_db_password"},
+    "postgres": {
+        "postgres_password",
+        "airflow_db_password",
+        "warehouse_db_password",
+        "warehouse_reader_password",
+    },
     "redis": {"redis_password"},
-    "airflow-init": CORE | {"warehouse_db_password", "airflow_admin_password"},
+    "airflow-init": CORE
+    | {"warehouse_db_password", "warehouse_reader_password", "airflow_admin_password"},
     "airflow-apiserver": CORE | {"aws_credentials"},
     "airflow-scheduler": CORE | {"redis_password", "aws_credentials"},
     "airflow-dag-processor": CORE,
@@ -205,7 +211,8 @@ def test_the_generator_writes_private_files_and_keeps_existing_ones(tmp_path):
     check = subprocess.run(
         ["bash", str(INIT_SCRIPT), "--check-only"],
         env={"PATH": os.environ["PATH"], "SECRETS_PATH": str(folder),
-             "WAREHOUSE_DB_URL": "postgresql://warehouse@postgres:5432/warehouse"},
+             "WAREHOUSE_DB_URL": "postgresql://warehouse@postgres:5432/warehouse",
+             "WAREHOUSE_READER_DB_URL": "postgresql://warehouse_reader@postgres:5432/warehouse"},
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert check.returncode == 0, check.stderr

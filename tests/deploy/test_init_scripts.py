@@ -32,9 +32,12 @@ INIT_SECRETS = (
     "airflow_admin_password",
     "airflow_db_password",
     "warehouse_db_password",
+    "warehouse_reader_password",
 )
 GOOD = {name: TEST_SECRETS[name] for name in INIT_SECRETS}
 WAREHOUSE_DB_URL = "postgresql://warehouse@postgres:5432/warehouse"
+READER_DB_URL = "postgresql://warehouse_reader@postgres:5432/warehouse"
+URLS = {"WAREHOUSE_DB_URL": WAREHOUSE_DB_URL, "WAREHOUSE_READER_DB_URL": READER_DB_URL}
 
 
 def check(
@@ -51,7 +54,7 @@ def check(
         return subprocess.run(
             ["bash", str(INIT_SCRIPT), "--check-only"],
             env={"PATH": os.environ["PATH"], "SECRETS_PATH": str(folder),
-                 **({"WAREHOUSE_DB_URL": WAREHOUSE_DB_URL} if env is None else env)},
+                 **(URLS if env is None else env)},
             capture_output=True,
             text=True,
             timeout=30,
@@ -84,6 +87,7 @@ def test_nothing_set_names_every_missing_secret_at_once():
     for name in INIT_SECRETS:
         assert f"secret file {name} is missing" in result.stderr, name
     assert "WAREHOUSE_DB_URL is not set" in result.stderr
+    assert "WAREHOUSE_READER_DB_URL is not set" in result.stderr
 
 
 @pytest.mark.parametrize("secret", INIT_SECRETS)
@@ -116,7 +120,7 @@ def test_malformed_secrets_are_refused(setting, value, expected):
 
 
 def test_a_uid_that_is_not_a_number_is_refused():
-    result = check(GOOD, env={"WAREHOUSE_DB_URL": WAREHOUSE_DB_URL, "AIRFLOW_UID": "$(id -u)"})
+    result = check(GOOD, env={**URLS, "AIRFLOW_UID": "$(id -u)"})
     assert result.returncode == 1
     assert "AIRFLOW_UID is not a number" in result.stderr
 
@@ -333,6 +337,7 @@ def test_postgres_init_creates_two_separate_databases(cluster):
         # As compose passes them: files (0644, as deploy/compose-secrets.py writes them).
         "AIRFLOW_DB_PASSWORD_FILE": str(secrets / "airflow_db_password"),
         "WAREHOUSE_DB_PASSWORD_FILE": str(secrets / "warehouse_db_password"),
+        "WAREHOUSE_READER_DB_PASSWORD_FILE": str(secrets / "warehouse_reader_password"),
     }
     result = run("env", *(f"{k}={v}" for k, v in env.items()), "bash", str(POSTGRES_INIT))
     assert "created database airflow" in result.stdout
@@ -363,6 +368,21 @@ def test_postgres_init_creates_two_separate_databases(cluster):
     assert psql("warehouse", "airflow", warehouse_pw, "SELECT 1").returncode != 0
     assert psql("airflow", "warehouse", airflow_pw, "SELECT 1").returncode != 0
     assert psql("airflow", "airflow", "wrong", "SELECT 1").returncode != 0
+    # The Model reports page's role reads what the owner makes later, and writes nothing.
+    reader_pw = TEST_SECRETS["warehouse_reader_password"]
+    made = psql("warehouse", "warehouse", warehouse_pw, "CREATE TABLE runs (x int); "
+                "INSERT INTO runs VALUES (1)")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert (
+        psql("warehouse_reader", "warehouse", reader_pw, "SELECT x FROM runs").stdout.strip() == "1"
+    )
+    for sql in ("INSERT INTO runs VALUES (2)", "DELETE FROM runs", "CREATE TABLE t (x int)",
+                "DROP TABLE runs"):  # fmt: skip
+        denied = psql("warehouse_reader", "warehouse", reader_pw, sql)
+        assert denied.returncode != 0 and (
+            "permission denied" in denied.stderr or "must be owner" in denied.stderr
+        ), (sql, denied.stderr)
+    assert psql("warehouse_reader", "airflow", reader_pw, "SELECT 1").returncode != 0
 
 
 @pytest.mark.parametrize(("encoding", "refused"), [("SQL_ASCII", True), ("UTF8", False)])
