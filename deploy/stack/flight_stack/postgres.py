@@ -281,10 +281,9 @@ class Postgres:
     def init(self, superuser_password: str) -> None:
         self._prepare()
         if self.relocated:
-            say(
-                f"the {PG_USER} user cannot reach {self.cfg.state}: "
-                f"PostgreSQL data in {self.pgdata}"
-            )
+            home = self.cfg.state / "pg"
+            why = untrusted_data(home) or f"the {PG_USER} user cannot reach {self.cfg.state}"
+            say(f"not in {home} ({why}): PostgreSQL data in {self.pgdata}")
         # Beside the data folder (initdb wants it empty), where the postgres user reads it.
         pwfile = self.pgdata.parent / ".pg-pwfile"
         _write_private(pwfile, superuser_password + "\n")
