@@ -2,14 +2,16 @@
 
     python deploy/stack/stack.py up | down | status | logs | run CMD [ARG...]
 
-`up` starts a private PostgreSQL cluster (initdb the first time, 127.0.0.1 only, TCP
-only), creates the metastore database `airflow` and the `warehouse` database and user,
-generates the secrets once, migrates the metastore, seeds the demo warehouse
-(idempotent), then runs scheduler, dag-processor, api-server and triggerer under
-supervisord (deploy/stack/supervisord.conf) in a session of their own, and waits until
-/api/v2/monitor/health reports every component healthy. supervisord restarts a component
-that dies, as `restart: always` does in docker-compose.yaml. A second `up` finds the
-running stack and only prints where it is.
+`up` generates the secrets once, initdb's a private PostgreSQL cluster the first time,
+starts supervisord (deploy/stack/supervisord.conf) in a session of its own, which runs
+PostgreSQL (127.0.0.1 only, TCP only); creates the metastore database `airflow` and the
+`warehouse` database and user, migrates the metastore, seeds the demo warehouse
+(idempotent), then has supervisord start scheduler, dag-processor, api-server and
+triggerer, and waits until /api/v2/monitor/health reports every component healthy.
+supervisord restarts a program that dies, PostgreSQL included, as `restart: always` does
+in docker-compose.yaml. A second `up` repairs the running stack: it starts what is not
+running and restarts what stays unhealthy (repair.py); after a dead supervisord it stops
+what that one left and starts the stack again.
 
 With FLIGHT_DELAYS_STACK_EXECUTOR=celery (`make up EXECUTOR=celery`) the scheduler queues
 the tasks in redis (the broker, redis-server from Debian) and two Celery workers run them;
@@ -21,18 +23,19 @@ deploy/stack/supervisord-celery.conf). `up` also waits for both workers to be re
 
 `down` stops every process `up` started, every time: supervisord stops the scheduler
 first, then the other components (SIGTERM, SIGKILL of the process group after the grace
-period), then exits. Whatever is left (supervisord killed, a task that escaped) is found
-by the marker FLIGHT_DELAYS_STACK=<state folder> in its environment, by session and by
-descent, and gets SIGTERM then SIGKILL. Then PostgreSQL stops (fast shutdown, immediate if
-that fails). The data stays.
+period), PostgreSQL last (fast shutdown), then exits. Whatever is left (supervisord
+killed, a task that escaped) is found by the marker FLIGHT_DELAYS_STACK=<state folder> in
+its environment, by session and by descent, and gets SIGTERM then SIGKILL, PostgreSQL
+last (fast shutdown, immediate if that fails). The data stays.
 
 `run` executes a command with the stack's settings (metastore, connections, folders),
 e.g. `deploy/stack/stack.py run airflow backfill create --dag-id flight_delays ...`.
 
-Where the PostgreSQL data lives: `<state>/pg`, unless the `postgres` user (who owns the
-cluster when this runs as root) cannot reach the state folder, e.g. a clone under /root
-(mode 0700): then a folder of its own for this state folder,
-/var/lib/flight-delays/<name>-<hash>/pg (see postgres.py). `up` and `status` say
+Where the PostgreSQL data lives: `<state>/pg`, unless that folder is not trusted (a
+folder someone else can write on the way, e.g. /tmp) or the `postgres` user (who owns the
+cluster when this runs as root) cannot reach it, e.g. a clone under /root (mode 0700):
+then a folder of its own for this state folder, /var/lib/flight-delays/<name>-<hash>/pg
+(see postgres.py). `up` and `status` say
 where.
 
 Settings (environment variables, all optional):
