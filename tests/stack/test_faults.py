@@ -434,3 +434,47 @@ def test_a_sigkilled_supervisord_is_repaired_by_make_up(live_dag: Stack):
     TIMINGS["fault (g) supervisord SIGKILL: `make up` to healthy; then a run"] = (
         f"{recovered:.0f} s; {time.monotonic() - started - recovered:.0f} s"
     )
+
+
+def test_make_up_starts_the_programs_that_do_not_run(live_dag: Stack):
+    stack = live_dag
+    cfg = config(stack)
+    pid = procs.supervisor_pid(cfg)
+    # As a component given up on (FATAL) or stopped by hand: not running, not retried.
+    proxy = supervisor._proxy(cfg)
+    for name in ("web:dag-processor", "web:triggerer"):
+        proxy.supervisor.stopProcess(name, True)
+    assert {program_states(stack)[n] for n in ("dag-processor", "triggerer")} == {"STOPPED"}
+    up = stack.script("up")
+    assert "not running: dag-processor (STOPPED), triggerer (STOPPED): starting them" in up.stdout
+    assert "already running" in up.stdout and "healthy" in up.stdout, up.stdout
+    assert procs.supervisor_pid(cfg) == pid  # repaired in place, not restarted
+    assert set(program_states(stack).values()) == {"RUNNING"}, program_states(stack)
+    assert health.healthy(health.health(cfg))
+
+
+def test_make_up_restarts_a_component_that_runs_but_stays_unhealthy(live_dag: Stack):
+    """The issue's "already running ... not (yet) healthy: nothing to do": a scheduler
+    that runs but no longer works (SIGSTOP: no heartbeat) is restarted by `make up`."""
+    stack = live_dag
+    cfg = config(stack)
+    wrapper = {p["name"]: p["pid"] for p in supervisor.programs(cfg)}["scheduler"]
+    (main,) = [p for p in procs.stack_pids(cfg) if procs._stat(p)[0] == wrapper]
+    os.kill(main, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 300
+        while "scheduler" not in health.unhealthy_programs(health.health(cfg)):
+            assert time.monotonic() < deadline, "a stopped scheduler still reported healthy"
+            time.sleep(2)
+        # A shorter wait for the health report than the default 180 s: the test's time.
+        env = {**stack.env, "FLIGHT_DELAYS_STACK_UP_TIMEOUT": "45"}
+        up = Stack(stack.root, stack.state, env, stack.api_url).script("up", timeout=900)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(main, signal.SIGCONT)
+    assert "nothing to do" not in up.stdout
+    assert "still unhealthy: scheduler: restarting them" in up.stdout, up.stdout
+    assert "already running" in up.stdout and up.stdout.rstrip().endswith("make down")
+    assert not procs._alive(main)
+    assert set(program_states(stack).values()) == {"RUNNING"}, program_states(stack)
+    assert orphans(stack) == []
