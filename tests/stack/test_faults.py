@@ -19,6 +19,9 @@
 (g) supervisord itself is SIGKILLed (its programs run on, unsupervised): the next
     `make up` stops what it left, starts one whole stack (one scheduler), and a run
     succeeds.
+(h) `make up` on a partly dead stack: programs stopped (as given up, FATAL) are started
+    again; a component that runs but stays unhealthy (a SIGSTOPped scheduler) is
+    restarted; never "nothing to do" while the health report says unhealthy.
 
 After each fault no process of the stack is orphaned: every one is supervisord or one of
 its descendants (the fixture's final `down` checks that nothing at all is left).
