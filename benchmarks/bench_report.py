@@ -1,6 +1,7 @@
 """The harness's output: the results table, the targets table, the markdown subsection it
-adds to docs/benchmarks.md (section "Benchmark harness", newest run first, older runs
-never rewritten) and the chart (PNG)."""
+adds to docs/benchmarks-log.md (section "Benchmark harness runs", newest run first, older
+runs never rewritten; docs/benchmarks.md keeps the method and the headline figures) and
+the chart (PNG)."""
 
 from __future__ import annotations
 
@@ -8,57 +9,11 @@ from pathlib import Path
 
 from bench_results import ROW_COLUMNS, TARGET_COLUMNS, Results
 
-SECTION = "## Benchmark harness"
+LOG = "benchmarks-log.md"  # the page of the dated runs, in docs/ (or --out)
+SECTION = "## Benchmark harness runs"
 INTRO = """\
-`benchmarks/harness.py` measures, in one run on one machine, each comparison side by
-side (cases in turn, A B A B ..., medians; the machine is shared and noisy):
-
-- **steps**: the six steps in one process (the `run()` functions `python -m flight_delays
-  run all` calls), `airflow dags test` of the same run (`make run`'s engine, with the
-  Makefile's settings and a project-local SQLite Airflow home) and, with the live stack,
-  REST-triggered runs of the same day and window;
-- **windows**: 30, 90, 180 and 365 days ending 2013-12-31, end to end in one process, with
-  each step's own time, peak RSS and rows (flights of the window) per second;
-- **nightly**: ingest of one new day with 364 on disk (a fresh process), and featurize of a
-  nightly run (the night before run first) at 364 and 30 days (364: the night
-  before of a 365-day window would start in 2012);
-- **dag-import**: the DAG file against an empty DAG file, each `runpy` in a fresh
-  interpreter;
-- **backfill**: 30 days on the live stack with 1, 2 and 4 active runs. The limit is the
-  backfill's own (`airflow backfill create --max-active-runs`, `POST /api/v2/backfills`
-  `max_active_runs`): Airflow 3.3's scheduler checks a backfill's runs against it, not
-  against the DAG's `max_active_runs` (2), so the DAG file is not edited. Tasks are still
-  bound by `parallelism` and `max_active_tasks_per_dag` (4, deploy/airflow.env). Each
-  setting backfills runs of its own (the 30 days to the steps' day, then the 30 before,
-  then the 30 before those): a reprocessed run keeps its run id, and rerunning it after
-  its artifacts were deleted is other work;
-- **ingest**: the ingest step for 30 days into a fresh root, from SQLite and from
-  PostgreSQL, against a bare `pandas.read_sql` of the same queries (rows of flights and
-  weather per second).
-
-The live stack is a private `deploy/stack/stack.py up` (free ports, state in /tmp, its
-warehouse seeded with 2013 days), stopped at the end; its idle memory is the sum of every
-component's processes, supervisord and PostgreSQL. Orchestration overhead per task: task
-duration (REST task instances) minus the step's own time in one process against the same
-warehouse, plus the gaps between tasks, over the six tasks.
-
-```
-.venv/bin/python benchmarks/harness.py              # everything: about 1.5 h, 2 cores
-.venv/bin/python benchmarks/harness.py --no-stack   # without the live stack: ~40 min
-.venv/bin/python benchmarks/harness.py --only steps,backfill --repeat 3
-.venv/bin/python benchmarks/harness.py --quick --out /tmp/bench   # tiny, for tests
-```
-
-Each run prints its tables, adds a dated subsection here (newest first; older runs are
-never rewritten) and draws a chart into `docs/img/`. Wall times are whole processes
-(imports included) unless the row says "own time" (the step's `run()` call alone); peak
-RSS is the process tree's (summed, sampled every 50 ms), or, for a step, the one
-process's high-water mark while it ran. The criteria of the targets that issue 11 states
-loosely: "cost linear in rows" is met when the end-to-end seconds per extra 1,000 rows
-between the two largest windows are at most 1.5 times those between the two smallest;
-"featurize work independent of the window" when a nightly featurize at 364 days takes at
-most twice its time at 30 days (the window holds 12 times the days); a GB is 10^9
-bytes. Train speed has a table of its own (issue 11's train target).
+Dated runs of `benchmarks/harness.py`, newest first; what each row measures and how:
+docs/benchmarks.md, "Benchmark harness".
 """
 
 

@@ -1,8 +1,8 @@
 """Benchmark harness (issue 11): the run time and memory of the pipeline in and out of
 Airflow, by training window, the nightly increment, the DAG file's import, backfills on
 the live stack and ingest throughput; prints a results table with the issue's targets,
-adds it to docs/benchmarks.md ("Benchmark harness", newest run first) and draws a chart
-into docs/img/.
+adds it to docs/benchmarks-log.md ("Benchmark harness runs", newest run first) and draws a
+chart into docs/img/.
 
     .venv/bin/python benchmarks/harness.py [--only steps,windows,...] [--repeat 3]
         [--day 2013-06-30] [--out docs] [--quick] [--no-stack] [--keep]
@@ -12,7 +12,7 @@ stack (a private `deploy/stack/stack.py up`) serves the steps section's REST-tri
 run, the stack's idle memory and the backfill; ``--quick`` (tiny windows, one repetition,
 no stack, no backfill) is what the test runs; ``--no-stack`` skips only the stack;
 ``--quick --stack`` tries the stack sections on tiny windows.
-``--out DIR``: where benchmarks.md (copied from docs/ the first time) and img/ go.
+``--out DIR``: where benchmarks-log.md (copied from docs/ the first time) and img/ go.
 Everything runs in a throw-away folder (a SQLite warehouse with the real 2013 days, no
 replay, a project root, an Airflow home), removed at the end unless ``--keep``.
 """
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat", type=int, help="repetitions of each case (default 3; 1 with --quick)"
     )
     parser.add_argument(
-        "--out", type=Path, default=REPO / "docs", help="folder of benchmarks.md and img/"
+        "--out", type=Path, default=REPO / "docs", help="folder of benchmarks-log.md and img/"
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny windows, one repetition, no stack"
@@ -203,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     for note in results.notes:
         print(f"- {note}")
     args.out.mkdir(parents=True, exist_ok=True)
-    doc = args.out / "benchmarks.md"
+    doc = args.out / bench_report.LOG
     if not doc.exists():
-        shutil.copy(REPO / "docs" / "benchmarks.md", doc)
+        shutil.copy(REPO / "docs" / bench_report.LOG, doc)
     image = f"img/harness_{started:%Y%m%d-%H%M}.png"
     drawn = bench_report.chart(results, args.out / image, title)
     text = bench_report.subsection(title, machine, settings, results, image if drawn else None)

@@ -1,5 +1,6 @@
 """Wall time and peak memory of the six steps: in one Python process, and through
-`airflow dags test`; plus the DAG file's import time. Results go in docs/benchmarks.md.
+`airflow dags test`; plus the DAG file's import time. Results: docs/benchmarks-log.md,
+"Run time and memory: the six steps with and without Airflow".
 
     .venv/bin/python benchmarks/pipeline_runtime.py [--day 2013-06-30] [--repeat 3]
 

@@ -68,7 +68,9 @@ def replay(
                 for e in errors(models[champ][j - champ], days[j])
             ]
         )
-        state, week = backtest.serve_week(state, end, own, base, settings)
+        # Nightly records: each run serves only the days after the previous run's.
+        after = ends[j - 1] if j else None
+        state, week = backtest.serve_week(state, end, own, base, settings, after=after)
         champion_day = state.champion_day
         baseline_mae = mae(base_rows[j])
         champion_mae = baseline_mae if champion_day is None else mae(models[champ][j - champ])
@@ -92,6 +94,8 @@ def replay(
                 "end": end,
                 "challenger": 100 * (1 - challenger_mae / baseline_mae),
                 "served": 100 * (1 - week.served_mae / week.baseline_mae),
+                "served_abs": week.served_abs_error,
+                "baseline_abs": week.baseline_abs_error,
                 "decision": decision.label,
                 "served_step_down": week.step_down_day
                 or (end if decision.step_down and "served MAE" in decision.reason else None),
@@ -100,9 +104,21 @@ def replay(
     return runs
 
 
+def weeks(runs: Sequence[dict]) -> np.ndarray:
+    """The served improvement of each 7-day block counted back from the last run (one
+    run a block when runs are weekly, seven when nightly), weighed by the flights."""
+    last = max(r["end"] for r in runs)
+    sums: dict[int, list[float]] = {}
+    for r in runs:
+        block = sums.setdefault((last - r["end"]).days // 7, [0.0, 0.0])
+        block[0] += r["served_abs"]
+        block[1] += r["baseline_abs"]
+    return np.array([100 * (1 - s / b) for s, b in sums.values() if b])
+
+
 def stats(runs: Sequence[dict]) -> dict[str, float]:
     gain = np.array([r["challenger"] for r in runs])
-    served = np.array([r["served"] for r in runs])
+    served = weeks(runs)
     return {
         "n": len(runs),
         "beaten": int((gain > 0).sum()),

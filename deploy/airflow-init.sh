@@ -2,20 +2,22 @@
 # airflow-init: the one-shot setup service of docker-compose.yaml. Every other Airflow
 # service waits for it to finish successfully, so nothing starts on a half-made setup.
 #
-#   1. refuses to start, naming every missing or malformed secret at once;
+#   1. refuses to start, naming every missing or malformed secret file at once;
 #   2. writes the admin password into the simple auth manager's passwords file;
 #   3. migrates the metastore (`airflow db migrate`);
-#   4. seeds the demo warehouse (idempotent; FLIGHT_DELAYS_SEED_DEMO=false skips it) and
-#      migrates the model registry in it (`python -m flight_delays.registry upgrade`);
+#   4. seeds the demo warehouse (idempotent; FLIGHT_DELAYS_SEED_DEMO=false skips it),
+#      migrates the model registry in it (`python -m flight_delays.registry upgrade`) and
+#      stores the connection flight_delays_warehouse in the metastore;
 #   5. creates every folder the pipeline writes (the artifact catalog's, see
 #      artifact_folders below, and the log folder) and hands each, recursively, to
 #      AIRFLOW_UID:0 (when root).
 #
-# Environment (set by docker-compose.yaml from .env; see .env.example):
-#   AIRFLOW__CORE__FERNET_KEY, AIRFLOW__API_AUTH__JWT_SECRET, AIRFLOW__API__SECRET_KEY,
-#   AIRFLOW_ADMIN_PASSWORD, AIRFLOW_DB_PASSWORD, WAREHOUSE_DB_PASSWORD,
-#   AIRFLOW__DATABASE__SQL_ALCHEMY_CONN and
-#   AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE (built from those two),
+# Secrets: files in SECRETS_PATH (default /run/secrets, where compose mounts them;
+# deploy/compose-secrets.py generates them in ./secrets): airflow_fernet_key,
+# airflow_jwt_secret, airflow_api_secret_key, airflow_admin_password, airflow_db_password,
+# warehouse_db_password. Airflow itself reads its own through the `_CMD` settings of
+# docker-compose.yaml (deploy/read-secret.sh).
+# Environment (docker-compose.yaml): WAREHOUSE_DB_URL (the warehouse, no password),
 #   AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE,
 #   AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS, FLIGHT_DELAYS_HOME, AIRFLOW_HOME, AIRFLOW_UID.
 #
@@ -24,66 +26,78 @@
 set -euo pipefail
 
 readonly PROG=airflow-init
+# The Airflow connection of the warehouse (flight_delays.db.WAREHOUSE_CONN_ID).
+readonly WAREHOUSE_CONN_ID=flight_delays_warehouse
 ADMIN_USER=${AIRFLOW_ADMIN_USER:-admin}
 PYTHON=${PYTHON:-python}
 FERNET_HOWTO="python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
 
 log() { printf '%s: %s\n' "$PROG" "$*"; }
 
+SECRETS_PATH=${SECRETS_PATH:-/run/secrets}
+GENERATE="generate the missing files with: python3 deploy/compose-secrets.py"
+
 declare -A DB_ROLES=(
-    [AIRFLOW_DB_PASSWORD]="password of the Postgres role that owns the metastore database 'airflow'"
-    [WAREHOUSE_DB_PASSWORD]="password of the Postgres role that owns the 'warehouse' database"
+    [airflow_db_password]="password of the Postgres role that owns the metastore database 'airflow'"
+    [warehouse_db_password]="password of the Postgres role that owns the 'warehouse' database"
 )
+
+# A secret's value: its file, trailing newline dropped ($(<) strips it). Empty when the
+# file is missing (check_secrets names it first).
+secret() {
+    local file=$SECRETS_PATH/$1
+    [[ -r $file ]] && printf '%s' "$(<"$file")"
+    return 0
+}
 
 # Step 1. Every secret is checked before anything is touched, and all problems are
 # reported together: a first `docker compose up` should need one round of fixes.
 check_secrets() {
-    local problems=() value
+    local problems=() value name
 
-    value=${AIRFLOW__CORE__FERNET_KEY:-}
-    if [[ -z $value ]]; then
-        problems+=("AIRFLOW_FERNET_KEY is missing (AIRFLOW__CORE__FERNET_KEY: the Fernet key that encrypts connection passwords and variables in the metastore). Generate one: $FERNET_HOWTO")
-    elif [[ ! $value =~ ^[A-Za-z0-9_-]{43}=(,[A-Za-z0-9_-]{43}=)*$ ]]; then
-        problems+=("AIRFLOW_FERNET_KEY is not a Fernet key (44 characters of URL-safe base64 ending in '=', or several separated by commas while rotating). Generate one: $FERNET_HOWTO")
+    # Missing or empty: one message per file, with what it is for.
+    declare -A what=(
+        [airflow_fernet_key]="the Fernet key that encrypts connection passwords and variables in the metastore ([core] fernet_key)"
+        [airflow_jwt_secret]="signs the tokens of the UI, the REST API and the task workers; every component must share it ([api_auth] jwt_secret)"
+        [airflow_api_secret_key]="signs the api-server's sessions and the requests for the logs of running tasks; every component must share it, or those logs answer 403 Forbidden ([api] secret_key)"
+        [airflow_admin_password]="the password of the web UI user '${ADMIN_USER}'"
+        [airflow_db_password]=${DB_ROLES[airflow_db_password]}
+        [warehouse_db_password]=${DB_ROLES[warehouse_db_password]}
+    )
+    for name in airflow_fernet_key airflow_jwt_secret airflow_api_secret_key \
+        airflow_admin_password airflow_db_password warehouse_db_password; do
+        if [[ ! -r $SECRETS_PATH/$name ]]; then
+            problems+=("secret file $name is missing from $SECRETS_PATH (${what[$name]}): $GENERATE")
+        elif [[ -z $(secret "$name") ]]; then
+            problems+=("secret file $name is empty (${what[$name]}): delete it, then $GENERATE")
+        fi
+    done
+
+    value=$(secret airflow_fernet_key)
+    if [[ -n $value && ! $value =~ ^[A-Za-z0-9_-]{43}=(,[A-Za-z0-9_-]{43}=)*$ ]]; then
+        problems+=("secret airflow_fernet_key is not a Fernet key (44 characters of URL-safe base64 ending in '=', or several separated by commas while rotating). Generate one: $FERNET_HOWTO")
     fi
-
-    value=${AIRFLOW__API_AUTH__JWT_SECRET:-}
-    if [[ -z $value ]]; then
-        problems+=("AIRFLOW_JWT_SECRET is missing (AIRFLOW__API_AUTH__JWT_SECRET: signs the tokens of the UI, the REST API and the task workers; every component must share it). Generate one: openssl rand -hex 32")
-    elif ((${#value} < 32)); then
-        problems+=("AIRFLOW_JWT_SECRET is too short (${#value} characters, at least 32). Generate one: openssl rand -hex 32")
+    for name in airflow_jwt_secret airflow_api_secret_key; do
+        value=$(secret "$name")
+        if [[ -n $value ]] && ((${#value} < 32)); then
+            problems+=("secret $name is too short (${#value} characters, at least 32). Generate one: openssl rand -hex 32")
+        fi
+    done
+    value=$(secret airflow_admin_password)
+    if [[ -n $value ]] && ((${#value} < 8)); then
+        problems+=("secret airflow_admin_password is too short (${#value} characters, at least 8)")
     fi
-
-    value=${AIRFLOW__API__SECRET_KEY:-}
-    if [[ -z $value ]]; then
-        problems+=("AIRFLOW_API_SECRET_KEY is missing (AIRFLOW__API__SECRET_KEY: signs the api-server's sessions and the requests for the logs of running tasks; every component must share it, or those logs answer 403 Forbidden). Generate one: openssl rand -hex 32")
-    elif ((${#value} < 32)); then
-        problems+=("AIRFLOW_API_SECRET_KEY is too short (${#value} characters, at least 32). Generate one: openssl rand -hex 32")
-    fi
-
-    value=${AIRFLOW_ADMIN_PASSWORD:-}
-    if [[ -z $value ]]; then
-        problems+=("AIRFLOW_ADMIN_PASSWORD is missing (the password of the web UI user '${ADMIN_USER}'). Choose one, e.g.: openssl rand -base64 18")
-    elif ((${#value} < 8)); then
-        problems+=("AIRFLOW_ADMIN_PASSWORD is too short (${#value} characters, at least 8)")
-    fi
-
     # The database passwords also reach Airflow inside URIs, where anything but
     # unreserved characters would need percent-encoding.
-    local name
-    for name in AIRFLOW_DB_PASSWORD WAREHOUSE_DB_PASSWORD; do
-        value=${!name:-}
-        if [[ -z $value ]]; then
-            problems+=("$name is missing (the ${DB_ROLES[$name]}). Generate one: openssl rand -hex 24")
-        elif [[ ! $value =~ ^[A-Za-z0-9._~-]+$ ]]; then
-            problems+=("$name holds characters that would need percent-encoding in a database URI: use letters, digits and . _ ~ - only, e.g. openssl rand -hex 24")
+    for name in airflow_db_password warehouse_db_password; do
+        value=$(secret "$name")
+        if [[ -n $value && ! $value =~ ^[A-Za-z0-9._~-]+$ ]]; then
+            problems+=("secret $name holds characters that would need percent-encoding in a database URI: use letters, digits and . _ ~ - only, e.g. openssl rand -hex 24")
         fi
     done
-    for name in AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE; do
-        if [[ -z ${!name:-} ]]; then
-            problems+=("$name is not set (docker-compose.yaml builds it from the database passwords)")
-        fi
-    done
+    if [[ -z ${WAREHOUSE_DB_URL:-} ]]; then
+        problems+=("WAREHOUSE_DB_URL is not set (docker-compose.yaml sets it: the warehouse without its password)")
+    fi
     # Not a secret, but chown and every container's `user:` need a number.
     if [[ ! ${AIRFLOW_UID:-50000} =~ ^[0-9]+$ ]]; then
         problems+=("AIRFLOW_UID is not a number ('${AIRFLOW_UID}'): on Linux, echo \"AIRFLOW_UID=\$(id -u)\" >> .env; elsewhere 50000")
@@ -92,12 +106,22 @@ check_secrets() {
     if ((${#problems[@]})); then
         {
             echo "$PROG: refusing to start: ${#problems[@]} problem(s) with the secrets and settings."
-            echo "Set them in .env beside docker-compose.yaml (see .env.example), then run 'docker compose up' again:"
+            echo "Secrets are files in ./secrets beside docker-compose.yaml (docs/docker-compose.md, \"Secrets\"); other settings are in .env (see .env.example). Fix them, then run 'docker compose up' again:"
             printf '  - %s\n' "${problems[@]}"
         } >&2
         return 1
     fi
     log "secrets present: Fernet key, JWT secret, API secret key, admin password, metastore and warehouse passwords"
+}
+
+# The warehouse's URL with its password, for this script's own commands only: it is
+# handed to them in their environment (FLIGHT_DELAYS_SOURCE_URL), never on a command line.
+warehouse_url() {
+    WAREHOUSE_PASSWORD=$(secret warehouse_db_password) "$PYTHON" -c '
+import os
+from sqlalchemy.engine import make_url
+url = make_url(os.environ["WAREHOUSE_DB_URL"]).set(password=os.environ["WAREHOUSE_PASSWORD"])
+print(url.render_as_string(hide_password=False))'
 }
 
 # The uid every container runs as (docker-compose.yaml: user AIRFLOW_UID:0, default 50000).
@@ -130,7 +154,7 @@ write_admin_password() {
         *",${ADMIN_USER}:admin,"*) ;;
         *) log "WARNING: AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS does not list ${ADMIN_USER}:admin" ;;
     esac
-    ADMIN_USER=$ADMIN_USER "$PYTHON" - "$file" <<'PY'
+    ADMIN_USER=$ADMIN_USER ADMIN_PASSWORD=$(secret airflow_admin_password) "$PYTHON" - "$file" <<'PY'
 import json, os, sys, tempfile
 path = sys.argv[1]
 try:
@@ -138,7 +162,7 @@ try:
         passwords = json.loads(stream.read().strip() or "{}")
 except FileNotFoundError:
     passwords = {}
-passwords[os.environ["ADMIN_USER"]] = os.environ["AIRFLOW_ADMIN_PASSWORD"]
+passwords[os.environ["ADMIN_USER"]] = os.environ["ADMIN_PASSWORD"]
 fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".passwords-")
 with os.fdopen(fd, "w") as stream:
     stream.write(json.dumps(passwords) + "\n")
@@ -171,7 +195,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 # psycopg itself: SQLAlchemy's first connect already fails on such a database.
-url = make_url(os.environ["AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"])
+url = make_url(os.environ["FLIGHT_DELAYS_SOURCE_URL"])
 if url.get_backend_name() != "postgresql":
     sys.exit(0)
 conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -189,22 +213,43 @@ if found.upper().replace("-", "") != "UTF8":
 PY
 }
 
-# Step 4.
+# Step 4. The commands below find the warehouse in FLIGHT_DELAYS_SOURCE_URL (the
+# package's default source when params.yaml names none), set by main() for them only.
 seed_warehouse() {
     if [[ ${FLIGHT_DELAYS_SEED_DEMO:-true} != true ]]; then
         log "FLIGHT_DELAYS_SEED_DEMO=${FLIGHT_DELAYS_SEED_DEMO}: demo warehouse not seeded"
         return
     fi
-    # The same URI the DAG reads through the flight_delays_warehouse connection.
     log "seeding the demo warehouse (idempotent: cycles already loaded are skipped)"
-    "$PYTHON" -m flight_delays.demo seed --url "$AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
+    "$PYTHON" -m flight_delays.demo seed
 }
 
 # The model registry's schema, in the warehouse: migrated here, once, not by the web server
 # (the Model reports page reads it read-only) nor by the first score task.
 migrate_registry() {
     log "migrating the model registry"
-    "$PYTHON" -m flight_delays.registry upgrade --url "$AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
+    "$PYTHON" -m flight_delays.registry upgrade
+}
+
+# The connection the DAG and the Model reports page read the warehouse through, stored in
+# the metastore (its password encrypted with the Fernet key) and replaced on every start,
+# so that a new warehouse password takes effect. The components read it from there, the
+# tasks through the execution API: none of them needs the warehouse's secret file.
+store_connection() {
+    log "storing the connection ${WAREHOUSE_CONN_ID} in the metastore"
+    "$PYTHON" - "$WAREHOUSE_CONN_ID" <<'PY'
+import os
+import sys
+
+from airflow.models.connection import Connection
+from airflow.utils.session import create_session
+from sqlalchemy import delete
+
+conn_id = sys.argv[1]
+with create_session() as session:
+    session.execute(delete(Connection).where(Connection.conn_id == conn_id))
+    session.add(Connection(conn_id=conn_id, uri=os.environ["FLIGHT_DELAYS_SOURCE_URL"]))
+PY
 }
 
 # Step 5. Every folder the containers write is created and handed, with all it holds, to
@@ -258,12 +303,16 @@ main() {
     warn_uid
     write_admin_password
     migrate
+    FLIGHT_DELAYS_SOURCE_URL=$(warehouse_url)
+    export FLIGHT_DELAYS_SOURCE_URL
     check_warehouse_encoding
     seed_warehouse
     migrate_registry
+    store_connection
+    unset FLIGHT_DELAYS_SOURCE_URL
     # Last, so that nothing the steps above wrote as root is left behind root-owned.
     prepare_folders
-    log "done: the web UI login is '${ADMIN_USER}' with AIRFLOW_ADMIN_PASSWORD from .env"
+    log "done: the web UI login is '${ADMIN_USER}' with the password of the secret file airflow_admin_password"
 }
 
 # Sourcing the script (tests) defines the functions without running anything.

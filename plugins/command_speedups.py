@@ -18,6 +18,14 @@ library is imported at module level, and nothing runs until a command calls it.
 The long-lived components (scheduler, dag-processor, api-server, triggerer, task
 processes) never call either: the DAG file calls ``speed_up_test_command()`` only under
 ``airflow tasks test`` / ``airflow dags test``.
+
+The execution API hook reads and replaces private internals of Airflow and Cadwyn, so it
+applies only to the versions it was tested with (:data:`TESTED_VERSIONS`, read from the
+installed distributions with importlib.metadata). With any other version it changes
+nothing and logs, once per process, that it is off and why; the commands then pay
+Airflow's own cost. After an upgrade: run tests/e2e/test_dev_loop.py and
+tests/plugins/test_command_speedups.py against the new versions, then add them here.
+``freeze_heap_at_exit()`` uses only the public ``gc`` API: it is not gated.
 """
 
 from __future__ import annotations
@@ -31,6 +39,36 @@ from typing import Any
 log = logging.getLogger("flight_delays.test_commands")
 
 _MARK = "_flight_delays_newest_only"
+#: Distribution -> the versions the execution API hook was tested with. apache-airflow-core
+#: holds airflow.api_fastapi (the app factory it wraps); cadwyn, the version bundle and
+#: the route tag it reads.
+TESTED_VERSIONS: dict[str, tuple[str, ...]] = {
+    "apache-airflow-core": ("3.3.2",),
+    "cadwyn": ("7.0.0",),
+}
+_off_logged = False
+
+
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution``, or None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def untested_versions() -> list[str]:
+    """Why the hook is off: one entry per distribution not at a tested version (empty
+    when every one is)."""
+    found = []
+    for distribution, tested in TESTED_VERSIONS.items():
+        version = installed_version(distribution)
+        if version not in tested:
+            shown = "not installed" if version is None else version
+            found.append(f"{distribution} {shown} (tested: {', '.join(tested)})")
+    return found
 
 
 def freeze_heap_at_exit() -> None:
@@ -59,7 +97,21 @@ def use_newest_execution_api_version_only() -> bool:
     first; when one fails, or the slim app fails to build, it logs why and Airflow's own
     function builds the full app. Calling it again changes nothing. Returns whether the
     wrapper is installed.
+
+    Only with the Airflow and Cadwyn versions of :data:`TESTED_VERSIONS`: with another,
+    nothing is touched, and the first call logs that the hook is off and why.
     """
+    global _off_logged
+    untested = untested_versions()
+    if untested:
+        if not _off_logged:
+            _off_logged = True
+            log.warning(
+                "In-process execution API: the newest-version-only speed-up is off, because "
+                "it was not tested with %s; Airflow builds all API versions",
+                "; ".join(untested),
+            )
+        return False
     try:
         from airflow.api_fastapi.execution_api import app as app_module
         from airflow.api_fastapi.execution_api import routes, versions

@@ -34,7 +34,6 @@ log = logging.getLogger("flight_delays.alerts")
 
 SMTP_CONN_ID = "flight_delays_smtp"
 WEBHOOK_CONN_ID = "flight_delays_webhook"
-WAREHOUSE_CONN_ID = "flight_delays_warehouse"
 ERROR_XCOM_KEY = "flight_delays_error"
 #: Where the UI is when [api] base_url is not set (Airflow's own default port).
 DEFAULT_BASE_URL = "http://localhost:8080"
@@ -51,6 +50,13 @@ def connection(conn_id: str) -> Any | None:
         if type(exc).__name__ != "AirflowNotFoundException":
             log.warning("alert: cannot look up connection %s: %s", conn_id, exc)
         return None
+
+
+class _Connections:
+    """The ``conn`` accessor of a task's context, for code outside a task (callbacks)."""
+
+    def get(self, conn_id: str) -> Any | None:
+        return connection(conn_id)
 
 
 def alert_connections() -> dict[str, bool]:
@@ -106,10 +112,10 @@ def _settings() -> Any:
 def _registry_engine(settings: Any) -> Any | None:
     """The registry (the warehouse connection, else the settings' URL), migrated; None
     (logged) when it cannot be reached: an alert never waits for the registry."""
-    from flight_delays import registry
+    from flight_delays import db, registry
 
-    conn = connection(WAREHOUSE_CONN_ID)
-    url = conn.get_uri() if conn is not None else settings.registry_url
+    # The tasks' rule (db.warehouse_url): the connection wins over the settings.
+    url = db.warehouse_url(_Connections()) or settings.registry_url
     try:
         return registry.connect(url)
     except Exception as exc:

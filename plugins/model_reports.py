@@ -35,13 +35,17 @@ SQLAlchemy and pandas are imported only when the app is built (the api-server re
 # FastAPI resolves string annotations in the module's globals, where their types are not.
 
 import functools
+import hashlib
 import html
 import logging
+import posixpath
+import re
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -49,6 +53,9 @@ log = logging.getLogger(__name__)
 
 DAG_ID = "flight_delays"
 WAREHOUSE_CONN_ID = "flight_delays_warehouse"
+#: The same warehouse as a role that may only SELECT (the page never writes): both stacks
+#: create the role and define this connection for the api-server.
+READER_CONN_ID = "flight_delays_warehouse_reader"
 URL_PREFIX = "/model-reports"
 HISTORY_PNG = "history.png"
 # The page must answer quickly or fail: it runs in the api-server's thread pool, next to
@@ -87,19 +94,38 @@ def reports_folder(root: Any = None) -> Any:
 
 
 def registry_url() -> str:
-    """The URL of the warehouse connection the DAG uses; WarehouseMissing without it."""
+    """The URL the page reads the registry with: the SELECT-only connection
+    ``flight_delays_warehouse_reader`` (both stacks define it), else the DAG's warehouse
+    connection, whose owner role the read-only session setting alone restrains (logged as
+    a warning); WarehouseMissing without either."""
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
     try:
-        return Connection.get_connection_from_secrets(WAREHOUSE_CONN_ID).get_uri()
+        return Connection.get_connection_from_secrets(READER_CONN_ID).get_uri()
+    except AirflowNotFoundException:
+        pass
+    try:
+        url = Connection.get_connection_from_secrets(WAREHOUSE_CONN_ID).get_uri()
     except AirflowNotFoundException as exc:
         raise WarehouseMissing(
             f"the Airflow connection {WAREHOUSE_CONN_ID!r} is not defined, so the model "
-            "registry cannot be read. Define it as the DAG has it (make up and "
-            "docker-compose set AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE) and restart the "
-            "api-server."
+            "registry cannot be read. Define it as the DAG has it (make up sets "
+            "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE; docker-compose's airflow-init stores it "
+            "in the metastore) and restart the api-server."
         ) from exc
+    from flight_delays.db import sqlalchemy_url
+
+    if sqlalchemy_url(url).get_backend_name() != "sqlite":
+        log.warning(
+            "model reports: no Airflow connection %r, so the registry is read with %r, as "
+            "the warehouse's owner (only the read-only session setting restrains it); "
+            "define %r with a SELECT-only role (docs/ui.md)",
+            READER_CONN_ID,
+            WAREHOUSE_CONN_ID,
+            READER_CONN_ID,
+        )
+    return url
 
 
 def engine_args(url: str) -> tuple[Any, dict[str, Any]]:
@@ -333,6 +359,56 @@ def history_png(engine: Any) -> bytes | None:
 
 
 REPORT_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png"}
+# Report files are written by tasks (and, in an object store, by anyone who can write the
+# bucket) but served on the Airflow origin: a planted page must not run with the viewer's
+# session. `sandbox` gives the page an opaque origin and no scripts; it may show only
+# same-origin images and its inline <style>. nosniff keeps a PNG from being read as HTML.
+REPORT_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
+REPORT_HEADERS = {"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"}
+# A sandboxed page has an opaque origin, so the browser sends no SameSite=Lax cookie (the
+# UI's _token) with its image requests: a report's figures would all be 401. The page is
+# served with each same-origin figure rewritten to a signed, short-lived link to that one
+# file (SIGNED_ROUTE), instead of widening the policy.
+SIGNED_ROUTE = "signed-figures"
+FIGURE_LINK_TTL_S = 15 * 60
+FIGURE_LINK_SALT = "flight-delays.model-reports.figure"
+_IMG_SRC = re.compile(r"""(<img\b[^>]*?\ssrc\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+
+
+def figure_signer(secret: str) -> Any:
+    """The signer of figure links (itsdangerous, HMAC-SHA256, timestamped), keyed by the
+    api-server's shared ``[api] secret_key`` and salted apart from Airflow's own uses."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    return URLSafeTimedSerializer(
+        secret, salt=FIGURE_LINK_SALT, signer_kwargs={"digest_method": hashlib.sha256}
+    )
+
+
+def sign_figures(page: str, page_path: str, sign: Callable[[str], str]) -> str:
+    """``page`` (a report served at ``reports/<page_path>``) with every ``<img>`` whose
+    src is a relative link to a .png rewritten to ``<SIGNED_ROUTE>/<sign(path)>``, where
+    path is the file under reports/ the browser would have asked for. Other sources
+    (absolute, other origins, unquoted, other types) are left as they are: the policy
+    or the route's login check refuses them."""
+    folder = posixpath.dirname(page_path)
+    # The page's URL is <app>/reports/<page_path>: one "../" per segment reaches <app>/.
+    up = "../" * (page_path.count("/") + 1)
+
+    def one(match: re.Match[str]) -> str:
+        src = html.unescape(match.group(3)).strip()
+        parts = urlsplit(src)
+        if not src or parts.scheme or parts.netloc or parts.query or parts.fragment:
+            return match.group(0)
+        if src.startswith("/"):
+            return match.group(0)
+        target = posixpath.normpath(posixpath.join(folder, unquote(parts.path)))
+        if target == ".." or target.startswith("../") or not target.endswith(".png"):
+            return match.group(0)
+        quote_mark = match.group(2)
+        return f"{match.group(1)}{quote_mark}{up}{SIGNED_ROUTE}/{sign(target)}{quote_mark}"
+
+    return _IMG_SRC.sub(one, page)
 
 
 def report_path(reports: Any, path: str) -> Any:
@@ -912,6 +988,13 @@ def build_app() -> Any:
             log.error("model reports: %s", exc)
             raise Unavailable(str(exc)) from exc
 
+    def secret_key() -> str:
+        """The api-server's ``[api] secret_key``, which every api-server shares (Airflow
+        signs its own sessions with it)."""
+        from airflow.api_fastapi.auth.tokens import get_signing_key
+
+        return get_signing_key("api", "secret_key")
+
     def registry_data() -> dict[str, Any]:
         root = storage_root()
         data = registry_read(lambda engine: read_registry(engine, root))
@@ -976,19 +1059,60 @@ def build_app() -> Any:
             raise HTTPException(status_code=404, detail="no run has been recorded yet")
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/reports/{path:path}")
-    def report_file(path: str) -> Response:
-        """A run report or one of its figures, from the artifact root's reports/ only."""
+    def serve_report_file(path: str) -> Response:
+        """The file ``path`` names under reports/, with the report headers; a page gets
+        its figures as signed links (sign_figures)."""
         from flight_delays import storage
 
         # A bad storage URL is a 503 naming the setting, not a 500.
         target = report_path(reports_folder(storage_root()), path)
         if target is None:
             raise HTTPException(status_code=404, detail="no such report file")
+        media_type = REPORT_TYPES[target.suffix]
+        if target.suffix == ".html":
+            # surrogateescape: bytes that are not UTF-8 go back out as they came in.
+            page = target.read_bytes().decode("utf-8", "surrogateescape")
+            signer = figure_signer(secret_key())
+            body = sign_figures(page, path, signer.dumps).encode("utf-8", "surrogateescape")
+            # The links expire: a cached copy of the page would show broken figures.
+            headers = {**REPORT_HEADERS, "Cache-Control": "no-store"}
+            return Response(body, media_type=media_type, headers=headers)
         if storage.is_local(target):
-            return FileResponse(target)
-        return Response(target.read_bytes(), media_type=REPORT_TYPES[target.suffix])
+            return FileResponse(target, media_type=media_type, headers=REPORT_HEADERS)
+        return Response(target.read_bytes(), media_type=media_type, headers=REPORT_HEADERS)
 
+    @app.get("/reports/{path:path}")
+    def report_file(path: str) -> Response:
+        """A run report or one of its figures, from the artifact root's reports/ only."""
+        return serve_report_file(path)
+
+    # The figures of a sandboxed report page: no session cookie comes with them, so this
+    # app is mounted apart from the login check; the signed token alone names the one
+    # file it grants, for FIGURE_LINK_TTL_S. Every check of report_path still applies.
+    signed = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    signed.add_exception_handler(Unavailable, unavailable)
+
+    @signed.get("/{token}")
+    def signed_figure(token: str) -> Response:
+        from itsdangerous import BadSignature, SignatureExpired
+
+        try:
+            path = figure_signer(secret_key()).loads(token, max_age=FIGURE_LINK_TTL_S)
+        except SignatureExpired as exc:
+            raise HTTPException(
+                status_code=403,
+                detail=f"this figure link has expired (links last {FIGURE_LINK_TTL_S // 60} "
+                "minutes): reload the report",
+            ) from exc
+        except BadSignature as exc:
+            raise HTTPException(
+                status_code=403, detail="this figure link is not valid: reload the report"
+            ) from exc
+        if not isinstance(path, str) or not path.endswith(".png"):
+            raise HTTPException(status_code=403, detail="this figure link is not valid")
+        return serve_report_file(path)
+
+    app.mount(f"/{SIGNED_ROUTE}", signed)
     return app
 
 

@@ -6,11 +6,20 @@ localStorage under ``timezone`` (the old ``[webserver] default_ui_timezone`` wen
 Airflow 2's web server). Every run here is named by a New York flight day, and a UI in
 UTC or the viewer's zone puts the 02:00 run on another date than its processed day.
 
-So the api-server's HTML pages (the UI's single page app) get a one-line script in their
-``<head>`` that sets that choice to ``[core] default_timezone`` when the browser has
-none yet. A user who picks another zone keeps it. Pure ASGI: nothing imported here at
-module level beyond the standard library, since task processes load the plugins folder
-too. Changes to this file need an api-server restart.
+So the UI's own page (the single page app's index.html, which the api-server's catch-all
+route answers for every UI path) gets a one-line script in its ``<head>`` that sets that
+choice to ``[core] default_timezone`` when the browser has none yet. A user who picks
+another zone keeps it.
+
+Nothing else is touched (issue 20): not the plugins' apps (/model-reports and its report
+files), not the REST API or its /docs page, not /static files, not the login page. The
+route is known only once the app has routed the request, so the middleware decides on
+the route that answered (:func:`is_ui_page`), and edits only a complete 200 answer to a
+GET: never a HEAD, a 206 or a compressed body. An edited body drops its ``ETag`` (it
+named the other bytes) and gets its ``Content-Length`` recomputed.
+
+Pure ASGI: nothing imported here at module level beyond the standard library, since task
+processes load the plugins folder too. Changes to this file need an api-server restart.
 """
 
 from __future__ import annotations
@@ -26,6 +35,22 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 STORAGE_KEY = "timezone"  # the key of the UI's time-zone choice (airflow/ui, 3.3)
+# The route that serves the UI's index.html for every UI path (the catch-all at the end
+# of airflow.api_fastapi.core_api.app.init_views, Airflow 3.3): (module, qualified name)
+# of its endpoint. If a later Airflow renames it, nothing is edited (the live UI test,
+# tests/stack/test_ui.py, then finds no New York default).
+UI_PAGE_ENDPOINT = ("airflow.api_fastapi.core_api.app", "init_views.<locals>.webapp")
+# Headers that describe the bytes as they were: wrong once the body is edited.
+STALE_AFTER_EDIT = (b"content-length", b"etag", b"content-md5", b"digest", b"repr-digest")
+
+
+def is_ui_page(scope: Message) -> bool:
+    """Whether the request was routed to the UI's own page route. Starlette's router
+    records the matched endpoint in the request's scope before it calls it, so at the
+    start of the response the scope names the route that answered."""
+    endpoint = scope.get("endpoint")
+    found = (getattr(endpoint, "__module__", None), getattr(endpoint, "__qualname__", None))
+    return found == UI_PAGE_ENDPOINT
 
 
 def default_script(zone: str) -> bytes:
@@ -39,8 +64,9 @@ def default_script(zone: str) -> bytes:
 
 
 class DefaultUiTimezone:
-    """ASGI middleware adding :func:`default_script` after ``<head>`` of HTML responses
-    to GET requests. Other responses (JSON, files, compressed bodies) pass untouched."""
+    """ASGI middleware adding :func:`default_script` after ``<head>`` of the UI's own
+    page (:func:`is_ui_page`): a 200, uncompressed, HTML answer to a GET. Every other
+    response passes untouched, byte for byte and header for header."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], zone: str | None = None) -> None:
         self.app = app
@@ -64,7 +90,16 @@ class DefaultUiTimezone:
             if message["type"] == "http.response.start":
                 headers = {k.lower(): v for k, v in message.get("headers", [])}
                 html = headers.get(b"content-type", b"").startswith(b"text/html")
-                passthrough = not html or b"content-encoding" in headers
+                # Only a whole body is edited: a 206 is a byte range of another
+                # representation, and a 304 or an error page is not the UI's page.
+                editable = (
+                    message.get("status") == 200
+                    and html
+                    and b"content-encoding" not in headers
+                    and b"content-range" not in headers
+                    and is_ui_page(scope)
+                )
+                passthrough = not editable
                 if passthrough:
                     await send(message)
                 else:
@@ -76,9 +111,12 @@ class DefaultUiTimezone:
             chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            body = b"".join(chunks).replace(b"<head>", b"<head>" + self.script, 1)
-            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-            headers.append((b"content-length", str(len(body)).encode()))
+            original = b"".join(chunks)
+            body = original.replace(b"<head>", b"<head>" + self.script, 1)
+            headers = start["headers"]
+            if body != original:
+                headers = [(k, v) for k, v in headers if k.lower() not in STALE_AFTER_EDIT]
+                headers.append((b"content-length", str(len(body)).encode()))
             await send({**start, "headers": headers})
             await send({"type": "http.response.body", "body": body})
 

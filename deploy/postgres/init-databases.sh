@@ -15,11 +15,32 @@ WAREHOUSE_DB_USER=${WAREHOUSE_DB_USER:-warehouse}
 AIRFLOW_DB_NAME=${AIRFLOW_DB_NAME:-airflow}
 WAREHOUSE_DB_NAME=${WAREHOUSE_DB_NAME:-warehouse}
 
+# Each password comes from NAME, or from the file NAME_FILE names (docker-compose.yaml
+# mounts the secrets as files), as the postgres image does with POSTGRES_PASSWORD_FILE;
+# both at once is refused, as it does.
+from_file() {
+    local name=$1 file_name="${1}_FILE"
+    local file=${!file_name:-}
+    if [[ -n ${!name:-} && -n $file ]]; then
+        echo "init-databases: both $name and $file_name are set: choose one" >&2
+        exit 1
+    fi
+    if [[ -n $file ]]; then
+        if [[ ! -r $file ]]; then
+            echo "init-databases: $file_name names $file, which is missing or unreadable" >&2
+            exit 1
+        fi
+        printf -v "$name" '%s' "$(<"$file")"
+    fi
+}
+from_file AIRFLOW_DB_PASSWORD
+from_file WAREHOUSE_DB_PASSWORD
+
 missing=()
 [[ -n ${AIRFLOW_DB_PASSWORD:-} ]] || missing+=("AIRFLOW_DB_PASSWORD (role $AIRFLOW_DB_USER, metastore database $AIRFLOW_DB_NAME)")
 [[ -n ${WAREHOUSE_DB_PASSWORD:-} ]] || missing+=("WAREHOUSE_DB_PASSWORD (role $WAREHOUSE_DB_USER, database $WAREHOUSE_DB_NAME)")
 if ((${#missing[@]})); then
-    echo "init-databases: refusing to create roles without passwords; set in .env:" >&2
+    echo "init-databases: refusing to create roles without passwords; set (or their _FILE):" >&2
     printf '  - %s\n' "${missing[@]}" >&2
     exit 1
 fi

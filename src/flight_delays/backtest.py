@@ -108,6 +108,11 @@ class HoldoutResult:
     served_mae: float | None = None
     # The day after whose served score the champion stepped down (rule 5), if it did.
     served_step_down: date | None = None
+    # The flights of the days this run served (its holdout days after the previous run's
+    # day: all of them when runs are a holdout apart, one when they are nightly) and the
+    # baseline's MAE on them, which the served improvement is measured against.
+    served_flights: int | None = None
+    served_baseline_mae: float | None = None
 
     @property
     def served(self) -> float:
@@ -125,7 +130,10 @@ class HoldoutResult:
         """The same for what production served that week, day by day (the served
         column: the champion of each morning, chosen by the runs and the served scores
         before it)."""
-        return _improvement(self.served, self.baseline_mae)
+        baseline = (
+            self.baseline_mae if self.served_baseline_mae is None else self.served_baseline_mae
+        )
+        return _improvement(self.served, baseline)
 
     def as_row(self) -> dict[str, Any]:
         """The fields, then the two improvements: one row of the results table."""
@@ -208,8 +216,11 @@ def serve_week(
     champion: Sequence[DayError] | None,
     baseline: Sequence[DayError],
     settings: ScoreSettings,
+    after: date | None = None,
 ) -> tuple[Serving, ServedWeek]:
     """Serve the holdout days of the run for ``run_day``, one morning at a time. Pure.
+    Days on or before ``after`` (the previous run's day, when runs are closer than a
+    holdout, e.g. nightly) were served already and are skipped.
 
     ``champion``: the errors of the champion model of ``state`` on each day of
     ``baseline`` (None while the baseline is champion). Each day is served by the
@@ -226,6 +237,8 @@ def serve_week(
     served_sum = baseline_sum = 0.0
     step_day = step_reason = pending = None
     for k, base in enumerate(baseline):
+        if after is not None and base.day <= after:
+            continue
         flights += base.flights
         baseline_sum += base.abs_error
         if state.champion_day is None or champion is None:
@@ -368,6 +381,7 @@ def replay_week(
     settings: Settings,
     champion: Champion | None,
     state: Serving,
+    served_after: date | None = None,
 ) -> tuple[HoldoutResult, Pipeline, Serving]:
     """:func:`replay_run` with the served days simulated from ``state`` (the champion as
     carried day by day; ``champion`` holds its model): each holdout day is served by the
@@ -386,6 +400,7 @@ def replay_week(
         None if champion_pred is None else daily_errors(holdout, champion_pred),
         daily_errors(holdout, baseline),
         settings.score,
+        after=served_after,
     )
     # The champion of the run's night: the baseline if it stepped down within the week.
     champion_day = state.champion_day
@@ -425,6 +440,8 @@ def replay_week(
         seconds=time.perf_counter() - started,
         served_mae=week.served_mae,
         served_step_down=step_down_day,
+        served_flights=week.flights,
+        served_baseline_mae=week.baseline_mae,
     )
     return result, model, state
 
@@ -448,8 +465,12 @@ def run_backtest(
     results = []
     champion: Champion | None = None
     state = Serving()
+    previous: date | None = None  # the days up to the previous run's were served already
     for day in ends:
-        result, model, state = replay_week(flights, weather, day, settings, champion, state)
+        result, model, state = replay_week(
+            flights, weather, day, settings, champion, state, served_after=previous
+        )
+        previous = day
         if state.champion_day is None:
             champion = None
         elif state.champion_day == day:
@@ -474,6 +495,24 @@ def history_frame(results: Sequence[HoldoutResult]) -> pd.DataFrame:
     ]
 
 
+def served_weeks(results: Sequence[HoldoutResult], days: int = 7) -> list[float]:
+    """The served improvement over the baseline (% of its MAE) of each block of ``days``
+    days, counted back from the last run, oldest first: the served and the baseline's
+    absolute errors summed over the days the runs of a block served (weighted by their
+    flights). With runs a week apart a block is one run; with nightly runs, seven."""
+    blocks: dict[int, list[float]] = {}
+    last = max(r.holdout_end for r in results)
+    for r in results:
+        flights = r.served_flights if r.served_flights is not None else r.holdout_rows
+        baseline = r.baseline_mae if r.served_baseline_mae is None else r.served_baseline_mae
+        if not flights:
+            continue
+        sums = blocks.setdefault((last - r.holdout_end).days // days, [0.0, 0.0])
+        sums[0] += r.served * flights
+        sums[1] += baseline * flights
+    return [_improvement(s, b) for _, (s, b) in sorted(blocks.items(), reverse=True)]
+
+
 def summarize(results: Sequence[HoldoutResult]) -> dict[str, float]:
     """Share of runs where the challenger beat the baseline (0-1); mean, median, worst and
     best improvement over the baseline (% of its MAE) of the challenger, and mean and
@@ -483,6 +522,7 @@ def summarize(results: Sequence[HoldoutResult]) -> dict[str, float]:
         raise ValueError("no results to summarize")
     improvement = np.array([r.improvement_pct for r in results], dtype=float)
     served = np.array([r.champion_improvement_pct for r in results], dtype=float)
+    weeks = served_weeks(results)
     return {
         "runs": len(results),
         "share_beaten": float(np.mean(improvement > 0)),
@@ -495,6 +535,9 @@ def summarize(results: Sequence[HoldoutResult]) -> dict[str, float]:
         "served_step_downs": sum(r.served_step_down is not None for r in results),
         "mean_champion_improvement_pct": float(served.mean()),
         "worst_champion_improvement_pct": float(served.min()),
+        "served_weeks": len(weeks),
+        "mean_served_week_pct": float(np.mean(weeks)),
+        "worst_served_week_pct": float(np.min(weeks)),
         "mean_challenger_mae": float(np.mean([r.challenger_mae for r in results])),
         "mean_champion_mae": float(np.mean([r.champion_mae for r in results])),
         "mean_baseline_mae": float(np.mean([r.baseline_mae for r in results])),
@@ -550,7 +593,9 @@ def to_markdown(results: Sequence[HoldoutResult]) -> str:
         f"{s['served_step_downs']} times (rule 5). What was served day by day (served) "
         f"against the baseline: mean "
         f"{s['mean_champion_improvement_pct']:+.1f}%, worst "
-        f"{s['worst_champion_improvement_pct']:+.1f}%.",
+        f"{s['worst_champion_improvement_pct']:+.1f}%; by week ({s['served_weeks']} weeks of "
+        f"7 days, counted back from the last run): mean {s['mean_served_week_pct']:+.1f}%, "
+        f"worst {s['worst_served_week_pct']:+.1f}%.",
         "",
         f"Mean MAE: challenger {s['mean_challenger_mae']:.2f} min, champion "
         f"{s['mean_champion_mae']:.2f} min, baseline {s['mean_baseline_mae']:.2f} min.",

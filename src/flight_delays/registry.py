@@ -22,6 +22,10 @@ The train task records its model's and model card's SHA-256 in ``challengers`` (
 per run), outside the model folder: score checks the files it loads against it, so
 whoever can edit the model folder cannot swap the model.
 
+Runs of the same processed day take the day lock (:func:`day_lock`) around their scoring
+and publishing: a PostgreSQL advisory lock keyed by the day, so it orders them on any
+worker or host that reaches the registry.
+
 Promoted models are copied into a content-addressed store, ``models/registry/<sha256>.skops``,
 written once: a rerun that retrains a ``run_model`` cannot change a champion.
 """
@@ -72,12 +76,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from flight_delays import artifacts, io, storage
 from flight_delays.dates import parse_day
-from flight_delays.db import open_engine, safe_url, sqlite_file
+from flight_delays.db import advisory_lock, open_engine, safe_url, sqlite_file
 from flight_delays.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
 
 VERSION_TABLE = "flight_delays_registry_version"
+#: The day lock's first key (PostgreSQL's two-key advisory locks: this, then the day's
+#: ordinal). Any fixed number: "fday" in ASCII. The migration lock (a single bigint key,
+#: migrations/env.py) and Airflow's (1, 2...) live in the other key space.
+DAY_LOCK_NAMESPACE = 0x6664_6179
 METADATA = MetaData()
 
 # Mirrors migrations/versions/: the tables the queries below use. A test checks that
@@ -271,6 +279,23 @@ def connect(url: str) -> Engine:
         engine.dispose()
         raise RegistryError(f"cannot open the model registry at {safe_url(url)}: {exc}") from exc
     return engine
+
+
+def day_lock_key(day: date) -> tuple[int, int]:
+    """The day lock's two advisory-lock keys: the namespace and the day's proleptic
+    Gregorian ordinal (2013-03-27: 734954), the same on every host."""
+    return DAY_LOCK_NAMESPACE, day.toordinal()
+
+
+@contextmanager
+def day_lock(engine: Engine, day: date) -> Iterator[None]:
+    """Hold the lock of processed ``day`` in the registry's PostgreSQL database for the
+    block: one holder at a time, whatever process, worker or host it runs on; a holder
+    that dies releases it (:func:`flight_delays.db.advisory_lock`). Raises
+    flight_delays.db.LockError when the database cannot be reached or the lock is lost,
+    and ValueError for a registry that is not on PostgreSQL."""
+    with advisory_lock(engine, *day_lock_key(day), what=f"the day lock of {day.isoformat()}"):
+        yield
 
 
 # --- reads -------------------------------------------------------------------------------
@@ -589,7 +614,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, text in commands:
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--url", help="registry URL (default: the warehouse of params.yaml)")
+        cmd.add_argument(
+            "--url",
+            help=(
+                "registry URL (default: registry.url of params.yaml, else the warehouse: "
+                "source.url, else FLIGHT_DELAYS_SOURCE_URL, else the embedded SQLite file; "
+                "the Airflow connection flight_delays_warehouse is not read here)"
+            ),
+        )
         if name == "rollback":
             cmd.add_argument("--to", help="YYYY-MM-DD (its newest promoted run) or 'baseline'")
             cmd.add_argument("--reason", required=True, help="recorded with the move")

@@ -100,13 +100,22 @@ def _champion_predictions(
 
 
 @contextmanager
-def day_lock(folder: ArtifactPath) -> Iterator[None]:
-    """Hold an exclusive lock for the day's output ``folder``: two runs of the same day
-    publish their predictions, registry row and the metrics artifact one after the other, so the
-    day's files always come from one run (:func:`flight_delays.storage.lock`: on the
-    folder itself on a local disk; for an object store, on a local file)."""
-    with storage.lock(folder):
-        yield
+def day_lock(engine: Engine, day: date, folder: ArtifactPath) -> Iterator[None]:
+    """Hold the lock of processed ``day``: two runs of the same day score, record and
+    publish (predictions, registry row, metrics artifact) one after the other, so the
+    day's files always come from one run.
+
+    With the registry on PostgreSQL (docker-compose, `make up`, Celery workers on any
+    host): an advisory lock keyed by the day in the registry's database
+    (:func:`flight_delays.registry.day_lock`), shared by every worker and host. With a
+    SQLite registry (one machine by nature): a lock on the day's output ``folder``
+    (:func:`flight_delays.storage.lock`; for an object store, a local file)."""
+    if engine.dialect.name == "postgresql":
+        with registry.day_lock(engine, day):
+            yield
+    else:
+        with storage.lock(folder):
+            yield
 
 
 def _read_card(path: str | ArtifactPath, expected_sha256: str) -> bytes:
@@ -445,7 +454,7 @@ def run(
     out_dir = settings.paths.output(day)
     engine = registry.connect(registry_url or settings.registry_url)
     try:
-        with day_lock(out_dir):
+        with day_lock(engine, day, out_dir):
             row = registry.recorded_run(engine, day, run_id)
             retried = row is not None
             if row is None:

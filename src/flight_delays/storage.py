@@ -10,12 +10,15 @@ things this module holds, and nothing else in the package needs to know it:
   methods (``/``, ``exists``, ``read_bytes``, ``open``, ``glob`` ...), so the steps use
   either without asking which;
 - how a whole file is written atomically (:func:`atomic_path`): on a local disk a
-  temporary name beside the final one, fsync, then a rename; on an object store a local
+  temporary name beside the final one, fsync, a rename, then an fsync of the folder (so
+  the rename itself survives a power loss); on an object store a local
   temporary file uploaded in one PUT, which makes the object appear whole or not at all;
 - how a folder is moved or deleted (a rename on a local disk; on an object store, where a
   folder is only a key prefix, object by object);
 - a lock for the publishing step of a day (a lock on the local folder; for an object
-  store, on a local file named after the URL).
+  store, on a local file named after the URL): `score` takes it only with a SQLite
+  registry; with PostgreSQL its day lock is an advisory lock that orders every host
+  (flight_delays.registry.day_lock).
 
 The I/O itself is universal-pathlib's and fsspec's: no file-system layer of our own.
 They are imported only when a remote location is used, so this module, and the artifact
@@ -136,10 +139,11 @@ def atomic_path(final: ArtifactPath, exclusive: bool = False) -> Iterator[Path]:
     at once, else ``final`` is left as it was.
 
     Local: the temporary file lies beside ``final`` (``.<name>.<random>.tmp``), is
-    fsynced and renamed over it. Object store: it lies in a local temporary folder and is
-    uploaded in one PUT (a multi-part upload above 100 MB, which S3 also makes visible
-    only when complete). ``exclusive``: fail with FileExistsError instead of replacing an
-    existing ``final`` (on S3 a conditional PUT, ``If-None-Match: *``).
+    fsynced and renamed over it, and the folder is fsynced. Object store: it lies in a
+    local temporary folder and is uploaded in one PUT (a multi-part upload above 100 MB,
+    which S3 also makes visible only when complete). ``exclusive``: fail with
+    FileExistsError instead of replacing an existing ``final`` (on S3 a conditional PUT,
+    ``If-None-Match: *``).
     """
     if is_local(final):
         with _local_atomic_path(Path(final), exclusive) as tmp:
@@ -167,8 +171,21 @@ def _local_atomic_path(final: Path, exclusive: bool) -> Iterator[Path]:
             os.link(tmp, final)  # fails with FileExistsError, never replaces
         else:
             os.replace(tmp, final)
+        # The rename is an entry in the folder: until the folder is synced too, a power
+        # loss can bring back the old file (or none) even though the new bytes are on disk.
+        fsync_folder(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries (a rename or a new name in it) to the disk. Local
+    folders only: an object store has no folder to sync."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # --- folders ----------------------------------------------------------------------------
@@ -182,6 +199,10 @@ def move_folder(source: ArtifactPath, target: ArtifactPath, last: Sequence[str] 
     if is_local(source):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         os.rename(source, target)
+        # Both folders changed: the entry left one and arrived in the other.
+        fsync_folder(Path(target).parent)
+        if Path(source).parent != Path(target).parent:
+            fsync_folder(Path(source).parent)
         return
     fs, prefix = source.fs, source.path.rstrip("/") + "/"
     names = sorted(key[len(prefix) :] for key in fs.find(source.path))

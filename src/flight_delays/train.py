@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,11 @@ import skops
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble._hist_gradient_boosting.common import (
+    PREDICTOR_RECORD_DTYPE,
+    X_BITSET_INNER_DTYPE,
+)
+from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
@@ -80,14 +86,22 @@ ENV_THREADS = "FLIGHT_DELAYS_THREADS"
 DEFAULT_THREADS = 2
 
 #: Types a model file may hold beyond those skops trusts by default (numpy, builtins and
-#: scikit-learn estimators). Found with ``skops.io.get_untrusted_types`` on a file written
-#: by :func:`run`; reviewed, not copied blindly:
-#: - TreePredictor: the fitted trees of HistGradientBoostingRegressor. skops warns that a
-#:   crafted file can put out-of-range node indices in it. We trust it because model files
-#:   are only ever written by our own train task, and the score task also checks the
-#:   file's SHA-256 against the one train recorded in the registry.
-#: - functools.partial + sklearn.utils.validation.check_array: the input validator the
-#:   fitted ColumnTransformer keeps for its passthrough columns.
+#: scikit-learn estimators). Each one was checked with ``skops.io.get_untrusted_types`` on
+#: a file :func:`run` writes with the boosters of include/params.yaml (a test keeps the
+#: list equal to what that file holds), and each is needed:
+#: - TreePredictor: the fitted trees of HistGradientBoostingRegressor; without it there
+#:   is no model. skops leaves it untrusted because its node arrays are read by compiled
+#:   code without bounds checks: a crafted file could point a node at memory outside the
+#:   tree. So it is trusted narrowly: :func:`check_trees` proves every tree's indices are
+#:   in range (children after their parent, features and bitsets that exist) before the
+#:   model is returned, on top of the file's SHA-256 from the registry.
+#: - functools.partial + sklearn.utils.validation.check_array: a booster given
+#:   ``categorical_features`` builds its own ColumnTransformer (``_preprocessor``) whose
+#:   numeric columns go through FunctionTransformer(partial(check_array, ...)), so a
+#:   booster of this pipeline cannot be stored without them. A partial may call any
+#:   function skops trusts, so it is trusted narrowly: :func:`partials_outside` refuses
+#:   a file holding a partial of anything but :data:`PARTIAL_FUNCTION`, before anything
+#:   in the file is built.
 #: - DayBaggedRegressor: this module's own ensemble (a list of the boosters above, plus
 #:   ints and floats); trusted for the same reason as the boosters it holds.
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -96,6 +110,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.utils.validation.check_array",
 )
+#: The one function a trusted ``functools.partial`` may wrap (see :data:`TRUSTED_TYPES`).
+PARTIAL_FUNCTION = "sklearn.utils.validation.check_array"
 
 WEATHER_NOTE = (
     "Weather features are the observed weather at the origin in the scheduled departure "
@@ -427,33 +443,61 @@ def save_model(model: Pipeline, path: str | ArtifactPath) -> ArtifactPath:
     return io.write_bytes(dump_model(model), path)
 
 
-def load_model(path: str | ArtifactPath, expected_sha256: str | None = None) -> Pipeline:
+def load_model(
+    path: str | ArtifactPath,
+    expected_sha256: str | None = None,
+    *,
+    allow_unverified: bool = False,
+) -> Pipeline:
     """Load a pipeline written by :func:`run`, trusting only :data:`TRUSTED_TYPES` beyond
-    skops' defaults.
+    skops' defaults, each narrowly (:func:`partials_outside`, :func:`check_trees`).
 
-    The file is read once; its hash, the type check and the model all come from those
+    ``expected_sha256`` is required: the hash train recorded in the registry for this
+    file (never one read from a file beside the model). Without it the file is refused,
+    unless ``allow_unverified=True``, which only tests and tooling labelled as such
+    pass, for a file they wrote themselves.
+
+    The file is read once; its hash, the type checks and the model all come from those
     bytes, so the file cannot change between the check and the load. Raises
     MissingArtifactError (naming the train task) if the file is absent, and
-    UntrustedModelError if its SHA-256 is not ``expected_sha256`` (given by the caller
-    from the registry, never from a file beside the model), if it holds any other
-    untrusted type, or if it is not a Pipeline ending in HistGradientBoostingRegressor.
+    UntrustedModelError if no hash was given, if its SHA-256 is not ``expected_sha256``,
+    if it holds any other untrusted type (named), or if it is not a Pipeline ending in
+    HistGradientBoostingRegressor (or a DayBaggedRegressor of them) with sound trees.
     """
+    if not expected_sha256 and not allow_unverified:
+        # Checked before the file is read: a caller without a hash is a bug, whatever
+        # the file holds.
+        raise UntrustedModelError(
+            f"refusing to load {path} without its expected SHA-256: pass expected_sha256, "
+            "the hash train recorded in the registry (registry.find_challenger or "
+            "registry.current_champion); only tests may pass allow_unverified=True"
+        )
     path = io.require(path, artifacts.RUN_MODEL)  # a local path or a URL (s3://...)
     data = path.read_bytes()
-    if expected_sha256 is not None:
+    if expected_sha256:
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected_sha256:
             raise UntrustedModelError(
                 f"model file {path} has SHA-256 {actual}, but the registry recorded "
                 f"{expected_sha256} when it was trained: the file was changed after training"
             )
+    else:
+        log.warning("loading %s unverified (allow_unverified=True): tests only", path)
+    # The schema is read first: it also tells a file that is no skops archive at all.
+    partials = partials_outside(data, path)
     untrusted = sorted(set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+    untrusted += partials
     if untrusted:
         raise UntrustedModelError(
             f"refusing to load {path}: it holds type(s) outside the trusted list: "
             f"{', '.join(untrusted)}"
         )
-    model = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
+    try:
+        model = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # Trusted types whose state does not fit them (a TreePredictor casts its nodes
+        # when it is built): not a file this pipeline wrote.
+        raise UntrustedModelError(f"{path} could not be built as a model: {exc}") from exc
     last = model.steps[-1][1] if isinstance(model, Pipeline) else None
     boosters = [last]
     if isinstance(last, DayBaggedRegressor):
@@ -467,7 +511,101 @@ def load_model(path: str | ArtifactPath, expected_sha256: str | None = None) -> 
             f"{path} holds a {type(model).__name__}, not this project's pipeline "
             "(Pipeline ending in HistGradientBoostingRegressor or a DayBaggedRegressor of them)"
         )
+    for k, booster in enumerate(boosters):
+        check_trees(booster, f"{path}, booster {k}")
     return model
+
+
+def partials_outside(data: bytes, where: object = "model file") -> list[str]:
+    """Every ``functools.partial`` in the skops file ``data`` that wraps something other
+    than :data:`PARTIAL_FUNCTION`, named ``functools.partial of <what it wraps>``.
+
+    Read from the file's schema, so nothing in the file is built to find them."""
+    try:
+        with zipfile.ZipFile(BytesIO(data)) as archive:
+            tree = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise UntrustedModelError(f"{where} is not a skops model file: {exc}") from exc
+    found: list[str] = []
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if (node.get("__module__"), node.get("__class__")) == ("functools", "partial"):
+            content = node.get("content")
+            func = content.get("func") if isinstance(content, dict) else None
+            name = (
+                f"{func.get('__module__')}.{func.get('__class__')}"
+                if isinstance(func, dict)
+                else repr(func)
+            )
+            if name != PARTIAL_FUNCTION:
+                found.append(f"functools.partial of {name}")
+        stack.extend(node.values())
+    return sorted(set(found))
+
+
+def check_trees(booster: HistGradientBoostingRegressor, where: str) -> None:
+    """Raise UntrustedModelError unless every tree of the fitted ``booster`` is sound:
+    node records of sklearn's own dtype, each split's children after it and inside the
+    tree (so prediction walks forward and stops), its feature one of the booster's
+    ``n_features_in_`` columns, and a categorical split's bitset one the tree holds.
+
+    These are the indices the compiled predictor follows without bounds checks (why
+    skops does not trust TreePredictor by default)."""
+    n_features = getattr(booster, "n_features_in_", None)
+    predictors = getattr(booster, "_predictors", None)
+    if not isinstance(n_features, int) or not isinstance(predictors, list) or not predictors:
+        raise UntrustedModelError(f"{where}: the booster holds no fitted trees")
+    for i, iteration in enumerate(predictors):
+        for tree in iteration if isinstance(iteration, list) else [iteration]:
+            problem = _tree_problem(tree, n_features)
+            if problem:
+                raise UntrustedModelError(f"{where}, TreePredictor of iteration {i}: {problem}")
+
+
+def _tree_problem(tree: Any, n_features: int) -> str | None:
+    """What is wrong with ``tree`` (see :func:`check_trees`), or None."""
+    if not isinstance(tree, TreePredictor):
+        return f"a {type(tree).__name__}, not a TreePredictor"
+    nodes = tree.nodes
+    if not isinstance(nodes, np.ndarray) or nodes.dtype != PREDICTOR_RECORD_DTYPE:
+        return "its nodes are not sklearn's node records"
+    if nodes.ndim != 1 or len(nodes) == 0:
+        return f"its nodes have shape {getattr(nodes, 'shape', None)}"
+    for name in ("binned_left_cat_bitsets", "raw_left_cat_bitsets"):
+        bitsets = getattr(tree, name)
+        if not (
+            isinstance(bitsets, np.ndarray)
+            and bitsets.dtype == X_BITSET_INNER_DTYPE
+            and bitsets.ndim == 2
+            and bitsets.shape[1] == 8
+        ):
+            return f"{name} is not an (n, 8) array of uint32"
+    split = np.flatnonzero(nodes["is_leaf"] == 0)
+    n = len(nodes)
+    for child in ("left", "right"):
+        to = nodes[child][split].astype(np.int64)
+        bad = split[(to <= split) | (to >= n)]
+        if len(bad):
+            k = int(bad[0])
+            return f"node {k} has {child} child {int(nodes[child][k])}, not in {k + 1}..{n - 1}"
+    feature = nodes["feature_idx"][split]
+    bad = split[(feature < 0) | (feature >= n_features)]
+    if len(bad):
+        k = int(bad[0])
+        return f"node {k} splits on feature {int(nodes['feature_idx'][k])} of {n_features}"
+    categorical = split[nodes["is_categorical"][split] != 0]
+    n_bitsets = min(len(tree.binned_left_cat_bitsets), len(tree.raw_left_cat_bitsets))
+    bad = categorical[nodes["bitset_idx"][categorical] >= n_bitsets]
+    if len(bad):
+        k = int(bad[0])
+        return f"node {k} uses bitset {int(nodes['bitset_idx'][k])} of {n_bitsets}"
+    return None
 
 
 def library_versions() -> dict[str, str]:

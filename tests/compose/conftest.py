@@ -1,6 +1,6 @@
 """The live compose stack of tests/compose: the images built once (stand-ins and the
-project image), then one stack per module, up with a generated .env under its own
-project name, and `docker compose down -v` at the end whatever happened."""
+project image), then one stack per module, with a generated .env and secret files under
+its own project name, and `docker compose down -v` at the end whatever happened."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from compose_support import (
     docker_cli,
     engine_reason,
     generated_env,
+    make_secrets,
     project_copy,
     run,
 )
@@ -59,20 +60,25 @@ def images(docker: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def compose(request, docker: str, images: dict[str, str]) -> Iterator[Compose]:
     """A project copy with a generated .env, not yet up (the module brings it up), under
-    a project name of its own. A module's EXTRA_ENV (e.g. the celery profile) is added to
-    the .env."""
+    a project name of its own, on free host ports of 127.0.0.1. A module's EXTRA_ENV (e.g.
+    the celery profile) is added to the .env. A module whose VIA_MAKE is true gets the
+    whole checkout (`make compose-up` builds from it) and no secret files yet: it makes
+    them as the docs say; the others get the files of deploy/compose-secrets.py here."""
     root = Path(tempfile.mkdtemp(prefix="fd-compose-"))
     extra = getattr(request.module, "EXTRA_ENV", {})
+    via_make = getattr(request.module, "VIA_MAKE", False)
     project = f"fdcompose{os.getpid()}{request.module.__name__.rsplit('_', 1)[-1]}"
-    port = free_port()
+    ports = {name: free_port() for name in ("AIRFLOW_API_PORT", "POSTGRES_PORT", "S3_PORT")}
     stack = Compose(
-        root=project_copy(root),
+        root=project_copy(root, whole=via_make),
         project=project,
-        env={**generated_env(images, port), **extra},
+        env={**generated_env(images, project, ports), **extra},
         docker=docker,
-        api_url=f"http://127.0.0.1:{port}",
+        api_url=f"http://127.0.0.1:{ports['AIRFLOW_API_PORT']}",
     )
     stack.write_env()
+    if not via_make:
+        make_secrets(stack.root)
     try:
         yield stack
     finally:

@@ -2,17 +2,18 @@
 broker, two Celery workers, flower, and moto's S3 server holding every artifact
 (FLIGHT_DELAYS_EXECUTOR=celery: deploy/executor-celery.env). One run and a 2-day backfill
 through the REST API: every task ran on one of the two workers, both took some, and the
-artifacts are in the bucket, not in the mounted data folder. Its own stack (the module's
-`compose` fixture), after test_compose_live's is down."""
+artifacts are in the bucket, not in the mounted data folder (listed from the host through
+the S3 port of the ports override), and flower asks for its login. Its own stack (the
+module's `compose` fixture), after test_compose_live's is down."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 
+import httpx
 import pytest
 from compose_support import DAG_ID, TIMINGS, Compose, bring_up
 
@@ -29,8 +30,6 @@ EXTRA_ENV = {
     "FLIGHT_DELAYS_EXECUTOR": "celery",
     "COMPOSE_PROFILES": "celery,s3",
     "AWS_ENDPOINT_URL": "http://s3:5000",
-    "AWS_ACCESS_KEY_ID": "moto",
-    "AWS_SECRET_ACCESS_KEY": "moto",
     "FLOWER_PORT": str(_free_port()),
 }
 WORKERS = {"airflow-worker-1", "airflow-worker-2"}
@@ -44,18 +43,12 @@ def stack(compose: Compose) -> Iterator[Compose]:
 
 
 def bucket_keys(stack: Compose) -> list[str]:
-    """Every object of the artifact bucket, listed from a worker (the S3 server is not
-    published), with the credentials and endpoint the workers get. The bucket must exist
-    (s3-init makes it)."""
-    script = (
-        "import json, os, s3fs; fs = s3fs.S3FileSystem(endpoint_url=os.environ"
-        "['AWS_ENDPOINT_URL'], use_listings_cache=False); "
-        "print(json.dumps([fs.exists('flight-delays'), fs.find('flight-delays')]))"
-    )
-    out = stack("exec", "-T", "airflow-worker-1", "python", "-c", script).stdout
-    exists, keys = json.loads(out.strip().splitlines()[-1])
-    assert exists, "the bucket flight-delays does not exist in the S3 server"
-    return keys
+    """Every object of the artifact bucket, listed from the host through the S3 port the
+    ports override publishes, with the keys the workers get (secret aws_credentials).
+    The bucket must exist (s3-init makes it)."""
+    fs = stack.s3()
+    assert fs.exists("flight-delays"), "the bucket flight-delays does not exist in the S3 server"
+    return fs.find("flight-delays")
 
 
 def test_the_celery_and_s3_services_are_healthy(stack: Compose):
@@ -65,6 +58,34 @@ def test_the_celery_and_s3_services_are_healthy(stack: Compose):
         assert services[name]["Health"] == "healthy", services[name]
     assert services["s3-init"]["State"] == "exited" and services["s3-init"]["ExitCode"] == 0
     bucket_keys(stack)  # the bucket exists
+    # Published on loopback: the api-server and flower (base file), PostgreSQL and S3
+    # (the ports override), nothing else (redis never).
+    ports = {(row["Service"], p["URL"], p["PublishedPort"]) for row in services.values()
+             for p in row.get("Publishers") or [] if p.get("PublishedPort")}  # fmt: skip
+    assert ports == {
+        (service, "127.0.0.1", int(stack.env[variable]))
+        for service, variable in (("airflow-apiserver", "AIRFLOW_API_PORT"),
+                                  ("flower", "FLOWER_PORT"), ("postgres", "POSTGRES_PORT"),
+                                  ("s3", "S3_PORT"))
+    }, ports  # fmt: skip
+
+
+def test_flower_asks_for_its_login(stack: Compose):
+    """Basic auth from the secret flower_basic_auth: 401 without it or with a wrong
+    password, 200 with it; and flower reaches the broker (redis's password): asked to
+    refresh, it lists both workers."""
+    url = f"http://127.0.0.1:{stack.env['FLOWER_PORT']}/api/workers"
+    user, password = stack.secret("flower_basic_auth").split(":", 1)
+    assert httpx.get(url, timeout=30).status_code == 401
+    assert httpx.get(url, auth=(user, "wrong"), timeout=30).status_code == 401
+    wanted, deadline = {"celery@airflow-worker-1", "celery@airflow-worker-2"}, time.monotonic() + 90
+    while True:
+        response = httpx.get(url, params={"refresh": "1"}, auth=(user, password), timeout=60)
+        assert response.status_code == 200, response.text
+        if wanted <= set(response.json()) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert wanted <= set(response.json()), response.text
 
 
 def test_a_run_and_a_backfill_use_both_workers_and_keep_the_artifacts_in_the_bucket(

@@ -1,10 +1,14 @@
 """docker-compose.yaml run live: the stand-ins of the official images and the project image
-built here, `docker compose up` with a generated .env, then a run, the Model reports page,
-the champion asset and its predictions, a backfill, a scheduler and a postgres container
-crashed with a SIGKILL of their main process, and `down -v`. One stack for the module;
-the tests run in file order and build on each other. The stack is reached only through
-the api-server's port on 127.0.0.1, and the warehouse (not published) through
-`docker compose exec postgres psql`, as docs/docker-compose.md says."""
+built here, `make compose-up STANDINS=1` in a copy of the checkout with a generated .env
+(as docs/docker-compose.md says: it generates the secret files, builds and waits until
+every service is healthy), then a run, the Model reports page, the champion asset and its
+predictions, a backfill, a scheduler and a postgres container crashed with a SIGKILL of
+their main process, and `make compose-down V=1`. One stack for the module; the tests run
+in file order and build on each other. The stack is reached only through ports published
+on 127.0.0.1: the api-server's, and PostgreSQL's through the documented override
+deploy/compose.ports.yaml (COMPOSE_FILE in .env). `docker` itself is called only for
+what the engine alone can do: builds, `inspect` for a container's main pid (the SIGKILL),
+and the leftovers of the project."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import httpx
 import pytest
 from compose_support import (
     AIRFLOW_UID,
+    COMPOSE_FILES,
     DAG_ID,
     PREDICT_DAG,
     PROJECT_IMAGE,
@@ -29,6 +34,10 @@ from compose_support import (
 )
 
 pytestmark = pytest.mark.compose
+# `make compose-up STANDINS=1` brings the stack up (conftest: the whole checkout copied),
+# and builds the image under the Makefile's default name, which the .env then names too.
+VIA_MAKE = True
+EXTRA_ENV = {"AIRFLOW_IMAGE_NAME": "flight-delay-pipeline:3.3.2"}
 
 SERVICES = {"postgres", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
             "airflow-triggerer"}  # fmt: skip
@@ -92,8 +101,8 @@ def wait_until_back(compose: Compose, service: str, restarts: int, timeout: floa
 
 @pytest.fixture(scope="module")
 def stack(compose: Compose) -> Iterator[Compose]:
-    """The stack up and healthy (`docker compose up -d --wait`), the DAG parsed."""
-    yield bring_up(compose)
+    """The stack up and healthy (`make compose-up STANDINS=1`), the DAG parsed."""
+    yield bring_up(compose, make=True)
 
 
 # --- the images ---------------------------------------------------------------------------
@@ -109,18 +118,26 @@ def test_the_project_image_passes_pip_check_and_keeps_no_ca_bundle(docker, image
     assert "50000" in lines and "3.3.2" in lines, result.stdout  # non-root, the locked Airflow
 
 
-def test_a_missing_env_value_is_refused_with_its_name(compose: Compose):
-    """Before anything is up: `docker compose up` without AIRFLOW_JWT_SECRET stops at once,
-    names it, and creates nothing."""
-    broken = {k: v for k, v in compose.env.items() if k != "AIRFLOW_JWT_SECRET"}
-    compose.write_env(broken)
+def test_a_missing_secret_file_is_refused_with_its_path(compose: Compose):
+    """Before anything is up: the secret files as the docs make them, one deleted
+    (airflow_jwt_secret): `docker compose up` stops, naming the missing file, and starts
+    nothing; `down -v` then leaves nothing. `make compose-up` below generates it again."""
+    run(["python3", "deploy/compose-secrets.py"], cwd=compose.root)
+    missing = compose.root / "secrets" / "airflow_jwt_secret"
+    missing.unlink()
+    # The image the fixture built: `make compose-up` has not built its own yet, and a
+    # missing image would stop `up` (a pull) before the secret is looked at.
+    compose.write_env({**compose.env, "AIRFLOW_IMAGE_NAME": PROJECT_IMAGE})
     try:
-        result = compose("up", "--detach", "--no-build", timeout=120, check=False)
+        result = compose("up", "--detach", "--no-build", timeout=180, check=False)
     finally:
         compose.write_env()
     assert result.returncode != 0
-    assert "AIRFLOW_JWT_SECRET" in result.stderr, result.stderr
-    assert compose.leftovers() == {}, "a refused `up` must create nothing"
+    assert str(missing) in result.stderr, result.stderr
+    running = [row for row in compose.services().values() if row.get("State") == "running"]
+    assert running == [], f"a refused `up` started {running}"
+    compose("down", "--volumes", "--remove-orphans", timeout=120)
+    assert compose.leftovers() == {}, "nothing of the refused `up` may stay"
 
 
 # --- up ---------------------------------------------------------------------------------
@@ -132,10 +149,15 @@ def test_every_service_is_healthy_and_init_exited_cleanly(stack: Compose):
         assert services[name]["Health"] == "healthy", services[name]
     init = services["airflow-init"]
     assert init["State"] == "exited" and init["ExitCode"] == 0, init
-    # Published on loopback only, and only the api-server (no profile is on).
-    ports = [(p["URL"], p["PublishedPort"]) for row in services.values()
-             for p in row.get("Publishers") or [] if p.get("PublishedPort")]  # fmt: skip
-    assert ports == [("127.0.0.1", int(stack.env["AIRFLOW_API_PORT"]))], ports
+    # Published on loopback only: the api-server, and PostgreSQL by the ports override
+    # (COMPOSE_FILE in .env, as the docs say); no profile is on.
+    assert stack.env["COMPOSE_FILE"] == COMPOSE_FILES
+    ports = {(row["Service"], p["URL"], p["PublishedPort"]) for row in services.values()
+             for p in row.get("Publishers") or [] if p.get("PublishedPort")}  # fmt: skip
+    assert ports == {
+        ("airflow-apiserver", "127.0.0.1", int(stack.env["AIRFLOW_API_PORT"])),
+        ("postgres", "127.0.0.1", int(stack.env["POSTGRES_PORT"])),
+    }, ports
     assert httpx.get(f"{stack.api_url}/api/v2/monitor/health", timeout=30).status_code == 200
 
 
@@ -152,12 +174,16 @@ def test_a_2013_day_triggered_through_rest_succeeds(stack: Compose):
         assert time.monotonic() < deadline, f"the scheduled run did not end: {runs}"
         time.sleep(3)
     assert [r["state"] for r in runs] == ["success"], runs
-    stack("exec", "-T", "airflow-scheduler", "python", "-c",
-          "import os; from flight_delays import registry; "
-          "e = registry.connect(os.environ['AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE']); "
-          "c = registry.current_champion(e); "
-          "(c.kind, c.processed_day) == ('baseline', None) or registry.rollback("
-          "e, 'tests/compose: start from the baseline', baseline=True)")  # fmt: skip
+    # From the host, through the published port: the registry module of the venv.
+    from flight_delays import registry
+
+    engine = registry.connect(stack.warehouse_url())
+    try:
+        champion = registry.current_champion(engine)
+        if (champion.kind, champion.processed_day) != ("baseline", None):
+            registry.rollback(engine, "tests/compose: start from the baseline", baseline=True)
+    finally:
+        engine.dispose()
     stack.ok("PATCH", f"/dags/{PREDICT_DAG}", json={"is_paused": False})
 
     started = time.monotonic()
@@ -223,13 +249,13 @@ def test_the_champion_asset_starts_the_predictions_of_the_next_day(stack: Compos
     TIMINGS["champion event to served predictions"] = f"{time.monotonic() - started:.1f} s"
 
     day = SERVED.isoformat()
-    flights = int(stack.psql(f"select count(*) from flights where local_date = '{day}'"))
-    rows = stack.psql(
+    ((flights,),) = stack.sql(f"select count(*) from flights where local_date = '{day}'")
+    (rows,) = stack.sql(
         "select count(*), count(distinct (carrier, flight, origin, sched_dep_time)), "
         f"count(distinct run_id) from predictions where flight_day = '{day}'"
     )
     assert flights > 500, f"the warehouse holds {flights} flights for {day}"
-    assert rows == f"{flights}|{flights}|1", f"predictions of {day}: {rows}, flights: {flights}"
+    assert rows == (flights, flights, 1), f"predictions of {day}: {rows}, flights: {flights}"
 
 
 def test_a_3_day_backfill_through_rest_succeeds(stack: Compose):
@@ -284,16 +310,18 @@ def test_a_sigkilled_container_comes_back_and_the_run_succeeds(stack: Compose, s
 
 
 def test_the_registry_holds_one_row_per_run(stack: Compose):
-    rows = stack.psql(
-        "select run_id, count(*) from model_runs group by run_id order by run_id"
-    ).splitlines()
-    counts = dict(line.split("|") for line in rows)
-    duplicated = {k: v for k, v in counts.items() if v != "1"}
+    counts = dict(
+        stack.sql("select run_id, count(*) from model_runs group by run_id order by run_id")
+    )
+    duplicated = {k: v for k, v in counts.items() if v != 1}
     assert not duplicated, f"registry rows duplicated: {duplicated}"
     missing = [r for r in TRIGGERED if r not in counts]
     assert not missing, f"runs without their registry row: {missing} (rows: {sorted(counts)})"
 
 
-def test_down_v_leaves_no_container_network_or_volume(compose: Compose):
-    compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300)
+def test_make_compose_down_v_leaves_no_container_network_or_volume(compose: Compose):
+    """As the docs say: `make compose-down V=1` (docker compose down --volumes)."""
+    started = time.monotonic()
+    compose.make("compose-down", "V=1", timeout=300)
+    TIMINGS["make compose-down V=1"] = f"{time.monotonic() - started:.1f} s"
     assert compose.leftovers() == {}, compose.leftovers()

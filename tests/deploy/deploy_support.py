@@ -22,27 +22,40 @@ POSTGRES_INIT = REPO / "deploy" / "postgres" / "init-databases.sh"
 IMAGE_REQUIREMENTS = REPO / "deploy" / "image-requirements.txt"
 BIN = Path(sys.executable).parent
 
-# The secrets .env must provide, none with a default.
-SECRETS = (
-    "POSTGRES_PASSWORD",
-    "AIRFLOW_DB_PASSWORD",
-    "WAREHOUSE_DB_PASSWORD",
-    "AIRFLOW_FERNET_KEY",
-    "AIRFLOW_JWT_SECRET",
-    "AIRFLOW_API_SECRET_KEY",
-    "AIRFLOW_ADMIN_PASSWORD",
-)
-# A filled-in .env (test values only, in the formats .env.example asks for).
-TEST_ENV = {
-    "AIRFLOW_UID": "1234",
-    "POSTGRES_PASSWORD": "pg-superuser-test-0123",
-    "AIRFLOW_DB_PASSWORD": "airflow-db-test-4567",
-    "WAREHOUSE_DB_PASSWORD": "warehouse-db-test-89ab",
-    "AIRFLOW_FERNET_KEY": "jkMq0bNcAm4iFqvQ7mM2DSZBQGq2CkU1KcH8TnnrVW8=",
-    "AIRFLOW_JWT_SECRET": "0123456789abcdef0123456789abcdef0123456789abcdef",
-    "AIRFLOW_API_SECRET_KEY": "fedcba9876543210fedcba9876543210fedcba9876543210",
-    "AIRFLOW_ADMIN_PASSWORD": "admin-test-cdef",
+READ_SECRET = REPO / "deploy" / "read-secret.sh"
+SECRETS_SCRIPT = REPO / "deploy" / "compose-secrets.py"
+# Where the containers find their secret files (compose's default target folder).
+RUN_SECRETS = "/run/secrets"
+# The secret files deploy/compose-secrets.py writes and docker-compose.yaml names, with
+# test values in the formats airflow-init asks for.
+TEST_SECRETS = {
+    "postgres_password": "pg-superuser-test-0123",
+    "airflow_db_password": "airflow-db-test-4567",
+    "warehouse_db_password": "warehouse-db-test-89ab",
+    "airflow_fernet_key": "jkMq0bNcAm4iFqvQ7mM2DSZBQGq2CkU1KcH8TnnrVW8=",
+    "airflow_jwt_secret": "0123456789abcdef0123456789abcdef0123456789abcdef",
+    "airflow_api_secret_key": "fedcba9876543210fedcba9876543210fedcba9876543210",
+    "airflow_admin_password": "admin-test-cdef",
+    "redis_password": "redis-test-0f0f0f",
+    "flower_basic_auth": "admin:flower-test-1e1e",
+    "aws_credentials": (
+        "[default]\naws_access_key_id = TESTKEYID\naws_secret_access_key = test-secret-key\n"
+    ),
 }
+SECRETS = tuple(TEST_SECRETS)
+# A .env as .env.example leaves it (no secret is in it any more).
+TEST_ENV = {"AIRFLOW_UID": "1234"}
+
+
+def write_secrets(folder: Path, values: dict[str, str] | None = None) -> Path:
+    """The secret files of ``values`` (default TEST_SECRETS) in ``folder``, one per name,
+    with a trailing newline as an editor would leave it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, value in (TEST_SECRETS if values is None else values).items():
+        (folder / name).write_text(value.rstrip("\n") + "\n")
+    return folder
+
+
 IMAGE_SERVICES = {  # services that run the image built from the Dockerfile
     "airflow-init",
     "airflow-apiserver",
@@ -90,13 +103,20 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def run_compose(
-    tmp_path: Path, env: dict[str, str], *args: str, profiles: tuple[str, ...] = ()
+    tmp_path: Path,
+    env: dict[str, str],
+    *args: str,
+    profiles: tuple[str, ...] = (),
+    files: tuple[Path, ...] = (COMPOSE_FILE,),
 ) -> subprocess.CompletedProcess:
-    """`docker compose <args>` on the project's compose file with exactly ``env`` as the
-    .env file: no developer .env, no variable from the calling shell."""
+    """`docker compose <args>` on the project's compose file (and ``files`` after it) with
+    exactly ``env`` as the .env file: no developer .env, no variable from the calling
+    shell. The project folder is the checkout's (its ./secrets need not exist)."""
     env_file = tmp_path / "test.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    command = [compose_binary(), "--file", str(COMPOSE_FILE), "--env-file", str(env_file)]
+    command = [compose_binary(), "--project-directory", str(REPO), "--env-file", str(env_file)]
+    for file in files:
+        command += ["--file", str(file)]
     for profile in profiles:
         command += ["--profile", profile]
     clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
@@ -106,10 +126,15 @@ def run_compose(
 
 
 def resolved_compose(
-    tmp_path: Path, env: dict[str, str] | None = None, profiles: tuple[str, ...] = ()
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    profiles: tuple[str, ...] = (),
+    files: tuple[Path, ...] = (COMPOSE_FILE,),
 ) -> dict[str, Any]:
     """docker-compose.yaml as Compose resolves it: interpolated, anchors merged, env_file
     folded into each service's environment, paths absolute."""
-    result = run_compose(tmp_path, TEST_ENV if env is None else env, "config", profiles=profiles)
+    result = run_compose(
+        tmp_path, TEST_ENV if env is None else env, "config", profiles=profiles, files=files
+    )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -23,28 +24,35 @@ from deploy_support import (
     COMPOSE_FILE,
     EXECUTOR_ENV,
     IMAGE_SERVICES,
+    READ_SECRET,
     REPO,
-    SECRETS,
+    RUN_SECRETS,
     SHARED_ENV,
     TEST_ENV,
+    TEST_SECRETS,
     compose_binary,
     read_env_file,
     resolved_compose,
     run_compose,
     tool,
+    write_secrets,
 )
 
-# The .env keys of the S3 store (test values): moto takes any.
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "test-key-id", "AWS_SECRET_ACCESS_KEY": "test-secret-key"}
 MOTO_ENDPOINT = "http://s3:5000"
+# The `_CMD`s of the three secrets every component shares.
+SHARED_CMDS = {
+    "AIRFLOW__CORE__FERNET_KEY_CMD",
+    "AIRFLOW__API_AUTH__JWT_SECRET_CMD",
+    "AIRFLOW__API__SECRET_KEY_CMD",
+}
 # name -> (compose profiles, what .env adds), as docs/scaling.md says to run each:
 # LocalExecutor; Celery with a bucket of one's own; Celery with the s3 profile's server.
 PROFILES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "default": ((), {}),
-    "celery": (("celery",), {"FLIGHT_DELAYS_EXECUTOR": "celery", **S3_KEYS}),
+    "celery": (("celery",), {"FLIGHT_DELAYS_EXECUTOR": "celery"}),
     "celery-s3": (
         ("celery", "s3"),
-        {"FLIGHT_DELAYS_EXECUTOR": "celery", "AWS_ENDPOINT_URL": MOTO_ENDPOINT, **S3_KEYS},
+        {"FLIGHT_DELAYS_EXECUTOR": "celery", "AWS_ENDPOINT_URL": MOTO_ENDPOINT},
     ),
     # Airflow's StatsD metrics served to Prometheus (docs/monitoring.md).
     "metrics": (("metrics",), {}),
@@ -112,6 +120,11 @@ def test_compose_resolves_every_profile(config, profile):
 def test_compose_specification_accepts_the_resolved_file(config):
     # compose-spec (the Rust compose_spec parser) rejects unknown keys, wrong types and
     # malformed values; it needs the interpolated file, which `compose config` gives.
+    # `compose config` names each top-level secret (`name: <project>_<secret>`, a key of
+    # the Compose Specification) but this parser does not know that key yet: left out.
+    config = {**config, "secrets": {
+        k: {f: v for f, v in body.items() if f != "name"} for k, body in config["secrets"].items()
+    }}  # fmt: skip
     parsed = PyCompose.from_yaml(json.dumps(config))
     parsed.validate()
     assert set(parsed.service_names()) == set(config["services"])
@@ -128,52 +141,77 @@ def test_compose_lint_finds_nothing_unjustified():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# --- secrets ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("secret", SECRETS)
-def test_compose_refuses_to_start_without_each_secret(secret, tmp_path):
-    for missing in ({k: v for k, v in TEST_ENV.items() if k != secret}, {**TEST_ENV, secret: ""}):
-        result = run_compose(tmp_path, missing, "config", "--quiet")
-        assert result.returncode != 0, f"compose accepted an empty {secret}"
-        assert f"required variable {secret} is missing a value" in result.stderr
-        assert ".env.example" in result.stderr  # the message says where to look
-
-
-def test_no_secret_has_a_default():
-    text = COMPOSE_FILE.read_text()
-    for secret in SECRETS:
-        uses = re.findall(r"\$\{" + secret + r"(\W[^}]*)?\}", text)
-        assert uses, f"{secret} is not used in docker-compose.yaml"
-        assert all(use.startswith(":?") for use in uses), f"{secret}: {uses}"
-
-
-def test_secrets_example_lists_every_variable_empty():
+# --- secrets (more in test_compose_secrets.py) ------------------------------------------------
+def test_env_example_holds_no_secret_and_documents_every_variable():
     example = read_env_file(REPO / ".env.example")
-    for secret in SECRETS:
-        assert example.get(secret) == "", f".env.example must list {secret}= with no value"
-    text = COMPOSE_FILE.read_text()
+    for key in example:
+        assert not re.search(r"PASSWORD|SECRET|FERNET|_KEY", key), f".env.example sets {key}"
+    text = COMPOSE_FILE.read_text() + (REPO / "deploy" / "compose.ports.yaml").read_text()
     used = set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", text))  # $${X}: the container's
     documented = set(re.findall(r"^#?\s*([A-Z_][A-Z0-9_]*)=", (REPO / ".env.example").read_text(),
                                 re.M))  # fmt: skip
-    assert used - documented == set(), "variables used by the compose file but not documented"
+    assert used - documented == set(), "variables used by the compose files but not documented"
 
 
-def test_git_ignores_dot_env():
+@pytest.mark.parametrize("path", [".env", "secrets/airflow_fernet_key"])
+def test_git_ignores_dot_env_and_the_secret_files(path):
     result = subprocess.run(
-        ["git", "check-ignore", "--quiet", ".env"], cwd=REPO, capture_output=True, timeout=30
+        ["git", "check-ignore", "--quiet", path], cwd=REPO, capture_output=True, timeout=30
     )
-    assert result.returncode == 0, ".env must be git-ignored"
+    assert result.returncode == 0, f"{path} must be git-ignored"
 
 
 # --- exposure -----------------------------------------------------------------------------------
-def test_ports_only_on_loopback_and_postgres_unpublished(config):
-    published = {}
-    for name, service in config["services"].items():
-        for port in service.get("ports", []):
-            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
-            published[name] = port["target"]
-    assert published.get("airflow-apiserver") == 8080
-    assert "postgres" not in published
-    assert "redis" not in published
+# What the base file publishes (all on 127.0.0.1): the api-server, plus flower and the
+# statsd exporter in their profiles. PostgreSQL, redis and S3 never.
+PUBLISHED = {
+    "default": {"airflow-apiserver": 8080},
+    "celery": {"airflow-apiserver": 8080, "flower": 5555},
+    "celery-s3": {"airflow-apiserver": 8080, "flower": 5555},
+    "metrics": {"airflow-apiserver": 8080, "statsd-exporter": 9102},
+}
+
+
+def published_ports(config: dict) -> dict[str, tuple[str, int, str]]:
+    return {
+        name: (port.get("host_ip"), port["target"], port.get("published"))
+        for name, service in config["services"].items()
+        for port in service.get("ports", [])
+    }
+
+
+def test_ports_only_on_loopback_and_postgres_unpublished(config, profile):
+    published = published_ports(config)
+    assert {name: target for name, (_, target, _) in published.items()} == PUBLISHED[profile]
+    assert {host for host, _, _ in published.values()} == {"127.0.0.1"}
+
+
+def test_the_ports_override_publishes_postgres_and_s3_on_loopback(tmp_path):
+    """deploy/compose.ports.yaml (-f, or COMPOSE_FILE in .env): PostgreSQL and the S3
+    server on 127.0.0.1, on the ports .env names; nothing else changes."""
+    override = REPO / "deploy" / "compose.ports.yaml"
+    env = {**TEST_ENV, "FLIGHT_DELAYS_EXECUTOR": "celery", "AWS_ENDPOINT_URL": MOTO_ENDPOINT,
+           "POSTGRES_PORT": "15432", "S3_PORT": "15000"}  # fmt: skip
+    profiles = ("celery", "s3")
+    base = resolved_compose(tmp_path, env, profiles)
+    both = resolved_compose(tmp_path, env, profiles, files=(COMPOSE_FILE, override))
+    assert published_ports(both) == {
+        **published_ports(base),
+        "postgres": ("127.0.0.1", 5432, "15432"),
+        "s3": ("127.0.0.1", 5000, "15000"),
+    }
+    assert {k: v for k, v in both["services"].items() if k not in ("postgres", "s3")} == {
+        k: v for k, v in base["services"].items() if k not in ("postgres", "s3")
+    }
+    # Without the s3 profile the override adds no service; the defaults are 5432, 5000.
+    local = resolved_compose(tmp_path, TEST_ENV, files=(COMPOSE_FILE, override))
+    assert "s3" not in local["services"]
+    assert published_ports(local)["postgres"] == ("127.0.0.1", 5432, "5432")
+    # COMPOSE_FILE in .env selects it as -f does (the documented way).
+    listed = {**TEST_ENV, "COMPOSE_FILE": f"{COMPOSE_FILE}:{override}"}
+    result = run_compose(tmp_path, listed, "config", "--format", "json", files=())
+    assert result.returncode == 0, result.stderr
+    assert "postgres" in published_ports(json.loads(result.stdout))
 
 
 def test_services_drop_privileges(config):
@@ -268,8 +306,14 @@ def test_postgres_creates_both_databases_on_first_start(config):
     assert init_mount.get("read_only") is True
     assert (REPO / "deploy" / "postgres" / "init-databases.sh").stat().st_mode & 0o111
     env = postgres["environment"]
-    for secret in ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "WAREHOUSE_DB_PASSWORD"):
-        assert env[secret] == TEST_ENV[secret]
+    # The passwords as files: the official image's POSTGRES_PASSWORD_FILE, and the same
+    # form for the init script's two roles.
+    for variable, secret in (("POSTGRES_PASSWORD", "postgres_password"),
+                             ("AIRFLOW_DB_PASSWORD", "airflow_db_password"),
+                             ("WAREHOUSE_DB_PASSWORD", "warehouse_db_password")):  # fmt: skip
+        assert variable not in env
+        assert env[f"{variable}_FILE"] == f"{RUN_SECRETS}/{secret}"
+        assert secret in [s["source"] for s in postgres["secrets"]]
     assert any(v["target"] == "/var/lib/postgresql/data" and v["type"] == "volume"
                for v in postgres["volumes"])  # fmt: skip
     assert "pg_isready" in postgres["healthcheck"]["test"]
@@ -319,25 +363,31 @@ def test_celery_settings_agree_across_every_airflow_service(config, profile, ima
     storage = executor["FLIGHT_DELAYS_STORAGE_URL"]
     assert urlsplit(storage).scheme == "s3" and urlsplit(storage).netloc
     endpoint = PROFILES[profile][1].get("AWS_ENDPOINT_URL", "")
-    password = TEST_ENV["AIRFLOW_DB_PASSWORD"]
+    password, redis = TEST_SECRETS["airflow_db_password"], TEST_SECRETS["redis_password"]
     for name, service in image_services.items():
         env = service["environment"]
-        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == (
+        # The broker asks for redis's password; both URLs are built from secret files.
+        assert secret_setting(env, "AIRFLOW__CELERY__BROKER_URL") == (
+            f"redis://:{redis}@redis:6379/0"
+        ), name
+        assert secret_setting(env, "AIRFLOW__CELERY__RESULT_BACKEND") == (
             f"db+postgresql://airflow:{password}@postgres:5432/airflow"
         ), name
         assert env["FLIGHT_DELAYS_STORAGE_URL"] == storage, name
         assert env["AWS_ENDPOINT_URL"] == endpoint, name
-        for key, value in S3_KEYS.items():
-            assert env[key] == value, name
+        assert env["AWS_SHARED_CREDENTIALS_FILE"] == f"{RUN_SECRETS}/aws_credentials", name
     # One environment: the long-running services differ only in the workers' warm
-    # shutdown switch (airflow-init has its own one-shot settings on top).
-    per_service = {"DUMB_INIT_SETSID"}
+    # shutdown switch and flower's login (airflow-init has its own one-shot settings).
+    # Flower has none of the three secrets the components share (it uses none).
+    per_service = {"DUMB_INIT_SETSID", "AIRFLOW__CELERY__FLOWER_BASIC_AUTH_CMD", *SHARED_CMDS}
     envs = {
         name: {k: v for k, v in s["environment"].items() if k not in per_service}
         for name, s in image_services.items()
         if name != "airflow-init"
     }
+    for name, service in image_services.items():
+        has = {k for k in SHARED_CMDS if k in service["environment"]}
+        assert has == (set() if name == "flower" else SHARED_CMDS), name
     reference = envs["airflow-scheduler"]
     for name, env in envs.items():
         differs = sorted(k for k in set(env) | set(reference) if env.get(k) != reference.get(k))
@@ -413,6 +463,29 @@ def airflow_config_template() -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def secret_setting(env: dict[str, str], key: str) -> str:
+    """The value Airflow gets for ``key`` in a container: its `_CMD` (never the plain
+    variable, which would be a secret in the environment) run as Airflow runs it, the
+    container's /run/secrets and /opt/airflow/deploy standing for TEST_SECRETS' files
+    and the checkout's deploy/."""
+    from airflow._shared.configuration.parser import run_command
+
+    assert key not in env, f"{key} is set in the environment: a secret value in plain sight"
+    command = env[f"{key}_CMD"]
+    assert command.startswith("/opt/airflow/deploy/read-secret.sh "), command
+    folder = Path(tempfile.mkdtemp(prefix="secrets-"))
+    write_secrets(folder)
+    saved = os.environ.get("SECRETS_PATH")
+    os.environ["SECRETS_PATH"] = str(folder)
+    try:
+        return run_command(command.replace("/opt/airflow/deploy/read-secret.sh", str(READ_SECRET)))
+    finally:
+        if saved is None:
+            del os.environ["SECRETS_PATH"]
+        else:
+            os.environ["SECRETS_PATH"] = saved
+
+
 def generated_secrets() -> dict[str, str]:
     """AIRFLOW__SECTION__OPTION of every option whose default Airflow generates at random
     in each process that writes its airflow.cfg ({FERNET_KEY}, {JWT_SECRET_KEY},
@@ -435,17 +508,26 @@ def test_airflow_generates_exactly_the_secrets_compose_shares():
 
 
 def test_every_component_shares_one_value_of_each_generated_secret(image_services):
-    from_env = {
-        "AIRFLOW__CORE__FERNET_KEY": "AIRFLOW_FERNET_KEY",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "AIRFLOW_JWT_SECRET",
-        "AIRFLOW__API__SECRET_KEY": "AIRFLOW_API_SECRET_KEY",
+    """Each of the three from one secret file, read by the same `_CMD`, mounted in every
+    component but flower (which uses none of them)."""
+    from_file = {
+        "AIRFLOW__CORE__FERNET_KEY": "airflow_fernet_key",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "airflow_jwt_secret",
+        "AIRFLOW__API__SECRET_KEY": "airflow_api_secret_key",
     }
-    assert set(generated_secrets()) == set(from_env)
-    for key, secret in from_env.items():
-        values = {name: s["environment"].get(key) for name, s in image_services.items()}
-        assert set(values.values()) == {TEST_ENV[secret]}, f"{key}: {values}"
+    assert set(generated_secrets()) == set(from_file)
+    components = {n: s for n, s in image_services.items() if n != "flower"}
+    for key, secret in from_file.items():
+        values = {name: secret_setting(s["environment"], key) for name, s in components.items()}
+        assert set(values.values()) == {TEST_SECRETS[secret]}, f"{key}: {values}"
+        for name, service in image_services.items():
+            mounted = {m["source"] for m in service.get("secrets", [])}
+            assert (secret in mounted) is (name != "flower"), f"{name}: {secret}, {mounted}"
+            # flower has neither the file nor its `_CMD` (a `_CMD` without its file
+            # stops every airflow command at start).
+            assert (f"{key}_CMD" in service["environment"]) is (name != "flower"), name
     # Three secrets, three values: one leaked secret does not give the others.
-    assert len({TEST_ENV[s] for s in from_env.values()}) == 3
+    assert len({TEST_SECRETS[s] for s in from_file.values()}) == 3
 
 
 def test_api_server_workers_are_set_as_in_the_stack_without_docker(image_services):
@@ -483,7 +565,14 @@ def test_every_airflow_setting_is_an_option_of_the_installed_airflow(image_servi
             if not match:
                 continue
             section, option = match[1].lower(), match[2].lower()
-            if option not in (template.get(section, {}).get("options") or {}):
+            options = template.get(section, {}).get("options") or {}
+            if option.endswith("_cmd"):
+                # Airflow runs a `_CMD` only for an option marked sensitive; for any
+                # other, it ignores it silently.
+                spec = options.get(option.removesuffix("_cmd")) or {}
+                if spec.get("sensitive") is not True:
+                    unknown.add(f"{name}: [{section}] {option} (no sensitive option)")
+            elif option not in options:
                 unknown.add(f"{name}: [{section}] {option}")
     assert not unknown, sorted(unknown)
 
@@ -533,33 +622,49 @@ def test_dags_plugins_and_project_folders_are_the_mounted_checkout(image_service
         assert PurePosixPath(env["AIRFLOW__CORE__DAGS_FOLDER"]).parent == home, name
 
 
-def test_the_dag_finds_its_warehouse_connection(image_services):
+def test_the_dag_finds_its_warehouse_connection(config, image_services):
+    """No Airflow service gets the warehouse's password: airflow-init stores the
+    connection flight_delays_warehouse in the metastore from WAREHOUSE_DB_URL and the
+    secret warehouse_db_password; the metastore URL is built from airflow_db_password."""
     conn_id = dag_constant("WAREHOUSE_CONN_ID")
     assert conn_id == "flight_delays_warehouse"
-    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+    init_script = (REPO / "deploy" / "airflow-init.sh").read_text()
+    assert f"readonly WAREHOUSE_CONN_ID={conn_id}" in init_script
+    init = image_services["airflow-init"]
+    assert (
+        init["environment"]["WAREHOUSE_DB_URL"] == "postgresql://warehouse@postgres:5432/warehouse"
+    )
     for name, service in image_services.items():
         env = service["environment"]
-        warehouse, metastore = env[variable], env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-        password = TEST_ENV["WAREHOUSE_DB_PASSWORD"]
-        assert warehouse == f"postgresql://warehouse:{password}@postgres:5432/warehouse", name
-        password = TEST_ENV["AIRFLOW_DB_PASSWORD"]
-        assert metastore == f"postgresql+psycopg2://airflow:{password}@postgres:5432/airflow"
+        assert f"AIRFLOW_CONN_{conn_id.upper()}" not in env, name
+        mounted = {m["source"] for m in service.get("secrets", [])}
+        assert ("warehouse_db_password" in mounted) is (name == "airflow-init"), name
+        password = TEST_SECRETS["airflow_db_password"]
+        assert secret_setting(env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") == (
+            f"postgresql+psycopg2://airflow:{password}@postgres:5432/airflow"
+        ), name
 
 
-def test_airflow_reads_the_connection_as_the_dag_uses_it(image_services):
-    """Airflow turns the URI into a Connection whose get_uri() (what the DAG passes to
-    ingest) is a URL the flight_delays source opens: same database, user and password."""
+def test_airflow_reads_the_connection_as_the_dag_uses_it(tmp_path):
+    """What airflow-init stores (the URL with the secret's password, as its warehouse_url
+    builds it) becomes a Connection whose get_uri() (what the DAG passes to ingest) is a
+    URL the flight_delays source opens: same database, user and password."""
     from airflow.models.connection import Connection
 
     from flight_delays.db import sqlalchemy_url
 
-    env = image_services["airflow-scheduler"]["environment"]
+    secrets = write_secrets(tmp_path / "secrets")
+    env = {**os.environ, "SECRETS_PATH": str(secrets), "PYTHON": sys.executable,
+           "WAREHOUSE_DB_URL": "postgresql://warehouse@postgres:5432/warehouse"}  # fmt: skip
+    stored = subprocess.run(
+        ["bash", "-c", f"source {REPO / 'deploy' / 'airflow-init.sh'} && warehouse_url"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
     conn_id = dag_constant("WAREHOUSE_CONN_ID")
-    connection = Connection(conn_id=conn_id, uri=env[f"AIRFLOW_CONN_{conn_id.upper()}"])
-    url = sqlalchemy_url(connection.get_uri())
+    url = sqlalchemy_url(Connection(conn_id=conn_id, uri=stored).get_uri())
     assert url.get_backend_name() == "postgresql"
     assert (url.host, url.port, url.database, url.username, url.password) == (
-        "postgres", 5432, "warehouse", "warehouse", TEST_ENV["WAREHOUSE_DB_PASSWORD"],
+        "postgres", 5432, "warehouse", "warehouse", TEST_SECRETS["warehouse_db_password"],
     )  # fmt: skip
 
 
@@ -576,10 +681,11 @@ def test_admin_password_file_only_where_needed(config):
             assert auth and auth["type"] == "volume", f"{name} must mount {path.parent}"
         else:
             assert auth is None, f"{name} must not see the passwords file"
-    init_env = services["airflow-init"]["environment"]
-    assert init_env["AIRFLOW_ADMIN_PASSWORD"] == TEST_ENV["AIRFLOW_ADMIN_PASSWORD"]
-    for name in set(services) & IMAGE_SERVICES - {"airflow-init"}:
-        assert "AIRFLOW_ADMIN_PASSWORD" not in services[name]["environment"], name
+    # The admin's password: a secret of airflow-init alone, which writes it into the file.
+    for name, service in services.items():
+        mounted = {m["source"] for m in service.get("secrets", [])}
+        assert ("airflow_admin_password" in mounted) is (name == "airflow-init"), name
+        assert "AIRFLOW_ADMIN_PASSWORD" not in service.get("environment", {}), name
 
 
 def test_airflow_init_runs_the_init_script_as_root(config):

@@ -15,39 +15,49 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from deploy_support import INIT_SCRIPT, POSTGRES_INIT, TEST_ENV, resolved_compose, tool
+from deploy_support import (
+    INIT_SCRIPT,
+    POSTGRES_INIT,
+    TEST_SECRETS,
+    resolved_compose,
+    tool,
+    write_secrets,
+)
 
-# What the six secrets look like inside the airflow-init container when .env is filled.
-GOOD = {
-    "AIRFLOW__CORE__FERNET_KEY": TEST_ENV["AIRFLOW_FERNET_KEY"],
-    "AIRFLOW__API_AUTH__JWT_SECRET": TEST_ENV["AIRFLOW_JWT_SECRET"],
-    "AIRFLOW__API__SECRET_KEY": TEST_ENV["AIRFLOW_API_SECRET_KEY"],
-    "AIRFLOW_ADMIN_PASSWORD": TEST_ENV["AIRFLOW_ADMIN_PASSWORD"],
-    "AIRFLOW_DB_PASSWORD": TEST_ENV["AIRFLOW_DB_PASSWORD"],
-    "WAREHOUSE_DB_PASSWORD": TEST_ENV["WAREHOUSE_DB_PASSWORD"],
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow:x@postgres/airflow",
-    "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE": "postgresql://warehouse:x@postgres/warehouse",
-}
-# The .env variable each container setting comes from (what the message must name).
-NAMED = {
-    "AIRFLOW__CORE__FERNET_KEY": "AIRFLOW_FERNET_KEY",
-    "AIRFLOW__API_AUTH__JWT_SECRET": "AIRFLOW_JWT_SECRET",
-    "AIRFLOW__API__SECRET_KEY": "AIRFLOW_API_SECRET_KEY",
-    "AIRFLOW_ADMIN_PASSWORD": "AIRFLOW_ADMIN_PASSWORD",
-    "AIRFLOW_DB_PASSWORD": "AIRFLOW_DB_PASSWORD",
-    "WAREHOUSE_DB_PASSWORD": "WAREHOUSE_DB_PASSWORD",
-}
+# airflow-init's six secret files (TEST_SECRETS' values), and what each is for.
+INIT_SECRETS = (
+    "airflow_fernet_key",
+    "airflow_jwt_secret",
+    "airflow_api_secret_key",
+    "airflow_admin_password",
+    "airflow_db_password",
+    "warehouse_db_password",
+)
+GOOD = {name: TEST_SECRETS[name] for name in INIT_SECRETS}
+WAREHOUSE_DB_URL = "postgresql://warehouse@postgres:5432/warehouse"
 
 
-def check(env: dict[str, str]) -> subprocess.CompletedProcess:
-    """airflow-init.sh --check-only with exactly ``env``."""
-    return subprocess.run(
-        ["bash", str(INIT_SCRIPT), "--check-only"],
-        env={"PATH": os.environ["PATH"], **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+def check(
+    secrets: dict[str, str | None], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """airflow-init.sh --check-only with exactly ``secrets`` as its secret files (a value
+    None: no file) and ``env`` (default: the warehouse URL compose sets)."""
+    folder = Path(tempfile.mkdtemp(prefix="init-secrets-"))
+    write_secrets(folder, {k: v for k, v in secrets.items() if v is not None})
+    for name, value in secrets.items():
+        if value == "":
+            (folder / name).write_text("\n")  # an editor's empty file
+    try:
+        return subprocess.run(
+            ["bash", str(INIT_SCRIPT), "--check-only"],
+            env={"PATH": os.environ["PATH"], "SECRETS_PATH": str(folder),
+                 **({"WAREHOUSE_DB_URL": WAREHOUSE_DB_URL} if env is None else env)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_scripts_pass_shellcheck():
@@ -67,33 +77,36 @@ def test_all_secrets_present_passes():
 
 
 def test_nothing_set_names_every_missing_secret_at_once():
-    result = check({})
+    result = check({}, env={})
     assert result.returncode == 1
     assert "refusing to start" in result.stderr
-    assert ".env.example" in result.stderr
-    for name in NAMED.values():
-        assert f"{name} is missing" in result.stderr, name
+    assert "deploy/compose-secrets.py" in result.stderr  # says how to make them
+    for name in INIT_SECRETS:
+        assert f"secret file {name} is missing" in result.stderr, name
+    assert "WAREHOUSE_DB_URL is not set" in result.stderr
 
 
-@pytest.mark.parametrize("setting", sorted(NAMED))
-def test_each_missing_secret_is_named(setting):
-    for env in ({k: v for k, v in GOOD.items() if k != setting}, {**GOOD, setting: ""}):
-        result = check(env)
+@pytest.mark.parametrize("secret", INIT_SECRETS)
+def test_each_missing_or_empty_secret_file_is_named(secret):
+    for secrets, state in (
+        ({**GOOD, secret: None}, "is missing"),
+        ({**GOOD, secret: ""}, "is empty"),
+    ):
+        result = check(secrets)
         assert result.returncode == 1
         problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
-        assert problems == [problems[0]] and f"{NAMED[setting]} is missing" in problems[0]
+        assert problems == [problems[0]] and f"secret file {secret} {state}" in problems[0]
 
 
 @pytest.mark.parametrize(
     ("setting", "value", "expected"),
     [
-        ("AIRFLOW__CORE__FERNET_KEY", "not-a-key", "AIRFLOW_FERNET_KEY is not a Fernet key"),
-        ("AIRFLOW__API_AUTH__JWT_SECRET", "short", "AIRFLOW_JWT_SECRET is too short"),
-        ("AIRFLOW__API__SECRET_KEY", "x" * 31, "AIRFLOW_API_SECRET_KEY is too short"),
-        ("AIRFLOW_UID", "$(id -u)", "AIRFLOW_UID is not a number"),
-        ("AIRFLOW_ADMIN_PASSWORD", "admin", "AIRFLOW_ADMIN_PASSWORD is too short"),
-        ("AIRFLOW_DB_PASSWORD", "p@ss/word", "AIRFLOW_DB_PASSWORD holds characters"),
-        ("WAREHOUSE_DB_PASSWORD", "a b", "WAREHOUSE_DB_PASSWORD holds characters"),
+        ("airflow_fernet_key", "not-a-key", "airflow_fernet_key is not a Fernet key"),
+        ("airflow_jwt_secret", "short", "airflow_jwt_secret is too short"),
+        ("airflow_api_secret_key", "x" * 31, "airflow_api_secret_key is too short"),
+        ("airflow_admin_password", "admin", "airflow_admin_password is too short"),
+        ("airflow_db_password", "p@ss/word", "airflow_db_password holds characters"),
+        ("warehouse_db_password", "a b", "warehouse_db_password holds characters"),
     ],
 )
 def test_malformed_secrets_are_refused(setting, value, expected):
@@ -102,14 +115,25 @@ def test_malformed_secrets_are_refused(setting, value, expected):
     assert expected in result.stderr
 
 
+def test_a_uid_that_is_not_a_number_is_refused():
+    result = check(GOOD, env={"WAREHOUSE_DB_URL": WAREHOUSE_DB_URL, "AIRFLOW_UID": "$(id -u)"})
+    assert result.returncode == 1
+    assert "AIRFLOW_UID is not a number" in result.stderr
+
+
 def test_two_fernet_keys_while_rotating_are_accepted():
-    key = TEST_ENV["AIRFLOW_FERNET_KEY"]
-    assert check({**GOOD, "AIRFLOW__CORE__FERNET_KEY": f"{key},{key}"}).returncode == 0
+    key = TEST_SECRETS["airflow_fernet_key"]
+    assert check({**GOOD, "airflow_fernet_key": f"{key},{key}"}).returncode == 0
 
 
-def test_the_environment_compose_gives_airflow_init_passes(tmp_path):
-    env = resolved_compose(tmp_path)["services"]["airflow-init"]["environment"]
-    result = check({k: str(v) for k, v in env.items() if v is not None})
+def test_what_compose_gives_airflow_init_passes(tmp_path):
+    """Its environment as compose resolves it, and a secret file for each secret compose
+    mounts in it (all six: none missing from its `secrets:`)."""
+    init = resolved_compose(tmp_path)["services"]["airflow-init"]
+    mounted = {s["source"] for s in init["secrets"]}
+    assert mounted == set(INIT_SECRETS)
+    env = {k: str(v) for k, v in init["environment"].items() if v is not None}
+    result = check({k: v for k, v in GOOD.items() if k in mounted}, env=env)
     assert result.returncode == 0, result.stderr
 
 
@@ -173,7 +197,9 @@ def test_admin_password_file_keeps_other_users(tmp_path):
     env = {
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
-        "AIRFLOW_ADMIN_PASSWORD": "new-admin-password",
+        "SECRETS_PATH": str(
+            write_secrets(tmp_path / "secrets", {"airflow_admin_password": "new-admin-password"})
+        ),
         "AIRFLOW_UID": str(os.getuid()),
     }
     result = run_function("write_admin_password", env)
@@ -193,7 +219,7 @@ def test_airflow_reads_the_admin_password_that_init_wrote(tmp_path):
     env = {
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW_ADMIN_PASSWORD": TEST_ENV["AIRFLOW_ADMIN_PASSWORD"],
+        "SECRETS_PATH": str(write_secrets(tmp_path / "secrets")),
         "AIRFLOW_UID": str(os.getuid()),
     }
     assert run_function("write_admin_password", env).returncode == 0
@@ -213,7 +239,7 @@ def test_airflow_reads_the_admin_password_that_init_wrote(tmp_path):
     assert result.returncode == 0, result.stderr
     path, read, users = json.loads(result.stdout.splitlines()[-1])
     assert path == str(passwords)
-    assert read == {"admin": TEST_ENV["AIRFLOW_ADMIN_PASSWORD"]}
+    assert read == {"admin": TEST_SECRETS["airflow_admin_password"]}
     assert users == ["admin:admin"]
 
 
@@ -277,15 +303,36 @@ def test_postgres_init_refuses_missing_passwords(cluster):
     assert "AIRFLOW_DB_PASSWORD" in result.stderr and "WAREHOUSE_DB_PASSWORD" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"AIRFLOW_DB_PASSWORD_FILE": "/nonexistent/airflow_db_password"},
+         "AIRFLOW_DB_PASSWORD_FILE names /nonexistent/airflow_db_password, which is missing"),
+        ({"AIRFLOW_DB_PASSWORD": "x", "AIRFLOW_DB_PASSWORD_FILE": "/etc/hostname"},
+         "both AIRFLOW_DB_PASSWORD and AIRFLOW_DB_PASSWORD_FILE are set"),
+    ],
+)  # fmt: skip
+def test_postgres_init_refuses_a_bad_password_file(cluster, extra, expected):
+    env = {"PATH": f"{cluster['bin']}:{os.environ['PATH']}", "PGHOST": str(cluster["base"]),
+           "PGPORT": str(cluster["port"]), "WAREHOUSE_DB_PASSWORD": "w", **extra}  # fmt: skip
+    result = cluster["run"]("env", *(f"{k}={v}" for k, v in env.items()), "bash",
+                            str(POSTGRES_INIT), check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert expected in result.stderr, result.stderr
+
+
 def test_postgres_init_creates_two_separate_databases(cluster):
     pg, port, base, run = cluster["bin"], cluster["port"], cluster["base"], cluster["run"]
+    secrets = write_secrets(Path(tempfile.mkdtemp(prefix="pg-secrets-")))
+    secrets.chmod(0o755)
     env = {
         "PATH": f"{pg}:{os.environ['PATH']}",
         "PGHOST": str(base),
         "PGPORT": str(port),
         "POSTGRES_USER": "postgres",
-        "AIRFLOW_DB_PASSWORD": TEST_ENV["AIRFLOW_DB_PASSWORD"],
-        "WAREHOUSE_DB_PASSWORD": TEST_ENV["WAREHOUSE_DB_PASSWORD"],
+        # As compose passes them: files (0644, as deploy/compose-secrets.py writes them).
+        "AIRFLOW_DB_PASSWORD_FILE": str(secrets / "airflow_db_password"),
+        "WAREHOUSE_DB_PASSWORD_FILE": str(secrets / "warehouse_db_password"),
     }
     result = run("env", *(f"{k}={v}" for k, v in env.items()), "bash", str(POSTGRES_INIT))
     assert "created database airflow" in result.stdout
@@ -300,7 +347,8 @@ def test_postgres_init_creates_two_separate_databases(cluster):
             timeout=60,
         )  # fmt: skip
 
-    airflow_pw, warehouse_pw = TEST_ENV["AIRFLOW_DB_PASSWORD"], TEST_ENV["WAREHOUSE_DB_PASSWORD"]
+    airflow_pw = TEST_SECRETS["airflow_db_password"]
+    warehouse_pw = TEST_SECRETS["warehouse_db_password"]
     for user, database, password in (
         ("airflow", "airflow", airflow_pw),
         ("warehouse", "warehouse", warehouse_pw),
@@ -327,7 +375,7 @@ def test_a_warehouse_that_is_not_utf8_is_refused_naming_its_encoding(cluster, en
         f"CREATE DATABASE {database} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' "
         "TEMPLATE template0")  # fmt: skip
     url = f"postgresql://postgres@/{database}?host={base}&port={port}"
-    result = run_function("check_warehouse_encoding", {"AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE": url})
+    result = run_function("check_warehouse_encoding", {"FLIGHT_DELAYS_SOURCE_URL": url})
     if refused:
         assert result.returncode != 0
         assert f"'{database}' is encoded SQL_ASCII, not UTF8" in result.stderr, result.stderr

@@ -1,7 +1,8 @@
 """The benchmark harness (benchmarks/harness.py) runs end to end on tiny windows: its
-table has the rows and columns it promises, and its dated section goes into a copy of
-docs/benchmarks.md in --out, never into the real one. Not a timed test: no figure is
-checked, only that each was measured."""
+table has the rows and columns it promises, and its dated section goes into a copy of the
+log page, docs/benchmarks-log.md, in --out, never into the real log nor into
+docs/benchmarks.md (the reference page). Not a timed test: no figure is checked, only
+that each was measured."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = REPO / "benchmarks" / "harness.py"
 DOCS = REPO / "docs" / "benchmarks.md"
+LOG = REPO / "docs" / "benchmarks-log.md"
 STEPS = ("ingest", "featurize", "split", "train", "score", "chart")
 QUICK_WINDOWS = (7, 10, 14)
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_report import LOG as LOG_NAME  # noqa: E402
 from bench_report import SECTION, insert_run  # noqa: E402
 from bench_results import ROW_COLUMNS, TARGET_COLUMNS  # noqa: E402
 
@@ -47,7 +50,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("bench-out")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FLIGHT_DELAYS_"))}
     env.update(OMP_NUM_THREADS="1", FLIGHT_DELAYS_THREADS="1")
-    before = hashlib.sha256(DOCS.read_bytes()).hexdigest()
+    before = {page: hashlib.sha256(page.read_bytes()).hexdigest() for page in (DOCS, LOG)}
     result = subprocess.run(
         [sys.executable, str(HARNESS), "--quick", "--only", "steps,windows", "--out", str(out)],
         env=env,
@@ -56,7 +59,9 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         timeout=1800,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert hashlib.sha256(DOCS.read_bytes()).hexdigest() == before, "docs/benchmarks.md changed"
+    for page, digest in before.items():
+        assert hashlib.sha256(page.read_bytes()).hexdigest() == digest, f"{page.name} changed"
+    assert not (out / "benchmarks.md").exists(), "the harness writes the log, not the reference"
     return out, result.stdout
 
 
@@ -105,11 +110,17 @@ def runs_of(doc: str) -> tuple[str, str]:
     return before, section[first.start() :] if first else ""
 
 
-def test_quick_run_adds_its_section_to_a_copy_of_the_docs_with_a_chart(quick_run):
+def test_the_harness_writes_its_runs_to_the_log_page():
+    assert LOG.name == LOG_NAME and LOG.exists()
+    assert f"\n{SECTION}\n" in LOG.read_text(), "the log holds the harness's runs"
+    assert f"\n{SECTION}\n" not in DOCS.read_text(), "the reference page holds no dated runs"
+
+
+def test_quick_run_adds_its_section_to_a_copy_of_the_log_with_a_chart(quick_run):
     out, _ = quick_run
-    doc = (out / "benchmarks.md").read_text()
-    before, old_runs = runs_of(DOCS.read_text())
-    assert doc.startswith(before), "the copy must keep the rest of the docs as it is"
+    doc = (out / LOG.name).read_text()
+    before, old_runs = runs_of(LOG.read_text())
+    assert doc.startswith(before), "the copy must keep the rest of the log as it is"
     _, runs = runs_of(doc)
     titles = re.findall(r"^### (.+)$", runs, flags=re.M)
     assert len(titles) == len(re.findall(r"^### ", old_runs, flags=re.M)) + 1, titles

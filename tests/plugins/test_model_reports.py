@@ -315,6 +315,28 @@ def test_a_missing_connection_is_a_loud_503_not_a_local_registry(
     assert sorted(p.name for p in project.rglob("*")) == before  # no SQLite file made
 
 
+def test_the_select_only_reader_connection_is_preferred(plugin, monkeypatch, caplog):
+    owner = "postgresql://warehouse:owner-secret@db:5432/warehouse"
+    reader = "postgresql://warehouse_reader:reader-secret@db:5432/warehouse"
+    monkeypatch.setenv("AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE", owner)
+    monkeypatch.setenv("AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE_READER", reader)
+    with caplog.at_level(logging.WARNING):
+        assert plugin.registry_url().startswith("postgres")
+        assert "warehouse_reader" in plugin.registry_url()
+    assert not [r for r in caplog.records if "model reports" in r.getMessage()]
+
+
+def test_without_the_reader_the_owner_reads_and_a_warning_says_so(plugin, monkeypatch, caplog):
+    monkeypatch.delenv("AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE_READER", raising=False)
+    owner = "postgresql://warehouse:owner-secret@db:5432/warehouse"
+    monkeypatch.setenv("AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE", owner)
+    with caplog.at_level(logging.WARNING):
+        assert "warehouse:" in plugin.registry_url()
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "flight_delays_warehouse_reader" in warning and "SELECT-only" in warning
+    assert "owner-secret" not in warning
+
+
 def test_an_unreachable_registry_is_a_503(plugin, client, monkeypatch, tmp_path):
     monkeypatch.setenv("AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE", f"sqlite:///{tmp_path}/none/x.db")
     response = client.get("/api/runs")

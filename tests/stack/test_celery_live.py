@@ -3,7 +3,9 @@ broker, the metastore as the result backend, moto's S3 server holding every arti
 two Celery workers that share nothing on this machine but those, PostgreSQL and the
 parameters. One run triggered through the REST API and a 3-day backfill, then: every
 artifact the catalog names for those days is in the bucket and none is on a local disk,
-the tasks ran on both workers, and each worker kept its own temporary folder.
+the tasks ran on both workers, and none took a file lock in its own temporary folder.
+Then two runs of one day, their `score` tasks on the two workers at once: the day lock
+(a PostgreSQL advisory lock) makes them score one after the other.
 
 Its own stack (``celery_stack`` in conftest.py), started only for this file, beside the
 default one; `down` at the end must leave nothing running (redis and the S3 server too)."""
@@ -14,15 +16,17 @@ import json
 import math
 import time
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pendulum
 import pytest
 from flight_stack import procs, settings
-from stack_helpers import DAG_ID, TIMINGS, TZ, Stack, run_path
+from sqlalchemy import Engine, text
+from stack_helpers import DAG_ID, PYTHON, TIMINGS, TZ, Stack, run_path
 
-from flight_delays import artifacts
+from flight_delays import artifacts, registry
+from flight_delays.db import open_engine
 
 pytestmark = pytest.mark.stack
 
@@ -182,8 +186,160 @@ def test_a_run_and_a_backfill_keep_every_artifact_in_the_bucket_and_use_both_wor
     )
     assert set(hosts) == set(settings.WORKERS), hosts
 
-    # Each worker used its own temporary folder: the day lock `score` takes for an object
-    # store is a file there (flight_delays.storage.lock), in the folder of whichever ran it.
+    # The day lock `score` takes is in the registry's PostgreSQL (an advisory lock), not
+    # a file in the temporary folder of whichever worker ran it, which orders nothing
+    # across workers (test_two_runs_of_one_day_on_both_workers_score_one_after_the_other).
     for worker in scored_on:
         locks = list((cfg.worker_dir(worker) / "tmp").glob("flight-delays-lock-*"))
-        assert locks, f"{worker} ran score but has no lock file in its own TMPDIR"
+        assert not locks, f"{worker} took a file lock in its own TMPDIR: {locks}"
+
+
+# --- two runs of one day on the two workers at once ------------------------------------
+LOCK_DAY = date(2013, 3, 27)  # no other test of this module processes it
+# Each worker's pool shrunk to one slot (Celery's pool_shrink, which lowers its prefetch
+# too), or grown back: the script runs with the stack's settings (its broker).
+CELERY_POOLS = """
+import json, sys, time
+from airflow.providers.celery.executors.celery_executor_utils import app
+change, expected = sys.argv[1], int(sys.argv[2])
+replies = getattr(app.control, "pool_" + change)(1, reply=True, timeout=10)
+deadline = time.monotonic() + 30
+while True:
+    stats = app.control.inspect(timeout=5).stats() or {}
+    prefetch = {name: info.get("prefetch_count") for name, info in stats.items()}
+    if set(prefetch.values()) == {expected} or time.monotonic() > deadline:
+        break
+    time.sleep(1)
+print(json.dumps({"replies": replies, "prefetch": prefetch}))
+"""
+
+
+def celery_pools(stack: Stack, change: str, expected: int) -> dict:
+    """Shrink or grow every worker's pool by one slot; returns each worker's prefetch."""
+    done = stack.script("run", PYTHON, "-c", CELERY_POOLS, change, str(expected), timeout=180)
+    last = [line for line in done.stdout.splitlines() if line.startswith("{")][-1]
+    return json.loads(last)
+
+
+def wait_until_idle(stack: Stack) -> None:
+    """Wait until no DAG run is queued or running (e.g. the scheduled run the unpaused
+    DAG made): a worker pool shrinks only by an idle slot."""
+    deadline = time.monotonic() + 600
+    while True:
+        active = stack.ok(
+            "GET", "/dags/~/dagRuns", params=[("state", "queued"), ("state", "running")]
+        )["dag_runs"]
+        if not active:
+            return
+        assert time.monotonic() < deadline, f"runs still active: {active}"
+        time.sleep(2)
+
+
+def lock_waiters(engine: Engine, day: date) -> int:
+    """Sessions waiting (not granted) for the day lock of ``day``."""
+    namespace, key = registry.day_lock_key(day)
+    query = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND classid = CAST(:ns AS oid) AND objid = CAST(:key AS oid) AND objsubid = 2"
+    )
+    with engine.connect() as conn:
+        return conn.execute(query, {"ns": namespace, "key": key}).scalar_one()
+
+
+def wait_for_blocked_scores(stack: Stack, engine: Engine, run_ids: list[str]) -> dict[str, str]:
+    """Wait until the `score` task of every run is running and every one of them waits
+    for the day lock in PostgreSQL; returns each run's worker. Fails at once when a task
+    fails, naming it, and after 15 minutes."""
+    deadline = time.monotonic() + 900
+    while True:
+        hosts, states = {}, {}
+        for run_id in run_ids:
+            tasks = stack.ok("GET", f"{run_path(run_id)}/taskInstances")["task_instances"]
+            broken = [t for t in tasks if t["state"] in ("failed", "up_for_retry")]
+            assert not broken, "\n".join(stack.task_error(run_id, t) for t in broken)
+            task = next((t for t in tasks if t["task_id"] == "score"), {})
+            states[run_id] = task.get("state")
+            if task.get("state") == "running":
+                hosts[run_id] = task["hostname"]
+        waiting = lock_waiters(engine, LOCK_DAY)
+        if len(hosts) == len(run_ids) and waiting == len(run_ids):
+            return hosts
+        assert time.monotonic() < deadline, (
+            f"the scores never all waited for the day lock: {states}, {waiting} waiting"
+        )
+        time.sleep(2)
+
+
+def lock_lines(stack: Stack, run_id: str) -> dict[str, datetime]:
+    """When the run's `score` logged that it waited for, took and was releasing the day lock
+    (flight_delays.db.advisory_lock), from its task log's JSON lines."""
+    log = (
+        stack.state / "logs" / "airflow" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+        / "task_id=score" / "attempt=1.log"
+    )  # fmt: skip
+    found: dict[str, datetime] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        message = str(event.get("event", ""))
+        for what in ("waiting", "taken", "releasing"):
+            if message.startswith(f"the day lock of {LOCK_DAY.isoformat()}: {what}"):
+                found[what] = datetime.fromisoformat(event["timestamp"])
+    assert set(found) == {"waiting", "taken", "releasing"}, f"{log}: lock lines {found}"
+    return found
+
+
+def test_two_runs_of_one_day_on_both_workers_score_one_after_the_other(celery_dag: Stack):
+    stack = celery_dag
+    # Two runs of the same processed day (logical dates 02:00 and 03:00 on the day after).
+    runs = {
+        "celery_lock_a": "2013-03-28T02:00:00-04:00",
+        "celery_lock_b": "2013-03-28T03:00:00-04:00",
+    }
+    engine = open_engine(stack.warehouse_url)
+    try:
+        # One slot per worker: once one score runs (waiting) on a worker, the other score
+        # can only go to the other worker. The test holds the day lock until both run,
+        # so both are inside `score` at once, on two workers, before either may go on.
+        wait_until_idle(stack)
+        shrunk = celery_pools(stack, "shrink", 1)
+        try:
+            assert sorted(shrunk["prefetch"].values()) == [1, 1], shrunk
+            with registry.day_lock(engine, LOCK_DAY):
+                for run_id, logical_date in runs.items():
+                    stack.ok(
+                        "POST",
+                        f"/dags/{DAG_ID}/dagRuns",
+                        json={"dag_run_id": run_id, "logical_date": logical_date},
+                    )
+                hosts = wait_for_blocked_scores(stack, engine, list(runs))
+        finally:
+            grown = celery_pools(stack, "grow", 2)
+        assert sorted(grown["prefetch"].values()) == [2, 2], grown
+        assert sorted(hosts.values()) == sorted(settings.WORKERS), hosts
+        for run_id in runs:
+            stack.wait_for_run(run_id, timeout=600)
+
+        # One score's critical section ends before the other's starts.
+        found = {run_id: lock_lines(stack, run_id) for run_id in runs}
+        first_id, second_id = sorted(runs, key=lambda run_id: found[run_id]["taken"])
+        first, second = found[first_id], found[second_id]
+        assert first["releasing"] <= second["taken"], (
+            f"{first_id} held the day lock {first['taken']}..{first['releasing']}, "
+            f"{second_id} {second['taken']}..{second['releasing']}: they overlap"
+        )
+        TIMINGS["celery: two scores of one day, lock held (s)"] = ", ".join(
+            f"{hosts[run_id]} {(lines['releasing'] - lines['taken']).total_seconds():.1f}"
+            for run_id, lines in ((first_id, first), (second_id, second))
+        )
+
+        # The registry: one row for each run of the day, each with its own decision.
+        rows = registry.history(engine)
+        rows = rows[rows["processed_day"] == LOCK_DAY]
+        assert sorted(rows["run_id"]) == sorted(runs), rows
+        assert rows["decision"].isin(["promoted", "kept", "stepped down"]).all(), rows
+        assert rows["reason"].str.len().gt(0).all(), rows
+    finally:
+        engine.dispose()

@@ -244,3 +244,29 @@ def test_model_reports_inside_the_ui_navigation(
     frame.locator("img#history").wait_for()
     page.wait_for_timeout(500)  # the chart paints
     save_screenshot(page, tmp_path, "model_reports_in_ui.png")
+
+
+def test_a_run_report_shows_its_charts_under_its_sandbox_policy(
+    live_dag: Stack, scored: dict, page: Page
+):
+    """Issue 20: a report file carries a sandboxing Content-Security-Policy, and its
+    charts still load on the real api-server (through the plugin's signed figure links:
+    a sandboxed page sends no session cookie). The UI's time-zone script stays out."""
+    stack = live_dag
+    run = next(r for r in scored["runs"] if r["report"])
+    log_in(page, stack)
+    response = page.goto(f"{stack.api_url}/model-reports/{run['report']}")
+    assert response is not None and response.status == 200
+    assert response.headers["content-security-policy"] == (
+        "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
+    )
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert b"localStorage" not in response.body()
+    expect(page.get_by_text("Holdout metrics")).to_be_visible()
+    page.wait_for_function(
+        "document.images.length > 0 && [...document.images].every(i => i.complete)",
+        timeout=30_000,
+    )
+    widths = page.evaluate("[...document.images].map(i => i.naturalWidth)")
+    assert widths and all(width > 100 for width in widths), widths
+    assert page.evaluate("window.origin") == "null"  # sandboxed: an opaque origin

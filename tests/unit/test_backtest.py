@@ -283,6 +283,8 @@ def test_table_summary_and_markdown_by_hand():
         "seconds",
         "served_mae",
         "served_step_down",
+        "served_flights",
+        "served_baseline_mae",
         "improvement_pct",
         "champion_improvement_pct",
     ]
@@ -392,7 +394,7 @@ def test_after_a_step_down_the_baseline_serves_again(monkeypatch, tmp_path):
     decisions = iter(["promoted", "stepped down", "kept", "kept"])
     faced = []
 
-    def scripted(flights, weather, day, settings, champion, state):
+    def scripted(flights, weather, day, settings, champion, state, served_after=None):
         faced.append(None if champion is None else champion.day)
         label = next(decisions)
         if label == "promoted":
@@ -533,3 +535,39 @@ def test_the_backtest_serves_each_day_with_the_champion_of_that_morning(tmp_path
     )
     actual = holdout[schema.TARGET].to_numpy(dtype=float)
     assert last.served_mae == pytest.approx(np.mean(np.abs(served - actual)))
+
+
+def test_nightly_runs_serve_only_the_days_after_the_previous_run():
+    """Runs closer than a holdout (nightly): the days the previous run served are not
+    served, counted or judged again."""
+    state = backtest.Serving(date(2013, 11, 5))
+    champion, baseline = errors([12.0, 12.0, 12.0, 9.0]), errors([10.0] * 4)
+
+    morning, week = backtest.serve_week(state, W[3], champion, baseline, SERVED, after=W[2])
+
+    assert week.flights == 10 and week.served_mae == pytest.approx(9.0)
+    assert week.baseline_mae == pytest.approx(10.0)
+    assert [s.day for s in morning.history] == [W[3]]  # W[0..2] were judged before
+    assert week.step_down_day is None and not week.pending.step_down
+
+
+def test_served_weeks_weigh_each_served_day_by_its_flights():
+    """Seven nightly runs are one week; the week's served improvement is over its flights,
+    not the mean of the nights'."""
+    last = date(2013, 12, 31)
+    nights = [
+        replace(
+            result(last - timedelta(days=k), 20.0, 10.0, champion=10.0),
+            served_mae=served,
+            served_flights=flights,
+            served_baseline_mae=10.0,
+        )
+        for k, (served, flights) in enumerate([(9.0, 100)] * 6 + [(20.0, 400)] + [(5.0, 10)])
+    ]
+    weeks = backtest.served_weeks(sorted(nights, key=lambda r: r.holdout_end))
+    # Oldest first: the 8th night back is a week of its own; then 6 x 100 at 9, 400 at 20.
+    assert weeks[0] == pytest.approx(50.0)
+    assert weeks[1] == pytest.approx(100 * (1 - (600 * 9 + 400 * 20) / (1000 * 10)))
+    summary = backtest.summarize(nights)
+    assert summary["served_weeks"] == 2
+    assert summary["worst_served_week_pct"] == pytest.approx(weeks[1])

@@ -201,6 +201,21 @@ def test_too_many_broken_rows_refuse_the_day_naming_check_count_and_place(
     assert len(quarantine(root)) == broken
 
 
+def test_broken_weather_rows_alone_can_refuse_the_day(root: Path, url: str) -> None:
+    # Every flight of the day is sound; every weather row has an hour out of range. The
+    # weather rows are about 7 % of the day's rows, over the 2 % limit: the day is refused
+    # (issue 20: a planted bug left weather rows out of the share).
+    sql(url, f"UPDATE weather SET hour = 24 WHERE local_date = '{ISO}'")
+    broken = len(source_rows(url, "weather"))
+    assert broken > 0
+    with pytest.raises(contracts.QuarantineShareError) as failure:
+        ingest.run(DAY, root=root, source_url=url)
+    assert f"weather hour: {broken} rows" in str(failure.value)
+    assert not (root / "data" / "raw" / f"ds={ISO}").exists()
+    held = quarantine(root, "weather.parquet")
+    assert len(held) == broken and set(held[contracts.REASON]) == {"hour 24 is not 0-23"}
+
+
 # --- quarantined rows --------------------------------------------------------------------
 def test_negative_distance_is_quarantined(root: Path, url: str) -> None:
     sql(url, f"UPDATE flights SET distance = -5 WHERE {ONE}")
@@ -209,6 +224,14 @@ def test_negative_distance_is_quarantined(root: Path, url: str) -> None:
     good_rows_unchanged(root, url)
     # The count travels on: featurize's counts feed metrics.json and the run report.
     assert featurize.run(DAY, root=root)["quarantined_rows"] == 1
+
+
+def test_zero_distance_is_quarantined(root: Path, url: str) -> None:
+    # The bound is strictly positive: 0 miles is no flight (issue 20: a planted >= 0).
+    sql(url, f"UPDATE flights SET distance = 0 WHERE {ONE}")
+    ingest.run(DAY, root=root, source_url=url)
+    assert_only_that_row_quarantined(root, url, "distance 0 miles is not positive", "distance")
+    good_rows_unchanged(root, url)
 
 
 def test_delay_over_24_hours_is_quarantined(root: Path, url: str) -> None:

@@ -53,6 +53,7 @@ def test_valid_rows_pass_typed_and_the_input_is_not_modified() -> None:
     ("changes", "check", "reason"),
     [
         ({"distance": [-5, 719]}, "distance", "distance -5 miles is not positive"),
+        ({"distance": [0, 719]}, "distance", "distance 0 miles is not positive"),
         ({"arr_delay": [1441.0, None]}, "delay_bounds", "arr_delay 1441 minutes is beyond ±24 h"),
         ({"dep_delay": [-1500.0, None]}, "delay_bounds", "dep_delay -1500 minutes"),
         ({"sched_dep_time": [2460, 2359]}, "hhmm", "sched_dep_time 2460 is not a valid HHMM"),
@@ -190,3 +191,53 @@ def test_dtypes_that_are_not_the_contracts_are_refused() -> None:
     wrong = {**source.FLIGHT_DTYPES, "distance": "float64"}
     with pytest.raises(ValueError, match="not its contract's"):
         contracts.check_flights(flights(), DAY, wrong)
+
+
+# --- the boundaries (issue 20: planted bugs no test caught) ------------------------------
+def weather(hours: list) -> pd.DataFrame:
+    """One EWR weather row per entry of ``hours``, as a database returns them."""
+    n = len(hours)
+    return pd.DataFrame(
+        {
+            "local_date": [DAY] * n,
+            "original_date": [DAY] * n,
+            "replay_cycle": [0] * n,
+            "origin": ["EWR"] * n,
+            "hour": hours,
+            **{m: [50.0] * n for m in schema.WEATHER_MEASURES},
+        }
+    ).astype(object)
+
+
+def test_a_flight_of_distance_zero_is_quarantined_and_one_mile_is_not() -> None:
+    # A route of 0 miles is no flight: the bound is strictly positive (check "distance").
+    checked = contracts.check_flights(flights(distance=[0, 1]), DAY, source.FLIGHT_DTYPES)
+    assert checked.quarantine[contracts.REASON].tolist() == ["distance 0 miles is not positive"]
+    assert checked.quarantine[contracts.CHECKS].tolist() == ["distance"]
+    assert checked.counts == {"distance": 1}
+    assert checked.good["distance"].tolist() == [1]
+
+
+def test_broken_weather_rows_count_in_the_days_refusal_share() -> None:
+    # Every flight keeps the contract; 2 of the 4 weather rows break it (hours 24, 25).
+    good_flights = contracts.check_flights(flights(), DAY, source.FLIGHT_DTYPES)
+    checked_weather = contracts.check_weather(weather([0, 1, 24, 25]), DAY, source.WEATHER_DTYPES)
+    summary = contracts.quarantine_summary(DAY, good_flights, checked_weather)
+    assert summary["weather"] == {"rows_in": 4, "quarantined": 2, "checks": {"hour": 2}}
+    assert summary["quarantined"] == 2
+    assert summary["share"] == 2 / 6  # of all the day's rows, flights and weather
+    contracts.refuse_share(summary, 2 / 6, "/q")  # at the threshold: accepted
+    with pytest.raises(
+        contracts.QuarantineShareError,
+        match=r"2013-07-05: 2 rows \(33\.3%\).*weather hour: 2 rows.*/q",
+    ):
+        contracts.refuse_share(summary, 0.3, "/q")
+
+
+def test_a_day_whose_only_broken_rows_are_weather_rows_is_refused() -> None:
+    good_flights = contracts.check_flights(flights(), DAY, source.FLIGHT_DTYPES)
+    all_broken = contracts.check_weather(weather([24, 99]), DAY, source.WEATHER_DTYPES)
+    summary = contracts.quarantine_summary(DAY, good_flights, all_broken)
+    assert summary["share"] == 0.5
+    with pytest.raises(contracts.QuarantineShareError, match="weather hour: 2 rows"):
+        contracts.refuse_share(summary, 0.02, "/q")

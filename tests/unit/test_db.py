@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from flight_delays.db import open_engine, safe_url, sqlalchemy_url, sqlite_file
+from flight_delays.db import (
+    WAREHOUSE_CONN_ID,
+    open_engine,
+    safe_url,
+    sqlalchemy_url,
+    sqlite_file,
+    warehouse_url,
+)
 
 
 def test_safe_url_hides_the_password() -> None:
@@ -44,3 +52,31 @@ def test_open_engine_makes_the_sqlite_folder_only_when_asked(tmp_path: Path) -> 
     finally:
         engine.dispose()
     assert path.exists()
+
+
+class _Conn:
+    """Airflow's task-context ``conn`` accessor: ``get`` returns a connection or None."""
+
+    def __init__(self, uri: str | None) -> None:
+        self.uri = uri
+
+    def get(self, conn_id: str):
+        assert conn_id == WAREHOUSE_CONN_ID
+        if self.uri is None:
+            return None
+        uri = self.uri
+        return type("Connection", (), {"get_uri": lambda self: uri})()
+
+
+def test_the_warehouse_connection_wins_and_the_log_says_so_without_the_password(caplog):
+    caplog.set_level(logging.INFO, logger="flight_delays.db")
+    url = "postgres://owner:s3cret@db:5432/warehouse"
+    assert warehouse_url(_Conn(url)) == url
+    assert "overrides source.url" in caplog.text and WAREHOUSE_CONN_ID in caplog.text
+    assert "s3cret" not in caplog.text
+
+
+def test_without_the_connection_the_log_names_the_params_and_the_variable(caplog):
+    caplog.set_level(logging.INFO, logger="flight_delays.db")
+    assert warehouse_url(_Conn(None)) is None
+    assert "source.url" in caplog.text and "FLIGHT_DELAYS_SOURCE_URL" in caplog.text

@@ -1,8 +1,10 @@
+import math
 from datetime import date
+from pathlib import Path
 
 import pytest
 
-from flight_delays.promotion import decide
+from flight_delays.promotion import Decision, decide, with_served
 
 D = date(2013, 6, 1)
 
@@ -94,8 +96,6 @@ def test_no_step_down_while_the_baseline_is_champion_or_from_an_older_holdout():
 
 
 def test_a_decision_cannot_promote_and_step_down():
-    from flight_delays.promotion import Decision
-
     with pytest.raises(ValueError, match="both"):
         Decision(True, "x", step_down=True)
 
@@ -114,3 +114,85 @@ def test_after_a_step_down_no_model_comes_back_from_an_older_day():
         5.0, 10.0, date(2013, 10, 29), None, 0.01, baseline_mae=10.0, baseline_since=since
     )
     assert later.promote
+
+
+# --- the boundaries (issue 20: planted bugs no test caught) ------------------------------
+# The rule (promotion.beats): better by *at least* the margin, so a challenger better by
+# exactly the margin is promoted, and one a hair short of it is kept.
+CHAMPION_DAY = date(2013, 5, 31)  # a model champion, trained the day before D
+
+
+def below(x: float) -> float:
+    """The float just below ``x``: the smallest step past a boundary. (Just short of
+    one is 1e-6 min away: the rule compares to the nanominute.)"""
+    return math.nextafter(x, -math.inf)
+
+
+@pytest.mark.parametrize(
+    ("champion", "margin", "at_margin"),
+    [
+        (10.0, 0.25, 7.5),  # exact in binary
+        (10.0, 0.07, 9.3),  # 10.0 * (1 - 0.07) is 9.299999999999999 in floating point
+        (16.0, 0.05, 15.2),
+        (20.0, 0.1, 18.0),
+    ],
+)
+def test_better_by_exactly_a_nonzero_margin_is_promoted_and_a_hair_short_is_kept(
+    champion, margin, at_margin
+):
+    # Over the baseline as first champion, and over a model champion (baseline far worse).
+    for champion_day, baseline in ((None, champion), (CHAMPION_DAY, 30.0)):
+        exact = decide(at_margin, champion, D, champion_day, margin, baseline_mae=baseline)
+        assert exact.promote, exact.reason
+        assert "better by the margin" in exact.reason
+        short = decide(at_margin + 1e-6, champion, D, champion_day, margin, baseline_mae=baseline)
+        assert not short.promote and "not better by the margin" in short.reason
+        assert decide(
+            below(at_margin), champion, D, champion_day, margin, baseline_mae=baseline
+        ).promote
+
+
+def test_the_shipped_margin_promotes_any_lower_mae_and_never_an_equal_one():
+    # include/params.yaml: score.promotion_margin 0.0, "0.0: any lower MAE".
+    from flight_delays.config import load_settings
+
+    margin = load_settings(Path(__file__).resolve().parents[2]).score.promotion_margin
+    assert margin == 0.0
+    for champion_day, baseline in ((None, 10.0), (CHAMPION_DAY, 30.0)):
+        assert decide(below(10.0), 10.0, D, champion_day, margin, baseline_mae=baseline).promote
+        equal = decide(10.0, 10.0, D, champion_day, margin, baseline_mae=baseline)
+        assert not equal.promote and "not better by the margin" in equal.reason
+
+
+def test_the_baseline_better_by_exactly_the_margin_steps_a_champion_down():
+    # beats() also decides rule 4: the baseline takes over at exactly the margin.
+    # Champion 10.0, baseline 7.5: better by exactly 25 %.
+    exact = decide(12.0, 10.0, D, CHAMPION_DAY, 0.25, baseline_mae=7.5)
+    assert exact.step_down and not exact.promote
+    short = decide(12.0, 10.0, D, CHAMPION_DAY, 0.25, baseline_mae=7.5 + 1e-6)
+    assert short.label == "kept"
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.01, 0.1])
+def test_a_challenger_equal_to_the_baseline_never_replaces_a_model_champion(margin):
+    # The champion model (12.0) has fallen behind the baseline (10.0); a challenger that
+    # only ties the baseline beats the champion by 16.7 %, yet must stay out (rule 2:
+    # lower than the baseline, strictly).
+    decision = decide(10.0, 12.0, D, CHAMPION_DAY, margin, baseline_mae=10.0)
+    assert not decision.promote
+    assert "not better than the baseline's 10.00 min" in decision.reason
+    # The baseline beats the champion by 16.7 %, more than any of these margins.
+    assert decision.step_down
+    # A hair better than the baseline: promoted (it beats the champion by the margin).
+    assert decide(below(10.0), 12.0, D, CHAMPION_DAY, margin, baseline_mae=10.0).promote
+
+
+def test_a_challenger_equal_to_the_baseline_does_not_take_a_served_step_down():
+    # Rule 5 stepped the champion down; the challenger ties the baseline on the holdout:
+    # the baseline serves, the challenger does not take its place.
+    kept = decide(10.0, 9.0, D, CHAMPION_DAY, 0.0, baseline_mae=10.0)
+    served = Decision(False, "served worse", step_down=True)
+    tie = with_served(kept, served, challenger_mae=10.0, baseline_mae=10.0, margin=0.0)
+    assert tie.step_down and not tie.promote
+    better = with_served(kept, served, challenger_mae=below(10.0), baseline_mae=10.0, margin=0.0)
+    assert better.promote

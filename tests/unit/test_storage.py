@@ -4,6 +4,8 @@ another fsspec file system (memory://). The S3 runs: tests/unit/test_storage_s3.
 
 from __future__ import annotations
 
+import errno
+import os
 import uuid
 from datetime import date
 from pathlib import Path
@@ -103,3 +105,86 @@ def test_a_move_copies_the_named_files_last_and_deletes_them_first(
     assert names[2] == ("copy", "_committed.json") and names[3] == ("rm", "_committed.json")
     assert (root / "b" / "flights.parquet").read_bytes() == b"flights.parquet"
     assert not (root / "a").exists()
+
+
+# --- durability: the folder is fsynced after the rename ------------------------------------
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every fsync, rename and replace of storage, in order: ("fsync", path synced),
+    ("rename", final name). The path of an fsynced descriptor is read from /proc."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_rename = os.fsync, os.replace, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        real_replace(src, dst)
+        events.append(("rename", str(dst)))
+
+    def rename(src: str, dst: str) -> None:
+        real_rename(src, dst)
+        events.append(("rename", str(dst)))
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    monkeypatch.setattr(storage.os, "replace", replace)
+    monkeypatch.setattr(storage.os, "rename", rename)
+    return events
+
+
+def test_an_atomic_write_syncs_the_file_then_renames_then_syncs_its_folder(
+    tmp_path: Path, synced: list[tuple[str, str]]
+) -> None:
+    final = io.write_bytes(b"payload", tmp_path / "out" / "metrics.json")
+
+    assert final.read_bytes() == b"payload"
+    folder = str((tmp_path / "out").resolve())
+    kinds = [kind for kind, _ in synced]
+    assert kinds == ["fsync", "rename", "fsync"], synced
+    temp_synced = synced[0][1]
+    assert Path(temp_synced).parent == Path(folder) and Path(temp_synced).name.endswith(".tmp")
+    assert synced[1] == ("rename", str(final))
+    assert synced[2] == ("fsync", folder)  # the folder, after the rename
+    # An exclusive write (a link, not a rename) syncs the folder too.
+    synced.clear()
+    io.write_bytes(b"once", tmp_path / "out" / "_committed.json", exclusive=True)
+    assert synced[-1] == ("fsync", folder)
+
+
+def test_a_folder_move_syncs_both_folders(tmp_path: Path, synced: list[tuple[str, str]]) -> None:
+    (tmp_path / "a" / "ds=1").mkdir(parents=True)
+    storage.move_folder(tmp_path / "a" / "ds=1", tmp_path / "b" / "v1")
+    assert synced == [
+        ("rename", str(tmp_path / "b" / "v1")),
+        ("fsync", str((tmp_path / "b").resolve())),
+        ("fsync", str((tmp_path / "a").resolve())),
+    ]
+
+
+def test_a_failed_folder_sync_fails_the_write_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).is_dir():
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    with pytest.raises(OSError, match="Input/output error"):
+        io.write_bytes(b"payload", tmp_path / "metrics.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left
+
+
+def test_an_object_store_write_syncs_no_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(folder: Path) -> None:
+        raise AssertionError(f"an object store has no folder to sync, asked for {folder}")
+
+    monkeypatch.setattr(storage, "fsync_folder", refuse)
+    root = storage.locate(f"memory://{uuid.uuid4().hex}/p")
+    assert io.write_bytes(b"x", root / "a.json").read_bytes() == b"x"
+    io.write_bytes(b"y", root / "b" / "c.json")
+    storage.move_folder(root / "b", root / "d")
+    assert (root / "d" / "c.json").read_bytes() == b"y"

@@ -142,15 +142,17 @@ def test_load_model_refuses_untrusted_type(fitted_model, tmp_path) -> None:
     )
     smuggled.extra = NotAModelPart()
     skops.io.dump(smuggled, path)
-    with pytest.raises(train.UntrustedModelError, match="NotAModelPart"):
-        train.load_model(path)
+    # Refused by the type check even with the file's own hash: the hash proves who wrote
+    # the file, not what it holds.
+    with pytest.raises(train.UntrustedModelError, match=r"test_train\.NotAModelPart"):
+        train.load_model(path, expected_sha256=io.sha256(path))
 
 
 def test_load_model_refuses_other_estimators_and_changed_files(fitted_model, tmp_path) -> None:
     other = tmp_path / "linear.skops"
     skops.io.dump(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), other)
     with pytest.raises(train.UntrustedModelError, match="LinearRegression"):
-        train.load_model(other)
+        train.load_model(other, expected_sha256=io.sha256(other))
     path = train.save_model(fitted_model, tmp_path / "model.skops")
     with pytest.raises(train.UntrustedModelError, match="SHA-256"):
         train.load_model(path, expected_sha256="0" * 64)
@@ -158,7 +160,7 @@ def test_load_model_refuses_other_estimators_and_changed_files(fitted_model, tmp
 
 def test_load_model_missing_file_names_train_task(tmp_path) -> None:
     with pytest.raises(io.MissingArtifactError, match="'train' task"):
-        train.load_model(tmp_path / "nope.skops")
+        train.load_model(tmp_path / "nope.skops", expected_sha256="0" * 64)
 
 
 def test_run_writes_model_and_card_into_the_runs_folder_and_records_their_hashes(
@@ -197,7 +199,8 @@ def test_run_writes_model_and_card_into_the_runs_folder_and_records_their_hashes
     assert card["model"]["sha256"] == io.sha256(result["model"])
     assert set(card["libraries"]) == {"python", "sklearn", "pandas", "numpy", "skops"}
     assert any("perfect forecast" in note for note in card["notes"])
-    assert isinstance(train.load_model(result["model"]), Pipeline)
+    loaded = train.load_model(result["model"], expected_sha256=result["model_sha256"])
+    assert isinstance(loaded, Pipeline)
     # Atomic writes leave no temporary files behind.
     assert sorted(p.name for p in run_dir.iterdir()) == ["model.skops", "model_card.json"]
     # The hashes score checks against live in the registry, outside the model folder.

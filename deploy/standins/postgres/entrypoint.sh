@@ -18,9 +18,21 @@ fi
 POSTGRES_USER=${POSTGRES_USER:-postgres}
 POSTGRES_DB=${POSTGRES_DB:-$POSTGRES_USER}
 
+# The official image's POSTGRES_PASSWORD_FILE: the password read from that file (read
+# here, as the postgres user, as the official entrypoint reads it); exclusive with
+# POSTGRES_PASSWORD.
+if [[ -n ${POSTGRES_PASSWORD_FILE:-} ]]; then
+    if [[ -n ${POSTGRES_PASSWORD:-} ]]; then
+        echo "postgres stand-in: both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are set (they are exclusive)" >&2
+        exit 1
+    fi
+    POSTGRES_PASSWORD=$(<"$POSTGRES_PASSWORD_FILE")
+    unset POSTGRES_PASSWORD_FILE
+fi
+
 if [[ ! -s $PGDATA/PG_VERSION ]]; then
     if [[ -z ${POSTGRES_PASSWORD:-} ]]; then
-        echo "postgres stand-in: POSTGRES_PASSWORD is not set: refusing to initialise $PGDATA" >&2
+        echo "postgres stand-in: POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) is not set: refusing to initialise $PGDATA" >&2
         exit 1
     fi
     pwfile=$(mktemp)
