@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -135,11 +137,25 @@ def test_settings_agree_with_the_compose_stack(cfg):
     for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
         assert Path(ours[key]).name == Path(theirs[key]).name, key
     # The same connection id (the DAG's flight_delays_warehouse), to a `warehouse`
-    # database and user apart from the metastore.
+    # database and user apart from the metastore. Compose keeps it in the metastore
+    # (airflow-init stores it, from WAREHOUSE_DB_URL and the password's secret file); the
+    # stack gives it in the environment.
+    init = (settings.REPO / "deploy" / "airflow-init.sh").read_text()
+    conn_id = re.search(r"^readonly WAREHOUSE_CONN_ID=(\w+)$", init, re.M)[1]
+    assert f"AIRFLOW_CONN_{conn_id.upper()}" == settings.WAREHOUSE_CONN_ENV
+    compose_url = compose["services"]["airflow-init"]["environment"]["WAREHOUSE_DB_URL"]
+    for url in (ours[settings.WAREHOUSE_CONN_ENV], compose_url):
+        parsed = urlsplit(url)
+        assert (parsed.scheme, parsed.username, parsed.path) == (
+            "postgresql", "warehouse", "/warehouse"
+        ), url  # fmt: skip
     for env in (ours, theirs):
-        warehouse = env["AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"]
-        assert warehouse.startswith("postgresql://warehouse:") and warehouse.endswith("/warehouse")
-        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("/airflow")
+        # Given as a value, or (compose: secrets from files) as the template of its
+        # `_CMD`, which prints it with the password in place of %s.
+        metastore = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or env.get(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", ""
+        )
+        assert metastore.endswith("/airflow"), metastore
         # Task workers reach the api-server's execution API (the port is the stack's).
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
 
