@@ -34,7 +34,7 @@ import pytest
 # it from its folder, as its entry script deploy/stack/stack.py does.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "stack"))
 
-from flight_stack import settings
+from flight_stack import postgres, settings
 from stack_helpers import (
     CHROMIUM_FLAGS,
     DAG_ID,
@@ -75,7 +75,8 @@ def running_stack(
     root = tmp_path_factory.mktemp(f"{name}-project")
     (root / "include").mkdir()
     (root / "include" / "params.yaml").write_text(PARAMS)
-    # Not under pytest's tmp tree (mode 0700): the postgres user must reach its data folder.
+    # Not under pytest's tmp tree (mode 0700): the postgres user must reach the state
+    # folder. (Its PostgreSQL data goes to a trusted folder of its own all the same.)
     state = Path(tempfile.mkdtemp(prefix="fd-stack-"))
     api_port = free_port()
     # This machine's own settings, read after the tracked ones: retries wait at most 20 s
@@ -118,9 +119,14 @@ def running_stack(
             f"({'; '.join(escalated)})" if escalated else "(no SIGKILL needed)"
         )
         left = leftovers(state)
-        data_kept = (state / "pg" / "PG_VERSION").is_file()
+        # The cluster lives in a trusted folder: /tmp is not one, so as root it goes to
+        # /var/lib/flight-delays/<name>-<hash>/pg (flight_stack/postgres.py).
+        pg = postgres.Postgres(settings.Config.from_env(env))
+        data_kept = pg.initialised()
         if down.returncode == 0 and not left:
             shutil.rmtree(state, ignore_errors=True)
+            if pg.relocated:
+                shutil.rmtree(pg.pgdata.parent, ignore_errors=True)
         assert down.returncode == 0, down.stdout + down.stderr
         assert not left, f"processes of the test stack survived `down`: {left}"
         assert data_kept, "`down` must keep the PostgreSQL data"

@@ -9,7 +9,19 @@
     then fails naming the source and the cause; once the warehouse is back, clearing the
     task makes the run succeed, and no raw partition was changed;
 (d) the metastore PostgreSQL restarts in the middle of a run: the components reconnect
-    and the run succeeds.
+    and the run succeeds;
+(e) the postmaster is SIGKILLed in the middle of a run: supervisord starts PostgreSQL
+    again (crash recovery), the components wait for it rather than give up, the API is
+    healthy again within 2 minutes (the issue's bound) and the run succeeds;
+(f) the scheduler, dag-processor, api-server and triggerer, each SIGKILLed once: each
+    is started again and the health report is whole again (the time it took is
+    measured, docs/reliability.md);
+(g) supervisord itself is SIGKILLed (its programs run on, unsupervised): the next
+    `make up` stops what it left, starts one whole stack (one scheduler), and a run
+    succeeds.
+(h) `make up` on a partly dead stack: programs stopped (as given up, FATAL) are started
+    again; a component that runs but stays unhealthy (a SIGSTOPped scheduler) is
+    restarted; never "nothing to do" while the health report says unhealthy.
 
 After each fault no process of the stack is orphaned: every one is supervisord or one of
 its descendants (the fixture's final `down` checks that nothing at all is left).
@@ -317,7 +329,9 @@ def test_a_metastore_restart_mid_run_is_survived(live_dag: Stack):
     wait_for_task(stack, run_id, "train", {"running"}, timeout=300)
     pg = postgres.Postgres(config(stack))
     old_postmaster = pg.postmaster_pid()
-    pg.restart()
+    # Through supervisord, which runs it: fast shutdown (SIGINT), then a new start.
+    assert supervisor.restart_programs(config(stack), [settings.PG_PROGRAM]) == ["postgres"]
+    assert pg.wait_ready(120, lambda: True)
     assert pg.postmaster_pid() not in (None, old_postmaster)
     run = wait_for_end(stack, run_id, timeout=600)
     assert run["state"] == "success", run
@@ -331,3 +345,139 @@ def test_a_metastore_restart_mid_run_is_survived(live_dag: Stack):
     TIMINGS["fault (d) metastore restart: trigger to success"] = (
         f"{time.monotonic() - started:.0f} s"
     )
+
+
+def wait_healthy_since(stack: Stack, since: datetime, timeout: float = 300) -> float:
+    """Seconds until every component reports healthy with a heartbeat newer than
+    ``since`` (a generous deadline: fails after ``timeout`` s)."""
+    started = time.monotonic()
+    while not health.healthy(report := health.health(config(stack)), since=since):
+        assert time.monotonic() - started < timeout, f"not healthy after {timeout} s: {report}"
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def program_states(stack: Stack) -> dict[str, str]:
+    return {p["name"]: p["statename"] for p in supervisor.programs(config(stack)) or []}
+
+
+def test_a_sigkilled_postmaster_mid_run_heals_within_two_minutes(live_dag: Stack):
+    stack = live_dag
+    started = time.monotonic()
+    pg = postgres.Postgres(config(stack))
+    restarted_before = restarts(stack, "postgres")
+    run_id = trigger(stack, "postmaster_killed", "2013-04-21")
+    wait_for_task(stack, run_id, "train", {"running"}, timeout=300)
+    old = pg.postmaster_pid()
+    killed_at = datetime.now(UTC)
+    os.kill(old, signal.SIGKILL)
+    recovered = wait_healthy_since(stack, killed_at)
+    assert recovered <= 120, f"the API was healthy again only after {recovered:.0f} s"
+    run = wait_for_end(stack, run_id, timeout=600)
+    assert run["state"] == "success", run
+    assert pg.postmaster_pid() not in (None, old)
+    assert restarts(stack, "postgres") == restarted_before + 1
+    # No component given up on (FATAL) while the database was gone: every one runs.
+    assert set(program_states(stack).values()) == {"RUNNING"}, program_states(stack)
+    assert orphans(stack) == []
+    TIMINGS["fault (e) postmaster SIGKILL: kill to healthy; trigger to success"] = (
+        f"{recovered:.0f} s; {time.monotonic() - started:.0f} s"
+    )
+
+
+@pytest.mark.parametrize("program", ["scheduler", "dag-processor", "api-server", "triggerer"])
+def test_each_sigkilled_component_comes_back_healthy(live_dag: Stack, program: str):
+    stack = live_dag
+    cfg = config(stack)
+    restarted_before = restarts(stack, program)
+    wrapper = {p["name"]: p["pid"] for p in supervisor.programs(cfg)}[program]
+    # The component itself: the only child of its flight_stack/component.py wrapper.
+    (main,) = [p for p in procs.stack_pids(cfg) if procs._stat(p)[0] == wrapper]
+    killed_at = datetime.now(UTC)
+    os.kill(main, signal.SIGKILL)
+    recovered = wait_healthy_since(stack, killed_at)
+    assert restarts(stack, program) == restarted_before + 1
+    assert not procs._alive(main)
+    assert set(program_states(stack).values()) == {"RUNNING"}, program_states(stack)
+    assert orphans(stack) == []
+    TIMINGS[f"fault (f) {program} SIGKILL (idle): kill to healthy"] = f"{recovered:.0f} s"
+
+
+def test_a_sigkilled_supervisord_is_repaired_by_make_up(live_dag: Stack):
+    stack = live_dag
+    cfg = config(stack)
+    old = procs.supervisor_pid(cfg)
+    # Each process by its pid and start time: a pid the kernel reuses is another process.
+    before = {pid: procs._stat(pid)[2] for pid in procs.stack_pids(cfg) if pid != old}
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while procs._alive(old):
+        assert time.monotonic() < deadline, "supervisord survived SIGKILL"
+        time.sleep(0.2)
+    # Its programs run on, unsupervised: what `make up` has to deal with.
+    assert procs.supervisor_pid(cfg) is None and any(procs._alive(p) for p in before)
+    started = time.monotonic()
+    up = stack.script("up", timeout=900)
+    recovered = time.monotonic() - started
+    assert "processes of a previous stack" in up.stdout and "healthy after" in up.stdout, up.stdout
+    new = procs.supervisor_pid(cfg)
+    assert new not in (None, old)
+    survivors = [p for p, since in before.items() if (procs._stat(p) or (0, 0, -1))[2] == since]
+    assert survivors == [], f"processes of the killed supervisord survive: {survivors}"
+    assert orphans(stack) == []
+    # One scheduler: one wrapper, with one airflow scheduler beneath it.
+    pids = procs.stack_pids(cfg)
+    wrappers = [p for p in pids if "component.py airflow scheduler" in cmdline(p)]
+    schedulers = [p for p in pids if procs._stat(p) and procs._stat(p)[0] in wrappers]
+    assert len(wrappers) == 1, [cmdline(p) for p in wrappers]
+    assert len(schedulers) == 1, [cmdline(p) for p in schedulers]
+    run_id = trigger(stack, "supervisord_killed", "2013-04-23")
+    run = wait_for_end(stack, run_id, timeout=600)
+    assert run["state"] == "success", run
+    TIMINGS["fault (g) supervisord SIGKILL: `make up` to healthy; then a run"] = (
+        f"{recovered:.0f} s; {time.monotonic() - started - recovered:.0f} s"
+    )
+
+
+def test_make_up_starts_the_programs_that_do_not_run(live_dag: Stack):
+    stack = live_dag
+    cfg = config(stack)
+    pid = procs.supervisor_pid(cfg)
+    # As a component given up on (FATAL) or stopped by hand: not running, not retried.
+    proxy = supervisor._proxy(cfg)
+    for name in ("web:dag-processor", "web:triggerer"):
+        proxy.supervisor.stopProcess(name, True)
+    assert {program_states(stack)[n] for n in ("dag-processor", "triggerer")} == {"STOPPED"}
+    up = stack.script("up")
+    assert "not running: dag-processor (STOPPED), triggerer (STOPPED): starting them" in up.stdout
+    assert "already running" in up.stdout and "healthy" in up.stdout, up.stdout
+    assert procs.supervisor_pid(cfg) == pid  # repaired in place, not restarted
+    assert set(program_states(stack).values()) == {"RUNNING"}, program_states(stack)
+    assert health.healthy(health.health(cfg))
+
+
+def test_make_up_restarts_a_component_that_runs_but_stays_unhealthy(live_dag: Stack):
+    """The issue's "already running ... not (yet) healthy: nothing to do": a scheduler
+    that runs but no longer works (SIGSTOP: no heartbeat) is restarted by `make up`."""
+    stack = live_dag
+    cfg = config(stack)
+    wrapper = {p["name"]: p["pid"] for p in supervisor.programs(cfg)}["scheduler"]
+    (main,) = [p for p in procs.stack_pids(cfg) if procs._stat(p)[0] == wrapper]
+    os.kill(main, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 300
+        while "scheduler" not in health.unhealthy_programs(health.health(cfg)):
+            assert time.monotonic() < deadline, "a stopped scheduler still reported healthy"
+            time.sleep(2)
+        # A shorter wait for the health report than the default 180 s: the test's time.
+        env = {**stack.env, "FLIGHT_DELAYS_STACK_UP_TIMEOUT": "45"}
+        up = Stack(stack.root, stack.state, env, stack.api_url).script("up", timeout=900)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(main, signal.SIGCONT)
+    assert "nothing to do" not in up.stdout
+    assert "still unhealthy: scheduler: restarting them" in up.stdout, up.stdout
+    assert "already running" in up.stdout and up.stdout.rstrip().endswith("make down")
+    assert not procs._alive(main)
+    assert set(program_states(stack).values()) == {"RUNNING"}, program_states(stack)
+    assert orphans(stack) == []

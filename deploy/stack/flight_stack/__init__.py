@@ -7,8 +7,10 @@ Modules, one per concern:
 
 - :mod:`.cli`: the commands (up, down, status, logs, run) and their usage;
 - :mod:`.settings`: folders, ports, secrets, the environment every component gets;
-- :mod:`.postgres`: the private PostgreSQL cluster and its two databases;
-- :mod:`.supervisor`: supervisord, which runs and restarts the Airflow components;
+- :mod:`.postgres`: the private PostgreSQL cluster, where it may live, its two databases;
+- :mod:`.supervisor`: supervisord, which runs and restarts PostgreSQL and the Airflow
+  components;
+- :mod:`.repair`: `up` on a partly dead stack (programs stopped, supervisord killed);
 - :mod:`.procs`: finding the stack's processes in /proc and stopping them;
 - :mod:`.health`: Airflow's health report, is the stack up;
 - :mod:`.component`: the wrapper supervisord runs for each component (a script);

@@ -2,14 +2,16 @@
 
     python deploy/stack/stack.py up | down | status | logs | run CMD [ARG...]
 
-`up` starts a private PostgreSQL cluster (initdb the first time, 127.0.0.1 only, TCP
-only), creates the metastore database `airflow` and the `warehouse` database and user,
-generates the secrets once, migrates the metastore, seeds the demo warehouse
-(idempotent), then runs scheduler, dag-processor, api-server and triggerer under
-supervisord (deploy/stack/supervisord.conf) in a session of their own, and waits until
-/api/v2/monitor/health reports every component healthy. supervisord restarts a component
-that dies, as `restart: always` does in docker-compose.yaml. A second `up` finds the
-running stack and only prints where it is.
+`up` generates the secrets once, initdb's a private PostgreSQL cluster the first time,
+starts supervisord (deploy/stack/supervisord.conf) in a session of its own, which runs
+PostgreSQL (127.0.0.1 only, TCP only); creates the metastore database `airflow` and the
+`warehouse` database and user, migrates the metastore, seeds the demo warehouse
+(idempotent), then has supervisord start scheduler, dag-processor, api-server and
+triggerer, and waits until /api/v2/monitor/health reports every component healthy.
+supervisord restarts a program that dies, PostgreSQL included, as `restart: always` does
+in docker-compose.yaml. A second `up` repairs the running stack: it starts what is not
+running and restarts what stays unhealthy (repair.py); after a dead supervisord it stops
+what that one left and starts the stack again.
 
 With FLIGHT_DELAYS_STACK_EXECUTOR=celery (`make up EXECUTOR=celery`) the scheduler queues
 the tasks in redis (the broker, redis-server from Debian) and two Celery workers run them;
@@ -21,18 +23,19 @@ deploy/stack/supervisord-celery.conf). `up` also waits for both workers to be re
 
 `down` stops every process `up` started, every time: supervisord stops the scheduler
 first, then the other components (SIGTERM, SIGKILL of the process group after the grace
-period), then exits. Whatever is left (supervisord killed, a task that escaped) is found
-by the marker FLIGHT_DELAYS_STACK=<state folder> in its environment, by session and by
-descent, and gets SIGTERM then SIGKILL. Then PostgreSQL stops (fast shutdown, immediate if
-that fails). The data stays.
+period), PostgreSQL last (fast shutdown), then exits. Whatever is left (supervisord
+killed, a task that escaped) is found by the marker FLIGHT_DELAYS_STACK=<state folder> in
+its environment, by session and by descent, and gets SIGTERM then SIGKILL, PostgreSQL
+last (fast shutdown, immediate if that fails). The data stays.
 
 `run` executes a command with the stack's settings (metastore, connections, folders),
 e.g. `deploy/stack/stack.py run airflow backfill create --dag-id flight_delays ...`.
 
-Where the PostgreSQL data lives: `<state>/pg`, unless the `postgres` user (who owns the
-cluster when this runs as root) cannot reach the state folder, e.g. a clone under /root
-(mode 0700): then a folder of its own for this state folder,
-/var/lib/flight-delays/<name>-<hash>/pg (see postgres.py). `up` and `status` say
+Where the PostgreSQL data lives: `<state>/pg`, unless that folder is not trusted (a
+folder someone else can write on the way, e.g. /tmp) or the `postgres` user (who owns the
+cluster when this runs as root) cannot reach it, e.g. a clone under /root (mode 0700):
+then a folder of its own for this state folder, /var/lib/flight-delays/<name>-<hash>/pg
+(see postgres.py). `up` and `status` say
 where.
 
 Settings (environment variables, all optional):
@@ -69,7 +72,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from . import supervisor
+from . import repair, supervisor
 from .health import health, healthy, log_sizes, wait_healthy, wait_workers
 from .postgres import Postgres, create_databases
 from .procs import (
@@ -77,7 +80,6 @@ from .procs import (
     memory_by_component,
     read_info,
     stack_pids,
-    stop_processes,
     supervisor_pid,
     write_info,
 )
@@ -85,6 +87,7 @@ from .settings import (
     ADMIN_USER,
     CELERY_PROGRAMS,
     COMPONENTS,
+    PG_PROGRAM,
     WORKERS,
     Config,
     StackError,
@@ -165,6 +168,51 @@ def _check_celery_tools(cfg: Config) -> None:
             )
 
 
+def _up_running(cfg: Config, pid: int) -> int | None:
+    """`up` with supervisord alive: repair the stack (start what is missing, restart what
+    stays unhealthy) and say whether it is healthy; None when the running stack is of an
+    older version (PostgreSQL outside supervisord), which `up` then starts again."""
+    info = read_info(cfg)
+    running = info.get("executor", "local")
+    if running != cfg.executor:
+        say(f"it runs the {running} executor, not {cfg.executor}: `make down` first")
+    api = replace(cfg, api_port=info.get("api_port", cfg.api_port))
+    names = {p["name"] for p in supervisor.programs(cfg) or [{"name": PG_PROGRAM}]}
+    if PG_PROGRAM not in names:
+        say(f"supervisord (pid {pid}) was started by an older version, with PostgreSQL "
+            "outside it: starting the stack again")  # fmt: skip
+        _stop_supervisor(cfg)
+        return None
+    report = repair.heal(api)
+    if not healthy(report):
+        why = f"supervisord (pid {pid}) has exited" if supervisor_pid(cfg) is None else ""
+        say(
+            f"running (supervisord pid {pid}) but NOT healthy after {cfg.up_timeout:.0f} s "
+            f"{why}: {json.dumps(report)}; see `make stack-status` and {cfg.logs}/"
+        )
+        return 1
+    say(f"already running (supervisord pid {pid}), healthy")
+    _print_where(cfg, info, None)
+    return 0
+
+
+def _start_databases(cfg: Config, values: dict[str, str], env: dict[str, str]) -> None:
+    """With PostgreSQL up: its databases and users, the metastore's migrations, the demo
+    seed and the model registry's schema."""
+    venv = _venv_bin()
+    create_databases(cfg, values)
+    say("migrating the metastore (airflow db migrate)")
+    _run_logged(cfg, "migrate", [str(venv / "airflow"), "db", "migrate"], env)
+    if cfg.seed:
+        say("seeding the demo warehouse (idempotent; the first time takes a minute)")
+        _run_logged(cfg, "seed", [str(venv / "python"), "-m", "flight_delays.demo", "seed"], env)
+    # The registry's schema is migrated here, once, not by the web server (the Model
+    # reports page reads it read-only) nor by the first score task.
+    say("migrating the model registry (python -m flight_delays.registry upgrade)")
+    registry = [str(venv / "python"), "-m", "flight_delays.registry", "upgrade"]
+    _run_logged(cfg, "registry", registry, env)
+
+
 def up(cfg: Config) -> int:
     started = time.monotonic()
     venv = _venv_bin()
@@ -174,24 +222,22 @@ def up(cfg: Config) -> int:
     with _locked(cfg):
         pid = supervisor_pid(cfg)
         if pid is not None:
-            info = read_info(cfg)
-            report = health(replace(cfg, api_port=info.get("api_port", cfg.api_port)))
-            state = "healthy" if healthy(report) else "running, not (yet) healthy"
-            say(f"already running (supervisord pid {pid}, {state}): nothing to do")
-            running = info.get("executor", "local")
-            if running != cfg.executor:
-                say(f"it runs the {running} executor, not {cfg.executor}: `make down` first")
-            _print_where(cfg, info, None)
-            return 0
+            code = _up_running(cfg, pid)
+            if code is not None:
+                return code
+        pg = Postgres(cfg)
         leftovers = stack_pids(cfg)
-        if leftovers:
-            say(f"stale processes of a previous stack: {leftovers}; stopping them")
-            stop_processes(cfg, cfg.stop_timeout)
-        if not _port_free(cfg.api_port):
-            raise StackError(
-                f"port {cfg.api_port} on 127.0.0.1 is taken: choose another with "
-                "FLIGHT_DELAYS_STACK_API_PORT"
-            )
+        if leftovers or (pg.initialised() and pg.running_port() is not None):
+            # supervisord was killed (its programs run on, unsupervised), or PostgreSQL
+            # runs outside it: stop all of it, so that one whole stack starts below.
+            say(f"processes of a previous stack: {leftovers or 'PostgreSQL'}; stopping them")
+            repair.stop_all(cfg, pg, cfg.stop_timeout)
+        for port, name in ((cfg.api_port, "API"), (cfg.pg_port, "PG")):
+            if not _port_free(port):
+                raise StackError(
+                    f"port {port} on 127.0.0.1 is taken: choose another with "
+                    f"FLIGHT_DELAYS_STACK_{name}_PORT"
+                )
         if cfg.celery:
             _check_celery_tools(cfg)
         for folder in (cfg.state, cfg.logs, cfg.logs / "airflow", cfg.airflow_home):
@@ -200,37 +246,40 @@ def up(cfg: Config) -> int:
         if cfg.celery:
             write_redis_conf(cfg, values)
             prepare_workers(cfg)
-        pg = Postgres(cfg)
         if not pg.initialised():
             pg.init(values["postgres_password"])
-        pg.start()
-        create_databases(cfg, values)
+        pg._prepare()
+        pg.configure()
+        # Older versions linked the log of a relocated cluster here; supervisord writes it.
+        if (cfg.logs / "postgres.log").is_symlink():
+            (cfg.logs / "postgres.log").unlink()
         write_settings(cfg, values)
         env = command_env(cfg)
 
-        say("migrating the metastore (airflow db migrate)")
-        _run_logged(cfg, "migrate", [str(venv / "airflow"), "db", "migrate"], env)
-        if cfg.seed:
-            say("seeding the demo warehouse (idempotent; the first time takes a minute)")
-            _run_logged(
-                cfg, "seed", [str(venv / "python"), "-m", "flight_delays.demo", "seed"], env
-            )
-        # The registry's schema is migrated here, once, not by the web server (the Model
-        # reports page reads it read-only) nor by the first score task.
-        say("migrating the model registry (python -m flight_delays.registry upgrade)")
-        registry = [str(venv / "python"), "-m", "flight_delays.registry", "upgrade"]
-        _run_logged(cfg, "registry", registry, env)
-
         extra = f", {', '.join(CELERY_PROGRAMS)}" if cfg.celery else ""
-        say(f"starting scheduler, dag-processor, api-server, triggerer{extra} under supervisord")
-        launched = datetime.now().astimezone()
-        worker_logs = log_sizes(cfg, WORKERS) if cfg.celery else {}
-        process = supervisor.start(cfg, env)
+        say(f"starting PostgreSQL{extra} under supervisord (data in {pg.pgdata})")
+        process = supervisor.start(cfg, env, pg)
         write_info(cfg, process.pid, pg.pgdata)
-        report = wait_healthy(cfg, process, launched)
-        waiting: list[str] = []
-        if healthy(report, since=launched) and cfg.celery:
-            waiting = wait_workers(cfg, process, worker_logs, cfg.up_timeout)
+        try:
+            if not pg.wait_ready(120, lambda: process.poll() is None):
+                raise StackError(
+                    f"PostgreSQL did not accept connections; {cfg.logs}/postgres.log:\n"
+                    f"{_tail(cfg.logs / 'postgres.log')}"
+                )
+            _start_databases(cfg, values, env)
+            say(f"starting {', '.join(cfg.database_programs)} under supervisord")
+            launched = datetime.now().astimezone()
+            worker_logs = log_sizes(cfg, WORKERS) if cfg.celery else {}
+            supervisor.start_programs(cfg, cfg.database_programs)
+            report = wait_healthy(cfg, lambda: process.poll() is None, launched)
+            waiting: list[str] = []
+            if healthy(report, since=launched) and cfg.celery:
+                waiting = wait_workers(cfg, process, worker_logs, cfg.up_timeout)
+        except BaseException:
+            say("stopping what was started")
+            _stop_supervisor(cfg)
+            repair.stop_all(cfg, pg, cfg.stop_timeout)
+            raise
         if not healthy(report, since=launched) or waiting:
             if process.poll() is not None:
                 why = f"supervisord exited ({process.returncode})"
@@ -243,8 +292,8 @@ def up(cfg: Config) -> int:
                 for name in ("supervisord", *cfg.programs)
             )
             say(f"the stack did not come up: {why}\n{logs}\nstopping what was started")
-            stop_processes(cfg, cfg.stop_timeout)
-            pg.stop()
+            _stop_supervisor(cfg)
+            repair.stop_all(cfg, pg, cfg.stop_timeout)
             return 1
         write_info(cfg, process.pid, pg.pgdata)  # now with the components' session
     say(f"healthy after {time.monotonic() - started:.1f} s (supervisord pid {process.pid})")
@@ -254,7 +303,8 @@ def up(cfg: Config) -> int:
 
 def _stop_supervisor(cfg: Config) -> bool:
     """SIGTERM to supervisord: it stops the scheduler first, then the other components,
-    each with SIGKILL of its process group after the grace period, then exits. Returns
+    each with SIGKILL of its process group after the grace period, PostgreSQL last (fast
+    shutdown), then exits. Returns
     True if it was running; waits up to one grace period per component, plus a margin."""
     pid = supervisor_pid(cfg)
     if pid is None:
@@ -262,7 +312,7 @@ def _stop_supervisor(cfg: Config) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, 15)
     celery = read_info(cfg).get("executor") == "celery"
-    programs = len(COMPONENTS) + (len(CELERY_PROGRAMS) if celery else 0)
+    programs = 1 + len(COMPONENTS) + (len(CELERY_PROGRAMS) if celery else 0)  # 1: postgres
     deadline = time.monotonic() + programs * (cfg.stop_timeout + 2) + 10
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -275,27 +325,24 @@ def down(cfg: Config) -> int:
         return 0
     with _locked(cfg):
         started = time.monotonic()
+        pg = None
+        try:
+            pg = Postgres(cfg)
+        except StackError as exc:  # e.g. a cluster refused where it lies: never touched
+            say(f"({exc})")
+        postmaster = pg.postmaster_pid() if pg is not None else None
         if _stop_supervisor(cfg):
-            say(f"supervisord stopped the components ({time.monotonic() - started:.1f} s)")
+            say(f"supervisord stopped the programs ({time.monotonic() - started:.1f} s)")
         crashes = supervisor.restarts(cfg)
         if crashes:
             said = ", ".join(f"{name} {len(why)}x" for name, why in sorted(crashes.items()))
             say(f"supervisord had restarted: {said} (see {cfg.logs}/supervisord.log)")
         # The backstop: whatever supervisord did not stop (it was killed, a process escaped).
-        counts = stop_processes(cfg, cfg.stop_timeout + 5)
+        counts = repair.stop_all(cfg, pg, cfg.stop_timeout + 5)
         if counts["found"]:
             how = f", {counts['killed']} needed SIGKILL" if counts["killed"] else ""
             say(f"stopped {counts['found']} processes left running{how}")
-        pg = None
-        try:
-            pg = Postgres(cfg)
-            stopped = pg.stop()
-        except StackError as exc:
-            if pg is not None and pg.initialised():
-                raise
-            say(f"({exc})")
-            stopped = False
-        say("PostgreSQL stopped" if stopped else "PostgreSQL was not running")
+        say("PostgreSQL stopped" if postmaster is not None else "PostgreSQL was not running")
         cfg.pid_file.unlink(missing_ok=True)
         where = f"{cfg.state}" + (f" and {pg.pgdata}" if pg is not None and pg.relocated else "")
         say(f"down in {time.monotonic() - started:.1f} s; data kept in {where}")

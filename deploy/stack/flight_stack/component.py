@@ -20,7 +20,15 @@ supervisord never sees. In a container they would die with it; here this wrapper
   running would only be reset by the next scheduler), with SIGTERM and then SIGKILL after
   ``FLIGHT_DELAYS_STACK_STOP_TIMEOUT`` s when it was asked to stop;
 - it exits with the main process's status (128 + signal when killed by one), so that
-  supervisord sees the crash and restarts the component.
+  supervisord sees the crash and restarts the component;
+- ``STACK_READY_CHECK`` (a command line): before it starts the component, it runs that
+  command every second until it succeeds. The Airflow components wait so for the
+  metastore (pg_isready): while PostgreSQL is down or recovering they wait, instead of
+  dying at once in a loop until supervisord gives up on them (FATAL);
+- ``STACK_RUN_AS`` (a user name; as root): the component runs as that user, its groups
+  only (PostgreSQL refuses root); the wrapper stays root, to take down what it leaves;
+- ``STACK_MINIMAL_ENV=1``: the component gets PATH, HOME, the locale and the stack's
+  marker only, none of the stack's secrets (PostgreSQL needs none of them).
 
 Linux only (it reads /proc), standard library only. Run by path, as a script: it imports
 nothing from the package.
@@ -31,12 +39,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pwd
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 PR_SET_CHILD_SUBREAPER = 36
+MARKER = "FLIGHT_DELAYS_STACK"  # settings.MARKER (this script imports nothing)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -130,18 +142,62 @@ def clean_up(stopping: bool, grace: float) -> None:
     log(f"processes survive SIGKILL: {left}")
 
 
+def child_options(environ: dict[str, str]) -> dict:
+    """Popen's keyword arguments for the component: its user (STACK_RUN_AS) and its
+    environment (STACK_MINIMAL_ENV); see the module's docstring."""
+    options: dict = {}
+    home = environ.get("HOME", "/")
+    user = environ.get("STACK_RUN_AS", "").strip()
+    if user:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise SystemExit(f"STACK_RUN_AS names {user!r}, which is no user here") from None
+        if entry.pw_uid != os.geteuid():
+            options.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
+        home = entry.pw_dir
+    if environ.get("STACK_MINIMAL_ENV") == "1":
+        keep = {key: environ[key] for key in ("PATH", MARKER) if key in environ}
+        options["env"] = {**keep, "HOME": home, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    return options
+
+
+def wait_ready(command: list[str], stopping: Callable[[], bool]) -> bool:
+    """Run ``command`` every second until it exits 0 (True) or ``stopping()`` (False)."""
+    said = 0.0
+    while not stopping():
+        try:
+            done = subprocess.run(command, capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            done = False
+            if not said:
+                log(f"ready check {command[0]} cannot run: {exc}")
+        if done:
+            if said:
+                log("ready: starting the component")
+            return True
+        if time.monotonic() - said >= 60:  # once a minute, not every second
+            log(f"waiting until `{shlex.join(command)}` succeeds (the metastore is down?)")
+            said = time.monotonic()
+        time.sleep(1)
+    return False
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__.split("\n\n", 2)[1], file=sys.stderr)
         return 2
     grace = float(os.environ.get("FLIGHT_DELAYS_STACK_STOP_TIMEOUT", "20"))
+    options = child_options(dict(os.environ))
     become_subreaper()
-    child = subprocess.Popen(argv)
+    child: subprocess.Popen | None = None
     stopping = False
 
     def forward(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
+        if child is None:
+            return  # still waiting for the ready check: nothing started yet
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signum)
         if signum == signal.SIGTERM:
@@ -151,6 +207,12 @@ def main(argv: list[str]) -> int:
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
+
+    check = os.environ.get("STACK_READY_CHECK", "").strip()
+    if check and not wait_ready(shlex.split(check), lambda: stopping):
+        log("asked to stop while waiting for the ready check")
+        return 0
+    child = subprocess.Popen(argv, **options)
 
     while True:  # wait for the main process, reaping orphans handed to us meanwhile
         try:

@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime
 
 from .settings import Config
@@ -91,14 +92,34 @@ def wait_workers(
     return waiting
 
 
-def wait_healthy(cfg: Config, process: subprocess.Popen, since: datetime) -> dict | None:
-    """Poll the health endpoint until every component reports from these processes, or
-    ``process`` (supervisord) exits, or ``cfg.up_timeout``; returns the last report."""
-    deadline = time.monotonic() + cfg.up_timeout
+def wait_healthy(
+    cfg: Config, alive: Callable[[], bool], since: datetime | None, timeout: float | None = None
+) -> dict | None:
+    """Poll the health endpoint until every component reports (``since``: from processes
+    started after it), or ``alive()`` (supervisord runs) turns False, or ``timeout`` s
+    (default ``cfg.up_timeout``); returns the last report."""
+    deadline = time.monotonic() + (cfg.up_timeout if timeout is None else timeout)
     report = None
-    while time.monotonic() < deadline and process.poll() is None:
+    while time.monotonic() < deadline and alive():
         report = health(cfg)
         if healthy(report, since=since):
             break
         time.sleep(1)
     return report
+
+
+#: The supervisord program behind each part of the health report.
+PROGRAM_OF = {
+    "metadatabase": "postgres",
+    "scheduler": "scheduler",
+    "triggerer": "triggerer",
+    "dag_processor": "dag-processor",
+}
+
+
+def unhealthy_programs(report: dict | None) -> list[str]:
+    """The programs whose part of ``report`` is not healthy; the api-server when there
+    is no report at all (it did not answer)."""
+    if not report:
+        return ["api-server"]
+    return [PROGRAM_OF[n] for n in PARTS if (report.get(n) or {}).get("status") != "healthy"]

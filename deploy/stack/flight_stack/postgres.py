@@ -1,11 +1,19 @@
 """The stack's private PostgreSQL cluster, where its data folder lives, and its two
 databases: the metastore `airflow` and the demo `warehouse`, each with a user of its own.
+supervisord runs the server (the `postgres` program of supervisord.conf) and starts it
+again when it dies; this module prepares the cluster and answers where it is.
 
-As root, the cluster belongs to the `postgres` user (initdb refuses root), which must be
-able to reach its data folder. `<state>/pg` is used when it can; when the checkout is
-not traversable by that user (a clone under /root, mode 0700), the data goes to a stable
-folder of its own for this state folder, `/var/lib/flight-delays/<name>-<hash>/pg`
-(`/var/tmp/flight-delays/...` if /var/lib is not writable), reused by every `up`.
+Where the data lives: only in a trusted folder (:func:`untrusted`): every folder from
+`/` down to it owned by root or the user running `up`, and writable by no one else. A
+world-writable tree (`/tmp`, `/var/tmp`, even with the sticky bit) never holds the
+cluster: anyone could plant one there, and root would then run it, chown it and write
+its configuration through links someone else controls. `<state>/pg` when it is trusted
+(and, as root, reachable by the `postgres` user, who owns the cluster: initdb refuses
+root); else a stable folder of its own for this state folder, reused by every `up`:
+`/var/lib/flight-delays/<name>-<hash>/pg` as root (a root-owned 0755 chain),
+`$XDG_STATE_HOME/flight-delays/<name>-<hash>/pg` (`~/.local/state/...`) otherwise. A
+cluster found in an untrusted folder, the old `/var/tmp/flight-delays/...` included, is
+refused with a message that says what to do with it.
 Standard library only: `make down` runs with any Python 3."""
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ import os
 import pwd
 import re
 import signal
+import stat
 import subprocess
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from .settings import (
@@ -31,8 +41,16 @@ from .settings import (
     say,
 )
 
-# Where a cluster goes when the postgres user cannot reach the state folder, in order.
-DATA_BASES: tuple[Path, ...] = (Path("/var/lib/flight-delays"), Path("/var/tmp/flight-delays"))
+# Where a cluster goes when `<state>/pg` will not do: as root (a root-owned 0755 chain).
+ROOT_DATA_BASES: tuple[Path, ...] = (Path("/var/lib/flight-delays"),)
+# Where older versions also put it, world-writable: a cluster there is refused, never used.
+LEGACY_BASES: tuple[Path, ...] = (Path("/var/tmp/flight-delays"),)
+
+
+def user_data_bases() -> tuple[Path, ...]:
+    """Where a cluster goes when `<state>/pg` will not do, for a user other than root."""
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return (Path(state_home) / "flight-delays",)
 
 
 def relocated_name(state: Path) -> str:
@@ -45,27 +63,90 @@ def relocated_name(state: Path) -> str:
     return f"{name[:40]}-{digest}"
 
 
+def untrusted(path: Path, owners: Collection[int] = (), own: Collection[int] = ()) -> str | None:
+    """Why ``path`` is no safe place for the stack's data, or None when it is.
+
+    Trusted: every folder from `/` down to ``path`` (those that exist; the rest will be
+    created by `up`) is a real folder, not a link, owned by root or by one of ``owners``
+    (default: the user running this), with no group or other write bit. ``path`` itself
+    may also belong to one of ``own`` (the cluster's owner). The sticky bit does not help:
+    in /tmp anyone may create the folder before us."""
+    owners = {0, *(owners or (os.geteuid(),))}
+    path = Path(os.path.abspath(path))
+    for folder in (*reversed(path.parents), path):
+        try:
+            info = os.lstat(folder)
+        except FileNotFoundError:
+            return None  # nor does anything below it
+        except OSError as exc:
+            return f"{folder} cannot be examined ({exc.strerror})"
+        if stat.S_ISLNK(info.st_mode):
+            return f"{folder} is a symbolic link"
+        if not stat.S_ISDIR(info.st_mode):
+            return f"{folder} is not a folder"
+        allowed = owners | set(own) if folder == path else owners
+        if info.st_uid not in allowed:
+            return f"{folder} belongs to uid {info.st_uid}, not to root or uid {max(owners)}"
+        if info.st_mode & 0o022:
+            who = "everyone" if info.st_mode & 0o002 else "its group"
+            return f"{folder} is writable by {who} (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def untrusted_data(pgdata: Path) -> str | None:
+    """:func:`untrusted` for a data folder, which may belong to the postgres user."""
+    own = set()
+    with contextlib.suppress(KeyError):
+        own.add(pwd.getpwnam(PG_USER).pw_uid)
+    return untrusted(pgdata, own=own)
+
+
 def choose_data_folder(
     state: Path,
     reachable: Callable[[Path], bool],
     bases: Sequence[Path] | None = None,
+    why_not: Callable[[Path], str | None] = untrusted_data,
+    legacy: Sequence[Path] | None = None,
 ) -> Path:
-    """The cluster's data folder for ``state``: an existing cluster wherever it is (so a
-    later `chmod` never hides the data behind a new, empty cluster), else `<state>/pg` if
-    ``reachable`` says the postgres user can reach it, else the first relocated folder
-    that ``reachable`` accepts. Creates nothing."""
+    """The cluster's data folder for ``state``. In order:
+
+    1. an existing cluster in a trusted folder (``why_not`` says None), wherever it is (so
+       a later `chmod` never hides the data behind a new, empty cluster);
+    2. an existing cluster in an untrusted folder (``legacy`` places included) is refused:
+       StackError naming it, why, and what to do;
+    3. `<state>/pg`, else the first relocated folder, that is trusted and that
+       ``reachable`` says the cluster's owner can reach.
+    Creates nothing."""
     home = state / "pg"
-    relocated = [base / relocated_name(state) / "pg" for base in bases or DATA_BASES]
-    for candidate in (home, *relocated):
+    bases = ROOT_DATA_BASES if bases is None else bases
+    legacy = LEGACY_BASES if legacy is None else legacy
+    relocated = [base / relocated_name(state) / "pg" for base in bases]
+    candidates = [home, *relocated]
+    reasons = {c: why_not(c) for c in candidates}
+    clusters = [*candidates, *(base / relocated_name(state) / "pg" for base in legacy)]
+    for candidate in candidates:
+        if (candidate / "PG_VERSION").is_file() and reasons[candidate] is None:
+            return candidate
+    trusted = [c for c in candidates if reasons[c] is None]
+    for candidate in clusters:
         if (candidate / "PG_VERSION").is_file():
+            why = reasons.get(candidate) or why_not(candidate) or "not a place this stack uses"
+            target = trusted[-1] if trusted else relocated[0] if relocated else home
+            raise StackError(
+                f"refusing the PostgreSQL cluster in {candidate}: {why}. Anyone who can "
+                "write there could have planted it or could change it. If it is this "
+                f"stack's data from an older version, move it (as root) to {target} "
+                "(owned by the postgres user, mode 0700); otherwise delete it"
+            )
+    for candidate in candidates:
+        if reasons[candidate] is None and reachable(candidate):
             return candidate
-    for candidate in (home, *relocated):
-        if reachable(candidate):
-            return candidate
+    said = "; ".join(f"{c}: {reasons[c] or 'not reachable by its owner'}" for c in candidates)
     raise StackError(
-        f"the {PG_USER} user can reach neither {home} nor any of "
-        f"{', '.join(str(c) for c in relocated)}: set FLIGHT_DELAYS_STACK_DIR to a folder "
-        "that every user can traverse (chmod o+x on each folder above it)"
+        f"no trusted folder that the cluster's owner can reach for the PostgreSQL data "
+        f"({said}): "
+        "set FLIGHT_DELAYS_STACK_DIR to a folder that only root or you can write, and that "
+        "every user can traverse (chmod o+x, no g+w/o+w, on each folder above it)"
     )
 
 
@@ -91,8 +172,10 @@ class Postgres:
                     f"running as root needs the `{PG_USER}` user to own the cluster "
                     "(apt-get install -y postgresql creates it)"
                 ) from None
-        self.pgdata = (
-            choose_data_folder(cfg.state, self._reachable) if self.as_root else cfg.state / "pg"
+        self.pgdata = choose_data_folder(
+            cfg.state,
+            self._reachable,
+            ROOT_DATA_BASES if self.as_root else user_data_bases(),
         )
 
     @property
@@ -125,20 +208,23 @@ class Postgres:
         return result
 
     def _reachable(self, pgdata: Path) -> bool:
-        """Can the postgres user get to where ``pgdata`` will be? Asked of that user itself
-        (`test -x` on the nearest existing folder above it), as the kernel will. The state
-        folder itself and the folders created for a relocated cluster are made traversable
-        (see _prepare), so the question is about the folders above them. Creates nothing."""
+        """Can the cluster's owner get to where ``pgdata`` will be? As root, asked of the
+        postgres user itself (`test -x` on the nearest existing folder above it), as the
+        kernel will. The state folder itself and the folders created for a relocated
+        cluster are made traversable (see _prepare), so the question is about the folders
+        above them. Creates nothing."""
         parent = pgdata.parent
         above = parent.parent if parent == self.cfg.state else parent.parent.parent
         existing = _nearest_existing(above)
         if parent != self.cfg.state and not os.access(existing, os.W_OK | os.X_OK):
             return False  # we could not create the relocated folder
+        if not self.as_root:
+            return True  # our own cluster: we reach what we create
         return self._run("test", "-x", existing, check=False).returncode == 0
 
     def _own(self, path: Path) -> None:
-        if self.as_root:
-            os.chown(path, self.owner.pw_uid, self.owner.pw_gid)
+        if self.as_root:  # never through a link
+            os.chown(path, self.owner.pw_uid, self.owner.pw_gid, follow_symlinks=False)
 
     @property
     def log(self) -> Path:
@@ -153,21 +239,34 @@ class Postgres:
 
     def _prepare(self) -> None:
         """Create the data folder (and, relocated, its parent with a note naming the state
-        folder it belongs to); make its parent traversable by the postgres user."""
+        folder it belongs to), each new folder writable by its owner only; make its
+        parent traversable by the postgres user. Checks the chain again once created: a
+        folder swapped in meanwhile is refused."""
         parent = self.pgdata.parent
-        parent.mkdir(parents=True, exist_ok=True)
+        for folder in reversed([parent, *parent.parents]):
+            if not folder.exists():
+                folder.mkdir(mode=0o755)
+                folder.chmod(0o755)  # whatever the umask
         for folder in (parent.parent, parent) if self.relocated else (parent,):
             mode = folder.stat().st_mode
             if self.as_root and not mode & 0o001:
                 # Listable by its owner only, but traversable (the state folder's secrets
                 # are 0600 files).
                 folder.chmod((mode | 0o711) & 0o7777)
+        why = untrusted(parent)
+        if why is not None:
+            raise StackError(f"refusing to keep the PostgreSQL data in {self.pgdata}: {why}")
         if self.relocated:
-            (parent / "STACK_DIR").write_text(
+            _write_private(
+                parent / "STACK_DIR",
                 f"{self.cfg.state}\n# the state folder of the stack whose PostgreSQL data "
-                "is here (deploy/stack/flight_stack/postgres.py)\n"
+                "is here (deploy/stack/flight_stack/postgres.py)\n",
+                0o644,
             )
-        self.pgdata.mkdir(exist_ok=True)
+        if not self.pgdata.exists():
+            self.pgdata.mkdir(mode=0o700)
+        if self.pgdata.is_symlink() or not self.pgdata.is_dir():
+            raise StackError(f"{self.pgdata} is not a folder (a link?): refusing it")
         self.pgdata.chmod(0o700)
         self._own(self.pgdata)
         if self.as_root:
@@ -182,10 +281,9 @@ class Postgres:
     def init(self, superuser_password: str) -> None:
         self._prepare()
         if self.relocated:
-            say(
-                f"the {PG_USER} user cannot reach {self.cfg.state}: "
-                f"PostgreSQL data in {self.pgdata}"
-            )
+            home = self.cfg.state / "pg"
+            why = untrusted_data(home) or f"the {PG_USER} user cannot reach {self.cfg.state}"
+            say(f"not in {home} ({why}): PostgreSQL data in {self.pgdata}")
         # Beside the data folder (initdb wants it empty), where the postgres user reads it.
         pwfile = self.pgdata.parent / ".pg-pwfile"
         _write_private(pwfile, superuser_password + "\n")
@@ -206,23 +304,54 @@ class Postgres:
         finally:
             pwfile.unlink(missing_ok=True)
 
+    def _read_own(self, name: str) -> str:
+        """A file of the data folder, opened without following a link (the folder belongs
+        to the postgres user: as root, never read or write through a link placed there)."""
+        fd = os.open(self.pgdata / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd) as handle:
+            return handle.read()
+
+    def _write_own(self, name: str, text: str) -> None:
+        """Replace a file of the data folder (mode 0600, the cluster owner's), never
+        writing through a link (see settings._write_private)."""
+        _write_private(self.pgdata / name, text)
+        self._own(self.pgdata / name)
+
     def configure(self) -> None:
         """The stack's settings, rewritten on every `up` (the port may change)."""
-        conf = self.pgdata / "postgresql.conf"
         include = "include_if_exists = 'stack.conf'"
-        if include not in conf.read_text():
-            with conf.open("a") as handle:
-                handle.write(f"\n# flight-delay-pipeline stack (stack.py)\n{include}\n")
-        stack_conf = self.pgdata / "stack.conf"
-        stack_conf.write_text(
+        conf = self._read_own("postgresql.conf")
+        if include not in conf:
+            self._write_own(
+                "postgresql.conf", f"{conf}\n# flight-delay-pipeline stack (stack.py)\n{include}\n"
+            )
+        self._write_own(
+            "stack.conf",
             "# Written by deploy/stack/stack.py on every `make up`.\n"
             "listen_addresses = '127.0.0.1'\n"
             f"port = {self.cfg.pg_port}\n"
             "unix_socket_directories = ''\n"
             "max_connections = 100\n"
-            "shared_buffers = 128MB\n"
+            "shared_buffers = 128MB\n",
         )
-        self._own(stack_conf)
+
+    def ready_command(self) -> list[str]:
+        """pg_isready for this cluster: exits 0 once the server accepts connections (1
+        while it starts or recovers, 2 when nothing answers)."""
+        port = str(self.cfg.pg_port)
+        return [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", port, "-t", "3"]
+
+    def wait_ready(self, timeout: float, alive: Callable[[], bool]) -> bool:
+        """Wait until the server accepts connections, ``alive`` (its supervisor runs) turns
+        False, or ``timeout`` s; True when it accepts them."""
+        deadline = time.monotonic() + timeout
+        while alive():
+            if self._run(*self.ready_command(), check=False).returncode == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+        return False
 
     def running_port(self) -> int | None:
         """The port of the running postmaster of this cluster, or None."""
@@ -246,6 +375,9 @@ class Postgres:
                 link.symlink_to(self.log)
 
     def start(self) -> None:
+        """Start the server with pg_ctl, outside supervisord: for one-off uses (a
+        benchmark's private cluster). The stack's `up` runs it under supervisord instead
+        (the `postgres` program), which starts it again when it dies."""
         running = self.running_port()
         if running is not None:
             if running != self.cfg.pg_port:
@@ -270,15 +402,6 @@ class Postgres:
         )  # fmt: skip
         if result.returncode != 0:
             raise StackError(f"PostgreSQL did not start; {self.log}:\n{_tail(self.log)}")
-
-    def restart(self) -> None:
-        """Restart the running cluster (fast shutdown: every connection is cut)."""
-        result = self._run(
-            self.bin / "pg_ctl", "-D", self.pgdata, "-l", self.log, "-m", "fast", "-w", "-t",
-            "60", "restart", check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise StackError(f"PostgreSQL did not restart; {self.log}:\n{_tail(self.log)}")
 
     def stop(self) -> bool:
         """Stop the cluster if it runs; True if it was running."""

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable, Collection
 from datetime import datetime
 from pathlib import Path
 
@@ -181,14 +182,16 @@ def _signal_all(pids: list[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def _wait_gone(pids: list[int], cfg: Config | None, timeout: float) -> list[int]:
-    """Wait up to ``timeout`` s for ``pids`` (and, with ``cfg``, every stack process) to
-    exit; returns those still alive."""
+def _wait_gone(
+    pids: list[int], everything: Callable[[], list[int]] | None, timeout: float
+) -> list[int]:
+    """Wait up to ``timeout`` s for ``pids`` (and, with ``everything``, every process it
+    returns) to exit; returns those still alive."""
     deadline = time.monotonic() + timeout
     while True:
         left = {p for p in pids if _alive(p)}
-        if cfg is not None:
-            left |= set(stack_pids(cfg))
+        if everything is not None:
+            left |= set(everything())
         if not left or time.monotonic() >= deadline:
             return sorted(left)
         time.sleep(0.2)
@@ -240,14 +243,24 @@ def _stop_scheduler_first(pids: list[int]) -> list[int]:
     return members
 
 
-def stop_processes(cfg: Config, timeout: float) -> dict[str, int]:
+def stop_processes(cfg: Config, timeout: float, spare: Collection[int] = ()) -> dict[str, int]:
     """Stop every stack process; returns counts: found, killed (needed SIGKILL).
 
     1. The scheduler first (see _stop_scheduler_first), while the api-server still runs.
     2. SIGTERM to every process group of the stack (supervisord stops its programs too).
     Each phase waits up to ``timeout`` s, then SIGKILLs what is left, and sweeps until
-    nothing of the stack is alive."""
-    pids = stack_pids(cfg)
+    nothing of the stack is alive. ``spare``: processes left running with their
+    descendants (PostgreSQL, which its own fast shutdown stops after the others)."""
+
+    def ours() -> list[int]:
+        pids = stack_pids(cfg)
+        if not spare:
+            return pids
+        table = _children_table()
+        kept = {*spare, *(d for pid in spare for d in descendants(pid, table))}
+        return [p for p in pids if p not in kept]
+
+    pids = ours()
     if not pids:
         return {"found": 0, "killed": 0}
     found, killed = set(pids), 0
@@ -258,7 +271,7 @@ def stop_processes(cfg: Config, timeout: float) -> dict[str, int]:
                 continue
             members, everything = scheduler, None
         else:
-            members, everything = stack_pids(cfg), cfg
+            members, everything = ours(), ours
             if not members:
                 break
             found |= set(members)

@@ -42,6 +42,8 @@ WORKERS = ("worker-1", "worker-2")
 CELERY_PROGRAMS = ("redis", "s3", *WORKERS)
 # The Airflow connection the DAG reads the warehouse URL from (dags/flight_delays_pipeline.py).
 WAREHOUSE_CONN_ENV = "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
+# supervisord's program for the stack's PostgreSQL (supervisord.conf).
+PG_PROGRAM = "postgres"
 PG_USER = "postgres"  # initdb refuses to run as root: the cluster belongs to this user
 ADMIN_USER = "admin"
 
@@ -170,7 +172,13 @@ class Config:
     @property
     def programs(self) -> tuple[str, ...]:
         """The programs supervisord runs for this executor."""
-        return (*COMPONENTS, *CELERY_PROGRAMS) if self.celery else COMPONENTS
+        return (PG_PROGRAM, *COMPONENTS, *(CELERY_PROGRAMS if self.celery else ()))
+
+    @property
+    def database_programs(self) -> tuple[str, ...]:
+        """The programs that need the migrated metastore: supervisord does not start them
+        itself (autostart = false), `up` does once the migrations ran."""
+        return (*COMPONENTS, *(WORKERS if self.celery else ()))
 
     # where things live in the state folder
     @property
@@ -242,15 +250,32 @@ def say(message: str) -> None:
     print(f"[stack] {message}", flush=True)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600 from the start (no readable window)."""
+def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` with ``mode`` (0600) from the start, never through a
+    link: the text goes to a new, randomly named file created with O_EXCL|O_NOFOLLOW (a
+    file or symlink planted there makes the open fail, it is never followed), is
+    fsynced, and the file is renamed over ``path``. The rename replaces a symlink planted
+    at ``path`` itself; it never writes to what the link points to."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, mode)
+    try:
+        os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    # The rename itself survives a crash only once the folder is on disk.
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 @contextlib.contextmanager
@@ -422,10 +447,12 @@ def write_settings(cfg: Config, values: dict[str, str]) -> None:
     _write_private(cfg.generated_env, "\n".join(lines) + "\n")
     cfg.airflow_home.mkdir(parents=True, exist_ok=True)
     current = {}
-    if cfg.passwords_file.is_file():
+    # A link there is never read nor kept: the file is written anew in its place.
+    link = cfg.passwords_file.is_symlink()
+    if cfg.passwords_file.is_file() and not link:
         with contextlib.suppress(ValueError):
             current = json.loads(cfg.passwords_file.read_text() or "{}")
-    if current.get(ADMIN_USER) != values["admin_password"]:
+    if link or current.get(ADMIN_USER) != values["admin_password"]:
         current[ADMIN_USER] = values["admin_password"]
         _write_private(cfg.passwords_file, json.dumps(current) + "\n")
     cfg.passwords_file.chmod(0o600)
