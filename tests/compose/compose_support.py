@@ -212,7 +212,11 @@ class Compose:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root)}
         if os.environ.get("SSL_CERT_FILE"):  # the builds' CA secret, when one is needed
             env["SSL_CERT_FILE"] = os.environ["SSL_CERT_FILE"]
-        return run(["make", *args], timeout=timeout, check=check, cwd=self.root, env=env)
+        # The copy links the checkout's .venv: a sync from the copy (its uv.lock newer than
+        # the venv's stamp) would point the venv's editable install at the copy, which is
+        # deleted afterwards, and break every later test. `-o` keeps make from remaking it.
+        old = ["-o", ".venv/.synced"]
+        return run(["make", *old, *args], timeout=timeout, check=check, cwd=self.root, env=env)
 
     def secret(self, name: str) -> str:
         return (self.root / "secrets" / name).read_text().strip()

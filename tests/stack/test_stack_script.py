@@ -78,6 +78,7 @@ def test_nothing_to_stop_is_fine_and_a_stale_pid_file_is_not_trusted(cfg):
 def test_settings_load_the_shared_airflow_env_and_stay_on_loopback(cfg):
     values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
     values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
     settings.write_settings(cfg, values)
     env = settings.read_env_files(cfg)
     shared = settings.parse_env(settings.SHARED_ENV.read_text())
@@ -88,6 +89,8 @@ def test_settings_load_the_shared_airflow_env_and_stay_on_loopback(cfg):
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://127.0.0.1:")
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "x"  # one secret for every component
     assert env["AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"].startswith("postgresql://warehouse:w@")
+    reader = env["AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE_READER"]
+    assert reader.startswith("postgresql://warehouse_reader:r@") and reader.endswith("/warehouse")
     assert "/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     assert env["FLIGHT_DELAYS_HOME"] == str(cfg.root)
     for name in ("generated.env", "airflow/simple_auth_manager_passwords.json"):
@@ -120,6 +123,7 @@ def _compose_value(value: str) -> str:
 def test_settings_agree_with_the_compose_stack(cfg):
     values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
     values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
     settings.write_settings(cfg, values)
     ours = settings.read_env_files(cfg)
     compose = yaml.safe_load((settings.REPO / "docker-compose.yaml").read_text())
@@ -149,6 +153,13 @@ def test_settings_agree_with_the_compose_stack(cfg):
         assert (parsed.scheme, parsed.username, parsed.path) == (
             "postgresql", "warehouse", "/warehouse"
         ), url  # fmt: skip
+    # The Model reports page's SELECT-only connection: the same id, role and database.
+    reader_id = re.search(r"^readonly READER_CONN_ID=(\w+)$", init, re.M)[1]
+    assert f"AIRFLOW_CONN_{reader_id.upper()}" == settings.READER_CONN_ENV
+    compose_reader = compose["services"]["airflow-init"]["environment"]["WAREHOUSE_READER_DB_URL"]
+    for url in (ours[settings.READER_CONN_ENV], compose_reader):
+        parsed = urlsplit(url)
+        assert (parsed.username, parsed.path) == (settings.READER_ROLE, "/warehouse"), url
     for env in (ours, theirs):
         # Given as a value, or (compose: secrets from files) as the template of its
         # `_CMD`, which prints it with the password in place of %s.
@@ -268,6 +279,7 @@ def test_env_files_read_the_same_as_a_dotenv_reader_and_odd_lines_are_refused(tm
 def test_the_file_flight_delays_stack_env_file_names_is_read_last(cfg, tmp_path):
     values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
     values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
     local = tmp_path / "machine.env"
     # A tracked setting (deploy/airflow.env) and a generated one, overridden here.
     local.write_text("# this machine\nAIRFLOW__CORE__PARALLELISM=3\nSTACK_LOG_DIR=/elsewhere\n")
@@ -607,6 +619,7 @@ def test_private_files_never_follow_a_planted_symlink(cfg, tmp_path):
     # write_settings: a link planted where the login's password goes is replaced too.
     values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
     values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
     cfg.passwords_file.parent.mkdir(parents=True)
     cfg.passwords_file.symlink_to(victim)
     settings.write_settings(cfg, values)
@@ -743,6 +756,7 @@ def test_statsd_goes_to_the_configured_host_and_port(cfg, tmp_path):
     FLIGHT_DELAYS_STACK_STATSD_HOST/_PORT say otherwise (the live tests' listener)."""
     values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
     values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
     settings.write_settings(cfg, values)
     env = settings.read_env_files(cfg)
     assert env["AIRFLOW__METRICS__STATSD_ON"] == "True"

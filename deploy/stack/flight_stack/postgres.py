@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .settings import (
     PG_USER,
+    READER_ROLE,
     Config,
     StackError,
     _pg_bin,
@@ -458,5 +459,40 @@ def create_databases(cfg: Config, values: dict[str, str]) -> None:
                     cur.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
                 # Each user reaches its own database only.
                 cur.execute(f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC')
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(
+                f'{verb} ROLE "{READER_ROLE}" LOGIN PASSWORD %s',
+                (values["warehouse_reader_password"],),
+            )
+            cur.execute(f'GRANT CONNECT ON DATABASE "warehouse" TO "{READER_ROLE}"')
+    finally:
+        conn.close()
+    grant_reader(cfg, values)
+
+
+def grant_reader(cfg: Config, values: dict[str, str]) -> None:
+    """The Model reports page's role reads every table of the warehouse, those its owner
+    makes later included (default privileges), and may write none. Run on every `up`, so
+    a stack made before the role existed gets it on its tables too."""
+    import psycopg2
+
+    conn = psycopg2.connect(
+        host="127.0.0.1",
+        port=cfg.pg_port,
+        user="postgres",
+        password=values["postgres_password"],
+        dbname="warehouse",
+        connect_timeout=10,
+    )
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'GRANT USAGE ON SCHEMA public TO "{READER_ROLE}"')
+            cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{READER_ROLE}"')
+            cur.execute(
+                'ALTER DEFAULT PRIVILEGES FOR ROLE "warehouse" IN SCHEMA public '
+                f'GRANT SELECT ON TABLES TO "{READER_ROLE}"'
+            )
     finally:
         conn.close()

@@ -42,6 +42,10 @@ WORKERS = ("worker-1", "worker-2")
 CELERY_PROGRAMS = ("redis", "s3", *WORKERS)
 # The Airflow connection the DAG reads the warehouse URL from (dags/flight_delays_pipeline.py).
 WAREHOUSE_CONN_ENV = "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"
+# The same warehouse as a role that may only read it: the Model reports page's connection
+# (plugins/model_reports.py, READER_CONN_ID).
+READER_CONN_ENV = "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE_READER"
+READER_ROLE = "warehouse_reader"
 # supervisord's program for the stack's PostgreSQL (supervisord.conf).
 PG_PROGRAM = "postgres"
 PG_USER = "postgres"  # initdb refuses to run as root: the cluster belongs to this user
@@ -324,6 +328,8 @@ def ensure_secrets(cfg: Config) -> dict[str, str]:
         "postgres_password": secrets.token_hex(16),
         "airflow_db_password": secrets.token_hex(16),
         "warehouse_password": secrets.token_hex(16),
+        # The Model reports page's role on the warehouse: SELECT only.
+        "warehouse_reader_password": secrets.token_hex(16),
         # The celery stack's broker and object store (moto takes any key; a real store
         # would check them).
         "redis_password": secrets.token_hex(16),
@@ -372,6 +378,9 @@ def generated_settings(cfg: Config, values: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__METRICS__STATSD_HOST": cfg.statsd_host,
         "AIRFLOW__METRICS__STATSD_PORT": str(cfg.statsd_port),
         WAREHOUSE_CONN_ENV: warehouse,
+        READER_CONN_ENV: _pg_url(
+            READER_ROLE, values["warehouse_reader_password"], cfg.pg_port, "warehouse"
+        ),
         # Steps that fall back to the package default (the seed CLI, the model registry)
         # reach the same warehouse as the connection.
         "FLIGHT_DELAYS_SOURCE_URL": warehouse,
