@@ -92,7 +92,12 @@ def live_stack(
     finally:
         stack.script("down", check=False, timeout=300)
         if not leftovers(state):
+            # As root the cluster is not in /tmp (untrusted) but in a folder of its own
+            # under /var/lib/flight-delays (flight_stack/postgres.py): remove it too.
+            pg = postgres.Postgres(settings.Config.from_env(env))
             shutil.rmtree(state, ignore_errors=True)
+            if pg.relocated:
+                shutil.rmtree(pg.pgdata.parent, ignore_errors=True)
 
 
 def _unpause(stack: Stack, watch: float = 45.0) -> None:
