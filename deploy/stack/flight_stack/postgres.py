@@ -29,6 +29,7 @@ import subprocess
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 from .settings import (
     PG_USER,
@@ -430,9 +431,8 @@ class Postgres:
         return None
 
 
-def create_databases(cfg: Config, values: dict[str, str]) -> None:
-    """The metastore database `airflow` and the `warehouse` database, each owned by a user
-    of its own with the stack's password (set again on every `up`)."""
+def _superuser(cfg: Config, values: dict[str, str], database: str) -> Any:
+    """An autocommit connection to ``database`` as the cluster's superuser."""
     import psycopg2  # from the venv: `up` needs it, `down` does not
 
     conn = psycopg2.connect(
@@ -440,10 +440,17 @@ def create_databases(cfg: Config, values: dict[str, str]) -> None:
         port=cfg.pg_port,
         user="postgres",
         password=values["postgres_password"],
-        dbname="postgres",
+        dbname=database,
         connect_timeout=10,
     )
     conn.autocommit = True
+    return conn
+
+
+def create_databases(cfg: Config, values: dict[str, str]) -> None:
+    """The metastore database `airflow` and the `warehouse` database, each owned by a user
+    of its own with the stack's password (set again on every `up`)."""
+    conn = _superuser(cfg, values, "postgres")
     try:
         with conn.cursor() as cur:
             for user, database, key in (
@@ -475,17 +482,7 @@ def grant_reader(cfg: Config, values: dict[str, str]) -> None:
     """The Model reports page's role reads every table of the warehouse, those its owner
     makes later included (default privileges), and may write none. Run on every `up`, so
     a stack made before the role existed gets it on its tables too."""
-    import psycopg2
-
-    conn = psycopg2.connect(
-        host="127.0.0.1",
-        port=cfg.pg_port,
-        user="postgres",
-        password=values["postgres_password"],
-        dbname="warehouse",
-        connect_timeout=10,
-    )
-    conn.autocommit = True
+    conn = _superuser(cfg, values, "warehouse")
     try:
         with conn.cursor() as cur:
             cur.execute(f'GRANT USAGE ON SCHEMA public TO "{READER_ROLE}"')
