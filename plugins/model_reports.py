@@ -49,6 +49,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
 
+from flight_delays_alerts import SMTP_CONN_ID, WEBHOOK_CONN_ID  # same folder, standard library only
+
 log = logging.getLogger(__name__)
 
 DAG_ID = "flight_delays"
@@ -553,7 +555,7 @@ DAG_IDS = ("flight_delays", "flight_delays_predict")
 RUN_STATES = ("queued", "running", "success", "failed")
 # The Airflow connections that turn alerts on (an SMTP server, a webhook); with neither,
 # alerts are written to the task log only.
-ALERT_CONN_IDS = ("flight_delays_smtp", "flight_delays_webhook")
+ALERT_CONN_IDS = (SMTP_CONN_ID, WEBHOOK_CONN_ID)
 TOP_DRIFT = 5  # features shown on the page, largest PSI first
 SERVED_DAYS = 60  # served days shown on the page, newest first
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what every Prometheus reads
