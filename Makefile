@@ -29,12 +29,15 @@ help: ## list the targets
 
 # uv: the one on PATH, else a private copy in .tools/ made with `python3 -m venv`, so a
 # stock Debian/Ubuntu python3 (PEP 668: `pip install` refused) is never touched.
+# The bootstrap is pinned, as the lock pins everything else: a new uv cannot change how
+# .venv is built unseen.
 TOOLS := $(ROOT)/.tools
+UV_VERSION := 0.13.9
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet 'uv>=0.5'
+	$(TOOLS)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
 
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --extra airflow

@@ -200,3 +200,14 @@ def test_build_context_is_an_allow_list_without_secrets():
             source = source.rstrip("/")
             assert source in allowed, f".dockerignore leaves {source} out of the context"
             assert (REPO / source).exists(), source
+
+
+def test_the_uv_bootstrap_and_the_build_backend_are_pinned():
+    """`make` installs uv into .tools/ when none is on PATH, and the wheel is built with
+    hatchling: both exactly pinned, so a new release changes nothing unseen."""
+    makefile = (REPO / "Makefile").read_text()
+    version = re.search(r"^UV_VERSION := (\S+)$", makefile, re.M)
+    assert version and re.fullmatch(r"\d+\.\d+\.\d+", version[1]), "UV_VERSION not pinned"
+    assert "pip install --quiet 'uv==$(UV_VERSION)'" in makefile
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9.]*", spec) for spec in requires), requires
