@@ -70,6 +70,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -285,6 +286,18 @@ def day_lock_key(day: date) -> tuple[int, int]:
     """The day lock's two advisory-lock keys: the namespace and the day's proleptic
     Gregorian ordinal (2013-03-27: 734954), the same on every host."""
     return DAY_LOCK_NAMESPACE, day.toordinal()
+
+
+def day_lock_waiters(engine: Engine, day: date) -> int:
+    """How many sessions wait (not granted) for the day lock of ``day``: a score queued
+    behind another run of the same day. PostgreSQL only (pg_locks)."""
+    namespace, key = day_lock_key(day)
+    query = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND classid = CAST(:ns AS oid) AND objid = CAST(:key AS oid) AND objsubid = 2"
+    )
+    with engine.connect() as conn:
+        return conn.execute(query, {"ns": namespace, "key": key}).scalar_one()
 
 
 @contextmanager
@@ -612,8 +625,8 @@ def main(argv: list[str] | None = None) -> int:
         ("show", "print the runs and the champion's moves"),
         ("rollback", "make the previous champion (or --to DAY, or --to baseline) champion"),
     )
-    for name, text in commands:
-        cmd = sub.add_parser(name, help=text)
+    for name, about in commands:
+        cmd = sub.add_parser(name, help=about)
         cmd.add_argument(
             "--url",
             help=(

@@ -22,7 +22,7 @@ from pathlib import Path
 import pendulum
 import pytest
 from flight_stack import procs, settings
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from stack_helpers import DAG_ID, PYTHON, TIMINGS, TZ, Stack, run_path
 
 from flight_delays import artifacts, registry
@@ -235,17 +235,6 @@ def wait_until_idle(stack: Stack) -> None:
         time.sleep(2)
 
 
-def lock_waiters(engine: Engine, day: date) -> int:
-    """Sessions waiting (not granted) for the day lock of ``day``."""
-    namespace, key = registry.day_lock_key(day)
-    query = text(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-        "AND classid = CAST(:ns AS oid) AND objid = CAST(:key AS oid) AND objsubid = 2"
-    )
-    with engine.connect() as conn:
-        return conn.execute(query, {"ns": namespace, "key": key}).scalar_one()
-
-
 def wait_for_blocked_scores(stack: Stack, engine: Engine, run_ids: list[str]) -> dict[str, str]:
     """Wait until the `score` task of every run is running and every one of them waits
     for the day lock in PostgreSQL; returns each run's worker. Fails at once when a task
@@ -261,7 +250,7 @@ def wait_for_blocked_scores(stack: Stack, engine: Engine, run_ids: list[str]) ->
             states[run_id] = task.get("state")
             if task.get("state") == "running":
                 hosts[run_id] = task["hostname"]
-        waiting = lock_waiters(engine, LOCK_DAY)
+        waiting = registry.day_lock_waiters(engine, LOCK_DAY)
         if len(hosts) == len(run_ids) and waiting == len(run_ids):
             return hosts
         assert time.monotonic() < deadline, (

@@ -43,17 +43,6 @@ def engine(pg_url: str) -> Iterator[Engine]:
         engine.dispose()
 
 
-def waiters(engine: Engine, day: date) -> int:
-    """Sessions waiting (not granted) for the day lock of ``day``."""
-    namespace, key = registry.day_lock_key(day)
-    query = text(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-        "AND classid = CAST(:ns AS oid) AND objid = CAST(:key AS oid) AND objsubid = 2"
-    )
-    with engine.connect() as conn:
-        return conn.execute(query, {"ns": namespace, "key": key}).scalar_one()
-
-
 def free_now(engine: Engine, day: date) -> bool:
     """Whether another session could take the day lock of ``day`` at once (it is let go)."""
     namespace, key = registry.day_lock_key(day)
@@ -270,7 +259,7 @@ def test_a_score_of_a_day_waits_while_another_holds_its_lock(
     with registry.day_lock(engine, day):
         scorer.start()
         deadline = time.monotonic() + 60
-        while waiters(engine, day) == 0:  # the score asks for the lock, and waits
+        while registry.day_lock_waiters(engine, day) == 0:  # the score asks for the lock, and waits
             assert scorer.is_alive() and time.monotonic() < deadline, "score took no lock"
             time.sleep(0.1)
         assert not done and registry.recorded_run(engine, day, "run-a") is None
