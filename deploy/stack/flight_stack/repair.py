@@ -8,6 +8,8 @@ it either makes the stack healthy or exits 1 naming what is not."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from . import supervisor
 from .health import health, healthy, unhealthy_programs, wait_healthy
 from .postgres import Postgres
@@ -52,18 +54,25 @@ def heal(cfg: Config) -> dict | None:
     # PostgreSQL first: the others wait for it (their ready check) and need it to start.
     order = [PG_PROGRAM, *(n for n in cfg.programs if n != PG_PROGRAM)]
     stopped = [n for n in order if n in states and states[n] not in supervisor.UP_STATES]
+    # A program started now is healthy only by its own heartbeat: the metastore still
+    # holds the last one of the process that stopped, fresh for a while.
+    since = None
     if stopped:
         said = ", ".join(f"{n} ({states[n]})" for n in stopped)
         say(f"not running: {said}: starting them")
+        since = datetime.now(UTC)
         supervisor.start_programs(cfg, stopped)
+        supervisor.wait_started(cfg, stopped, cfg.up_timeout)
     report = health(cfg)
-    if healthy(report):
+    if healthy(report, since=since):
         return report
     say(f"waiting up to {cfg.up_timeout:.0f} s for every component to report healthy")
-    report = wait_healthy(cfg, lambda: _alive(cfg), since=None)
-    if healthy(report) or not _alive(cfg):
+    report = wait_healthy(cfg, lambda: _alive(cfg), since=since)
+    if healthy(report, since=since) or not _alive(cfg):
         return report
     sick = unhealthy_programs(report)
     say(f"still unhealthy: {', '.join(sick)}: restarting them")
+    since = datetime.now(UTC)
     supervisor.restart_programs(cfg, sick)
-    return wait_healthy(cfg, lambda: _alive(cfg), since=None)
+    supervisor.wait_started(cfg, sick, cfg.up_timeout)
+    return wait_healthy(cfg, lambda: _alive(cfg), since=since)

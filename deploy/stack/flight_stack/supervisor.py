@@ -153,6 +153,21 @@ def restart_programs(cfg: Config, names: Iterable[str]) -> list[str]:
     return done
 
 
+def wait_started(cfg: Config, names: Iterable[str], timeout: float) -> dict[str, str]:
+    """Wait until none of ``names`` is STARTING any more (supervisord counts a program as
+    started once it ran ``startsecs``): a heartbeat can reach the metastore before that,
+    and `up` must not call a program healthy that may still exit. Returns the states."""
+    import time
+
+    wanted = set(names)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {p["name"]: p["statename"] for p in programs(cfg) or [] if p["name"] in wanted}
+        if "STARTING" not in states.values() or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
+
+
 def restarts(cfg: Config) -> dict[str, list[str]]:
     """The unexpected exits of each program since supervisord last started (each one was
     followed by a restart, autorestart), from supervisord.log: name -> reasons."""
