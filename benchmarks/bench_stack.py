@@ -229,6 +229,56 @@ def _at(day: date, hour: int) -> str:
     return datetime(day.year, day.month, day.day, hour, tzinfo=TZ).isoformat()
 
 
+def run_backfill(
+    stack: Stack, first: date, last: date, limit: int, per_run: float = 240
+) -> tuple[float, list[dict], float]:
+    """The nightly runs that process ``first``..``last`` (each dated the next day, 02:00
+    New York) as one backfill through POST /backfills with ``limit`` active runs; waits
+    until the backfill is complete and each run has ended (at most ``per_run`` s a run).
+    Returns the wall time, the runs and the stack's PSS peak (MiB, sampled every 2 s)."""
+    days = (last - first).days + 1
+    body = {
+        "dag_id": DAG_ID,
+        "from_date": _at(first + timedelta(days=1), 0),
+        "to_date": _at(last + timedelta(days=1), 3),
+        "max_active_runs": limit,
+    }
+    started = time.monotonic()
+    created = stack.ok("POST", "/backfills", json=body)
+    window = {"run_type": "backfill", "logical_date_gte": body["from_date"],
+              "logical_date_lte": body["to_date"]}  # fmt: skip
+    peak, deadline = resident_mib(stack)[1], time.monotonic() + per_run * days
+    while True:
+        # Done when the backfill says so and each of its runs has ended (counted by the
+        # API: a page holds at most [api] maximum_page_limit runs).
+        complete = stack.ok("GET", f"/backfills/{created['id']}")["completed_at"] is not None
+        made = _count_runs(stack, window)
+        ended = _count_runs(stack, {**window, "state": ["success", "failed"]})
+        peak = max(peak, resident_mib(stack)[1])
+        if complete and ended == made >= days:
+            return time.monotonic() - started, _all_runs(stack, window), peak
+        if time.monotonic() > deadline:
+            runs = _all_runs(stack, window)
+            states = Counter(r["state"] for r in runs)
+            raise RuntimeError(f"backfill {created['id']} not done in {per_run * days} s: {states}")
+        time.sleep(2)
+
+
+def _count_runs(stack: Stack, query: dict) -> int:
+    return stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params={**query, "limit": 1})["total_entries"]
+
+
+def _all_runs(stack: Stack, query: dict, page: int = 100) -> list[dict]:
+    """Every DAG run the query matches, page by page."""
+    runs: list[dict] = []
+    while True:
+        params = {**query, "limit": page, "offset": len(runs), "order_by": "logical_date"}
+        batch = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params=params)["dag_runs"]
+        runs.extend(batch)
+        if len(batch) < page:
+            return runs
+
+
 def backfill(
     stack: Stack, project: Project, day: date, days: int, active: list[int], results: Results
 ) -> None:
@@ -247,30 +297,7 @@ def backfill(
         last = day - timedelta(days=days * k)
         first = last - timedelta(days=days - 1)
         project.clean(stack.root)
-        body = {
-            "dag_id": DAG_ID,
-            "from_date": _at(first + timedelta(days=1), 0),
-            "to_date": _at(last + timedelta(days=1), 3),
-            "max_active_runs": limit,
-        }
-        started = time.monotonic()
-        created = stack.ok("POST", "/backfills", json=body)
-        window = {"run_type": "backfill", "limit": 100, "logical_date_gte": body["from_date"],
-                  "logical_date_lte": body["to_date"]}  # fmt: skip
-        peak, deadline = resident_mib(stack)[1], time.monotonic() + 240 * days
-        while True:
-            # Done when the backfill says so and each of its runs has ended.
-            complete = stack.ok("GET", f"/backfills/{created['id']}")["completed_at"] is not None
-            runs = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params=window)["dag_runs"]
-            peak = max(peak, resident_mib(stack)[1])
-            ended = [r for r in runs if r["state"] in ("success", "failed")]
-            if complete and len(ended) == len(runs) >= days:
-                break
-            if time.monotonic() > deadline:
-                states = Counter(r["state"] for r in runs)
-                raise RuntimeError(f"backfill {created['id']} not done in {240 * days} s: {states}")
-            time.sleep(2)
-        wall = time.monotonic() - started
+        wall, runs, peak = run_backfill(stack, first, last, limit)
         done = sum(1 for r in runs if r["state"] == "success")
         for run in [r for r in runs if r["state"] != "success"][:1]:
             tasks = stack.ok("GET", f"{run_path(run['dag_run_id'])}/taskInstances")

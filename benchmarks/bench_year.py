@@ -1,0 +1,122 @@
+"""The harness's `year` section (issue 22): nights of 2013 as one backfill on the live
+no-Docker stack, against the same processed days in one process each, in turn.
+
+The live side is a backfill through POST /backfills with N active runs; the other side is
+`python -m flight_delays run all --day D` for each day (benchmarks/bench_driver.py: the
+same run() calls), one process a day, with the thread count the stack's tasks get. Both
+sides start from the same state: the derived artifacts deleted and the raw partitions of
+the processed days removed, the window before the first day ingested. The registry is the
+one the live side left (its champion), so promotions can differ; the work a run does
+does not."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from datetime import date, timedelta
+
+from bench_project import Project
+from bench_results import Results, Row, Target
+from bench_stack import Stack, _driver_env, _window, run_backfill, run_path
+
+#: Every nightly run of 2013 whose window of 90 days lies inside the data.
+FIRST, LAST = date(2013, 3, 31), date(2013, 12, 30)
+WALL_TARGET = 4.9  # s a run: 365 nights in 30 min
+RATIO_TARGET = 1.15  # live / one process, 1 active run
+
+
+def _fresh(project: Project, stack: Stack, first: date, last: date) -> None:
+    """The state both sides start from: no derived artifact, no raw partition of the
+    processed days (each side's ingest fetches them as the nightly run does)."""
+    from flight_delays import artifacts, storage
+
+    project.clean(stack.root)
+    day = first
+    while day <= last:
+        storage.remove(artifacts.RAW_PARTITION.path(stack.root, day))
+        day += timedelta(days=1)
+
+
+def _task_medians(stack: Stack, runs: list[dict]) -> dict[str, float]:
+    durations: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        tasks = stack.ok("GET", f"{run_path(run['dag_run_id'])}/taskInstances")
+        for task in tasks["task_instances"]:
+            if task["duration"] is not None:
+                durations[task["task_id"]].append(task["duration"])
+    return {task: statistics.median(values) for task, values in sorted(durations.items())}
+
+
+def year(
+    stack: Stack,
+    project: Project,
+    first: date,
+    last: date,
+    active: int,
+    results: Results,
+) -> None:
+    """One pair: the backfill of ``first``..``last`` with ``active`` runs, then the same
+    days in one process each. Rows: both walls, per-task medians; targets: the wall a run
+    (the whole year, 2 active runs) or the ratio (1 active run)."""
+    days = (last - first).days + 1
+    label = f"{days} nights {first}..{last}"
+    params = project.params(_window(stack))
+    env = _driver_env(stack, project)
+    # The window before the first processed day, as earlier nights would have left it.
+    project.run_driver("ingest", first - timedelta(days=1), params, env=env, root=stack.root)
+
+    _fresh(project, stack, first, last)
+    wall, runs, peak = run_backfill(stack, first, last, active)
+    failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
+    medians = _task_medians(stack, runs)
+    results.add(
+        Row(
+            "year",
+            f"live: backfill of {label}, {active} active run(s)",
+            wall,
+            peak_mib=peak,
+            note=f"{wall / days:.2f} s a run; {len(runs) - len(failed)} of {days} succeeded; "
+            f"stack PSS peak{'; failed: ' + ', '.join(failed[:3]) if failed else ''}",
+        )
+    )
+    results.notes.append(
+        f"year ({label}, {active} active): task medians (s): "
+        + ", ".join(f"{task} {seconds:.2f}" for task, seconds in medians.items())
+    )
+
+    _fresh(project, stack, first, last)
+    started, own = time.monotonic(), defaultdict(list)
+    for k in range(days):
+        day = first + timedelta(days=k)
+        _, steps = project.run_driver("all", day, params, env=env, root=stack.root)
+        for step, record in steps.items():
+            own[step].append(record["seconds"])
+    alone = time.monotonic() - started
+    results.add(
+        Row(
+            "year",
+            f"one process a day: {label}",
+            alone,
+            note=f"{alone / days:.2f} s a day; step medians (s): "
+            + ", ".join(f"{s} {statistics.median(v):.2f}" for s, v in own.items()),
+        )
+    )
+    ratio = wall / alone
+    results.notes.append(f"year ({label}): live with {active} active / one process: {ratio:.2f}x")
+    if active == 1:
+        results.target(
+            Target(
+                f"live / one process, 1 active run ≤ {RATIO_TARGET}x ({days} nights)",
+                f"{ratio:.2f}x ({wall:.0f} s / {alone:.0f} s)",
+                ratio <= RATIO_TARGET,
+            )
+        )
+    else:
+        results.target(
+            Target(
+                f"backfill ≤ {WALL_TARGET} s a run, {active} active runs ({days} nights)",
+                f"{wall / days:.2f} s a run ({wall / 60:.1f} min)",
+                wall / days <= WALL_TARGET,
+            )
+        )
