@@ -138,3 +138,25 @@ def test_a_new_run_goes_first_and_older_runs_stay_as_they_were():
     twice = insert_run(once + "\n## Later section\nmore\n", "### run 2\n\nsecond\n")
     assert twice.index("### run 2") < twice.index("### run 1") < twice.index("## Later section")
     assert "### run 1\n\nfirst\n" in twice and twice.count(SECTION) == 1
+
+
+def test_the_year_runs_only_when_asked_for_and_takes_stack_settings():
+    import harness
+
+    assert "year" not in harness.parse_args([]).sections  # about an hour: by name only
+    args = harness.parse_args(
+        ["--only", "year", "--slice-days", "12", "--year-days", "0",
+         "--stack-setting", "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1"]
+    )  # fmt: skip
+    assert args.sections == ["year"] and args.stack
+    assert (args.slice_days, args.year_days) == (12, 0)
+    assert args.stack_setting == ["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1"]
+
+
+def test_a_stack_setting_without_a_value_is_refused(capsys):
+    import harness
+
+    with pytest.raises(SystemExit):
+        harness.parse_args(["--only", "year", "--stack-setting", "MIN_HEARTBEAT_INTERVAL"])
+    error = capsys.readouterr().err
+    assert "--stack-setting takes KEY=value, got 'MIN_HEARTBEAT_INTERVAL'" in error
