@@ -46,7 +46,7 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 venv: $(VENV)/.synced ## create .venv from the lock file (uv sync --frozen)
 
 seed: venv ## load the demo warehouse (idempotent)
-	$(BIN)/python -m flight_delays.demo seed
+	$(BIN)/python -m flight_delays.intake.demo seed
 
 $(AIRFLOW_HOME)/airflow.db: | venv
 	$(BIN)/airflow db migrate
@@ -91,7 +91,7 @@ lint: venv ## ruff: lint rules and formatting
 	$(BIN)/ruff format --check .
 
 clean-artifacts: venv ## delete the derived per-run artifacts of the catalog (keeps source, raw, quarantine, model store)
-	$(BIN)/python -m flight_delays.artifacts clean
+	$(BIN)/python -m flight_delays.store.artifacts clean
 
 # The stack without Docker (deploy/stack/): PostgreSQL + scheduler, dag-processor,
 # api-server and triggerer under supervisord, which restarts a component that dies. State,

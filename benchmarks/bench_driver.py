@@ -9,7 +9,7 @@ The step modules are imported before the first step starts, so a step's own time
 ``run()`` call alone. Each step's peak RSS is the process's high-water mark while it ran:
 the kernel's mark is reset before the step (``/proc/self/clear_refs``), after the memory
 earlier steps freed was handed back as ``cli.run_steps`` does
-(:func:`flight_delays.memory.release_freed`), so it includes what they still hold.
+(:func:`flight_delays.base.memory.release_freed`), so it includes what they still hold.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from flight_delays import cli, memory
+from flight_delays import cli
+from flight_delays.base import memory
 
 
 def _reset_peak() -> None:

@@ -60,7 +60,9 @@ def _bare_read(url: str, days: list[date]) -> int:
     import pandas as pd
     from sqlalchemy import bindparam, select
 
-    from flight_delays import db, schema, source
+    from flight_delays.base import schema
+    from flight_delays.intake import source
+    from flight_delays.store import db
 
     queries = [
         select(*table.c)
@@ -100,7 +102,7 @@ def _timed(work: callable) -> float:
 def ingest_throughput(
     project: Project, day: date, days: int, repeat: int, results: Results
 ) -> None:
-    from flight_delays.demo import seed
+    from flight_delays.intake.demo import seed
 
     window = [day - timedelta(days=k) for k in range(days - 1, -1, -1)]
     params = project.params(days)

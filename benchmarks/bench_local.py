@@ -206,7 +206,7 @@ def nightly(
 ) -> None:
     """Ingest of one new day with ``window - 1`` days on disk; and featurize of a nightly
     run (the previous day's run done first) at the largest and the smallest window."""
-    from flight_delays.config import ProjectPaths
+    from flight_delays.store.config import ProjectPaths
 
     paths = ProjectPaths(project.root)
     warm_raw(project, day - timedelta(days=1), window - 1)

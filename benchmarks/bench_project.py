@@ -37,7 +37,7 @@ def seed_2013(url: str, first: date, last: date) -> None:
     while no later day has any (it looks partly loaded). A nightly run finds the next
     day's weather already arriving, so when the range ends on 2013-12-31 the day after is
     seeded too: 2014-01-01 of replay cycle 1 (the 2013-01-02 rows, 364 days on)."""
-    from flight_delays.demo import LAST_DAY, seed
+    from flight_delays.intake.demo import LAST_DAY, seed
 
     seed(url, [0], original_range=(first, last))
     if last == LAST_DAY:
@@ -146,7 +146,7 @@ class Project:
     def clean(self, root: Path | None = None) -> None:
         """Delete the per-run artifacts the catalog marks as derived (keeps the raw
         partitions and the model store): the state a nightly run starts from."""
-        from flight_delays import artifacts
+        from flight_delays.store import artifacts
 
         artifacts.clean(root or self.root)
 

@@ -57,7 +57,7 @@ def live_stack(
     seeded with ``seeded`` (2013 days), the DAG unpaused; always `down` at the end.
     ``settings_lines`` (KEY=value lines) go into the stack's local settings file, read
     after the shared ones: a variant of the stack's settings to compare."""
-    from flight_delays.demo import seed
+    from flight_delays.intake.demo import seed
 
     root = project.work / "stack-project"
     root.mkdir(parents=True, exist_ok=True)

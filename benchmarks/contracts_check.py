@@ -1,4 +1,4 @@
-"""Time of the data-contract row checks (:mod:`flight_delays.contracts`) on real days.
+"""Time of the data-contract row checks (:mod:`flight_delays.intake.contracts`) on real days.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/contracts_check.py [--repeat 5]
 
@@ -24,13 +24,14 @@ from datetime import date
 
 import pandas as pd
 
-from flight_delays import contracts, demo, schema, source
+from flight_delays.base import schema
+from flight_delays.intake import contracts, demo, source
 
 FIRST, LAST = date(2013, 4, 1), date(2013, 6, 29)
 
 
 def _as_fetched(frame: pd.DataFrame, table: source.Table) -> pd.DataFrame:
-    """``frame`` the way :func:`flight_delays.source.read_day` builds it from DB rows."""
+    """``frame`` the way :func:`flight_delays.intake.source.read_day` builds it from DB rows."""
     return pd.DataFrame(demo._records(frame, table), columns=[c.name for c in table.columns])
 
 

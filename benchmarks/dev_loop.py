@@ -119,7 +119,7 @@ def environment(root: Path) -> dict[str, str]:
 
 
 def setup(root: Path) -> None:
-    from flight_delays.demo import seed
+    from flight_delays.intake.demo import seed
 
     (root / "include").mkdir(parents=True, exist_ok=True)
     (root / "no-plugins").mkdir(exist_ok=True)

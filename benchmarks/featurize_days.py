@@ -40,9 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pandas as pd
 from bench_project import seed_2013
 
-from flight_delays import artifacts, day_features, featurize, ingest, io
-from flight_delays.config import PARAMS_RELATIVE, load_settings
-from flight_delays.dates import window
+from flight_delays import featurize, ingest
+from flight_delays.base.dates import window
+from flight_delays.model import day_features
+from flight_delays.store import artifacts, io
+from flight_delays.store.config import PARAMS_RELATIVE, load_settings
 
 WINDOWS = (364, 30)
 

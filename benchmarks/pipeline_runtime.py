@@ -79,8 +79,8 @@ def main() -> None:
     args = parser.parse_args()
     day = date.fromisoformat(args.day)
 
-    from flight_delays.config import load_settings
-    from flight_delays.demo import seed
+    from flight_delays.intake.demo import seed
+    from flight_delays.store.config import load_settings
 
     work = Path(tempfile.mkdtemp(prefix="fd-bench-"))
     root = work / "project"

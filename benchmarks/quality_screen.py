@@ -14,7 +14,7 @@ cached (``--cache``), so a setting costs only its fits. Each run's model is fitt
 :func:`flight_delays.train.fit_model` and, once fitted, scored on its own holdout and on
 every later one; the model is then dropped. That matrix of MAEs (minutes) is saved as
 JSON, and from it the champion carried forward is replayed with
-:func:`flight_delays.promotion.decide` as :func:`flight_delays.backtest.run_backtest`
+:func:`flight_delays.model.promotion.decide` as :func:`flight_delays.backtest.run_backtest`
 carries it (promotion, step-down), so the "served" column can be recomputed for any
 promotion margin without a refit (``--report ... --margins``).
 
@@ -41,9 +41,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from flight_delays import backtest, demo, promotion, schema, scoring
+from flight_delays import backtest
 from flight_delays import train as train_mod
-from flight_delays.config import Settings, load_settings
+from flight_delays.base import schema
+from flight_delays.intake import demo
+from flight_delays.model import promotion, scoring
+from flight_delays.store.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 #: The weekly backtest's first half ends here (13 weeks, 2013-04-02 to 06-25): the

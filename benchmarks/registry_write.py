@@ -16,7 +16,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from flight_delays import registry
+from flight_delays.store import registry
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Replay served step-down rules (promotion rule 5) on records of benchmarks/served_screen.py,
 with the backtest's own day-by-day core (:func:`flight_delays.backtest.serve_week`,
-:func:`~flight_delays.backtest.after_run`) and :func:`flight_delays.promotion.decide`:
+:func:`~flight_delays.backtest.after_run`) and :func:`flight_delays.model.promotion.decide`:
 no refit, a rule costs milliseconds.
 
     .venv/bin/python benchmarks/served_rules.py reports/screen/served_b2_1231.json ...
@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from flight_delays import backtest, promotion
-from flight_delays.config import ScoreSettings
+from flight_delays import backtest
+from flight_delays.model import promotion
+from flight_delays.store.config import ScoreSettings
 
 FIRST_HALF_END = date(2013, 6, 30)
 REPLACE = True  # a challenger better than the baseline takes a stepped-down champion's place

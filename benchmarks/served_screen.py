@@ -32,9 +32,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_screen import REPO, Frames, apply_overrides
 
-from flight_delays import backtest, demo, schema
+from flight_delays import backtest
 from flight_delays import train as train_mod
-from flight_delays.config import load_settings
+from flight_delays.base import schema
+from flight_delays.intake import demo
+from flight_delays.store.config import load_settings
 
 
 def daily_errors(holdout: pd.DataFrame, predicted: np.ndarray) -> list[list[float]]:

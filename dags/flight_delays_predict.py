@@ -16,11 +16,11 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param
 from airflow.sdk.exceptions import AirflowFailException
 
-from flight_delays.artifacts import ASSETS, asset_uri, written_by
-from flight_delays.config import project_root
-from flight_delays.dates import TIMEZONE, predicted_day, processed_day
-from flight_delays.db import warehouse_url
-from flight_delays.errors import failing_fast
+from flight_delays.base.dates import TIMEZONE, predicted_day, processed_day
+from flight_delays.base.errors import failing_fast
+from flight_delays.store.artifacts import ASSETS, asset_uri, written_by
+from flight_delays.store.config import project_root
+from flight_delays.store.db import warehouse_url
 from flight_delays_alerts import (  # the plugins folder
     check_nightly_deadline,
     on_run_failure,

@@ -6,7 +6,7 @@
 #   2. writes the admin password into the simple auth manager's passwords file;
 #   3. migrates the metastore (`airflow db migrate`);
 #   4. seeds the demo warehouse (idempotent; FLIGHT_DELAYS_SEED_DEMO=false skips it),
-#      migrates the model registry in it (`python -m flight_delays.registry upgrade`) and
+#      migrates the model registry in it (`python -m flight_delays.store.registry upgrade`) and
 #      stores the connection flight_delays_warehouse in the metastore;
 #   5. creates every folder the pipeline writes (the artifact catalog's, see
 #      artifact_folders below, and the log folder) and hands each, recursively, to
@@ -26,7 +26,7 @@
 set -euo pipefail
 
 readonly PROG=airflow-init
-# The Airflow connection of the warehouse (flight_delays.db.WAREHOUSE_CONN_ID).
+# The Airflow connection of the warehouse (flight_delays.store.db.WAREHOUSE_CONN_ID).
 readonly WAREHOUSE_CONN_ID=flight_delays_warehouse
 # The same warehouse as the SELECT-only role the Model reports page reads with.
 readonly READER_CONN_ID=flight_delays_warehouse_reader
@@ -234,14 +234,14 @@ seed_warehouse() {
         return
     fi
     log "seeding the demo warehouse (idempotent: cycles already loaded are skipped)"
-    "$PYTHON" -m flight_delays.demo seed
+    "$PYTHON" -m flight_delays.intake.demo seed
 }
 
 # The model registry's schema, in the warehouse: migrated here, once, not by the web server
 # (the Model reports page reads it read-only) nor by the first score task.
 migrate_registry() {
     log "migrating the model registry"
-    "$PYTHON" -m flight_delays.registry upgrade
+    "$PYTHON" -m flight_delays.store.registry upgrade
 }
 
 # The connection the DAG and the Model reports page read the warehouse through, stored in
@@ -274,13 +274,13 @@ PY
 # (the image build), the folders are only created, group-writable.
 #
 # The folders come from the artifact catalog, the one place that names every artifact
-# (`python -m flight_delays.artifacts folders`: where its entries live whatever the day,
+# (`python -m flight_delays.store.artifacts folders`: where its entries live whatever the day,
 # with their parents, so a task can create its ds=D folder in each), plus the log folder.
 # tests/deploy checks that every artifact path lies inside one of them.
 artifact_folders() {
     local home=${FLIGHT_DELAYS_HOME:?FLIGHT_DELAYS_HOME is not set} listed folder
-    if ! listed=$("$PYTHON" -m flight_delays.artifacts folders) || [[ -z $listed ]]; then
-        log "cannot list the artifact folders: '$PYTHON -m flight_delays.artifacts folders' failed or printed nothing" >&2
+    if ! listed=$("$PYTHON" -m flight_delays.store.artifacts folders) || [[ -z $listed ]]; then
+        log "cannot list the artifact folders: '$PYTHON -m flight_delays.store.artifacts folders' failed or printed nothing" >&2
         return 1
     fi
     while IFS= read -r folder; do

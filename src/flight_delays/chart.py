@@ -24,20 +24,13 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from flight_delays import (
-    artifacts,
-    drift,
-    io,
-    promotion,
-    registry,
-    report,
-    schema,
-    scoring,
-    serving,
-)
-from flight_delays.config import load_settings
-from flight_delays.dates import parse_day
-from flight_delays.storage import ArtifactPath
+from flight_delays.base import schema
+from flight_delays.base.dates import parse_day
+from flight_delays.model import promotion, scoring, serving
+from flight_delays.monitor import drift, report
+from flight_delays.store import artifacts, io, registry
+from flight_delays.store.config import load_settings
+from flight_delays.store.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +148,7 @@ def residual_distribution(residuals: Any, ax: Axes | None = None) -> Figure:
 def mae_by_hour(table: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Mean absolute error (minutes) per scheduled departure hour, one line per column.
 
-    ``table`` is :func:`flight_delays.scoring.mae_by_group` output: indexed by hour, one
+    ``table`` is :func:`flight_delays.model.scoring.mae_by_group` output: indexed by hour, one
     MAE column per predictor (``predicted`` is labelled Model, ``baseline`` Baseline;
     other names as is) and an optional ``n`` column (flights), which is not drawn.
     """
@@ -351,13 +344,13 @@ def metric_history(
 ) -> Figure:
     """Holdout MAE (minutes) of the challenger, the champion and the baseline for each
     processed day, promotions circled, step-downs of a decayed champion crossed; and,
-    where the history has a ``served_mae`` column (:func:`flight_delays.serving.
+    where the history has a ``served_mae`` column (:func:`flight_delays.model.serving.
     with_served`), the MAE of the predictions served for each day.
 
     ``history``: one row per run with ``processed_day``, ``challenger_mae``,
     ``champion_mae``, ``baseline_mae`` and ``decision`` (``promoted``, ``kept`` or
-    ``stepped down``, :data:`flight_delays.promotion.LABELS`), e.g.
-    :func:`flight_delays.registry.history` (nightly runs) or
+    ``stepped down``, :data:`flight_delays.model.promotion.LABELS`), e.g.
+    :func:`flight_delays.store.registry.history` (nightly runs) or
     :func:`flight_delays.backtest.history_frame` (replayed runs). Reruns of a day: the
     last one is drawn. The title is ``title`` followed by the number of days. The y axis
     runs from 0 to above the highest value, and the legend sits outside the plot, so no
@@ -450,8 +443,8 @@ def drift_psi(
     """One horizontal bar per feature: its PSI (unitless) between the processed day and
     the training window, on a log axis, with the ``warn`` and ``alert`` thresholds drawn.
 
-    ``scores``: :func:`flight_delays.drift.compute`'s frame (or
-    :func:`flight_delays.drift.scores_of` of the metrics' ``drift``): ``feature``, ``psi``
+    ``scores``: :func:`flight_delays.monitor.drift.compute`'s frame (or
+    :func:`flight_delays.monitor.drift.scores_of` of the metrics' ``drift``): ``feature``, ``psi``
     and ``threshold`` (NaN: a feature measured only, not judged). Watched features come
     first, coloured by level (below warn, warn, alert); the measured-only ones follow in
     grey. A day that was not measured (every PSI missing) draws the axes and

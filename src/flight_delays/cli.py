@@ -2,8 +2,8 @@
 
 The developer loop's fast path. It calls the same file wrappers the DAG's tasks call
 (``flight_delays.<step>.run``), with the same settings (include/params.yaml under the
-project root, read by :func:`flight_delays.config.load_settings`) and the same artifact
-checks (a missing upstream file raises :class:`flight_delays.io.MissingArtifactError`),
+project root, read by :func:`flight_delays.store.config.load_settings`) and the same artifact
+checks (a missing upstream file raises :class:`flight_delays.store.io.MissingArtifactError`),
 in one process, so pandas and scikit-learn are imported once for a range of steps.
 The process exits non-zero, with the error's message, when a step fails; the steps
 after it do not run.
@@ -27,11 +27,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from flight_delays import memory
-from flight_delays.config import LOCAL_RUN_PREFIX
-from flight_delays.dates import parse_day
-from flight_delays.errors import PipelineDataError
-from flight_delays.io import MissingArtifactError
+from flight_delays.base import memory
+from flight_delays.base.dates import parse_day
+from flight_delays.base.errors import PipelineDataError
+from flight_delays.store.config import LOCAL_RUN_PREFIX
+from flight_delays.store.io import MissingArtifactError
 
 logger = logging.getLogger(__name__)
 

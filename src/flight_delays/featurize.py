@@ -27,16 +27,19 @@ import pyarrow
 import pyarrow.parquet as pq
 from pandera.errors import SchemaError, SchemaErrors
 
-from flight_delays import artifacts, contracts, day_features, frames, io, schema, source
-from flight_delays.config import load_settings
-from flight_delays.dates import parse_day
-from flight_delays.frames import (
+from flight_delays.base import frames, schema
+from flight_delays.base.dates import parse_day
+from flight_delays.base.frames import (
     InvalidFrameError,
     require_columns,
     to_day,
     whole_numbers,
 )
-from flight_delays.storage import ArtifactPath
+from flight_delays.intake import contracts, source
+from flight_delays.model import day_features
+from flight_delays.store import artifacts, io
+from flight_delays.store.config import load_settings
+from flight_delays.store.storage import ArtifactPath
 
 logger = logging.getLogger(__name__)
 
@@ -312,8 +315,9 @@ def build_features(
     weather at their origin and hour) and ``excluded_no_arr_delay``. The inputs are
     never modified.
 
-    Raises :class:`~flight_delays.frames.MissingColumnsError` for a missing column and
-    :class:`~flight_delays.frames.InvalidFrameError` for values outside the input or output schema.
+    Raises :class:`~flight_delays.base.frames.MissingColumnsError` for a missing column and
+    :class:`~flight_delays.base.frames.InvalidFrameError` for values outside the input or
+    output schema.
     """
     features, by_day = _build(flights, weather)
     return features, {name: int(by_day[name].sum()) for name in BUILD_COUNTS}
@@ -493,7 +497,7 @@ def window_features(
 ) -> tuple[pyarrow.Table, dict[str, Any], int]:
     """The window's feature table and counts, as :func:`featurize_rows` gives them for
     the window's raw rows, put together from the days' partitions (each made once:
-    :func:`flight_delays.day_features.window`); and how many days were reused. The table
+    :func:`flight_delays.model.day_features.window`); and how many days were reused. The table
     is Arrow's, with the pandas metadata (``to_pandas()`` gives featurize_rows' frame):
     the run writes it as it is, without a pandas round trip over the window.
 
@@ -523,7 +527,7 @@ def run(
     day in its ``days`` list, the ``day_features`` partition when it was made from the
     same raw files by the same code, else its ``raw_flights`` and ``raw_weather``
     artifacts (then the partition is written); a missing file raises
-    :class:`flight_delays.io.MissingArtifactError` naming ``ingest``. Writes
+    :class:`flight_delays.store.io.MissingArtifactError` naming ``ingest``. Writes
     atomically, beside the table, the ``feature_counts`` artifact: ``{"rows": n,
     "days": partitions read, "days_reused": ..., "days_computed": ..., **counts}`` with
     the counts of :func:`build_features` (the run report shows them). Returns the same

@@ -41,10 +41,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flight_delays import artifacts, contracts, dates, db, demo, io, source, storage
-from flight_delays.config import ProjectPaths, Settings, load_settings
-from flight_delays.errors import PipelineDataError
-from flight_delays.storage import ArtifactPath
+from flight_delays.base import dates
+from flight_delays.base.errors import PipelineDataError
+from flight_delays.intake import contracts, demo, source
+from flight_delays.store import artifacts, db, io, storage
+from flight_delays.store.config import ProjectPaths, Settings, load_settings
+from flight_delays.store.storage import ArtifactPath
 
 logger = logging.getLogger(__name__)
 
@@ -323,7 +325,7 @@ def supersede(paths: ProjectPaths, day: date) -> ArtifactPath | None:
     keep their bytes, and the manifests of earlier runs keep their SHA-256 sums to
     compare with. Local disk: renames. Object store: copies, then deletes, with the
     commit marker deleted first, so the day stops counting as present before any of its
-    files goes (:func:`flight_delays.storage.move_folder`).
+    files goes (:func:`flight_delays.store.storage.move_folder`).
     """
     partition = paths.raw_partition(day)
     if not partition.exists():
@@ -461,7 +463,7 @@ def run(
     on the next day, then :class:`LateDataError` (:func:`late_or_waiting`). Without
     ``now`` (the commands), such a day raises as any other window day.
 
-    Every fetched day passes the data contract first (:mod:`flight_delays.contracts`):
+    Every fetched day passes the data contract first (:mod:`flight_delays.intake.contracts`):
     rows that break it go to ``data/interim/quarantine/ds=<day>/`` with their reasons,
     the others are frozen. ``refetch`` first moves the processed day's partition aside
     (:func:`supersede`), so the day is read from the source again.

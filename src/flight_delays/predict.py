@@ -5,7 +5,7 @@ New York time for that day, and again whenever the champion changes. It scores *
 scheduled flights, cancelled ones included (nobody knows yet which will be), with the
 registry's current champion: the model, or the naive baseline while the baseline is
 champion. The baseline's prediction is kept beside it, so the nightly run can compare
-both with what happened (:mod:`flight_delays.serving`).
+both with what happened (:mod:`flight_delays.model.serving`).
 
 Features are the training features, built by the same functions:
 
@@ -40,24 +40,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flight_delays import (
-    artifacts,
-    contracts,
-    dates,
-    db,
-    featurize,
-    history,
-    ingest,
-    io,
-    registry,
-    schema,
-    scoring,
-    serving,
-    source,
-    train,
-)
-from flight_delays.config import SplitSettings, load_settings
-from flight_delays.errors import PipelineDataError
+from flight_delays import featurize, ingest, train
+from flight_delays.base import dates, schema
+from flight_delays.base.errors import PipelineDataError
+from flight_delays.intake import contracts, source
+from flight_delays.model import history, scoring, serving
+from flight_delays.store import artifacts, db, io, registry
+from flight_delays.store.config import SplitSettings, load_settings
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,15 @@
 """Score the challenger, the current champion and the naive baseline on the same holdout,
-and promote the challenger when it beats the champion (flight_delays.promotion).
+and promote the challenger when it beats the champion (flight_delays.model.promotion).
 
-Pure cores: :func:`flight_delays.evaluation.evaluate` (the metrics of the three
+Pure cores: :func:`flight_delays.model.evaluation.evaluate` (the metrics of the three
 contenders and the promotion decision, shared with the backtest) and
 :func:`unseen_categories` (frames in, a dict out; inputs never mutated). File wrapper:
 :func:`run` scores the model its run's train task recorded (hash-checked), records the
-run and the decision in the model registry (flight_delays.registry; one row per run) and
+run and the decision in the model registry (flight_delays.store.registry; one row per run) and
 writes
 the ``predictions`` artifact and, from the recorded row,
 the ``metrics`` artifact and the day's copy of the model card.
-Every number comes from :func:`flight_delays.scoring.regression_metrics`.
+Every number comes from :func:`flight_delays.model.scoring.regression_metrics`.
 """
 
 from __future__ import annotations
@@ -29,22 +29,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from flight_delays import (
-    artifacts,
-    drift,
-    evaluation,
-    io,
-    promotion,
-    registry,
-    schema,
-    scoring,
-    serving,
-    storage,
-    train,
-)
-from flight_delays.config import Settings, load_settings
-from flight_delays.dates import parse_day
-from flight_delays.storage import ArtifactPath
+from flight_delays import train
+from flight_delays.base import schema
+from flight_delays.base.dates import parse_day
+from flight_delays.model import evaluation, promotion, scoring, serving
+from flight_delays.monitor import drift
+from flight_delays.store import artifacts, io, registry, storage
+from flight_delays.store.config import Settings, load_settings
+from flight_delays.store.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +99,9 @@ def day_lock(engine: Engine, day: date, folder: ArtifactPath) -> Iterator[None]:
 
     With the registry on PostgreSQL (docker-compose, `make up`, Celery workers on any
     host): an advisory lock keyed by the day in the registry's database
-    (:func:`flight_delays.registry.day_lock`), shared by every worker and host. With a
+    (:func:`flight_delays.store.registry.day_lock`), shared by every worker and host. With a
     SQLite registry (one machine by nature): a lock on the day's output ``folder``
-    (:func:`flight_delays.storage.lock`; for an object store, a local file)."""
+    (:func:`flight_delays.store.storage.lock`; for an object store, a local file)."""
     if engine.dialect.name == "postgresql":
         with registry.day_lock(engine, day):
             yield
@@ -206,7 +198,7 @@ def input_drift(
 ) -> dict[str, Any]:
     """The PSI of each feature between the processed ``day``'s flights (its rows of the
     holdout) and the training window (``train_frame``), as the ``drift`` entry of the
-    metrics (:func:`flight_delays.drift.summary`); logs the flagged features."""
+    metrics (:func:`flight_delays.monitor.drift.summary`); logs the flagged features."""
     day_rows = holdout.loc[(pd.to_datetime(holdout[schema.DAY]).dt.date == day).to_numpy()]
     summary = drift.summary(drift.compute(train_frame, day_rows, settings.drift), settings.drift)
     top = summary["max"]

@@ -8,7 +8,7 @@ used on days it has never seen, and neighbouring flights share weather and conge
 The past-day statistics (``schema.HISTORY_FEATURES``) are added here, not in featurize,
 because they depend on where the holdout starts: a holdout row may only use days before
 the holdout, never its own day's or another holdout day's delays (see
-:mod:`flight_delays.history`).
+:mod:`flight_delays.model.history`).
 
 Pure cores: :func:`split_by_day` (the cut) and :func:`split_with_history` (the cut plus
 the statistics, what the DAG's split task and the backtest run); :func:`run` is the file
@@ -25,10 +25,12 @@ from typing import Any
 
 import pandas as pd
 
-from flight_delays import artifacts, history, io, schema
-from flight_delays.config import load_settings
-from flight_delays.dates import parse_day
-from flight_delays.frames import require_columns, to_day
+from flight_delays.base import schema
+from flight_delays.base.dates import parse_day
+from flight_delays.base.frames import require_columns, to_day
+from flight_delays.model import history
+from flight_delays.store import artifacts, io
+from flight_delays.store.config import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ def split_with_history(
     recent_days: int,
     history_days: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`split_by_day`, then :func:`flight_delays.history.add_history_features`
+    """:func:`split_by_day`, then :func:`flight_delays.model.history.add_history_features`
     with the holdout's first day as the cutoff, blocks of ``holdout_days`` days, and
     lookbacks of ``recent_days`` (recent delay level) and ``history_days`` (group
     statistics) days.
@@ -126,7 +128,7 @@ def run(
     add the past-day statistics over ``split.recent_days`` and ``split.history_days``
     days (:func:`split_with_history`).
 
-    A missing feature table raises :class:`flight_delays.io.MissingArtifactError`
+    A missing feature table raises :class:`flight_delays.store.io.MissingArtifactError`
     naming the ``featurize`` task. Writes atomically and returns ``{"train": path,
     "holdout": path, "train_rows": n, "holdout_rows": m, "holdout_start": iso,
     "holdout_end": iso}``.

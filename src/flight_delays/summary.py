@@ -10,9 +10,9 @@ import argparse
 import sys
 from datetime import date
 
-from flight_delays import artifacts, io
-from flight_delays.config import ProjectPaths, project_paths
-from flight_delays.dates import parse_day
+from flight_delays.base.dates import parse_day
+from flight_delays.store import artifacts, io
+from flight_delays.store.config import ProjectPaths, project_paths
 
 
 def latest_day(paths: ProjectPaths) -> date | None:

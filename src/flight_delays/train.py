@@ -56,11 +56,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
-from flight_delays import artifacts, io, memory, registry, schema
-from flight_delays.config import LOCAL_RUN_PREFIX, TrainSettings, load_settings
-from flight_delays.dates import parse_day
-from flight_delays.errors import PipelineDataError
-from flight_delays.storage import ArtifactPath
+from flight_delays.base import memory, schema
+from flight_delays.base.dates import parse_day
+from flight_delays.base.errors import PipelineDataError
+from flight_delays.store import artifacts, io, registry
+from flight_delays.store.config import LOCAL_RUN_PREFIX, TrainSettings, load_settings
+from flight_delays.store.storage import ArtifactPath
 
 # Importing skops.io builds its list of trusted scipy.special ufuncs. A ufunc has no
 # __module__, so skops finds its module by calling getattr(module, name, None) on every
@@ -121,7 +122,7 @@ WEATHER_NOTE = (
 HISTORY_NOTE = (
     "Past-day features (recent_*, past_*) are medians of the arrival delays of earlier "
     "days only: for a holdout row, the days before the holdout; for a training row, the "
-    "days before its block of holdout length (flight_delays.history)."
+    "days before its block of holdout length (flight_delays.model.history)."
 )
 
 BAGGING_NOTE = (

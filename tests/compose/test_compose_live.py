@@ -175,7 +175,7 @@ def test_a_2013_day_triggered_through_rest_succeeds(stack: Compose):
         time.sleep(3)
     assert [r["state"] for r in runs] == ["success"], runs
     # From the host, through the published port: the registry module of the venv.
-    from flight_delays import registry
+    from flight_delays.store import registry
 
     engine = registry.connect(stack.warehouse_url())
     try:

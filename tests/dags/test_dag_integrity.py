@@ -64,7 +64,7 @@ def test_policies(dagbag, dag_id):
 
 
 def test_each_task_declares_what_it_makes_as_assets(dag, predict_dag):
-    from flight_delays import artifacts
+    from flight_delays.store import artifacts
 
     made = {t.task_id: [a.name for a in t.outlets] for t in dag.tasks}
     assert made == {
@@ -109,7 +109,7 @@ def test_every_task_passes_the_processed_day_and_root(dag):
 
 
 def test_day_template_renders_to_the_day_before_the_run(dag):
-    from flight_delays.dates import processed_day
+    from flight_delays.base.dates import processed_day
 
     macro = dag.user_defined_macros["processed_day"]
     assert macro is processed_day
@@ -205,7 +205,7 @@ def step_raising(error: BaseException):
 def test_a_data_error_fails_the_task_at_once_without_retries(dag, step, monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from flight_delays.errors import PipelineDataError
+    from flight_delays.base.errors import PipelineDataError
 
     module = importlib.import_module(f"flight_delays.{step}")
     monkeypatch.setattr(module, "run", step_raising(PipelineDataError("2013-03-15: bad rows")))

@@ -90,8 +90,8 @@ def module_constant(path: Path, name: str) -> str:
 
 
 def dag_constant(name: str) -> str:
-    """A constant of flight_delays.db (the DAGs take it from there)."""
-    return module_constant(REPO / "src" / "flight_delays" / "db.py", name)
+    """A constant of flight_delays.store.db (the DAGs take it from there)."""
+    return module_constant(REPO / "src" / "flight_delays" / "store" / "db.py", name)
 
 
 def plugin_constant(name: str) -> str:
@@ -607,9 +607,9 @@ def mounts(service: dict) -> dict[str, dict]:
 def test_dags_plugins_and_project_folders_are_the_mounted_checkout(image_services):
     home = PurePosixPath(image_services["airflow-scheduler"]["environment"]["FLIGHT_DELAYS_HOME"])
     assert home == AIRFLOW_HOME
-    # The DAG takes its project root from FLIGHT_DELAYS_HOME (flight_delays.config.ENV_HOME),
+    # The DAG takes its project root from FLIGHT_DELAYS_HOME (flight_delays.store.config.ENV_HOME),
     # through config.project_root, the one way the root is found.
-    from flight_delays import config
+    from flight_delays.store import config
 
     dag_source = (REPO / "dags" / "flight_delays_pipeline.py").read_text()
     assert "project_root(anchor=__file__)" in dag_source
@@ -670,7 +670,7 @@ def test_airflow_reads_the_connection_as_the_dag_uses_it(tmp_path):
     URL the flight_delays source opens: same database, user and password."""
     from airflow.models.connection import Connection
 
-    from flight_delays.db import sqlalchemy_url
+    from flight_delays.store.db import sqlalchemy_url
 
     secrets = write_secrets(tmp_path / "secrets")
     env = {**os.environ, "SECRETS_PATH": str(secrets), "PYTHON": sys.executable,

@@ -10,7 +10,7 @@ Here a temporary tree stands for /opt/airflow with the compose file's own bind m
 owned as on a host; airflow-init.sh's ownership step runs on it as root with the
 environment compose gives the airflow-init container; then every artifact path of the
 pipeline is written as uid 50000 (or the AIRFLOW_UID in use), gid 0, no other groups,
-the way the tasks write it (flight_delays.io.atomic_write, twice, as a retry would).
+the way the tasks write it (flight_delays.store.io.atomic_write, twice, as a retry would).
 Needs root (chown, setuid), as airflow-init does."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 from deploy_support import INIT_SCRIPT, REPO, TEST_ENV, resolved_compose
 
-from flight_delays import io
-from flight_delays.config import ProjectPaths
+from flight_delays.store import io
+from flight_delays.store.config import ProjectPaths
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown and setuid need root")
 
@@ -98,14 +98,14 @@ def init_folders() -> list[str]:
 def python_for(uid: int) -> dict[str, str]:
     """PYTHON (and PYTHONPATH) for airflow-init.sh run as ``uid``: this venv's interpreter
     when ``uid`` can run it, else the system's with the package's sources on the path
-    (the venv's python can sit under /root; flight_delays.artifacts needs only the
+    (the venv's python can sit under /root; flight_delays.store.artifacts needs only the
     standard library), as the image's python has the package installed."""
     for python in (sys.executable, shutil.which("python3", path="/usr/bin:/bin")):
         if python is None:
             continue
         try:
             ran = subprocess.run(
-                [python, "-c", "import flight_delays.artifacts"],
+                [python, "-c", "import flight_delays.store.artifacts"],
                 env={"PYTHONPATH": str(REPO / "src")}, user=uid, group=0, extra_groups=[],
                 capture_output=True, timeout=60,
             )  # fmt: skip
@@ -113,7 +113,7 @@ def python_for(uid: int) -> dict[str, str]:
             continue
         if ran.returncode == 0:
             return {"PYTHON": python, "PYTHONPATH": str(REPO / "src")}
-    pytest.fail(f"no python that uid {uid} can run imports flight_delays.artifacts")
+    pytest.fail(f"no python that uid {uid} can run imports flight_delays.store.artifacts")
 
 
 @pytest.fixture(scope="module")

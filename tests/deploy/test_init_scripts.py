@@ -168,7 +168,7 @@ def test_uid_warning_when_the_checkout_belongs_to_another_user(tmp_path):
 
 
 def test_airflow_init_hands_over_the_catalogs_folders():
-    from flight_delays import artifacts
+    from flight_delays.store import artifacts
 
     home, logs = "/project", "/project/logs-elsewhere"
     result = run_function(

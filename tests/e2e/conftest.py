@@ -45,7 +45,7 @@ class Project:
 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    from flight_delays.demo import seed
+    from flight_delays.intake.demo import seed
 
     root = tmp_path_factory.mktemp("project")
     (root / "include").mkdir()

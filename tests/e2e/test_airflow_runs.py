@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays.config import ProjectPaths
+from flight_delays.store.config import ProjectPaths
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +86,8 @@ def test_dags_test_runs_the_whole_pipeline(project):
     assert "In-process execution API: API version" in result.stdout + result.stderr
     assert "building all API versions" not in result.stdout + result.stderr
     check_artifacts(ProjectPaths(project.root), date(2013, 3, 15))
-    from flight_delays import registry, schema
+    from flight_delays.base import schema
+    from flight_delays.store import registry
 
     engine = registry.connect(project.env["FLIGHT_DELAYS_SOURCE_URL"])  # the warehouse
     try:
@@ -102,7 +103,8 @@ def test_dags_test_of_the_prediction_dag_serves_every_scheduled_flight(project):
     that day with the registry's champion, into the parquet file and the warehouse."""
     import sqlite3
 
-    from flight_delays import artifacts, registry, serving
+    from flight_delays.model import serving
+    from flight_delays.store import artifacts, registry
 
     day = date(2013, 3, 16)
     result = project.airflow("dags", "test", "flight_delays_predict", "2013-03-16T05:00:00-04:00")

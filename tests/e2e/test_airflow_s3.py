@@ -13,7 +13,7 @@ from datetime import date
 
 import pytest
 
-from flight_delays import artifacts, io, storage
+from flight_delays.store import artifacts, io, storage
 from s3_support import moto_server, new_bucket, point_s3_at
 
 pytestmark = pytest.mark.e2e

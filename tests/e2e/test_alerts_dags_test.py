@@ -13,8 +13,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_failed_dags_test_run_logs_and_records_one_alert(project):
-    from flight_delays.alerts import ALERTS
-    from flight_delays.db import open_engine
+    from flight_delays.monitor.alerts import ALERTS
+    from flight_delays.store.db import open_engine
 
     # 2013-01-10: its window is not in the test warehouse, so ingest fails at once.
     result = project.airflow("dags", "test", "flight_delays", "2013-01-11", check=False)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flight_delays import registry
-from flight_delays.config import ProjectPaths
-from flight_delays.io import sha256
+from flight_delays.store import registry
+from flight_delays.store.config import ProjectPaths
+from flight_delays.store.io import sha256
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +63,7 @@ def run_pipeline(root: str, day_iso: str, run_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def backfill(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from flight_delays.demo import seed
+    from flight_delays.intake.demo import seed
 
     root = tmp_path_factory.mktemp("concurrent")
     (root / "include").mkdir()

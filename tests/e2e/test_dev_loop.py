@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flight_delays import cli
-from flight_delays.config import ProjectPaths
+from flight_delays.store.config import ProjectPaths
 
 pytestmark = pytest.mark.e2e
 

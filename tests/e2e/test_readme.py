@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from flight_delays.config import load_settings
-from flight_delays.dates import window
+from flight_delays.base.dates import window
+from flight_delays.store.config import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -104,7 +104,7 @@ def test_every_make_target_the_readme_names_exists():
 def readme_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A copy of the project (code linked) with a short window and a warehouse holding
     the real 2013 days the README's blocks need; the environment of a user's shell."""
-    from flight_delays.demo import seed
+    from flight_delays.intake.demo import seed
 
     root = tmp_path_factory.mktemp("readme-project")
     for name in LINKED:

@@ -41,7 +41,7 @@ def test_example_notebook_runs_on_a_small_window(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     from flight_delays import featurize, ingest, score, split, train
-    from flight_delays.demo import seed
+    from flight_delays.intake.demo import seed
 
     (tmp_path / "include").mkdir()
     (tmp_path / "include" / "params.yaml").write_text(

@@ -39,7 +39,7 @@ def project(tmp_path, monkeypatch):
 
 
 def alert():
-    from flight_delays.alerts import failure_alert
+    from flight_delays.monitor.alerts import failure_alert
 
     return failure_alert(
         dag_id="flight_delays",
@@ -53,8 +53,9 @@ def alert():
 
 
 def latest():
-    from flight_delays import alerts, registry
-    from flight_delays.config import load_settings
+    from flight_delays.monitor import alerts
+    from flight_delays.store import registry
+    from flight_delays.store.config import load_settings
 
     engine = registry.connect(load_settings().registry_url)
     try:

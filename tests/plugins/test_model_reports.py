@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from flight_delays import registry
+from flight_delays.store import registry
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "plugins" / "model_reports.py"
@@ -238,7 +238,7 @@ def test_after_a_step_down_the_card_says_why_the_baseline_serves(client, project
 
 
 def test_a_served_day_shows_its_served_mae(client, project):
-    from flight_delays import serving
+    from flight_delays.model import serving
 
     engine = registry.connect(f"sqlite:///{project / 'warehouse.sqlite'}")
     served = {
@@ -416,7 +416,7 @@ def s3_endpoint():
 def test_reports_are_read_from_an_s3_artifact_root(project, auth, s3_endpoint, monkeypatch):
     """With FLIGHT_DELAYS_STORAGE_URL at a bucket, the page links and serves the reports
     and figures the chart task put there, through the catalog, and nothing else."""
-    from flight_delays import io
+    from flight_delays.store import io
     from s3_support import new_bucket, point_s3_at
 
     point_s3_at(monkeypatch, s3_endpoint, project)

@@ -19,7 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, delete, insert
 from test_model_reports import SHA, auth, client, load_plugin, plugin, project  # noqa: F401
 
-from flight_delays import alerts, registry, serving
+from flight_delays.model import serving
+from flight_delays.monitor import alerts
+from flight_delays.store import registry
 
 ENDS = {
     "old": datetime(2026, 12, 1, 7, 0, tzinfo=UTC),

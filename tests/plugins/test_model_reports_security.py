@@ -49,7 +49,7 @@ def png(width: int = 40, height: int = 30) -> bytes:
 
 
 def report_page(figures: list[str]) -> str:
-    """A run report as flight_delays.report.render writes it: inline style, figures
+    """A run report as flight_delays.monitor.report.render writes it: inline style, figures
     linked relative to the page."""
     images = "".join(f'<figure><img src="{src}" alt="chart"></figure>' for src in figures)
     return (
@@ -323,7 +323,7 @@ def s3_endpoint():
 def s3_plugin(project, auth, s3_endpoint, monkeypatch):
     """The plugin on an S3 artifact root holding the project's reports (and none left on
     the local disk), the bucket's URL and an authenticated client."""
-    from flight_delays import io as artifact_io
+    from flight_delays.store import io as artifact_io
     from s3_support import new_bucket, point_s3_at
 
     point_s3_at(monkeypatch, s3_endpoint, project)

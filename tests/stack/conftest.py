@@ -102,7 +102,7 @@ def running_stack(
         stack.script("up", timeout=400)
         TIMINGS[f"{label}make up to healthy API (no seed)"] = f"{time.monotonic() - started:.1f} s"
 
-        from flight_delays.demo import seed
+        from flight_delays.intake.demo import seed
 
         seed(stack.warehouse_url, [0], original_range=SEEDED)
         # The dag-processor parses the DAG shortly after it starts.
@@ -175,7 +175,7 @@ def seed_recent_days(stack: Stack) -> tuple[date, date]:
     """Replay the last weeks (New York calendar) into the warehouse: enough for the
     scheduled run the scheduler makes on unpause (the latest 02:00) and for a trigger
     without a logical date, even if the session crosses midnight."""
-    from flight_delays.demo import seed
+    from flight_delays.intake.demo import seed
 
     today = pendulum.now(TZ).date()
     first, last = today - timedelta(days=WINDOW_DAYS + 3), today

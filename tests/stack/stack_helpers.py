@@ -23,7 +23,7 @@ import httpx
 import pandas as pd
 from flight_stack import procs, settings
 
-from flight_delays.config import ProjectPaths
+from flight_delays.store.config import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "stack" / "stack.py"
@@ -246,7 +246,7 @@ def leftovers(state: Path) -> list[int]:
 
 def replay_window(first: date, last: date) -> list[tuple[int, tuple[date, date]]]:
     """The (replay cycle, original 2013 range) pairs whose rows cover the days first..last."""
-    from flight_delays.demo import cycle_of, shift_days
+    from flight_delays.intake.demo import cycle_of, shift_days
 
     pairs: dict[int, list[date]] = {}
     day = first

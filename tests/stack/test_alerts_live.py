@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import select, text
 from stack_helpers import DAG_ID, PARAMS, Stack, run_path
 
-from flight_delays.db import open_engine
+from flight_delays.store.db import open_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -112,7 +112,7 @@ def trigger(stack: Stack, run_id: str, dag_id: str = DAG_ID, **body) -> str:
 
 
 def alert_rows(stack: Stack, run_id: str | None = None, kind: str | None = None) -> list[dict]:
-    from flight_delays.alerts import ALERTS
+    from flight_delays.monitor.alerts import ALERTS
 
     query = select(ALERTS).order_by(ALERTS.c.id)
     if run_id:

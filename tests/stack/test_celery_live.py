@@ -25,8 +25,8 @@ from flight_stack import procs, settings
 from sqlalchemy import Engine
 from stack_helpers import DAG_ID, PYTHON, TIMINGS, TZ, Stack, run_path
 
-from flight_delays import artifacts, registry
-from flight_delays.db import open_engine
+from flight_delays.store import artifacts, registry
+from flight_delays.store.db import open_engine
 
 pytestmark = pytest.mark.stack
 
@@ -261,7 +261,7 @@ def wait_for_blocked_scores(stack: Stack, engine: Engine, run_ids: list[str]) ->
 
 def lock_lines(stack: Stack, run_id: str) -> dict[str, datetime]:
     """When the run's `score` logged that it waited for, took and was releasing the day lock
-    (flight_delays.db.advisory_lock), from its task log's JSON lines."""
+    (flight_delays.store.db.advisory_lock), from its task log's JSON lines."""
     log = (
         stack.state / "logs" / "airflow" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
         / "task_id=score" / "attempt=1.log"

@@ -21,9 +21,9 @@ import pytest
 import sqlalchemy as sa
 from stack_helpers import DAG_ID, TIMINGS, Stack, parse_metrics
 
-from flight_delays import artifacts
-from flight_delays.alerts import ALERTS
-from flight_delays.db import open_engine
+from flight_delays.monitor.alerts import ALERTS
+from flight_delays.store import artifacts
+from flight_delays.store.db import open_engine
 
 pytestmark = pytest.mark.stack
 

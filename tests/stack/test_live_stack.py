@@ -22,8 +22,8 @@ from stack_helpers import (
     run_path,
 )
 
-from flight_delays.config import ProjectPaths
-from flight_delays.dates import processed_day
+from flight_delays.base.dates import processed_day
+from flight_delays.store.config import ProjectPaths
 
 pytestmark = pytest.mark.stack
 

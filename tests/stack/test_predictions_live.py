@@ -11,8 +11,9 @@ import pytest
 import sqlalchemy as sa
 from stack_helpers import DAG_ID, TIMINGS, Stack, run_path
 
-from flight_delays import artifacts, registry, serving
-from flight_delays.db import open_engine
+from flight_delays.model import serving
+from flight_delays.store import artifacts, registry
+from flight_delays.store.db import open_engine
 
 pytestmark = pytest.mark.stack
 

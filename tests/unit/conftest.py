@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from flight_delays import io, schema
-from flight_delays.config import load_settings
+from flight_delays.base import schema
+from flight_delays.store import io
+from flight_delays.store.config import load_settings
 
 MODEL_STEP_DAY = date(2024, 3, 10)  # the processed day of the synthetic model-step runs
 MODEL_STEP_HOLDOUT_DAYS = 3

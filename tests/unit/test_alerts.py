@@ -1,4 +1,4 @@
-"""flight_delays.alerts: the fields of an alert, its mail and webhook forms, the anti-flood
+"""flight_delays.monitor.alerts: the fields of an alert, its mail and webhook forms, the anti-flood
 rule and the alerts table."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import inspect
 
-from flight_delays import alerts, registry
+from flight_delays.monitor import alerts
+from flight_delays.store import registry
 
 T0 = datetime(2026, 12, 5, 7, 0, tzinfo=UTC)
 URL = "http://ui.example/dags/flight_delays/runs/manual__2013-03-16T07%3A00%3A00%2B00%3A00"

@@ -1,4 +1,4 @@
-"""The artifact catalog (flight_delays.artifacts): paths, producers, the clean command,
+"""The artifact catalog (flight_delays.store.artifacts): paths, producers, the clean command,
 the documented table, and that the six steps open nothing under the root outside it."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from flight_delays import artifacts, cli, demo, io
-from flight_delays.config import PARAMS_RELATIVE, ProjectPaths, project_root
+from flight_delays import cli
+from flight_delays.intake import demo
+from flight_delays.store import artifacts, io
+from flight_delays.store.config import PARAMS_RELATIVE, ProjectPaths, project_root
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = date(2013, 3, 31)
@@ -129,14 +131,14 @@ def test_clean_of_an_empty_root_deletes_nothing(tmp_path: Path) -> None:
 def test_make_clean_artifacts_calls_the_catalogs_clean() -> None:
     makefile = (REPO / "Makefile").read_text()
     recipe = makefile.split("\nclean-artifacts:", 1)[1].split("\n\n", 1)[0]
-    assert "-m flight_delays.artifacts clean" in recipe
+    assert "-m flight_delays.store.artifacts clean" in recipe
     assert "rm -" not in recipe
 
 
 def test_the_documented_table_is_the_catalog() -> None:
     text = (REPO / "docs" / "architecture.md").read_text()
     found = re.search(
-        r"<!-- catalog table: python -m flight_delays.artifacts table -->\n(.*?)"
+        r"<!-- catalog table: python -m flight_delays.store.artifacts table -->\n(.*?)"
         r"<!-- end of catalog table -->",
         text,
         re.S,
@@ -144,7 +146,7 @@ def test_the_documented_table_is_the_catalog() -> None:
     assert found, "docs/architecture.md lost its catalog table markers"
     assert found.group(1) == artifacts.markdown_table(), (
         "docs/architecture.md's catalog table differs from the catalog: paste the output "
-        "of `python -m flight_delays.artifacts table` between its markers"
+        "of `python -m flight_delays.store.artifacts table` between its markers"
     )
 
 

@@ -12,9 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays import backtest, featurize, promotion, schema, split, train
+from flight_delays import backtest, featurize, split, train
 from flight_delays.backtest import HoldoutResult
-from flight_delays.config import (
+from flight_delays.base import schema
+from flight_delays.model import promotion
+from flight_delays.model.scoring import OriginHourMedianBaseline
+from flight_delays.store.config import (
     IngestSettings,
     ProjectPaths,
     ScoreSettings,
@@ -22,7 +25,6 @@ from flight_delays.config import (
     SplitSettings,
     TrainSettings,
 )
-from flight_delays.scoring import OriginHourMedianBaseline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIRST = date(2024, 3, 1)

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import MetaData, String, create_engine, text
 
-from flight_delays import contracts, demo, featurize, ingest, source
-from flight_delays.errors import PipelineDataError
+from flight_delays import featurize, ingest
+from flight_delays.base.errors import PipelineDataError
+from flight_delays.intake import contracts, demo, source
 
 SEEDED = (date(2013, 1, 1), date(2013, 1, 31))
 DAY = date(2013, 1, 30)  # a Wednesday; the 4 Wednesdays before it are in the warehouse
@@ -445,7 +446,7 @@ def test_an_older_window_day_missing_is_not_late_data(root: Path, url: str) -> N
 
 
 def test_wait_until_must_be_a_quoted_time_of_day(root: Path) -> None:
-    from flight_delays.config import ConfigError, load_settings
+    from flight_delays.store.config import ConfigError, load_settings
 
     params = root / "include" / "params.yaml"
     params.write_text("ingest:\n  wait_until: 3:30\n")  # YAML reads the number 210

@@ -14,8 +14,11 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from flight_delays import chart, io, report, schema, score, train
-from flight_delays.scoring import mae_by_group
+from flight_delays import chart, score, train
+from flight_delays.base import schema
+from flight_delays.model.scoring import mae_by_group
+from flight_delays.monitor import report
+from flight_delays.store import io
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -437,7 +440,7 @@ def test_metric_history_crosses_a_step_down_at_the_champions_mae() -> None:
 
 
 def test_metric_history_draws_the_served_mae_where_a_day_was_served() -> None:
-    from flight_delays import serving
+    from flight_delays.model import serving
 
     history = pd.DataFrame(
         {

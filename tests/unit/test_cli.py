@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from flight_delays import cli
-from flight_delays.config import ConfigError
+from flight_delays.store.config import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_python_dash_m_runs_the_cli_and_passes_its_exit_code(tmp_path):
 FRAGMENTED_HEAP = """
 import sys
 from pathlib import Path
-from flight_delays import memory
+from flight_delays.base import memory
 
 def rss_mib():
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from flight_delays.config import ENV_SOURCE_URL, ConfigError, load_settings
+from flight_delays.store.config import ENV_SOURCE_URL, ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

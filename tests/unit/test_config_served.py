@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from flight_delays.config import ConfigError, load_settings
+from flight_delays.store.config import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

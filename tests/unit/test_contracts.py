@@ -1,4 +1,4 @@
-"""Unit tests for flight_delays.contracts: the row checks at the door, on inline frames."""
+"""Unit tests for flight_delays.intake.contracts: the row checks at the door, on inline frames."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from flight_delays import contracts, schema, source
+from flight_delays.base import schema
+from flight_delays.intake import contracts, source
 
 DAY = date(2013, 7, 5)
 

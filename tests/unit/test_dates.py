@@ -3,7 +3,7 @@ from datetime import UTC, date, datetime
 import pendulum
 import pytest
 
-from flight_delays.dates import parse_day, processed_day, window
+from flight_delays.base.dates import parse_day, processed_day, window
 
 
 def test_nightly_run_processes_the_day_that_just_ended():
@@ -46,7 +46,7 @@ def test_window_is_oldest_first_and_ends_on_the_day():
 
 
 def test_the_predicted_day_is_the_runs_own_day_or_the_one_after_a_new_champion():
-    from flight_delays.dates import predicted_day
+    from flight_delays.base.dates import predicted_day
 
     five_am = datetime(2013, 3, 16, 9, 0, tzinfo=UTC)  # 05:00 in New York (EDT)
     assert predicted_day(five_am) == date(2013, 3, 16)

@@ -1,5 +1,5 @@
-"""The day lock of `score` on a real PostgreSQL server (flight_delays.db.advisory_lock,
-flight_delays.registry.day_lock, flight_delays.score.day_lock): runs of the same day
+"""The day lock of `score` on a real PostgreSQL server (flight_delays.store.db.advisory_lock,
+flight_delays.store.registry.day_lock, flight_delays.score.day_lock): runs of the same day
 wait for each other, runs of other days do not, a killed holder releases it, and a
 failing connection is named. With SQLite as the registry, the lock stays the file lock."""
 
@@ -21,8 +21,9 @@ import pytest
 from pg_cluster import free_port, throwaway_cluster
 from sqlalchemy import Engine, create_engine, text
 
-from flight_delays import registry, score, storage, train
-from flight_delays.db import LockError, advisory_lock, open_engine
+from flight_delays import score, train
+from flight_delays.store import registry, storage
+from flight_delays.store.db import LockError, advisory_lock, open_engine
 
 DAY, OTHER_DAY = date(2013, 3, 27), date(2013, 3, 28)
 HOLD = 0.4  # seconds each holder keeps the lock
@@ -89,7 +90,7 @@ def hold_in_threads(url: str, days: list[date], barrier: threading.Barrier | Non
 def test_two_holders_of_the_same_day_take_it_one_after_the_other(
     pg_url: str, driver: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="flight_delays.db")
+    caplog.set_level(logging.INFO, logger="flight_delays.store.db")
     url = pg_url.replace("postgresql", driver, 1)  # psycopg2 and psycopg 3 alike
 
     first, second = hold_in_threads(url, [DAY, DAY])
@@ -112,8 +113,8 @@ def test_holders_of_different_days_do_not_wait_for_each_other(pg_url: str) -> No
 HOLDER = """
 import sys, time
 from datetime import date
-from flight_delays import registry
-from flight_delays.db import open_engine
+from flight_delays.store import registry
+from flight_delays.store.db import open_engine
 with registry.day_lock(open_engine(sys.argv[1]), date.fromisoformat(sys.argv[2])):
     print("held", flush=True)
     time.sleep(600)

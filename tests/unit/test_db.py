@@ -1,4 +1,4 @@
-"""Unit tests for flight_delays.db: URLs, their masked form and engines."""
+"""Unit tests for flight_delays.store.db: URLs, their masked form and engines."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from flight_delays.db import (
+from flight_delays.store.db import (
     WAREHOUSE_CONN_ID,
     open_engine,
     safe_url,
@@ -69,7 +69,7 @@ class _Conn:
 
 
 def test_the_warehouse_connection_wins_and_the_log_says_so_without_the_password(caplog):
-    caplog.set_level(logging.INFO, logger="flight_delays.db")
+    caplog.set_level(logging.INFO, logger="flight_delays.store.db")
     url = "postgres://owner:s3cret@db:5432/warehouse"
     assert warehouse_url(_Conn(url)) == url
     assert "overrides source.url" in caplog.text and WAREHOUSE_CONN_ID in caplog.text
@@ -77,6 +77,6 @@ def test_the_warehouse_connection_wins_and_the_log_says_so_without_the_password(
 
 
 def test_without_the_connection_the_log_names_the_params_and_the_variable(caplog):
-    caplog.set_level(logging.INFO, logger="flight_delays.db")
+    caplog.set_level(logging.INFO, logger="flight_delays.store.db")
     assert warehouse_url(_Conn(None)) is None
     assert "source.url" in caplog.text and "FLIGHT_DELAYS_SOURCE_URL" in caplog.text

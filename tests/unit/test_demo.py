@@ -1,4 +1,4 @@
-"""Unit tests for flight_delays.demo: the replay, the seed and its command line."""
+"""Unit tests for flight_delays.intake.demo: the replay, the seed and its command line."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from flight_delays import demo, schema, source
+from flight_delays.base import schema
+from flight_delays.intake import demo, source
 
 RANGE = (date(2013, 1, 1), date(2013, 1, 3))
 
@@ -244,15 +245,15 @@ def test_cli_reports_errors_with_a_nonzero_exit(
 
 
 def test_the_old_source_command_still_seeds_through_demo() -> None:
-    """``python -m flight_delays.source seed`` is kept as an alias: it runs demo's CLI."""
+    """``python -m flight_delays.intake.source seed`` is kept as an alias: it runs demo's CLI."""
     done = subprocess.run(
-        [sys.executable, "-m", "flight_delays.source", "seed", "--cycles", "0,x"],
+        [sys.executable, "-m", "flight_delays.intake.source", "seed", "--cycles", "0,x"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 2
-    assert "python -m flight_delays.demo seed" in done.stderr
+    assert "python -m flight_delays.intake.demo seed" in done.stderr
     assert "not a comma-separated list of integers" in done.stderr
 
 

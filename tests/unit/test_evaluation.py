@@ -1,4 +1,4 @@
-"""flight_delays.evaluation: the judging core the score task and the backtest share."""
+"""flight_delays.model.evaluation: the judging core the score task and the backtest share."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays import evaluation, schema
-from flight_delays.config import ScoreSettings
+from flight_delays.base import schema
+from flight_delays.model import evaluation
+from flight_delays.store.config import ScoreSettings
 
 DAY = date(2013, 6, 9)
 SETTINGS = ScoreSettings(within_minutes=5.0, promotion_margin=0.1)

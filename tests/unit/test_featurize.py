@@ -5,11 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays import artifacts, featurize, schema
-from flight_delays.config import ProjectPaths
+from flight_delays import featurize
+from flight_delays.base import schema
+from flight_delays.base.frames import InvalidFrameError, MissingColumnsError
 from flight_delays.featurize import OUTPUT_COLUMNS, build_features
-from flight_delays.frames import InvalidFrameError, MissingColumnsError
-from flight_delays.io import MissingArtifactError
+from flight_delays.store import artifacts
+from flight_delays.store.config import ProjectPaths
+from flight_delays.store.io import MissingArtifactError
 
 MON = date(2024, 1, 15)  # a Monday
 TUE = date(2024, 1, 16)

@@ -1,4 +1,4 @@
-"""Per-day feature partitions (flight_delays.day_features, featurize.window_features):
+"""Per-day feature partitions (flight_delays.model.day_features, featurize.window_features):
 the window's table put together from day partitions is today's build_features on the
 window, row for row and dtype for dtype; a partition is reused only when it was made
 from the same raw files by the same code; a corrupt one is computed again with a
@@ -17,8 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flight_delays import artifacts, day_features, demo, featurize, ingest, io, schema
-from flight_delays.config import PARAMS_RELATIVE, ProjectPaths
+from flight_delays import featurize, ingest
+from flight_delays.base import schema
+from flight_delays.intake import demo
+from flight_delays.model import day_features
+from flight_delays.store import artifacts, io
+from flight_delays.store.config import PARAMS_RELATIVE, ProjectPaths
 
 FIRST = date(2013, 3, 7)
 LAST = date(2013, 3, 14)  # holds 2013-03-10, the spring DST change (a missing hour)

@@ -1,4 +1,4 @@
-"""flight_delays.frames: the generic frame helpers the steps and the backtest share."""
+"""flight_delays.base.frames: the generic frame helpers the steps and the backtest share."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import date, datetime
 import pandas as pd
 import pytest
 
-from flight_delays.errors import PipelineDataError
-from flight_delays.frames import (
+from flight_delays.base.errors import PipelineDataError
+from flight_delays.base.frames import (
     InvalidFrameError,
     MissingColumnsError,
     require_columns,

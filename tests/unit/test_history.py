@@ -1,4 +1,4 @@
-"""flight_delays.history: past-day delay statistics, hand-checked on tiny frames, and the
+"""flight_delays.model.history: past-day delay statistics, hand-checked on tiny frames, and the
 no-leakage rules (a row never sees its own day, its block or the holdout)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays import history, schema
-from flight_delays.frames import MissingColumnsError
+from flight_delays.base import schema
+from flight_delays.base.frames import MissingColumnsError
+from flight_delays.model import history
 
 CUTOFF = date(2024, 1, 15)  # first holdout day (a Monday)
 

@@ -15,7 +15,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from flight_delays import demo, ingest, io, schema, source
+from flight_delays import ingest
+from flight_delays.base import schema
+from flight_delays.intake import demo, source
+from flight_delays.store import io
 
 SEEDED = (date(2013, 1, 1), date(2013, 1, 5))  # the source holds these days (cycle 0)
 

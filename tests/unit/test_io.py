@@ -3,8 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from flight_delays import artifacts
-from flight_delays.io import (
+from flight_delays.store import artifacts
+from flight_delays.store.io import (
     MissingArtifactError,
     atomic_path,
     read_parquet,

@@ -1,4 +1,4 @@
-"""flight_delays.predict and flight_delays.serving: every scheduled flight of a day gets
+"""flight_delays.predict and flight_delays.model.serving: every scheduled flight of a day gets
 the champion's prediction, idempotently, without reading the day's outcomes; the nightly
 run scores what was served."""
 
@@ -13,8 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from flight_delays import artifacts, cli, demo, featurize, ingest, predict, registry, serving, train
-from flight_delays.config import PARAMS_RELATIVE, load_settings
+from flight_delays import cli, featurize, ingest, predict, train
+from flight_delays.intake import demo
+from flight_delays.model import serving
+from flight_delays.store import artifacts, registry
+from flight_delays.store.config import PARAMS_RELATIVE, load_settings
 
 SEEDED = (date(2013, 3, 20), date(2013, 4, 2))
 TRAINED = date(2013, 3, 31)  # the nightly run that trains the champion

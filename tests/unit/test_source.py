@@ -1,4 +1,4 @@
-"""Unit tests for flight_delays.source: the table contract and the day reads."""
+"""Unit tests for flight_delays.intake.source: the table contract and the day reads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, create_engine, text
 
-from flight_delays import demo, schema, source
+from flight_delays.base import schema
+from flight_delays.intake import demo, source
 
 RANGE = (date(2013, 1, 1), date(2013, 1, 3))
 
@@ -77,7 +78,7 @@ def test_fetch_day_names_a_missing_table_and_the_url(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "'flights'" in message and "missing" in message
     assert "only_weather.sqlite" in message
-    assert "flight_delays.demo seed" in message
+    assert "flight_delays.intake.demo seed" in message
 
 
 def test_fetch_day_names_the_missing_columns(tmp_path: Path) -> None:

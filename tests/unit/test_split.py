@@ -4,11 +4,13 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from flight_delays import history, schema, split
-from flight_delays.config import ProjectPaths
-from flight_delays.frames import MissingColumnsError
-from flight_delays.io import MissingArtifactError
+from flight_delays import split
+from flight_delays.base import schema
+from flight_delays.base.frames import MissingColumnsError
+from flight_delays.model import history
 from flight_delays.split import split_by_day, split_with_history
+from flight_delays.store.config import ProjectPaths
+from flight_delays.store.io import MissingArtifactError
 
 DAY = date(2024, 1, 20)
 

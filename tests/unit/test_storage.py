@@ -1,4 +1,4 @@
-"""flight_delays.storage without a server: how the storage URL and recorded locations
+"""flight_delays.store.storage without a server: how the storage URL and recorded locations
 become paths, the local-only catalog entries, exclusive writes, and the same io calls on
 another fsspec file system (memory://). The S3 runs: tests/unit/test_storage_s3.py."""
 
@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from upath import UPath
 
-from flight_delays import artifacts, io, storage
-from flight_delays.config import ProjectPaths, project_paths
-from flight_delays.storage import ENV_STORAGE_URL
+from flight_delays.store import artifacts, io, storage
+from flight_delays.store.config import ProjectPaths, project_paths
+from flight_delays.store.storage import ENV_STORAGE_URL
 
 DAY = date(2013, 3, 31)
 

@@ -17,21 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flight_delays import (
-    artifacts,
-    cli,
-    demo,
-    featurize,
-    ingest,
-    io,
-    registry,
-    schema,
-    split,
-    storage,
-    summary,
-)
-from flight_delays.config import PARAMS_RELATIVE, load_settings, project_paths
-from flight_delays.storage import ENV_STORAGE_URL
+from flight_delays import cli, featurize, ingest, split, summary
+from flight_delays.base import schema
+from flight_delays.intake import demo
+from flight_delays.store import artifacts, io, registry, storage
+from flight_delays.store.config import PARAMS_RELATIVE, load_settings, project_paths
+from flight_delays.store.storage import ENV_STORAGE_URL
 from s3_support import moto_server, new_bucket, point_s3_at
 
 DAY = date(2013, 3, 31)

@@ -1,6 +1,6 @@
 import json
 
-from flight_delays.config import ProjectPaths
+from flight_delays.store.config import ProjectPaths
 from flight_delays.summary import describe, latest_day, main
 
 

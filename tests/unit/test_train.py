@@ -17,8 +17,10 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
-from flight_delays import io, schema, train
-from flight_delays.config import TrainSettings
+from flight_delays import train
+from flight_delays.base import schema
+from flight_delays.store import io
+from flight_delays.store.config import TrainSettings
 
 # One small booster on all features (the plain model); BAGGED: the day-bagged kind.
 FAST = TrainSettings(
@@ -166,7 +168,7 @@ def test_load_model_missing_file_names_train_task(tmp_path) -> None:
 def test_run_writes_model_and_card_into_the_runs_folder_and_records_their_hashes(
     split_artifacts,
 ) -> None:
-    from flight_delays import registry
+    from flight_delays.store import registry
 
     art = split_artifacts
     paths = art["settings"].paths
@@ -219,7 +221,7 @@ def test_run_writes_model_and_card_into_the_runs_folder_and_records_their_hashes
 
 
 def test_a_retried_train_replaces_only_its_own_runs_record(split_artifacts) -> None:
-    from flight_delays import registry
+    from flight_delays.store import registry
 
     art = split_artifacts
     kw = {"root": art["root"], "params_file": art["params_file"]}

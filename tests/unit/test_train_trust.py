@@ -19,8 +19,9 @@ import skops.io
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_array
 
-from flight_delays import io, train
-from flight_delays.config import TrainSettings, load_settings
+from flight_delays import train
+from flight_delays.store import io
+from flight_delays.store.config import TrainSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = TrainSettings(

@@ -205,11 +205,13 @@ def _start_databases(cfg: Config, values: dict[str, str], env: dict[str, str]) -
     _run_logged(cfg, "migrate", [str(venv / "airflow"), "db", "migrate"], env)
     if cfg.seed:
         say("seeding the demo warehouse (idempotent; the first time takes a minute)")
-        _run_logged(cfg, "seed", [str(venv / "python"), "-m", "flight_delays.demo", "seed"], env)
+        _run_logged(
+            cfg, "seed", [str(venv / "python"), "-m", "flight_delays.intake.demo", "seed"], env
+        )
     # The registry's schema is migrated here, once, not by the web server (the Model
     # reports page reads it read-only) nor by the first score task.
-    say("migrating the model registry (python -m flight_delays.registry upgrade)")
-    registry = [str(venv / "python"), "-m", "flight_delays.registry", "upgrade"]
+    say("migrating the model registry (python -m flight_delays.store.registry upgrade)")
+    registry = [str(venv / "python"), "-m", "flight_delays.store.registry", "upgrade"]
     _run_logged(cfg, "registry", registry, env)
 
 

@@ -1,6 +1,6 @@
 """Typed, frozen settings loaded from the project's parameter file (include/params.yaml).
 
-Where things live is decided by the artifact catalog (:mod:`flight_delays.artifacts`)
+Where things live is decided by the artifact catalog (:mod:`flight_delays.store.artifacts`)
 and nowhere else: :func:`project_root` (the one way the DAG, the plugin and the commands
 find the root: the caller's, else FLIGHT_DELAYS_HOME, else the project of the caller's
 file), :func:`project_paths` (that root and the artifact root: FLIGHT_DELAYS_STORAGE_URL,
@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
-from flight_delays import artifacts, schema, storage
-from flight_delays.artifacts import ENV_HOME as ENV_HOME  # re-exported: one definition
-from flight_delays.artifacts import project_root as project_root
-from flight_delays.errors import PipelineDataError
-from flight_delays.storage import ENV_STORAGE_URL as ENV_STORAGE_URL  # re-exported
-from flight_delays.storage import ArtifactPath
+from flight_delays.base import schema
+from flight_delays.base.errors import PipelineDataError
+from flight_delays.store import artifacts, storage
+from flight_delays.store.artifacts import ENV_HOME as ENV_HOME  # re-exported: one definition
+from flight_delays.store.artifacts import project_root as project_root
+from flight_delays.store.storage import ENV_STORAGE_URL as ENV_STORAGE_URL  # re-exported
+from flight_delays.store.storage import ArtifactPath
 
 #: Run ids made outside Airflow (the step command, tests, notebooks) start with this:
 #: there is no Airflow run to link them to.
@@ -45,7 +46,7 @@ class SourceSettings:
 class IngestSettings:
     window_days: int = 90
     # A fetched day is refused (not frozen) when more than this share of its rows breaks
-    # the data contract (flight_delays.contracts); below it, those rows are quarantined.
+    # the data contract (flight_delays.intake.contracts); below it, those rows are quarantined.
     max_quarantine_share: float = 0.02
     # A day with fewer flights than this share of the usual count for its weekday looks
     # partly loaded: it is not frozen, and the task is retried. 2013's smallest day
@@ -116,7 +117,7 @@ class AlertSettings:
 class SplitSettings:
     holdout_days: int = 7
     # Days of arrival delays before a row's history cutoff that the past-day statistics
-    # summarise (flight_delays.history): the recent delay level, and group differences.
+    # summarise (flight_delays.model.history): the recent delay level, and group differences.
     recent_days: int = 7
     history_days: int = 28
 
@@ -171,7 +172,7 @@ class ScoreSettings:
     # A challenger replaces the champion only if its holdout MAE is lower by at least
     # this fraction of the champion's MAE (0.01 = 1 %).
     promotion_margin: float = 0.0
-    # Rule 5 (flight_delays.promotion.served_step_down): the champion model steps down
+    # Rule 5 (flight_delays.model.promotion.served_step_down): the champion model steps down
     # when its served MAE was worse than the baseline's on the same flights by at least
     # served_margin (a fraction of the baseline's MAE) on served_bad_days of its last
     # served_days served days.
@@ -208,7 +209,7 @@ DRIFT_WATCHED = ("carrier", "origin", "dest", schema.SCHED_HOUR, "distance", "sc
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """Input drift (flight_delays.drift): PSI of each feature, the processed day's flights
+    """Input drift (flight_delays.monitor.drift): PSI of each feature, the processed day's flights
     against the training window's. PSI is unitless."""
 
     # A day (or window) with fewer flights is not measured: the reason is reported and
@@ -261,7 +262,7 @@ class ProjectPaths:
     :class:`upath.UPath` in an object store), keyed by the processed day where it belongs
     to one run. ``home`` is the local project root, which holds the entries the catalog
     marks ``local`` (default: ``root``, which must then be local). Each method resolves
-    an entry of the artifact catalog (:mod:`flight_delays.artifacts`), which alone holds
+    an entry of the artifact catalog (:mod:`flight_delays.store.artifacts`), which alone holds
     the names."""
 
     root: ArtifactPath

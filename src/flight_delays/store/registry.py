@@ -3,8 +3,8 @@ pointer to the current champion, in a SQL database reached through SQLAlchemy (t
 warehouse: the embedded SQLite file, or the `warehouse` database on PostgreSQL under
 docker-compose and `make up`).
 
-The schema is created and migrated by Alembic (flight_delays/migrations), never by hand:
-``python -m flight_delays.registry upgrade [--url URL]``; the score step also upgrades
+The schema is created and migrated by Alembic (flight_delays/store/migrations), never by hand:
+``python -m flight_delays.store.registry upgrade [--url URL]``; the score step also upgrades
 an empty database on first use.
 
 Promotion is one transaction that first locks the single champion row (a no-op UPDATE:
@@ -75,10 +75,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from flight_delays import artifacts, io, storage
-from flight_delays.dates import parse_day
-from flight_delays.db import advisory_lock, open_engine, safe_url, sqlite_file
-from flight_delays.storage import ArtifactPath
+from flight_delays.base.dates import parse_day
+from flight_delays.store import artifacts, io, storage
+from flight_delays.store.db import advisory_lock, open_engine, safe_url, sqlite_file
+from flight_delays.store.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ DRIFT_SCORES = Table(
     CheckConstraint("kind IN ('numeric', 'categorical')", name="ck_drift_scores_kind"),
     Index("ix_drift_scores_processed_day", "processed_day"),
 )
-#: The columns a run's drift rows carry (flight_delays.drift.COLUMNS), as stored.
+#: The columns a run's drift rows carry (flight_delays.monitor.drift.COLUMNS), as stored.
 DRIFT_COLUMNS = ["feature", "kind", "psi", "threshold", "flagged", "day_rows", "window_rows"]
 
 
@@ -226,7 +226,7 @@ class Challenger:
 # --- schema ------------------------------------------------------------------------------
 def _alembic_config(connection: Any) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(files("flight_delays") / "migrations"))
+    config.set_main_option("script_location", str(files("flight_delays.store") / "migrations"))
     config.attributes["connection"] = connection
     return config
 
@@ -304,8 +304,8 @@ def day_lock_waiters(engine: Engine, day: date) -> int:
 def day_lock(engine: Engine, day: date) -> Iterator[None]:
     """Hold the lock of processed ``day`` in the registry's PostgreSQL database for the
     block: one holder at a time, whatever process, worker or host it runs on; a holder
-    that dies releases it (:func:`flight_delays.db.advisory_lock`). Raises
-    flight_delays.db.LockError when the database cannot be reached or the lock is lost,
+    that dies releases it (:func:`flight_delays.store.db.advisory_lock`). Raises
+    flight_delays.store.db.LockError when the database cannot be reached or the lock is lost,
     and ValueError for a registry that is not on PostgreSQL."""
     with advisory_lock(engine, *day_lock_key(day), what=f"the day lock of {day.isoformat()}"):
         yield
@@ -450,7 +450,7 @@ def record_run(
 
 
 def record_drift(engine: Engine, day: date, run_id: str, scores: pd.DataFrame) -> int:
-    """Make ``scores`` (:data:`DRIFT_COLUMNS`, one row per feature: flight_delays.drift.
+    """Make ``scores`` (:data:`DRIFT_COLUMNS`, one row per feature: flight_delays.monitor.drift.
     compute) the drift rows of run ``run_id`` for ``day``, replacing the run's earlier
     ones in the same transaction (a retried score task leaves one set). Returns the
     rows written."""
@@ -616,7 +616,7 @@ def metrics_of(row: dict[str, Any]) -> dict[str, Any]:
 
 # --- command line ------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    from flight_delays.config import load_settings
+    from flight_delays.store.config import load_settings
 
     parser = argparse.ArgumentParser(description="The flight_delays model registry.")
     sub = parser.add_subparsers(dest="command", required=True)

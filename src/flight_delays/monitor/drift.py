@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flight_delays import schema
-from flight_delays.config import DriftSettings
-from flight_delays.frames import require_columns
+from flight_delays.base import schema
+from flight_delays.base.frames import require_columns
+from flight_delays.store.config import DriftSettings
 
 STATISTIC = "psi"
 NUMERIC = "numeric"
@@ -113,7 +113,7 @@ def compute(
 
     ``window`` and ``day`` must hold every name in ``categorical`` and ``numeric`` (the
     feature table's columns, schema.FEATURES by default): a missing one raises
-    :class:`flight_delays.frames.MissingColumnsError` naming it.
+    :class:`flight_delays.base.frames.MissingColumnsError` naming it.
 
     Returns :data:`COLUMNS`: ``feature``, ``kind`` (numeric or categorical), ``psi``
     (NaN when the day or the window has fewer than ``parameters.min_rows`` rows: too few

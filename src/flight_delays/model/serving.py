@@ -9,7 +9,7 @@ one transaction, so a rerun leaves exactly one set.
 
 Pure core: :func:`served_score` (the served predictions and the actual delays in, the
 MAE of each out). :func:`served_verdict` reads a champion's served history and asks
-promotion rule 5 (:func:`flight_delays.promotion.served_step_down`) whether it steps
+promotion rule 5 (:func:`flight_delays.model.promotion.served_step_down`) whether it steps
 down after the night of a day.
 """
 
@@ -38,9 +38,10 @@ from sqlalchemy import (
     select,
 )
 
-from flight_delays import promotion, schema, scoring
-from flight_delays.config import ScoreSettings
-from flight_delays.registry import METADATA, Champion
+from flight_delays.base import schema
+from flight_delays.model import promotion, scoring
+from flight_delays.store.config import ScoreSettings
+from flight_delays.store.registry import METADATA, Champion
 
 #: A flight as the warehouse names it: its day, then the rest of schema.FLIGHT_KEY.
 FLIGHT = ["flight_day", *[c for c in schema.FLIGHT_KEY if c != schema.DAY]]

@@ -2,16 +2,16 @@
 artifact root, named once, with the task that produces it and its format.
 
 The artifact root is the project root, or the URL in $FLIGHT_DELAYS_STORAGE_URL (any
-fsspec file system, e.g. ``s3://bucket/prefix``: :mod:`flight_delays.storage`). An entry
+fsspec file system, e.g. ``s3://bucket/prefix``: :mod:`flight_delays.store.storage`). An entry
 marked ``local`` (the embedded SQLite warehouse: a database file cannot live in an object
 store) stays under the local project root whatever the artifact root is.
 
 Steps, the report, the summary, the CLI, the backtest, the Airflow plugin and the
 notebook take names, paths and producers from here and nowhere else;
-:class:`flight_delays.config.ProjectPaths` derives its methods from it, and
-:class:`flight_delays.io.MissingArtifactError` names an entry's producer.
+:class:`flight_delays.store.config.ProjectPaths` derives its methods from it, and
+:class:`flight_delays.store.io.MissingArtifactError` names an entry's producer.
 
-``python -m flight_delays.artifacts clean [--root R]`` deletes the per-run artifacts
+``python -m flight_delays.store.artifacts clean [--root R]`` deletes the per-run artifacts
 the catalog marks as derived (``make clean-artifacts``): the source database, the raw
 partitions, the quarantine, the superseded partitions and the model store stay.
 """
@@ -29,8 +29,8 @@ from datetime import date
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from flight_delays import storage
-from flight_delays.storage import ArtifactPath
+from flight_delays.store import storage
+from flight_delays.store.storage import ArtifactPath
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ CATALOG: tuple[Artifact, ...] = (
        "the embedded warehouse's folder (locked while a first run migrates the registry)",
        local=True),
     _a("source_db", "data/source/flights.sqlite", "seed", "sqlite", False,
-       "embedded demo warehouse (python -m flight_delays.demo seed)", local=True),
+       "embedded demo warehouse (python -m flight_delays.intake.demo seed)", local=True),
     _a("raw", "data/raw", "ingest", "folder", False,
        "the raw partitions (synced to disk after a partition is renamed into it)"),
     _a("raw_partition", "data/raw/ds={day}", "ingest", "folder", False,
@@ -369,7 +369,7 @@ def asset_uri(entry: Artifact, home: str | Path, storage_url: str | None = None)
     """The URI naming ``entry``'s family of instances (its :attr:`Artifact.family` folder)
     under the artifact root, for lineage: the DAGs declare their Airflow Assets with it.
     The root is ``storage_url``, else $FLIGHT_DELAYS_STORAGE_URL, else ``home`` (the
-    project root), as :func:`flight_delays.storage.storage_root` decides; read as text,
+    project root), as :func:`flight_delays.store.storage.storage_root` decides; read as text,
     so parsing a DAG loads no file-system driver. A local root becomes a ``file://`` URI
     (under ``home`` when relative), a URL root is kept."""
     url = storage_url if storage_url is not None else os.environ.get(storage.ENV_STORAGE_URL)
@@ -419,7 +419,7 @@ def _leaf_folders() -> tuple[Artifact, ...]:
 
 
 #: Atomic writes go through a hidden temporary name beside the final one:
-#: ``.<name>.<random>.tmp`` (flight_delays.io.atomic_path, ingest.write_partition).
+#: ``.<name>.<random>.tmp`` (flight_delays.store.io.atomic_path, ingest.write_partition).
 _TMP = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")
 
 
@@ -502,7 +502,7 @@ def folders() -> tuple[str, ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``clean``: delete the derived artifacts; ``table``: print the catalog (markdown);
     ``folders``: print :func:`folders`, one per line."""
-    parser = argparse.ArgumentParser(prog="python -m flight_delays.artifacts")
+    parser = argparse.ArgumentParser(prog="python -m flight_delays.store.artifacts")
     commands = parser.add_subparsers(dest="command", required=True)
     clean_cmd = commands.add_parser(
         "clean",

@@ -14,7 +14,7 @@ A partition is reused only when it was made from the same inputs by the same cod
 :class:`Key` (the day, the SHA-256 of the raw partition's files, the feature code's
 fingerprint) is written into the partition file itself, in the Parquet footer's
 key-value metadata, with the day's counts: one file, written atomically
-(:func:`flight_delays.io.atomic_path`), so key and rows can never come from two writers.
+(:func:`flight_delays.store.io.atomic_path`), so key and rows can never come from two writers.
 A re-fetched raw day or a change of the feature code gives another key, and the day is
 computed again (and the partition replaced). Two runs writing one day write the same
 bytes (a day without rows: an empty table, whose column types may follow its batch); a
@@ -42,9 +42,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flight_delays import artifacts, io, schema
-from flight_delays.frames import to_day
-from flight_delays.storage import ArtifactPath
+from flight_delays.base import schema
+from flight_delays.base.frames import to_day
+from flight_delays.store import artifacts, io
+from flight_delays.store.storage import ArtifactPath
 
 logger = logging.getLogger(__name__)
 

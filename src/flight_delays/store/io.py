@@ -5,9 +5,9 @@ missing.
 Atomic means: a retried or killed task never leaves a half-written artifact behind. On
 a local disk the file is written under a temporary name in the destination folder,
 flushed and renamed over the final name; in an object store it is uploaded in one PUT,
-which makes the object appear whole or not at all (:func:`flight_delays.storage.atomic_path`).
+which makes the object appear whole or not at all (:func:`flight_delays.store.storage.atomic_path`).
 Paths are :class:`pathlib.Path` or, for an artifact root in an object store,
-:class:`upath.UPath` (:mod:`flight_delays.storage`).
+:class:`upath.UPath` (:mod:`flight_delays.store.storage`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 import pyarrow
 
-from flight_delays import storage
-from flight_delays.artifacts import Artifact
-from flight_delays.storage import ArtifactPath
+from flight_delays.store import storage
+from flight_delays.store.artifacts import Artifact
+from flight_delays.store.storage import ArtifactPath
 
 #: The fix a missing artifact's error names: run the producing step for the same day,
 #: in-process and without Airflow (flight_delays.cli). ``make task T=<task> DAY=<day>``
@@ -47,7 +47,7 @@ def _day(path: ArtifactPath) -> str:
 
 class MissingArtifactError(FileNotFoundError):
     """An upstream step's output is not there: names the file and the task that makes it
-    (the producer of its catalog entry, :mod:`flight_delays.artifacts`)."""
+    (the producer of its catalog entry, :mod:`flight_delays.store.artifacts`)."""
 
     def __init__(self, path: str | ArtifactPath, artifact: Artifact) -> None:
         self.path = storage.locate(path)
@@ -72,7 +72,7 @@ def require(path: str | ArtifactPath, artifact: Artifact) -> ArtifactPath:
 @contextmanager
 def atomic_path(final: str | ArtifactPath, exclusive: bool = False) -> Iterator[Path]:
     """Yield a local temporary path; ``final`` becomes its content if the block succeeds
-    (:func:`flight_delays.storage.atomic_path`)."""
+    (:func:`flight_delays.store.storage.atomic_path`)."""
     with storage.atomic_path(storage.locate(final), exclusive) as tmp:
         yield tmp
 

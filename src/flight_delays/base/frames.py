@@ -2,7 +2,7 @@
 whole-number columns, and the errors they raise.
 
 Shared by the steps (featurize, split and its past-day statistics in history) and the
-backtest, so no step imports another step for a helper. :mod:`flight_delays.schema`
+backtest, so no step imports another step for a helper. :mod:`flight_delays.base.schema`
 stays declarations only (column names and contracts, no pandas); the code that checks
 frames against them lives here.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from flight_delays.errors import PipelineDataError
+from flight_delays.base.errors import PipelineDataError
 
 
 class MissingColumnsError(PipelineDataError):

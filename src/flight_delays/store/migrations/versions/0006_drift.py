@@ -1,7 +1,7 @@
 """Input drift: the PSI of each feature, per scored run.
 
 - drift_scores: one row per (processed day, run, feature), written by the score task
-  (flight_delays.drift): the feature's kind (numeric or categorical), its PSI between the
+  (flight_delays.monitor.drift): the feature's kind (numeric or categorical), its PSI between the
   processed day's flights and the training window's (NULL: the day had too few flights
   to measure), the alert threshold it was judged against (NULL: the feature is measured
   only, not judged), whether it was flagged, and the rows on each side. A retried score

@@ -98,7 +98,7 @@ BASE_NUMERIC_FEATURES = [
 ]
 BASE_FEATURES = CATEGORICAL_FEATURES + BASE_NUMERIC_FEATURES
 
-# What split adds (flight_delays.history): medians of the arrival delays (minutes) of
+# What split adds (flight_delays.model.history): medians of the arrival delays (minutes) of
 # earlier days, never of the flight's own day or of the holdout. "Recent" statistics
 # cover split.recent_days days (the current level of delays), the others
 # split.history_days days (steady differences between groups).

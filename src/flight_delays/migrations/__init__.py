@@ -1,1 +1,0 @@
-"""Alembic migrations of the model registry schema (see flight_delays.registry)."""

@@ -1,0 +1,1 @@
+"""What people watch: input drift (PSI), alerts and their record, the run's HTML report."""

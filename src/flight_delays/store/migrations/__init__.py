@@ -1,0 +1,1 @@
+"""Alembic migrations of the model registry schema (see flight_delays.store.registry)."""
