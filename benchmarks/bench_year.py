@@ -29,7 +29,7 @@ RATIO_TARGET = 1.15  # live / one process, 1 active run
 def _fresh(project: Project, stack: Stack, first: date, last: date) -> None:
     """The state both sides start from: no derived artifact, no raw partition of the
     processed days (each side's ingest fetches them as the nightly run does)."""
-    from flight_delays import artifacts, storage
+    from flight_delays.store import artifacts, storage
 
     project.clean(stack.root)
     day = first
