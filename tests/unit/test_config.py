@@ -53,6 +53,11 @@ def test_int_accepted_for_float_and_settings_are_frozen(tmp_path):
     ("text", "message"),
     [
         ("ingest: {window_dayz: 10}\n", "unknown keys: window_dayz"),
+        (
+            "alerts: {nightly_deadline: '04:00'}\n",
+            "unknown keys: nightly_deadline; alerts.nightly_deadline was never read: the "
+            "deadline is the prediction DAG's 05:00 schedule",
+        ),
         ("trian: {}\n", "unknown sections: trian"),
         ("split: {holdout_days: 'seven'}\n", "split.holdout_days must be int"),
         ("ingest: {window_days: 5}\nsplit: {holdout_days: 5}\n", "holdout_days"),

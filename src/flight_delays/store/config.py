@@ -100,9 +100,6 @@ class AlertSettings:
     # alert that is sent.
     rate_limit_count: int = 3
     rate_limit_minutes: int = 60
-    # The nightly run of day D must have succeeded by this New York time on D+1 (when the
-    # prediction DAG starts); the prediction run checks it.
-    nightly_deadline: str = "05:00"
 
     def __post_init__(self) -> None:
         if self.rate_limit_count < 1 or self.rate_limit_minutes < 1:
@@ -110,7 +107,6 @@ class AlertSettings:
                 "alerts.rate_limit_count and alerts.rate_limit_minutes must be >= 1, got "
                 f"{self.rate_limit_count} and {self.rate_limit_minutes}"
             )
-        clock_time("alerts.nightly_deadline", self.nightly_deadline)
 
 
 @dataclass(frozen=True)
@@ -424,6 +420,15 @@ _SECTIONS = {
 }
 
 
+#: Keys an older parameter file may still hold, and why each went.
+REMOVED = {
+    "alerts.nightly_deadline": (
+        "alerts.nightly_deadline was never read: the deadline is the prediction DAG's "
+        "05:00 schedule (docs/guide-schedule.md); delete the key"
+    ),
+}
+
+
 def _section(name: str, raw: Any, cls: type) -> Any:
     if raw is None:
         return cls()
@@ -432,7 +437,8 @@ def _section(name: str, raw: Any, cls: type) -> Any:
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ConfigError(f"section '{name}' has unknown keys: {', '.join(unknown)}")
+        why = "".join(f"; {REMOVED[f'{name}.{k}']}" for k in unknown if f"{name}.{k}" in REMOVED)
+        raise ConfigError(f"section '{name}' has unknown keys: {', '.join(unknown)}{why}")
     values = {}
     for key, value in raw.items():
         default = getattr(cls(), key)
