@@ -3,8 +3,8 @@ own FLIGHT_DELAYS_STACK_* settings, as tests/stack/conftest.py starts it): the s
 resident memory idle, a REST-triggered run against the same steps in one process (the
 orchestration overhead per task), and a backfill with 1, 2 and 4 active runs.
 
-The stack handle (REST with a JWT, the stack script, waiting for a run) is the live
-tests' own (tests/stack/stack_helpers.py)."""
+The stack handle (REST with a JWT, the stack script, waiting for a run) is the one the
+live tests use too (deploy/stack/flight_stack/handle.py and rest.py)."""
 
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ from bench_ingest import free_port
 from bench_project import DAG_ID, REPO, Project
 from bench_results import Results, Row, Target
 
-sys.path[:0] = [str(REPO / "deploy" / "stack"), str(REPO / "tests" / "stack")]
+sys.path.insert(0, str(REPO / "deploy" / "stack"))
 
-from flight_stack import postgres, procs, settings  # noqa: E402
-from stack_helpers import Stack, leftovers, run_path  # noqa: E402
+from flight_stack import postgres, procs, settings
+from flight_stack.handle import Stack, leftovers
+from flight_stack.rest import run_path
 
 TZ = ZoneInfo("America/New_York")
 IDLE_LIMIT_MIB = 2.0e9 / bm.MIB  # 2.0 GB

@@ -11,17 +11,20 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "deploy" / "stack"))
+# The REST client both stacks' tests and the benchmarks share (deploy/stack/flight_stack).
+from flight_stack.rest import DAG_ID as DAG_ID  # noqa: E402
+from flight_stack.rest import RestApi  # noqa: E402
+from flight_stack.rest import run_path as run_path  # noqa: E402
+
 STANDINS = REPO / "deploy" / "standins"
-DAG_ID = "flight_delays"
 PREDICT_DAG = "flight_delays_predict"
 # The project image the tests build (not the tag a developer's `docker compose build` makes).
 PROJECT_IMAGE = "flight-delay-pipeline:compose-test"
@@ -179,7 +182,7 @@ def make_secrets(root: Path) -> Path:
 
 
 @dataclass
-class Compose:
+class Compose(RestApi):
     """`docker compose` on the project copy, under its own project name."""
 
     root: Path
@@ -283,66 +286,18 @@ class Compose:
                 found[kind] = out
         return found
 
-    # --- the REST API, through the port published on 127.0.0.1 ------------------------
-    def token(self) -> str:
-        if self._token is None:
-            response = httpx.post(
-                f"{self.api_url}/auth/token",
-                json={"username": "admin", "password": self.secret("airflow_admin_password")},
-                timeout=30,
-            )
-            assert response.status_code == 201, f"login refused: {response.text}"
-            self._token = response.json()["access_token"]
-        return self._token
+    # --- the REST API (flight_stack.rest), through the port published on 127.0.0.1 ----
+    # The api-server may be restarting (a crash test): connection errors are retried.
+    retry_connection_for = 60.0
+    poll_seconds = 3.0
+    run_timeout = 420.0
 
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token()}"}
-        return httpx.request(
-            method, f"{self.api_url}/api/v2{path}", headers=headers, timeout=60, **kwargs
-        )
+    def credentials(self) -> tuple[str, str]:
+        return "admin", self.secret("airflow_admin_password")
 
-    def ok(self, method: str, path: str, **kwargs: Any) -> Any:
-        """A REST call that must succeed. The api-server may be restarting (a crash test):
-        connection errors are retried for a minute."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = self.api(method, path, **kwargs)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(2)
-        assert response.status_code < 300, (
-            f"{method} {path}: {response.status_code} {response.text}"
-        )
-        return response.json() if response.content else None
-
-    def tasks(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
-        return self.ok("GET", f"{run_path(run_id, dag_id)}/taskInstances")["task_instances"]
-
-    def wait_for_run(
-        self, run_id: str, timeout: float = 420, dag_id: str = DAG_ID, retries_ok: bool = False
-    ) -> dict:
-        """Poll a run until it ends; it must succeed. A failed task, or (unless
-        ``retries_ok``) one waiting for a retry, fails at once with the task's log tail."""
-        deadline = time.monotonic() + timeout
-        while True:
-            run_ = self.ok("GET", run_path(run_id, dag_id))
-            tasks = self.tasks(run_id, dag_id)
-            bad = ("failed",) if retries_ok else ("failed", "up_for_retry")
-            broken = [t for t in tasks if t["state"] in bad]
-            if run_["state"] in ("success", "failed") or broken or time.monotonic() > deadline:
-                break
-            time.sleep(3)
-        if run_["state"] != "success":
-            states = {t["task_id"]: (t["state"], t["try_number"]) for t in tasks}
-            logs = "\n".join(self.task_log(run_id, t, dag_id) for t in broken)
-            raise AssertionError(
-                f"run {run_id} of {dag_id} is {run_['state']!r} (waited up to {timeout:.0f} s): "
-                f"{states}\n{logs}\n--- scheduler\n{self.logs('airflow-scheduler', tail=30)}"
-            )
-        return run_
+    def failure_detail(self, run_id: str, dag_id: str, broken: list[dict]) -> str:
+        logs = "\n".join(self.task_log(run_id, t, dag_id) for t in broken)
+        return f"{logs}\n--- scheduler\n{self.logs('airflow-scheduler', tail=30)}"
 
     def task_log(self, run_id: str, task: dict, dag_id: str = DAG_ID) -> str:
         log = (
@@ -353,10 +308,6 @@ class Compose:
             return f"--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         except OSError:
             return f"--- {task['task_id']}: no log at {log}"
-
-
-def run_path(run_id: str, dag_id: str = DAG_ID) -> str:
-    return f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
 
 
 def bring_up(compose: Compose, label: str = "", make: bool = False) -> Compose:

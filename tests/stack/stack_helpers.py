@@ -1,34 +1,32 @@
-"""Helpers of the live stack tests: the Stack handle (stack.py, the airflow CLI, the REST
-API v2 with a JWT), the test parameters, the browser set-up (Playwright on the system
-Chromium) and small utilities used by conftest.py."""
+"""Helpers of the live stack tests: the Stack handle (deploy/stack/flight_stack/handle.py:
+stack.py, the airflow CLI, the REST API v2 with a JWT), the test parameters, the browser
+set-up (Playwright on the system Chromium) and small utilities used by conftest.py."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import shutil
 import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
-import httpx
 import pandas as pd
-from flight_stack import procs, settings
+from flight_stack import settings
+
+# The handle and the REST client, for the test modules (they live in deploy/stack, where
+# the benchmarks reach them too).
+from flight_stack.handle import PYTHON as PYTHON
+from flight_stack.handle import SCRIPT as SCRIPT
+from flight_stack.handle import Stack as Stack
+from flight_stack.handle import leftovers as leftovers
+from flight_stack.rest import DAG_ID as DAG_ID
+from flight_stack.rest import run_path as run_path
 
 from flight_delays.store.config import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "deploy" / "stack" / "stack.py"
-PYTHON = sys.executable
-DAG_ID = "flight_delays"
 TZ = "America/New_York"
 
 # Short enough to run in seconds, long enough to train on (as tests/e2e).
@@ -72,123 +70,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def run_path(run_id: str, dag_id: str = DAG_ID) -> str:
-    """REST path of a DAG run (run ids hold ':' and '+')."""
-    return f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
-
-
-@dataclass
-class Stack:
-    root: Path
-    state: Path
-    env: dict[str, str]
-    api_url: str
-    _token: str | None = None
-
-    def script(
-        self, *args: str, check: bool = True, timeout: float = 600
-    ) -> subprocess.CompletedProcess[str]:
-        """deploy/stack/stack.py with this stack's FLIGHT_DELAYS_STACK_* settings."""
-        result = subprocess.run(
-            [PYTHON, str(SCRIPT), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"stack.py {' '.join(args)} exited {result.returncode}\n"
-                f"--- stdout\n{result.stdout[-8000:]}\n--- stderr\n{result.stderr[-8000:]}"
-            )
-        return result
-
-    def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """The airflow CLI with this stack's settings (its PostgreSQL metastore)."""
-        return self.script("run", "airflow", *args, check=check)
-
-    @property
-    def warehouse_url(self) -> str:
-        """The warehouse connection the components get (parsed as the stack parses it)."""
-        generated = settings.parse_env((self.state / "generated.env").read_text())
-        return generated[settings.WAREHOUSE_CONN_ENV]
-
-    @property
-    def admin_password(self) -> str:
-        passwords = self.state / "airflow" / "simple_auth_manager_passwords.json"
-        return json.loads(passwords.read_text())[settings.ADMIN_USER]
-
-    def token(self) -> str:
-        if self._token is None:
-            response = httpx.post(
-                f"{self.api_url}/auth/token",
-                json={"username": settings.ADMIN_USER, "password": self.admin_password},
-                timeout=30,
-            )
-            assert response.status_code == 201, response.text
-            self._token = response.json()["access_token"]
-        return self._token
-
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """REST API v2 call with the admin's JWT."""
-        headers = {"Authorization": f"Bearer {self.token()}"}
-        return httpx.request(
-            method, f"{self.api_url}/api/v2{path}", headers=headers, timeout=60, **kwargs
-        )
-
-    def ok(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.api(method, path, **kwargs)
-        assert response.status_code < 300, (
-            f"{method} {path}: {response.status_code} {response.text}"
-        )
-        return response.json() if response.content else None
-
-    def wait_for_run(self, run_id: str, timeout: float = 300, dag_id: str = DAG_ID) -> dict:
-        """Poll a DAG run until it succeeds. Fails at once when a task fails or waits for
-        a retry (retries are for flaky infrastructure, which a test stack must not have),
-        naming the task and its error, and after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            run = self.ok("GET", run_path(run_id, dag_id))
-            tasks = self.ok("GET", f"{run_path(run_id, dag_id)}/taskInstances")["task_instances"]
-            broken = [t for t in tasks if t["state"] in ("failed", "up_for_retry")]
-            if run["state"] in ("success", "failed") or broken or time.monotonic() > deadline:
-                break
-            time.sleep(2)
-        if run["state"] != "success":
-            # Fail the run, so that its retries do not hold one of the DAG's two active-run
-            # slots (max_active_runs=2) for minutes and queue the next tests' runs.
-            self.api("PATCH", run_path(run_id, dag_id), json={"state": "failed"})
-            states = {t["task_id"]: (t["state"], t["try_number"]) for t in tasks}
-            errors = "\n".join(self.task_error(run_id, t, dag_id) for t in broken)
-            raise AssertionError(
-                f"run {run_id} is {run['state']!r} (waited up to {timeout:.0f} s): {states}\n"
-                + errors
-            )
-        return run
-
-    def task_error(self, run_id: str, task: dict, dag_id: str = DAG_ID) -> str:
-        """The error events of a task's log (JSON lines), for the failure message."""
-        log = (
-            self.state / "logs" / "airflow" / f"dag_id={dag_id}" / f"run_id={run_id}"
-            / f"task_id={task['task_id']}" / f"attempt={max(task['try_number'], 1)}.log"
-        )  # fmt: skip
-        lines = []
-        try:
-            for line in log.read_text(errors="replace").splitlines():
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    if event.get("level") == "error":
-                        details = [
-                            f"{d.get('exc_type')}: {d.get('exc_value')}"
-                            for d in event.get("error_detail") or []
-                        ]
-                        lines.append(f"  {event.get('event')} {' '.join(details)}")
-        except OSError:
-            return f"{task['task_id']}: no log at {log}"
-        return f"{task['task_id']} ({log}):\n" + "\n".join(lines[-5:])
 
 
 class StatsdListener:
@@ -237,11 +118,6 @@ class StatsdListener:
         self._stop.set()
         self._thread.join(timeout=5)
         self.sock.close()
-
-
-def leftovers(state: Path) -> list[int]:
-    """Processes of the stack whose state folder is ``state`` that are still running."""
-    return procs.stack_pids(replace(settings.Config.from_env(), state=state))
 
 
 def replay_window(first: date, last: date) -> list[tuple[int, tuple[date, date]]]:
