@@ -27,6 +27,7 @@ from pathlib import Path
 
 from flight_delays import cli
 from flight_delays.base import memory
+from flight_delays.store.config import new_run_id
 
 
 def _reset_peak() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
     )
     atexit.register(gc.freeze)  # as `python -m flight_delays` does (docs/benchmarks.md)
     modules = {step: importlib.import_module(f"flight_delays.{step}") for step in steps}
-    run_id = cli.new_run_id(day)
+    run_id = new_run_id(day)
     for step in steps:
         kwargs = cli.step_kwargs(step, day, args.root, args.params, run_id=run_id)
         memory.release_freed()  # between steps, as cli.run_steps does

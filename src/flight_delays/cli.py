@@ -21,7 +21,6 @@ import importlib
 import logging
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 from flight_delays.base import memory
 from flight_delays.base.dates import parse_day
 from flight_delays.base.errors import PipelineDataError
-from flight_delays.store.config import LOCAL_RUN_PREFIX
+from flight_delays.store.config import new_run_id
 from flight_delays.store.io import MissingArtifactError
 
 logger = logging.getLogger(__name__)
@@ -40,7 +39,6 @@ STEPS: tuple[str, ...] = ("ingest", "featurize", "split", "train", "score", "cha
 RANGE_SEPARATOR = ".."
 #: The score step records this in the registry's run_id column, as the DAG records
 #: Airflow's run id: a row made by hand is told apart from a scheduled one.
-RUN_ID_PREFIX = f"{LOCAL_RUN_PREFIX}cli__"
 
 
 class StepSelectionError(ValueError):
@@ -104,12 +102,6 @@ def step_kwargs(
     if step == "ingest" and refetch:
         kwargs["refetch"] = True  # the DAG's `refetch` parameter
     return kwargs
-
-
-def new_run_id(day: date) -> str:
-    """A run id of its own for each invocation (a second run of a day is a new run, never
-    the first one's registry row): ``local__cli__<day>__<random>``."""
-    return f"{RUN_ID_PREFIX}{day.isoformat()}__{uuid.uuid4().hex[:12]}"
 
 
 def run_steps(

@@ -46,7 +46,7 @@ from flight_delays.base.errors import PipelineDataError
 from flight_delays.intake import contracts, source
 from flight_delays.model import history, scoring, serving
 from flight_delays.store import artifacts, db, io, registry
-from flight_delays.store.config import SplitSettings, load_settings
+from flight_delays.store.config import SplitSettings, load_settings, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,10 @@ def run(
     of the warehouse table ``predictions``. Returns ``{"predictions": path, "rows": n,
     "champion": "baseline" or "model of <day>", "champion_version": v, "model_sha256":
     sha or None, "left_out": rows that broke the data contract}``. ``run_id`` names the
-    run in the table (default: a new local one, :func:`flight_delays.train.new_run_id`)."""
+    run in the table (default: a new local one, ``config.new_run_id``)."""
     started = time.perf_counter()
-    run_id = run_id or train.new_run_id()
     day = dates.parse_day(day)
+    run_id = run_id or new_run_id(day)
     settings = load_settings(root, params_file)
     paths = settings.paths
     url = source_url or settings.source_url

@@ -35,7 +35,7 @@ from flight_delays.base.dates import parse_day
 from flight_delays.model import evaluation, promotion, scoring, serving
 from flight_delays.monitor import drift
 from flight_delays.store import artifacts, io, registry, storage
-from flight_delays.store.config import Settings, load_settings
+from flight_delays.store.config import Settings, load_settings, new_run_id
 from flight_delays.store.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
@@ -319,7 +319,7 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
         metrics, decision = judged.metrics, judged.decision
         stored = (
             registry.store_model(
-                challenger.model_path, challenger.model_sha256, settings.paths.model_store
+                challenger.model_path, challenger.model_sha256, settings.paths.root
             )
             if decision.promote
             else challenger.model_path
@@ -434,14 +434,14 @@ def run(
 
     Exactly one registry row per run: when ``run_id`` already has its row (a retry
     after the commit), nothing is scored or recorded again, and the outputs are written
-    from that row. ``run_id`` defaults to a new one (:func:`flight_delays.train.new_run_id`);
+    from that row. ``run_id`` defaults to a new local one (``config.new_run_id``);
     ``registry_url`` to the settings' registry (the warehouse). Returns ``{"metrics",
     "predictions", "model_mae", "baseline_mae", "champion_mae", "decision", "run_id"}``
     (MAE in minutes).
     """
     started = time.perf_counter()
     day = parse_day(day)
-    run_id = run_id or train.new_run_id()
+    run_id = run_id or new_run_id(day)
     settings = load_settings(root, params_file)
     out_dir = settings.paths.output(day)
     engine = registry.connect(registry_url or settings.registry_url)

@@ -27,7 +27,6 @@ import logging
 import os
 import platform
 import time
-import uuid
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -60,7 +59,7 @@ from flight_delays.base import memory, schema
 from flight_delays.base.dates import parse_day
 from flight_delays.base.errors import PipelineDataError
 from flight_delays.store import artifacts, io, registry
-from flight_delays.store.config import LOCAL_RUN_PREFIX, TrainSettings, load_settings
+from flight_delays.store.config import TrainSettings, load_settings, new_run_id
 from flight_delays.store.storage import ArtifactPath
 
 # Importing skops.io builds its list of trusted scipy.special ufuncs. A ufunc has no
@@ -627,12 +626,6 @@ def _day_iso(value: Any) -> str:
 # --- file wrapper -----------------------------------------------------------------------
 
 
-def new_run_id() -> str:
-    """A run id for a step called outside a DAG run (tests, a notebook): unique, so the
-    call is a run of its own."""
-    return f"{LOCAL_RUN_PREFIX}{uuid.uuid4().hex}"
-
-
 def _write_bytes(data: bytes, path: ArtifactPath) -> str:
     """Write ``data`` to ``path`` atomically; return the SHA-256 of the bytes written."""
     io.write_bytes(data, path)
@@ -651,12 +644,13 @@ def run(
     (:meth:`ProjectPaths.run_model_dir`), and record both files' SHA-256 in the registry
     (``registry_url``, default: the settings' registry) for the score task to check.
 
-    ``run_id`` names the DAG run (default: :func:`new_run_id`). Returns ``{"model": str,
-    "model_card": str, "model_sha256": str, "run_id": str, "train_rows": int}``.
+    ``run_id`` names the DAG run (default: a new local one, ``config.new_run_id``).
+    Returns ``{"model": str, "model_card": str, "model_sha256": str, "run_id": str,
+    "train_rows": int}``.
     """
     started = time.perf_counter()
     day = parse_day(day)
-    run_id = run_id or new_run_id()
+    run_id = run_id or new_run_id(day)
     settings = load_settings(root, params_file)
     train_path = artifacts.TRAIN_TABLE.path(settings.paths.root, day)
     train_frame = io.read_parquet(train_path, artifacts.TRAIN_TABLE)

@@ -72,9 +72,7 @@ def test_run_steps_calls_each_step_in_order_with_the_dag_arguments(fake_steps, t
     # second run of the day is a run of its own); no step is handed a warehouse URL, so
     # the package's default applies.
     run_id = fake_steps.calls[1][1]["run_id"]
-    assert (
-        run_id.startswith("local__cli__2013-06-30__") and fake_steps.calls[2][1]["run_id"] == run_id
-    )
+    assert run_id.startswith("local__2013-06-30__") and fake_steps.calls[2][1]["run_id"] == run_id
     assert "run_id" not in fake_steps.calls[0][1]
     cli.run_steps(["train"], date(2013, 6, 30), root=tmp_path)
     assert fake_steps.calls[-1][1]["run_id"] != run_id

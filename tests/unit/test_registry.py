@@ -140,12 +140,14 @@ def test_store_is_content_addressed_and_written_once(tmp_path):
     model = tmp_path / "model.skops"
     model.write_bytes(b"model bytes")
     digest = sha256(model)
-    stored = registry.store_model(model, digest, tmp_path / "store")
-    assert stored.name == f"{digest}.skops" and stored.read_bytes() == b"model bytes"
+    stored = registry.store_model(model, digest, tmp_path)
+    # Where the catalog puts it: stored_model, models/registry/<sha256>.skops.
+    assert stored == tmp_path / "models" / "registry" / f"{digest}.skops"
+    assert stored.read_bytes() == b"model bytes"
     model.write_bytes(b"retrained")  # a rerun overwrites the run's file...
-    assert registry.store_model(model, digest, tmp_path / "store").read_bytes() == b"model bytes"
+    assert registry.store_model(model, digest, tmp_path).read_bytes() == b"model bytes"
     with pytest.raises(registry.RegistryError, match="changed while it was being stored"):
-        registry.store_model(model, "0" * 64, tmp_path / "store")
+        registry.store_model(model, "0" * 64, tmp_path)
 
 
 def test_unreachable_registry_is_named(tmp_path):

@@ -322,7 +322,7 @@ def test_a_decayed_champion_steps_down_to_the_baseline(split_artifacts, tmp_path
     shifted = train_frame.assign(**{schema.TARGET: train_frame[schema.TARGET] + 120.0})
     old = train.save_model(train.fit_model(shifted, FAST_TRAIN), tmp_path / "old.skops")
     sha = io.sha256(old)
-    stored = registry.store_model(old, sha, settings.paths.model_store)
+    stored = registry.store_model(old, sha, settings.paths.root)
     old_day = day - timedelta(days=7)
     row = {
         "processed_day": old_day,

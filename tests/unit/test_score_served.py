@@ -26,7 +26,7 @@ def _champion(art, tmp_path: Path) -> tuple[str, date]:
     engine = registry.connect(settings.registry_url)
     model_path = train.save_model(train.fit_model(art["train"], GOOD_TRAIN), tmp_path / "c.skops")
     sha = io.sha256(model_path)
-    stored = registry.store_model(model_path, sha, settings.paths.model_store)
+    stored = registry.store_model(model_path, sha, settings.paths.root)
     old_day = day - timedelta(days=7)
     row = {
         "processed_day": old_day,

@@ -243,7 +243,7 @@ def test_run_without_a_run_id_is_a_run_of_its_own(split_artifacts) -> None:
     art = split_artifacts
     kw = {"root": art["root"], "params_file": art["params_file"]}
     first, second = train.run(art["day"], **kw), train.run(art["day"], **kw)
-    assert first["run_id"].startswith(train.LOCAL_RUN_PREFIX)
+    assert first["run_id"].startswith(f"local__{art['day']}__")
     assert first["run_id"] != second["run_id"] and first["model"] != second["model"]
 
 

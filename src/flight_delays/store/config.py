@@ -11,6 +11,7 @@ methods resolve the catalog's entries.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, field, fields
 from datetime import date, time
 from pathlib import Path
@@ -29,6 +30,15 @@ from flight_delays.store.storage import ArtifactPath
 #: Run ids made outside Airflow (the step command, tests, notebooks) start with this:
 #: there is no Airflow run to link them to.
 LOCAL_RUN_PREFIX = "local__"
+
+
+def new_run_id(day: date) -> str:
+    """The run id of a run made outside a DAG run (the CLI, a test, a notebook): unique,
+    so a second run of a day is a run of its own and never the first one's registry row:
+    ``local__<day>__<random>``. The one way to make such an id."""
+    return f"{LOCAL_RUN_PREFIX}{day.isoformat()}__{uuid.uuid4().hex[:12]}"
+
+
 ENV_SOURCE_URL = "FLIGHT_DELAYS_SOURCE_URL"
 PARAMS_RELATIVE = Path("include") / "params.yaml"
 

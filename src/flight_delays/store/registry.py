@@ -363,10 +363,13 @@ def history(engine: Engine) -> pd.DataFrame:
 
 
 # --- writes ------------------------------------------------------------------------------
-def store_model(model_path: str | ArtifactPath, sha256: str, store: ArtifactPath) -> ArtifactPath:
-    """Copy a model into the content-addressed store (once) and return its path there.
-    The bytes are read once and checked before they are written (local or object store)."""
-    final = storage.locate(store) / f"{sha256}.skops"
+def store_model(
+    model_path: str | ArtifactPath, sha256: str, root: str | ArtifactPath
+) -> ArtifactPath:
+    """Copy a model into the content-addressed store under the artifact ``root`` (once:
+    ``stored_model``) and return its path there. The bytes are read once and checked
+    before they are written (local or object store)."""
+    final = artifacts.STORED_MODEL.path(root, sha256=sha256)
     if final.exists() and io.sha256(final) == sha256:
         return final
     data = io.read_bytes(model_path, artifacts.RUN_MODEL)
