@@ -206,6 +206,7 @@ def nightly(
 ) -> None:
     """Ingest of one new day with ``window - 1`` days on disk; and featurize of a nightly
     run (the previous day's run done first) at the largest and the smallest window."""
+    from flight_delays.store import artifacts
     from flight_delays.store.config import ProjectPaths
 
     paths = ProjectPaths(project.root)
@@ -213,7 +214,10 @@ def nightly(
     params = project.params(window)
 
     def forget_day(_: str) -> None:
-        for folder in (paths.raw_partition(day), paths.quarantine(day)):
+        for folder in (
+            artifacts.RAW_PARTITION.path(paths.root, day),
+            artifacts.QUARANTINE.path(paths.root, day),
+        ):
             shutil.rmtree(folder, ignore_errors=True)
 
     cli = [

@@ -565,7 +565,7 @@ def run(
         figures["drift"] = drift_psi(
             drift.scores_of(entry), entry["warn"], entry["alert"], skipped=entry["skipped"]
         )
-    out_dir = settings.paths.figures(day)
+    out_dir = artifacts.FIGURES.path(settings.paths.root, day)
     targets = {name: artifacts.FIGURE_ENTRIES[name].path(root, day) for name in figures}
     paths = [str(save_png(fig, targets[name])) for name, fig in figures.items()]
     page = artifacts.REPORT.path(root, day)

@@ -327,13 +327,13 @@ def supersede(paths: ProjectPaths, day: date) -> ArtifactPath | None:
     commit marker deleted first, so the day stops counting as present before any of its
     files goes (:func:`flight_delays.store.storage.move_folder`).
     """
-    partition = paths.raw_partition(day)
+    partition = artifacts.RAW_PARTITION.path(paths.root, day)
     if not partition.exists():
         return None
-    target = _next_version(paths.superseded(day))
+    target = _next_version(artifacts.SUPERSEDED.path(paths.root, day))
     storage.move_folder(partition, target, last=(COMMIT_FILE,))
-    if paths.quarantine(day).exists():
-        storage.move_folder(paths.quarantine(day), target / "quarantine")
+    if artifacts.QUARANTINE.path(paths.root, day).exists():
+        storage.move_folder(artifacts.QUARANTINE.path(paths.root, day), target / "quarantine")
     logger.info("re-fetch %s: moved its partition (and quarantine) to %s", day, target)
     return target
 
@@ -375,7 +375,7 @@ def _freeze(
     """Write the day's quarantine, refuse the day if too much of it broke the contract,
     else write its raw partition (write-once). True if this call wrote the partition."""
     flights, weather, summary = checked
-    folder = paths.quarantine(day)
+    folder = artifacts.QUARANTINE.path(paths.root, day)
     for entry, part in (
         (artifacts.QUARANTINE_FLIGHTS, flights),
         (artifacts.QUARANTINE_WEATHER, weather),
@@ -397,7 +397,9 @@ def _freeze(
     contracts.refuse_share(summary, max_share, str(folder))
     if weather.good.empty:
         logger.warning("no weather rows for %s: frozen with an empty weather file", day)
-    return write_partition(paths.raw_partition(day), flights.good, weather.good)
+    return write_partition(
+        artifacts.RAW_PARTITION.path(paths.root, day), flights.good, weather.good
+    )
 
 
 def refetch_day(settings: Settings, day: date, url: str) -> ArtifactPath | None:
@@ -423,7 +425,9 @@ def ensure_partitions(settings: Settings, days: Sequence[date], url: str) -> lis
     ingest (the training window) and the prediction step (the days before the predicted
     one), so both read the source the same way."""
     paths = settings.paths
-    todo = missing_days(days, (d for d in days if committed(paths.raw_partition(d))))
+    todo = missing_days(
+        days, (d for d in days if committed(artifacts.RAW_PARTITION.path(paths.root, d)))
+    )
     fetched: list[date] = []
     if todo:
         shown = db.safe_url(url)
@@ -495,7 +499,10 @@ def run(
             reason,
         ) from exc  # fmt: skip
     partitions = [
-        {**partition_stats(d, paths.raw_partition(d)), "quarantined": quarantined_rows(paths, d)}
+        {
+            **partition_stats(d, artifacts.RAW_PARTITION.path(paths.root, d)),
+            "quarantined": quarantined_rows(paths, d),
+        }
         for d in days
     ]
     manifest = build_manifest(processed, days, partitions, fetched, shown)

@@ -145,7 +145,9 @@ def _score_inputs(engine: Engine, settings: Settings, day: date, run_id: str) ->
     of the day."""
     challenger = registry.find_challenger(engine, day, run_id)
     if challenger is None:
-        raise io.MissingArtifactError(settings.paths.model_dir(day), artifacts.RUN_MODEL)
+        raise io.MissingArtifactError(
+            artifacts.MODEL_DAY.path(settings.paths.root, day), artifacts.RUN_MODEL
+        )
     if challenger.run_id != run_id:
         log.info(
             "score %s: run %s trained no model; scoring the one trained last for the day, "
@@ -286,7 +288,7 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
     step-down, if any) in one registry transaction. Returns the recorded row."""
     scored = _score_inputs(engine, settings, day, run_id)
     challenger, holdout = scored.challenger, scored.holdout
-    predictions_path = settings.paths.predictions(day)
+    predictions_path = artifacts.PREDICTIONS.path(settings.paths.root, day)
     for _attempt in range(MAX_ATTEMPTS):
         champion = registry.current_champion(engine)
         champion_pred, champion_kind, champion_name = _champion_predictions(
@@ -407,14 +409,14 @@ def _publish(settings: Settings, row: dict[str, Any]) -> dict[str, Any] | None:
     payload = json.loads(row["report_json"])
     payload["decision"]["registry_id"] = row["id"]
     day = row["processed_day"]
-    predictions = settings.paths.predictions(day)
+    predictions = artifacts.PREDICTIONS.path(settings.paths.root, day)
     if not predictions.is_file() or io.sha256(predictions) != payload["predictions_sha256"]:
         log.info("score %s: a later run of the day published its results; keeping them", day)
         return None
     info = payload["challenger"]
     card = _read_card(info["model_card"], info["model_card_sha256"])
-    io.write_bytes(card, settings.paths.day_model_card(day))
-    io.write_json(payload, settings.paths.metrics(day))
+    io.write_bytes(card, artifacts.DAY_MODEL_CARD.path(settings.paths.root, day))
+    io.write_json(payload, artifacts.METRICS.path(settings.paths.root, day))
     return payload
 
 
@@ -443,7 +445,7 @@ def run(
     day = parse_day(day)
     run_id = run_id or new_run_id(day)
     settings = load_settings(root, params_file)
-    out_dir = settings.paths.output(day)
+    out_dir = artifacts.OUTPUT.path(settings.paths.root, day)
     engine = registry.connect(registry_url or settings.registry_url)
     try:
         with day_lock(engine, day, out_dir):
@@ -475,8 +477,8 @@ def run(
         out_dir,
     )
     return {
-        "metrics": str(settings.paths.metrics(day)),
-        "predictions": str(settings.paths.predictions(day)),
+        "metrics": str(artifacts.METRICS.path(settings.paths.root, day)),
+        "predictions": str(artifacts.PREDICTIONS.path(settings.paths.root, day)),
         "model_mae": metrics["model"]["mae"],
         "champion_mae": metrics["champion"]["mae"],
         "baseline_mae": metrics["baseline"]["mae"],

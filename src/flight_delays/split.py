@@ -137,7 +137,7 @@ def run(
     settings = load_settings(root, params_file)
     day = parse_day(day)
     root = settings.paths.root
-    folder = settings.paths.processed(day)
+    folder = artifacts.PROCESSED.path(settings.paths.root, day)
     features = io.read_parquet(artifacts.FEATURES.path(root, day), artifacts.FEATURES)
     holdout_days = settings.split.holdout_days
     train, holdout = split_with_history(

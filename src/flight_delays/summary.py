@@ -24,7 +24,7 @@ def describe(paths: ProjectPaths, day: date) -> str:
     """A few lines naming the artifacts of ``day`` and the model's and baseline's MAE.
     The model is the one of the run that wrote the ``metrics`` artifact (its
     ``challenger``: each run trains into a folder of its own)."""
-    metrics_path = paths.metrics(day)
+    metrics_path = artifacts.METRICS.path(paths.root, day)
     metrics = io.read_json(metrics_path, artifacts.METRICS)
     figures = sorted(
         path
@@ -35,10 +35,10 @@ def describe(paths: ProjectPaths, day: date) -> str:
     lines = [
         f"Processed day {day.isoformat()}",
         f"  metrics:     {metrics_path}",
-        f"  predictions: {paths.predictions(day)}",
+        f"  predictions: {artifacts.PREDICTIONS.path(paths.root, day)}",
         f"  model:       {challenger.get('model', '?')} (run {challenger.get('run_id', '?')})",
-        f"  model card:  {paths.day_model_card(day)}",
-        f"  report:      {paths.report_page(day)}",
+        f"  model card:  {artifacts.DAY_MODEL_CARD.path(paths.root, day)}",
+        f"  report:      {artifacts.REPORT.path(paths.root, day)}",
         "  charts:",
         *(f"    {figure}" for figure in figures),
         f"  holdout MAE: model {metrics['model']['mae']:.2f} min, "
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = project_paths(args.root)  # the artifact root: $FLIGHT_DELAYS_STORAGE_URL, else it
     day = parse_day(args.day) if args.day else latest_day(paths)
-    if day is None or not paths.metrics(day).is_file():
+    if day is None or not artifacts.METRICS.path(paths.root, day).is_file():
         print(f"no {artifacts.METRICS.filename} under {paths.root}", file=sys.stderr)
         return 1
     print(describe(paths, day))

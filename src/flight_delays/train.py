@@ -666,7 +666,7 @@ def run(
     bagged = settings.train.bagged
 
     # The hashes are taken from the bytes written, not read back from the files.
-    model_path = settings.paths.model_file(day, run_id)
+    model_path = artifacts.RUN_MODEL.path(settings.paths.root, day, run_id)
     model_bytes = dump_model(model)
     model_sha = _write_bytes(model_bytes, model_path)
     card = {
@@ -698,7 +698,7 @@ def run(
         "notes": [WEATHER_NOTE, HISTORY_NOTE]
         + ([BAGGING_NOTE.format(**settings.train.bagging())] if bagged else []),
     }
-    card_path = settings.paths.model_card(day, run_id)
+    card_path = artifacts.RUN_MODEL_CARD.path(settings.paths.root, day, run_id)
     card_text = json.dumps(card, indent=2, sort_keys=True, default=str) + "\n"
     card_sha = _write_bytes(card_text.encode(), card_path)
 

@@ -15,7 +15,6 @@ Needs root (chown, setuid), as airflow-init does."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -29,8 +28,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from deploy_support import INIT_SCRIPT, REPO, TEST_ENV, resolved_compose
 
-from flight_delays.store import io
-from flight_delays.store.config import ProjectPaths
+from flight_delays.store import artifacts, io
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown and setuid need root")
 
@@ -38,21 +36,8 @@ CONTAINER_HOME = PurePosixPath("/opt/airflow")  # AIRFLOW_HOME and FLIGHT_DELAYS
 IMAGE_UID = 50000  # the image's airflow user, .env.example's AIRFLOW_UID
 HOST_UID = 1000  # a Linux user who cloned the project
 DAY = date(2013, 3, 15)
-# File names the steps write inside their folders (any name would do: what matters is
-# that the folder can be created and a file renamed into it).
-FILE_IN = {
-    "raw": "_SUCCESS",
-    "raw_partition": "flights.parquet",
-    "interim": "features.parquet",
-    "processed": "train.parquet",
-    "model_dir": "model.skops",
-    "output": "metrics.json",
-    "figures": "calibration.png",
-    "report": "index.html",
-    "model_store": f"{'0' * 64}.skops",
-}
 RUN_ID = "scheduled__2013-03-16T07:00:00+00:00"
-# Written by the pipeline or by Airflow but not (yet) named by ProjectPaths.
+# Written by Airflow, not named by the artifact catalog.
 EXTRA = (
     "logs/dag_id=flight_delays/run_id=scheduled__2013-03-16T07:00:00+00:00/task_id=chart/"
     "attempt=1.log",
@@ -61,21 +46,14 @@ EXTRA = (
 
 
 def artifact_paths(home: Path) -> list[Path]:
-    """Every file the pipeline writes for DAY: one per member of ProjectPaths (so a path
-    added there is covered here), plus EXTRA."""
-    paths = ProjectPaths(root=home)
+    """Every file the pipeline writes for DAY: one per entry of the artifact catalog (so
+    an entry added there is covered here; a folder gets a file inside it), plus EXTRA."""
+    fields = {"day": DAY, "run_id": RUN_ID, "sha256": "0" * 64}
     found = []
-    for name, member in inspect.getmembers(ProjectPaths):
-        # root and home are the roots themselves; path() resolves any catalog entry.
-        if name.startswith("_") or name in ("root", "home", "path"):
-            continue
-        value = getattr(paths, name)
-        if not isinstance(member, property):
-            # Per-run paths take the Airflow run id too (models/ds=D/run=<id>/).
-            wants_run = "run_id" in inspect.signature(member).parameters
-            value = value(DAY, RUN_ID) if wants_run else value(DAY)
-        assert isinstance(value, Path), f"ProjectPaths.{name} is not a path"
-        found.append(value if value.suffix else value / FILE_IN.get(name, "artifact"))
+    for entry in artifacts.CATALOG:
+        path = entry.path(home, **{k: v for k, v in fields.items() if k in entry.placeholders})
+        assert isinstance(path, Path), f"artifact {entry.name} is not a local path"
+        found.append(path / "artifact" if entry.format == "folder" else path)
     return found + [home / extra for extra in EXTRA]
 
 

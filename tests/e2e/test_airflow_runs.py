@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flight_delays.store import artifacts
 from flight_delays.store.config import ProjectPaths
 
 pytestmark = pytest.mark.e2e
@@ -29,30 +30,33 @@ FIGURES = {
 
 def check_artifacts(paths: ProjectPaths, day: date, window_days: int = 14) -> dict:
     """Every artifact of ``day`` exists and is sane; returns metrics.json."""
-    manifest = json.loads((paths.interim(day) / "manifest.json").read_text())
+    manifest = json.loads((artifacts.INTERIM.path(paths.root, day) / "manifest.json").read_text())
     days = [entry["day"] for entry in manifest["days"]]
     assert len(days) == window_days and days[-1] == day.isoformat()
     for entry in days:
-        partition = paths.raw_partition(date.fromisoformat(entry))
+        partition = artifacts.RAW_PARTITION.path(paths.root, date.fromisoformat(entry))
         assert (partition / "flights.parquet").is_file()
         assert (partition / "weather.parquet").is_file()
     for name in ("features.parquet", "train.parquet", "holdout.parquet"):
-        assert (paths.processed(day) / name).is_file(), name
-    metrics = json.loads(paths.metrics(day).read_text())
+        assert (artifacts.PROCESSED.path(paths.root, day) / name).is_file(), name
+    metrics = json.loads(artifacts.METRICS.path(paths.root, day).read_text())
     # The model of the run that published the day's results, in that run's own folder.
     run_id = metrics["challenger"]["run_id"]
-    assert Path(metrics["challenger"]["model"]) == paths.model_file(day, run_id)
-    assert paths.model_file(day, run_id).stat().st_size > 0
-    card = json.loads(paths.day_model_card(day).read_text())
+    assert Path(metrics["challenger"]["model"]) == artifacts.RUN_MODEL.path(paths.root, day, run_id)
+    assert artifacts.RUN_MODEL.path(paths.root, day, run_id).stat().st_size > 0
+    card = json.loads(artifacts.DAY_MODEL_CARD.path(paths.root, day).read_text())
     assert card["train_rows"] > 0 and card["run_id"] == run_id
-    assert paths.day_model_card(day).read_bytes() == paths.model_card(day, run_id).read_bytes()
+    assert (
+        artifacts.DAY_MODEL_CARD.path(paths.root, day).read_bytes()
+        == artifacts.RUN_MODEL_CARD.path(paths.root, day, run_id).read_bytes()
+    )
 
     for who in ("model", "baseline"):
         assert set(metrics[who]) >= {"mae", "rmse", "median_ae", "r2"}
         assert all(math.isfinite(v) for v in metrics[who].values() if isinstance(v, float))
 
     # The baseline's MAE, recomputed here from the saved predictions without the package.
-    predictions = pd.read_parquet(paths.output(day) / "predictions.parquet")
+    predictions = pd.read_parquet(artifacts.OUTPUT.path(paths.root, day) / "predictions.parquet")
     assert len(predictions) == metrics["holdout_rows"] > 0
     assert predictions[["actual", "predicted", "baseline"]].notna().all().all()
     held_days = pd.to_datetime(predictions["local_date"]).dt.date
@@ -62,11 +66,13 @@ def check_artifacts(paths: ProjectPaths, day: date, window_days: int = 14) -> di
     independent = float(np.mean(np.abs(predictions["predicted"] - predictions["actual"])))
     assert metrics["model"]["mae"] == pytest.approx(independent, rel=1e-9)
 
-    figures = {p.name for p in paths.figures(day).glob("*.png")}
+    figures = {p.name for p in artifacts.FIGURES.path(paths.root, day).glob("*.png")}
     assert figures == FIGURES
     for name in FIGURES:
-        assert (paths.figures(day) / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = (paths.report(day) / "index.html").read_text()
+        assert (artifacts.FIGURES.path(paths.root, day) / name).read_bytes()[
+            :8
+        ] == b"\x89PNG\r\n\x1a\n"
+    report = (artifacts.REPORT_DIR.path(paths.root, day) / "index.html").read_text()
     assert metrics["decision"]["reason"].split(":")[0] in report
     assert {"model", "champion", "baseline", "decision", "drift"} <= set(metrics)
     # Input drift of a real 2013 day against its window: measured, nothing flagged.
@@ -148,9 +154,9 @@ def test_a_step_without_its_upstream_artifact_names_it_and_the_fix(project):
 def test_a_rerun_reuses_raw_partitions_and_is_idempotent(project):
     paths = ProjectPaths(project.root)
     day = date(2013, 3, 15)
-    raw = paths.raw_partition(day) / "flights.parquet"
+    raw = artifacts.RAW_PARTITION.path(paths.root, day) / "flights.parquet"
     before = raw.stat().st_mtime_ns
     project.airflow("tasks", "test", "flight_delays", "ingest", "2013-03-16")
-    manifest = json.loads((paths.interim(day) / "manifest.json").read_text())
+    manifest = json.loads((artifacts.INTERIM.path(paths.root, day) / "manifest.json").read_text())
     assert manifest["fetched"] == []
     assert raw.stat().st_mtime_ns == before

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flight_delays.store import registry
+from flight_delays.store import artifacts, registry
 from flight_delays.store.config import ProjectPaths
 from flight_delays.store.io import sha256
 
@@ -134,9 +134,9 @@ def test_every_run_trained_into_its_own_complete_folder(backfill):
     for result in backfill["results"]:
         trained = result["trained"]
         day = date.fromisoformat(result["day"])
-        folder = paths.run_model_dir(day, result["run_id"])
+        folder = artifacts.RUN_MODEL_DIR.path(paths.root, day, result["run_id"])
         folders.add(folder)
-        assert Path(trained["model"]) == paths.model_file(day, result["run_id"])
+        assert Path(trained["model"]) == artifacts.RUN_MODEL.path(paths.root, day, result["run_id"])
         assert sorted(p.name for p in folder.iterdir()) == ["model.skops", "model_card.json"]
         assert sha256(trained["model"]) == trained["model_sha256"]
         card = json.loads(Path(trained["model_card"]).read_text())
@@ -148,7 +148,7 @@ def test_every_run_trained_into_its_own_complete_folder(backfill):
 def test_every_days_published_artifacts_come_from_one_recorded_run(backfill):
     paths, runs = backfill["paths"], backfill["runs"]
     for day in DAYS:
-        metrics = json.loads(paths.metrics(day).read_text())
+        metrics = json.loads(artifacts.METRICS.path(paths.root, day).read_text())
         row = runs[runs["id"] == metrics["decision"]["registry_id"]].iloc[0]
         assert row["run_id"] == metrics["run_id"]
         assert pd.Timestamp(row["processed_day"]).date() == day
@@ -156,13 +156,13 @@ def test_every_days_published_artifacts_come_from_one_recorded_run(backfill):
         assert {k: v for k, v in metrics.items() if k != "decision"} == {
             k: v for k, v in recorded.items() if k != "decision"
         }
-        assert sha256(paths.predictions(day)) == metrics["predictions_sha256"]
-        run_card = paths.model_card(day, metrics["challenger"]["run_id"])
-        assert paths.day_model_card(day).read_bytes() == run_card.read_bytes()
-        assert (paths.report(day) / "index.html").is_file()
-        assert len(list(paths.figures(day).glob("*.png"))) >= 4
+        assert sha256(artifacts.PREDICTIONS.path(paths.root, day)) == metrics["predictions_sha256"]
+        run_card = artifacts.RUN_MODEL_CARD.path(paths.root, day, metrics["challenger"]["run_id"])
+        assert artifacts.DAY_MODEL_CARD.path(paths.root, day).read_bytes() == run_card.read_bytes()
+        assert (artifacts.REPORT_DIR.path(paths.root, day) / "index.html").is_file()
+        assert len(list(artifacts.FIGURES.path(paths.root, day).glob("*.png"))) >= 4
         for name in ("features.parquet", "train.parquet", "holdout.parquet"):
-            assert (paths.processed(day) / name).is_file()
+            assert (artifacts.PROCESSED.path(paths.root, day) / name).is_file()
 
 
 def test_no_temporary_file_is_left_behind(backfill):

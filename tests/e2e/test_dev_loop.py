@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from flight_delays import cli
+from flight_delays.store import artifacts
 from flight_delays.store.config import ProjectPaths
 
 pytestmark = pytest.mark.e2e
@@ -52,10 +53,10 @@ def test_a_range_of_tasks_runs_in_one_process_and_exits_zero(project):
     # The tasks talked to an execution API of the newest version only.
     assert NEWEST_ONLY in result.stdout + result.stderr
     assert ALL_VERSIONS not in result.stdout + result.stderr
-    assert (paths.interim(date(2013, 3, 25)) / "manifest.json").is_file()
-    assert (paths.processed(date(2013, 3, 25)) / "features.parquet").is_file()
+    assert (artifacts.INTERIM.path(paths.root, date(2013, 3, 25)) / "manifest.json").is_file()
+    assert (artifacts.PROCESSED.path(paths.root, date(2013, 3, 25)) / "features.parquet").is_file()
     # The range stops where it was told to: no split for that day.
-    assert not (paths.processed(date(2013, 3, 25)) / "train.parquet").exists()
+    assert not (artifacts.PROCESSED.path(paths.root, date(2013, 3, 25)) / "train.parquet").exists()
 
 
 def test_a_failing_task_exits_non_zero_names_the_error_and_stops_the_range(project):

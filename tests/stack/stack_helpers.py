@@ -24,6 +24,7 @@ from flight_stack.handle import leftovers as leftovers
 from flight_stack.rest import DAG_ID as DAG_ID
 from flight_stack.rest import run_path as run_path
 
+from flight_delays.store import artifacts
 from flight_delays.store.config import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,17 +160,19 @@ def log_in(page, stack: Stack, path: str = f"/dags/{DAG_ID}") -> None:
 def check_day(root: Path, day: date) -> dict:
     """The day's artifacts exist and are sane; returns metrics.json."""
     paths = ProjectPaths(root)
-    metrics = json.loads((paths.output(day) / "metrics.json").read_text())
+    metrics = json.loads((artifacts.OUTPUT.path(paths.root, day) / "metrics.json").read_text())
     for who in ("model", "baseline"):
         assert math.isfinite(metrics[who]["mae"]) and metrics[who]["mae"] > 0, metrics
-    predictions = pd.read_parquet(paths.output(day) / "predictions.parquet")
+    predictions = pd.read_parquet(artifacts.OUTPUT.path(paths.root, day) / "predictions.parquet")
     assert len(predictions) > 0
     assert pd.to_datetime(predictions["local_date"]).dt.date.max() == day
     # The model file sits in the day's folder or in a run's folder inside it.
-    models = list(paths.model_dir(day).rglob("model.skops"))
-    assert models and all(m.stat().st_size > 0 for m in models), paths.model_dir(day)
-    figures = sorted(paths.figures(day).glob("*.png"))
-    assert figures, f"no figures in {paths.figures(day)}"
+    models = list(artifacts.MODEL_DAY.path(paths.root, day).rglob("model.skops"))
+    assert models and all(m.stat().st_size > 0 for m in models), artifacts.MODEL_DAY.path(
+        paths.root, day
+    )
+    figures = sorted(artifacts.FIGURES.path(paths.root, day).glob("*.png"))
+    assert figures, f"no figures in {artifacts.FIGURES.path(paths.root, day)}"
     for figure in figures:
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
     return metrics

@@ -23,6 +23,7 @@ from stack_helpers import (
 )
 
 from flight_delays.base.dates import processed_day
+from flight_delays.store import artifacts
 from flight_delays.store.config import ProjectPaths
 
 pytestmark = pytest.mark.stack
@@ -205,12 +206,12 @@ def test_tasks_test_runs_each_task_in_order_against_the_stack(live_dag: Stack):
     paths = ProjectPaths(stack.root)
     day = date(2013, 4, 5)
     writes = {
-        "ingest": paths.interim(day) / "manifest.json",
-        "featurize": paths.processed(day) / "features.parquet",
-        "split": paths.processed(day) / "holdout.parquet",
-        "train": paths.model_dir(day) / "model.skops",
-        "score": paths.output(day) / "metrics.json",
-        "chart": paths.figures(day),
+        "ingest": artifacts.INTERIM.path(paths.root, day) / "manifest.json",
+        "featurize": artifacts.PROCESSED.path(paths.root, day) / "features.parquet",
+        "split": artifacts.PROCESSED.path(paths.root, day) / "holdout.parquet",
+        "train": artifacts.MODEL_DAY.path(paths.root, day) / "model.skops",
+        "score": artifacts.OUTPUT.path(paths.root, day) / "metrics.json",
+        "chart": artifacts.FIGURES.path(paths.root, day),
     }
     try:
         for step in STEPS:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from flight_delays.base import schema
-from flight_delays.store import io
+from flight_delays.store import artifacts, io
 from flight_delays.store.config import load_settings
 
 MODEL_STEP_DAY = date(2024, 3, 10)  # the processed day of the synthetic model-step runs
@@ -145,7 +145,7 @@ def split_artifacts(tmp_path: Path, model_params_file: Path) -> dict[str, object
     )
     holdout.loc[:4, "dest"] = "SFO"
     holdout.loc[5:6, "carrier"] = "NK"
-    processed = settings.paths.processed(day)
+    processed = artifacts.PROCESSED.path(settings.paths.root, day)
     train_path = io.write_parquet(train, processed / "train.parquet")
     holdout_path = io.write_parquet(holdout, processed / "holdout.parquet")
     manifest = {
@@ -158,7 +158,7 @@ def split_artifacts(tmp_path: Path, model_params_file: Path) -> dict[str, object
             for k in range(10)
         ]
     }
-    manifest_path = settings.paths.interim(day) / "manifest.json"
+    manifest_path = artifacts.INTERIM.path(settings.paths.root, day) / "manifest.json"
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest))
     counts = {  # featurize's counts beside the features, for the run report

@@ -18,7 +18,7 @@ from flight_delays import chart, score, train
 from flight_delays.base import schema
 from flight_delays.model.scoring import mae_by_group
 from flight_delays.monitor import report
-from flight_delays.store import io
+from flight_delays.store import artifacts, io
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -110,7 +110,9 @@ def test_run_writes_pngs(split_artifacts, caplog) -> None:
     # One summary line: rows in, figures out, seconds, the challenger's holdout MAE.
     lines = [r.getMessage() for r in caplog.records if r.name == "flight_delays.chart"]
     assert len(lines) == 1, lines
-    metrics = json.loads((art["settings"].paths.output(day) / "metrics.json").read_text())
+    metrics = json.loads(
+        (artifacts.OUTPUT.path(art["settings"].paths.root, day) / "metrics.json").read_text()
+    )
     assert re.fullmatch(
         rf"chart {day}: {len(art['holdout'])} holdout flights in, 6 figures out in "
         rf"\d+\.\d s; challenger holdout MAE {metrics['model']['mae']:.2f} min "
@@ -118,7 +120,7 @@ def test_run_writes_pngs(split_artifacts, caplog) -> None:
         lines[0],
     ), lines[0]
 
-    folder = art["settings"].paths.figures(day)
+    folder = artifacts.FIGURES.path(art["settings"].paths.root, day)
     expected = [folder / name for name in chart.FIGURE_FILES.values()]
     assert result["figures"] == [str(path) for path in expected]
     for path in expected:
@@ -127,7 +129,7 @@ def test_run_writes_pngs(split_artifacts, caplog) -> None:
 
     # The report shows the decision, the metrics table and every figure, by relative link.
     page = Path(result["report"])
-    assert page == art["settings"].paths.report(day) / "index.html"
+    assert page == artifacts.REPORT_DIR.path(art["settings"].paths.root, day) / "index.html"
     html = page.read_text()
     assert metrics["decision"]["reason"].replace("<", "&lt;").replace(">", "&gt;") in html
     assert f"{metrics['model']['mae']:.2f}" in html and "Champion" in html
@@ -145,7 +147,7 @@ def test_run_without_feature_counts_names_the_featurize_task(split_artifacts) ->
     day, root, params = art["day"], art["root"], art["params_file"]
     train.run(day, root=root, params_file=params)
     score.run(day, root=root, params_file=params)
-    (art["settings"].paths.processed(day) / "feature_counts.json").unlink()
+    (artifacts.PROCESSED.path(art["settings"].paths.root, day) / "feature_counts.json").unlink()
     with pytest.raises(io.MissingArtifactError, match="'featurize' task"):
         chart.run(day.isoformat(), root=root, params_file=params)
 

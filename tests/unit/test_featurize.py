@@ -394,7 +394,7 @@ def params_file(tmp_path):
 def write_partitions(root, flights, weather, days):
     paths = ProjectPaths(root)
     for day in days:
-        folder = paths.raw_partition(day)
+        folder = artifacts.RAW_PARTITION.path(paths.root, day)
         folder.mkdir(parents=True)
         # as ingest may write them: plain dates, not datetimes
         on_day = flights[flights[schema.DAY].dt.date == day]
@@ -404,7 +404,7 @@ def write_partitions(root, flights, weather, days):
         weather[weather[schema.DAY].dt.date == day].to_parquet(
             folder / "weather.parquet", index=False
         )
-    manifest = paths.interim(days[-1]) / "manifest.json"
+    manifest = artifacts.INTERIM.path(paths.root, days[-1]) / "manifest.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text(json.dumps({"days": [{"day": d.isoformat(), "rows": 1} for d in days]}))
     return paths
@@ -416,7 +416,7 @@ def test_run_writes_the_feature_table_and_reports_counts(
     paths = write_partitions(tmp_path, flights, weather, [MON, TUE])
     with caplog.at_level("INFO", logger="flight_delays.featurize"):
         result = featurize.run(TUE.isoformat(), root=tmp_path, params_file=params_file)
-    target = paths.processed(TUE) / "features.parquet"
+    target = artifacts.PROCESSED.path(paths.root, TUE) / "features.parquet"
     assert result["features"] == str(target)
     assert result["rows"] == 5 and result["days"] == 2
     assert result["missing_weather"] == 1 and result["excluded_no_arr_delay"] == 1
@@ -443,18 +443,18 @@ def test_run_with_a_missing_partition_names_the_ingest_task(
     tmp_path, params_file, flights, weather
 ):
     paths = write_partitions(tmp_path, flights, weather, [MON, TUE])
-    (paths.raw_partition(MON) / "weather.parquet").unlink()
+    (artifacts.RAW_PARTITION.path(paths.root, MON) / "weather.parquet").unlink()
     with pytest.raises(MissingArtifactError, match="'ingest' task") as info:
         featurize.run(TUE, root=tmp_path, params_file=params_file)
-    assert info.value.path == paths.raw_partition(MON) / "weather.parquet"
+    assert info.value.path == artifacts.RAW_PARTITION.path(paths.root, MON) / "weather.parquet"
 
 
 def test_run_refuses_a_manifest_listing_days_after_the_processed_day(
     tmp_path, params_file, flights, weather
 ):
     paths = write_partitions(tmp_path, flights, weather, [MON, TUE])
-    (paths.interim(MON) / "manifest.json").parent.mkdir(parents=True)
-    (paths.interim(MON) / "manifest.json").write_text(
+    (artifacts.INTERIM.path(paths.root, MON) / "manifest.json").parent.mkdir(parents=True)
+    (artifacts.INTERIM.path(paths.root, MON) / "manifest.json").write_text(
         json.dumps({"days": [{"day": "2024-01-15"}, {"day": "2024-01-16"}]})
     )
     with pytest.raises(ValueError, match="after 2024-01-15: 2024-01-16"):
@@ -462,7 +462,7 @@ def test_run_refuses_a_manifest_listing_days_after_the_processed_day(
 
 
 def test_run_rejects_a_manifest_without_days(tmp_path, params_file):
-    manifest = ProjectPaths(tmp_path).interim(TUE) / "manifest.json"
+    manifest = artifacts.INTERIM.path(tmp_path, TUE) / "manifest.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text(json.dumps({"partitions": []}))
     with pytest.raises(ValueError, match="'days'"):

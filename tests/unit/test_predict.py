@@ -82,8 +82,8 @@ def test_the_baseline_champion_predicts_every_scheduled_flight_once(project: Pat
     engine.dispose()
     # The nightly ingest's days before the day were fetched, the day itself was not.
     settings = load_settings(project)
-    assert settings.paths.raw_partition(date(2013, 3, 31)).exists()
-    assert not settings.paths.raw_partition(DAY).exists()
+    assert artifacts.RAW_PARTITION.path(settings.paths.root, date(2013, 3, 31)).exists()
+    assert not artifacts.RAW_PARTITION.path(settings.paths.root, DAY).exists()
 
 
 def test_the_days_outcomes_are_never_read(project: Path) -> None:
@@ -118,7 +118,9 @@ def test_a_promoted_model_serves_and_its_day_is_scored_the_next_night(project: P
 
     nightly = cli.run_steps(cli.STEPS, DAY, root=project)  # the night after DAY
 
-    metrics = pd.read_json(load_settings(project).paths.metrics(DAY), typ="series")
+    metrics = pd.read_json(
+        artifacts.METRICS.path(load_settings(project).paths.root, DAY), typ="series"
+    )
     score = metrics["served"]
     # An independent recomputation: the served predictions against the raw actuals.
     raw = pd.read_parquet(artifacts.RAW_FLIGHTS.path(project, DAY))

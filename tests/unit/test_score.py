@@ -15,7 +15,7 @@ from flight_delays import score, train
 from flight_delays.base import schema
 from flight_delays.model import evaluation
 from flight_delays.model.scoring import OriginHourMedianBaseline
-from flight_delays.store import io
+from flight_delays.store import artifacts, io
 from flight_delays.store.config import TrainSettings
 
 FAST_TRAIN = TrainSettings(max_iter=10, min_samples_leaf=5, bagging_models=1)
@@ -40,7 +40,7 @@ def test_run_writes_metrics_matching_an_independent_recomputation(split_artifact
 
     result = score.run(day.isoformat(), root=root, params_file=params)
 
-    out = art["settings"].paths.output(day)
+    out = artifacts.OUTPUT.path(art["settings"].paths.root, day)
     assert result["metrics"] == str(out / "metrics.json")
     assert result["predictions"] == str(out / "predictions.parquet")
     metrics = json.loads(Path(result["metrics"]).read_text())
@@ -153,7 +153,7 @@ def _promote_current_model(art, run_id: str = "scheduled__2024-03-11") -> Path:
     train.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
     metrics = score.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
     assert metrics["decision"] == "promoted", "the fixture's model should beat the baseline"
-    return art["settings"].paths.model_store
+    return artifacts.MODEL_STORE.path(art["settings"].paths.root)
 
 
 def _registry(art):
@@ -206,7 +206,7 @@ def test_a_retry_after_the_commit_finds_its_row_and_rewrites_nothing(
     with pytest.raises(SystemExit):
         score.run(art["day"], root=art["root"], params_file=params, run_id=run_id)
     monkeypatch.undo()
-    assert not paths.metrics(art["day"]).exists()
+    assert not artifacts.METRICS.path(paths.root, art["day"]).exists()
     engine = _registry(art)
     champion = score.registry.current_champion(engine)
     assert champion.run_id == run_id  # the first attempt's promotion was committed
@@ -220,13 +220,13 @@ def test_a_retry_after_the_commit_finds_its_row_and_rewrites_nothing(
     runs = score.registry.history(engine)
     assert len(runs) == 1 and runs.loc[0, "run_id"] == run_id
     assert score.registry.current_champion(engine) == champion
-    metrics = json.loads(paths.metrics(art["day"]).read_text())
+    metrics = json.loads(artifacts.METRICS.path(paths.root, art["day"]).read_text())
     assert metrics["decision"]["promoted"] is True
     assert metrics["decision"]["registry_id"] == int(runs.loc[0, "id"])
     assert metrics["decision"]["margin"] == 0.0  # the recorded settings, not the new ones
     assert json.loads(runs.loc[0, "report_json"])["model"] == metrics["model"]
-    assert paths.day_model_card(art["day"]).read_bytes() == (
-        paths.model_card(art["day"], run_id).read_bytes()
+    assert artifacts.DAY_MODEL_CARD.path(paths.root, art["day"]).read_bytes() == (
+        artifacts.RUN_MODEL_CARD.path(paths.root, art["day"], run_id).read_bytes()
     )
     engine.dispose()
 
@@ -242,11 +242,11 @@ def test_a_retry_leaves_a_later_run_of_the_day_published(split_artifacts, monkey
     monkeypatch.undo()
     train.run(art["day"], run_id="run-b", **kw)
     score.run(art["day"], run_id="run-b", **kw)
-    published = paths.metrics(art["day"]).read_text()
+    published = artifacts.METRICS.path(paths.root, art["day"]).read_text()
 
     score.run(art["day"], run_id="run-a", **kw)  # run a's retry, after run b finished
 
-    assert paths.metrics(art["day"]).read_text() == published
+    assert artifacts.METRICS.path(paths.root, art["day"]).read_text() == published
     assert json.loads(published)["run_id"] == "run-b"
     engine = _registry(art)
     assert sorted(score.registry.history(engine)["run_id"]) == ["run-a", "run-b"]
@@ -260,8 +260,10 @@ def test_two_runs_of_a_day_train_into_their_own_folders(split_artifacts) -> None
     first = train.run(art["day"], run_id="scheduled__2024-03-11T07:00:00+00:00", **kw)
     second = train.run(art["day"], run_id="manual__2024-03-12T09:30:00+00:00", **kw)
     assert Path(first["model"]).parent != Path(second["model"]).parent
-    assert Path(first["model"]).parent == paths.run_model_dir(art["day"], first["run_id"])
-    assert Path(first["model"]).parent.parent == paths.model_dir(art["day"])
+    assert Path(first["model"]).parent == artifacts.RUN_MODEL_DIR.path(
+        paths.root, art["day"], first["run_id"]
+    )
+    assert Path(first["model"]).parent.parent == artifacts.MODEL_DAY.path(paths.root, art["day"])
     assert Path(first["model"]).is_file() and Path(second["model"]).is_file()
 
     result = score.run(art["day"], run_id=first["run_id"], **kw)
@@ -289,7 +291,7 @@ def test_a_tampered_model_with_a_matching_tampered_card_is_refused(split_artifac
     Path(trained["model_card"]).write_bytes(original_card)
     with pytest.raises(train.UntrustedModelError, match="the file was changed after training"):
         score.run(art["day"], run_id="scheduled__2024-03-11", **kw)
-    assert not paths.metrics(art["day"]).exists()
+    assert not artifacts.METRICS.path(paths.root, art["day"]).exists()
     engine = _registry(art)
     assert score.registry.history(engine).empty  # nothing recorded
     engine.dispose()
@@ -318,7 +320,9 @@ def test_a_decayed_champion_steps_down_to_the_baseline(split_artifacts, tmp_path
     day, settings = art["day"], art["settings"]
     engine = _registry(art)
     # The old champion, trained on a regime that no longer holds.
-    train_frame = pd.read_parquet(settings.paths.processed(day) / "train.parquet")
+    train_frame = pd.read_parquet(
+        artifacts.PROCESSED.path(settings.paths.root, day) / "train.parquet"
+    )
     shifted = train_frame.assign(**{schema.TARGET: train_frame[schema.TARGET] + 120.0})
     old = train.save_model(train.fit_model(shifted, FAST_TRAIN), tmp_path / "old.skops")
     sha = io.sha256(old)

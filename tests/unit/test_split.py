@@ -9,7 +9,7 @@ from flight_delays.base import schema
 from flight_delays.base.frames import MissingColumnsError
 from flight_delays.model import history
 from flight_delays.split import split_by_day, split_with_history
-from flight_delays.store.config import ProjectPaths
+from flight_delays.store import artifacts
 from flight_delays.store.io import MissingArtifactError
 
 DAY = date(2024, 1, 20)
@@ -185,7 +185,7 @@ def params_file(tmp_path):
 
 
 def test_run_writes_train_and_holdout(tmp_path, params_file, caplog):
-    folder = ProjectPaths(tmp_path).processed(DAY)
+    folder = artifacts.PROCESSED.path(tmp_path, DAY)
     folder.mkdir(parents=True)
     features = features_frame(days_before(DAY, 4))
     features.to_parquet(folder / "features.parquet", index=False)
@@ -215,4 +215,4 @@ def test_run_writes_train_and_holdout(tmp_path, params_file, caplog):
 def test_run_without_features_names_the_featurize_task(tmp_path, params_file):
     with pytest.raises(MissingArtifactError, match="'featurize' task") as info:
         split.run(DAY, root=tmp_path, params_file=params_file)
-    assert info.value.path == ProjectPaths(tmp_path.resolve()).processed(DAY) / "features.parquet"
+    assert info.value.path == artifacts.PROCESSED.path(tmp_path.resolve(), DAY) / "features.parquet"

@@ -35,7 +35,7 @@ def test_the_artifact_root_is_the_project_root_unless_the_setting_names_another(
     assert isinstance(paths.root, UPath) and str(paths.root) == "memory://bucket/prefix"
     assert paths.home == tmp_path.resolve()
     # XCom and the registry hold strings: read back, they are the same path.
-    metrics = paths.metrics(DAY)
+    metrics = artifacts.METRICS.path(paths.root, DAY)
     assert str(metrics) == "memory://bucket/prefix/data/output/ds=2013-03-31/metrics.json"
     assert storage.locate(str(metrics)) == metrics
 
@@ -44,7 +44,10 @@ def test_local_entries_stay_in_the_project_root(tmp_path: Path) -> None:
     remote = storage.locate("memory://bucket/prefix")
     paths = ProjectPaths(remote, home=tmp_path)
     assert paths.source_db == tmp_path / "data" / "source" / "flights.sqlite"
-    assert str(paths.processed(DAY)) == "memory://bucket/prefix/data/processed/ds=2013-03-31"
+    assert (
+        str(artifacts.PROCESSED.path(paths.root, DAY))
+        == "memory://bucket/prefix/data/processed/ds=2013-03-31"
+    )
     with pytest.raises(ValueError, match="local project root"):
         artifacts.SOURCE_DB.path(remote)
     with pytest.raises(ValueError, match="needs the local project root"):

@@ -219,7 +219,7 @@ def test_a_partition_without_its_commit_marker_is_fetched_again(
     warehouse: Path, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = _ingest_home(warehouse, tmp_path, bucket, monkeypatch)
-    partition = load_settings(home).paths.raw_partition(DAY)
+    partition = artifacts.RAW_PARTITION.path(load_settings(home).paths.root, DAY)
     # A writer killed after its data files, before its marker: left by hand here.
     (partition / "flights.parquet").write_bytes(b"half of a partition")
     (partition / "weather.parquet").write_bytes(b"")
@@ -260,7 +260,7 @@ def test_a_partition_changed_after_its_commit_is_reported(
 ) -> None:
     home = _ingest_home(warehouse, tmp_path, bucket, monkeypatch)
     ingest.run(DAY, root=home)
-    partition = load_settings(home).paths.raw_partition(DAY)
+    partition = artifacts.RAW_PARTITION.path(load_settings(home).paths.root, DAY)
     frame = io.read_parquet(partition / "flights.parquet", artifacts.RAW_FLIGHTS)
     io.write_parquet(frame.iloc[1:], partition / "flights.parquet")  # e.g. a rival's bytes
     with pytest.raises(ingest.BrokenPartitionError, match="differs from the one its commit"):
@@ -274,16 +274,18 @@ def test_refetch_moves_the_partition_aside_marker_last_and_fetches_the_day_again
     ingest.run(DAY, root=home)
     paths = load_settings(home).paths
     before = {
-        name: (paths.raw_partition(DAY) / name).read_bytes()
+        name: (artifacts.RAW_PARTITION.path(paths.root, DAY) / name).read_bytes()
         for name in (*ingest.PARTITION_FILES, ingest.COMMIT_FILE)
     }
 
     result = ingest.run(DAY, root=home, refetch=True)
 
-    kept = paths.superseded(DAY) / "v1"
+    kept = artifacts.SUPERSEDED.path(paths.root, DAY) / "v1"
     assert {name: (kept / name).read_bytes() for name in before} == before
     assert (kept / "quarantine" / "summary.json").is_file()
-    assert ingest.committed(paths.raw_partition(DAY))  # fetched again by the refetch
+    assert ingest.committed(
+        artifacts.RAW_PARTITION.path(paths.root, DAY)
+    )  # fetched again by the refetch
     assert result["flight_rows"] > 0
     assert artifacts.match(storage.relative(kept / "flights.parquet", paths.root)) is (
         artifacts.SUPERSEDED

@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from flight_delays import train
 from flight_delays.base import schema
-from flight_delays.store import io
+from flight_delays.store import artifacts, io
 from flight_delays.store.config import TrainSettings
 
 # One small booster on all features (the plain model); BAGGED: the day-bagged kind.
@@ -177,8 +177,12 @@ def test_run_writes_model_and_card_into_the_runs_folder_and_records_their_hashes
         art["day"].isoformat(), root=art["root"], params_file=art["params_file"], run_id=run_id
     )
 
-    run_dir = paths.run_model_dir(art["day"], run_id)
-    assert run_dir == paths.model_dir(art["day"]) / "run=scheduled__2024-03-11T07:00:00+00:00"
+    run_dir = artifacts.RUN_MODEL_DIR.path(paths.root, art["day"], run_id)
+    assert (
+        run_dir
+        == artifacts.MODEL_DAY.path(paths.root, art["day"])
+        / "run=scheduled__2024-03-11T07:00:00+00:00"
+    )
     assert result == {
         "model": str(run_dir / "model.skops"),
         "model_card": str(run_dir / "model_card.json"),

@@ -264,12 +264,11 @@ class RegistrySettings:
 
 @dataclass(frozen=True)
 class ProjectPaths:
-    """Every artifact location under ``root`` (the artifact root: a local folder, or a
-    :class:`upath.UPath` in an object store), keyed by the processed day where it belongs
-    to one run. ``home`` is the local project root, which holds the entries the catalog
-    marks ``local`` (default: ``root``, which must then be local). Each method resolves
-    an entry of the artifact catalog (:mod:`flight_delays.store.artifacts`), which alone holds
-    the names."""
+    """The two roots of a project: ``root``, the artifact root (a local folder, or a
+    :class:`upath.UPath` in an object store), and ``home``, the local project root, which
+    holds the entries the catalog marks ``local`` (default: ``root``, which must then be
+    local). An artifact is addressed one way only, through the catalog:
+    ``artifacts.METRICS.path(settings.paths.root, day)``."""
 
     root: ArtifactPath
     home: Path | None = None  # None: the root (a local one); set in __post_init__
@@ -285,94 +284,10 @@ class ProjectPaths:
                 )
             object.__setattr__(self, "home", root)
 
-    def path(
-        self,
-        entry: artifacts.Artifact | str,
-        day: date | None = None,
-        run_id: str | None = None,
-        **fields: str,
-    ) -> ArtifactPath:
-        """Where the catalog's ``entry`` lives: under ``home`` if it is a local entry,
-        else under ``root``."""
-        artifact = artifacts.BY_NAME[entry] if isinstance(entry, str) else entry
-        return artifact.path(self.home if artifact.local else self.root, day, run_id, **fields)
-
     @property
     def source_db(self) -> Path:
-        return self.path(artifacts.SOURCE_DB)  # type: ignore[return-value]  # a local entry
-
-    @property
-    def raw(self) -> ArtifactPath:
-        """The folder of the raw partitions."""
-        return artifacts.RAW.path(self.root)
-
-    def raw_partition(self, day: date) -> ArtifactPath:
-        return artifacts.RAW_PARTITION.path(self.root, day)
-
-    def superseded(self, day: date) -> ArtifactPath:
-        """Where re-fetching a day moves its earlier partitions: ``v1/``, ``v2/``, ..."""
-        return artifacts.SUPERSEDED.path(self.root, day)
-
-    def quarantine(self, day: date) -> ArtifactPath:
-        """The rows of ``day`` that broke the data contract, with their reasons."""
-        return artifacts.QUARANTINE.path(self.root, day)
-
-    def interim(self, day: date) -> ArtifactPath:
-        return artifacts.INTERIM.path(self.root, day)
-
-    def processed(self, day: date) -> ArtifactPath:
-        return artifacts.PROCESSED.path(self.root, day)
-
-    def model_dir(self, day: date) -> ArtifactPath:
-        """The day's model folder: a ``run=<run id>/`` folder per run that trained for
-        the day, and the card of the run whose results data/output/ds=<day>/ holds."""
-        return artifacts.MODEL_DAY.path(self.root, day)
-
-    def run_model_dir(self, day: date, run_id: str) -> ArtifactPath:
-        """Where run ``run_id`` trains for ``day``. One folder per run, so that two runs
-        of the same day never write into one folder. The run id is percent-encoded
-        (Airflow's own ids keep their letters, digits and ``_.~:+-``), so no id can
-        name another folder."""
-        return artifacts.RUN_MODEL_DIR.path(self.root, day, run_id)
-
-    def model_file(self, day: date, run_id: str) -> ArtifactPath:
-        """The model run ``run_id`` trained for ``day`` (skops format)."""
-        return artifacts.RUN_MODEL.path(self.root, day, run_id)
-
-    def model_card(self, day: date, run_id: str) -> ArtifactPath:
-        """The card of :meth:`model_file` (JSON)."""
-        return artifacts.RUN_MODEL_CARD.path(self.root, day, run_id)
-
-    def day_model_card(self, day: date) -> ArtifactPath:
-        """The card of the model the day's ``metrics`` and report describe (the score
-        task copies it from the recorded run's folder)."""
-        return artifacts.DAY_MODEL_CARD.path(self.root, day)
-
-    def output(self, day: date) -> ArtifactPath:
-        return artifacts.OUTPUT.path(self.root, day)
-
-    def predictions(self, day: date) -> ArtifactPath:
-        """The score task's predictions for the day's holdout (Parquet)."""
-        return artifacts.PREDICTIONS.path(self.root, day)
-
-    def metrics(self, day: date) -> ArtifactPath:
-        """The score task's ``metrics``, written from the day's recorded registry row."""
-        return artifacts.METRICS.path(self.root, day)
-
-    def figures(self, day: date) -> ArtifactPath:
-        return artifacts.FIGURES.path(self.root, day)
-
-    def report(self, day: date) -> ArtifactPath:
-        """The day's report folder (its page: :meth:`report_page`)."""
-        return artifacts.REPORT_DIR.path(self.root, day)
-
-    def report_page(self, day: date) -> ArtifactPath:
-        return artifacts.REPORT.path(self.root, day)
-
-    @property
-    def model_store(self) -> ArtifactPath:
-        """Promoted models, content-addressed and written once: <sha256>.skops."""
-        return artifacts.MODEL_STORE.path(self.root)
+        """The embedded warehouse: a ``local`` entry, under ``home`` whatever the root."""
+        return artifacts.SOURCE_DB.path(self.home)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
