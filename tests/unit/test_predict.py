@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from flight_delays import cli, featurize, ingest, predict, train
+from flight_delays import cli, featurize, ingest, predict
 from flight_delays.intake import demo
-from flight_delays.model import serving
+from flight_delays.model import fitted, serving
 from flight_delays.store import artifacts, registry
 from flight_delays.store.config import PARAMS_RELATIVE, load_settings
 
@@ -148,7 +148,7 @@ def test_a_champion_file_changed_since_its_promotion_serves_nothing(project: Pat
     engine = _engine(project)
     stored = Path(registry.current_champion(engine).model_path)
     stored.write_bytes(stored.read_bytes() + b"tampered")
-    with pytest.raises(train.UntrustedModelError, match="changed after training"):
+    with pytest.raises(fitted.UntrustedModelError, match="changed after training"):
         predict.run(DAY, root=project, run_id="scheduled__second")
     # The day's predictions are the last good ones, whole.
     kept = serving.predictions_of(engine, DAY)

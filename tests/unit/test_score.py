@@ -13,7 +13,7 @@ import yaml
 
 from flight_delays import score, train
 from flight_delays.base import schema
-from flight_delays.model import evaluation
+from flight_delays.model import evaluation, fitted
 from flight_delays.model.scoring import OriginHourMedianBaseline
 from flight_delays.store import artifacts, io
 from flight_delays.store.config import TrainSettings
@@ -96,7 +96,7 @@ def test_run_refuses_a_model_file_changed_after_training(split_artifacts) -> Non
     art = split_artifacts
     trained = train.run(art["day"], root=art["root"], params_file=art["params_file"])
     Path(trained["model"]).write_bytes(Path(trained["model"]).read_bytes() + b"\0")
-    with pytest.raises(train.UntrustedModelError, match="changed after training"):
+    with pytest.raises(fitted.UntrustedModelError, match="changed after training"):
         score.run(art["day"], root=art["root"], params_file=art["params_file"])
 
 
@@ -280,16 +280,16 @@ def test_a_tampered_model_with_a_matching_tampered_card_is_refused(split_artifac
     original_card = Path(trained["model_card"]).read_bytes()
     # Whoever can write the model folder swaps the model and makes the card agree.
     other = train.fit_model(art["train"].sample(frac=0.5, random_state=1), FAST_TRAIN)
-    train.save_model(other, trained["model"])
+    fitted.save_model(other, trained["model"])
     card = json.loads(original_card)
     card["model"]["sha256"] = io.sha256(trained["model"])
     Path(trained["model_card"]).write_text(json.dumps(card))
 
-    with pytest.raises(train.UntrustedModelError, match="card was changed after training"):
+    with pytest.raises(fitted.UntrustedModelError, match="card was changed after training"):
         score.run(art["day"], run_id="scheduled__2024-03-11", **kw)
     # With the card put back, the swapped model is refused on its own hash.
     Path(trained["model_card"]).write_bytes(original_card)
-    with pytest.raises(train.UntrustedModelError, match="the file was changed after training"):
+    with pytest.raises(fitted.UntrustedModelError, match="the file was changed after training"):
         score.run(art["day"], run_id="scheduled__2024-03-11", **kw)
     assert not artifacts.METRICS.path(paths.root, art["day"]).exists()
     engine = _registry(art)
@@ -303,7 +303,7 @@ def test_a_champion_file_that_differs_from_the_registry_is_refused(split_artifac
     (stored,) = store.glob("*.skops")
     stored.write_bytes(stored.read_bytes() + b"tampered")
     train.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="again")
-    with pytest.raises(train.UntrustedModelError, match="changed after training"):
+    with pytest.raises(fitted.UntrustedModelError, match="changed after training"):
         score.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="again")
 
 
@@ -324,7 +324,7 @@ def test_a_decayed_champion_steps_down_to_the_baseline(split_artifacts, tmp_path
         artifacts.PROCESSED.path(settings.paths.root, day) / "train.parquet"
     )
     shifted = train_frame.assign(**{schema.TARGET: train_frame[schema.TARGET] + 120.0})
-    old = train.save_model(train.fit_model(shifted, FAST_TRAIN), tmp_path / "old.skops")
+    old = fitted.save_model(train.fit_model(shifted, FAST_TRAIN), tmp_path / "old.skops")
     sha = io.sha256(old)
     stored = registry.store_model(old, sha, settings.paths.root)
     old_day = day - timedelta(days=7)

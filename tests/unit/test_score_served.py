@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from flight_delays import score, train
-from flight_delays.model import serving
+from flight_delays.model import fitted, serving
 from flight_delays.store import io, registry
 from flight_delays.store.config import TrainSettings
 
@@ -24,7 +24,7 @@ def _champion(art, tmp_path: Path) -> tuple[str, date]:
     before the processed day; returns its SHA-256 and day."""
     day, settings = art["day"], art["settings"]
     engine = registry.connect(settings.registry_url)
-    model_path = train.save_model(train.fit_model(art["train"], GOOD_TRAIN), tmp_path / "c.skops")
+    model_path = fitted.save_model(train.fit_model(art["train"], GOOD_TRAIN), tmp_path / "c.skops")
     sha = io.sha256(model_path)
     stored = registry.store_model(model_path, sha, settings.paths.root)
     old_day = day - timedelta(days=7)

@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from flight_delays import train
 from flight_delays.base import schema
+from flight_delays.model import fitted
 from flight_delays.store import artifacts, io
 from flight_delays.store.config import TrainSettings
 
@@ -71,7 +72,7 @@ def test_fit_model_predicts_in_minutes_and_leaves_input_alone(feature_frame_fact
     before = frame.copy()
     model = train.fit_model(frame, FAST)
     pd.testing.assert_frame_equal(frame, before)
-    pred = train.predict(model, frame)
+    pred = fitted.predict(model, frame)
     assert pred.shape == (300,)
     assert np.isfinite(pred).all()
     # The features carry real signal: in-sample the model must beat predicting the median.
@@ -99,39 +100,41 @@ def test_predict_handles_unseen_and_missing_categories(fitted_model, feature_fra
     frame = feature_frame_factory(6, seed=5)
     frame["carrier"] = pd.array(["ZZ", "AA", "AA", None, "B6", "UA"], dtype="str")
     frame["dest"] = pd.array(["XYZ"] * 6, dtype="str")
-    pred = train.predict(fitted_model, frame)
+    pred = fitted.predict(fitted_model, frame)
     assert pred.shape == (6,)
     assert np.isfinite(pred).all()
 
 
 def test_thread_limit_reads_environment(monkeypatch) -> None:
-    monkeypatch.delenv(train.ENV_THREADS, raising=False)
-    assert train.thread_limit() == 2
-    monkeypatch.setenv(train.ENV_THREADS, "1")
-    assert train.thread_limit() == 1
-    monkeypatch.setenv(train.ENV_THREADS, "zero")
-    with pytest.raises(ValueError, match=train.ENV_THREADS):
-        train.thread_limit()
+    monkeypatch.delenv(fitted.ENV_THREADS, raising=False)
+    assert fitted.thread_limit() == 2
+    monkeypatch.setenv(fitted.ENV_THREADS, "1")
+    assert fitted.thread_limit() == 1
+    monkeypatch.setenv(fitted.ENV_THREADS, "zero")
+    with pytest.raises(ValueError, match=fitted.ENV_THREADS):
+        fitted.thread_limit()
 
 
 def test_model_file_round_trip_with_trusted_list(tmp_path, feature_frame_factory) -> None:
     bagged = train.fit_model(feature_frame_factory(300, seed=3), BAGGED)
-    path = train.save_model(bagged, tmp_path / "model.skops")
+    path = fitted.save_model(bagged, tmp_path / "model.skops")
     # The hard-coded list is exactly what this pipeline needs: nothing more, nothing less.
-    assert sorted(skops.io.get_untrusted_types(file=path)) == sorted(train.TRUSTED_TYPES)
-    loaded = train.load_model(path, expected_sha256=io.sha256(path))
+    assert sorted(skops.io.get_untrusted_types(file=path)) == sorted(fitted.TRUSTED_TYPES)
+    loaded = fitted.load_model(path, expected_sha256=io.sha256(path))
     frame = feature_frame_factory(40, seed=6)
-    np.testing.assert_array_equal(train.predict(loaded, frame), train.predict(bagged, frame))
+    np.testing.assert_array_equal(fitted.predict(loaded, frame), fitted.predict(bagged, frame))
     # stored deflated: one file per processed day adds up
     with zipfile.ZipFile(path) as archive:
         assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}
 
 
 def test_single_booster_file_loads_too(fitted_model, tmp_path, feature_frame_factory) -> None:
-    path = train.save_model(fitted_model, tmp_path / "model.skops")
-    loaded = train.load_model(path, expected_sha256=io.sha256(path))
+    path = fitted.save_model(fitted_model, tmp_path / "model.skops")
+    loaded = fitted.load_model(path, expected_sha256=io.sha256(path))
     frame = feature_frame_factory(40, seed=6)
-    np.testing.assert_array_equal(train.predict(loaded, frame), train.predict(fitted_model, frame))
+    np.testing.assert_array_equal(
+        fitted.predict(loaded, frame), fitted.predict(fitted_model, frame)
+    )
 
 
 def test_load_model_refuses_untrusted_type(fitted_model, tmp_path) -> None:
@@ -146,23 +149,23 @@ def test_load_model_refuses_untrusted_type(fitted_model, tmp_path) -> None:
     skops.io.dump(smuggled, path)
     # Refused by the type check even with the file's own hash: the hash proves who wrote
     # the file, not what it holds.
-    with pytest.raises(train.UntrustedModelError, match=r"test_train\.NotAModelPart"):
-        train.load_model(path, expected_sha256=io.sha256(path))
+    with pytest.raises(fitted.UntrustedModelError, match=r"test_train\.NotAModelPart"):
+        fitted.load_model(path, expected_sha256=io.sha256(path))
 
 
 def test_load_model_refuses_other_estimators_and_changed_files(fitted_model, tmp_path) -> None:
     other = tmp_path / "linear.skops"
     skops.io.dump(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), other)
-    with pytest.raises(train.UntrustedModelError, match="LinearRegression"):
-        train.load_model(other, expected_sha256=io.sha256(other))
-    path = train.save_model(fitted_model, tmp_path / "model.skops")
-    with pytest.raises(train.UntrustedModelError, match="SHA-256"):
-        train.load_model(path, expected_sha256="0" * 64)
+    with pytest.raises(fitted.UntrustedModelError, match="LinearRegression"):
+        fitted.load_model(other, expected_sha256=io.sha256(other))
+    path = fitted.save_model(fitted_model, tmp_path / "model.skops")
+    with pytest.raises(fitted.UntrustedModelError, match="SHA-256"):
+        fitted.load_model(path, expected_sha256="0" * 64)
 
 
 def test_load_model_missing_file_names_train_task(tmp_path) -> None:
     with pytest.raises(io.MissingArtifactError, match="'train' task"):
-        train.load_model(tmp_path / "nope.skops", expected_sha256="0" * 64)
+        fitted.load_model(tmp_path / "nope.skops", expected_sha256="0" * 64)
 
 
 def test_run_writes_model_and_card_into_the_runs_folder_and_records_their_hashes(
@@ -205,7 +208,7 @@ def test_run_writes_model_and_card_into_the_runs_folder_and_records_their_hashes
     assert card["model"]["sha256"] == io.sha256(result["model"])
     assert set(card["libraries"]) == {"python", "sklearn", "pandas", "numpy", "skops"}
     assert any("perfect forecast" in note for note in card["notes"])
-    loaded = train.load_model(result["model"], expected_sha256=result["model_sha256"])
+    loaded = fitted.load_model(result["model"], expected_sha256=result["model_sha256"])
     assert isinstance(loaded, Pipeline)
     # Atomic writes leave no temporary files behind.
     assert sorted(p.name for p in run_dir.iterdir()) == ["model.skops", "model_card.json"]
@@ -255,7 +258,7 @@ def test_load_model_reads_the_file_once(fitted_model, tmp_path, monkeypatch) -> 
     import builtins
     import io as stdlib_io
 
-    path = train.save_model(fitted_model, tmp_path / "model.skops")
+    path = fitted.save_model(fitted_model, tmp_path / "model.skops")
     digest = io.sha256(path)
     opened = []
     real_open = builtins.open
@@ -267,7 +270,7 @@ def test_load_model_reads_the_file_once(fitted_model, tmp_path, monkeypatch) -> 
 
     monkeypatch.setattr(builtins, "open", counting_open)
     monkeypatch.setattr(stdlib_io, "open", counting_open)
-    model = train.load_model(path, expected_sha256=digest)
+    model = fitted.load_model(path, expected_sha256=digest)
     assert len(opened) == 1  # hashed, type-checked and loaded from the same bytes
     assert isinstance(model, Pipeline)
 
@@ -284,7 +287,7 @@ def test_run_with_day_bagging_says_so_in_the_card(split_artifacts) -> None:
     assert card["estimator"].startswith("flight_delays.train.DayBaggedRegressor of 2 ")
     assert "bagging_models" not in card["hyperparameters"]
     assert any("mean of 2 boosters" in note for note in card["notes"])
-    model = train.load_model(result["model"], expected_sha256=card["model"]["sha256"])
+    model = fitted.load_model(result["model"], expected_sha256=card["model"]["sha256"])
     assert len(model.named_steps["model"].estimators_) == 2
 
 
@@ -305,7 +308,7 @@ def test_monotonic_constraints_follow_the_schema(feature_frame_factory) -> None:
     model = train.fit_model(feature_frame_factory(400, seed=11), FAST)
     row = feature_frame_factory(1, seed=12)
     rainier = pd.concat([row.assign(precip=p) for p in (0.0, 0.05, 0.2, 1.0)], ignore_index=True)
-    assert np.all(np.diff(train.predict(model, rainier)) >= 0)
+    assert np.all(np.diff(fitted.predict(model, rainier)) >= 0)
 
 
 def test_a_feature_without_any_value_is_ignored_with_a_warning(
@@ -320,7 +323,8 @@ def test_a_feature_without_any_value_is_ignored_with_a_warning(
     holdout = feature_frame_factory(20, seed=14)
     varied = holdout.assign(past_flight_delay=np.linspace(-50, 50, 20))
     np.testing.assert_array_equal(
-        train.predict(model, holdout.assign(past_flight_delay=np.nan)), train.predict(model, varied)
+        fitted.predict(model, holdout.assign(past_flight_delay=np.nan)),
+        fitted.predict(model, varied),
     )
 
 
@@ -368,7 +372,7 @@ def test_fit_model_with_bagging_averages_boosters(feature_frame_factory) -> None
     assert len(bag.estimators_) == 3
     assert all(isinstance(b, HistGradientBoostingRegressor) for b in bag.estimators_)
     assert all(b.max_features == 0.5 for b in bag.estimators_)
-    pred = train.predict(model, frame)
+    pred = fitted.predict(model, frame)
     encoded = model.named_steps["features"].transform(frame[schema.FEATURES])
     np.testing.assert_allclose(pred, np.mean([b.predict(encoded) for b in bag.estimators_], 0))
     with pytest.raises(ValueError, match="local_date"):
@@ -399,7 +403,7 @@ def test_parallel_and_serial_bagging_fit_the_same_models(feature_frame_factory) 
         )
     holdout = feature_frame_factory(60, seed=23)
     np.testing.assert_array_equal(
-        train.predict(models[1], holdout), train.predict(models[2], holdout)
+        fitted.predict(models[1], holdout), fitted.predict(models[2], holdout)
     )
     # Booster k saw the same days and the same seed in both fits.
     for serial, parallel in zip(
@@ -425,9 +429,9 @@ def test_parallel_bagging_uses_worker_threads_with_one_openmp_thread_each() -> N
 
 
 def test_fit_model_fits_boosters_on_the_allowed_threads(feature_frame_factory, monkeypatch) -> None:
-    monkeypatch.setenv(train.ENV_THREADS, "2")
+    monkeypatch.setenv(fitted.ENV_THREADS, "2")
     assert train.build_pipeline(BAGGED).named_steps["model"].n_jobs == 2
-    monkeypatch.setenv(train.ENV_THREADS, "1")
+    monkeypatch.setenv(fitted.ENV_THREADS, "1")
     assert train.build_pipeline(BAGGED).named_steps["model"].n_jobs == 1
 
 
@@ -491,5 +495,5 @@ def test_fit_model_fits_what_pipeline_fit_fits(feature_frame_factory) -> None:
         frame[schema.TARGET].to_numpy(dtype=float),
         model__days=frame[schema.DAY].to_numpy(),
     )
-    np.testing.assert_array_equal(train.predict(ours, frame), train.predict(theirs, frame))
+    np.testing.assert_array_equal(fitted.predict(ours, frame), fitted.predict(theirs, frame))
     assert list(ours.feature_names_in_) == schema.FEATURES

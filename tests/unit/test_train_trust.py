@@ -1,4 +1,4 @@
-"""flight_delays.train.load_model: what a model file must prove before it is loaded.
+"""flight_delays.model.model_file.load_model: what a model file must prove before it is loaded.
 
 The hash is mandatory; the types beyond skops' defaults are exactly those the pipeline
 writes, and the two that skops flags as risky (TreePredictor, functools.partial) are
@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_array
 
 from flight_delays import train
+from flight_delays.model import fitted as model_file
 from flight_delays.store import io
 from flight_delays.store.config import TrainSettings, load_settings
 
@@ -40,33 +41,33 @@ def test_trusted_types_are_what_the_default_boosters_need(tmp_path, feature_fram
     settings = load_settings(REPO).train
     assert settings.bagging_models > 1
     model = train.fit_model(feature_frame_factory(300, seed=4), settings)
-    path = train.save_model(model, tmp_path / "model.skops")
+    path = model_file.save_model(model, tmp_path / "model.skops")
     # Each trusted type is needed (the file holds it) and nothing else is held.
-    assert sorted(skops.io.get_untrusted_types(file=path)) == sorted(train.TRUSTED_TYPES)
+    assert sorted(skops.io.get_untrusted_types(file=path)) == sorted(model_file.TRUSTED_TYPES)
     # The partials are the boosters' own input checks, and only those.
-    assert train.partials_outside(path.read_bytes()) == []
-    assert isinstance(train.load_model(path, expected_sha256=io.sha256(path)), Pipeline)
+    assert model_file.partials_outside(path.read_bytes()) == []
+    assert isinstance(model_file.load_model(path, expected_sha256=io.sha256(path)), Pipeline)
 
 
 def test_a_file_without_its_expected_hash_is_refused(fitted, tmp_path) -> None:
-    path = train.save_model(fitted, tmp_path / "model.skops")
+    path = model_file.save_model(fitted, tmp_path / "model.skops")
     for missing in (None, ""):
-        with pytest.raises(train.UntrustedModelError, match="without its expected SHA-256"):
-            train.load_model(path, expected_sha256=missing)
-    with pytest.raises(train.UntrustedModelError, match="without its expected SHA-256"):
-        train.load_model(path)  # the call signature of a caller that forgot it
+        with pytest.raises(model_file.UntrustedModelError, match="without its expected SHA-256"):
+            model_file.load_model(path, expected_sha256=missing)
+    with pytest.raises(model_file.UntrustedModelError, match="without its expected SHA-256"):
+        model_file.load_model(path)  # the call signature of a caller that forgot it
 
 
 def test_a_wrong_hash_is_refused_even_when_unverified_loads_are_allowed(fitted, tmp_path):
-    path = train.save_model(fitted, tmp_path / "model.skops")
-    with pytest.raises(train.UntrustedModelError, match="changed after training"):
-        train.load_model(path, expected_sha256="f" * 64, allow_unverified=True)
+    path = model_file.save_model(fitted, tmp_path / "model.skops")
+    with pytest.raises(model_file.UntrustedModelError, match="changed after training"):
+        model_file.load_model(path, expected_sha256="f" * 64, allow_unverified=True)
 
 
 def test_an_unverified_load_must_be_asked_for_and_is_logged(fitted, tmp_path, caplog) -> None:
-    path = train.save_model(fitted, tmp_path / "model.skops")
+    path = model_file.save_model(fitted, tmp_path / "model.skops")
     with caplog.at_level(logging.WARNING, logger="flight_delays.train"):
-        model = train.load_model(path, allow_unverified=True)
+        model = model_file.load_model(path, allow_unverified=True)
     assert isinstance(model, Pipeline)
     assert "unverified" in caplog.text and str(path) in caplog.text
 
@@ -84,9 +85,9 @@ def test_a_partial_of_anything_but_check_array_is_refused(fitted, tmp_path, wrap
     path = tmp_path / "model.skops"
     skops.io.dump(smuggled, path)
     # skops alone would load it: every type in it is on the trusted list.
-    assert set(skops.io.get_untrusted_types(file=path)) <= set(train.TRUSTED_TYPES)
-    with pytest.raises(train.UntrustedModelError, match=named):
-        train.load_model(path, expected_sha256=io.sha256(path))
+    assert set(skops.io.get_untrusted_types(file=path)) <= set(model_file.TRUSTED_TYPES)
+    with pytest.raises(model_file.UntrustedModelError, match=named):
+        model_file.load_model(path, expected_sha256=io.sha256(path))
 
 
 def test_a_partial_of_check_array_is_what_the_booster_holds(fitted) -> None:
@@ -123,52 +124,58 @@ def _categorical_split(nodes, tree) -> None:
     ],
 )
 def test_a_tree_pointing_outside_itself_is_refused(fitted, tmp_path, change, reason) -> None:
-    path = train.save_model(_with_first_tree(fitted, change), tmp_path / "model.skops")
+    path = model_file.save_model(_with_first_tree(fitted, change), tmp_path / "model.skops")
     # The file holds only trusted types: skops alone would load it.
-    assert set(skops.io.get_untrusted_types(file=path)) <= set(train.TRUSTED_TYPES)
+    assert set(skops.io.get_untrusted_types(file=path)) <= set(model_file.TRUSTED_TYPES)
     with pytest.raises(
-        train.UntrustedModelError, match=f"TreePredictor of iteration \\d+: {reason}"
+        model_file.UntrustedModelError, match=f"TreePredictor of iteration \\d+: {reason}"
     ):
-        train.load_model(path, expected_sha256=io.sha256(path))
+        model_file.load_model(path, expected_sha256=io.sha256(path))
 
 
 def test_tree_nodes_of_another_dtype_are_refused(fitted, tmp_path) -> None:
     crafted = copy.deepcopy(fitted)
     tree = crafted.named_steps["model"]._predictors[0][0]
     tree.nodes = np.zeros(3, dtype=[("value", "<f8"), ("left", "<u4")])
-    path = train.save_model(crafted, tmp_path / "model.skops")
+    path = model_file.save_model(crafted, tmp_path / "model.skops")
     # sklearn's own TreePredictor.__setstate__ refuses to cast them: a clear error too.
-    with pytest.raises(train.UntrustedModelError, match="could not be built as a model"):
-        train.load_model(path, expected_sha256=io.sha256(path))
+    with pytest.raises(model_file.UntrustedModelError, match="could not be built as a model"):
+        model_file.load_model(path, expected_sha256=io.sha256(path))
 
 
 def test_a_file_that_is_not_a_skops_archive_is_refused(tmp_path) -> None:
     path = tmp_path / "model.skops"
     path.write_bytes(b"not a zip file")
-    with pytest.raises(train.UntrustedModelError, match=r"model\.skops is not a skops model file"):
-        train.load_model(path, expected_sha256=io.sha256(path))
+    with pytest.raises(
+        model_file.UntrustedModelError, match=r"model\.skops is not a skops model file"
+    ):
+        model_file.load_model(path, expected_sha256=io.sha256(path))
 
 
 def test_tree_bitsets_of_another_shape_are_refused(fitted, tmp_path) -> None:
     crafted = copy.deepcopy(fitted)
     tree = crafted.named_steps["model"]._predictors[0][0]
     tree.raw_left_cat_bitsets = np.zeros((2, 4), dtype=np.uint32)  # 4 words, not 8
-    path = train.save_model(crafted, tmp_path / "model.skops")
+    path = model_file.save_model(crafted, tmp_path / "model.skops")
     with pytest.raises(
-        train.UntrustedModelError, match=r"raw_left_cat_bitsets is not an \(n, 8\) array"
+        model_file.UntrustedModelError, match=r"raw_left_cat_bitsets is not an \(n, 8\) array"
     ):
-        train.load_model(path, expected_sha256=io.sha256(path))
+        model_file.load_model(path, expected_sha256=io.sha256(path))
 
 
 def test_check_trees_refuses_a_booster_without_sound_trees(fitted) -> None:
     # In memory, where no TreePredictor.__setstate__ casts the nodes first.
     booster = copy.deepcopy(fitted.named_steps["model"])
     booster._predictors[0][0].nodes = np.zeros(3, dtype=[("value", "<f8"), ("left", "<u4")])
-    with pytest.raises(train.UntrustedModelError, match="here, TreePredictor of iteration 0: its"):
-        train.check_trees(booster, "here")
+    with pytest.raises(
+        model_file.UntrustedModelError, match="here, TreePredictor of iteration 0: its"
+    ):
+        model_file.check_trees(booster, "here")
     booster._predictors = [[object()]]
-    with pytest.raises(train.UntrustedModelError, match="a object, not a TreePredictor"):
-        train.check_trees(booster, "here")
+    with pytest.raises(model_file.UntrustedModelError, match="a object, not a TreePredictor"):
+        model_file.check_trees(booster, "here")
     booster._predictors = []
-    with pytest.raises(train.UntrustedModelError, match="here: the booster holds no fitted trees"):
-        train.check_trees(booster, "here")
+    with pytest.raises(
+        model_file.UntrustedModelError, match="here: the booster holds no fitted trees"
+    ):
+        model_file.check_trees(booster, "here")
