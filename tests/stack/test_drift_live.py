@@ -5,10 +5,12 @@ task and shows everywhere a person or a scraper looks: the run report, the Model
 page, the metrics route and a `drift` alert recorded in the registry.
 
 The page and the route show last night's drift: the newest processed day's. So the
-drifted day is today (New York), the last day the session's replay put in the warehouse
-(conftest.py, ``recent_days``): no other live test processes it, it lies in no other
-run's window, and it is newer than the day of the scheduled run the unpause makes. The
-warehouse gets its miles back at the end.
+drifted day is tomorrow (New York), the last day the session's replay put in the
+warehouse (conftest.py, ``recent_days``): no other live test processes it, it lies in
+no other run's window, and it is newer than the day of any scheduled run of the session
+(a session that crosses 02:00 New York gets a scheduled run that processes today, which
+would freeze today's raw partition in miles first). The warehouse gets its miles back at
+the end.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ KM_PER_MILE = 1.609344
 def test_a_drifted_day_shows_in_the_report_the_page_the_metrics_and_an_alert(
     live_dag: Stack, recent_days: tuple[date, date]
 ):
-    stack, day = live_dag, recent_days[1]  # today, New York
+    stack, day = live_dag, recent_days[1]  # tomorrow, New York
+    # Raw partitions are write-once: a day frozen before the change would keep its miles.
+    frozen = artifacts.RAW_PARTITION.path(stack.root, day)
+    assert not frozen.exists(), f"{day} was ingested before the test changed it: {frozen}"
     engine = open_engine(stack.warehouse_url)
     backup = "flights_drift_test_backup"
     with engine.begin() as conn:
