@@ -42,7 +42,7 @@ from bench_project import seed_2013
 
 from flight_delays import featurize, ingest
 from flight_delays.base.dates import window
-from flight_delays.model import day_features
+from flight_delays.model import day_features, flight_features
 from flight_delays.store import artifacts, io
 from flight_delays.store.config import PARAMS_RELATIVE, load_settings
 
@@ -56,8 +56,8 @@ def whole_window(root: Path, day: date, params: Path) -> None:
         pd.concat([io.read_parquet(e.path(root, d), e) for d in days], ignore_index=True)
         for e in day_features.RAW_FILES
     )
-    features, _counts = featurize.featurize_rows(flights, weather)
-    features = featurize._validate(featurize.FEATURES_SCHEMA, features, "features")
+    features, _counts = flight_features.featurize_rows(flights, weather)
+    features = flight_features._validate(flight_features.FEATURES_SCHEMA, features, "features")
     io.write_parquet(features, artifacts.FEATURES.path(root, day))
 
 

@@ -2,7 +2,7 @@
 
 For each replayed processed day D (a holdout end), the same pure cores the DAG's tasks
 call run on the window of ``window_days`` days ending on D:
-:func:`flight_delays.featurize.build_features` (featurize),
+:func:`flight_delays.model.flight_features.build_features` (featurize),
 :func:`flight_delays.split.split_with_history` (split, with the past-day statistics),
 :func:`flight_delays.train.fit_model` (train), then :func:`flight_delays.model.fitted.predict`,
 :class:`flight_delays.model.scoring.OriginHourMedianBaseline`,
@@ -58,10 +58,10 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from flight_delays import chart, featurize, split, train
+from flight_delays import chart, split, train
 from flight_delays.base import dates, frames, schema
 from flight_delays.intake import demo
-from flight_delays.model import evaluation, fitted, promotion, scoring
+from flight_delays.model import evaluation, fitted, flight_features, promotion, scoring
 from flight_delays.store import artifacts, io, storage
 from flight_delays.store.config import ConfigError, ScoreSettings, Settings, load_settings
 from flight_delays.store.storage import ArtifactPath
@@ -330,7 +330,7 @@ def window_frames(
     the pipeline's own functions and ``settings`` (what the DAG's featurize and split
     tasks make of the same rows)."""
     window = dates.window(day, settings.ingest.window_days)
-    features, _counts = featurize.build_features(
+    features, _counts = flight_features.build_features(
         _in_days(flights, window[0], window[-1]), _in_days(weather, window[0], window[-1])
     )
     return split.split_with_history(

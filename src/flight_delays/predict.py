@@ -40,11 +40,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flight_delays import featurize, ingest
 from flight_delays.base import dates, schema
 from flight_delays.base.errors import PipelineDataError
-from flight_delays.intake import contracts, source
-from flight_delays.model import fitted, history, scoring, serving
+from flight_delays.intake import contracts, raw_partitions, source
+from flight_delays.model import fitted, flight_features, history, scoring, serving
 from flight_delays.store import artifacts, db, io, registry
 from flight_delays.store.config import SplitSettings, load_settings, new_run_id
 
@@ -57,7 +56,7 @@ class NoScheduleError(PipelineDataError):
 
 # --- pure core --------------------------------------------------------------------------
 def schedule_features(schedule: pd.DataFrame, weather: pd.DataFrame) -> pd.DataFrame:
-    """The base features (:func:`flight_delays.featurize.build_features`) of every
+    """The base features (:func:`flight_delays.model.flight_features.build_features`) of every
     scheduled flight in ``schedule``, without a target column.
 
     build_features keeps the flights that have an arrival delay (the training rows); a
@@ -65,8 +64,8 @@ def schedule_features(schedule: pd.DataFrame, weather: pd.DataFrame) -> pd.DataF
     once: the schedule's own ``arr_delay`` is never read. ``weather``: the day's hourly
     weather (may be empty)."""
     unknown = schedule.assign(**{schema.TARGET: 0.0})
-    features, _counts = featurize.build_features(unknown, weather)
-    return features.drop(columns=[schema.TARGET])
+    table, _counts = flight_features.build_features(unknown, weather)
+    return table.drop(columns=[schema.TARGET])
 
 
 def predict_day(
@@ -144,10 +143,10 @@ def run(
     paths = settings.paths
     url = source_url or settings.source_url
     past_days = dates.window(day - timedelta(days=1), settings.ingest.window_days)
-    ingest.ensure_partitions(settings, past_days, url)
+    raw_partitions.ensure_partitions(settings, past_days, url)
     # The past window's features as the nightly run's featurize makes them: from the day
     # partitions (reused, or made once), past rows that break the data contract left out.
-    past_table, _counts, _reused = featurize.window_features(paths.root, past_days, {})
+    past_table, _counts, _reused = flight_features.window_features(paths.root, past_days, {})
     past = past_table.to_pandas()
     flights, weather, left_out = _read_schedule(url, day)
     scheduled = schedule_features(flights, weather)

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays import backtest, featurize, split, train
+from flight_delays import backtest, split, train
 from flight_delays.backtest import HoldoutResult
 from flight_delays.base import schema
-from flight_delays.model import fitted, promotion
+from flight_delays.model import fitted, flight_features, promotion
 from flight_delays.model.scoring import OriginHourMedianBaseline
 from flight_delays.store.config import (
     IngestSettings,
@@ -168,7 +168,7 @@ def test_replay_run_runs_the_pipeline_steps_on_the_window(tmp_path):
     )
     # The model's MAE is the pipeline's: featurize, split with history, train, predict.
     window = flights[(days >= got.train_start) & (days <= day)]
-    features, _ = featurize.build_features(window, weather)
+    features, _ = flight_features.build_features(window, weather)
     train_frame, holdout = split.split_with_history(features, day, 2, 2, 4)
     model = train.fit_model(train_frame, settings.train)
     expected = np.mean(np.abs(fitted.predict(model, holdout) - holdout[schema.TARGET]))
@@ -196,7 +196,7 @@ def test_replay_run_scores_a_carried_champion_on_the_same_holdout(tmp_path):
 
     _alone, again = backtest.replay_run(flights, weather, day, settings)
     holdout = split.split_with_history(
-        featurize.build_features(
+        flight_features.build_features(
             flights[flights[schema.DAY].dt.date.between(got.train_start, day)], weather
         )[0],
         day,

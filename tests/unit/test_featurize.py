@@ -8,7 +8,7 @@ import pytest
 from flight_delays import featurize
 from flight_delays.base import schema
 from flight_delays.base.frames import InvalidFrameError, MissingColumnsError
-from flight_delays.featurize import OUTPUT_COLUMNS, build_features
+from flight_delays.model.flight_features import OUTPUT_COLUMNS, build_features
 from flight_delays.store import artifacts
 from flight_delays.store.config import ProjectPaths
 from flight_delays.store.io import MissingArtifactError
@@ -309,7 +309,7 @@ def test_implausible_weather_readings_become_missing_counted_and_logged(caplog):
     flights = flights_frame(
         [{"flight": n, "sched_dep_time": 100 * h} for n, h in ((1, 7), (2, 8), (3, 9))]
     )
-    with caplog.at_level("WARNING", logger="flight_delays.featurize"):
+    with caplog.at_level("WARNING", logger="flight_delays.model.flight_features"):
         features, counts = build_features(flights, weather)
     got = features.set_index("flight")
     assert counts["implausible_weather"] == 2

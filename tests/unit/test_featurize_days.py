@@ -1,4 +1,4 @@
-"""Per-day feature partitions (flight_delays.model.day_features, featurize.window_features):
+"""Per-day feature partitions (flight_delays.model.day_features, flight_features.window_features):
 the window's table put together from day partitions is today's build_features on the
 window, row for row and dtype for dtype; a partition is reused only when it was made
 from the same raw files by the same code; a corrupt one is computed again with a
@@ -19,8 +19,8 @@ import pytest
 
 from flight_delays import featurize, ingest
 from flight_delays.base import schema
-from flight_delays.intake import demo
-from flight_delays.model import day_features
+from flight_delays.intake import demo, raw_partitions
+from flight_delays.model import day_features, flight_features
 from flight_delays.store import artifacts, io
 from flight_delays.store.config import PARAMS_RELATIVE, ProjectPaths
 
@@ -59,7 +59,7 @@ def whole_window(root: Path, end: date) -> tuple[pd.DataFrame, dict]:
         pd.concat([pd.read_parquet(e.path(root, d)) for d in days_of(end)], ignore_index=True)
         for e in day_features.RAW_FILES
     )
-    return featurize.featurize_rows(flights, weather)
+    return flight_features.featurize_rows(flights, weather)
 
 
 def run(home: Path, day: date) -> dict:
@@ -98,13 +98,13 @@ def test_a_later_run_reuses_the_days_it_shares_and_computes_the_new_one(
 ) -> None:
     run(home, LAST - timedelta(days=1))
     calls: list[int] = []
-    real = featurize._build  # the core under build_features and featurize_by_day
+    real = flight_features._build  # the core under build_features and featurize_by_day
 
     def counted(flights: pd.DataFrame, weather: pd.DataFrame):
         calls.append(len(flights))
         return real(flights, weather)
 
-    monkeypatch.setattr(featurize, "_build", counted)
+    monkeypatch.setattr(flight_features, "_build", counted)
     with caplog.at_level("INFO", logger="flight_delays.featurize"):
         result = run(home, LAST)
     assert (result["days_reused"], result["days_computed"]) == (WINDOW - 1, 1)
@@ -127,8 +127,10 @@ def test_a_refetched_raw_day_is_computed_again(home: Path) -> None:
     flights = pd.read_parquet(flights_path)
     weather = pd.read_parquet(artifacts.RAW_WEATHER.path(home, changed))
     flights.loc[0, "arr_delay"] = 999.0
-    ingest.supersede(ProjectPaths(home), changed)
-    assert ingest.write_partition(artifacts.RAW_PARTITION.path(home, changed), flights, weather)
+    raw_partitions.supersede(ProjectPaths(home), changed)
+    assert raw_partitions.write_partition(
+        artifacts.RAW_PARTITION.path(home, changed), flights, weather
+    )
 
     result = run(home, LAST)
     assert (result["days_reused"], result["days_computed"]) == (WINDOW - 1, 1)
@@ -141,7 +143,7 @@ def test_a_change_of_the_feature_code_recomputes_every_day(
 ) -> None:
     run(home, LAST)
     before = artifacts.DAY_FEATURES.path(home, LAST).read_bytes()
-    monkeypatch.setattr(featurize, "code_fingerprint", lambda: "another version")
+    monkeypatch.setattr(flight_features, "code_fingerprint", lambda: "another version")
     result = run(home, LAST)
     assert (result["days_reused"], result["days_computed"]) == (0, WINDOW)
     assert artifacts.DAY_FEATURES.path(home, LAST).read_bytes() != before
@@ -196,7 +198,7 @@ def _key_of(home: Path, partition: Path) -> day_features.Key:
         e.filename: hashlib.sha256(e.path(home, day).read_bytes()).hexdigest()
         for e in day_features.RAW_FILES
     }
-    return day_features.Key(day.isoformat(), raw, featurize.code_fingerprint())
+    return day_features.Key(day.isoformat(), raw, flight_features.code_fingerprint())
 
 
 def test_a_partition_made_for_another_day_is_not_served(home: Path) -> None:
@@ -294,7 +296,7 @@ def _drop_recorded_hashes(home: Path, day: date) -> None:
 
 def _alone(home: Path, day: date) -> tuple[pd.DataFrame, dict]:
     """featurize_rows of the one day's raw rows."""
-    return featurize.featurize_rows(
+    return flight_features.featurize_rows(
         *(pd.read_parquet(e.path(home, day)) for e in day_features.RAW_FILES)
     )
 
@@ -320,13 +322,13 @@ def test_days_computed_in_one_batch_get_the_rows_and_counts_of_each_day_alone(
     _drop_recorded_hashes(home, LAST)
     artifacts.DAY_FEATURES.path(home, batch[1]).unlink()
     calls: list[int] = []
-    real = featurize._build
+    real = flight_features._build
 
     def counted(flights: pd.DataFrame, weather: pd.DataFrame):
         calls.append(len(flights))
         return real(flights, weather)
 
-    monkeypatch.setattr(featurize, "_build", counted)
+    monkeypatch.setattr(flight_features, "_build", counted)
     result = featurize.run(LAST, root=home)
     assert (result["days_reused"], result["days_computed"]) == (WINDOW - 2, 2)
     # one computation over both days' rows (the contract's failing row left out)
@@ -365,7 +367,7 @@ def test_featurize_by_day_refuses_rows_of_a_day_not_asked_for(home: Path) -> Non
     ingest.run(LAST, root=home)
     flights, weather = (pd.read_parquet(e.path(home, LAST)) for e in day_features.RAW_FILES)
     with pytest.raises(ValueError, match=f"rows of {LAST}, not among the days"):
-        featurize.featurize_by_day(flights, weather, [LAST - timedelta(days=1)])
-    _table, counts = featurize.featurize_by_day(flights, weather, [LAST, FIRST])
+        flight_features.featurize_by_day(flights, weather, [LAST - timedelta(days=1)])
+    _table, counts = flight_features.featurize_by_day(flights, weather, [LAST, FIRST])
     assert counts[LAST] == _alone(home, LAST)[1]
     assert counts[FIRST]["flights_in"] == 0 and counts[FIRST]["contract"] == {}

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from flight_delays import ingest
 from flight_delays.base import schema
-from flight_delays.intake import demo, source
+from flight_delays.intake import demo, raw_partitions, source
 from flight_delays.store import io
 
 SEEDED = (date(2013, 1, 1), date(2013, 1, 5))  # the source holds these days (cycle 0)
@@ -67,9 +67,9 @@ def test_missing_days_keeps_window_order_and_skips_existing() -> None:
     window = [date(2013, 1, d) for d in (1, 2, 3, 4)]
     existing = [date(2013, 1, 3), date(2012, 12, 31)]
 
-    assert ingest.missing_days(window, existing) == [date(2013, 1, d) for d in (1, 2, 4)]
-    assert ingest.missing_days(window, window) == []
-    assert ingest.missing_days(window, iter([])) == window
+    assert raw_partitions.missing_days(window, existing) == [date(2013, 1, d) for d in (1, 2, 4)]
+    assert raw_partitions.missing_days(window, window) == []
+    assert raw_partitions.missing_days(window, iter([])) == window
 
 
 def test_build_manifest_lists_every_day_and_does_not_mutate_inputs() -> None:
@@ -194,7 +194,7 @@ def test_a_day_without_flights_fails_naming_it_and_writes_nothing(
     root: Path, source_url: str
 ) -> None:
     # Window 2013-01-05 .. 2013-01-07: the source stops at 2013-01-05.
-    with pytest.raises(ingest.NoFlightsError) as caught:
+    with pytest.raises(raw_partitions.NoFlightsError) as caught:
         ingest.run("2013-01-07", root=root, source_url=source_url)
 
     message = str(caught.value)
@@ -216,7 +216,7 @@ def test_a_day_without_weather_gets_an_empty_weather_file(
     finally:
         engine.dispose()
 
-    with caplog.at_level(logging.WARNING, logger="flight_delays.ingest"):
+    with caplog.at_level(logging.WARNING, logger="flight_delays.intake.raw_partitions"):
         ingest.run("2013-01-03", root=root, source_url=source_url)
 
     weather = pd.read_parquet(partition(root, "2013-01-02") / "weather.parquet")
@@ -245,12 +245,14 @@ def test_a_broken_partition_is_reported_not_rewritten(root: Path, source_url: st
     broken.mkdir(parents=True)
     (broken / "flights.parquet").write_bytes(b"left by hand")
 
-    with pytest.raises(ingest.BrokenPartitionError, match=r"lacks weather\.parquet"):
+    with pytest.raises(raw_partitions.BrokenPartitionError, match=r"lacks weather\.parquet"):
         ingest.run("2013-01-03", root=root, source_url=source_url)
     assert (broken / "flights.parquet").read_bytes() == b"left by hand"
 
     (broken / "weather.parquet").write_bytes(b"not parquet either")
-    with pytest.raises(ingest.BrokenPartitionError, match=r"flights\.parquet is not readable"):
+    with pytest.raises(
+        raw_partitions.BrokenPartitionError, match=r"flights\.parquet is not readable"
+    ):
         ingest.run("2013-01-03", root=root, source_url=source_url)
     assert (broken / "flights.parquet").read_bytes() == b"left by hand"
 
@@ -264,10 +266,10 @@ def tiny_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_write_partition_never_touches_an_existing_partition(tmp_path: Path) -> None:
     final = tmp_path / "raw" / "ds=2013-01-01"
-    assert ingest.write_partition(final, *tiny_frames()) is True
+    assert raw_partitions.write_partition(final, *tiny_frames()) is True
     before = fingerprint(final)
 
-    assert ingest.write_partition(final, *tiny_frames()) is False
+    assert raw_partitions.write_partition(final, *tiny_frames()) is False
     assert fingerprint(final) == before
 
 
@@ -283,9 +285,9 @@ def test_write_partition_discards_its_copy_when_a_concurrent_run_wins(
         (Path(dst) / "flights.parquet").write_bytes(b"rival")
         real_rename(src, dst)
 
-    monkeypatch.setattr(ingest.os, "rename", rename_after_a_rival)
+    monkeypatch.setattr(raw_partitions.os, "rename", rename_after_a_rival)
 
-    assert ingest.write_partition(final, *tiny_frames()) is False
+    assert raw_partitions.write_partition(final, *tiny_frames()) is False
     assert [p.name for p in final.iterdir()] == ["flights.parquet"]
     assert (final / "flights.parquet").read_bytes() == b"rival"
     assert [p.name for p in final.parent.iterdir()] == ["ds=2013-01-01"]  # ours is gone

@@ -203,3 +203,10 @@ def test_no_module_imports_airflow():
                 names = [a.name for a in node.names]
             found += [f"{module}: {n}" for n in names if n.split(".")[0] == "airflow"]
     assert not found, found
+
+
+def test_no_step_imports_another_step():
+    """What two steps share lives below them (issue 21): a step imports no step."""
+    steps = dict(drawn_layers())["steps"]
+    found = {step: sorted(imports(step) & steps) for step in steps}
+    assert not any(found.values()), {step: got for step, got in found.items() if got}

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from flight_delays import cli, featurize, ingest, predict
-from flight_delays.intake import demo
+from flight_delays.intake import demo, raw_partitions
 from flight_delays.model import fitted, serving
 from flight_delays.store import artifacts, registry
 from flight_delays.store.config import PARAMS_RELATIVE, load_settings
@@ -161,7 +161,7 @@ def test_a_day_without_flights_or_without_its_past_is_named(project: Path) -> No
     with pytest.raises(predict.NoScheduleError, match="2013-04-03"):
         predict.run(date(2013, 4, 3), root=project)
     # It starts on 2013-03-20: the 25th lacks the first days of its past (03-17..03-24).
-    with pytest.raises(ingest.NoFlightsError, match="2013-03-17"):
+    with pytest.raises(raw_partitions.NoFlightsError, match="2013-03-17"):
         predict.run(date(2013, 3, 25), root=project)
     engine = _engine(project)
     assert serving.predictions_of(engine, date(2013, 4, 3)).empty  # nothing half-written

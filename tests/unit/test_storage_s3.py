@@ -19,7 +19,7 @@ import pytest
 
 from flight_delays import cli, featurize, ingest, split, summary
 from flight_delays.base import schema
-from flight_delays.intake import demo
+from flight_delays.intake import demo, raw_partitions
 from flight_delays.store import artifacts, io, registry, storage
 from flight_delays.store.config import PARAMS_RELATIVE, load_settings, project_paths
 from flight_delays.store.storage import ENV_STORAGE_URL
@@ -131,7 +131,7 @@ def test_the_six_steps_on_s3_give_the_metrics_of_local_folders(
     manifest = io.read_json(f"{url}/data/interim/ds=2013-03-31/manifest.json", artifacts.MANIFEST)
     for entry in manifest["days"]:
         assert entry["path"].startswith(f"{url}/data/raw/ds=")
-        assert ingest.committed(storage.locate(entry["path"]))
+        assert raw_partitions.committed(storage.locate(entry["path"]))
     assert artifacts.SOURCE_DB.path(s3_home).is_file()
     # The registry (SQL) records the run's model by its URL.
     engine = registry.connect(load_settings(s3_home).registry_url)
@@ -223,16 +223,16 @@ def test_a_partition_without_its_commit_marker_is_fetched_again(
     # A writer killed after its data files, before its marker: left by hand here.
     (partition / "flights.parquet").write_bytes(b"half of a partition")
     (partition / "weather.parquet").write_bytes(b"")
-    assert not ingest.committed(partition)
+    assert not raw_partitions.committed(partition)
 
     result = ingest.run(DAY, root=home)
 
     assert result["fetched"] == 2  # the day before, and the uncommitted day again
-    assert ingest.committed(partition)
+    assert raw_partitions.committed(partition)
     manifest = io.read_json(result["manifest"], artifacts.MANIFEST)
     flights = io.read_parquet(partition / "flights.parquet", artifacts.RAW_FLIGHTS)
     assert len(flights) == manifest["days"][-1]["flight_rows"] > 0
-    marker = json.loads((partition / ingest.COMMIT_FILE).read_bytes())["files"]
+    marker = json.loads((partition / raw_partitions.COMMIT_FILE).read_bytes())["files"]
     assert marker["flights.parquet"]["sha256"] == io.sha256(partition / "flights.parquet")
 
 
@@ -242,17 +242,19 @@ def test_a_committed_partition_is_never_rewritten_and_a_lost_commit_is_discarded
     partition = storage.locate(f"s3://{bucket}/prefix/data/raw/ds=2013-03-31")
     flights = pd.DataFrame({"flight": [1, 2]})
     weather = pd.DataFrame({"temp": [50.0]})
-    assert ingest.write_partition(partition, flights, weather) is True
-    marker = (partition / ingest.COMMIT_FILE).read_bytes()
+    assert raw_partitions.write_partition(partition, flights, weather) is True
+    marker = (partition / raw_partitions.COMMIT_FILE).read_bytes()
 
-    assert ingest.write_partition(partition, flights.assign(flight=[3, 4]), weather) is False
+    assert (
+        raw_partitions.write_partition(partition, flights.assign(flight=[3, 4]), weather) is False
+    )
     kept = io.read_parquet(partition / "flights.parquet", artifacts.RAW_FLIGHTS)
     assert kept["flight"].tolist() == [1, 2]
 
     # A rival commits between our check and our marker: its marker stays, we return False.
-    monkeypatch.setattr(ingest, "committed", lambda path: False)
-    assert ingest.write_partition(partition, flights, weather) is False
-    assert (partition / ingest.COMMIT_FILE).read_bytes() == marker
+    monkeypatch.setattr(raw_partitions, "committed", lambda path: False)
+    assert raw_partitions.write_partition(partition, flights, weather) is False
+    assert (partition / raw_partitions.COMMIT_FILE).read_bytes() == marker
 
 
 def test_a_partition_changed_after_its_commit_is_reported(
@@ -263,7 +265,9 @@ def test_a_partition_changed_after_its_commit_is_reported(
     partition = artifacts.RAW_PARTITION.path(load_settings(home).paths.root, DAY)
     frame = io.read_parquet(partition / "flights.parquet", artifacts.RAW_FLIGHTS)
     io.write_parquet(frame.iloc[1:], partition / "flights.parquet")  # e.g. a rival's bytes
-    with pytest.raises(ingest.BrokenPartitionError, match="differs from the one its commit"):
+    with pytest.raises(
+        raw_partitions.BrokenPartitionError, match="differs from the one its commit"
+    ):
         ingest.run(DAY, root=home)
 
 
@@ -275,7 +279,7 @@ def test_refetch_moves_the_partition_aside_marker_last_and_fetches_the_day_again
     paths = load_settings(home).paths
     before = {
         name: (artifacts.RAW_PARTITION.path(paths.root, DAY) / name).read_bytes()
-        for name in (*ingest.PARTITION_FILES, ingest.COMMIT_FILE)
+        for name in (*raw_partitions.PARTITION_FILES, raw_partitions.COMMIT_FILE)
     }
 
     result = ingest.run(DAY, root=home, refetch=True)
@@ -283,7 +287,7 @@ def test_refetch_moves_the_partition_aside_marker_last_and_fetches_the_day_again
     kept = artifacts.SUPERSEDED.path(paths.root, DAY) / "v1"
     assert {name: (kept / name).read_bytes() for name in before} == before
     assert (kept / "quarantine" / "summary.json").is_file()
-    assert ingest.committed(
+    assert raw_partitions.committed(
         artifacts.RAW_PARTITION.path(paths.root, DAY)
     )  # fetched again by the refetch
     assert result["flight_rows"] > 0

@@ -2,13 +2,14 @@
 every run whose training window holds that day (the catalog's ``day_features``).
 
 Every feature of a row is a function of its own day's flights and weather
-(:func:`flight_delays.featurize.build_features` groups, joins and rolls within a day), so
-a run's feature table is its window's day tables put end to end. A backfill of 30 days
-with a 90-day window then featurizes each day once instead of 90 times, and a nightly
-run featurizes the one new day. The days a run cannot reuse are featurized together, in
-one call over their rows (the validations run once, not once a day: a first run costs
-what featurizing the window at once costs), and the table is split by day; the counts
-come out by day (:func:`flight_delays.featurize.featurize_by_day`).
+(:func:`flight_delays.model.flight_features.build_features` groups, joins and rolls
+within a day), so a run's feature table is its window's day tables put end to end. A
+backfill of 30 days with a 90-day window then featurizes each day once instead of 90
+times, and a nightly run featurizes the one new day. The days a run cannot reuse are
+featurized together, in one call over their rows (the validations run once, not once a
+day: a first run costs what featurizing the window at once costs), and the table is
+split by day; the counts come out by day
+(:func:`flight_delays.model.flight_features.featurize_by_day`).
 
 A partition is reused only when it was made from the same inputs by the same code. Its
 :class:`Key` (the day, the SHA-256 of the raw partition's files, the feature code's
@@ -141,10 +142,10 @@ def load(path: ArtifactPath, key: Key) -> tuple[pd.DataFrame, dict[str, Any]] | 
 
 # --- a window from its days ---------------------------------------------------------------
 #: A window's raw flights and weather -> its feature table and counts
-#: (:func:`flight_delays.featurize.featurize_rows`).
+#: (:func:`flight_delays.model.flight_features.featurize_rows`).
 Compute: TypeAlias = Callable[[pd.DataFrame, pd.DataFrame], tuple[pd.DataFrame, dict[str, Any]]]
 #: Some days' raw flights and weather, and the days -> their feature table (sorted by
-#: day first) and each day's counts (:func:`flight_delays.featurize.featurize_by_day`).
+#: day first) and each day's counts (:func:`flight_delays.model.flight_features.featurize_by_day`).
 ComputeDays: TypeAlias = Callable[
     [pd.DataFrame, pd.DataFrame, list[date]],
     tuple[pd.DataFrame, Mapping[date, dict[str, Any]]],

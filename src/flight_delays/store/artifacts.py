@@ -419,7 +419,7 @@ def _leaf_folders() -> tuple[Artifact, ...]:
 
 
 #: Atomic writes go through a hidden temporary name beside the final one:
-#: ``.<name>.<random>.tmp`` (flight_delays.store.io.atomic_path, ingest.write_partition).
+#: ``.<name>.<random>.tmp`` (flight_delays.store.io.atomic_path, raw_partitions.write_partition).
 _TMP = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")
 
 
