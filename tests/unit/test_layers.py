@@ -41,7 +41,7 @@ def drawn_layers() -> list[tuple[str, set[str]]]:
     with it; ``folder/`` puts the names after it in that sub-package (none: the top of the
     package), and a name ending in ``/`` is a sub-package with every module in it."""
     text = (REPO / "docs" / "architecture.md").read_text()
-    block = re.search(r"<!-- layers, top first.*?-->\n```\n(.*?)```", text, re.S)
+    block = re.search(r"<!-- layers, top first.*?-->\n```text\n(.*?)```", text, re.S)
     assert block, "docs/architecture.md lost its layer drawing"
     layers: list[tuple[str, set[str]]] = []
     for line in block.group(1).splitlines():
