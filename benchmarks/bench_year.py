@@ -63,8 +63,11 @@ def year(
     label = f"{days} nights {first}..{last}"
     params = project.params(_window(stack))
     env = _driver_env(stack, project)
-    # The window before the first processed day, as earlier nights would have left it.
-    project.run_driver("ingest", first - timedelta(days=1), params, env=env, root=stack.root)
+    # The first processed day's window but that day, as earlier nights would have left
+    # it: the ingest of the day before, over one day less (its full window would reach
+    # a day before the data when the first day is the year's first, 2013-03-31).
+    before = project.params(_window(stack) - 1)
+    project.run_driver("ingest", first - timedelta(days=1), before, env=env, root=stack.root)
 
     _fresh(project, stack, first, last)
     wall, runs, peak = run_backfill(stack, first, last, active)
