@@ -165,7 +165,7 @@ def live_run(stack: Stack, project: Project, day: date, repeat: int, results: Re
         )
         stack.wait_for_run(run_id, timeout=1200)
         walls.append(time.monotonic() - started)
-        tasks = stack.ok("GET", f"{run_path(run_id)}/taskInstances")["task_instances"]
+        tasks = stack.tasks(run_id)
         project.clean(stack.root)
         _, own = project.run_driver("all", day, params, env=env, root=stack.root)
         # The six steps' chain: publish runs beside chart (after score) and has no step
@@ -301,8 +301,7 @@ def backfill(
         wall, runs, peak = run_backfill(stack, first, last, limit)
         done = sum(1 for r in runs if r["state"] == "success")
         for run in [r for r in runs if r["state"] != "success"][:1]:
-            tasks = stack.ok("GET", f"{run_path(run['dag_run_id'])}/taskInstances")
-            broken = [t for t in tasks["task_instances"] if t["state"] != "success"]
+            broken = [t for t in stack.tasks(run["dag_run_id"]) if t["state"] != "success"]
             results.notes.append(
                 f"backfill {limit}: run {run['dag_run_id']} {run['state']}: "
                 + "; ".join(stack.task_error(run["dag_run_id"], t) for t in broken)[:600]

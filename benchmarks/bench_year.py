@@ -18,7 +18,7 @@ from datetime import date, timedelta
 
 from bench_project import Project
 from bench_results import Results, Row, Target
-from bench_stack import Stack, _driver_env, _window, run_backfill, run_path
+from bench_stack import Stack, _driver_env, _window, run_backfill
 
 #: Every nightly run of 2013 whose window of 90 days lies inside the data.
 FIRST, LAST = date(2013, 3, 31), date(2013, 12, 30)
@@ -41,8 +41,7 @@ def _fresh(project: Project, stack: Stack, first: date, last: date) -> None:
 def _task_medians(stack: Stack, runs: list[dict]) -> dict[str, float]:
     durations: dict[str, list[float]] = defaultdict(list)
     for run in runs:
-        tasks = stack.ok("GET", f"{run_path(run['dag_run_id'])}/taskInstances")
-        for task in tasks["task_instances"]:
+        for task in stack.tasks(run["dag_run_id"]):
             if task["duration"] is not None:
                 durations[task["task_id"]].append(task["duration"])
     return {task: statistics.median(values) for task, values in sorted(durations.items())}

@@ -113,13 +113,13 @@ def test_run_fetches_the_window_then_only_missing_days(
     root: Path, source_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     read: list[date] = []
-    real_read_day = source.read_day
+    real_read_days = source.read_days
 
-    def spy(engine: Any, day: date, tables: Any = None) -> Any:
-        read.append(day)
-        return real_read_day(engine, day, tables)
+    def spy(engine: Any, days: Any, tables: Any = None) -> Any:
+        read.extend(days)
+        return real_read_days(engine, days, tables)
 
-    monkeypatch.setattr(source, "read_day", spy)
+    monkeypatch.setattr(source, "read_days", spy)
 
     first = ingest.run("2013-01-04", root=root, source_url=source_url)
     kept = {d: fingerprint(partition(root, d)) for d in ("2013-01-02", "2013-01-03", "2013-01-04")}
@@ -141,6 +141,59 @@ def test_run_fetches_the_window_then_only_missing_days(
         "ds=2013-01-04",
         "ds=2013-01-05",
     ]  # no temporary folders left behind
+
+
+def test_read_days_gives_each_day_what_read_day_gives(source_url: str) -> None:
+    engine = create_engine(source_url)
+    try:
+        days = [date(2013, 1, 4), date(2013, 1, 2), date(2013, 1, 9)]  # the 9th: no rows
+        together = source.read_days(engine, days)
+        assert list(together) == sorted(days)
+        for day in days:
+            alone = source.read_day(engine, day)
+            for got, want in zip(together[day], alone, strict=True):
+                pd.testing.assert_frame_equal(got, want)
+        assert together[date(2013, 1, 2)][0].shape[0] > 500
+        flights, weather = together[date(2013, 1, 9)]
+        assert flights.empty and weather.empty
+        assert schema.DAY in flights.columns and schema.DAY in weather.columns
+    finally:
+        engine.dispose()
+
+
+def select_count(work: Any) -> int:
+    """How many SELECT statements ``work()`` sends to any database."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    sent: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        work()
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    return len(sent)
+
+
+def test_the_missing_days_cost_the_same_queries_as_one_day(
+    root: Path, source_url: str, tmp_path: Path
+) -> None:
+    # Three missing days (a first run) against one (a nightly run): one query a table
+    # for the range, not one a day.
+    three = select_count(lambda: ingest.run("2013-01-04", root=root, source_url=source_url))
+    nightly = tmp_path / "nightly"
+    shutil.copytree(root / "include", nightly / "include")
+    ingest.run("2013-01-03", root=nightly, source_url=source_url)
+    one = select_count(lambda: ingest.run("2013-01-04", root=nightly, source_url=source_url))
+    assert three == one
+    assert [p.name for p in sorted((nightly / "data" / "raw").iterdir())] == [
+        f"ds=2013-01-0{d}" for d in (1, 2, 3, 4)
+    ]
 
 
 def test_raw_partition_holds_the_day_in_the_contract_columns(root: Path, source_url: str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import runpy
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -211,19 +212,46 @@ def read_day(
     converted (ingest checks them with :mod:`flight_delays.intake.contracts`). ``tables`` (from
     :func:`reflect_source`) saves reflecting again when reading many days."""
     day = parse_day(day)
+    return read_days(engine, [day], tables)[day]
+
+
+def read_days(
+    engine: Engine, days: Iterable[str | date], tables: dict[str, Table] | None = None
+) -> dict[date, tuple[pd.DataFrame, pd.DataFrame]]:
+    """:func:`read_day` of many days in one query a table, then split by day: each day's
+    frames are the ones :func:`read_day` gives (the same rows in the same order, since
+    both keys start with the day; a day without rows: empty frames). How ingest fetches
+    a range of missing days: one round trip a table, not one a day."""
+    wanted = sorted({parse_day(d) for d in days})
     tables = tables if tables is not None else reflect_source(engine)
-    frames = []
+    frames: dict[date, list[pd.DataFrame]] = {d: [] for d in wanted}
     with engine.connect() as conn:
         for name, (contract, key) in _CONTRACT.items():
             table = tables[name]
+            columns = [c.name for c in contract.columns]
             query = (
-                select(*(table.c[c.name] for c in contract.columns))
-                .where(table.c[schema.DAY] == bindparam("day"))
+                select(*(table.c[c] for c in columns))
+                .where(table.c[schema.DAY].in_(bindparam("days", expanding=True)))
                 .order_by(*(table.c[k] for k in key))
             )
-            rows = conn.execute(query, {"day": day}).all()
-            frames.append(pd.DataFrame(rows, columns=[c.name for c in contract.columns]))
-    return frames[0], frames[1]
+            rows = conn.execute(query, {"days": wanted}).all()
+            for day, part in _by_day(rows, columns.index(schema.DAY), wanted).items():
+                frames[day].append(pd.DataFrame(part, columns=columns))
+    return {day: (pair[0], pair[1]) for day, pair in frames.items()}
+
+
+def _by_day(rows: Sequence[Any], at: int, days: list[date]) -> dict[date, list[Any]]:
+    """``rows`` (sorted by the day at position ``at``) grouped by their day, every one of
+    ``days`` present. The database returns the day as it stores it (a date, a datetime
+    or, in SQLite, text): each distinct value is read once."""
+    seen: dict[Any, date] = {}
+    grouped: dict[date, list[Any]] = {day: [] for day in days}
+    for row in rows:
+        value = row[at]
+        if value not in seen:
+            seen[value] = pd.Timestamp(value).date()
+        grouped[seen[value]].append(row)
+    return grouped
 
 
 def fetch_day(
@@ -237,21 +265,35 @@ def fetch_day(
     return conform(flights, FLIGHTS), conform(weather, WEATHER)
 
 
-def usual_flights(
-    engine: Engine, day: date, tables: dict[str, Table], weeks: int = 4
-) -> int | None:
-    """The median number of flights of ``day``'s weekday over the ``weeks`` weeks before
-    it, from the source (days without flights left out); None without any such day."""
+def flight_counts(
+    engine: Engine, days: Iterable[date], tables: dict[str, Table]
+) -> dict[date, int]:
+    """How many flights the source holds for each of ``days``, in one query (a day
+    without flights is left out)."""
     flights = tables[FLIGHTS.name]
-    days = [day - timedelta(days=7 * k) for k in range(1, weeks + 1)]
+    wanted = sorted(set(days))
     query = (
         select(flights.c[schema.DAY], func.count())
         .where(flights.c[schema.DAY].in_(bindparam("days", expanding=True)))
         .group_by(flights.c[schema.DAY])
     )
     with engine.connect() as conn:
-        counts = [int(n) for _, n in conn.execute(query, {"days": days}).all()]
-    return int(pd.Series(counts).median()) if counts else None
+        rows = conn.execute(query, {"days": wanted}).all()
+    return {pd.Timestamp(day).date(): int(n) for day, n in rows}
+
+
+def usual_days(day: date, weeks: int = 4) -> list[date]:
+    """The days :func:`usual_flights` compares ``day`` with: its weekday in the
+    ``weeks`` weeks before it."""
+    return [day - timedelta(days=7 * k) for k in range(1, weeks + 1)]
+
+
+def usual_flights(counts: Mapping[date, int], day: date, weeks: int = 4) -> int | None:
+    """The median number of flights of ``day``'s weekday over the ``weeks`` weeks before
+    it, from :func:`flight_counts` of at least :func:`usual_days` (days without flights
+    left out); None without any such day."""
+    found = [counts[d] for d in usual_days(day, weeks) if d in counts]
+    return int(pd.Series(found).median()) if found else None
 
 
 def weather_after(engine: Engine, day: date, tables: dict[str, Table]) -> bool:
