@@ -74,7 +74,7 @@ def predict_day(
     scheduled: pd.DataFrame,
     split_settings: SplitSettings,
     model: Any | None,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, str | None]:
     """Predict the arrival delay (minutes) of the ``scheduled`` flights of ``day``.
 
     ``past``: featurize's table of the days before ``day`` (with arrival delays);
@@ -83,7 +83,11 @@ def predict_day(
     while the baseline is champion. Returns the flight identity (``flight_day``,
     carrier, flight, origin, dest, sched_dep_time), ``predicted_arr_delay`` (the
     champion's) and ``baseline_arr_delay`` (the baseline fitted on ``past``), one row
-    per scheduled flight. Inputs are not modified."""
+    per scheduled flight; and None, or why the champion model could not serve. A
+    champion model that cannot score the day (its features are no longer the pipeline's:
+    one was removed or renamed since it was trained) is retired for the day, as the
+    nightly score retires it: the baseline serves, and the reason says so. Inputs are
+    not modified."""
     if scheduled.empty:
         raise ValueError(f"no scheduled flights to predict for {day}")
     days = pd.to_datetime(scheduled[schema.DAY]).dt.date.unique()
@@ -94,13 +98,19 @@ def predict_day(
         past, scheduled, cutoff=day, block_days=split_settings.holdout_days, statistics=statistics
     )
     baseline = scoring.OriginHourMedianBaseline().fit(past).predict(frame)
-    served = baseline if model is None else fitted.predict(model, frame)
+    served, retired = baseline, None
+    if model is not None:
+        try:
+            served = fitted.predict(model, frame)
+        except ValueError as exc:  # what scikit-learn raises for columns it lacks
+            retired = str(exc)
     identity = frame[[schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]]
-    return identity.rename(columns={schema.DAY: "flight_day"}).assign(
+    table = identity.rename(columns={schema.DAY: "flight_day"}).assign(
         flight_day=lambda f: pd.to_datetime(f["flight_day"]).dt.date,
         predicted_arr_delay=np.asarray(served, dtype=float),
         baseline_arr_delay=np.asarray(baseline, dtype=float),
     )
+    return table, retired
 
 
 # --- file wrapper -----------------------------------------------------------------------
@@ -159,11 +169,15 @@ def run(
             if champion.kind == "baseline"
             else fitted.load_model(champion.model_path, expected_sha256=champion.model_sha256)
         )
-        frame = predict_day(day, past, scheduled, settings.split, model).assign(
-            champion_kind=champion.kind,
-            champion_day=champion.processed_day if model is not None else None,
+        frame, retired = predict_day(day, past, scheduled, settings.split, model)
+        # What served the day: the champion model, or the baseline (the baseline
+        # champion, or a champion model retired for the day).
+        by_model = model is not None and retired is None
+        frame = frame.assign(
+            champion_kind="model" if by_model else "baseline",
+            champion_day=champion.processed_day if by_model else None,
             champion_version=champion.version,
-            model_sha256=champion.model_sha256,
+            model_sha256=champion.model_sha256 if by_model else None,
             run_id=run_id,
         )[serving.PREDICTION_COLUMNS]
         path = io.write_parquet(frame, artifacts.SERVED_PREDICTIONS.path(paths.root, day))
@@ -171,6 +185,14 @@ def run(
     finally:
         engine.dispose()
     name = "baseline" if model is None else f"model of {champion.processed_day}"
+    if retired is not None:
+        log.warning(
+            "predict %s: the champion %s cannot score the day (%s): the baseline serves",
+            day,
+            name,
+            retired,
+        )
+        name = f"baseline (champion {name} retired: {retired})"
     log.info(
         "predict %s: %d scheduled flights, champion %s (version %d), %d rows left out by "
         "the data contract, %.1f s; %s",
@@ -187,7 +209,7 @@ def run(
         "rows": rows,
         "champion": name,
         "champion_version": champion.version,
-        "model_sha256": champion.model_sha256,
+        "model_sha256": champion.model_sha256 if retired is None else None,
         "left_out": left_out,
     }
 

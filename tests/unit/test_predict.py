@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from flight_delays import cli, featurize, ingest, predict
+from flight_delays.base import schema
 from flight_delays.intake import demo, raw_partitions
 from flight_delays.model import fitted, serving
 from flight_delays.store import artifacts, registry
@@ -153,6 +154,28 @@ def test_a_champion_file_changed_since_its_promotion_serves_nothing(project: Pat
     # The day's predictions are the last good ones, whole.
     kept = serving.predictions_of(engine, DAY)
     assert set(kept["run_id"]) == {"scheduled__first"} and len(kept) == _scheduled(project, DAY)
+    engine.dispose()
+
+
+def test_a_champion_that_lacks_a_feature_is_retired_and_the_baseline_serves(
+    project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert cli.run_steps(cli.STEPS, TRAINED, root=project)["score"]["decision"] == "promoted"
+    # A feature removed after the champion was trained: the pipeline no longer has it.
+    removed = "visib"
+    monkeypatch.setattr(schema, "FEATURES", [f for f in schema.FEATURES if f != removed])
+    with caplog.at_level("WARNING", logger="flight_delays.predict"):
+        served = predict.run(DAY, root=project, run_id="scheduled__retired")
+    assert served["champion"].startswith(f"baseline (champion model of {TRAINED} retired: ")
+    assert removed in served["champion"] and served["model_sha256"] is None
+    assert f"the champion model of {TRAINED} cannot score the day" in caplog.text
+    frame = pd.read_parquet(served["predictions"])
+    assert np.allclose(frame["predicted_arr_delay"], frame["baseline_arr_delay"])
+    assert set(frame["champion_kind"]) == {"baseline"} and frame["model_sha256"].isna().all()
+    engine = _engine(project)
+    kept = serving.predictions_of(engine, DAY)
+    assert len(kept) == _scheduled(project, DAY) and set(kept["champion_kind"]) == {"baseline"}
+    assert registry.current_champion(engine).kind == "model"  # the registry is not changed
     engine.dispose()
 
 
