@@ -167,7 +167,10 @@ def run(
         model = (
             None
             if champion.kind == "baseline"
-            else fitted.load_model(champion.model_path, expected_sha256=champion.model_sha256)
+            else fitted.load_model(
+                registry.model_file(champion.model_path, champion.model_sha256, paths.root),
+                expected_sha256=champion.model_sha256,
+            )
         )
         frame, retired = predict_day(day, past, scheduled, settings.split, model)
         # What served the day: the champion model, or the baseline (the baseline

@@ -69,7 +69,10 @@ def unseen_categories(
 
 
 def _champion_predictions(
-    champion: registry.Champion, holdout: pd.DataFrame, baseline_pred: np.ndarray
+    champion: registry.Champion,
+    holdout: pd.DataFrame,
+    baseline_pred: np.ndarray,
+    root: ArtifactPath,
 ) -> tuple[np.ndarray, str, str]:
     """The champion's predictions on ``holdout``, its kind, and how to name it.
 
@@ -80,7 +83,8 @@ def _champion_predictions(
     if champion.kind == "baseline":
         return baseline_pred, "baseline", "baseline"
     name = promotion.champion_name(champion.processed_day)
-    model = fitted.load_model(champion.model_path, expected_sha256=champion.model_sha256)
+    path = registry.model_file(champion.model_path, champion.model_sha256, root)
+    model = fitted.load_model(path, expected_sha256=champion.model_sha256)
     try:
         return fitted.predict(model, holdout), "model", name
     except ValueError as exc:
@@ -291,7 +295,7 @@ def _score_and_record(engine: Engine, settings: Settings, day: date, run_id: str
     for _attempt in range(MAX_ATTEMPTS):
         champion = registry.current_champion(engine)
         champion_pred, champion_kind, champion_name = _champion_predictions(
-            champion, holdout, scored.baseline_pred
+            champion, holdout, scored.baseline_pred, settings.paths.root
         )
         champion_day = champion.processed_day if champion_kind == "model" else None
         judged = evaluation.evaluate(

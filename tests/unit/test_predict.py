@@ -4,6 +4,8 @@ run scores what was served."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
 from datetime import date, timedelta
 from pathlib import Path
@@ -155,6 +157,31 @@ def test_a_champion_file_changed_since_its_promotion_serves_nothing(project: Pat
     kept = serving.predictions_of(engine, DAY)
     assert set(kept["run_id"]) == {"scheduled__first"} and len(kept) == _scheduled(project, DAY)
     engine.dispose()
+
+
+def test_a_moved_project_finds_its_champion_by_its_hash(project: Path, tmp_path: Path) -> None:
+    # A project restored to another folder: the registry's recorded path is the old one.
+    assert cli.run_steps(cli.STEPS, TRAINED, root=project)["score"]["decision"] == "promoted"
+    moved = Path(shutil.move(project, tmp_path / "restored"))
+    engine = _engine(moved)
+    recorded = registry.current_champion(engine).model_path
+    engine.dispose()
+    assert not Path(recorded).exists() and str(project) in recorded
+    served = predict.run(DAY, root=moved, run_id="scheduled__moved")
+    assert served["champion"] == f"model of {TRAINED}"
+    cli.run_steps(cli.STEPS, DAY, root=moved)
+    metrics = json.loads(artifacts.METRICS.path(moved, DAY).read_text())
+    assert metrics["champion_info"]["kind"] == "model"  # scored against it, not retired
+    assert metrics["champion_info"]["day"] == TRAINED.isoformat()
+    # A stored model gone from both places is refused, naming where it was looked for.
+    for stored in (moved / "models" / "registry").glob("*.skops"):
+        stored.unlink()
+    engine = _engine(moved)
+    try:
+        with pytest.raises(registry.RegistryError, match=f"{recorded} is missing"):
+            registry.rollback(engine, "test", to_day=TRAINED, root=moved)
+    finally:
+        engine.dispose()
 
 
 def test_a_champion_that_lacks_a_feature_is_retired_and_the_baseline_serves(

@@ -378,6 +378,22 @@ def store_model(
     return io.write_bytes(data, final)
 
 
+def model_file(
+    model_path: str, sha256: str, root: str | ArtifactPath | None = None
+) -> ArtifactPath:
+    """Where to read a promoted model: the content-addressed store under the artifact
+    ``root`` (``stored_model``, named by the SHA-256) when the file is there, else
+    ``model_path`` as the registry recorded it. The recorded path is where the model was
+    stored then: a project restored or moved to another folder, or mounted at another
+    path (the compose containers' /opt/airflow), finds its models by their hash. The
+    loaders check the hash either way."""
+    if root is not None:
+        stored = artifacts.STORED_MODEL.path(root, sha256=sha256)
+        if stored.exists():
+            return stored
+    return storage.locate(model_path)
+
+
 def record_challenger(engine: Engine, challenger: Challenger) -> None:
     """Record what a run's train task wrote. A retried train task of the same run
     replaces its own record (it wrote the files again); other runs' records stay."""
@@ -534,7 +550,11 @@ def champion_moves(engine: Engine) -> pd.DataFrame:
 
 
 def rollback(
-    engine: Engine, reason: str, to_day: date | None = None, baseline: bool = False
+    engine: Engine,
+    reason: str,
+    to_day: date | None = None,
+    baseline: bool = False,
+    root: str | ArtifactPath | None = None,
 ) -> Champion:
     """Make an earlier champion the champion again, recording the move and ``reason``.
 
@@ -557,7 +577,7 @@ def rollback(
         values.update(model_path=None, model_sha256=None)
         if target is not None:
             run = conn.execute(select(MODEL_RUNS).where(MODEL_RUNS.c.id == target)).mappings().one()
-            path = storage.locate(run["model_path"])
+            path = model_file(run["model_path"], run["model_sha256"], root)
             if not path.is_file() or io.sha256(path) != run["model_sha256"]:
                 raise RegistryError(
                     f"cannot roll back to the model of {run['processed_day']}: {path} is missing "
@@ -619,7 +639,7 @@ def metrics_of(row: dict[str, Any]) -> dict[str, Any]:
 
 # --- command line ------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    from flight_delays.store.config import load_settings
+    from flight_delays.store.config import load_settings, project_paths
 
     parser = argparse.ArgumentParser(description="The flight_delays model registry.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -666,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.reason,
                 to_day=parse_day(to) if to and to != "baseline" else None,
                 baseline=to == "baseline",
+                root=project_paths().root,  # the artifact root the models are stored under
             )
         except RegistryError as exc:
             print(exc, file=sys.stderr)
