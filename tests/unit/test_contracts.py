@@ -50,28 +50,28 @@ def test_valid_rows_pass_typed_and_the_input_is_not_modified() -> None:
     pd.testing.assert_frame_equal(checked.good, source.conform(raw, source.FLIGHTS))
 
 
-@pytest.mark.parametrize(
-    ("changes", "check", "reason"),
-    [
-        ({"distance": [-5, 719]}, "distance", "distance -5 miles is not positive"),
-        ({"distance": [0, 719]}, "distance", "distance 0 miles is not positive"),
-        ({"arr_delay": [1441.0, None]}, "delay_bounds", "arr_delay 1441 minutes is beyond ±24 h"),
-        ({"dep_delay": [-1500.0, None]}, "delay_bounds", "dep_delay -1500 minutes"),
-        ({"sched_dep_time": [2460, 2359]}, "hhmm", "sched_dep_time 2460 is not a valid HHMM"),
-        ({"sched_arr_time": [2401, 300]}, "hhmm", "sched_arr_time 2401"),
-        ({"carrier": ["ZZ", "AA"]}, "unknown_carrier", "unknown carrier 'ZZ'"),
-        ({"origin": ["BOS", "JFK"]}, "unknown_origin", "unknown origin airport 'BOS'"),
-        ({"dest": ["or", "LAX"]}, "dest_code", "dest 'or' is not a three-letter airport code"),
-        ({"flight": ["12a", 2]}, "not_a_number", "flight '12a' is not a number"),
-        ({"flight": [1.5, 2]}, "not_whole", "flight 1.5 is not a whole number"),
-        ({"carrier": [None, "AA"]}, "required_null", "carrier is null"),
-        ({"local_date": [date(2013, 7, 6), DAY]}, "other_day", "is not the fetched day"),
-        ({"air_time": [0.0, None]}, "air_time_bounds", "air_time 0 minutes"),
-        # Read by pandas as the year 1 among real dates: a day no flight has, not a crash.
-        ({"original_date": ["12a", DAY]}, "not_a_date", "original_date '12a' is not a date"),
-        ({"original_date": ["9999-01-01", DAY]}, "not_a_date", "is not a date"),
-    ],
-)
+BROKEN = [
+    ({"distance": [-5, 719]}, "distance", "distance -5 miles is not positive"),
+    ({"distance": [0, 719]}, "distance", "distance 0 miles is not positive"),
+    ({"arr_delay": [1441.0, None]}, "delay_bounds", "arr_delay 1441 minutes is beyond ±24 h"),
+    ({"dep_delay": [-1500.0, None]}, "delay_bounds", "dep_delay -1500 minutes"),
+    ({"sched_dep_time": [2460, 2359]}, "hhmm", "sched_dep_time 2460 is not a valid HHMM"),
+    ({"sched_arr_time": [2401, 300]}, "hhmm", "sched_arr_time 2401"),
+    ({"carrier": ["ZZ", "AA"]}, "unknown_carrier", "unknown carrier 'ZZ'"),
+    ({"origin": ["BOS", "JFK"]}, "unknown_origin", "unknown origin airport 'BOS'"),
+    ({"dest": ["or", "LAX"]}, "dest_code", "dest 'or' is not a three-letter airport code"),
+    ({"flight": ["12a", 2]}, "not_a_number", "flight '12a' is not a number"),
+    ({"flight": [1.5, 2]}, "not_whole", "flight 1.5 is not a whole number"),
+    ({"carrier": [None, "AA"]}, "required_null", "carrier is null"),
+    ({"local_date": [date(2013, 7, 6), DAY]}, "other_day", "is not the fetched day"),
+    ({"air_time": [0.0, None]}, "air_time_bounds", "air_time 0 minutes"),
+    # Read by pandas as the year 1 among real dates: a day no flight has, not a crash.
+    ({"original_date": ["12a", DAY]}, "not_a_date", "original_date '12a' is not a date"),
+    ({"original_date": ["9999-01-01", DAY]}, "not_a_date", "is not a date"),
+]
+
+
+@pytest.mark.parametrize(("changes", "check", "reason"), BROKEN)
 def test_a_broken_value_quarantines_its_row_with_a_reason(
     changes: dict, check: str, reason: str
 ) -> None:
@@ -242,3 +242,45 @@ def test_a_day_whose_only_broken_rows_are_weather_rows_is_refused() -> None:
     assert summary["share"] == 0.5
     with pytest.raises(contracts.QuarantineShareError, match="weather hour: 2 rows"):
         contracts.refuse_share(summary, 0.02, "/q")
+
+
+def on_day(frame: pd.DataFrame, day: date) -> pd.DataFrame:
+    """``frame``'s rows moved to ``day`` (both dates), as a database returns them."""
+    return frame.assign(local_date=[day] * len(frame), original_date=[day] * len(frame)).astype(
+        object
+    )
+
+
+def assert_same_checked(got: contracts.Checked, want: contracts.Checked) -> None:
+    pd.testing.assert_frame_equal(got.good, want.good)
+    pd.testing.assert_frame_equal(got.quarantine, want.quarantine)
+    assert got.counts == want.counts
+    assert list(got.failed) == list(want.failed)
+
+
+@pytest.mark.parametrize(("changes", "check", "reason"), BROKEN)
+def test_days_checked_together_give_each_day_its_own_result(changes, check, reason) -> None:
+    later, empty = date(2013, 7, 6), date(2013, 7, 7)
+    clean = on_day(flights(), later)
+    copies = pd.concat([clean, clean.iloc[[0]]], ignore_index=True)  # an exact copy
+    raw = {DAY: flights(**changes), later: copies, empty: flights().iloc[0:0]}
+    together = contracts.check_flights_days(raw, source.FLIGHT_DTYPES)
+    assert list(together) == [DAY, later, empty]
+    for day, frame in raw.items():
+        assert_same_checked(
+            together[day], contracts.check_flights(frame, day, source.FLIGHT_DTYPES)
+        )
+    assert check in together[DAY].quarantine.loc[0, contracts.CHECKS].split(",")
+    assert together[later].counts == {"duplicate": 1}
+
+
+def test_weather_days_checked_together_give_each_day_its_own_result() -> None:
+    later = date(2013, 7, 6)
+    raw = {DAY: weather([0, 24, 1]), later: on_day(weather([5, 5, 7]), later)}
+    together = contracts.check_weather_days(raw, source.WEATHER_DTYPES)
+    for day, frame in raw.items():
+        assert_same_checked(
+            together[day], contracts.check_weather(frame, day, source.WEATHER_DTYPES)
+        )
+    assert together[DAY].counts == {"hour": 1} and together[later].quarantine.empty
+    assert contracts.check_weather_days({}, source.WEATHER_DTYPES) == {}

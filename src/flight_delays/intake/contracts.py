@@ -247,6 +247,23 @@ def check_weather(raw: pd.DataFrame, day: date, dtypes: Mapping[str, str]) -> Ch
     return _split(raw, day, dtypes, RAW_WEATHER_SCHEMA)
 
 
+def check_flights_days(
+    raw_by_day: Mapping[date, pd.DataFrame], dtypes: Mapping[str, str]
+) -> dict[date, Checked]:
+    """:func:`check_flights` of each day's fetched flights, the conversions and checks run
+    once over all of them (a month at a time costs about what one day does: the checks'
+    cost is mostly per call). Each day's result is the one ``check_flights(raw, day,
+    dtypes)`` gives."""
+    return _split_days(raw_by_day, dtypes, RAW_FLIGHTS_SCHEMA)
+
+
+def check_weather_days(
+    raw_by_day: Mapping[date, pd.DataFrame], dtypes: Mapping[str, str]
+) -> dict[date, Checked]:
+    """:func:`check_weather` of each day's fetched weather, as :func:`check_flights_days`."""
+    return _split_days(raw_by_day, dtypes, RAW_WEATHER_SCHEMA)
+
+
 def _partition_dtypes(contract: pa.DataFrameSchema) -> dict[str, str]:
     """The pandas dtype of each column of ``contract``, as :mod:`flight_delays.intake.source`
     names them (text: ``str``)."""
@@ -263,13 +280,72 @@ _NULLS, _CONVERSIONS, _WHOLENESS, _VALUES, _ROWS = range(5)
 def _split(
     raw: pd.DataFrame, day: date | None, dtypes: Mapping[str, str], contract: pa.DataFrameSchema
 ) -> Checked:
+    frame = raw.reset_index(drop=True)
+    typed, found = _typed_and_found(frame, dtypes, contract)
+    _run_checks(_rules(contract, day), pd.DataFrame(typed), found)
+    return _checked(frame, typed, found, _partition_dtypes(contract))
+
+
+def _split_days(
+    raw_by_day: Mapping[date, pd.DataFrame],
+    dtypes: Mapping[str, str],
+    contract: pa.DataFrameSchema,
+) -> dict[date, Checked]:
+    """:func:`_split` of each day's rows, converted and checked together. The checks that
+    look across rows (one row per flight key) see the same rows as day by day, since the
+    key holds the day. The rule that rows are of their fetched day is run here, with the
+    reason and reading order :func:`_rules` gives it."""
+    days = list(raw_by_day)
+    frames = [raw_by_day[day].reset_index(drop=True) for day in days]
+    if not days:
+        return {}
+    whole = pd.concat(frames, ignore_index=True)
+    typed, found = _typed_and_found(whole, dtypes, contract)
+    _run_checks(_rules(contract, None, across_rows=False), pd.DataFrame(typed), found)
+    sizes = [len(frame) for frame in frames]
+    fetched_day = pd.Series(
+        np.repeat(np.array([pd.Timestamp(d) for d in days], dtype="datetime64[ns]"), sizes)
+    )
+    other = typed[schema.DAY].notna() & (typed[schema.DAY] != fetched_day)
+    order = (_VALUES, list(contract.columns).index(schema.DAY))
+    number = len(contract.columns[schema.DAY].checks)  # the check _rules appends
+    starts = np.cumsum([0, *sizes])
+    out = {}
+    for k, day in enumerate(days):
+        mine = np.zeros(len(whole), dtype=bool)
+        mine[starts[k] : starts[k + 1]] = True
+        error = f"{schema.DAY} {{value}} is not the fetched day {day}"
+        found.add(other & mine, (*order, number), "other_day", error, schema.DAY, typed[schema.DAY])
+        rows = slice(starts[k], starts[k + 1])
+        part = {name: values.iloc[rows].reset_index(drop=True) for name, values in typed.items()}
+        # The checks across rows see one fetched day's rows, as day by day.
+        for number, check in enumerate(contract.checks):
+            failing = ~check(pd.DataFrame(part)).check_output.to_numpy(dtype=bool)
+            if failing.any():
+                found.add(
+                    starts[k] + np.flatnonzero(failing),
+                    (_ROWS, 0, number),
+                    check.name,
+                    check.error,
+                    "",
+                )
+        out[day] = _checked(
+            frames[k], part, found.within(starts[k], sizes[k]), _partition_dtypes(contract)
+        )
+    return out
+
+
+def _typed_and_found(
+    frame: pd.DataFrame, dtypes: Mapping[str, str], contract: pa.DataFrameSchema
+) -> tuple[dict[str, pd.Series], _Found]:
+    """``frame``'s columns converted to the contract's kinds, and the rows whose required
+    value is missing or does not convert."""
     expected = _partition_dtypes(contract)
     if dict(dtypes) != expected:
         raise ValueError(
             f"the dtypes given for {contract.name} ({dict(dtypes)}) are not its contract's "
             f"({expected})"
         )
-    frame = raw.reset_index(drop=True)
     found = _Found()
     typed: dict[str, pd.Series] = {}
     for position, (name, column) in enumerate(contract.columns.items()):
@@ -281,7 +357,17 @@ def _split(
         if kind != "text":
             failed = values.notna() & typed[name].isna()
             found.add(failed, (_CONVERSIONS, position, 0), *_NOT_A[kind], name, values)
-    _run_checks(_rules(contract, day), pd.DataFrame(typed), found)
+    return typed, found
+
+
+def _checked(
+    frame: pd.DataFrame,
+    typed: dict[str, pd.Series],
+    found: _Found,
+    expected: Mapping[str, str],
+) -> Checked:
+    """The :class:`Checked` of ``frame`` (as fetched), given its converted columns and
+    the failures found in it."""
     quarantined = found.rows(len(frame))
     good = pd.DataFrame({n: s[~quarantined] for n, s in typed.items()}).reset_index(drop=True)
     for name, dtype in expected.items():
@@ -307,10 +393,13 @@ def _convert(values: pd.Series, kind: str) -> pd.Series:
     return values
 
 
-def _rules(contract: pa.DataFrameSchema, day: date | None) -> pa.DataFrameSchema:
+def _rules(
+    contract: pa.DataFrameSchema, day: date | None, across_rows: bool = True
+) -> pa.DataFrameSchema:
     """The declared checks of ``contract`` for values already converted: types and nulls
     were settled by the conversion, so a value that did not convert (now null) fails only
-    there. ``day``: rows must be of that day."""
+    there. ``day``: rows must be of that day. ``across_rows`` False: without the checks
+    that look across rows (the caller runs them on each day's rows)."""
     columns = {
         name: pa.Column(checks=column.checks, nullable=True)
         for name, column in contract.columns.items()
@@ -327,7 +416,8 @@ def _rules(contract: pa.DataFrameSchema, day: date | None) -> pa.DataFrameSchema
             ],
             nullable=True,
         )
-    return pa.DataFrameSchema(columns, checks=contract.checks, name=contract.name)
+    checks = contract.checks if across_rows else []
+    return pa.DataFrameSchema(columns, checks=checks, name=contract.name)
 
 
 def _run_checks(rules: pa.DataFrameSchema, typed: pd.DataFrame, found: _Found) -> None:
@@ -401,6 +491,16 @@ class _Found:
                 }
             )
         )
+
+    def within(self, start: int, n: int) -> _Found:
+        """The failures of rows ``start .. start + n - 1``, numbered from 0."""
+        part = _Found()
+        for found in self.parts:
+            rows = found["row"].to_numpy()
+            mine = (rows >= start) & (rows < start + n)
+            if mine.any():
+                part.parts.append(found.loc[mine].assign(row=rows[mine] - start))
+        return part
 
     def rows(self, n: int) -> np.ndarray:
         """A mask over rows 0..n-1: those that failed a check."""

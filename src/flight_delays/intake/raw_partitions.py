@@ -251,8 +251,16 @@ def _fetch(
         counts = source.flight_counts(
             engine, {usual for day in chunk for usual in source.usual_days(day)}, tables
         )
+        # The contract, once over the chunk's rows (its cost is mostly per call).
+        flights = contracts.check_flights_days(
+            {day: read[day][0] for day in chunk}, source.FLIGHT_DTYPES
+        )
+        weather = contracts.check_weather_days(
+            {day: read[day][1] for day in chunk}, source.WEATHER_DTYPES
+        )
         for day in chunk:
-            yield day, _check(engine, tables, day, read[day], counts, settings, shown)
+            checked = (flights[day], weather[day])
+            yield day, _check(engine, tables, day, read[day], checked, counts, settings, shown)
 
 
 def _check(
@@ -260,11 +268,13 @@ def _check(
     tables: dict[str, Any],
     day: date,
     raw: tuple[pd.DataFrame, pd.DataFrame],
+    checked: tuple[contracts.Checked, contracts.Checked],
     counts: Mapping[date, int],
     settings: Settings,
     shown: str,
 ) -> tuple[contracts.Checked, contracts.Checked, dict[str, Any]]:
-    """One day's rows as read, checked: raises for an empty or partly loaded day."""
+    """One day's rows as read and as the contract split them: raises for an empty or
+    partly loaded day, else returns them with the day's quarantine summary."""
     flights_raw, weather_raw = raw
     if flights_raw.empty:
         raise NoFlightsError(day, shown)
@@ -283,8 +293,7 @@ def _check(
         )
         error.day = day  # type: ignore[attr-defined]  # read by run()'s late-data rule
         raise error
-    flights = contracts.check_flights(flights_raw, day, source.FLIGHT_DTYPES)
-    weather = contracts.check_weather(weather_raw, day, source.WEATHER_DTYPES)
+    flights, weather = checked
     return flights, weather, contracts.quarantine_summary(day, flights, weather)
 
 
