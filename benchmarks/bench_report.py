@@ -114,17 +114,20 @@ def chart(results: Results, path: Path, title: str) -> bool:
             ax.set_title("Backfill on the live stack")
         else:
             names = list(data)
-            x = range(len(names))
-            ax.bar(
-                [i - 0.2 for i in x], [data[n]["ingest"] for n in names], 0.4, label="ingest step"
-            )
-            ax.bar(
-                [i + 0.2 for i in x],
-                [data[n]["read_sql"] for n in names],
-                0.4,
-                label="pandas.read_sql",
-            )
-            ax.set_xticks(list(x), names)
+            cases = {
+                "ingest": "ingest step",
+                "read_sql": "pandas.read_sql, a query a day",
+                "read_days": "range read, a query a table",
+            }
+            width = 0.8 / len(cases)
+            for k, (case, label) in enumerate(cases.items()):
+                ax.bar(
+                    [i + (k - 1) * width for i in range(len(names))],
+                    [data[n].get(case, 0) for n in names],
+                    width,
+                    label=label,
+                )
+            ax.set_xticks(list(range(len(names))), names)
             ax.set_ylabel("rows per second")
             ax.set_title("Ingest throughput")
             ax.legend(fontsize=7)
