@@ -197,8 +197,13 @@ def test_seed_adds_only_the_cycles_that_are_missing(tmp_path: Path) -> None:
 # --- command line ------------------------------------------------------------------------
 @pytest.fixture
 def recorded_seed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[int]]]:
-    calls: list[tuple[str, list[int]]] = []
-    monkeypatch.setattr(demo, "seed", lambda url, cycles: calls.append((url, list(cycles))))
+    """The seeds the command asks for: (url, cycles), and the factor when it is not 1."""
+    calls: list[tuple] = []
+
+    def seed(url: str, cycles: list[int], factor: int = 1) -> None:
+        calls.append((url, list(cycles)) if factor == 1 else (url, list(cycles), factor))
+
+    monkeypatch.setattr(demo, "seed", seed)
     return calls
 
 
@@ -214,6 +219,8 @@ def test_cli_seeds_cycle_zero_and_the_cycles_today_needs(
     ]
     assert demo.main(["seed", "--url", "sqlite:///y.sqlite", "--cycles", "0,13"]) == 0
     assert recorded_seed[-1] == ("sqlite:///y.sqlite", [0, 13])
+    assert demo.main(["seed", "--url", "sqlite:///z.sqlite", "--cycles", "0", "--factor", "3"]) == 0
+    assert recorded_seed[-1] == ("sqlite:///z.sqlite", [0], 3)
 
 
 def test_cli_defaults_come_from_the_project_settings(
