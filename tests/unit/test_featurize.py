@@ -8,7 +8,7 @@ import pytest
 from flight_delays import featurize
 from flight_delays.base import schema
 from flight_delays.base.frames import InvalidFrameError, MissingColumnsError
-from flight_delays.model.flight_features import OUTPUT_COLUMNS, build_features
+from flight_delays.model.flight_features import FLIGHT_REQUIRED, OUTPUT_COLUMNS, build_features
 from flight_delays.store import artifacts
 from flight_delays.store.config import ProjectPaths
 from flight_delays.store.io import MissingArtifactError
@@ -244,14 +244,8 @@ def test_weather_around_the_hour_and_over_the_day_by_hand():
 def test_output_columns_and_dtypes(flights, weather):
     features, _ = build_features(flights, weather)
     assert list(features.columns) == OUTPUT_COLUMNS
-    assert OUTPUT_COLUMNS[:6] == [
-        schema.DAY,
-        "carrier",
-        "flight",
-        "origin",
-        "dest",
-        "sched_dep_time",
-    ]
+    # the flight's identity first, named and ordered as the flights table gives it
+    assert OUTPUT_COLUMNS[:6] == FLIGHT_REQUIRED[:6]
     assert set(schema.BASE_FEATURES) | {schema.TARGET} <= set(OUTPUT_COLUMNS)
     # the past-day statistics need the holdout's start: split adds them, not featurize
     assert not set(schema.HISTORY_FEATURES) & set(OUTPUT_COLUMNS)
