@@ -63,7 +63,7 @@ def _copy(day: pd.DataFrame, k: int, rng: np.random.Generator) -> pd.DataFrame:
     shift = rng.integers(-MAX_SHIFT_MINUTES, MAX_SHIFT_MINUTES + 1, n)
     departs = sched_dep + shift
     departs = np.where((departs < 0) | (departs >= MINUTES_PER_DAY), sched_dep - shift, departs)
-    route_dep = _minutes(day["sched_dep_time"].to_numpy(dtype=np.int64))[route]
+    route_dep = sched_dep[route]
     route_arr = _minutes(day["sched_arr_time"].to_numpy(dtype=np.int64))[route]
     block = np.mod(route_arr - route_dep, MINUTES_PER_DAY)
     # The delay donor: a flight of the same origin and scheduled hour (else any hour).
