@@ -102,7 +102,7 @@ def predict_day(
     if model is not None:
         try:
             served = fitted.predict(model, frame)
-        except ValueError as exc:  # what scikit-learn raises for columns it lacks
+        except fitted.FeatureSetChangedError as exc:
             retired = str(exc)
     identity = frame[[schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]]
     table = identity.rename(columns={schema.DAY: "flight_day"}).assign(

@@ -87,7 +87,7 @@ def _champion_predictions(
     model = fitted.load_model(path, expected_sha256=champion.model_sha256)
     try:
         return fitted.predict(model, holdout), "model", name
-    except ValueError as exc:
+    except fitted.FeatureSetChangedError as exc:
         log.warning(
             "champion %s cannot score this holdout (%s): comparing with baseline", name, exc
         )

@@ -206,6 +206,23 @@ def test_a_champion_that_lacks_a_feature_is_retired_and_the_baseline_serves(
     engine.dispose()
 
 
+def test_a_champion_that_fails_for_another_reason_is_not_retired(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a changed feature set retires the champion; any other error fails the task.
+    assert cli.run_steps(cli.STEPS, TRAINED, root=project)["score"]["decision"] == "promoted"
+
+    def broken(model, frame):
+        raise ValueError("Input X contains infinity")
+
+    monkeypatch.setattr(fitted, "predict", broken)
+    with pytest.raises(ValueError, match="contains infinity"):
+        predict.run(DAY, root=project, run_id="scheduled__broken")
+    engine = _engine(project)
+    assert serving.predictions_of(engine, DAY).empty  # nothing served in its place
+    engine.dispose()
+
+
 def test_a_day_without_flights_or_without_its_past_is_named(project: Path) -> None:
     # The warehouse ends on 2013-04-02: the 3rd has its past but no schedule.
     with pytest.raises(predict.NoScheduleError, match="2013-04-03"):

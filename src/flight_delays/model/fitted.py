@@ -125,11 +125,26 @@ def check_feature_columns(frame: pd.DataFrame, what: str = "frame") -> None:
         raise ValueError(f"{what} is missing feature column(s): {', '.join(missing)}")
 
 
+class FeatureSetChangedError(ValueError):
+    """The model was trained on a feature the pipeline no longer builds (removed or
+    renamed since): it cannot score, and the caller retires it for the day."""
+
+
 def predict(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
     """Predicted arrival delay (minutes) for each row of ``frame`` (needs schema.FEATURES).
 
-    Categories not seen in training are encoded as missing, not an error."""
+    Categories not seen in training are encoded as missing, not an error. A feature added
+    since the model was trained is ignored (the model selects its own columns); one it was
+    trained on that schema.FEATURES no longer has raises FeatureSetChangedError."""
     check_feature_columns(frame)
+    trained_on = getattr(model, "feature_names_in_", None)
+    if trained_on is None:
+        raise TypeError(f"{type(model).__name__} does not name the features it was fitted on")
+    gone = [name for name in trained_on if name not in schema.FEATURES]
+    if gone:
+        raise FeatureSetChangedError(
+            f"trained on feature(s) the pipeline no longer has: {', '.join(gone)}"
+        )
     with bounded_threads():
         return np.asarray(model.predict(frame[schema.FEATURES]), dtype=float)
 
