@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from flight_delays import ingest
 from flight_delays.base import schema
@@ -143,16 +143,38 @@ def test_run_fetches_the_window_then_only_missing_days(
     ]  # no temporary folders left behind
 
 
-def test_read_days_gives_each_day_what_read_day_gives(source_url: str) -> None:
+def _one_day_select(engine: Any, table: str, key: list[str], day: date) -> pd.DataFrame:
+    """The rows of one day as a plain query gives them: the contract's columns, by key."""
+    contract = source.FLIGHTS if table == source.FLIGHTS.name else source.WEATHER
+    columns = [c.name for c in contract.columns]
+    reflected = source.reflect_source(engine)[table]
+    query = (
+        select(*(reflected.c[c] for c in columns))
+        .where(reflected.c[schema.DAY] == day)
+        .order_by(*(reflected.c[k] for k in key))
+    )
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(query).all()]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_read_days_gives_each_day_what_a_one_day_query_gives(source_url: str) -> None:
     engine = create_engine(source_url)
     try:
         days = [date(2013, 1, 4), date(2013, 1, 2), date(2013, 1, 9)]  # the 9th: no rows
         together = source.read_days(engine, days)
         assert list(together) == sorted(days)
         for day in days:
-            alone = source.read_day(engine, day)
-            for got, want in zip(together[day], alone, strict=True):
-                pd.testing.assert_frame_equal(got, want)
+            for got, (table, key) in zip(
+                together[day],
+                [
+                    (source.FLIGHTS.name, schema.FLIGHT_KEY),
+                    (source.WEATHER.name, schema.WEATHER_KEY),
+                ],
+                strict=True,
+            ):
+                want = _one_day_select(engine, table, key, day)
+                pd.testing.assert_frame_equal(got, want, check_dtype=not want.empty)
         assert together[date(2013, 1, 2)][0].shape[0] > 500
         flights, weather = together[date(2013, 1, 9)]
         assert flights.empty and weather.empty
