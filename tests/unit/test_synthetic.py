@@ -109,6 +109,28 @@ def test_the_seed_loads_a_synthetic_warehouse(tmp_path):
     assert len(checked.quarantine) == 0
 
 
+def test_a_cycle_seeded_with_another_factor_is_refused_not_skipped(tmp_path):
+    url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    day = (DAYS[0], DAYS[0])
+    first = demo.seed(url, [0], original_range=day, factor=2)
+    assert demo.seed(url, [0], original_range=day, factor=2)["skipped"] == [0]
+    for asked in (1, 3):
+        with pytest.raises(demo.SeedMismatchError, match=f"holds 2x .* asks for {asked}x"):
+            demo.seed(url, [0], original_range=day, factor=asked)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(select(func.count()).select_from(source.FLIGHTS)).scalar_one()
+    finally:
+        engine.dispose()
+    assert stored == first["flights"]  # nothing added by the refused seeds
+    # a real warehouse is 1x: seeding it with a factor is refused the same way
+    real_url = f"sqlite:///{tmp_path / 'real.sqlite'}"
+    demo.seed(real_url, [0], original_range=day)
+    with pytest.raises(demo.SeedMismatchError, match="holds 1x"):
+        demo.seed(real_url, [0], original_range=day, factor=10)
+
+
 def test_the_seed_command_refuses_a_bad_factor(capsys):
     with pytest.raises(SystemExit):
         demo.main(["seed", "--url", "sqlite://", "--cycles", "0", "--factor", "0"])

@@ -193,6 +193,18 @@ def _cycle_present(conn: Any, table: Table, cycle: int) -> bool:
     return conn.execute(query).first() is not None
 
 
+def _present_factor(conn: Any, cycle: int) -> int:
+    """How many times the real flights a seeded ``cycle`` holds: synthetic copies are
+    numbered ``flight + FLIGHT_STEP * k`` above the real flights (below FLIGHT_STEP)."""
+    query = select(func.max(FLIGHTS.c.flight)).where(FLIGHTS.c[schema.REPLAY_CYCLE] == cycle)
+    highest = conn.execute(query).scalar_one_or_none()
+    return 1 if highest is None else int(highest) // synthetic.FLIGHT_STEP + 1
+
+
+class SeedMismatchError(ValueError):
+    """The warehouse already holds a cycle seeded otherwise than this seed asks."""
+
+
 def seed(
     url: str,
     cycles: Iterable[int],
@@ -207,7 +219,8 @@ def seed(
     ``original_range`` limits the seed to those 2013 days (a cycle seeded with a range is
     not completed by a later seed without one: drop the tables to reseed). Not safe for
     two seeds of the same database at once. ``factor`` > 1: the synthetic warehouse,
-    ``factor`` times the flights of each day (:mod:`flight_delays.intake.synthetic`).
+    ``factor`` times the flights of each day (:mod:`flight_delays.intake.synthetic`); a
+    cycle already present with another factor raises SeedMismatchError (never mixed).
 
     Returns rows inserted per table (``flights``, ``weather``) and the cycles ``seeded``
     and ``skipped`` (already present in both tables).
@@ -229,6 +242,13 @@ def seed(
             with engine.begin() as conn:
                 for table in (FLIGHTS, WEATHER):
                     if _cycle_present(conn, table, cycle):
+                        if table is FLIGHTS and (held := _present_factor(conn, cycle)) != factor:
+                            raise SeedMismatchError(
+                                f"cycle {cycle} at {safe_url(url)} holds {held}x the real "
+                                f"flights, and this seed asks for {factor}x: seed into "
+                                "another database, or drop its tables flights, weather and "
+                                "seed_log to seed it again"
+                            )
                         logger.debug("cycle %d already in %s: skipped", cycle, table.name)
                         continue
                     rows = replay(frames[table.name], cycle)
