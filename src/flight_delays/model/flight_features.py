@@ -42,22 +42,28 @@ from flight_delays.store.storage import ArtifactPath
 logger = logging.getLogger(__name__)
 
 
-# Flight columns the features are computed from (the actuals other than the target,
-# e.g. dep_delay, are never read: they are not known before departure).
-FLIGHT_REQUIRED = [
-    schema.DAY,
-    "carrier",
-    "flight",
-    "origin",
-    "dest",
-    "sched_dep_time",
-    "sched_arr_time",
-    "distance",
-    schema.TARGET,
-]
-
-
-WEATHER_REQUIRED = [*schema.WEATHER_KEY, *schema.WEATHER_MEASURES]
+# The columns the features are computed from, each with the kind it is read as (the
+# flights' actuals other than the target, e.g. dep_delay, are never read: they are not
+# known before departure).
+FLIGHT_COLUMNS = {
+    schema.DAY: "day",
+    "carrier": "text",
+    "flight": "whole",
+    "origin": "text",
+    "dest": "text",
+    "sched_dep_time": "whole",
+    "sched_arr_time": "whole",
+    "distance": "float",
+    schema.TARGET: "float",
+}
+FLIGHT_REQUIRED = list(FLIGHT_COLUMNS)
+WEATHER_COLUMNS = {
+    schema.DAY: "day",
+    "origin": "text",
+    "hour": "whole",
+    **dict.fromkeys(schema.WEATHER_MEASURES, "float"),
+}
+WEATHER_REQUIRED = list(WEATHER_COLUMNS)
 
 
 IDENTIFIERS = [schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]
@@ -169,35 +175,20 @@ def _hhmm_to_minutes(hhmm: pd.Series) -> pd.Series:
     return (hhmm // 100) * 60 + hhmm % 100
 
 
-def _prepare_flights(flights: pd.DataFrame) -> pd.DataFrame:
-    require_columns(flights, FLIGHT_REQUIRED, "flights")
-    frame = pd.DataFrame(
-        {
-            schema.DAY: to_day(flights[schema.DAY]),
-            "carrier": flights["carrier"].astype("str"),
-            "flight": whole_numbers(flights, "flight", "flights"),
-            "origin": flights["origin"].astype("str"),
-            "dest": flights["dest"].astype("str"),
-            "sched_dep_time": whole_numbers(flights, "sched_dep_time", "flights"),
-            "sched_arr_time": whole_numbers(flights, "sched_arr_time", "flights"),
-            "distance": flights["distance"].astype("float64"),
-            schema.TARGET: flights[schema.TARGET].astype("float64"),
-        }
-    )
-    return _validate(FLIGHTS_IN_SCHEMA, frame.reset_index(drop=True), "flights")
-
-
-def _prepare_weather(weather: pd.DataFrame) -> pd.DataFrame:
-    require_columns(weather, WEATHER_REQUIRED, "weather")
-    frame = pd.DataFrame(
-        {
-            schema.DAY: to_day(weather[schema.DAY]),
-            "origin": weather["origin"].astype("str"),
-            "hour": whole_numbers(weather, "hour", "weather"),
-            **{m: weather[m].astype("float64") for m in schema.WEATHER_MEASURES},
-        }
-    )
-    return _validate(WEATHER_IN_SCHEMA, frame.reset_index(drop=True), "weather")
+def _prepare(
+    frame: pd.DataFrame, columns: dict[str, str], rules: pa.DataFrameSchema, what: str
+) -> pd.DataFrame:
+    """``frame``'s ``columns``, each read as its kind (a day, text, a whole number, a
+    float), checked against ``rules``; a missing column or a bad value names ``what``."""
+    require_columns(frame, list(columns), what)
+    read = {
+        "day": lambda c: to_day(frame[c]),
+        "text": lambda c: frame[c].astype("str"),
+        "whole": lambda c: whole_numbers(frame, c, what),
+        "float": lambda c: frame[c].astype("float64"),
+    }
+    typed = pd.DataFrame({column: read[kind](column) for column, kind in columns.items()})
+    return _validate(rules, typed.reset_index(drop=True), what)
 
 
 def mask_implausible_weather(weather: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -361,8 +352,8 @@ def _build(flights: pd.DataFrame, weather: pd.DataFrame) -> tuple[pd.DataFrame, 
     """:func:`build_features`, with its counts by day: one row per day of the input
     rows (index: the day, datetime64), a column per :data:`BUILD_COUNTS`. Every count is
     of rows that carry their day, so a day's counts are those of featurizing it alone."""
-    fl = _prepare_flights(flights)
-    prepared = _prepare_weather(weather)
+    fl = _prepare(flights, FLIGHT_COLUMNS, FLIGHTS_IN_SCHEMA, "flights")
+    prepared = _prepare(weather, WEATHER_COLUMNS, WEATHER_IN_SCHEMA, "weather")
     wx, _masked = mask_implausible_weather(prepared)
     # readings masked per row: present before, missing after
     measures = [m for m in schema.WEATHER_PLAUSIBLE_RANGES if m in prepared.columns]
