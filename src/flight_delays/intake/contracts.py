@@ -280,59 +280,71 @@ _NULLS, _CONVERSIONS, _WHOLENESS, _VALUES, _ROWS = range(5)
 def _split(
     raw: pd.DataFrame, day: date | None, dtypes: Mapping[str, str], contract: pa.DataFrameSchema
 ) -> Checked:
-    frame = raw.reset_index(drop=True)
-    typed, found = _typed_and_found(frame, dtypes, contract)
-    _run_checks(_rules(contract, day), pd.DataFrame(typed), found)
-    return _checked(frame, typed, found, _partition_dtypes(contract))
+    return _split_days({day: raw}, dtypes, contract)[day]
 
 
 def _split_days(
-    raw_by_day: Mapping[date, pd.DataFrame],
+    raw_by_day: Mapping[date | None, pd.DataFrame],
     dtypes: Mapping[str, str],
     contract: pa.DataFrameSchema,
-) -> dict[date, Checked]:
-    """:func:`_split` of each day's rows, converted and checked together. The checks that
-    look across rows (one row per flight key) see the same rows as day by day, since the
-    key holds the day. The rule that rows are of their fetched day is run here, with the
-    reason and reading order :func:`_rules` gives it."""
+) -> dict[date | None, Checked]:
+    """Each fetched day's rows split by ``contract`` (the one path, for one day or many;
+    day None: rows of any day). The conversions and the checks of each column run once
+    over all the rows; the rule that rows are of their fetched day and the checks across
+    rows (one row per flight key) run on each day's rows, so each day's result is the
+    one its rows alone give."""
     days = list(raw_by_day)
-    frames = [raw_by_day[day].reset_index(drop=True) for day in days]
     if not days:
         return {}
+    frames = [raw_by_day[day].reset_index(drop=True) for day in days]
     whole = pd.concat(frames, ignore_index=True)
     typed, found = _typed_and_found(whole, dtypes, contract)
-    _run_checks(_rules(contract, None, across_rows=False), pd.DataFrame(typed), found)
+    _run_checks(_rules(contract), pd.DataFrame(typed), found)
     sizes = [len(frame) for frame in frames]
-    fetched_day = pd.Series(
-        np.repeat(np.array([pd.Timestamp(d) for d in days], dtype="datetime64[ns]"), sizes)
-    )
-    other = typed[schema.DAY].notna() & (typed[schema.DAY] != fetched_day)
-    order = (_VALUES, list(contract.columns).index(schema.DAY))
-    number = len(contract.columns[schema.DAY].checks)  # the check _rules appends
     starts = np.cumsum([0, *sizes])
     out = {}
     for k, day in enumerate(days):
-        mine = np.zeros(len(whole), dtype=bool)
-        mine[starts[k] : starts[k + 1]] = True
-        error = f"{schema.DAY} {{value}} is not the fetched day {day}"
-        found.add(other & mine, (*order, number), "other_day", error, schema.DAY, typed[schema.DAY])
         rows = slice(starts[k], starts[k + 1])
         part = {name: values.iloc[rows].reset_index(drop=True) for name, values in typed.items()}
-        # The checks across rows see one fetched day's rows, as day by day.
-        for number, check in enumerate(contract.checks):
-            failing = ~check(pd.DataFrame(part)).check_output.to_numpy(dtype=bool)
-            if failing.any():
-                found.add(
-                    starts[k] + np.flatnonzero(failing),
-                    (_ROWS, 0, number),
-                    check.name,
-                    check.error,
-                    "",
-                )
+        if day is not None:
+            _check_fetched_day(part[schema.DAY], day, contract, found, starts[k])
+        _check_across_rows(pd.DataFrame(part), contract, found, starts[k])
         out[day] = _checked(
             frames[k], part, found.within(starts[k], sizes[k]), _partition_dtypes(contract)
         )
     return out
+
+
+def _check_fetched_day(
+    days: pd.Series, day: date, contract: pa.DataFrameSchema, found: _Found, offset: int
+) -> None:
+    """Rows fetched for ``day`` must be of it: read after the day column's own checks."""
+    other = (days.notna() & (days != pd.Timestamp(day))).to_numpy()
+    found.add(
+        offset + np.flatnonzero(other),
+        (
+            _VALUES,
+            list(contract.columns).index(schema.DAY),
+            len(contract.columns[schema.DAY].checks),
+        ),
+        "other_day",
+        f"{schema.DAY} {{value}} is not the fetched day {day}",
+        schema.DAY,
+        days[other].to_numpy(),
+    )
+
+
+def _check_across_rows(
+    part: pd.DataFrame, contract: pa.DataFrameSchema, found: _Found, offset: int
+) -> None:
+    """The contract's checks that look across rows, on one fetched day's rows (called
+    directly: pandera's validation costs more per call than the checks themselves)."""
+    for number, check in enumerate(contract.checks):
+        failing = ~check(part).check_output.to_numpy(dtype=bool)
+        if failing.any():
+            found.add(
+                offset + np.flatnonzero(failing), (_ROWS, 0, number), check.name, check.error, ""
+            )
 
 
 def _typed_and_found(
@@ -393,36 +405,20 @@ def _convert(values: pd.Series, kind: str) -> pd.Series:
     return values
 
 
-def _rules(
-    contract: pa.DataFrameSchema, day: date | None, across_rows: bool = True
-) -> pa.DataFrameSchema:
-    """The declared checks of ``contract`` for values already converted: types and nulls
-    were settled by the conversion, so a value that did not convert (now null) fails only
-    there. ``day``: rows must be of that day. ``across_rows`` False: without the checks
-    that look across rows (the caller runs them on each day's rows)."""
+def _rules(contract: pa.DataFrameSchema) -> pa.DataFrameSchema:
+    """The declared checks of ``contract``'s columns for values already converted: types
+    and nulls were settled by the conversion, so a value that did not convert (now null)
+    fails only there. The checks across rows run per fetched day (:func:`_split_days`)."""
     columns = {
         name: pa.Column(checks=column.checks, nullable=True)
         for name, column in contract.columns.items()
     }
-    if day is not None:
-        columns[schema.DAY] = pa.Column(
-            checks=[
-                *contract.columns[schema.DAY].checks,
-                pa.Check.eq(
-                    pd.Timestamp(day),
-                    name="other_day",
-                    error=f"{schema.DAY} {{value}} is not the fetched day {day}",
-                ),
-            ],
-            nullable=True,
-        )
-    checks = contract.checks if across_rows else []
-    return pa.DataFrameSchema(columns, checks=checks, name=contract.name)
+    return pa.DataFrameSchema(columns, name=contract.name)
 
 
 def _run_checks(rules: pa.DataFrameSchema, typed: pd.DataFrame, found: _Found) -> None:
-    """Run ``rules`` on ``typed`` (lazily: every check, every row) and record each failing
-    row with its check's name and reason."""
+    """Run ``rules`` (the columns' checks) on ``typed`` (lazily: every check, every row)
+    and record each failing row with its check's name and reason."""
     try:
         rules.validate(typed, lazy=True)
     except SchemaErrors as errors:
@@ -430,13 +426,7 @@ def _run_checks(rules: pa.DataFrameSchema, typed: pd.DataFrame, found: _Found) -
         if cases["index"].isna().any():  # a failure of the frame, not of rows: a bug here
             raise
         positions = {name: k for k, name in enumerate(rules.columns)}
-        across = cases["schema_context"] == "DataFrameSchema"
-        # A check across the row reports each cell of a failing row: one failure per row.
-        for number, group in cases[across].groupby("check_number", sort=False):
-            check = rules.checks[number]
-            rows = group["index"].drop_duplicates().astype("int64").to_numpy()
-            found.add(rows, (_ROWS, 0, number), check.name, check.error, "")
-        for (column, number), group in cases[~across].groupby(["column", "check_number"]):
+        for (column, number), group in cases.groupby(["column", "check_number"]):
             check = rules.columns[column].checks[number]
             stage = _WHOLENESS if check.name == _WHOLE.name else _VALUES
             found.add(
