@@ -39,7 +39,11 @@ class Run:
 
     wall: float  # seconds, start to exit
     peak_mib: float  # peak of the summed RSS of the process tree (sampled)
-    largest_mib: float  # the largest single process of the tree (the kernel's high-water mark)
+    # The largest single process of the tree (the kernel's high-water mark). A floor, not
+    # a measure, for a small command: the child counts the pages of this (parent)
+    # process it was forked from until it execs (seen: 1,128 MiB for every step after
+    # the harness had seeded a large warehouse); bench_driver reports a step's own mark.
+    largest_mib: float
     output: str  # stdout and stderr, interleaved
 
 
