@@ -93,6 +93,25 @@ def test_day_partitions_give_the_window_table_of_build_features(home: Path) -> N
     assert artifacts.DAY_FEATURES.days(home) == days_of(day)
 
 
+def test_a_cold_window_is_computed_a_batch_at_a_time_with_the_same_table(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The memory of a cold window is bounded by a batch of days, not the window.
+    monkeypatch.setattr(day_features, "BATCH_DAYS", 2)
+    calls: list[int] = []
+    compute = flight_features.featurize_by_day
+
+    def counted(flights, weather, days):
+        calls.append(len(days))
+        return compute(flights, weather, days)
+
+    monkeypatch.setattr(flight_features, "featurize_by_day", counted)
+    result = run(home, LAST)
+    assert calls == [2] * (WINDOW // 2) + ([WINDOW % 2] if WINDOW % 2 else [])
+    assert result["days_computed"] == WINDOW
+    assert_identical(home, LAST, result)
+
+
 def test_a_later_run_reuses_the_days_it_shares_and_computes_the_new_one(
     home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
