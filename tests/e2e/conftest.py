@@ -5,6 +5,7 @@ and a private Airflow home with a migrated SQLite metastore."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -44,14 +45,12 @@ class Project:
 
 
 @pytest.fixture(scope="session")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    from flight_delays.intake.demo import seed
-
+def project(tmp_path_factory: pytest.TempPathFactory, seeded_warehouse) -> Project:
     root = tmp_path_factory.mktemp("project")
     (root / "include").mkdir()
     (root / "include" / "params.yaml").write_text(PARAMS)
     url = f"sqlite:///{root / 'warehouse.sqlite'}"
-    seed(url, [0], original_range=SEEDED)
+    shutil.copyfile(seeded_warehouse(*SEEDED), root / "warehouse.sqlite")  # it holds a registry
 
     home = tmp_path_factory.mktemp("airflow-home")
     env = {

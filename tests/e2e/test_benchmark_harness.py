@@ -52,7 +52,15 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     env.update(OMP_NUM_THREADS="1", FLIGHT_DELAYS_THREADS="1")
     before = {page: hashlib.sha256(page.read_bytes()).hexdigest() for page in (DOCS, LOG)}
     result = subprocess.run(
-        [sys.executable, str(HARNESS), "--quick", "--only", "steps,windows", "--out", str(out)],
+        [
+            sys.executable,
+            str(HARNESS),
+            "--quick",
+            "--only",
+            "steps,windows,rows",
+            "--out",
+            str(out),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -71,7 +79,7 @@ def test_quick_run_prints_every_row_with_its_columns(quick_run):
     assert all(len(row) == len(ROW_COLUMNS) for row in rows), rows
     cases = {row[1]: row for row in rows}
     sections = {row[0] for row in rows}
-    assert sections == {"steps", "windows"}, sections
+    assert sections == {"steps", "windows", "rows"}, sections
     for name in ("six steps in one process", "`airflow dags test`"):
         row = next(r for c, r in cases.items() if c.startswith(name))
         seconds, peak = float(row[2]), float(row[4])
@@ -84,6 +92,11 @@ def test_quick_run_prints_every_row_with_its_columns(quick_run):
             assert float(row[2]) >= 0 and float(row[4]) > 0 and row[5], row
     for step in STEPS:
         assert f"in process: {step}" in cases
+    # the rows section: each step on the real and the synthetic (2x) warehouse
+    for factor in (1, 2):
+        for step in STEPS:
+            row = cases[f"x{factor}, 7 days: {step}"]
+            assert float(row[2]) >= 0 and float(row[4]) > 50 and row[5], row
 
 
 def test_quick_run_judges_the_targets_it_measured_and_skips_the_stack(quick_run):
@@ -93,6 +106,8 @@ def test_quick_run_judges_the_targets_it_measured_and_skips_the_stack(quick_run)
     assert any(name.startswith("Airflow's fixed cost") for name in measured), targets
     assert any(name.startswith("14-day window end to end") for name in measured), targets
     assert any(name.startswith("cost linear in rows") for name in measured), targets
+    for name in ("every step ≤ 2 GB at 2x", "featurize ≥ 200k rows/s at 2x"):
+        assert any(n.startswith(name) for n in measured), targets
     for name in measured:
         assert re.search(r"\*\*(met|not met)\*\*", targets[name][2]), targets[name]
     live = next(row for name, row in targets.items() if "live stack" in name)
@@ -160,3 +175,14 @@ def test_a_stack_setting_without_a_value_is_refused(capsys):
         harness.parse_args(["--only", "year", "--stack-setting", "MIN_HEARTBEAT_INTERVAL"])
     error = capsys.readouterr().err
     assert "--stack-setting takes KEY=value, got 'MIN_HEARTBEAT_INTERVAL'" in error
+
+
+def test_the_rows_run_only_when_asked_for_and_need_a_factor_of_two_or_more(capsys):
+    import harness
+
+    assert "rows" not in harness.parse_args([]).sections  # millions of flights: by name only
+    assert harness.parse_args(["--only", "rows"]).factor == 10
+    assert harness.parse_args(["--only", "rows", "--quick"]).factor == 2
+    with pytest.raises(SystemExit):
+        harness.parse_args(["--only", "rows", "--factor", "1"])
+    assert "--factor must be >= 2" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -62,14 +63,12 @@ def run_pipeline(root: str, day_iso: str, run_id: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def backfill(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from flight_delays.intake.demo import seed
-
+def backfill(tmp_path_factory: pytest.TempPathFactory, seeded_warehouse) -> dict:
     root = tmp_path_factory.mktemp("concurrent")
     (root / "include").mkdir()
     (root / "include" / "params.yaml").write_text(PARAMS)
     url = f"sqlite:///{root / 'warehouse.sqlite'}"
-    seed(url, [0], original_range=SEEDED)
+    shutil.copyfile(seeded_warehouse(*SEEDED), root / "warehouse.sqlite")  # runs write to it
     # Spawned workers inherit the environment: the warehouse, and one thread each.
     env = {"FLIGHT_DELAYS_SOURCE_URL": url, "FLIGHT_DELAYS_THREADS": "1", "OMP_NUM_THREADS": "1"}
     saved = {key: os.environ.get(key) for key in env}

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from flight_delays import cli
-from flight_delays.intake import demo
 from flight_delays.store import artifacts, io
 from flight_delays.store.config import PARAMS_RELATIVE, ProjectPaths, project_root
 
@@ -213,10 +212,8 @@ def test_the_open_check_reports_a_path_outside_the_catalog(tmp_path: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("warehouse") / "flights.sqlite"
-    demo.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
-    return path
+def warehouse(seeded_warehouse) -> Path:
+    return seeded_warehouse(*SEEDED)
 
 
 def test_the_six_steps_open_only_catalog_paths(

@@ -27,10 +27,8 @@ ISO = DAY.isoformat()
 
 
 @pytest.fixture(scope="module")
-def january(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("warehouse") / "january.sqlite"
-    demo.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
-    return path
+def january(seeded_warehouse) -> Path:
+    return seeded_warehouse(*SEEDED)
 
 
 @pytest.fixture

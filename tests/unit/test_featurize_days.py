@@ -19,7 +19,7 @@ import pytest
 
 from flight_delays import featurize, ingest
 from flight_delays.base import schema
-from flight_delays.intake import demo, raw_partitions
+from flight_delays.intake import raw_partitions
 from flight_delays.model import day_features, flight_features
 from flight_delays.store import artifacts, io
 from flight_delays.store.config import PARAMS_RELATIVE, ProjectPaths
@@ -31,10 +31,8 @@ PARAMS = f"ingest: {{window_days: {WINDOW}}}\nsplit: {{holdout_days: 1}}\n"
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("warehouse") / "flights.sqlite"
-    demo.seed(f"sqlite:///{path}", [0], original_range=(FIRST, LAST))
-    return path
+def warehouse(seeded_warehouse) -> Path:
+    return seeded_warehouse(FIRST, LAST)
 
 
 @pytest.fixture

@@ -17,18 +17,16 @@ from sqlalchemy import create_engine, select, text
 
 from flight_delays import ingest
 from flight_delays.base import schema
-from flight_delays.intake import demo, raw_partitions, source
+from flight_delays.intake import raw_partitions, source
 from flight_delays.store import io
 
 SEEDED = (date(2013, 1, 1), date(2013, 1, 5))  # the source holds these days (cycle 0)
 
 
 @pytest.fixture(scope="module")
-def source_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def source_db(seeded_warehouse) -> Path:
     """A SQLite warehouse holding 2013-01-01 .. 2013-01-05 (cycle 0, no shift)."""
-    path = tmp_path_factory.mktemp("source") / "warehouse.sqlite"
-    demo.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
-    return path
+    return seeded_warehouse(*SEEDED)
 
 
 @pytest.fixture

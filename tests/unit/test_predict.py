@@ -17,7 +17,7 @@ import yaml
 
 from flight_delays import cli, featurize, ingest, predict
 from flight_delays.base import schema
-from flight_delays.intake import demo, raw_partitions
+from flight_delays.intake import raw_partitions
 from flight_delays.model import fitted, serving
 from flight_delays.store import artifacts, registry
 from flight_delays.store.config import PARAMS_RELATIVE, load_settings
@@ -34,10 +34,8 @@ PARAMS = {
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("warehouse") / "flights.sqlite"
-    demo.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
-    return path
+def warehouse(seeded_warehouse) -> Path:
+    return seeded_warehouse(*SEEDED)
 
 
 @pytest.fixture

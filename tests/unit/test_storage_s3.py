@@ -19,7 +19,7 @@ import pytest
 
 from flight_delays import cli, featurize, ingest, split, summary
 from flight_delays.base import schema
-from flight_delays.intake import demo, raw_partitions
+from flight_delays.intake import raw_partitions
 from flight_delays.store import artifacts, io, registry, storage
 from flight_delays.store.config import PARAMS_RELATIVE, load_settings, project_paths
 from flight_delays.store.storage import ENV_STORAGE_URL
@@ -52,10 +52,8 @@ def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("warehouse") / "flights.sqlite"
-    demo.seed(f"sqlite:///{path}", [0], original_range=SEEDED)
-    return path
+def warehouse(seeded_warehouse) -> Path:
+    return seeded_warehouse(*SEEDED)
 
 
 def make_home(base: Path, warehouse: Path, params: str = PARAMS) -> Path:
