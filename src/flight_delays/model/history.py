@@ -132,7 +132,7 @@ def add_history_features(
         columns = {name: np.full(len(frame), np.nan) for name in statistics}
         for end in ends.unique():
             at = (ends == end).to_numpy()
-            rows = frame.loc[at]
+            rows = frame.loc[at, keys]  # the group keys only: the frame may be millions of rows
             for name, (group_keys, lookback) in statistics.items():
                 start = end - pd.Timedelta(days=lookback)
                 days = reference[schema.DAY]
