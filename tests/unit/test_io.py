@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from flight_delays.store import artifacts
+from flight_delays.store import artifacts, io
 from flight_delays.store.io import (
     MissingArtifactError,
     atomic_path,
@@ -56,3 +58,25 @@ def test_missing_artifact_outside_a_day_folder_names_a_placeholder_day(tmp_path)
     with pytest.raises(MissingArtifactError) as info:
         read_parquet(missing, artifacts.MANIFEST)
     assert "`python -m flight_delays run ingest --day <YYYY-MM-DD>`" in str(info.value)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5, 7])
+def test_write_parquet_writes_the_bytes_of_to_parquet_a_row_group_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    # Written a few rows at a time here (WRITE_ROWS 3): the same file as one conversion.
+    monkeypatch.setattr(io, "WRITE_ROWS", 3)
+    frame = pd.DataFrame(
+        {
+            "local_date": pd.date_range("2013-01-01", periods=rows, freq="D"),
+            "carrier": pd.Series(["UA", None, "DL", "AA", "B6", "UA", "WN"][:rows], dtype="str"),
+            "delay": np.arange(rows, dtype="float64") - 2.5,
+            "flight": np.arange(rows, dtype="int64"),
+        }
+    ).iloc[::-1]  # an index that is not 0..n-1 is not written, as with index=False
+    expected = tmp_path / "expected.parquet"
+    frame.to_parquet(expected, index=False, row_group_size=3)
+    written = io.write_parquet(frame, tmp_path / "written.parquet")
+    assert written.read_bytes() == expected.read_bytes()
+    back = io.read_parquet(written, artifacts.FEATURES)
+    pd.testing.assert_frame_equal(back, frame.reset_index(drop=True))
