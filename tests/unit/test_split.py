@@ -1,6 +1,7 @@
 import json
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -10,6 +11,7 @@ from flight_delays.base.frames import MissingColumnsError
 from flight_delays.model import history
 from flight_delays.split import split_by_day, split_with_history
 from flight_delays.store import artifacts
+from flight_delays.store.config import load_settings
 from flight_delays.store.io import MissingArtifactError
 
 DAY = date(2024, 1, 20)
@@ -216,3 +218,38 @@ def test_run_without_features_names_the_featurize_task(tmp_path, params_file):
     with pytest.raises(MissingArtifactError, match="'featurize' task") as info:
         split.run(DAY, root=tmp_path, params_file=params_file)
     assert info.value.path == artifacts.PROCESSED.path(tmp_path.resolve(), DAY) / "features.parquet"
+
+
+@pytest.mark.parametrize("stored", ["datetime64[ns]", "date", "with times of day"])
+def test_run_writes_what_split_with_history_gives(tmp_path, params_file, stored):
+    # The step frees the feature table after the cut; the core keeps the caller's. Both
+    # give the same tables, whatever type the day column was stored as.
+    features = features_frame(days_before(DAY, 4))
+    if stored == "date":
+        features[schema.DAY] = features[schema.DAY].dt.date
+    elif stored == "with times of day":
+        features[schema.DAY] = features[schema.DAY] + pd.to_timedelta(
+            np.arange(len(features)) % 24, unit="h"
+        )
+    folder = artifacts.PROCESSED.path(tmp_path, DAY)
+    folder.mkdir(parents=True)
+    features.to_parquet(folder / "features.parquet", index=False)
+    result = split.run(DAY.isoformat(), root=tmp_path, params_file=params_file)
+    stored_back = pd.read_parquet(folder / "features.parquet")
+    settings = load_settings(tmp_path, params_file).split
+    train, holdout = split_with_history(
+        stored_back, DAY, settings.holdout_days, settings.recent_days, settings.history_days
+    )
+    pd.testing.assert_frame_equal(pd.read_parquet(result["train"]), train)
+    pd.testing.assert_frame_equal(pd.read_parquet(result["holdout"]), holdout)
+
+
+def test_run_refuses_rows_after_the_day_and_writes_nothing(tmp_path, params_file):
+    folder = artifacts.PROCESSED.path(tmp_path, DAY)
+    folder.mkdir(parents=True)
+    features_frame([*days_before(DAY, 4), DAY + timedelta(days=1)]).to_parquet(
+        folder / "features.parquet", index=False
+    )
+    with pytest.raises(ValueError, match="2 feature rows are dated after the processed day"):
+        split.run(DAY.isoformat(), root=tmp_path, params_file=params_file)
+    assert not (folder / "train.parquet").exists()
