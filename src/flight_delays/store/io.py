@@ -127,10 +127,14 @@ def read_bytes(path: str | ArtifactPath, artifact: Artifact) -> bytes:
 
 
 def read_parquet(path: str | ArtifactPath, artifact: Artifact) -> pd.DataFrame:
-    """Read an upstream Parquet artifact; a missing file names the task that makes it."""
+    """Read an upstream Parquet artifact; a missing file names the task that makes it.
+    Its numeric columns may be read-only (see below): copy before writing into them."""
     path = require(path, artifact)
     # Arrow's buffers are released column by column as the frame is built, so the read
-    # does not hold the file's table and the frame whole at once.
+    # does not hold the file's table and the frame whole at once (score at 10x and 365
+    # days: 2.2 -> 1.8 GB; without split_blocks 2.2 GB). The price: a numeric column
+    # without nulls keeps Arrow's memory and is read-only. Nothing here writes into a
+    # frame it read; code that does must copy first (``frame = frame.copy()``).
     lean = {"self_destruct": True, "split_blocks": True}
     if storage.is_local(path):
         frame = pd.read_parquet(path, to_pandas_kwargs=lean)
