@@ -80,12 +80,3 @@ def test_write_parquet_writes_the_bytes_of_to_parquet_a_row_group_at_a_time(
     assert written.read_bytes() == expected.read_bytes()
     back = io.read_parquet(written, artifacts.FEATURES)
     pd.testing.assert_frame_equal(back, frame.reset_index(drop=True))
-
-
-def test_read_parquet_frames_may_be_read_only_and_a_copy_is_writable(tmp_path: Path) -> None:
-    # The documented price of the lean read: write into a copy, never into the frame.
-    path = write_parquet(pd.DataFrame({"delay": [1.0, 2.0], "n": [1, 2]}), tmp_path / "t.parquet")
-    frame = read_parquet(path, artifacts.FEATURES)
-    copy = frame.copy()
-    copy.loc[0, "delay"] = 9.0
-    assert copy["delay"].tolist() == [9.0, 2.0] and frame["delay"].tolist() == [1.0, 2.0]
