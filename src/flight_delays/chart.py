@@ -4,17 +4,17 @@ One function per chart kind: each takes precomputed data and an optional Axes, d
 it (or on a new Figure) and returns the Figure. Figures are built with
 ``matplotlib.figure.Figure`` and an Agg canvas, never pyplot, so no global state is
 touched and charts can be drawn from parallel tasks or a notebook alike.
-File wrapper: :func:`run` reads the ``predictions`` artifact of the score task and writes PNGs
-to ``reports/figures/ds=<day>/``.
+The step: :func:`chart_core` draws the day's figures and its run report from the score
+task's artifacts; :data:`STEP` declares it for the runner, which writes the PNGs to
+``reports/figures/ds=<day>/``.
 """
 
 from __future__ import annotations
 
 import logging
 import posixpath
-import time
 from datetime import date
-from pathlib import Path
+from io import BytesIO
 from typing import Any
 
 import numpy as np
@@ -25,11 +25,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from flight_delays.base import schema
-from flight_delays.base.dates import parse_day
 from flight_delays.model import promotion, scoring, serving
 from flight_delays.monitor import drift, report
-from flight_delays.store import artifacts, io, registry
-from flight_delays.store.config import load_settings
+from flight_delays.store import artifacts, io, registry, step_runner
 from flight_delays.store.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
@@ -518,40 +516,37 @@ def save_png(fig: Figure, path: str | ArtifactPath) -> ArtifactPath:
     return io.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
-def run(
-    day: str | date,
-    root: str | Path | None = None,
-    params_file: str | Path | None = None,
-    registry_url: str | None = None,
-) -> dict[str, Any]:
-    """Draw the charts of ``day`` into ``reports/figures/ds=<day>/`` and write the run
-    report (the ``report`` artifact).
+def png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes (what :func:`save_png` writes)."""
+    out = BytesIO()
+    fig.savefig(out, format="png", dpi=DPI)
+    return out.getvalue()
 
-    Reads the catalog's predictions, metrics and day_model_card (score task),
-    feature_counts (featurize task) and the registry's history (default: the
-    settings' registry; runs recorded after ``day`` are left out, so a backfill draws
-    each day's history as of that day).
-    Returns ``{"figures": [str paths], "report": str path}``.
-    """
-    started = time.perf_counter()  # a duration for the log line, not a date for logic
-    day = parse_day(day)
-    settings = load_settings(root, params_file)
-    root = settings.paths.root
-    predictions = io.read_parquet(artifacts.PREDICTIONS.path(root, day), artifacts.PREDICTIONS)
-    metrics = io.read_json(artifacts.METRICS.path(root, day), artifacts.METRICS)
-    card = io.read_json(artifacts.DAY_MODEL_CARD.path(root, day), artifacts.DAY_MODEL_CARD)
-    counts = io.read_json(artifacts.FEATURE_COUNTS.path(root, day), artifacts.FEATURE_COUNTS)
+
+def _history(run: step_runner.StepRun, _inputs: dict[str, Any]) -> dict[str, Any]:
+    """The registry's runs with their served scores, as of the processed day (runs
+    recorded after it are left out, so a backfill draws each day's history as of that day)."""
+    engine = run.registry()
+    runs = serving.with_served(registry.history(engine), serving.served_scores(engine))
+    return {"runs": runs[pd.to_datetime(runs["processed_day"]) <= pd.Timestamp(run.day)]}
+
+
+def chart_core(
+    day: date,
+    _params: None,
+    predictions: pd.DataFrame,
+    metrics: dict[str, Any],
+    card: dict[str, Any],
+    counts: dict[str, Any],
+    runs: pd.DataFrame,
+) -> step_runner.Result:
+    """The step's core: the day's figures (PNG bytes, by catalog name) and the run report
+    that links them."""
     actual = predictions["actual"].to_numpy(dtype=float)
     predicted = predictions["predicted"].to_numpy(dtype=float)
     table = scoring.mae_by_group(
         predictions, schema.SCHED_HOUR, "actual", ["predicted", "baseline"]
     )
-    engine = registry.connect(registry_url or settings.registry_url)
-    try:
-        runs = serving.with_served(registry.history(engine), serving.served_scores(engine))
-    finally:
-        engine.dispose()
-    runs = runs[pd.to_datetime(runs["processed_day"]) <= pd.Timestamp(day)]
     figures = {
         "predicted_vs_actual": predicted_vs_actual(actual, predicted),
         "residuals": residual_distribution(predicted - actual),
@@ -565,36 +560,42 @@ def run(
         figures["drift"] = drift_psi(
             drift.scores_of(entry), entry["warn"], entry["alert"], skipped=entry["skipped"]
         )
-    out_dir = artifacts.FIGURES.path(settings.paths.root, day)
-    targets = {name: artifacts.FIGURE_ENTRIES[name].path(root, day) for name in figures}
-    paths = [str(save_png(fig, targets[name])) for name, fig in figures.items()]
-    page = artifacts.REPORT.path(root, day)
     page_folder = posixpath.dirname(artifacts.REPORT.relative(day))
-    html = report.render(
-        metrics,
-        card,
-        [
-            # The page links its figures relative to its own folder (the catalog's
-            # relative paths: the same under a local or an object-store root).
-            (
-                FIGURE_CAPTIONS[name],
-                posixpath.relpath(artifacts.FIGURE_ENTRIES[name].relative(day), page_folder),
-            )
-            for name in figures
-        ],
-        counts,
+    # The page links its figures relative to its own folder (the catalog's relative
+    # names: the same under a local or an object-store root).
+    links = [
+        (
+            FIGURE_CAPTIONS[name],
+            posixpath.relpath(artifacts.FIGURE_ENTRIES[name].relative(day), page_folder),
+        )
+        for name in figures
+    ]
+    return step_runner.Result(
+        outputs={
+            "figures": {name: png(fig) for name, fig in figures.items()},
+            "report": report.render(metrics, card, links, counts),
+        },
+        summary={},
+        line=f"{len(predictions)} holdout flights in, {len(figures)} figures out; challenger "
+        f"holdout MAE {metrics['model']['mae']:.2f} min (baseline "
+        f"{metrics['baseline']['mae']:.2f})",
     )
-    io.write_bytes(html.encode("utf-8"), page)
-    log.info(
-        "chart %s: %d holdout flights in, %d figures out in %.1f s; challenger holdout MAE "
-        "%.2f min (baseline %.2f); figures %s, report %s",
-        day,
-        len(predictions),
-        len(paths),
-        time.perf_counter() - started,
-        metrics["model"]["mae"],
-        metrics["baseline"]["mae"],
-        out_dir,
-        page,
-    )
-    return {"figures": paths, "report": str(page)}
+
+
+#: Reads the catalog's predictions, metrics and day_model_card (score task),
+#: feature_counts (featurize task) and the registry's history; writes the figures into
+#: ``reports/figures/ds=<day>/`` and the ``report`` page. The XCom dict: ``{"figures":
+#: [locations], "report": location}``.
+STEP = step_runner.Step(
+    name="chart",
+    core=chart_core,
+    reads={
+        "predictions": artifacts.PREDICTIONS,
+        "metrics": artifacts.METRICS,
+        "card": artifacts.DAY_MODEL_CARD,
+        "counts": artifacts.FEATURE_COUNTS,
+    },
+    load=_history,
+    writes={"figures": artifacts.FIGURE_ENTRIES, "report": artifacts.REPORT},
+)
+run = STEP.run

@@ -8,19 +8,15 @@ and its counts, and logs the summary line.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pyarrow
-import pyarrow.parquet as pq
 
 from flight_delays.base.dates import parse_day
 from flight_delays.model import day_features, flight_features
-from flight_delays.store import artifacts, io
-from flight_delays.store.config import load_settings
-from flight_delays.store.storage import ArtifactPath
+from flight_delays.store import artifacts, step_runner
 
 logger = logging.getLogger(__name__)
 
@@ -46,35 +42,23 @@ def _manifest_days(manifest: Any, path: Path, day: date) -> list[date]:
     return sorted(set(days))
 
 
-def _write_table(table: pyarrow.Table, final: ArtifactPath) -> ArtifactPath:
-    # What DataFrame.to_parquet(index=False) writes for the table's frame: the same bytes.
-    return io.atomic_write(final, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
-
-
-def run(
-    day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
-) -> dict[str, Any]:
-    """Build the ``features`` artifact (``processed(day)``) from the raw partitions ingest listed.
-
-    Reads the ``manifest`` artifact (written by the ``ingest`` task) and, for every
-    day in its ``days`` list, the ``day_features`` partition when it was made from the
-    same raw files by the same code, else its ``raw_flights`` and ``raw_weather``
-    artifacts (then the partition is written); a missing file raises
-    :class:`flight_delays.store.io.MissingArtifactError` naming ``ingest``. Writes
-    atomically, beside the table, the ``feature_counts`` artifact: ``{"rows": n,
-    "days": partitions read, "days_reused": ..., "days_computed": ..., **counts}`` with
-    the counts of :func:`build_features` (the run report shows them). Returns the same
-    dict and ``"features": path``.
-    """
-    started = time.perf_counter()
-    settings = load_settings(root, params_file)
-    day = parse_day(day)
-    paths = settings.paths
-    manifest_path = artifacts.MANIFEST.path(paths.root, day)
-    manifest = io.read_json(manifest_path, artifacts.MANIFEST)
-    days = _manifest_days(manifest, manifest_path, day)
+def _window(run: step_runner.StepRun, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The window's feature rows: each day's partition when it was made from the same raw
+    files by the same code, else computed from its raw partitions (then written)."""
+    manifest = inputs.pop("manifest")
+    days = _manifest_days(manifest, artifacts.MANIFEST.path(run.root, run.day), run.day)
     recorded = {parse_day(e["day"]): day_features.recorded(e) for e in manifest["days"]}
-    table, counts, reused = flight_features.window_features(paths.root, days, recorded)
+    table, counts, reused = flight_features.window_features(run.root, days, recorded)
+    # Rows ingest quarantined at the door for the window's days (manifests before the
+    # contracts existed have no such count).
+    counts["quarantined_rows"] = int(manifest.get("quarantined_rows", 0))
+    return {"table": table, "counts": counts, "days": len(days), "reused": reused}
+
+
+def featurize_core(
+    day: date, _params: None, table: pyarrow.Table, counts: dict[str, Any], days: int, reused: int
+) -> step_runner.Result:
+    """The step's core: the feature table and its counts (the run report shows them)."""
     contract = counts.pop("contract", {})
     if counts["failed_contract"]:
         logger.warning(
@@ -84,36 +68,41 @@ def run(
             counts["failed_contract"],
             ", ".join(f"{k}: {v}" for k, v in contract.items()),
         )
-    # Rows ingest quarantined at the door for the window's days (manifests before the
-    # contracts existed have no such count).
-    counts["quarantined_rows"] = int(manifest.get("quarantined_rows", 0))
-    target = _write_table(table, artifacts.FEATURES.path(paths.root, day))
     summary = {
         "rows": table.num_rows,
-        "days": len(days),
+        "days": days,
         "days_reused": reused,
-        "days_computed": len(days) - reused,
+        "days_computed": days - reused,
         **counts,
     }
-    io.write_json(summary, artifacts.FEATURE_COUNTS.path(paths.root, day))
-    logger.info(
-        "featurize %s: %d days (%d reused from day partitions, %d computed), %d flights "
-        "in -> %d rows out (dropped %d duplicate flights, averaged %d duplicate weather "
-        "rows, masked %d implausible weather readings, %d flights without weather, "
-        "excluded %d without arr_delay, %d quarantined at ingest) in %.1f s -> %s",
-        day,
-        len(days),
-        reused,
-        len(days) - reused,
-        counts["flights_in"],
-        table.num_rows,
-        counts["duplicate_flights"],
-        counts["duplicate_weather"],
-        counts["implausible_weather"],
-        counts["missing_weather"],
-        counts["excluded_no_arr_delay"],
-        counts["quarantined_rows"],
-        time.perf_counter() - started,
-        target,
+    return step_runner.Result(
+        outputs={"features": table, "feature_counts": summary},
+        summary=summary,
+        line=f"{days} days ({reused} reused from day partitions, {days - reused} computed), "
+        f"{counts['flights_in']} flights in -> {table.num_rows} rows out (dropped "
+        f"{counts['duplicate_flights']} duplicate flights, averaged "
+        f"{counts['duplicate_weather']} duplicate weather rows, masked "
+        f"{counts['implausible_weather']} implausible weather readings, "
+        f"{counts['missing_weather']} flights without weather, excluded "
+        f"{counts['excluded_no_arr_delay']} without arr_delay, {counts['quarantined_rows']} "
+        "quarantined at ingest)",
     )
-    return {"features": str(target), **summary}
+
+
+#: Reads the ``manifest`` artifact (written by the ``ingest`` task) and, for every day in
+#: its ``days`` list, the ``day_features`` partition when it was made from the same raw
+#: files by the same code, else its ``raw_flights`` and ``raw_weather`` artifacts (then
+#: the partition is written); a missing file raises
+#: :class:`flight_delays.store.io.MissingArtifactError` naming ``ingest``. Writes the
+#: ``features`` artifact (``processed(day)``) and, beside it, ``feature_counts``: ``{"rows":
+#: n, "days": partitions read, "days_reused": ..., "days_computed": ..., **counts}`` with
+#: the counts of :func:`flight_features.window_features`. The XCom dict is the same with
+#: the two locations.
+STEP = step_runner.Step(
+    name=TASK,
+    core=featurize_core,
+    reads={"manifest": artifacts.MANIFEST},
+    load=_window,
+    writes={"features": artifacts.FEATURES, "feature_counts": artifacts.FEATURE_COUNTS},
+)
+run = STEP.run

@@ -11,17 +11,13 @@ the holdout, never its own day's or another holdout day's delays (see
 :mod:`flight_delays.model.history`).
 
 Pure cores: :func:`split_by_day` (the cut) and :func:`split_with_history` (the cut plus
-the statistics, what the DAG's split task and the backtest run); :func:`run` is the file
-wrapper the DAG calls.
+the statistics, what the DAG's split task and the backtest run); :data:`STEP` declares
+the step for the runner (:mod:`flight_delays.store.step_runner`), whose ``run`` the DAG calls.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from datetime import date, timedelta
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,10 +26,8 @@ from flight_delays.base import schema
 from flight_delays.base.dates import parse_day
 from flight_delays.base.frames import require_columns, to_day
 from flight_delays.model import history
-from flight_delays.store import artifacts, io
-from flight_delays.store.config import load_settings
-
-logger = logging.getLogger(__name__)
+from flight_delays.store import artifacts, step_runner
+from flight_delays.store.config import SplitSettings
 
 TASK = "split"
 
@@ -150,55 +144,37 @@ def with_history(
     )
 
 
-def run(
-    day: str | date, root: str | Path | None = None, params_file: str | Path | None = None
-) -> dict[str, Any]:
-    """Split the ``features`` artifact (``processed(day)``) into the ``train_table`` and
-    ``holdout_table`` artifacts in the same folder, holding out ``split.holdout_days`` days, and
-    add the past-day statistics over ``split.recent_days`` and ``split.history_days``
-    days (:func:`split_with_history`).
-
-    A missing feature table raises :class:`flight_delays.store.io.MissingArtifactError`
-    naming the ``featurize`` task. Writes atomically and returns ``{"train": path,
-    "holdout": path, "train_rows": n, "holdout_rows": m, "holdout_start": iso,
-    "holdout_end": iso}``.
-    """
-    started = time.perf_counter()
-    settings = load_settings(root, params_file)
-    day = parse_day(day)
-    root = settings.paths.root
-    folder = artifacts.PROCESSED.path(settings.paths.root, day)
-    holdout_days = settings.split.holdout_days
-    features = io.read_parquet(artifacts.FEATURES.path(root, day), artifacts.FEATURES)
+def split_core(day: date, params: SplitSettings, features: pd.DataFrame) -> step_runner.Result:
+    """The step's core: :func:`split_with_history` of the feature table, holding out
+    ``params.holdout_days`` days, with the summary the XCom and the log line carry."""
     rows_in = len(features)
-    train, holdout = split_by_day(features, day, holdout_days)
-    split_settings = settings.split
-    train, holdout = with_history(
-        train, holdout, day, holdout_days, split_settings.recent_days, split_settings.history_days
+    train, holdout = split_with_history(
+        features, day, params.holdout_days, params.recent_days, params.history_days
     )
-    train_path = io.write_parquet(train, artifacts.TRAIN_TABLE.path(root, day))
-    holdout_path = io.write_parquet(holdout, artifacts.HOLDOUT_TABLE.path(root, day))
-    start, end = holdout_range(day, holdout_days)
-    # The step's one summary line: rows in and out, seconds, and the holdout's share.
-    logger.info(
-        "split %s: %d rows in -> %d train (before %s) + %d holdout (%s..%s, %.0f%%) out "
-        "in %.1f s -> %s",
-        day,
-        rows_in,
-        len(train),
-        start,
-        len(holdout),
-        start,
-        end,
-        100 * len(holdout) / (len(train) + len(holdout)),
-        time.perf_counter() - started,
-        folder,
+    start, end = holdout_range(day, params.holdout_days)
+    return step_runner.Result(
+        outputs={"train": train, "holdout": holdout},
+        summary={
+            "train_rows": len(train),
+            "holdout_rows": len(holdout),
+            "holdout_start": start.isoformat(),
+            "holdout_end": end.isoformat(),
+        },
+        line=f"{rows_in} rows in -> {len(train)} train (before {start}) + {len(holdout)} "
+        f"holdout ({start}..{end}, {100 * len(holdout) / (len(train) + len(holdout)):.0f}%) out",
     )
-    return {
-        "train": str(train_path),
-        "holdout": str(holdout_path),
-        "train_rows": len(train),
-        "holdout_rows": len(holdout),
-        "holdout_start": start.isoformat(),
-        "holdout_end": end.isoformat(),
-    }
+
+
+#: Reads the ``features`` artifact (``processed(day)``), writes the ``train_table`` and
+#: ``holdout_table`` artifacts beside it. A missing feature table raises
+#: :class:`flight_delays.store.io.MissingArtifactError` naming the ``featurize`` task.
+#: The XCom dict: ``{"train": location, "holdout": location, "train_rows": n,
+#: "holdout_rows": m, "holdout_start": iso, "holdout_end": iso}``.
+STEP = step_runner.Step(
+    name=TASK,
+    core=split_core,
+    reads={"features": artifacts.FEATURES},
+    writes={"train": artifacts.TRAIN_TABLE, "holdout": artifacts.HOLDOUT_TABLE},
+    params=lambda settings: settings.split,
+)
+run = STEP.run

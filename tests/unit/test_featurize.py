@@ -416,8 +416,10 @@ def test_run_writes_the_feature_table_and_reports_counts(
     assert result["missing_weather"] == 1 and result["excluded_no_arr_delay"] == 1
     assert json.loads(json.dumps(result)) == result
     # the counts are kept beside the table for the run report
-    counts = json.loads(artifacts.FEATURE_COUNTS.path(paths.root, TUE).read_text())
-    assert counts == {k: v for k, v in result.items() if k != "features"}
+    counts_path = artifacts.FEATURE_COUNTS.path(paths.root, TUE)
+    assert result["feature_counts"] == str(counts_path)
+    counts = json.loads(counts_path.read_text())
+    assert counts == {k: v for k, v in result.items() if k not in ("features", "feature_counts")}
     written = pd.read_parquet(target)
     pd.testing.assert_frame_equal(written, build_features(flights, weather)[0])
     assert sorted(p.name for p in target.parent.iterdir()) == [  # no temp file left

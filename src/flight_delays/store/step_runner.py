@@ -1,0 +1,232 @@
+"""The step runner: everything a step does around its pure core, written once.
+
+A step module declares one :class:`Step`: the catalog entries it reads and writes, a
+``load`` hook for inputs that are not one file (the registry's history, the window's
+day partitions, the champion; it gets the run and the files read), its pure ``core``,
+and a ``record`` hook for what it writes beside the files (the registry). ``Step.run``
+(each step's ``run``, what the DAG's tasks, ``make step`` and ``make task`` call) then:
+
+1. resolves the settings (include/params.yaml under the project root), the processed
+   day, the run id and the warehouse URLs (an argument, e.g. from Airflow's connection,
+   wins over params.yaml: docs/configuration.md);
+2. reads the ``reads`` entries for the day (a missing file raises
+   :class:`flight_delays.store.io.MissingArtifactError` naming the task that writes it),
+   then calls ``load``;
+3. calls ``core(day, params, **inputs)``, which sees frames, dicts and settings, never a
+   path, and returns a :class:`Result`;
+4. writes the result's outputs atomically where the catalog puts them (a frame or an
+   Arrow table as Parquet, a dict as JSON, bytes (a model, a PNG) and text as they are);
+5. calls ``record`` with the written locations and their SHA-256;
+6. logs the step's one summary line (the core's text, the seconds, the outputs) and
+   returns the XCom dict: each output's location
+   (a string, an ``s3://`` URL under an object-store root) and the core's summary.
+
+The score step is the one exception, written down in :mod:`flight_delays.score`: it reads,
+decides and records inside one registry transaction that it retries, so its core is that
+transaction and it does its own I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flight_delays.base.dates import parse_day
+from flight_delays.store import io, registry
+from flight_delays.store.artifacts import Artifact
+from flight_delays.store.config import Settings, load_settings, new_run_id
+from flight_delays.store.storage import ArtifactPath
+
+
+@dataclass
+class Result:
+    """What a core returns: ``outputs`` by the step's ``writes`` names (an output left
+    out is not written; a group is a dict by member name), ``summary`` (plain values: the
+    XCom dict and the log line's figures) and ``line``, the summary line's text after
+    ``"<step> <day>: "``."""
+
+    outputs: dict[str, Any]
+    summary: dict[str, Any]
+    line: str
+
+
+@dataclass(frozen=True)
+class Written:
+    """An output the runner wrote: its location and the SHA-256 of its bytes (None for a
+    Parquet file, whose bytes nothing checks)."""
+
+    path: ArtifactPath
+    sha256: str | None
+
+
+@dataclass
+class StepRun:
+    """One run of a step, as the runner resolved it; what ``load`` and ``record`` get.
+    ``options`` holds the step's own arguments (ingest's ``refetch`` and ``now``)."""
+
+    day: date
+    settings: Settings
+    run_id: str | None
+    registry_url: str
+    source_url: str
+    options: dict[str, Any] = field(default_factory=dict)
+    _engine: Any = None
+
+    @property
+    def root(self) -> ArtifactPath:
+        """The artifact root (for the hooks; a core never sees it)."""
+        return self.settings.paths.root
+
+    def registry(self) -> Any:
+        """The registry's engine, connected (and migrated) once, disposed by the runner."""
+        if self._engine is None:
+            self._engine = registry.connect(self.registry_url)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+Params = Callable[[Settings], Any]
+Core = Callable[..., Result]
+Load = Callable[[StepRun, dict[str, Any]], dict[str, Any]]
+Record = Callable[[StepRun, dict[str, Any], Result], dict[str, Any]]
+
+
+def _no_params(_settings: Settings) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step's declaration (see the module's docstring). ``writes`` values are catalog
+    entries, or a dict of them (a group: the XCom holds a list of their locations).
+    ``run_id``: the step names its outputs or its registry rows by the run id (a new
+    local one, :func:`flight_delays.store.config.new_run_id`, when none is given)."""
+
+    name: str
+    core: Core
+    reads: Mapping[str, Artifact] = field(default_factory=dict)
+    writes: Mapping[str, Artifact | Mapping[str, Artifact]] = field(default_factory=dict)
+    params: Params = _no_params
+    load: Load | None = None
+    record: Record | None = None
+    run_id: bool = False
+
+    def run(
+        self,
+        day: str | date,
+        root: str | Path | None = None,
+        params_file: str | Path | None = None,
+        registry_url: str | None = None,
+        source_url: str | None = None,
+        run_id: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Run the step for ``day`` (module docstring); return its XCom dict."""
+        started = time.perf_counter()
+        run = resolve(day, root, params_file, registry_url, source_url, run_id, self.run_id)
+        run.options = options
+        try:
+            inputs = {name: read(entry, run) for name, entry in self.reads.items()}
+            if self.load is not None:
+                inputs.update(self.load(run, inputs))
+            result = self.core(run.day, self.params(run.settings), **inputs)
+            written = {
+                name: write(self.writes[name], value, run) for name, value in result.outputs.items()
+            }
+            returned = {name: _locations(w) for name, w in written.items()} | result.summary
+            if self.record is not None:
+                returned |= self.record(run, written, result)
+        finally:
+            run.close()
+        logging.getLogger(f"flight_delays.{self.name}").info(
+            "%s %s: %s in %.1f s -> %s",
+            self.name,
+            run.day,
+            result.line,
+            time.perf_counter() - started,
+            ", ".join(f"{name} {_shown(w)}" for name, w in written.items()),
+        )
+        return returned
+
+
+def resolve(
+    day: str | date,
+    root: str | Path | None,
+    params_file: str | Path | None,
+    registry_url: str | None = None,
+    source_url: str | None = None,
+    run_id: str | None = None,
+    names_run: bool = False,
+) -> StepRun:
+    """The settings, day, run id and warehouse URLs of one run (an argument wins over
+    params.yaml)."""
+    settings = load_settings(root, params_file)
+    processed = parse_day(day)
+    return StepRun(
+        day=processed,
+        settings=settings,
+        run_id=(run_id or new_run_id(processed)) if names_run else run_id,
+        registry_url=registry_url or settings.registry_url,
+        source_url=source_url or settings.source_url,
+    )
+
+
+def read(entry: Artifact, run: StepRun) -> Any:
+    """The day's ``entry`` as a frame (Parquet), a dict (JSON) or bytes."""
+    path = entry.path(run.root, run.day, run.run_id)
+    if entry.format == "parquet":
+        return io.read_parquet(path, entry)
+    if entry.format == "json":
+        return io.read_json(path, entry)
+    return io.read_bytes(path, entry)
+
+
+def write(entry: Artifact | Mapping[str, Artifact], value: Any, run: StepRun) -> Any:
+    """Write ``value`` atomically where ``entry`` puts it for the run; a group writes
+    each member and returns the list of them."""
+    if isinstance(entry, Mapping):
+        return [write(entry[name], member, run) for name, member in value.items()]
+    path = entry.path(run.root, run.day, run.run_id)
+    if isinstance(value, pd.DataFrame):
+        return Written(io.write_parquet(value, path), None)
+    if isinstance(value, pa.Table):
+        # What DataFrame.to_parquet(index=False) writes for the table's frame: the same bytes.
+        return Written(
+            io.atomic_write(path, lambda tmp: pq.write_table(value, tmp, compression="snappy")),
+            None,
+        )
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    elif not isinstance(value, bytes):
+        value = (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode()
+    # The hash is taken from the bytes written, not read back from the file.
+    return Written(io.write_bytes(value, path), hashlib.sha256(value).hexdigest())
+
+
+def _shown(written: Written | list[Written]) -> str:
+    """An output's location for the log line; a group's folder."""
+    if isinstance(written, list):
+        return f"{posixpath.dirname(str(written[0].path))}/" if written else "(none)"
+    return str(written.path)
+
+
+def _locations(written: Written | list[Written]) -> str | list[str]:
+    if isinstance(written, list):
+        return [str(w.path) for w in written]
+    return str(written.path)
