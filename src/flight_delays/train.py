@@ -13,23 +13,20 @@ smooths it (chosen with :mod:`flight_delays.backtest` on the first half of the w
 holdouts). The boosters are fitted ``FLIGHT_DELAYS_THREADS`` at a time, one OpenMP
 thread each (the same model as a serial fit). With one model the last step is the plain
 HistGradientBoostingRegressor, fitted on every day.
-File wrapper: :func:`run` reads the ``train_table`` artifact of the split task, writes
-the ``run_model`` and ``run_model_card`` artifacts into the run's folder
-``models/ds=<day>/run=<run id>/`` and records their SHA-256 in the registry.
+The step: :data:`STEP` declares it for the runner (:mod:`flight_delays.store.step_runner`):
+it reads the ``train_table`` artifact of the split task, writes the ``run_model`` and
+``run_model_card`` artifacts into the run's folder ``models/ds=<day>/run=<run id>/`` and
+records their SHA-256 in the registry.
 :mod:`flight_delays.model.fitted` writes the model file, reads it back with an explicit
 list of trusted types, and predicts.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +40,6 @@ from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
 from flight_delays.base import memory, schema
-from flight_delays.base.dates import parse_day
 from flight_delays.model.fitted import (
     bounded_threads,
     check_feature_columns,
@@ -51,9 +47,8 @@ from flight_delays.model.fitted import (
     library_versions,
     thread_limit,
 )
-from flight_delays.store import artifacts, io, registry
-from flight_delays.store.config import TrainSettings, load_settings, new_run_id
-from flight_delays.store.storage import ArtifactPath
+from flight_delays.store import artifacts, registry, step_runner
+from flight_delays.store.config import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -333,117 +328,105 @@ def _day_iso(value: Any) -> str:
     return pd.Timestamp(value).date().isoformat()
 
 
-# --- file wrapper -----------------------------------------------------------------------
+# --- the step ---------------------------------------------------------------------------
 
 
-def _write_bytes(data: bytes, path: ArtifactPath) -> str:
-    """Write ``data`` to ``path`` atomically; return the SHA-256 of the bytes written."""
-    io.write_bytes(data, path)
-    return hashlib.sha256(data).hexdigest()
+def _encoded(run: step_runner.StepRun, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The training table, encoded into the model's matrix. Done while loading so that the
+    table is dropped before the fit (:func:`encode_training`; ~90 MiB less at the peak of
+    a 365-day window, ten times that at ten times the flights)."""
+    train_frame = inputs.pop("train")
+    days = train_frame[schema.DAY].agg(["min", "max"])
+    return {
+        "encoded": encode_training(train_frame, run.settings.train),
+        "train_rows": len(train_frame),
+        "window": {"first_day": _day_iso(days["min"]), "last_day": _day_iso(days["max"])},
+    }
 
 
-def run(
-    day: str | date,
-    root: str | Path | None = None,
-    params_file: str | Path | None = None,
-    registry_url: str | None = None,
-    run_id: str | None = None,
+def model_card(
+    day: date, params: TrainSettings, train_rows: int, window: dict[str, str]
 ) -> dict[str, Any]:
-    """Train on the ``train_table`` artifact; write the ``run_model`` and
-    ``run_model_card`` artifacts into the run's own folder ``models/ds=<day>/run=<run_id>/``
-    (:meth:`ProjectPaths.run_model_dir`), and record both files' SHA-256 in the registry
-    (``registry_url``, default: the settings' registry) for the score task to check.
-
-    ``run_id`` names the DAG run (default: a new local one, ``config.new_run_id``).
-    Returns ``{"model": str, "model_card": str, "model_sha256": str, "run_id": str,
-    "train_rows": int}``.
-    """
-    started = time.perf_counter()
-    day = parse_day(day)
-    run_id = run_id or new_run_id(day)
-    settings = load_settings(root, params_file)
-    train_path = artifacts.TRAIN_TABLE.path(settings.paths.root, day)
-    train_frame = io.read_parquet(train_path, artifacts.TRAIN_TABLE)
-    manifest_path = io.require(
-        artifacts.MANIFEST.path(settings.paths.root, day), artifacts.MANIFEST
-    )
-
-    train_rows, days = len(train_frame), train_frame[schema.DAY].agg(["min", "max"])
-    encoded = encode_training(train_frame, settings.train)
-    del train_frame  # the model needs the encoded matrix only (~90 MiB at 365 days)
-    model = fit_encoded(encoded)
-    del encoded
-    bagged = settings.train.bagged
-
-    # The hashes are taken from the bytes written, not read back from the files.
-    model_path = artifacts.RUN_MODEL.path(settings.paths.root, day, run_id)
-    model_bytes = dump_model(model)
-    model_sha = _write_bytes(model_bytes, model_path)
-    card = {
+    """What the model card says of the model (the runner adds the run id, the inputs and
+    the model file with their SHA-256)."""
+    bagged = params.bagged
+    return {
         "processed_day": day.isoformat(),
-        "run_id": run_id,
-        "train_window": {"first_day": _day_iso(days["min"]), "last_day": _day_iso(days["max"])},
+        "train_window": window,
         "train_rows": train_rows,
         "estimator": (
-            f"flight_delays.train.DayBaggedRegressor of {settings.train.bagging_models} "
+            f"flight_delays.train.DayBaggedRegressor of {params.bagging_models} "
             "sklearn.ensemble.HistGradientBoostingRegressor"
             if bagged
             else "sklearn.ensemble.HistGradientBoostingRegressor"
         ),
-        "hyperparameters": settings.train.hyperparameters(),
-        "bagging": settings.train.bagging() if bagged else None,
+        "hyperparameters": params.hyperparameters(),
+        "bagging": params.bagging() if bagged else None,
         "features": {
             "categorical": list(schema.CATEGORICAL_FEATURES),
             "numeric": list(schema.NUMERIC_FEATURES),
         },
         "target": {"name": schema.TARGET, "units": "minutes", "meaning": "arrival delay"},
-        "inputs": {
-            "manifest": {"path": str(manifest_path), "sha256": io.sha256(manifest_path)},
-            "train": {"path": str(train_path), "sha256": io.sha256(train_path)},
-        },
-        "model": {"path": str(model_path), "sha256": model_sha},
         "libraries": library_versions(),
         "threads": thread_limit(),
         "monotonic_constraints": dict(schema.MONOTONIC_FEATURES),
         "notes": [WEATHER_NOTE, HISTORY_NOTE]
-        + ([BAGGING_NOTE.format(**settings.train.bagging())] if bagged else []),
+        + ([BAGGING_NOTE.format(**params.bagging())] if bagged else []),
     }
-    card_path = artifacts.RUN_MODEL_CARD.path(settings.paths.root, day, run_id)
-    card_text = json.dumps(card, indent=2, sort_keys=True, default=str) + "\n"
-    card_sha = _write_bytes(card_text.encode(), card_path)
 
-    engine = registry.connect(registry_url or settings.registry_url)
-    try:
-        registry.record_challenger(
-            engine,
-            registry.Challenger(
-                processed_day=day,
-                run_id=run_id,
-                model_path=str(model_path),
-                model_sha256=model_sha,
-                card_path=str(card_path),
-                card_sha256=card_sha,
-                train_rows=train_rows,
-            ),
-        )
-    finally:
-        engine.dispose()
-    # The step's one summary line: rows in, model out, seconds, and the model's size.
-    log.info(
-        "train %s: %d rows in (%s..%s) -> %d booster(s) out, %.1f MB, in %.1f s -> %s",
-        day,
-        train_rows,
-        card["train_window"]["first_day"],
-        card["train_window"]["last_day"],
-        settings.train.bagging_models,
-        len(model_bytes) / 1e6,
-        time.perf_counter() - started,
-        model_path,
+
+def train_core(
+    day: date,
+    params: TrainSettings,
+    encoded: EncodedTraining,
+    train_rows: int,
+    window: dict[str, str],
+) -> step_runner.Result:
+    """The step's core: the fitted model's file bytes and its card."""
+    model_bytes = dump_model(fit_encoded(encoded))
+    return step_runner.Result(
+        outputs={"model": model_bytes, "model_card": model_card(day, params, train_rows, window)},
+        summary={"train_rows": train_rows},
+        line=f"{train_rows} rows in ({window['first_day']}..{window['last_day']}) -> "
+        f"{params.bagging_models} booster(s) out, {len(model_bytes) / 1e6:.1f} MB",
     )
-    return {
-        "model": str(model_path),
-        "model_card": str(card_path),
-        "model_sha256": model_sha,
-        "run_id": run_id,
-        "train_rows": train_rows,
-    }
+
+
+def _record(
+    run: step_runner.StepRun, written: dict[str, Any], _result: step_runner.Result
+) -> dict[str, Any]:
+    """Record both files' SHA-256 in the registry, for the score task to check."""
+    model, card = written["model"], written["model_card"]
+    registry.record_challenger(
+        run.registry(),
+        registry.Challenger(
+            processed_day=run.day,
+            run_id=run.run_id,
+            model_path=str(model.path),
+            model_sha256=model.sha256,
+            card_path=str(card.path),
+            card_sha256=card.sha256,
+            train_rows=_result.summary["train_rows"],
+        ),
+    )
+    return {"model_sha256": model.sha256, "run_id": run.run_id}
+
+
+#: Trains on the ``train_table`` artifact; writes the ``run_model`` and ``run_model_card``
+#: artifacts into the run's own folder ``models/ds=<day>/run=<run_id>/`` and records both
+#: files' SHA-256 in the registry (``registry_url``, default: the settings' registry) for
+#: the score task to check. ``run_id`` names the DAG run (default: a new local one). The
+#: XCom dict: ``{"model", "model_card", "model_sha256", "run_id", "train_rows"}``.
+STEP = step_runner.Step(
+    name="train",
+    core=train_core,
+    reads={"train": artifacts.TRAIN_TABLE},
+    requires={"manifest": artifacts.MANIFEST},
+    load=_encoded,
+    writes={"model": artifacts.RUN_MODEL, "model_card": artifacts.RUN_MODEL_CARD},
+    params=lambda settings: settings.train,
+    record=_record,
+    card="model_card",
+    run_id=True,
+)
+run = STEP.run

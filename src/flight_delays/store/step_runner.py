@@ -115,16 +115,23 @@ def _no_params(_settings: Settings) -> None:
 class Step:
     """A step's declaration (see the module's docstring). ``writes`` values are catalog
     entries, or a dict of them (a group: the XCom holds a list of their locations).
+    ``requires``: entries that must exist and are named in the card, but not read.
+    ``card``: the name of a JSON output (a model card) that the runner completes with
+    the run id, each ``reads`` and ``requires`` entry's location and SHA-256 under
+    ``"inputs"``, and each output written before it under its own name (the outputs are
+    written in the order of ``writes``).
     ``run_id``: the step names its outputs or its registry rows by the run id (a new
     local one, :func:`flight_delays.store.config.new_run_id`, when none is given)."""
 
     name: str
     core: Core
     reads: Mapping[str, Artifact] = field(default_factory=dict)
+    requires: Mapping[str, Artifact] = field(default_factory=dict)
     writes: Mapping[str, Artifact | Mapping[str, Artifact]] = field(default_factory=dict)
     params: Params = _no_params
     load: Load | None = None
     record: Record | None = None
+    card: str | None = None
     run_id: bool = False
 
     def run(
@@ -146,9 +153,19 @@ class Step:
             if self.load is not None:
                 inputs.update(self.load(run, inputs))
             result = self.core(run.day, self.params(run.settings), **inputs)
-            written = {
-                name: write(self.writes[name], value, run) for name, value in result.outputs.items()
-            }
+            unknown = sorted(set(result.outputs) - set(self.writes))
+            if unknown:
+                raise ValueError(
+                    f"step {self.name} returned outputs it does not declare: {unknown}"
+                )
+            written: dict[str, Any] = {}
+            for name in self.writes:
+                if name not in result.outputs:
+                    continue
+                value = result.outputs[name]
+                if name == self.card:
+                    value = self._completed_card(value, run, written)
+                written[name] = write(self.writes[name], value, run)
             returned = {name: _locations(w) for name, w in written.items()} | result.summary
             if self.record is not None:
                 returned |= self.record(run, written, result)
@@ -163,6 +180,20 @@ class Step:
             ", ".join(f"{name} {_shown(w)}" for name, w in written.items()),
         )
         return returned
+
+    def _completed_card(
+        self, card: dict[str, Any], run: StepRun, written: dict[str, Any]
+    ) -> dict[str, Any]:
+        inputs = {}
+        for name, entry in {**self.reads, **self.requires}.items():
+            path = io.require(entry.path(run.root, run.day, run.run_id), entry)
+            inputs[name] = {"path": str(path), "sha256": io.sha256(path)}
+        outputs = {
+            name: {"path": str(w.path), "sha256": w.sha256}
+            for name, w in written.items()
+            if isinstance(w, Written)
+        }
+        return {**card, "run_id": run.run_id, "inputs": inputs, **outputs}
 
 
 def resolve(
