@@ -15,18 +15,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from datetime import time as clock
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from flight_delays.base import dates
 from flight_delays.base.errors import PipelineDataError
 from flight_delays.intake import contracts, raw_partitions
-from flight_delays.store import artifacts, db, io
+from flight_delays.store import artifacts, db, step_runner
 from flight_delays.store.config import load_settings
 
 logger = logging.getLogger(__name__)
@@ -138,44 +136,20 @@ def build_manifest(
     }
 
 
-def run(
-    day: str | date,
-    root: str | Path | None = None,
-    params_file: str | Path | None = None,
-    source_url: str | None = None,
-    refetch: bool = False,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """Fetch the window's missing raw partitions for ``day`` and write its manifest.
+def _fetched_window(run: step_runner.StepRun, _inputs: dict[str, Any]) -> dict[str, Any]:
+    """Fetch the window's missing raw partitions (``refetch``: the processed day again,
+    the earlier partition moved aside) and describe every window day's partition.
 
     Late data: given ``now`` (aware; the DAG passes the clock), a processed day that is
     missing or partly loaded raises :class:`DayNotLoadedYet` until ``ingest.wait_until``
     on the next day, then :class:`LateDataError` (:func:`late_or_waiting`). Without
-    ``now`` (the commands), such a day raises as any other window day.
-
-    Every fetched day passes the data contract first (:mod:`flight_delays.intake.contracts`):
-    rows that break it go to ``data/interim/quarantine/ds=<day>/`` with their reasons,
-    the others are frozen. ``refetch`` first moves the processed day's partition aside
-    (:func:`supersede`), so the day is read from the source again.
-
-    Returns ``{"manifest": path, "days": window days, "fetched": days fetched now,
-    "flight_rows": flights in the window, "quarantined_rows": rows kept back in the
-    window}``. Raises NoFlightsError (:mod:`flight_delays.intake.raw_partitions`) for a window
-    day the source has no flights for, QuarantineShareError for a day with too many
-    broken rows (both PipelineDataError), and IncompleteDayError for a day that looks
-    partly loaded; nothing is written for such a day.
-    """
-    started = time.perf_counter()
-    processed = dates.parse_day(day)
-    settings = load_settings(root, params_file)
-    paths = settings.paths
+    ``now`` (the commands), such a day raises as any other window day."""
+    settings, processed, now = run.settings, run.day, run.options.get("now")
     days = dates.window(processed, settings.ingest.window_days)
-    url = source_url or settings.source_url
-    shown = db.safe_url(url)
     try:
-        if refetch:
-            raw_partitions.refetch_day(settings, processed, url)
-        fetched = raw_partitions.ensure_partitions(settings, days, url)
+        if run.options.get("refetch"):
+            raw_partitions.refetch_day(settings, processed, run.source_url)
+        fetched = raw_partitions.ensure_partitions(settings, days, run.source_url)
     except (raw_partitions.NoFlightsError, contracts.IncompleteDayError) as exc:
         if now is None or getattr(exc, "day", None) != processed:
             raise
@@ -184,36 +158,61 @@ def run(
             processed, now, settings.ingest.wait_until_time, settings.ingest.wait_poke_seconds,
             reason,
         ) from exc  # fmt: skip
-    day_stats = [
+    partitions = [
         {
-            **raw_partitions.partition_stats(d, artifacts.RAW_PARTITION.path(paths.root, d)),
-            "quarantined": raw_partitions.quarantined_rows(paths, d),
+            **raw_partitions.partition_stats(d, artifacts.RAW_PARTITION.path(run.root, d)),
+            "quarantined": raw_partitions.quarantined_rows(settings.paths, d),
         }
         for d in days
     ]
-    manifest = build_manifest(processed, days, day_stats, fetched, shown)
-    path = io.write_json(manifest, artifacts.MANIFEST.path(paths.root, processed))
-    logger.info(
-        "ingest %s: window %s..%s (%d days), fetched %d from %s, %d flight rows in the "
-        "window, %d quarantined rows, %.1f s; manifest %s",
-        processed,
-        days[0],
-        days[-1],
-        len(days),
-        len(fetched),
-        shown,
-        manifest["flight_rows"],
-        manifest["quarantined_rows"],
-        time.perf_counter() - started,
-        path,
-    )
     return {
-        "manifest": str(path),
-        "days": len(days),
-        "fetched": len(fetched),
-        "flight_rows": manifest["flight_rows"],
-        "quarantined_rows": manifest["quarantined_rows"],
+        "days": days,
+        "partitions": partitions,
+        "fetched": fetched,
+        "source": db.safe_url(run.source_url),
     }
+
+
+def ingest_core(
+    day: date,
+    _params: None,
+    days: list[date],
+    partitions: list[dict[str, Any]],
+    fetched: list[date],
+    source: str,
+) -> step_runner.Result:
+    """The step's core: the run's manifest (:func:`build_manifest`) and its summary."""
+    manifest = build_manifest(day, days, partitions, fetched, source)
+    return step_runner.Result(
+        outputs={"manifest": manifest},
+        summary={
+            "days": len(days),
+            "fetched": len(fetched),
+            "flight_rows": manifest["flight_rows"],
+            "quarantined_rows": manifest["quarantined_rows"],
+        },
+        line=f"window {days[0]}..{days[-1]} ({len(days)} days), fetched {len(fetched)} from "
+        f"{source}, {manifest['flight_rows']} flight rows in the window, "
+        f"{manifest['quarantined_rows']} quarantined rows",
+    )
+
+
+#: Fetches the window's missing raw partitions for ``day`` (from ``source_url``, default:
+#: the settings' source) and writes its manifest. Every fetched day passes the data
+#: contract first (:mod:`flight_delays.intake.contracts`): rows that break it go to
+#: ``data/interim/quarantine/ds=<day>/`` with their reasons, the others are frozen.
+#: Options: ``refetch`` (the processed day is read again) and ``now`` (late data, see
+#: :func:`_fetched_window`). The XCom dict: ``{"manifest": location, "days": window days,
+#: "fetched": days fetched now, "flight_rows": flights in the window, "quarantined_rows":
+#: rows kept back in the window}``. Raises NoFlightsError
+#: (:mod:`flight_delays.intake.raw_partitions`) for a window day the source has no flights
+#: for, QuarantineShareError for a day with too many broken rows (both
+#: PipelineDataError), and IncompleteDayError for a day that looks partly loaded; nothing
+#: is written for such a day.
+STEP = step_runner.Step(
+    name="ingest", core=ingest_core, load=_fetched_window, writes={"manifest": artifacts.MANIFEST}
+)
+run = STEP.run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

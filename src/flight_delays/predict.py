@@ -21,9 +21,10 @@ Features are the training features, built by the same functions:
 - no actual outcome of the day is read: the schedule's arrival delays are dropped
   before anything else.
 
-Pure core: :func:`schedule_features` and :func:`predict_day`. File wrapper: :func:`run`
-writes the ``served_predictions`` artifact and replaces the day's
-rows of the warehouse table ``predictions``, both idempotent per day.
+Pure core: :func:`schedule_features` and :func:`predict_day`. The step (:data:`STEP`, on
+the runner of :mod:`flight_delays.store.step_runner`) writes the ``served_predictions``
+artifact and replaces the day's rows of the warehouse table ``predictions``, both
+idempotent per day.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,8 +43,8 @@ from flight_delays.base import dates, schema
 from flight_delays.base.errors import PipelineDataError
 from flight_delays.intake import contracts, raw_partitions, source
 from flight_delays.model import fitted, flight_features, history, scoring, serving
-from flight_delays.store import artifacts, db, io, registry
-from flight_delays.store.config import SplitSettings, load_settings, new_run_id
+from flight_delays.store import artifacts, db, registry, step_runner
+from flight_delays.store.config import SplitSettings
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +99,8 @@ def predict_day(
     baseline = scoring.OriginHourMedianBaseline().fit(past).predict(frame)
     served, retired = baseline, None
     if model is not None:
-        try:
-            served = fitted.predict(model, frame)
-        except fitted.FeatureSetChangedError as exc:
-            retired = str(exc)
+        predicted, retired = fitted.serving_predictions(model, frame)
+        served = baseline if predicted is None else predicted
     identity = frame[[schema.DAY, "carrier", "flight", "origin", "dest", "sched_dep_time"]]
     table = identity.rename(columns={schema.DAY: "flight_day"}).assign(
         flight_day=lambda f: pd.to_datetime(f["flight_day"]).dt.date,
@@ -113,7 +110,7 @@ def predict_day(
     return table, retired
 
 
-# --- file wrapper -----------------------------------------------------------------------
+# --- the step ---------------------------------------------------------------------------
 def _read_schedule(url: str, day: date) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """The day's flights and weather from the warehouse, through the data contract (rows
     that break it are not predicted; their number is returned)."""
@@ -132,61 +129,56 @@ def _read_schedule(url: str, day: date) -> tuple[pd.DataFrame, pd.DataFrame, int
     return flights.good, weather.good, len(flights.quarantine)
 
 
-def run(
-    day: str | date,
-    root: str | Path | None = None,
-    params_file: str | Path | None = None,
-    registry_url: str | None = None,
-    source_url: str | None = None,
-    run_id: str | None = None,
-) -> dict[str, Any]:
-    """Predict every flight scheduled for ``day`` with the registry's champion; write
-    the ``served_predictions`` artifact and replace the day's rows
-    of the warehouse table ``predictions``. Returns ``{"predictions": path, "rows": n,
-    "champion": "baseline" or "model of <day>", "champion_version": v, "model_sha256":
-    sha or None, "left_out": rows that broke the data contract}``. ``run_id`` names the
-    run in the table (default: a new local one, ``config.new_run_id``)."""
-    started = time.perf_counter()
-    day = dates.parse_day(day)
-    run_id = run_id or new_run_id(day)
-    settings = load_settings(root, params_file)
-    paths = settings.paths
-    url = source_url or settings.source_url
+def _served_inputs(run: step_runner.StepRun, _inputs: dict[str, Any]) -> dict[str, Any]:
+    """The past window's features (as the nightly featurize makes them: from the day
+    partitions, fetched when missing, past rows that break the data contract left out),
+    the day's schedule and weather from the warehouse, and the registry's champion."""
+    settings, day = run.settings, run.day
     past_days = dates.window(day - timedelta(days=1), settings.ingest.window_days)
-    raw_partitions.ensure_partitions(settings, past_days, url)
-    # The past window's features as the nightly run's featurize makes them: from the day
-    # partitions (reused, or made once), past rows that break the data contract left out.
-    past_table, _counts, _reused = flight_features.window_features(paths.root, past_days, {})
-    past = past_table.to_pandas()
-    flights, weather, left_out = _read_schedule(url, day)
-    scheduled = schedule_features(flights, weather)
-
-    engine = registry.connect(registry_url or settings.registry_url)
-    try:
-        champion = registry.current_champion(engine)
-        model = (
-            None
-            if champion.kind == "baseline"
-            else fitted.load_model(
-                registry.model_file(champion.model_path, champion.model_sha256, paths.root),
-                expected_sha256=champion.model_sha256,
-            )
+    raw_partitions.ensure_partitions(settings, past_days, run.source_url)
+    past_table, _counts, _reused = flight_features.window_features(run.root, past_days, {})
+    flights, weather, left_out = _read_schedule(run.source_url, day)
+    champion = registry.current_champion(run.registry())
+    model = (
+        None
+        if champion.kind == "baseline"
+        else fitted.load_model(
+            registry.model_file(champion.model_path, champion.model_sha256, run.root),
+            expected_sha256=champion.model_sha256,
         )
-        frame, retired = predict_day(day, past, scheduled, settings.split, model)
-        # What served the day: the champion model, or the baseline (the baseline
-        # champion, or a champion model retired for the day).
-        by_model = model is not None and retired is None
-        frame = frame.assign(
-            champion_kind="model" if by_model else "baseline",
-            champion_day=champion.processed_day if by_model else None,
-            champion_version=champion.version,
-            model_sha256=champion.model_sha256 if by_model else None,
-            run_id=run_id,
-        )[serving.PREDICTION_COLUMNS]
-        path = io.write_parquet(frame, artifacts.SERVED_PREDICTIONS.path(paths.root, day))
-        rows = serving.replace_predictions(engine, day, frame)
-    finally:
-        engine.dispose()
+    )
+    return {
+        "past": past_table.to_pandas(),
+        "scheduled": schedule_features(flights, weather),
+        "left_out": left_out,
+        "champion": champion,
+        "model": model,
+        "run_id": run.run_id,
+    }
+
+
+def predict_core(
+    day: date,
+    params: SplitSettings,
+    past: pd.DataFrame,
+    scheduled: pd.DataFrame,
+    left_out: int,
+    champion: registry.Champion,
+    model: Any | None,
+    run_id: str,
+) -> step_runner.Result:
+    """The step's core: :func:`predict_day`, each row marked with what served it (the
+    champion model, or the baseline: the baseline champion, or a champion model retired
+    for the day) and the run."""
+    frame, retired = predict_day(day, past, scheduled, params, model)
+    by_model = model is not None and retired is None
+    frame = frame.assign(
+        champion_kind="model" if by_model else "baseline",
+        champion_day=champion.processed_day if by_model else None,
+        champion_version=champion.version,
+        model_sha256=champion.model_sha256 if by_model else None,
+        run_id=run_id,
+    )[serving.PREDICTION_COLUMNS]
     name = "baseline" if model is None else f"model of {champion.processed_day}"
     if retired is not None:
         log.warning(
@@ -196,25 +188,44 @@ def run(
             retired,
         )
         name = f"baseline (champion {name} retired: {retired})"
-    log.info(
-        "predict %s: %d scheduled flights, champion %s (version %d), %d rows left out by "
-        "the data contract, %.1f s; %s",
-        day,
-        rows,
-        name,
-        champion.version,
-        left_out,
-        time.perf_counter() - started,
-        path,
+    return step_runner.Result(
+        outputs={"predictions": frame},
+        summary={
+            "rows": len(frame),
+            "champion": name,
+            "champion_version": champion.version,
+            "model_sha256": champion.model_sha256 if by_model else None,
+            "left_out": left_out,
+        },
+        line=f"{len(frame)} scheduled flights, champion {name} (version {champion.version}), "
+        f"{left_out} rows left out by the data contract",
     )
-    return {
-        "predictions": str(path),
-        "rows": rows,
-        "champion": name,
-        "champion_version": champion.version,
-        "model_sha256": champion.model_sha256 if retired is None else None,
-        "left_out": left_out,
-    }
+
+
+def _replace_rows(
+    run: step_runner.StepRun, _written: dict[str, Any], result: step_runner.Result
+) -> dict[str, Any]:
+    """Replace the day's rows of the warehouse table ``predictions`` (idempotent)."""
+    frame = result.outputs["predictions"]
+    return {"rows": serving.replace_predictions(run.registry(), run.day, frame)}
+
+
+#: Predicts every flight scheduled for ``day`` with the registry's champion; writes the
+#: ``served_predictions`` artifact and replaces the day's rows of the warehouse table
+#: ``predictions``. The XCom dict: ``{"predictions": location, "rows": n, "champion":
+#: "baseline" or "model of <day>", "champion_version": v, "model_sha256": sha or None,
+#: "left_out": rows that broke the data contract}``. ``run_id`` names the run in the table
+#: (default: a new local one).
+STEP = step_runner.Step(
+    name="predict",
+    core=predict_core,
+    load=_served_inputs,
+    writes={"predictions": artifacts.SERVED_PREDICTIONS},
+    params=lambda settings: settings.split,
+    record=_replace_rows,
+    run_id=True,
+)
+run = STEP.run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

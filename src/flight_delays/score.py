@@ -3,12 +3,12 @@ and promote the challenger when it beats the champion (flight_delays.model.promo
 
 Pure cores: :func:`flight_delays.model.evaluation.evaluate` (the metrics of the three
 contenders and the promotion decision, shared with the backtest) and
-:func:`unseen_categories` (frames in, a dict out; inputs never mutated). File wrapper:
-:func:`run` scores the model its run's train task recorded (hash-checked), records the
-run and the decision in the model registry (flight_delays.store.registry; one row per run) and
-writes
-the ``predictions`` artifact and, from the recorded row,
-the ``metrics`` artifact and the day's copy of the model card.
+:func:`unseen_categories` (frames in, a dict out; inputs never mutated). The step
+(:data:`STEP`, on the runner of :mod:`flight_delays.store.step_runner`, with its one
+written-down exception: :func:`_transaction`) scores the model its run's train task
+recorded (hash-checked), records the run and the decision in the model registry
+(flight_delays.store.registry; one row per run) and writes the ``predictions`` artifact
+and, from the recorded row, the ``metrics`` artifact and the day's copy of the model card.
 Every number comes from :func:`flight_delays.model.scoring.regression_metrics`.
 """
 
@@ -17,12 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,11 +28,10 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from flight_delays.base import schema
-from flight_delays.base.dates import parse_day
 from flight_delays.model import evaluation, fitted, promotion, scoring, serving
 from flight_delays.monitor import drift
-from flight_delays.store import artifacts, io, registry, storage
-from flight_delays.store.config import Settings, load_settings, new_run_id
+from flight_delays.store import artifacts, io, registry, step_runner, storage
+from flight_delays.store.config import Settings
 from flight_delays.store.storage import ArtifactPath
 
 log = logging.getLogger(__name__)
@@ -85,13 +82,13 @@ def _champion_predictions(
     name = promotion.champion_name(champion.processed_day)
     path = registry.model_file(champion.model_path, champion.model_sha256, root)
     model = fitted.load_model(path, expected_sha256=champion.model_sha256)
-    try:
-        return fitted.predict(model, holdout), "model", name
-    except fitted.FeatureSetChangedError as exc:
-        log.warning(
-            "champion %s cannot score this holdout (%s): comparing with baseline", name, exc
-        )
-        return baseline_pred, "baseline", f"baseline (champion {name} retired: {exc})"
+    predicted, retired = fitted.serving_predictions(model, holdout)
+    if predicted is not None:
+        return predicted, "model", name
+    log.warning(
+        "champion %s cannot score this holdout (%s): comparing with baseline", name, retired
+    )
+    return baseline_pred, "baseline", f"baseline (champion {name} retired: {retired})"
 
 
 @contextmanager
@@ -423,75 +420,84 @@ def _publish(settings: Settings, row: dict[str, Any]) -> dict[str, Any] | None:
     return payload
 
 
-def run(
-    day: str | date,
-    root: str | Path | None = None,
-    params_file: str | Path | None = None,
-    registry_url: str | None = None,
-    run_id: str | None = None,
-) -> dict[str, Any]:
-    """Score run ``run_id``'s challenger (the model its train task recorded in the
-    registry; for a run that trained none, the one trained last for the day), the
-    registry's champion and the baseline (fitted on the ``train_table``) on
-    the ``holdout_table`` artifact; record the run and promote the challenger if
-    it wins (one registry transaction); write the ``predictions`` artifact
-    and, from the recorded row, the ``metrics`` artifact and the day's model card.
+def _transaction(run: step_runner.StepRun, _inputs: dict[str, Any]) -> dict[str, Any]:
+    """Score's exception to the runner (docs/architecture.md): reading the champion,
+    deciding and recording happen in one registry transaction, retried when a concurrent
+    run changed the champion meanwhile, and the ``predictions`` artifact is written before
+    the row is committed (so a retried task finds them); the ``metrics`` artifact and the
+    day's model card are written from the recorded row. So this hook does the step's I/O
+    itself, under the day's lock, and the core only reads the recorded row.
 
-    Exactly one registry row per run: when ``run_id`` already has its row (a retry
-    after the commit), nothing is scored or recorded again, and the outputs are written
-    from that row. ``run_id`` defaults to a new local one (``config.new_run_id``);
-    ``registry_url`` to the settings' registry (the warehouse). Returns ``{"metrics",
-    "predictions", "model_mae", "baseline_mae", "champion_mae", "decision", "run_id"}``
-    (MAE in minutes).
-    """
-    started = time.perf_counter()
-    day = parse_day(day)
-    run_id = run_id or new_run_id(day)
-    settings = load_settings(root, params_file)
-    out_dir = artifacts.OUTPUT.path(settings.paths.root, day)
-    engine = registry.connect(registry_url or settings.registry_url)
-    try:
-        with day_lock(engine, day, out_dir):
-            row = registry.recorded_run(engine, day, run_id)
-            retried = row is not None
-            if row is None:
-                row = _score_and_record(engine, settings, day, run_id)
-            drift_entry = _record_drift(engine, row)
-            _publish(settings, row)
-    finally:
-        engine.dispose()
+    Exactly one registry row per run: when the run already has its row (a retry after the
+    commit), nothing is scored or recorded again, and the outputs are written from that
+    row."""
+    engine = run.registry()
+    with day_lock(engine, run.day, artifacts.OUTPUT.path(run.root, run.day)):
+        row = registry.recorded_run(engine, run.day, run.run_id)
+        retried = row is not None
+        if row is None:
+            row = _score_and_record(engine, run.settings, run.day, run.run_id)
+        drift_entry = _record_drift(engine, row)
+        _publish(run.settings, row)
+    return {"row": row, "retried": retried, "drift_entry": drift_entry}
 
+
+def score_core(
+    day: date,
+    _params: None,
+    row: dict[str, Any],
+    retried: bool,
+    drift_entry: dict[str, Any] | None,
+) -> step_runner.Result:
+    """The step's summary, from the run's recorded registry row (MAE in minutes)."""
     metrics = json.loads(row["metrics_json"])
-    # The step's one summary line: rows in and out, seconds, and the holdout MAEs.
-    log.info(
-        "score %s: %d holdout rows in -> %s; holdout MAE challenger %.2f, champion (%s) "
-        "%.2f, baseline %.2f min: %s; in %.1f s -> %s",
-        day,
-        row["holdout_rows"],
+    done = (
         f"registry row {row['id']} (already recorded: nothing rewritten)"
         if retried
-        else f"{row['holdout_rows']} predictions and registry row {row['id']}",
-        row["challenger_mae"],
-        promotion.champion_name(row["champion_day"]),
-        row["champion_mae"],
-        row["baseline_mae"],
-        row["decision"],
-        time.perf_counter() - started,
-        out_dir,
+        else f"{row['holdout_rows']} predictions and registry row {row['id']}"
     )
+    return step_runner.Result(
+        outputs={},
+        summary={
+            "model_mae": metrics["model"]["mae"],
+            "champion_mae": metrics["champion"]["mae"],
+            "baseline_mae": metrics["baseline"]["mae"],
+            "decision": row["decision"],
+            "model_sha256": row["model_sha256"],
+            "run_id": row["run_id"],
+            # Flagged features and the largest PSI, for an alert (None: a row from before
+            # drift was measured).
+            "drift": drift.brief(drift_entry),
+        },
+        line=f"{row['holdout_rows']} holdout rows in -> {done}; holdout MAE challenger "
+        f"{row['challenger_mae']:.2f}, champion ({promotion.champion_name(row['champion_day'])})"
+        f" {row['champion_mae']:.2f}, baseline {row['baseline_mae']:.2f} min: {row['decision']}",
+    )
+
+
+def _written(
+    run: step_runner.StepRun, _written: dict[str, Any], _result: step_runner.Result
+) -> dict[str, Any]:
+    """Where the transaction wrote the day's metrics and predictions (the XCom's)."""
     return {
-        "metrics": str(artifacts.METRICS.path(settings.paths.root, day)),
-        "predictions": str(artifacts.PREDICTIONS.path(settings.paths.root, day)),
-        "model_mae": metrics["model"]["mae"],
-        "champion_mae": metrics["champion"]["mae"],
-        "baseline_mae": metrics["baseline"]["mae"],
-        "decision": row["decision"],
-        "model_sha256": row["model_sha256"],
-        "run_id": run_id,
-        # Flagged features and the largest PSI, for an alert (None: a row from before
-        # drift was measured).
-        "drift": drift.brief(drift_entry),
+        "metrics": str(artifacts.METRICS.path(run.root, run.day)),
+        "predictions": str(artifacts.PREDICTIONS.path(run.root, run.day)),
     }
+
+
+#: Scores run ``run_id``'s challenger (the model its train task recorded in the registry;
+#: for a run that trained none, the one trained last for the day), the registry's
+#: champion and the baseline (fitted on the ``train_table``) on the ``holdout_table``
+#: artifact; records the run and promotes the challenger if it wins (one registry
+#: transaction: :func:`_transaction`); writes the ``predictions`` artifact and, from the
+#: recorded row, the ``metrics`` artifact and the day's model card. ``run_id`` defaults to
+#: a new local one; ``registry_url`` to the settings' registry (the warehouse). The XCom
+#: dict: ``{"metrics", "predictions", "model_mae", "baseline_mae", "champion_mae",
+#: "decision", "model_sha256", "run_id", "drift"}``.
+STEP = step_runner.Step(
+    name="score", core=score_core, load=_transaction, record=_written, run_id=True
+)
+run = STEP.run
 
 
 def _record_drift(engine: Engine, row: dict[str, Any]) -> dict[str, Any] | None:

@@ -149,6 +149,20 @@ def predict(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(model.predict(frame[schema.FEATURES]), dtype=float)
 
 
+def serving_predictions(
+    model: Pipeline, frame: pd.DataFrame
+) -> tuple[np.ndarray | None, str | None]:
+    """The champion's rule for a model that cannot score (score and predict share it):
+    its predictions on ``frame`` and None; or None and the reason it is retired for the
+    day, when it was trained on a feature the pipeline no longer builds (the caller
+    falls back to the baseline and says so). Any other error is raised: it fails the
+    task rather than quietly serving the baseline."""
+    try:
+        return predict(model, frame), None
+    except FeatureSetChangedError as exc:
+        return None, str(exc)
+
+
 # --- model files ------------------------------------------------------------------------
 
 

@@ -172,12 +172,14 @@ class Step:
         finally:
             run.close()
         logging.getLogger(f"flight_delays.{self.name}").info(
-            "%s %s: %s in %.1f s -> %s",
+            "%s %s: %s in %.1f s%s",
             self.name,
             run.day,
             result.line,
             time.perf_counter() - started,
-            ", ".join(f"{name} {_shown(w)}" for name, w in written.items()),
+            " -> " + ", ".join(f"{name} {_shown(w)}" for name, w in written.items())
+            if written
+            else "",
         )
         return returned
 
