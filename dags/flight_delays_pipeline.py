@@ -70,8 +70,8 @@ CHAMPION = ASSET["flight_delays_champion"]
 
 
 # The tasks' callables: each imports its step when the task runs (not when this file is
-# parsed) and passes the step what it needs from Airflow. run_id names the DAG run: train
-# writes into a folder of its own run, and score records one registry row per run. Each
+# parsed) and passes its runner (`<step>.run`) what it needs from Airflow. run_id names
+# the DAG run: train writes into its own run's folder; score records one row per run. Each
 # returns its step's dict of plain values (XCom): artifact locations are strings, s3://
 # URLs when the artifact root is in an object store.
 @recording_errors

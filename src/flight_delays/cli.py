@@ -1,8 +1,9 @@
 """The steps without Airflow: ``python -m flight_delays run <step|first..last> --day D``.
 
-The developer loop's fast path. It calls the same file wrappers the DAG's tasks call
-(``flight_delays.<step>.run``), with the same settings (include/params.yaml under the
-project root, read by :func:`flight_delays.store.config.load_settings`) and the same artifact
+The developer loop's fast path. It calls the same step runner the DAG's tasks call
+(``flight_delays.<step>.run``: :mod:`flight_delays.store.step_runner`), with the same
+settings (include/params.yaml under the project root, read by
+:func:`flight_delays.store.config.load_settings`) and the same artifact
 checks (a missing upstream file raises :class:`flight_delays.store.io.MissingArtifactError`),
 in one process, so pandas and scikit-learn are imported once for a range of steps.
 The process exits non-zero, with the error's message, when a step fails; the steps

@@ -375,7 +375,7 @@ def test_weather_hour_outside_the_day_is_rejected(flights, weather):
         build_features(flights, weather.assign(hour=24))
 
 
-# --- file wrapper ---------------------------------------------------------------------
+# --- the step on the runner -----------------------------------------------------------
 
 
 @pytest.fixture

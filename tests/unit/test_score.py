@@ -1,4 +1,4 @@
-"""flight_delays.score: unseen categories and the file wrapper (the pure judging core is
+"""flight_delays.score: unseen categories and the step (the pure judging core is
 tested in test_evaluation.py)."""
 
 from __future__ import annotations

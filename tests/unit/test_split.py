@@ -176,7 +176,7 @@ def test_holdout_history_features_do_not_change_when_holdout_delays_change():
     assert (after[1][schema.TARGET] == 1000.0).all()  # the change did reach the holdout
 
 
-# --- file wrapper ---------------------------------------------------------------------
+# --- the step on the runner -----------------------------------------------------------
 
 
 @pytest.fixture
