@@ -307,6 +307,71 @@ def test_a_champion_file_that_differs_from_the_registry_is_refused(split_artifac
         score.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="again")
 
 
+def test_a_champion_trained_on_a_feature_gone_since_is_retired_for_the_holdout(
+    split_artifacts, monkeypatch, caplog
+) -> None:
+    """The champion model names a feature the pipeline no longer builds: score compares
+    the challenger with the baseline instead, says so, and leaves the registry's champion
+    to the promotion rule (as predict retires it for the day it serves)."""
+    art = split_artifacts
+    store = _promote_current_model(art)
+    real_load = fitted.load_model
+
+    class OldChampion:
+        feature_names_in_ = (*schema.FEATURES, "taxi_out_minutes")
+
+        def predict(self, frame):  # pragma: no cover - never reached: it is retired
+            raise AssertionError("a retired champion must not predict")
+
+    def load(path, expected_sha256=None):
+        model = real_load(path, expected_sha256=expected_sha256)
+        return OldChampion() if Path(str(path)).parent == store else model
+
+    monkeypatch.setattr(fitted, "load_model", load)
+    train.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="again")
+    with caplog.at_level("WARNING", logger="flight_delays.score"):
+        result = score.run(
+            art["day"], root=art["root"], params_file=art["params_file"], run_id="again"
+        )
+    metrics = json.loads(Path(result["metrics"]).read_text())
+    assert metrics["champion_info"]["kind"] == "baseline"
+    assert (
+        "retired: trained on feature(s) the pipeline no longer has: taxi_out_minutes"
+        in (metrics["champion_info"]["name"])
+    )
+    assert metrics["champion"] == metrics["baseline"]
+    assert "cannot score this holdout" in caplog.text
+
+
+def test_a_champion_that_fails_for_another_reason_fails_the_score(
+    split_artifacts, monkeypatch
+) -> None:
+    """Only a changed feature set retires a champion: any other error fails the task
+    and records nothing (no row for the run)."""
+    art = split_artifacts
+    _promote_current_model(art)
+    train.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="again")
+    real_predict = fitted.predict
+    calls = []
+
+    def predict(model, frame):
+        calls.append(model)
+        if len(calls) > 1:  # the challenger predicts first, then the champion
+            raise ValueError("Input X contains infinity")
+        return real_predict(model, frame)
+
+    monkeypatch.setattr(fitted, "predict", predict)
+    with pytest.raises(ValueError, match="contains infinity"):
+        score.run(art["day"], root=art["root"], params_file=art["params_file"], run_id="again")
+    engine = _registry(art)
+    try:
+        from flight_delays.store import registry
+
+        assert registry.recorded_run(engine, art["day"], "again") is None
+    finally:
+        engine.dispose()
+
+
 def test_a_decayed_champion_steps_down_to_the_baseline(split_artifacts, tmp_path) -> None:
     """The champion (a model of a week earlier, fitted when delays ran 2 hours longer)
     loses to the baseline on this holdout by far more than the margin, and this run's

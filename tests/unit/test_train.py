@@ -105,6 +105,32 @@ def test_predict_handles_unseen_and_missing_categories(fitted_model, feature_fra
     assert np.isfinite(pred).all()
 
 
+def test_serving_predictions_retires_only_a_model_whose_features_are_gone(
+    fitted_model, feature_frame_factory
+) -> None:
+    frame = feature_frame_factory(8, seed=3)
+    predicted, retired = fitted.serving_predictions(fitted_model, frame)
+    assert retired is None
+    np.testing.assert_array_equal(predicted, fitted.predict(fitted_model, frame))
+
+    class Renamed:  # trained when a feature had another name
+        feature_names_in_ = (*schema.FEATURES[1:], "old_name")
+
+    predicted, retired = fitted.serving_predictions(Renamed(), frame)
+    assert predicted is None
+    assert retired == "trained on feature(s) the pipeline no longer has: old_name"
+
+
+def test_a_model_that_does_not_name_its_features_is_refused(feature_frame_factory) -> None:
+    # Not retired quietly: a model without feature names is no model of this pipeline.
+    class Anonymous:
+        def predict(self, frame):  # pragma: no cover - never reached
+            return np.zeros(len(frame))
+
+    with pytest.raises(TypeError, match="Anonymous does not name the features"):
+        fitted.serving_predictions(Anonymous(), feature_frame_factory(4))
+
+
 def test_thread_limit_reads_environment(monkeypatch) -> None:
     monkeypatch.delenv(fitted.ENV_THREADS, raising=False)
     assert fitted.thread_limit() == 2
