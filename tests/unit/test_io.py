@@ -80,3 +80,18 @@ def test_write_parquet_writes_the_bytes_of_to_parquet_a_row_group_at_a_time(
     assert written.read_bytes() == expected.read_bytes()
     back = io.read_parquet(written, artifacts.FEATURES)
     pd.testing.assert_frame_equal(back, frame.reset_index(drop=True))
+
+
+def test_a_text_column_read_from_many_row_groups_is_one_arrow_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Grouping by a text column of many chunks is slower (docs/benchmarks.md): the read
+    # joins them. Checked here, so a pandas upgrade that changes the Arrow arrays shows.
+    monkeypatch.setattr(io, "WRITE_ROWS", 2)
+    frame = pd.DataFrame(
+        {"carrier": pd.Series(["UA", "DL", None, "AA", "B6"], dtype="str"), "n": range(5)}
+    )
+    back = io.read_parquet(io.write_parquet(frame, tmp_path / "t.parquet"), artifacts.FEATURES)
+    assert isinstance(back["carrier"].array, pd.arrays.ArrowStringArray)
+    assert back["carrier"].array.__arrow_array__().num_chunks == 1
+    pd.testing.assert_frame_equal(back, frame)
