@@ -111,12 +111,13 @@ class Artifact:
     ) -> ArtifactPath:
         """Where the entry lives under ``root`` (a local folder, a UPath or a URL) for
         ``day`` and ``run_id``. A ``local`` entry refuses a root in an object store."""
+        relative = self.relative(day, run_id, **fields)
         base = storage.locate(root)
         if self.local and not storage.is_local(base):
             raise ValueError(
                 f"artifact {self.name} lives under the local project root, not in {base}"
             )
-        return base / self.relative(day, run_id, **fields)
+        return base / relative
 
     @property
     def family(self) -> str:

@@ -148,8 +148,13 @@ class Step:
         started = time.perf_counter()
         run = resolve(day, root, params_file, registry_url, source_url, run_id, self.run_id)
         run.options = options
+        # Every location of the run, named once by the catalog.
+        where = {
+            name: _paths(entry, run)
+            for name, entry in {**self.reads, **self.requires, **self.writes}.items()
+        }
         try:
-            inputs = {name: read(entry, run) for name, entry in self.reads.items()}
+            inputs = {name: read(entry, where[name]) for name, entry in self.reads.items()}
             if self.load is not None:
                 inputs.update(self.load(run, inputs))
             result = self.core(run.day, self.params(run.settings), **inputs)
@@ -164,8 +169,8 @@ class Step:
                     continue
                 value = result.outputs[name]
                 if name == self.card:
-                    value = self._completed_card(value, run, written)
-                written[name] = write(self.writes[name], value, run)
+                    value = self._completed_card(value, run, where, written)
+                written[name] = write(value, where[name])
             returned = {name: _locations(w) for name, w in written.items()} | result.summary
             if self.record is not None:
                 returned |= self.record(run, written, result)
@@ -184,11 +189,11 @@ class Step:
         return returned
 
     def _completed_card(
-        self, card: dict[str, Any], run: StepRun, written: dict[str, Any]
+        self, card: dict[str, Any], run: StepRun, where: dict[str, Any], written: dict[str, Any]
     ) -> dict[str, Any]:
         inputs = {}
         for name, entry in {**self.reads, **self.requires}.items():
-            path = io.require(entry.path(run.root, run.day, run.run_id), entry)
+            path = io.require(where[name], entry)
             inputs[name] = {"path": str(path), "sha256": io.sha256(path)}
         outputs = {
             name: {"path": str(w.path), "sha256": w.sha256}
@@ -220,9 +225,15 @@ def resolve(
     )
 
 
-def read(entry: Artifact, run: StepRun) -> Any:
-    """The day's ``entry`` as a frame (Parquet), a dict (JSON) or bytes."""
-    path = entry.path(run.root, run.day, run.run_id)
+def _paths(entry: Artifact | Mapping[str, Artifact], run: StepRun) -> Any:
+    """Where ``entry`` (or each member of a group) lives for the run."""
+    if isinstance(entry, Mapping):
+        return {name: _paths(member, run) for name, member in entry.items()}
+    return entry.path(run.root, run.day, run.run_id)
+
+
+def read(entry: Artifact, path: ArtifactPath) -> Any:
+    """``entry`` at ``path`` as a frame (Parquet), a dict (JSON) or bytes."""
     if entry.format == "parquet":
         return io.read_parquet(path, entry)
     if entry.format == "json":
@@ -230,12 +241,11 @@ def read(entry: Artifact, run: StepRun) -> Any:
     return io.read_bytes(path, entry)
 
 
-def write(entry: Artifact | Mapping[str, Artifact], value: Any, run: StepRun) -> Any:
-    """Write ``value`` atomically where ``entry`` puts it for the run; a group writes
-    each member and returns the list of them."""
-    if isinstance(entry, Mapping):
-        return [write(entry[name], member, run) for name, member in value.items()]
-    path = entry.path(run.root, run.day, run.run_id)
+def write(value: Any, path: ArtifactPath | Mapping[str, ArtifactPath]) -> Any:
+    """Write ``value`` atomically at ``path``; a group (a dict of paths) writes each
+    member and returns the list of them."""
+    if isinstance(path, Mapping):
+        return [write(member, path[name]) for name, member in value.items()]
     if isinstance(value, pd.DataFrame):
         return Written(io.write_parquet(value, path), None)
     if isinstance(value, pa.Table):
