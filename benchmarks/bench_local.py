@@ -9,49 +9,14 @@ from datetime import date, timedelta
 
 import bench_measure as bm
 from bench_project import PYTHON, REPO, Project
-from bench_results import Results, Row, Target
+from bench_results import Results, Row, Target, flight_rows, step_rows
 
-STEPS = ("ingest", "featurize", "split", "train", "score", "chart")
 GB_MIB = 1e9 / bm.MIB  # 1 GB = 10^9 bytes, as for the stack's 2.0 GB
 
 
 def warm_raw(project: Project, day: date, window: int) -> None:
     """The window's raw partitions on disk (untimed), as a nightly run finds them."""
     project.run_driver("ingest", day, project.params(window))
-
-
-def _step_rows(
-    section: str, label: str, records: list[dict[str, dict]], rows: int | None, results: Results
-) -> dict[str, float]:
-    """One row per step: its own time (median over the runs) and peak RSS (max)."""
-    own = {}
-    for step in STEPS:
-        seconds = [r[step]["seconds"] for r in records if step in r]
-        if not seconds:
-            continue
-        med, low, high = bm.spread(seconds)
-        own[step] = med
-        peak = max(r[step]["peak_mib"] for r in records if step in r)
-        results.add(
-            Row(
-                section,
-                f"{label}: {step}",
-                med,
-                low,
-                high,
-                peak,
-                rows / med if rows and med > 0 else None,
-                "own time, in one process",
-            )
-        )
-    return own
-
-
-def flight_rows(records: dict[str, dict]) -> int | None:
-    result = records.get("ingest", {}).get("result")
-    return (
-        int(result["flight_rows"]) if isinstance(result, dict) and "flight_rows" in result else None
-    )
 
 
 def steps(
@@ -106,7 +71,7 @@ def steps(
             note=f"pair by pair, {len(a)} pairs",
         )
     )
-    own = _step_rows("steps", "in process", records, rows, results)
+    own = step_rows("steps", "in process", records, rows, results)
     for bound, issue in ((6.0, 11), (3.0, 22)):
         results.target(
             Target(
@@ -156,7 +121,7 @@ def windows(project: Project, day: date, sizes: list[int], repeat: int, results:
                 f"{rows:,} flights" if rows else "",
             )
         )
-        own = _step_rows("windows", f"{w} days", records[w], rows, results)
+        own = step_rows("windows", f"{w} days", records[w], rows, results)
         step_peak = max(r[s]["peak_mib"] for r in records[w] for s in r)
         series[w] = {"rows": rows, "wall": med, "own": own, "peak": peak, "step_peak": step_peak}
     results.series["windows"] = series

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
+
+#: The nightly DAG's steps, in order: what the in-process sections time one by one.
+STEPS = ("ingest", "featurize", "split", "train", "score", "chart")
 
 ROW_COLUMNS = (
     "section",
@@ -69,3 +73,37 @@ class Results:
 
     def target(self, target: Target) -> None:
         self.targets.append(target)
+
+
+def step_rows(
+    section: str, label: str, records: list[dict[str, dict]], rows: int | None, results: Results
+) -> dict[str, float]:
+    """One row per step: its own time (median over the runs) and peak RSS (max)."""
+    own = {}
+    for step in STEPS:
+        seconds = [r[step]["seconds"] for r in records if step in r]
+        if not seconds:
+            continue
+        med, low, high = statistics.median(seconds), min(seconds), max(seconds)
+        own[step] = med
+        peak = max(r[step]["peak_mib"] for r in records if step in r)
+        results.add(
+            Row(
+                section,
+                f"{label}: {step}",
+                med,
+                low,
+                high,
+                peak,
+                rows / med if rows and med > 0 else None,
+                "own time, in one process",
+            )
+        )
+    return own
+
+
+def flight_rows(records: dict[str, dict]) -> int | None:
+    result = records.get("ingest", {}).get("result")
+    return (
+        int(result["flight_rows"]) if isinstance(result, dict) and "flight_rows" in result else None
+    )

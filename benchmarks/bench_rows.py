@@ -18,7 +18,7 @@ from datetime import date
 
 import bench_local
 from bench_project import Project
-from bench_results import Results, Target
+from bench_results import STEPS, Results, Target, flight_rows, step_rows
 
 WINDOWS = (90, 365)
 GB_MIB = bench_local.GB_MIB
@@ -35,7 +35,7 @@ def _one_night(project: Project, day: date, window: int) -> dict[str, dict]:
     # The driver's own high-water mark of the step (VmHWM, reset before it, so it holds
     # the imports too), not the kernel's mark of the whole process: a child forked from
     # a large parent starts with the parent's pages counted.
-    return {step: project.run_driver(step, day, params)[1][step] for step in bench_local.STEPS}
+    return {step: project.run_driver(step, day, params)[1][step] for step in STEPS}
 
 
 def rows(
@@ -52,9 +52,9 @@ def rows(
         for project in (real, synthetic):
             label = f"x{project.factor}, {window} days"
             nights = [_one_night(project, day, window) for _ in range(repeat)]
-            flights = bench_local.flight_rows(nights[-1])
-            own = bench_local._step_rows("rows", label, nights, flights, results)
-            peak = {s: max(n[s]["peak_mib"] for n in nights) for s in bench_local.STEPS}
+            flights = flight_rows(nights[-1])
+            own = step_rows("rows", label, nights, flights, results)
+            peak = {s: max(n[s]["peak_mib"] for n in nights) for s in STEPS}
             series[label] = {"factor": project.factor, "window": window, "rows": flights}
             series[label].update(own=own, peak=peak)
     results.series["rows"] = series
@@ -93,7 +93,7 @@ def _targets(
     worst = (0.0, "")
     for window in windows:
         one, many = series[f"x1, {window} days"], series[f"x{factor}, {window} days"]
-        for step in bench_local.STEPS:
+        for step in STEPS:
             per_row_one = one["own"][step] / one["rows"]
             per_row_many = many["own"][step] / many["rows"]
             ratio = per_row_many / per_row_one
