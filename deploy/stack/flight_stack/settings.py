@@ -525,5 +525,12 @@ def clean_environ() -> dict[str, str]:
 
 def command_env(cfg: Config) -> dict[str, str]:
     """Environment for one-off commands (migrate, seed, `run`): the components' settings,
-    without the marker (so `down` leaves a developer's own commands alone)."""
-    return {**clean_environ(), **read_env_files(cfg)}
+    without the marker (so `down` leaves a developer's own commands alone), and the
+    control socket, so `stack.py run supervisorctl -c deploy/stack/supervisord.conf ...`
+    reaches the stack's supervisord (docs/guide-backups.md stops and starts the scheduler
+    that way)."""
+    return {
+        **clean_environ(),
+        **read_env_files(cfg),
+        "STACK_SUPERVISOR_SOCKET": str(cfg.supervisor_socket),
+    }
