@@ -210,7 +210,11 @@ def ingest_core(
 #: PipelineDataError), and IncompleteDayError for a day that looks partly loaded; nothing
 #: is written for such a day.
 STEP = step_runner.Step(
-    name="ingest", core=ingest_core, load=_fetched_window, writes={"manifest": artifacts.MANIFEST}
+    name="ingest",
+    core=ingest_core,
+    load=_fetched_window,
+    writes={"manifest": artifacts.MANIFEST},
+    options=("refetch", "now"),
 )
 run = STEP.run
 

@@ -338,7 +338,7 @@ def _encoded(run: step_runner.StepRun, inputs: dict[str, Any]) -> dict[str, Any]
     train_frame = inputs.pop("train")
     days = train_frame[schema.DAY].agg(["min", "max"])
     return {
-        "encoded": encode_training(train_frame, run.settings.train),
+        "encoded": [encode_training(train_frame, run.settings.train)],
         "train_rows": len(train_frame),
         "window": {"first_day": _day_iso(days["min"]), "last_day": _day_iso(days["max"])},
     }
@@ -378,12 +378,14 @@ def model_card(
 def train_core(
     day: date,
     params: TrainSettings,
-    encoded: EncodedTraining,
+    encoded: list[EncodedTraining],
     train_rows: int,
     window: dict[str, str],
 ) -> step_runner.Result:
-    """The step's core: the fitted model's file bytes and its card."""
-    model_bytes = dump_model(fit_encoded(encoded))
+    """The step's core: the fitted model's file bytes and its card. ``encoded`` is a
+    one-item list, emptied here, so the encoded matrix is freed once the model is fitted
+    (the runner's inputs would keep it through the writes otherwise)."""
+    model_bytes = dump_model(fit_encoded(encoded.pop()))
     return step_runner.Result(
         outputs={"model": model_bytes, "model_card": model_card(day, params, train_rows, window)},
         summary={"train_rows": train_rows},

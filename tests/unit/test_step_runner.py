@@ -156,19 +156,48 @@ def test_a_card_gets_the_run_id_and_the_hashes_of_what_was_read_and_written(root
     assert again["run_id"].startswith("local__2013-06-30__") and again["run_id"] != "manual__1"
 
 
-def test_a_required_file_that_is_missing_fails_the_card_and_names_its_task(root):
+def test_a_required_file_that_is_missing_fails_before_any_work_and_names_its_task(root):
     _features(root)
+    worked = []
+
+    def fit(day, params, features):
+        worked.append(day)
+        return Result({"model": b"model bytes", "card": {}}, {}, "")
+
     step = Step(
         name="fit",
-        core=lambda day, params, features: Result({"card": {}}, {}, ""),
+        core=fit,
         reads={"features": artifacts.FEATURES},
         requires={"manifest": artifacts.MANIFEST},
-        writes={"card": artifacts.RUN_MODEL_CARD},
+        writes={"model": artifacts.RUN_MODEL, "card": artifacts.RUN_MODEL_CARD},
         card="card",
         run_id=True,
     )
     with pytest.raises(io.MissingArtifactError, match="ingest"):
+        step.run(DAY, root=root, run_id="manual__1")
+    # Checked before the core: no fit, and no model file left without its card.
+    assert worked == []
+    assert not artifacts.RUN_MODEL_DIR.path(root, DAY, "manual__1").exists()
+
+
+def test_an_option_the_step_does_not_take_is_refused_by_name(root):
+    _features(root)
+    with pytest.raises(TypeError, match="step halves takes no option refech"):
+        HALVES.run(DAY, root=root, refech=True)
+    fetching = Step(**{**HALVES.__dict__, "options": ("refetch",)})
+    with pytest.raises(TypeError, match=r"no option now \(its options: refetch\)"):
+        fetching.run(DAY, root=root, now=None)
+    assert fetching.run(DAY, root=root, refetch=True)["holdout_days"] == 3
+
+
+def test_a_group_member_the_step_does_not_declare_is_refused_before_any_write(root):
+    def figures(day, params):
+        return Result({"figures": {"residuals": b"png", "pie_chart": b"png"}}, {}, "")
+
+    step = Step(name="draw", core=figures, writes={"figures": artifacts.FIGURE_ENTRIES})
+    with pytest.raises(ValueError, match=r"\['figures/pie_chart'\]"):
         step.run(DAY, root=root)
+    assert not artifacts.FIGURES.path(root, DAY).exists()
 
 
 def test_the_registry_engine_is_disposed_when_a_hook_fails(root, monkeypatch):

@@ -1,17 +1,18 @@
 """The step runner: everything a step does around its pure core, written once.
 
-A step module declares one :class:`Step`: the catalog entries it reads and writes, a
-``load`` hook for inputs that are not one file (the registry's history, the window's
-day partitions, the champion; it gets the run and the files read), its pure ``core``,
-and a ``record`` hook for what it writes beside the files (the registry). ``Step.run``
-(each step's ``run``, what the DAG's tasks, ``make step`` and ``make task`` call) then:
+A step module declares one :class:`Step`: the catalog entries it reads, requires and
+writes, a ``load`` hook for inputs that are not one file of the day (the registry's
+history, the window's partitions, the champion; it gets the run and the files read), its
+pure ``core``, and a ``record`` hook for what it writes beside the files (the
+registry). ``Step.run`` (each step's ``run``, what the DAG's tasks, ``make step`` and
+``make task`` call) then:
 
 1. resolves the settings (include/params.yaml under the project root), the processed
    day, the run id and the warehouse URLs (an argument, e.g. from Airflow's connection,
-   wins over params.yaml: docs/configuration.md);
-2. reads the ``reads`` entries for the day (a missing file raises
-   :class:`flight_delays.store.io.MissingArtifactError` naming the task that writes it),
-   then calls ``load``;
+   wins over params.yaml: docs/guide-own-warehouse.md);
+2. reads the ``reads`` entries for the day and checks that the ``requires`` entries
+   exist (a missing file raises :class:`flight_delays.store.io.MissingArtifactError`
+   naming the task that writes it), before any work; then calls ``load``;
 3. calls ``core(day, params, **inputs)``, which sees frames, dicts and settings, never a
    path, and returns a :class:`Result`;
 4. writes the result's outputs atomically where the catalog puts them (a frame or an
@@ -21,9 +22,13 @@ and a ``record`` hook for what it writes beside the files (the registry). ``Step
    returns the XCom dict: each output's location
    (a string, an ``s3://`` URL under an object-store root) and the core's summary.
 
-The score step is the one exception, written down in :mod:`flight_delays.score`: it reads,
-decides and records inside one registry transaction that it retries, so its core is that
-transaction and it does its own I/O.
+Two kinds of writes do not go through the runner. The partition caches that a ``load``
+hook fills as it reads (ingest's write-once raw partitions and quarantine, the day
+feature partitions of featurize and predict) are written by the layers that own them,
+atomically too. And the score step is the one exception for a step's outputs, written
+down in :mod:`flight_delays.score`: it reads, decides and records inside one registry
+transaction that it retries, so its load hook is that transaction and writes the
+day's predictions, metrics and model card itself.
 """
 
 from __future__ import annotations
@@ -121,7 +126,9 @@ class Step:
     ``"inputs"``, and each output written before it under its own name (the outputs are
     written in the order of ``writes``).
     ``run_id``: the step names its outputs or its registry rows by the run id (a new
-    local one, :func:`flight_delays.store.config.new_run_id`, when none is given)."""
+    local one, :func:`flight_delays.store.config.new_run_id`, when none is given).
+    ``options``: the step's own keyword arguments (ingest's ``refetch`` and ``now``);
+    any other is refused, so a misspelt one cannot be dropped without a word."""
 
     name: str
     core: Core
@@ -133,12 +140,14 @@ class Step:
     record: Record | None = None
     card: str | None = None
     run_id: bool = False
+    options: tuple[str, ...] = ()
 
     def run(
         self,
         day: str | date,
         root: str | Path | None = None,
         params_file: str | Path | None = None,
+        *,
         registry_url: str | None = None,
         source_url: str | None = None,
         run_id: str | None = None,
@@ -146,6 +155,12 @@ class Step:
     ) -> dict[str, Any]:
         """Run the step for ``day`` (module docstring); return its XCom dict."""
         started = time.perf_counter()
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise TypeError(
+                f"step {self.name} takes no option {', '.join(unknown)} "
+                f"(its options: {', '.join(self.options) or 'none'})"
+            )
         run = resolve(day, root, params_file, registry_url, source_url, run_id, self.run_id)
         run.options = options
         # Every location of the run, named once by the catalog.
@@ -155,10 +170,12 @@ class Step:
         }
         try:
             inputs = {name: read(entry, where[name]) for name, entry in self.reads.items()}
+            for name, entry in self.requires.items():
+                io.require(where[name], entry)
             if self.load is not None:
                 inputs.update(self.load(run, inputs))
             result = self.core(run.day, self.params(run.settings), **inputs)
-            unknown = sorted(set(result.outputs) - set(self.writes))
+            unknown = _undeclared(result.outputs, self.writes)
             if unknown:
                 raise ValueError(
                     f"step {self.name} returned outputs it does not declare: {unknown}"
@@ -223,6 +240,17 @@ def resolve(
         registry_url=registry_url or settings.registry_url,
         source_url=source_url or settings.source_url,
     )
+
+
+def _undeclared(outputs: dict[str, Any], writes: Mapping[str, Any]) -> list[str]:
+    """The outputs (and members of a group, ``group/member``) that ``writes`` lacks."""
+    found = []
+    for name, value in outputs.items():
+        if name not in writes:
+            found.append(name)
+        elif isinstance(writes[name], Mapping):
+            found += [f"{name}/{m}" for m in value if m not in writes[name]]
+    return sorted(found)
 
 
 def _paths(entry: Artifact | Mapping[str, Artifact], run: StepRun) -> Any:
