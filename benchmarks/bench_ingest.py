@@ -21,7 +21,7 @@ from pathlib import Path
 
 import bench_measure as bm
 from bench_project import REPO, Project
-from bench_results import Results, Row
+from bench_results import Results, Row, Target
 
 sys.path.insert(0, str(REPO / "deploy" / "stack"))
 
@@ -90,6 +90,18 @@ def _range_read(engine, tables: dict, days: list[date]) -> int:
     return sum(len(flights) + len(weather) for flights, weather in read.values())
 
 
+def _row_path_read(engine, tables: dict, days: list[date]) -> int:
+    """:func:`_range_read` with PostgreSQL's COPY path switched off: the same query, its
+    rows as Python objects (what the range read was before ``intake.pg_copy``)."""
+    from flight_delays.intake import pg_copy
+
+    copies, pg_copy.copies = pg_copy.copies, lambda engine: False
+    try:
+        return _range_read(engine, tables, days)
+    finally:
+        pg_copy.copies = copies
+
+
 def _ingest(url: str, day: date, params: Path, work: Path) -> None:
     """The ingest step for a fresh root: every day of the window is fetched."""
     from flight_delays import ingest
@@ -107,7 +119,7 @@ def _timed(work: callable) -> float:
 def ingest_throughput(
     project: Project, day: date, days: int, repeat: int, results: Results
 ) -> None:
-    from flight_delays.intake import source
+    from flight_delays.intake import pg_copy, source
     from flight_delays.intake.demo import seed
     from flight_delays.store import db
 
@@ -132,8 +144,11 @@ def ingest_throughput(
         tables = {name: source.reflect_source(engine) for name, engine in engines.items()}
         warmed = {name: _bare_read(engine, window) for name, engine in engines.items()}
         rows = warmed["SQLite"]
+        copying = {name for name, engine in engines.items() if pg_copy.copies(engine)}
         timings: dict[str, dict[str, list[float]]] = {
-            b: {"ingest": [], "read_sql": [], "read_days": []} for b in backends
+            b: {"ingest": [], "read_sql": [], "read_days": []}
+            | ({"read_rows": []} if b in copying else {})
+            for b in backends
         }
         for _ in range(repeat):
             for name, url in backends.items():
@@ -145,6 +160,10 @@ def ingest_throughput(
                 timings[name]["read_days"].append(
                     _timed(lambda e=engine, n=name: _range_read(e, tables[n], window))
                 )
+                if name in copying:  # side by side: the same read, row by row
+                    timings[name]["read_rows"].append(
+                        _timed(lambda e=engine, n=name: _row_path_read(e, tables[n], window))
+                    )
     series = {}
     for name, t in timings.items():
         ratio = bm.median([a / b for a, b in zip(t["read_sql"], t["ingest"], strict=True)])
@@ -152,7 +171,10 @@ def ingest_throughput(
             ("ingest", "ingest step (fresh root)"),
             ("read_sql", "bare pandas.read_sql, a query a day and table"),
             ("read_days", "ingest's range read (source.read_days), a query a table"),
+            ("read_rows", "the same range read, row by row (without COPY)"),
         ):
+            if case not in t:
+                continue
             med, low, high = bm.spread(t[case])
             note = f"{rows:,} rows, {days} days" + (
                 f"; ingest at {ratio:.2f}x read_sql's rate" if case == "ingest" else ""
@@ -160,3 +182,13 @@ def ingest_throughput(
             results.add(Row("ingest", f"{name}: {label}", med, low, high, None, rows / med, note))
         series[name] = {case: rows / bm.median(t[case]) for case in t}
     results.series["ingest"] = series
+    if "PostgreSQL" in series:
+        rate = series["PostgreSQL"]["read_days"]
+        results.target(
+            Target(
+                "ingest's range read from PostgreSQL ≥ 500k rows/s (issue 22)",
+                f"{rate:,.0f} rows/s ({rows:,} rows, {days} days); row by row "
+                f"{series['PostgreSQL'].get('read_rows', float('nan')):,.0f}",
+                rate >= 500_000,
+            )
+        )

@@ -118,11 +118,12 @@ def chart(results: Results, path: Path, title: str) -> bool:
                 "ingest": "ingest step",
                 "read_sql": "pandas.read_sql, a query a day",
                 "read_days": "range read, a query a table",
+                "read_rows": "the range read row by row (no COPY)",
             }
             width = 0.8 / len(cases)
             for k, (case, label) in enumerate(cases.items()):
                 ax.bar(
-                    [i + (k - 1) * width for i in range(len(names))],
+                    [i + (k - 1.5) * width for i in range(len(names))],
                     [data[n].get(case, 0) for n in names],
                     width,
                     label=label,

@@ -55,6 +55,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -269,6 +270,15 @@ def seed(
                     counts[table.name] += len(rows)
                     inserted_any = True
             (seeded if inserted_any else skipped).append(cycle)
+        # A warehouse seeded before the key indexes existed gets them now; fresh
+        # statistics let the planner read a range of days in key order through them.
+        for table in (FLIGHTS, WEATHER):
+            for index in table.indexes:
+                index.create(engine, checkfirst=True)
+        if seeded:
+            with engine.begin() as conn:
+                for table in (FLIGHTS, WEATHER):
+                    conn.execute(text(f"ANALYZE {table.name}"))
     finally:
         engine.dispose()
     logger.info(
