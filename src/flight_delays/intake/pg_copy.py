@@ -100,28 +100,35 @@ def _read_table(
         )
     except pa.ArrowInvalid as exc:
         raise CopyUnreadable(f"table {table.name}: {exc}") from exc
-    return _by_day(parsed.to_pandas(), days, columns, contract)
+    return _by_day(parsed, days, columns, contract)
 
 
 def _by_day(
-    frame: pd.DataFrame, days: Sequence[date], columns: list[str], contract: Table
+    parsed: pa.Table, days: Sequence[date], columns: list[str], contract: Table
 ) -> dict[date, pd.DataFrame]:
-    """``frame`` (sorted by day) cut into each day's rows, typed as the row path types
+    """``parsed`` (sorted by day) cut into each day's frame, typed as the row path types
     them: a frame built from one day's tuples makes an integer column float only when
     that day has a null in it, and a day without rows has untyped empty columns."""
+    frame = parsed.to_pandas()
     starts = np.searchsorted(
-        frame[schema.DAY].to_numpy(dtype="datetime64[D]"),
+        parsed.column(schema.DAY).to_numpy(),  # date32: days since 1970, no conversion
         np.array(days, dtype="datetime64[D]"),
         side="left",
     )
     bounds = [*starts.tolist(), len(frame)]
-    integers = [c.name for c in contract.columns if isinstance(c.type, Integer)]
+    # Nulls counted once for the whole range; a day's count is a difference of sums.
+    nulls = {
+        c.name: np.concatenate([[0], np.cumsum(frame[c.name].isna().to_numpy())])
+        for c in contract.columns
+        if isinstance(c.type, Integer) and frame[c.name].dtype == "float64"
+    }
     cut = {}
     for at, day in enumerate(days):
-        part = frame.iloc[bounds[at] : bounds[at + 1]].reset_index(drop=True)
-        if part.empty:
+        first, end = bounds[at], bounds[at + 1]
+        if first == end:
             cut[day] = pd.DataFrame([], columns=columns)
             continue
-        whole = [c for c in integers if part[c].dtype == "float64" and part[c].notna().all()]
+        part = frame.iloc[first:end].reset_index(drop=True)
+        whole = [c for c, count in nulls.items() if count[end] == count[first]]
         cut[day] = part.astype(dict.fromkeys(whole, "int64")) if whole else part
     return cut
