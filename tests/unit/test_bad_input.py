@@ -130,6 +130,8 @@ def test_numeric_column_declared_as_text_fails_naming_its_type(root: Path, url: 
     # The same table, with distance declared as text (values copied as text).
     table = source.FLIGHTS.to_metadata(MetaData(), name="flights_text")
     table.c.distance.type = String()
+    # Index names are the database's, not the table's: the copy leaves the key index out.
+    table.indexes -= {i for i in table.indexes if i.name == "ix_flights_key"}
     engine = create_engine(url)
     table.create(engine)
     engine.dispose()
