@@ -8,7 +8,7 @@ here; keep names specific.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import yaml
 from flight_delays.base import schema
 from flight_delays.store import artifacts, io
 from flight_delays.store.config import load_settings
+from flight_delays.store.db import open_engine
 
 MODEL_STEP_DAY = date(2024, 3, 10)  # the processed day of the synthetic model-step runs
 MODEL_STEP_HOLDOUT_DAYS = 3
@@ -187,3 +188,14 @@ def split_artifacts(tmp_path: Path, model_params_file: Path) -> dict[str, object
         "manifest_path": manifest_path,
         "feature_counts": counts,
     }
+
+
+@pytest.fixture
+def engine(pg_url: str) -> Iterator[object]:
+    """An engine on the throw-away PostgreSQL cluster of a module that defines ``pg_url``
+    (tests/unit/pg_cluster.py), disposed after the test."""
+    engine = open_engine(pg_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -35,15 +35,6 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def engine(pg_url: str) -> Iterator[Engine]:
-    engine = open_engine(pg_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 def free_now(engine: Engine, day: date) -> bool:
     """Whether another session could take the day lock of ``day`` at once (it is let go)."""
     namespace, key = registry.day_lock_key(day)

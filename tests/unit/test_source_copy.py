@@ -46,15 +46,6 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def engine(pg_url: str) -> Iterator[Engine]:
-    engine = open_engine(pg_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 def _row_by_row(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> dict:
     with monkeypatch.context() as patch:
         patch.setattr(pg_copy, "copies", lambda engine: False)
