@@ -513,7 +513,7 @@ def drift_psi(
 
 def save_png(fig: Figure, path: str | ArtifactPath) -> ArtifactPath:
     """Write ``fig`` as a PNG at ``path`` (local or a URL), atomically."""
-    return io.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    return io.write_bytes(png(fig), path)
 
 
 def png(fig: Figure) -> bytes:

@@ -116,9 +116,13 @@ def write_parquet(frame: pd.DataFrame, final: str | ArtifactPath) -> ArtifactPat
     return atomic_write(final, write)
 
 
+def json_bytes(payload: Any) -> bytes:
+    """How every JSON artifact is written: indented, keys sorted, a final newline."""
+    return (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
 def write_json(payload: Any, final: str | ArtifactPath) -> ArtifactPath:
-    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
-    return atomic_write(final, lambda tmp: tmp.write_text(text))
+    return write_bytes(json_bytes(payload), final)
 
 
 def read_bytes(path: str | ArtifactPath, artifact: Artifact) -> bytes:

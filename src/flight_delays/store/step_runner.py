@@ -34,7 +34,6 @@ day's predictions, metrics and model card itself.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import posixpath
 import time
@@ -285,7 +284,7 @@ def write(value: Any, path: ArtifactPath | Mapping[str, ArtifactPath]) -> Any:
     if isinstance(value, str):
         value = value.encode("utf-8")
     elif not isinstance(value, bytes):
-        value = (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode()
+        value = io.json_bytes(value)
     # The hash is taken from the bytes written, not read back from the file.
     return Written(io.write_bytes(value, path), hashlib.sha256(value).hexdigest())
 
