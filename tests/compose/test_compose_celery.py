@@ -15,7 +15,7 @@ from datetime import date, timedelta
 
 import httpx
 import pytest
-from compose_support import DAG_ID, TIMINGS, Compose, bring_up
+from compose_support import DAG_ID, TIMINGS, Compose, bring_up, doc_blocks, run_doc_block
 
 pytestmark = pytest.mark.compose
 
@@ -135,6 +135,20 @@ def test_a_run_and_a_backfill_use_both_workers_and_keep_the_artifacts_in_the_buc
         assert any(k.endswith(wanted) for k in keys), f"no {wanted} in the bucket: {keys[:40]}"
     local = stack.root / "data" / "output" / f"ds={DAY}"
     assert not local.exists(), f"{local} was written on the host: artifacts belong in S3"
+
+
+def test_the_documented_commands_from_the_host_reach_postgres_the_registry_and_s3(
+    stack: Compose,
+):
+    """docs/docker-compose.md's block for the ports override, as written (the ports are the
+    stack's): psql logs in, the registry's `show` prints the runs above, and the bucket
+    lists its artifact folders. Needs the run of the test above."""
+    (block,) = doc_blocks("test_compose_celery.py")
+    done = run_doc_block(stack, block)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "champion:" in done.stdout and str(DAY) in done.stdout, out  # the run above
+    assert "flight-delays/artifacts" in done.stdout, out  # the bucket lists its root folder
 
 
 def test_down_v_leaves_nothing(compose: Compose):

@@ -12,7 +12,9 @@ and the leftovers of the project."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -29,7 +31,9 @@ from compose_support import (
     TIMINGS,
     Compose,
     bring_up,
+    doc_blocks,
     run,
+    run_doc_block,
     run_path,
 )
 
@@ -303,6 +307,56 @@ def test_a_3_day_backfill_through_rest_succeeds(stack: Compose):
     TIMINGS["backfill of 3 days (REST), wall time"] = f"{time.monotonic() - started:.1f} s"
     logical = sorted(r["logical_date"][:10] for r in runs)
     assert logical == [str(first + timedelta(days=i)) for i in range(3)], logical
+
+
+# --- docs/docker-compose.md's blocks, as written ------------------------------------------
+def test_the_docs_blocks_name_this_test():
+    token, checks, backfill = doc_blocks("test_compose_live.py")
+    assert "/auth/token" in token and "config get-value" in checks
+    assert "backfill create" in backfill
+
+
+def test_the_documented_token_request_returns_a_token(stack: Compose):
+    token, _checks, _backfill = doc_blocks("test_compose_live.py")
+    done = run_doc_block(stack, token)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["access_token"], done.stdout
+
+
+def test_the_documented_checks_of_a_running_stack_hold(stack: Compose):
+    """Who the containers are, that they can write every artifact folder, that the four
+    Airflow components read one value of each shared secret, and one api-server worker."""
+    _token, checks, _backfill = doc_blocks("test_compose_live.py")
+    done = run_doc_block(stack, checks)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert f"uid={AIRFLOW_UID}" in out and "gid=0(root)" in out, out
+    assert "cannot write" not in out, out
+    counted = re.findall(r"^\s*(\d+) [0-9a-f]{64}  -$", done.stdout, flags=re.M)
+    assert counted == ["4", "4", "4"], out  # one line per secret: all four agree
+    assert done.stdout.rstrip().splitlines()[-1].strip() == "1", out
+
+
+def test_the_documented_backfill_from_the_command_line_succeeds(stack: Compose):
+    *_, backfill = doc_blocks("test_compose_live.py")
+    days = re.findall(r"--(?:from|to)-date (\d{4}-\d{2}-\d{2})", backfill)
+    first, last = (date.fromisoformat(d) for d in days)
+    done = run_doc_block(stack, backfill)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # --to-date is midnight, so its own 02:00 run is not made (as the docs say).
+    wanted = [str(first + timedelta(days=i)) for i in range((last - first).days)]
+    deadline = time.monotonic() + 120
+    while True:
+        runs = [r for r in stack.ok("GET", f"/dags/{DAG_ID}/dagRuns",
+                                    params={"run_type": "backfill", "limit": 100})["dag_runs"]
+                if r["logical_date"][:10] in wanted]  # fmt: skip
+        if len(runs) >= len(wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert sorted(r["logical_date"][:10] for r in runs) == wanted, runs
+    for run_ in runs:
+        stack.wait_for_run(run_["dag_run_id"], timeout=600)
+        TRIGGERED.append(run_["dag_run_id"])
 
 
 @pytest.mark.parametrize(

