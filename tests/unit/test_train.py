@@ -43,10 +43,17 @@ class RememberRows(BaseEstimator, RegressorMixin):
 
 
 class NotAModelPart:
-    """A type no skops trust list knows: a file holding it must be refused."""
+    """A type no skops trust list knows: a file holding it must be refused, before
+    anything of it is built (``built`` counts the objects skops rebuilt from a file)."""
+
+    built = 0
 
     def __init__(self) -> None:
         self.payload = [1, 2, 3]
+
+    def __setstate__(self, state: dict) -> None:
+        type(self).built += 1
+        self.__dict__.update(state)
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +184,11 @@ def test_load_model_refuses_untrusted_type(fitted_model, tmp_path) -> None:
     # the file, not what it holds.
     with pytest.raises(fitted.UntrustedModelError, match=r"test_train\.NotAModelPart"):
         fitted.load_model(path, expected_sha256=io.sha256(path))
+    assert NotAModelPart.built == 0, "an untrusted object was built before the refusal"
+    # The counter counts: trusted, the same file builds one.
+    skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    assert NotAModelPart.built == 1
+    NotAModelPart.built = 0
 
 
 def test_load_model_refuses_other_estimators_and_changed_files(fitted_model, tmp_path) -> None:
