@@ -365,6 +365,10 @@ def run_doc_block(compose: Compose, block: str) -> subprocess.CompletedProcess[s
     for default, variable in DEFAULT_PORTS.items():
         block = re.sub(rf"(?<=127\.0\.0\.1:){default}\b|(?<=-p ){default}\b",
                        compose.env[variable], block)  # fmt: skip
+    # A default port or host left over would reach whatever else listens there (a
+    # developer's own stack): refused, so the test names the block to update.
+    left = re.findall(rf"localhost|\b(?:{'|'.join(DEFAULT_PORTS)})\b", block)
+    assert not left, f"the block names {left} in a form this test does not map:\n{block}"
     plugins = compose.root / ".docker" / "cli-plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     if not (plugins / "docker-compose").exists():

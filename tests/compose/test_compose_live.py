@@ -12,6 +12,7 @@ and the leftovers of the project."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -332,8 +333,12 @@ def test_the_documented_checks_of_a_running_stack_hold(stack: Compose):
     assert done.returncode == 0, out
     assert f"uid={AIRFLOW_UID}" in out and "gid=0(root)" in out, out
     assert "cannot write" not in out, out
-    counted = re.findall(r"^\s*(\d+) [0-9a-f]{64}  -$", done.stdout, flags=re.M)
-    assert counted == ["4", "4", "4"], out  # one line per secret: all four agree
+    counted = re.findall(r"^\s*(\d+) ([0-9a-f]{64})  -$", done.stdout, flags=re.M)
+    # One line per secret, counted 4 (all four components agree), and the value is the
+    # secret file's (the hash of the line the CLI printed).
+    files = ("airflow_fernet_key", "airflow_jwt_secret", "airflow_api_secret_key")
+    wanted = [hashlib.sha256(f"{stack.secret(name)}\n".encode()).hexdigest() for name in files]
+    assert counted == [("4", digest) for digest in wanted], out
     assert done.stdout.rstrip().splitlines()[-1].strip() == "1", out
 
 
@@ -341,6 +346,7 @@ def test_the_documented_backfill_from_the_command_line_succeeds(stack: Compose):
     *_, backfill = doc_blocks("test_compose_live.py")
     days = re.findall(r"--(?:from|to)-date (\d{4}-\d{2}-\d{2})", backfill)
     first, last = (date.fromisoformat(d) for d in days)
+    stack.wait_for_backfills()  # the REST backfill above, until the scheduler closes it
     done = run_doc_block(stack, backfill)
     assert done.returncode == 0, done.stdout + done.stderr
     # --to-date is midnight, so its own 02:00 run is not made (as the docs say).

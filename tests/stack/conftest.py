@@ -53,11 +53,13 @@ from stack_helpers import (
 )
 
 
-def pytest_collection_modifyitems(items: list) -> None:
+def pytest_collection_finish(session: pytest.Session) -> None:
     """Tests marked ``changes_stack`` leave the session's stack changed for good (models of
     days later than the ones other tests promote): they run after every other test of the
-    session, in their own order."""
-    items.sort(key=lambda item: item.get_closest_marker("changes_stack") is not None)
+    session, in their own order. Done once collection is over, after every reordering of
+    ``pytest_collection_modifyitems`` (pytest's --ff and --nf move failed or new tests
+    first, in hook wrappers that a conftest's own hook cannot follow)."""
+    session.items.sort(key=lambda item: item.get_closest_marker("changes_stack") is not None)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -181,6 +181,7 @@ def test_the_documented_backfill_and_tasks_test_from_the_command_line(live_dag: 
     logical = [str(first + timedelta(days=i)) for i in range((last - first).days)]
     # The docs: pause the DAG before `airflow tasks test`, or the scheduler starts that
     # run's other tasks too. The backfill's runs wait for the unpause.
+    stack.wait_for_backfills()  # another test's, until the scheduler closes it
     stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})
     try:
         done = _run(stack, cli)
@@ -203,7 +204,9 @@ def test_the_documented_unpause_and_trigger_through_rest(live_dag: Stack):
     _cli, rest = _blocks(OPERATIONS)
     _july_days(stack)
     stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})  # the block unpauses it
-    done = _run(stack, rest.replace("http://127.0.0.1:8080", stack.api_url))
+    documented = "http://127.0.0.1:8080"
+    assert rest.count(documented) == 3 and "localhost" not in rest, rest  # update the test
+    done = _run(stack, rest.replace(documented, stack.api_url))
     assert done.returncode == 0, done.stdout + done.stderr
     # Two JSON answers back to back (curl -s adds no newline): the DAG, then the new run.
     decoder, answers, text = json.JSONDecoder(), [], done.stdout.strip()

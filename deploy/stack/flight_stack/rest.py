@@ -70,6 +70,21 @@ class RestApi:
         )
         return response.json() if response.content else None
 
+    def wait_for_backfills(self, dag_id: str = DAG_ID, timeout: float = 120.0) -> None:
+        """Until every backfill of ``dag_id`` is marked complete. Airflow refuses a new
+        backfill while one is not (AlreadyRunningBackfill), and the scheduler marks one
+        complete only on a periodic check (every 30 s) after its last run ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.ok("GET", "/backfills", params={"dag_id": dag_id, "limit": 100})
+            running = [b["id"] for b in found["backfills"] if not b.get("completed_at")]
+            if not running:
+                return
+            assert time.monotonic() < deadline, (
+                f"backfill(s) {running} of {dag_id} not complete after {timeout:.0f} s"
+            )
+            time.sleep(self.poll_seconds)
+
     def tasks(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
         return self.ok("GET", f"{run_path(run_id, dag_id)}/taskInstances")["task_instances"]
 

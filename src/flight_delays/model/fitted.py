@@ -221,16 +221,15 @@ def load_model(
         log.warning("loading %s unverified (allow_unverified=True): tests only", path)
     # The schema is read first: it also tells a file that is no skops archive at all.
     if partials := partials_outside(data, path):
-        raise _untrusted(path, partials)
+        raise _untrusted(path, data, partials)
     try:
         # skops audits every type of the file against ``trusted`` before it builds any
         # object. That audit is the check: a second one beforehand only to name the
-        # types (get_untrusted_types walks the same tree) cost 0.15 s a load, so the
-        # names are looked up only when the load is refused.
+        # types (get_untrusted_types walks the same tree) was about 30 % of a load
+        # (docs/benchmarks.md), so the names are looked up only when a load is refused.
         model = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
-    except UntrustedTypesFoundException:
-        untrusted = set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES)
-        raise _untrusted(path, sorted(untrusted)) from None
+    except UntrustedTypesFoundException as exc:
+        raise _untrusted(path, data, [], str(exc)) from None
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         # Trusted types whose state does not fit them (a TreePredictor casts its nodes
         # when it is built): not a file this pipeline wrote.
@@ -253,7 +252,13 @@ def load_model(
     return model
 
 
-def _untrusted(path: object, names: list[str]) -> UntrustedModelError:
+def _untrusted(
+    path: object, data: bytes, partials: list[str], detail: str = ""
+) -> UntrustedModelError:
+    """The refusal of a model file, naming every type of it outside the trusted list and
+    every partial :func:`partials_outside` found (skops' own message if none is named)."""
+    names = sorted(set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+    names = names + partials or [detail]
     return UntrustedModelError(
         f"refusing to load {path}: it holds type(s) outside the trusted list: {', '.join(names)}"
     )
