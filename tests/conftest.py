@@ -4,8 +4,10 @@ tests build, never from a developer's shell."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -15,8 +17,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Set before any test module imports airflow (conftest is imported first).
+# Set before any test module imports airflow (conftest is imported first); removed when
+# the session's process exits (one was left in /tmp by every pytest run).
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="flight-delays-airflow-")
+atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
