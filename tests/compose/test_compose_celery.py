@@ -146,7 +146,6 @@ def test_the_documented_commands_from_the_host_reach_postgres_the_registry_and_s
     (block,) = doc_blocks("test_compose_celery.py")
     done = run_doc_block(stack, block)
     out = done.stdout + done.stderr
-    assert done.returncode == 0, out
     assert "champion:" in done.stdout and str(DAY) in done.stdout, out  # the run above
     assert "flight-delays/artifacts" in done.stdout, out  # the bucket lists its root folder
 

@@ -85,6 +85,22 @@ def fenced_blocks(path: Path) -> list[Block]:
     ]
 
 
+def blocks_run_by(doc: Path, test: str) -> list[str]:
+    """The bodies of ``doc``'s blocks whose marker names ``test`` (tests/...py), in order."""
+    marker = f"run by {test}"
+    return [b.body for b in fenced_blocks(doc) if b.marker == marker]
+
+
+def backfill_logical_days(block: str) -> list[date]:
+    """The logical days of the runs a block's `airflow backfill create --from-date A
+    --to-date B` makes: A up to the day before B (B is midnight, so its 02:00 run is not
+    made)."""
+    dates = re.findall(r"--(?:from|to)-date (\d{4}-\d{2}-\d{2})", block)
+    assert len(dates) == 2, f"not one backfill's --from-date and --to-date: {dates}"
+    first, last = (date.fromisoformat(d) for d in dates)
+    return [first + timedelta(days=i) for i in range((last - first).days)]
+
+
 def processed_days(block: str) -> list[date]:
     days = [date.fromisoformat(d) for d in DAY_ARG.findall(block)]
     days += [date.fromisoformat(d) - timedelta(days=1) for d in TASKS_TEST.findall(block)]
@@ -138,6 +154,7 @@ def run_block(
         ["bash", "-euo", "pipefail", "-c", block],
         cwd=root,
         env=env,
+        stdin=subprocess.DEVNULL,  # as pasted: nothing is typed (psql without -c exits)
         capture_output=True,
         text=True,
         timeout=1800,

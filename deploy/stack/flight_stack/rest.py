@@ -85,6 +85,20 @@ class RestApi:
             )
             time.sleep(self.poll_seconds)
 
+    def backfill_runs(
+        self, logical_days: list[str], dag_id: str = DAG_ID, timeout: float = 120.0
+    ) -> list[dict]:
+        """The backfill runs of ``dag_id`` on ``logical_days`` (YYYY-MM-DD), once the
+        scheduler has made them all or ``timeout`` s have passed (then those it made)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            query = {"run_type": "backfill", "limit": 100}
+            runs = self.ok("GET", f"/dags/{dag_id}/dagRuns", params=query)["dag_runs"]
+            runs = [r for r in runs if r["logical_date"][:10] in logical_days]
+            if len(runs) >= len(logical_days) or time.monotonic() > deadline:
+                return runs
+            time.sleep(self.poll_seconds)
+
     def tasks(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
         return self.ok("GET", f"{run_path(run_id, dag_id)}/taskInstances")["task_instances"]
 
