@@ -45,6 +45,7 @@ class Run:
     # the harness had seeded a large warehouse); bench_driver reports a step's own mark.
     largest_mib: float
     output: str  # stdout and stderr, interleaved
+    cpu: float = 0.0  # seconds of user and system time, with the descendants it waited for
 
 
 def tree_rss(process: psutil.Process) -> int:
@@ -116,7 +117,8 @@ def run(
             f"(timeout {timeout:.0f} s):\n{output[-4000:]}"
         )
     # ru_maxrss is in KiB on Linux.
-    return Run(wall, peak / MIB, usage.ru_maxrss / 1024, output)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(wall, peak / MIB, usage.ru_maxrss / 1024, output, cpu)
 
 
 def in_turn(

@@ -37,6 +37,37 @@ TZ = ZoneInfo("America/New_York")
 IDLE_LIMIT_MIB = 2.0e9 / bm.MIB  # 2.0 GB
 
 
+TICK = os.sysconf("SC_CLK_TCK")  # clock ticks a second, the unit of /proc/<pid>/stat
+
+
+def cpu_seconds(stack: Stack) -> Counter[str]:
+    """CPU time used so far by each component of the stack, in seconds, by part:
+    ``<component>`` its main process's own time; ``<component> others`` the own time of
+    its other live processes (the wrapper, LocalExecutor workers, api-server workers, a
+    task process still running); ``<component> reaped`` the time of its processes'
+    children that ended (the task processes, the DAG file parsers, PostgreSQL's
+    backends). A process's time moves from "others" to its parent's "reaped" when it
+    ends, so between two readings with no task running the parts are exact, and the sum
+    always is (a process forked in between starts at zero)."""
+    cfg = settings.Config.from_env(stack.env)
+    postmaster = postgres.Postgres(cfg).postmaster_pid()
+    out: Counter[str] = Counter()
+    for name, (main, members) in procs.processes_by_component(cfg, postmaster).items():
+        for pid in members:
+            own, reaped = procs.cpu_ticks(pid)
+            out[name if pid == main else f"{name} others"] += own / TICK
+            out[f"{name} reaped"] += reaped / TICK
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy since boot, over all cores (/proc/stat:
+    everything but idle and I/O wait), in seconds: what every process used, ours or not."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / TICK  # guest time is inside user time
+
+
 def resident_mib(stack: Stack) -> tuple[float, float]:
     """The whole stack's resident memory, (RSS summed, PSS summed) in MiB: every
     component with its processes, supervisord, PostgreSQL (what `make stack-status`

@@ -7,10 +7,13 @@ same run() calls), one process a day, with the thread count the stack's tasks ge
 sides start from the same state: the derived artifacts deleted and the raw partitions of
 the processed days removed, the window before the first day ingested. The registry is the
 one the live side left (its champion), so promotions can differ; the work a run does
-does not."""
+does not. Where the CPU goes is read beside each side: the stack's CPU time by component
+and part, this harness's, and the machine's busy time, a run; the one-process side's CPU
+time (user and system, from wait4), a day."""
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from collections import defaultdict
@@ -18,7 +21,7 @@ from datetime import date, timedelta
 
 from bench_project import Project
 from bench_results import Results, Row, Target
-from bench_stack import Stack, _driver_env, _window, run_backfill
+from bench_stack import Stack, _driver_env, _window, cpu_seconds, machine_busy_seconds, run_backfill
 
 #: Every nightly run of 2013 whose window of 90 days lies inside the data.
 FIRST, LAST = date(2013, 3, 31), date(2013, 12, 30)
@@ -47,6 +50,37 @@ def _task_medians(stack: Stack, runs: list[dict]) -> dict[str, float]:
     return {task: statistics.median(values) for task, values in sorted(durations.items())}
 
 
+class _CpuReading:
+    """CPU time from now on: the stack's by component (bench_stack.cpu_seconds), this
+    harness process's own (its REST polling and memory sampling), and the machine's busy
+    time (everything, other work on the machine included)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.parts, self.busy, self.harness = cpu_seconds(stack), machine_busy_seconds(), _self()
+
+    def report(self, count: int, unit: str) -> str:
+        parts = cpu_seconds(self.stack)
+        parts.subtract(self.parts)
+        stack = sum(parts.values())
+        harness = _self() - self.harness
+        busy = machine_busy_seconds() - self.busy
+        shown = ", ".join(
+            f"{name} {seconds / count:.2f}"
+            for name, seconds in parts.most_common()
+            if seconds / count >= 0.005
+        )
+        return (
+            f"CPU s a {unit}: the stack {stack / count:.2f} ({shown}); this harness "
+            f"{harness / count:.2f}; the machine busy {busy / count:.2f} (all processes)"
+        )
+
+
+def _self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def year(
     stack: Stack,
     project: Project,
@@ -69,7 +103,9 @@ def year(
     project.run_driver("ingest", first - timedelta(days=1), before, env=env, root=stack.root)
 
     _fresh(project, stack, first, last)
+    cpu = _CpuReading(stack)
     wall, runs, peak = run_backfill(stack, first, last, active)
+    results.notes.append(f"year ({label}, {active} active): {cpu.report(days, 'run')}")
     failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
     for run_id in failed[:3]:  # each with its error (the first three)
         broken = [t for t in stack.tasks(run_id) if t["state"] != "success"]
@@ -92,13 +128,18 @@ def year(
     )
 
     _fresh(project, stack, first, last)
-    started, own = time.monotonic(), defaultdict(list)
+    started, own, cpu_alone = time.monotonic(), defaultdict(list), 0.0
     for k in range(days):
         day = first + timedelta(days=k)
-        _, steps = project.run_driver("all", day, params, env=env, root=stack.root)
+        measured, steps = project.run_driver("all", day, params, env=env, root=stack.root)
+        cpu_alone += measured.cpu
         for step, record in steps.items():
             own[step].append(record["seconds"])
     alone = time.monotonic() - started
+    results.notes.append(
+        f"year ({label}): one process a day: {cpu_alone / days:.2f} s of CPU a day "
+        "(the process, imports included)"
+    )
     results.add(
         Row(
             "year",

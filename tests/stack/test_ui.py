@@ -135,16 +135,7 @@ def test_backfill_from_the_ui_dialog_runs_three_days(live_dag: Stack, page: Page
     expect(page.get_by_text("Backfill generated").first).to_be_visible()
 
     # The scheduler makes the backfill's runs; other tests' backfills have other dates.
-    wanted = {(d + timedelta(days=1)).isoformat() for d in BACKFILL_DAYS}
-    deadline = time.monotonic() + 90
-    while True:
-        runs = stack.ok("GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill"})
-        runs = [
-            r for r in runs["dag_runs"] if pendulum_day(r["logical_date"]).isoformat() in wanted
-        ]
-        if len(runs) >= 3 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    runs = stack.backfill_runs([(d + timedelta(days=1)).isoformat() for d in BACKFILL_DAYS])
     assert len(runs) == 3, runs
     runs = [stack.wait_for_run(r["dag_run_id"], timeout=600) for r in runs]
     TIMINGS["backfill of 3 days from the UI dialog, wall time"] = (

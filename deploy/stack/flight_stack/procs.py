@@ -311,34 +311,54 @@ def _component_of(cmdline: str) -> str | None:
     return None
 
 
-def memory_by_component(cfg: Config, postmaster: int | None = None) -> dict[str, dict[str, int]]:
-    """Resident memory in KiB of each component: its main process (``main_kib``, RSS)
-    and all of its processes (the component's wrapper, LocalExecutor workers, Celery's
-    pool processes, the task processes they fork, api-server workers, parsing processes):
-    ``group_kib`` (RSS summed) and ``group_pss_kib`` (PSS summed, shared pages counted
-    once over the whole stack); and of supervisord and PostgreSQL (``postmaster``)."""
+def processes_by_component(
+    cfg: Config, postmaster: int | None = None
+) -> dict[str, tuple[int, list[int]]]:
+    """Each component's (main process, all of its processes): the component's wrapper,
+    LocalExecutor workers, Celery's pool processes, the task processes they fork,
+    api-server workers, parsing processes; also supervisord and PostgreSQL
+    (``postmaster`` and its backends)."""
     table = _children_table()
-    out = {}
-
-    def entry(main: int, members: list[int]) -> dict[str, int]:
-        return {
-            "processes": len(members),
-            "main_kib": _rss_kib(main),
-            "group_kib": sum(_rss_kib(p) for p in members),
-            "group_pss_kib": sum(_pss_kib(p) for p in members),
-        }
-
+    out: dict[str, tuple[int, list[int]]] = {}
     for pid in stack_pids(cfg):
         line = _cmdline(pid)
         if "supervisord" in line and _pgid(pid) == pid:
-            out["supervisord"] = entry(pid, [pid])
+            out["supervisord"] = (pid, [pid])
             continue
         name = _component_of(line)
         if name is None or _pgid(pid) != pid:  # the wrapper leads its component's group
             continue
         # The component's own process: the wrapper's child running it.
         main = next((c for c in table.get(pid, []) if _component_of(_cmdline(c))), pid)
-        out[name] = entry(main, [pid, *descendants(pid, table)])
+        out[name] = (main, [pid, *descendants(pid, table)])
     if postmaster is not None:
-        out["postgres"] = entry(postmaster, [postmaster, *table.get(postmaster, [])])
+        out["postgres"] = (postmaster, [postmaster, *table.get(postmaster, [])])
     return out
+
+
+def memory_by_component(cfg: Config, postmaster: int | None = None) -> dict[str, dict[str, int]]:
+    """Resident memory in KiB of each component (processes_by_component): its main
+    process (``main_kib``, RSS) and all of its processes: ``group_kib`` (RSS summed) and
+    ``group_pss_kib`` (PSS summed, shared pages counted once over the whole stack)."""
+    return {
+        name: {
+            "processes": len(members),
+            "main_kib": _rss_kib(main),
+            "group_kib": sum(_rss_kib(p) for p in members),
+            "group_pss_kib": sum(_pss_kib(p) for p in members),
+        }
+        for name, (main, members) in processes_by_component(cfg, postmaster).items()
+    }
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(own, reaped) CPU time of ``pid`` in clock ticks: its own user and system time,
+    and that of its children it has waited for (a LocalExecutor worker's task processes,
+    PostgreSQL's ended backends); (0, 0) once it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0, 0
+    # After the command: state is field 3 of stat(5), so utime (14) is index 11 here.
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return utime + stime, cutime + cstime
