@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         f"medians; steps: processed day {args.day}, {window}-day window; windows end "
         f"{end}; {time.monotonic() - t0:.0f} s in all."
     )
+    if args.stack_setting:  # a variant of the stack's settings: the run says which
+        settings += " Stack settings changed: " + "; ".join(f"`{s}`" for s in args.stack_setting)
     load = float(machine["load"].split(" / ")[0])
     if load > LOADED:
         settings += (
