@@ -47,8 +47,10 @@ def cpu_seconds(stack: Stack) -> Counter[str]:
     task process still running); ``<component> reaped`` the time of its processes'
     children that ended (the task processes, the DAG file parsers, PostgreSQL's
     backends). A process's time moves from "others" to its parent's "reaped" when it
-    ends, so between two readings with no task running the parts are exact, and the sum
-    always is (a process forked in between starts at zero)."""
+    ends, so between two readings with no task running the parts are exact, and their sum
+    is whenever each process that ends is waited for by a process of the stack (the
+    LocalExecutor's workers wait for their task processes, PostgreSQL for its backends;
+    a process forked in between starts at zero)."""
     cfg = settings.Config.from_env(stack.env)
     postmaster = postgres.Postgres(cfg).postmaster_pid()
     out: Counter[str] = Counter()

@@ -68,7 +68,7 @@ class _CpuReading:
         shown = ", ".join(
             f"{name} {seconds / count:.2f}"
             for name, seconds in parts.most_common()
-            if seconds / count >= 0.005
+            if abs(seconds / count) >= 0.005  # a part can fall: a process ended
         )
         return (
             f"CPU s a {unit}: the stack {stack / count:.2f} ({shown}); this harness "

@@ -91,8 +91,12 @@ class RestApi:
         """The backfill runs of ``dag_id`` on ``logical_days`` (YYYY-MM-DD), once the
         scheduler has made them all or ``timeout`` s have passed (then those it made)."""
         deadline = time.monotonic() + timeout
+        # Filtered by the server to the days' span (a page holds at most 100 runs), then
+        # to the days themselves.
+        span = {"logical_date_gte": f"{min(logical_days)}T00:00:00Z",
+                "logical_date_lte": f"{max(logical_days)}T23:59:59Z"}  # fmt: skip
         while True:
-            query = {"run_type": "backfill", "limit": 100}
+            query = {"run_type": "backfill", "limit": 100, **span}
             runs = self.ok("GET", f"/dags/{dag_id}/dagRuns", params=query)["dag_runs"]
             runs = [r for r in runs if r["logical_date"][:10] in logical_days]
             if len(runs) >= len(logical_days) or time.monotonic() > deadline:
