@@ -72,13 +72,20 @@ def _marked(data: bytes, value: str) -> bool:
     return data.startswith(needle) or b"\0" + needle in data
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command (index 0: the state, field 3 of
+    stat(5)); the command is cut at its last ')' since it may hold spaces and ')'. Empty
+    once the process has gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def _stat(pid: int) -> tuple[int, int, int] | None:
     """(parent pid, session id, start time in clock ticks) of a live, non-zombie process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in ("Z", "X"):
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in ("Z", "X"):
         return None
     return int(fields[1]), int(fields[3]), int(fields[19])
 
@@ -144,11 +151,8 @@ def _pss_kib(pid: int) -> int:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def _pgid(pid: int) -> int | None:
@@ -355,10 +359,9 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     """(own, reaped) CPU time of ``pid`` in clock ticks: its own user and system time,
     and that of its children it has waited for (a LocalExecutor worker's task processes,
     PostgreSQL's ended backends); (0, 0) once it has gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    fields = _stat_fields(pid)
+    if not fields:
         return 0, 0
-    # After the command: state is field 3 of stat(5), so utime (14) is index 11 here.
+    # utime is field 14 of stat(5), index 11 after the command.
     utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
     return utime + stime, cutime + cstime
