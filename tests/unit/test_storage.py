@@ -5,7 +5,11 @@ another fsspec file system (memory://). The S3 runs: tests/unit/test_storage_s3.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import tempfile
+import threading
+import time
 import uuid
 from datetime import date
 from pathlib import Path
@@ -191,3 +195,80 @@ def test_an_object_store_write_syncs_no_folder(monkeypatch: pytest.MonkeyPatch) 
     io.write_bytes(b"y", root / "b" / "c.json")
     storage.move_folder(root / "b", root / "d")
     assert (root / "d" / "c.json").read_bytes() == b"y"
+
+
+# --- the lock -----------------------------------------------------------------------------
+def _hold_in_turn(folder: storage.ArtifactPath, holders: int) -> list[int]:
+    """Run ``holders`` threads that each take ``storage.lock(folder)`` for a moment; the
+    number of holders seen inside at once, by each."""
+    inside: list[int] = []
+    seen: list[int] = []
+    start = threading.Barrier(holders)
+
+    def hold() -> None:
+        start.wait()
+        with storage.lock(folder):
+            inside.append(1)
+            seen.append(len(inside))
+            time.sleep(0.02)
+            inside.pop()
+
+    threads = [threading.Thread(target=hold) for _ in range(holders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a holder never got the lock"
+    return seen
+
+
+def test_a_lock_orders_its_holders_and_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    local = tmp_path / "root" / "runs" / "ds=2013-03-31"
+    remote = storage.locate("memory://bucket/runs/ds=2013-03-31")
+    for folder in (local, remote):
+        assert _hold_in_turn(folder, 6) == [1] * 6, folder
+    # The local lock is the folder itself; the object store's a file, deleted by its holder.
+    assert local.is_dir() and list(local.iterdir()) == []
+    assert list(temporary.iterdir()) == []
+
+
+def test_a_waiter_that_locked_a_deleted_lock_file_tries_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race made to happen: while this process waits for the lock, the holder deletes
+    # the file and a newcomer creates and locks a new one. The lock this process then gets
+    # is of a file no longer there: it must not count.
+    target = str(tmp_path / "flight-delays-lock-x")
+    real_flock = fcntl.flock
+    calls: list[int] = []
+
+    def flock_after_a_swap(fd: int, operation: int) -> None:
+        calls.append(os.fstat(fd).st_ino)
+        if len(calls) == 1:
+            os.unlink(target)
+            os.close(os.open(target, os.O_CREAT | os.O_RDONLY, 0o644))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_swap)
+    fd = storage._locked_file(target)
+    try:
+        assert len(calls) == 2 and calls[0] != calls[1]
+        assert os.fstat(fd).st_ino == os.stat(target).st_ino == calls[1]
+    finally:
+        os.close(fd)
+
+
+def test_a_link_planted_as_the_lock_file_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("not a lock")
+    target = tmp_path / "flight-delays-lock-y"
+    target.symlink_to(elsewhere)
+    with pytest.raises(OSError) as raised:
+        storage._locked_file(str(target))
+    assert raised.value.errno == errno.ELOOP
+    assert elsewhere.read_text() == "not a lock"

@@ -238,19 +238,51 @@ def lock(folder: ArtifactPath) -> Iterator[None]:
     behind. Object store: objects cannot be locked, so the lock is on a local file named
     after the URL in the system's temporary folder (readable by all: a read-only
     descriptor is enough to lock it): it orders the processes of one machine only
-    (docs/architecture.md, "Storage by URL").
+    (docs/architecture.md, "Storage by URL"). The holder deletes that file before it
+    lets go, so none is left behind either (:func:`_locked_file` says why that is safe).
     """
     if is_local(folder):
         folder.mkdir(parents=True, exist_ok=True)
-        target = str(folder)
-    else:
-        digest = hashlib.sha256(str(folder).encode()).hexdigest()[:32]
-        target = os.path.join(tempfile.gettempdir(), f"flight-delays-lock-{digest}")
-        with suppress(FileExistsError):
-            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o644))
-    fd = os.open(target, os.O_RDONLY)
+        fd = os.open(str(folder), os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+        return
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:32]
+    target = os.path.join(tempfile.gettempdir(), f"flight-delays-lock-{digest}")
+    fd = _locked_file(target)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        # Deleted while still held: a process that opened it meanwhile finds, once it gets
+        # the lock, that it holds a file no longer at ``target`` and tries again. Another
+        # user's file in a sticky /tmp cannot be deleted; it stays, and works as before.
+        with suppress(FileNotFoundError, PermissionError):
+            os.unlink(target)
+        os.close(fd)
+
+
+def _locked_file(target: str) -> int:
+    """A descriptor of the file at ``target`` (created if missing), locked, and still the
+    file at ``target`` once locked. A holder deletes the file before it lets go, so a
+    waiter may get the lock of a deleted file (or of one replaced since): it opens the
+    path again, until the file it locked is the one there. Only the holder of the file at
+    ``target`` deletes it, so at most one process at a time holds that file's lock."""
+    while True:
+        # O_NOFOLLOW: the temporary folder is shared; a link planted there is refused.
+        fd = os.open(target, os.O_CREAT | os.O_RDONLY | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                there = os.stat(target, follow_symlinks=False)
+            except FileNotFoundError:
+                there = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if there is not None and (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        os.close(fd)
