@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from flight_stack import health, postgres, procs, settings
+from flight_stack import health, postgres, preload, procs, settings
+from flight_stack.handle import PYTHON
 
 
 @pytest.fixture
@@ -216,6 +217,45 @@ def test_the_stack_names_its_celery_programs_by_their_command_line():
     assert procs._component_of("/usr/bin/redis-server 127.0.0.1:6380") == "redis"
     assert procs._component_of("python flight_stack/component.py python s3server.py") == "s3"
     assert procs._component_of("airflow scheduler") == "scheduler"
+
+
+BURNER = """
+import os, subprocess, sys, time
+
+def burn(seconds):  # CPU time, however loaded the machine is
+    while time.process_time() < seconds:
+        pass
+
+burn(0.3)
+if len(sys.argv) > 1:  # the parent: a child that burns more, waited for
+    subprocess.run([sys.executable, __file__], check=True)
+    print("done", flush=True)
+    sys.stdin.read()
+burn(0.6)
+"""
+
+
+def test_cpu_ticks_tells_a_process_own_time_from_its_reaped_childrens(tmp_path):
+    # The CPU accounting of the benchmark harness: a LocalExecutor worker's task processes
+    # are children it has waited for, so their time is in its "reaped" part, not its own.
+    script = tmp_path / "burner.py"
+    script.write_text(BURNER)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), "parent"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout.readline() == "done\n"
+        own, reaped = procs.cpu_ticks(parent.pid)
+        hz = os.sysconf("SC_CLK_TCK")
+        assert 0.25 * hz <= own < 0.6 * hz, (own, reaped, hz)  # its own 0.3 s, imports
+        assert reaped >= 0.55 * hz, (own, reaped, hz)  # the child's 0.6 s
+    finally:
+        parent.communicate("", timeout=30)
+    # Gone (and reaped by this test): nothing to count, not an error.
+    assert procs.cpu_ticks(parent.pid) == (0, 0)
 
 
 FAKE_SCHEDULER = """
@@ -779,3 +819,33 @@ def test_statsd_goes_to_the_configured_host_and_port(cfg, tmp_path):
     ):
         with pytest.raises(settings.StackError, match="FLIGHT_DELAYS_STACK_STATSD"):
             settings.Config.from_env(bad)
+
+
+# --- up's check of the forkserver's preload list --------------------------------------------
+def test_the_shipped_preload_list_imports_every_module(tmp_path):
+    # A library upgrade that renames a module would only cost the tasks time (the
+    # forkserver skips an ImportError); this says which one, before the stack's timings do.
+    cfg = settings.Config.from_env()
+    env = {**settings.clean_environ(), "AIRFLOW_HOME": str(tmp_path)}
+    for shared in (settings.SHARED_ENV, cfg.executor_env):
+        env.update(settings.parse_env(shared.read_text(), str(shared)))
+    assert env[preload.PRELOAD].count(",") >= 10
+    assert preload.start_check(env, PYTHON).result() == []
+
+
+def test_a_preload_module_that_breaks_is_named_before_airflow_starts(tmp_path):
+    (tmp_path / "needs_a_display.py").write_text("raise RuntimeError('no display\\n:0')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env[preload.PRELOAD] = "json, no_such_module_here ,needs_a_display,csv"
+    with pytest.raises(settings.StackError) as raised:
+        preload.start_check(env, PYTHON).result()
+    message = str(raised.value)
+    assert "importing needs_a_display (RuntimeError: no display :0) fails" in message
+    assert "forkserver" in message
+
+    # A missing module is skipped by the forkserver too: a warning, not an error.
+    env[preload.PRELOAD] = "json,no_such_module_here"
+    (warning,) = preload.start_check(env, PYTHON).result()
+    assert "no_such_module_here is not installed" in warning and "skipped" in warning
+    # No list (the Celery stack reads no executor-local.env): nothing to check.
+    assert preload.start_check({"PATH": os.environ["PATH"]}, PYTHON).result() == []

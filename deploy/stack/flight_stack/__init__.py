@@ -10,6 +10,7 @@ Modules, one per concern:
 - :mod:`.postgres`: the private PostgreSQL cluster, where it may live, its two databases;
 - :mod:`.supervisor`: supervisord, which runs and restarts PostgreSQL and the Airflow
   components;
+- :mod:`.preload`: `up`'s check that the forkserver's preload list imports;
 - :mod:`.repair`: `up` on a partly dead stack (programs stopped, supervisord killed);
 - :mod:`.procs`: finding the stack's processes in /proc and stopping them;
 - :mod:`.health`: Airflow's health report, is the stack up;

@@ -6,7 +6,8 @@
 starts supervisord (deploy/stack/supervisord.conf) in a session of its own, which runs
 PostgreSQL (127.0.0.1 only, TCP only); creates the metastore database `airflow` and the
 `warehouse` database and user, migrates the metastore, seeds the demo warehouse
-(idempotent), then has supervisord start scheduler, dag-processor, api-server and
+(idempotent), checks meanwhile that the forkserver's preload list imports (preload.py),
+then has supervisord start scheduler, dag-processor, api-server and
 triggerer, and waits until /api/v2/monitor/health reports every component healthy.
 supervisord restarts a program that dies, PostgreSQL included, as `restart: always` does
 in docker-compose.yaml. A second `up` repairs the running stack: it starts what is not
@@ -72,7 +73,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from . import repair, supervisor
+from . import preload, repair, supervisor
 from .health import health, healthy, log_sizes, wait_healthy, wait_workers
 from .postgres import Postgres, create_databases
 from .procs import (
@@ -262,6 +263,7 @@ def up(cfg: Config) -> int:
         say(f"starting PostgreSQL{extra} under supervisord (data in {pg.pgdata})")
         process = supervisor.start(cfg, env, pg)
         write_info(cfg, process.pid, pg.pgdata)
+        preloading = preload.start_check(env, str(venv / "python"))
         try:
             if not pg.wait_ready(120, lambda: process.poll() is None):
                 raise StackError(
@@ -269,6 +271,8 @@ def up(cfg: Config) -> int:
                     f"{_tail(cfg.logs / 'postgres.log')}"
                 )
             _start_databases(cfg, values, env)
+            for warning in preloading.result():
+                say(warning)
             say(f"starting {', '.join(cfg.database_programs)} under supervisord")
             launched = datetime.now().astimezone()
             worker_logs = log_sizes(cfg, WORKERS) if cfg.celery else {}
@@ -278,6 +282,7 @@ def up(cfg: Config) -> int:
             if healthy(report, since=launched) and cfg.celery:
                 waiting = wait_workers(cfg, process, worker_logs, cfg.up_timeout)
         except BaseException:
+            preloading.stop()
             say("stopping what was started")
             _stop_supervisor(cfg)
             repair.stop_all(cfg, pg, cfg.stop_timeout)
