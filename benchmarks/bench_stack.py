@@ -40,6 +40,12 @@ IDLE_LIMIT_MIB = 2.0e9 / bm.MIB  # 2.0 GB
 TICK = os.sysconf("SC_CLK_TCK")  # clock ticks a second, the unit of /proc/<pid>/stat
 
 
+def _located(stack: Stack) -> tuple[settings.Config, int | None]:
+    """The stack's settings and its postmaster's pid: what finds its processes."""
+    cfg = settings.Config.from_env(stack.env)
+    return cfg, postgres.Postgres(cfg).postmaster_pid()
+
+
 def cpu_seconds(stack: Stack) -> Counter[str]:
     """CPU time used so far by each component of the stack, in seconds, by part:
     ``<component>`` its main process's own time; ``<component> others`` the own time of
@@ -51,10 +57,8 @@ def cpu_seconds(stack: Stack) -> Counter[str]:
     is whenever each process that ends is waited for by a process of the stack (the
     LocalExecutor's workers wait for their task processes, PostgreSQL for its backends;
     a process forked in between starts at zero)."""
-    cfg = settings.Config.from_env(stack.env)
-    postmaster = postgres.Postgres(cfg).postmaster_pid()
     out: Counter[str] = Counter()
-    for name, (main, members) in procs.processes_by_component(cfg, postmaster).items():
+    for name, (main, members) in procs.processes_by_component(*_located(stack)).items():
         for pid in members:
             own, reaped = procs.cpu_ticks(pid)
             out[name if pid == main else f"{name} others"] += own / TICK
@@ -76,9 +80,7 @@ def resident_mib(stack: Stack) -> tuple[float, float]:
     lists). RSS counts a page shared by N processes N times (the LocalExecutor's workers
     share their forkserver's libraries, PostgreSQL's backends its shared buffers); PSS
     counts it once in all, which is what the stack takes from the machine."""
-    cfg = settings.Config.from_env(stack.env)
-    postmaster = postgres.Postgres(cfg).postmaster_pid()
-    parts = procs.memory_by_component(cfg, postmaster).values()
+    parts = procs.memory_by_component(*_located(stack)).values()
     rss = sum(part["group_kib"] for part in parts) / 1024
     return rss, sum(part["group_pss_kib"] for part in parts) / 1024
 
