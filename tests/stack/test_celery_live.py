@@ -3,9 +3,9 @@ broker, the metastore as the result backend, moto's S3 server holding every arti
 two Celery workers that share nothing on this machine but those, PostgreSQL and the
 parameters. One run triggered through the REST API and a 3-day backfill, then: every
 artifact the catalog names for those days is in the bucket and none is on a local disk,
-the tasks ran on both workers, and none took a file lock in its own temporary folder.
-Then two runs of one day, their `score` tasks on the two workers at once: the day lock
-(a PostgreSQL advisory lock) makes them score one after the other.
+and the tasks ran on both workers. Then two runs of one day, their `score` tasks on the
+two workers at once: the day lock (a PostgreSQL advisory lock) makes them score one after
+the other.
 
 Its own stack (``celery_stack`` in conftest.py), started only for this file, beside the
 default one; `down` at the end must leave nothing running (redis and the S3 server too)."""

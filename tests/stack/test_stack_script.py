@@ -822,6 +822,9 @@ def test_statsd_goes_to_the_configured_host_and_port(cfg, tmp_path):
 
 
 # --- up's check of the forkserver's preload list --------------------------------------------
+FORKSERVER = {"AIRFLOW__CORE__MP_START_METHOD": "forkserver"}
+
+
 def test_the_shipped_preload_list_imports_every_module(tmp_path):
     # A library upgrade that renames a module would only cost the tasks time (the
     # forkserver skips an ImportError); this says which one, before the stack's timings do.
@@ -829,23 +832,51 @@ def test_the_shipped_preload_list_imports_every_module(tmp_path):
     env = {**settings.clean_environ(), "AIRFLOW_HOME": str(tmp_path)}
     for shared in (settings.SHARED_ENV, cfg.executor_env):
         env.update(settings.parse_env(shared.read_text(), str(shared)))
-    assert env[preload.PRELOAD].count(",") >= 10
-    assert preload.start_check(env, PYTHON).result() == []
+    ((modules, components),) = preload.preload_lists(env).items()
+    assert len(modules) >= 10 and components == ["scheduler", "triggerer", "dag_processor"]
+    assert preload.start_check(env, PYTHON, cfg.root).result() == []
 
 
 def test_a_preload_module_that_breaks_is_named_before_airflow_starts(tmp_path):
-    (tmp_path / "needs_a_display.py").write_text("raise RuntimeError('no display\\n:0')\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    env[preload.PRELOAD] = "json, no_such_module_here ,needs_a_display,csv"
+    # In the folder the components run in, which is on the forkserver's import path.
+    (tmp_path / "needs_a_display.py").write_text(
+        "def connect():\n    raise RuntimeError('no display\\n:0')\n\nconnect()\n"
+    )
+    env = {**os.environ, **FORKSERVER}
+    env["AIRFLOW__CORE__MP_FORKSERVER_PRELOAD"] = "json, no_such_module_here ,needs_a_display,csv"
     with pytest.raises(settings.StackError) as raised:
-        preload.start_check(env, PYTHON).result()
+        preload.start_check(env, PYTHON, tmp_path).result()
     message = str(raised.value)
     assert "importing needs_a_display (RuntimeError: no display :0) fails" in message
-    assert "forkserver" in message
+    assert "forkserver" in message and "scheduler, triggerer, dag_processor" in message
+    assert "in connect" in message  # the traceback's tail: where the import broke
 
-    # A missing module is skipped by the forkserver too: a warning, not an error.
-    env[preload.PRELOAD] = "json,no_such_module_here"
-    (warning,) = preload.start_check(env, PYTHON).result()
-    assert "no_such_module_here is not installed" in warning and "skipped" in warning
-    # No list (the Celery stack reads no executor-local.env): nothing to check.
-    assert preload.start_check({"PATH": os.environ["PATH"]}, PYTHON).result() == []
+    # An ImportError is skipped by the forkserver too: a warning, not an error.
+    env["AIRFLOW__CORE__MP_FORKSERVER_PRELOAD"] = "json,no_such_module_here"
+    (warning,) = preload.start_check(env, PYTHON, tmp_path).result()
+    assert "no_such_module_here did not import" in warning and "skips it" in warning
+
+
+def test_the_preload_lists_are_resolved_as_airflow_resolves_them():
+    core = {"AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "json,csv"}
+    # No start method, or not forkserver: no forkserver, nothing preloaded.
+    assert preload.preload_lists(core) == {}
+    assert preload.preload_lists({**core, "AIRFLOW__CORE__MP_START_METHOD": "fork"}) == {}
+    # A component's own section wins over [core], for the method and for the list.
+    env = {
+        **core,
+        **FORKSERVER,
+        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": "json,decimal",
+        "AIRFLOW__TRIGGERER__MP_START_METHOD": "spawn",
+    }
+    assert preload.preload_lists(env) == {
+        ("json", "decimal"): ["scheduler"],
+        ("json", "csv"): ["dag_processor"],
+    }
+    # A check that cannot run says so, and leaves nothing running.
+    with pytest.raises(FileNotFoundError):
+        preload.start_check(env, "/nonexistent/python")
+    check = preload.start_check(env, PYTHON)
+    processes = [process for _components, process in check.running]
+    check.stop()
+    assert len(processes) == 2 and all(p.returncode is not None for p in processes)

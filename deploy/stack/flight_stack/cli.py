@@ -263,8 +263,9 @@ def up(cfg: Config) -> int:
         say(f"starting PostgreSQL{extra} under supervisord (data in {pg.pgdata})")
         process = supervisor.start(cfg, env, pg)
         write_info(cfg, process.pid, pg.pgdata)
-        preloading = preload.start_check(env, str(venv / "python"))
+        preloading = preload.PreloadCheck()
         try:
+            preloading = preload.start_check(env, str(venv / "python"), cfg.root)
             if not pg.wait_ready(120, lambda: process.poll() is None):
                 raise StackError(
                     f"PostgreSQL did not accept connections; {cfg.logs}/postgres.log:\n"

@@ -1,96 +1,142 @@
-"""`up`'s check of the forkserver's preload list ([core] mp_forkserver_preload).
+"""`up`'s check of the forkserver's preload list (Airflow's mp_forkserver_preload).
 
 The LocalExecutor's workers come from a multiprocessing forkserver that imports the
 listed modules first (deploy/executor-local.env). The forkserver skips a module that
 raises ImportError, but any other error while importing one ends it, and the scheduler
 then cannot start a worker: every task fails, and nothing names the module. So `up`
-imports the list in a fresh interpreter, in the same order and with the stack's settings,
-while PostgreSQL starts and the metastore migrates, and stops with the module's name and
-its error before it starts Airflow. A module that is missing (an upgrade renamed it) is
-only reported: the forkserver skips it too, and the tasks import what they need.
+imports each list in a fresh interpreter, in the same order, with the stack's settings and
+folder, while PostgreSQL starts and the metastore migrates, and stops with the module's
+name and its error before it starts Airflow. A module that does not import (ImportError:
+an upgrade renamed it) is only reported: the forkserver skips it too, and the tasks import
+what they need.
+
+The lists are resolved as Airflow resolves them for each component that sets its start
+method (airflow.utils.process_utils.set_component_mp_start_method): ``[<component>]``
+first, then ``[core]``, and only where the start method is ``forkserver``; from the
+environment variables the stack gives the components (it writes no airflow.cfg options).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .settings import StackError
 
-#: The environment variable that holds the list (Airflow's [core] mp_forkserver_preload).
-PRELOAD = "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD"
+#: The components that apply Airflow's start method and preload settings.
+COMPONENTS = ("scheduler", "triggerer", "dag_processor")
 
 # What the forkserver does with each name (multiprocessing.forkserver.main): __import__,
-# ImportError skipped. One line per module that did not import, tab-separated.
+# ImportError skipped. One line per module that did not import, tab-separated; the
+# traceback of a module that breaks goes to stderr.
 _IMPORT_EACH = """
-import sys
+import sys, traceback
 for name in sys.argv[1:]:
     try:
         __import__(name)
     except ImportError as error:
         print(f"missing\\t{name}\\t{error}", flush=True)
     except BaseException as error:
+        traceback.print_exc()
         detail = " ".join(f"{type(error).__name__}: {error}".split())
         print(f"broken\\t{name}\\t{detail}", flush=True)
         sys.exit(3)
 """
 
 
+def _setting(env: dict[str, str], section: str, option: str) -> str:
+    return env.get(f"AIRFLOW__{section.upper()}__{option.upper()}", "").strip()
+
+
+def preload_lists(env: dict[str, str]) -> dict[tuple[str, ...], list[str]]:
+    """Each distinct preload list of ``env``, with the components that would import it."""
+    lists: dict[tuple[str, ...], list[str]] = {}
+    for component in COMPONENTS:
+        method = _setting(env, component, "mp_start_method") or _setting(
+            env, "core", "mp_start_method"
+        )
+        if method != "forkserver":
+            continue
+        raw = _setting(env, component, "mp_forkserver_preload") or _setting(
+            env, "core", "mp_forkserver_preload"
+        )
+        modules = tuple(name.strip() for name in raw.split(",") if name.strip())
+        if modules:
+            lists.setdefault(modules, []).append(component)
+    return lists
+
+
 @dataclass
 class PreloadCheck:
-    """The import of the list, running; :meth:`result` waits for it."""
+    """The imports of the lists, running; :meth:`result` waits for them."""
 
-    process: subprocess.Popen[str] | None
-    modules: tuple[str, ...]
+    running: list[tuple[list[str], subprocess.Popen[str]]] = field(default_factory=list)
 
     def result(self, timeout: float = 300) -> list[str]:
-        """Warnings for modules that are missing; raises StackError naming the module
-        whose import fails otherwise (or the check itself, if it cannot run)."""
-        if self.process is None:
-            return []
+        """Warnings for modules that do not import; raises StackError naming a module
+        whose import fails otherwise (or the check itself, if it fails)."""
+        warnings: list[str] = []
         try:
-            out, err = self.process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.communicate()
-            raise StackError(
-                f"importing {PRELOAD} took over {timeout:.0f} s: {', '.join(self.modules)}"
-            ) from None
-        warnings, broken = [], []
-        for line in out.splitlines():
-            kind, name, detail = [*line.split("\t", 2), "", ""][:3]
-            if kind == "missing":
-                warnings.append(f"{PRELOAD}: {name} is not installed ({detail}); skipped")
-            elif kind == "broken":
-                broken.append(f"{name} ({detail})")
-        if broken or self.process.returncode != 0:
-            what = broken[0] if broken else f"the check exited {self.process.returncode}"
-            raise StackError(
-                f"{PRELOAD}: importing {what} fails, which would stop the forkserver the "
-                "scheduler starts its task workers from (deploy/executor-local.env)"
-                + (f"\n{err.strip()[-2000:]}" if err.strip() and not broken else "")
-            )
+            for components, process in self.running:
+                warnings += _outcome(components, process, timeout)
+        finally:
+            self.stop()
         return warnings
 
     def stop(self) -> None:
-        """End the check early (``up`` failed for another reason)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
+        """End what still runs (``up`` failed for another reason, or a check did)."""
+        for _components, process in self.running:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+        self.running = []
 
 
-def start_check(env: dict[str, str], python: str = sys.executable) -> PreloadCheck:
-    """Start importing the modules of ``env``'s preload list (none: nothing to check)."""
-    modules = tuple(name.strip() for name in env.get(PRELOAD, "").split(",") if name.strip())
-    if not modules:
-        return PreloadCheck(None, modules)
-    process = subprocess.Popen(
-        [python, "-c", _IMPORT_EACH, *modules],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    return PreloadCheck(process, modules)
+def _outcome(components: list[str], process: subprocess.Popen[str], timeout: float) -> list[str]:
+    whose = f"the forkserver preload list of the {', '.join(components)}"
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise StackError(f"importing {whose} took over {timeout:.0f} s") from None
+    warnings, broken = [], []
+    for line in out.splitlines():
+        kind, name, detail = [*line.split("\t", 2), "", ""][:3]
+        if kind == "missing":
+            warnings.append(f"{whose}: {name} did not import ({detail}); the forkserver skips it")
+        elif kind == "broken":
+            broken.append(f"{name} ({detail})")
+    trace = "\n".join(err.strip().splitlines()[-15:])
+    if broken:
+        raise StackError(
+            f"{whose}: importing {broken[0]} fails, which would stop the forkserver the task "
+            f"workers are started from (deploy/executor-local.env):\n{trace}"
+        )
+    if process.returncode != 0:
+        raise StackError(f"checking {whose} failed (exit {process.returncode}):\n{trace}")
+    return warnings
+
+
+def start_check(
+    env: dict[str, str], python: str = sys.executable, cwd: Path | None = None
+) -> PreloadCheck:
+    """Start importing each preload list of ``env`` (none: nothing to check), in ``cwd``
+    (the components' folder, which is on a ``python -c`` interpreter's import path)."""
+    check = PreloadCheck()
+    try:
+        for modules, components in preload_lists(env).items():
+            process = subprocess.Popen(
+                [python, "-c", _IMPORT_EACH, *modules],
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            check.running.append((components, process))
+    except BaseException:
+        check.stop()
+        raise
+    return check

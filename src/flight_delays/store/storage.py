@@ -257,11 +257,13 @@ def lock(folder: ArtifactPath) -> Iterator[None]:
         yield
     finally:
         # Deleted while still held: a process that opened it meanwhile finds, once it gets
-        # the lock, that it holds a file no longer at ``target`` and tries again. Another
-        # user's file in a sticky /tmp cannot be deleted; it stays, and works as before.
-        with suppress(FileNotFoundError, PermissionError):
-            os.unlink(target)
-        os.close(fd)
+        # the lock, that it holds a file no longer at ``target`` and opens it again. A file
+        # another user left in a sticky /tmp cannot be deleted: it stays, and still works.
+        try:
+            with suppress(FileNotFoundError, PermissionError):
+                os.unlink(target)
+        finally:
+            os.close(fd)
 
 
 def _locked_file(target: str) -> int:
@@ -269,10 +271,19 @@ def _locked_file(target: str) -> int:
     file at ``target`` once locked. A holder deletes the file before it lets go, so a
     waiter may get the lock of a deleted file (or of one replaced since): it opens the
     path again, until the file it locked is the one there. Only the holder of the file at
-    ``target`` deletes it, so at most one process at a time holds that file's lock."""
+    ``target`` deletes it, so at most one process at a time holds that file's lock.
+
+    An existing file is opened without O_CREAT: with ``fs.protected_regular`` (systemd's
+    default) the kernel refuses an O_CREAT open of another user's file in a sticky folder
+    such as /tmp, even read-only. O_NOFOLLOW: a link planted there is refused."""
     while True:
-        # O_NOFOLLOW: the temporary folder is shared; a link planted there is refused.
-        fd = os.open(target, os.O_CREAT | os.O_RDONLY | os.O_NOFOLLOW, 0o644)
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            try:
+                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:
+                continue  # created by another process in between: open that one
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             held = os.fstat(fd)
