@@ -56,10 +56,12 @@ def run_day(context: Any) -> Any:
     return predicted_day(dag_run.logical_date, dag_run.run_after, (dag_run.conf or {}).get("day"))
 
 
-def nightly_deadline(dag_run: Any) -> None:
+def nightly_deadline(dag_run: Any, try_number: int) -> None:
     """The night's deadline (docs/monitoring.md): a run on the clock (05:00 on P) checks
-    that the nightly run for P-1, dated 02:00 on P, has succeeded, and alerts if not."""
-    if dag_run.logical_date is None:
+    that the nightly run for P-1, dated 02:00 on P, has succeeded, and alerts if not.
+    Once per run: not on a retry or a cleared task (try 2 on), and not in a backfill,
+    whose runs are for mornings long past (each would alert)."""
+    if dag_run.logical_date is None or dag_run.run_type == "backfill" or try_number > 1:
         return
     local = pendulum.instance(dag_run.logical_date).in_timezone(TIMEZONE)
     nightly = local.set(hour=2, minute=0, second=0, microsecond=0)
@@ -69,13 +71,19 @@ def nightly_deadline(dag_run: Any) -> None:
 @recording_errors
 @fail_fast
 def predict(
-    root: str, conn: Any, run_id: str, dag_run: Any, params: dict, triggering_asset_events: Any
+    root: str,
+    conn: Any,
+    run_id: str,
+    dag_run: Any,
+    ti: Any,
+    params: dict,
+    triggering_asset_events: Any,
 ) -> dict:
     from flight_delays import predict
 
     started_by_champion = champion_day(triggering_asset_events)
     if started_by_champion is None:
-        nightly_deadline(dag_run)
+        nightly_deadline(dag_run, ti.try_number)
     day = predicted_day(
         dag_run.logical_date,
         dag_run.run_after,

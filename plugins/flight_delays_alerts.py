@@ -37,26 +37,50 @@ WEBHOOK_CONN_ID = "flight_delays_webhook"
 ERROR_XCOM_KEY = "flight_delays_error"
 #: Where the UI is when [api] base_url is not set (Airflow's own default port).
 DEFAULT_BASE_URL = "http://localhost:8080"
+#: Seconds the webhook's request may take unless its connection sets ``timeout``, and the
+#: registry's connection and statements: a failure alert runs in the dag-processor, which
+#: kills a callback after [dag_processor] dag_file_processor_timeout (50 s), so every part
+#: of it is bounded (the SMTP connection's own ``timeout`` extra, default 30 s, bounds a mail).
+WEBHOOK_TIMEOUT_S = 10.0
+REGISTRY_TIMEOUT_S = 5.0
+
+
+class ConnectionLookupError(RuntimeError):
+    """Airflow could not say whether a connection exists (the API or the secrets backend
+    failed): not the same as a connection that is not defined."""
 
 
 # --- connections and transports -------------------------------------------------------------
-def connection(conn_id: str) -> Any | None:
-    """The Airflow connection ``conn_id``, or None when it is not defined."""
+def _lookup(conn_id: str) -> Any | None:
+    """The Airflow connection ``conn_id``, None when it is not defined; raises
+    ConnectionLookupError when it cannot be looked up."""
     from airflow.sdk import BaseHook
 
     try:
         return BaseHook.get_connection(conn_id)
     except Exception as exc:  # AirflowNotFoundException, or no way to ask
-        if type(exc).__name__ != "AirflowNotFoundException":
-            log.warning("alert: cannot look up connection %s: %s", conn_id, exc)
+        if type(exc).__name__ == "AirflowNotFoundException":
+            return None
+        raise ConnectionLookupError(f"cannot look up connection {conn_id}: {exc}") from exc
+
+
+def connection(conn_id: str) -> Any | None:
+    """The Airflow connection ``conn_id``, or None when it is not defined or cannot be
+    looked up (logged): for showing whether alerts are on."""
+    try:
+        return _lookup(conn_id)
+    except ConnectionLookupError as exc:
+        log.warning("alert: %s", exc)
         return None
 
 
 class _Connections:
-    """The ``conn`` accessor of a task's context, for code outside a task (callbacks)."""
+    """The ``conn`` accessor of a task's context, for code outside a task (callbacks). A
+    lookup that fails raises, so that the registry is not taken from the settings instead
+    of the warehouse connection that may exist."""
 
     def get(self, conn_id: str) -> Any | None:
-        return connection(conn_id)
+        return _lookup(conn_id)
 
 
 def alert_connections() -> dict[str, bool]:
@@ -68,39 +92,69 @@ def alert_connections() -> dict[str, bool]:
 
 
 def transports(settings: Any) -> dict[str, Callable[[Any], None]]:
-    """One sender per alert connection that exists (none: alerts are only logged)."""
-    from flight_delays.monitor import alerts
-
-    found = alert_connections()
+    """One sender per alert connection that exists (none: alerts are only logged). A
+    connection that cannot be looked up gets a sender that fails with the reason, so the
+    alert says "not sent" and why, rather than "no alert connection"."""
     senders: dict[str, Callable[[Any], None]] = {}
-    if found["smtp"]:
-
-        def smtp(alert: Any) -> None:
-            from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-
-            SmtpNotifier(
-                to=[a.strip() for a in settings.alerts.mail_to.split(",") if a.strip()],
-                from_email=settings.alerts.mail_from,
-                subject=alerts.subject(alert),
-                html_content=alerts.html_body(alert),
-                smtp_conn_id=SMTP_CONN_ID,
-            ).notify({})
-
-        senders["smtp"] = smtp
-    if found["webhook"]:
-
-        def webhook(alert: Any) -> None:
-            from airflow.providers.http.notifications.http import HttpNotifier
-
-            HttpNotifier(
-                http_conn_id=WEBHOOK_CONN_ID,
-                method="POST",
-                json=alerts.webhook_payload(alert),
-                headers={"Content-Type": "application/json"},
-            ).notify({})
-
-        senders["webhook"] = webhook
+    for name, conn_id in (("smtp", SMTP_CONN_ID), ("webhook", WEBHOOK_CONN_ID)):
+        try:
+            conn = _lookup(conn_id)
+        except ConnectionLookupError as exc:
+            senders[name] = functools.partial(_unreachable, exc)
+            continue
+        if conn is not None:
+            senders[name] = (
+                _smtp(settings) if name == "smtp" else _webhook(_timeout(conn, WEBHOOK_TIMEOUT_S))
+            )
     return senders
+
+
+def _smtp(settings: Any) -> Callable[[Any], None]:
+    def send(alert: Any) -> None:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        from flight_delays.monitor import alerts
+
+        SmtpNotifier(
+            to=[a.strip() for a in settings.alerts.mail_to.split(",") if a.strip()],
+            from_email=settings.alerts.mail_from,
+            subject=alerts.subject(alert),
+            html_content=alerts.html_body(alert),
+            smtp_conn_id=SMTP_CONN_ID,
+        ).notify({})
+
+    return send
+
+
+def _webhook(timeout: float) -> Callable[[Any], None]:
+    def send(alert: Any) -> None:
+        from airflow.providers.http.notifications.http import HttpNotifier
+
+        from flight_delays.monitor import alerts
+
+        HttpNotifier(
+            http_conn_id=WEBHOOK_CONN_ID,
+            method="POST",
+            json=alerts.webhook_payload(alert),
+            headers={"Content-Type": "application/json"},
+            extra_options={"timeout": timeout},
+        ).notify({})
+
+    return send
+
+
+def _unreachable(error: Exception, _alert: Any) -> None:
+    raise error
+
+
+def _timeout(conn: Any, default: float) -> float:
+    """The connection's ``timeout`` extra in seconds (a URI's query gives a string), else
+    ``default``: the notifier's own options would override the connection's."""
+    try:
+        value = float(conn.extra_dejson.get("timeout") or default)
+    except (TypeError, ValueError):
+        return default
+    return value if value > 0 else default
 
 
 def _settings() -> Any:
@@ -115,9 +169,9 @@ def _registry_engine(settings: Any) -> Any | None:
     from flight_delays.store import db, registry
 
     # The tasks' rule (db.warehouse_url): the connection wins over the settings.
-    url = db.warehouse_url(_Connections()) or settings.registry_url
     try:
-        return registry.connect(url)
+        url = db.warehouse_url(_Connections()) or settings.registry_url
+        return registry.connect(url, timeout=REGISTRY_TIMEOUT_S)
     except Exception as exc:
         log.warning("alert: the registry is unreachable, the alert is not recorded: %s", exc)
         return None

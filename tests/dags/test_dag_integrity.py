@@ -8,7 +8,7 @@ import itertools
 import os
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import pendulum
@@ -99,6 +99,11 @@ def test_nightly_at_two_in_new_york(dag):
     assert type(timetable).__name__ == "CronTriggerTimetable"  # zero-length intervals
     assert timetable.expression == "0 2 * * *"
     assert timetable.timezone.name == "America/New_York"
+    # ingest.wait_until is checked against the end of the run this makes.
+    from flight_delays.store.config import NIGHTLY_RUN_ENDS
+
+    ends = datetime.combine(date(2013, 3, 16), time(2, 0)) + dag.dagrun_timeout
+    assert ends.time() == NIGHTLY_RUN_ENDS
 
 
 def test_every_task_passes_the_processed_day_and_root(dag):
@@ -316,8 +321,13 @@ def test_publish_is_skipped_when_the_champion_stayed(dag):
 
 
 class Run:
-    def __init__(self, logical_date=None, run_after=None) -> None:
-        self.logical_date, self.run_after = logical_date, run_after
+    def __init__(self, logical_date=None, run_after=None, run_type="scheduled") -> None:
+        self.logical_date, self.run_after, self.run_type = logical_date, run_after, run_type
+
+
+class Try:
+    def __init__(self, try_number: int = 1) -> None:
+        self.try_number = try_number
 
 
 class Event:
@@ -353,6 +363,7 @@ def test_the_prediction_task_serves_the_right_day(
         conn=NoConnections(),
         run_id="r",
         dag_run=dag_run,
+        ti=Try(),
         params={"day": None, **params},
         triggering_asset_events=triggering,
     )
@@ -373,9 +384,42 @@ def test_a_data_error_fails_the_prediction_at_once(predict_dag, monkeypatch):
             conn=NoConnections(),
             run_id="r",
             dag_run=Run(pendulum.datetime(2013, 3, 16, 5, tz="America/New_York")),
+            ti=Try(),
             params={"day": None},
             triggering_asset_events={},
         )
+
+
+@pytest.mark.parametrize(
+    ("run_type", "try_number", "checked"),
+    [("scheduled", 1, True), ("manual", 1, True), ("scheduled", 2, False), ("backfill", 1, False)],
+)
+def test_the_night_deadline_is_checked_once_a_run_and_never_in_a_backfill(
+    predict_dag, monkeypatch, run_type, try_number, checked
+):
+    # A retry or a cleared task would alert again, and a backfill for every past morning.
+    from flight_delays import predict
+
+    (task,) = predict_dag.tasks
+    module = sys.modules[task.python_callable.__module__]
+    asked = []
+    monkeypatch.setattr(module, "check_nightly_deadline", lambda *args: asked.append(args))
+    monkeypatch.setattr(predict, "run", lambda **kwargs: {"rows": 1})
+    morning = pendulum.datetime(2013, 3, 16, 5, tz="America/New_York")
+    task.python_callable(
+        root=task.op_kwargs["root"],
+        conn=NoConnections(),
+        run_id="r",
+        dag_run=Run(morning, run_type=run_type),
+        ti=Try(try_number),
+        params={"day": None},
+        triggering_asset_events={},
+    )
+    if checked:
+        ((_context, dag_id, nightly, day),) = asked
+        assert (dag_id, nightly.hour, day) == ("flight_delays", 2, date(2013, 3, 15))
+    else:
+        assert asked == []
 
 
 # --- alerts (docs/monitoring.md) -----------------------------------------------------------

@@ -110,6 +110,65 @@ def test_without_connections_the_alert_is_only_logged(project, caplog):
     assert latest()["delivery"] == "log only"
 
 
+def test_a_webhook_that_never_answers_is_given_up_after_its_timeout(project, monkeypatch):
+    # A failure alert runs in the dag-processor, which kills a callback after 50 s: a
+    # request that waits forever would lose the alert, mail and record included.
+    import json
+    import socket
+    import time
+
+    import flight_delays_alerts
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts connections, never reads or answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/alerts"
+        monkeypatch.setenv(
+            WEBHOOK_ENV, json.dumps({"conn_type": "http", "host": url, "extra": {"timeout": 1}})
+        )
+        started = time.monotonic()
+        result = flight_delays_alerts.dispatch(alert())
+        waited = time.monotonic() - started
+    assert result["channels"].startswith("webhook: not sent: ReadTimeout"), result
+    assert waited < 8, waited  # 1 s, not the 10 s default nor forever
+    assert latest()["channels"] == result["channels"]
+
+
+def test_the_webhook_timeout_is_the_connections_else_ten_seconds():
+    import flight_delays_alerts
+
+    class Conn:
+        def __init__(self, extra):
+            self.extra_dejson = extra
+
+    timeout = flight_delays_alerts._timeout
+    assert timeout(Conn({}), 10.0) == 10.0
+    assert timeout(Conn({"timeout": "2.5"}), 10.0) == 2.5  # a URI's query gives text
+    assert timeout(Conn({"timeout": "soon"}), 10.0) == 10.0
+    assert timeout(Conn({"timeout": 0}), 10.0) == 10.0
+
+
+def test_a_connection_that_cannot_be_looked_up_is_not_sent_with_the_reason(project, monkeypatch):
+    # Not "log only: no alert connection": nobody would know an alert was lost.
+    from airflow.sdk import BaseHook
+
+    import flight_delays_alerts
+
+    def api_down(conn_id):
+        raise ConnectionError(f"the API is down ({conn_id})")
+
+    monkeypatch.setattr(BaseHook, "get_connection", api_down)
+    result = flight_delays_alerts.dispatch(alert())
+    assert result["delivery"] != "log only", result
+    for name in ("smtp", "webhook"):
+        assert (
+            f"{name}: not sent: ConnectionLookupError: cannot look up connection"
+            in (result["channels"])
+        )
+    # Whether alerts are on (the Model reports page) says off, and logs why.
+    assert flight_delays_alerts.alert_connections() == {"smtp": False, "webhook": False}
+
+
 class FakeTI:
     def __init__(self, runs: dict[tuple[str, ...] | None, int]):
         self.runs, self.asked = runs, []

@@ -80,3 +80,30 @@ def test_without_the_connection_the_log_names_the_params_and_the_variable(caplog
     caplog.set_level(logging.INFO, logger="flight_delays.store.db")
     assert warehouse_url(_Conn(None)) is None
     assert "source.url" in caplog.text and "FLIGHT_DELAYS_SOURCE_URL" in caplog.text
+
+
+def test_a_timeout_bounds_the_connection_to_a_server_that_never_answers() -> None:
+    # A PostgreSQL host that accepts the TCP connection and then says nothing (a hung
+    # server): without a timeout libpq waits for ever; an alert's record must not.
+    import socket
+    import time
+
+    import pytest
+    from sqlalchemy.exc import OperationalError
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        engine = open_engine(f"postgresql+psycopg://u:p@127.0.0.1:{port}/registry", timeout=1)
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="timeout"):
+            engine.connect()
+        assert time.monotonic() - started < 8
+        engine.dispose()
+    # On SQLite the timeout is the busy timeout: how long a writer is waited for.
+    for timeout, busy_ms in ((2.5, 2500), (None, 60_000)):
+        sqlite = open_engine("sqlite://", timeout=timeout)
+        with sqlite.connect() as conn:
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar_one() == busy_ms
+        sqlite.dispose()

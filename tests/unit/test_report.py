@@ -39,3 +39,11 @@ def test_the_page_names_the_decision_and_its_reason(decision, label, css) -> Non
     assert f'<span class="{css}">{label}</span>' in page
     assert "the reason &lt;as recorded&gt;" in page  # escaped, never raw HTML
     assert f".{css}{{" in page  # the label has a style
+
+
+def test_a_model_card_without_its_row_count_still_draws_the_page() -> None:
+    # A card written by another version: a "?" where the count goes, not a ValueError.
+    page = report.render(_metrics(promoted=True), {}, [], {})
+    assert "<tr><th>Training rows</th><td>?</td></tr>" in page
+    page = report.render(_metrics(promoted=True), {"train_rows": 123456}, [], {})
+    assert "<tr><th>Training rows</th><td>123,456</td></tr>" in page

@@ -367,6 +367,8 @@ def dispatch(
     else:
         alert = alert.with_notes(*decision.notes(limit, noun))
         results: dict[str, str] = {}
+        if transports:  # a trace, should the process be killed while a transport hangs
+            log.warning("ALERT sending through %s: %s", ", ".join(transports), alert.summary)
         for name, send in transports.items():
             try:
                 send(alert)

@@ -131,7 +131,7 @@ def render(
     facts = [
         ("Processed day", day),
         ("Training days", f"{window.get('first_day', '?')} .. {window.get('last_day', '?')}"),
-        ("Training rows", f"{model_card.get('train_rows', '?'):,}"),
+        ("Training rows", _count(model_card.get("train_rows"))),
         ("Holdout days", f"{metrics['holdout_start']} .. {metrics['holdout_end']}"),
         ("Holdout rows", f"{metrics['holdout_rows']:,}"),
         ("Champion compared", champion.get("name", "?")),
@@ -162,3 +162,9 @@ def render(
 {figure_html}
 </body></html>
 """
+
+
+def _count(value: Any) -> str:
+    """A count with thousands separators; "?" when a card written by another version
+    lacks it (the page is still drawn)."""
+    return f"{value:,}" if isinstance(value, int) else "?"

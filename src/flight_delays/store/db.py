@@ -76,15 +76,23 @@ def sqlalchemy_url(url: str | URL) -> URL:
     return make_url(text)
 
 
-def open_engine(url: str | URL, create_dir: bool = False) -> Engine:
-    """A SQLAlchemy engine for ``url``; ``create_dir`` makes a SQLite file's folder."""
+def open_engine(url: str | URL, create_dir: bool = False, timeout: float | None = None) -> Engine:
+    """A SQLAlchemy engine for ``url``; ``create_dir`` makes a SQLite file's folder.
+
+    ``timeout`` (seconds; None: the drivers' own, unbounded for a PostgreSQL server that
+    does not answer): the longest a connection may take to open and a statement to run
+    on PostgreSQL, and a SQLite writer is waited for (default 60 s: concurrent tasks share
+    the file). For code that must not hang on the database: an alert's record."""
     parsed = sqlalchemy_url(url)
     path = sqlite_file(parsed)
     if path is not None and create_dir:
         path.parent.mkdir(parents=True, exist_ok=True)
     if parsed.get_backend_name() == "sqlite":
-        # Concurrent tasks share the file: wait for a writer instead of failing at once.
-        return create_engine(parsed, connect_args={"timeout": 60})
+        return create_engine(parsed, connect_args={"timeout": 60 if timeout is None else timeout})
+    if timeout is not None and parsed.get_backend_name() == "postgresql":
+        options = f"-c statement_timeout={round(timeout * 1000)}"
+        args = {"connect_timeout": max(1, round(timeout)), "options": options}
+        return create_engine(parsed, connect_args=args)
     return create_engine(parsed)
 
 

@@ -271,9 +271,10 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
-def connect(url: str) -> Engine:
-    """An engine for the registry at ``url``, its schema migrated to the newest revision."""
-    engine = open_engine(url, create_dir=True)
+def connect(url: str, timeout: float | None = None) -> Engine:
+    """An engine for the registry at ``url``, its schema migrated to the newest revision;
+    ``timeout``: :func:`flight_delays.store.db.open_engine`'s."""
+    engine = open_engine(url, create_dir=True, timeout=timeout)
     try:
         upgrade(engine)
     except SQLAlchemyError as exc:
