@@ -689,7 +689,9 @@ def read_monitoring(engine: Any, root: Any) -> dict[str, Any]:
     if registry.current_revision(engine) is None:
         return {"champion": None, "newest_day": None, "quarantined_rows": None,
                 "served": [], "drift": read_drift(engine, None), "last_alert": None}  # fmt: skip
-    frame = registry.history(engine)
+    # Scraped every few seconds: the columns read below, not the runs' JSON payloads.
+    columns = ["processed_day", "decision", "model_sha256", "challenger_mae", "baseline_mae"]
+    frame = registry.history(engine, columns)
     runs = [
         {
             "processed_day": _day(run["processed_day"]),

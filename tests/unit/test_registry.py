@@ -84,6 +84,15 @@ def test_promotion_moves_the_champion_and_a_stale_version_writes_nothing(tmp_pat
     assert kept is not None
     assert registry.current_champion(engine).processed_day == date(2013, 3, 1)
     assert list(registry.history(engine)["decision"]) == ["promoted", "kept"]
+    # A reader that asks for some columns gets those, in the same order of runs.
+    narrow = registry.history(engine, ["processed_day", "decision"])
+    assert list(narrow.columns) == ["processed_day", "decision"]
+    assert narrow.to_dict("records") == [
+        {"processed_day": date(2013, 3, 1), "decision": "promoted"},
+        {"processed_day": date(2013, 3, 2), "decision": "kept"},
+    ]
+    with pytest.raises(KeyError):
+        registry.history(engine, ["no_such_column"])
 
 
 def test_one_row_per_run_a_second_record_returns_the_first_and_writes_nothing(tmp_path):

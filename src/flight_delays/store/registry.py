@@ -37,7 +37,7 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -355,12 +355,15 @@ def find_challenger(engine: Engine, day: date, run_id: str) -> Challenger | None
     return Challenger(**row) if row is not None else None
 
 
-def history(engine: Engine) -> pd.DataFrame:
-    """Every recorded run, oldest processed day first (ties: recording order)."""
-    query = select(MODEL_RUNS).order_by(MODEL_RUNS.c.processed_day, MODEL_RUNS.c.id)
+def history(engine: Engine, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every recorded run, oldest processed day first (ties: recording order): all its
+    columns, or only ``columns`` (a reader polled often, such as the metrics route, leaves
+    the JSON payloads out: they are most of a row)."""
+    chosen = list(MODEL_RUNS.c) if columns is None else [MODEL_RUNS.c[c] for c in columns]
+    query = select(*chosen).order_by(MODEL_RUNS.c.processed_day, MODEL_RUNS.c.id)
     with engine.connect() as conn:
-        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=MODEL_RUNS.c.keys())
-    return frame
+        rows = conn.execute(query).mappings().all()
+    return pd.DataFrame(rows, columns=[c.key for c in chosen])
 
 
 # --- writes ------------------------------------------------------------------------------
