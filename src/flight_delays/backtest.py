@@ -249,6 +249,7 @@ def serve_week(
             margin=settings.served_margin,
             bad_days=settings.served_bad_days,
             days=settings.served_days,
+            min_flights=settings.served_min_flights,
             champion_name=promotion.champion_name(state.champion_day),
         )
         if base.day >= run_day:

@@ -87,7 +87,7 @@ def small_settings(tmp_path, window_days: int = 8, holdout_days: int = 2) -> Set
         ingest=IngestSettings(window_days=window_days),
         split=SplitSettings(holdout_days=holdout_days, recent_days=2, history_days=4),
         train=TrainSettings(max_iter=20, min_samples_leaf=10, max_leaf_nodes=7),
-        score=ScoreSettings(within_minutes=15.0, promotion_margin=0.01),
+        score=ScoreSettings(within_minutes=15.0, promotion_margin=0.01, served_min_flights=1),
     )
 
 
@@ -415,7 +415,8 @@ def test_after_a_step_down_the_baseline_serves_again(monkeypatch, tmp_path):
 
 # --- the served days, one morning at a time ---------------------------------------------
 W = [date(2013, 11, 12) + timedelta(days=k) for k in range(4)]  # the run's day is W[3]
-SERVED = ScoreSettings(served_margin=0.1, served_bad_days=2, served_days=2)
+# The inline days hold a handful of flights each: every one is judged.
+SERVED = ScoreSettings(served_margin=0.1, served_bad_days=2, served_days=2, served_min_flights=1)
 
 
 def errors(maes, flights=10):

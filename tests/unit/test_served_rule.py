@@ -77,9 +77,25 @@ def test_later_days_and_duplicates_are_ignored_and_the_rule_is_idempotent():
     assert not served_step_down([day(-1, 9.0), day(0, 13.0), day(0, 13.0)], D, **RULE).step_down
 
 
+def test_a_day_scored_on_too_few_flights_is_skipped_never_counted():
+    # A morning whose schedule was only partly loaded served 12 flights: too few to judge.
+    few = {**RULE, "min_flights": 50}
+    verdict = served_step_down([day(-1, 13.0), day(0, 30.0, flights=12)], D, **few)
+    assert not verdict.step_down
+    assert "skipped, 12 served flights scored, fewer than the 50 needed" in verdict.reason
+    # Nor does it count among the last N days: D-1 was such a day, so the last 3 counted
+    # are D-3, D-2 and D, of which only D is bad.
+    history = [day(-3, 9.0), day(-2, 9.0), day(-1, 30.0, flights=12), day(0, 13.0)]
+    assert not served_step_down(history, D, **few).step_down
+    assert served_step_down(history, D, **RULE).step_down  # counted by default (1 flight)
+    # At the threshold a day is judged.
+    assert served_step_down([day(-1, 13.0), day(0, 13.0, flights=50)], D, **few).step_down
+
+
 @pytest.mark.parametrize(
     "params", [{"margin": 0.1, "bad_days": 0, "days": 3}, {"margin": 0.1, "bad_days": 4, "days": 3},
-               {"margin": -0.1, "bad_days": 1, "days": 1}]
+               {"margin": -0.1, "bad_days": 1, "days": 1},
+               {"margin": 0.1, "bad_days": 1, "days": 1, "min_flights": 0}]
 )  # fmt: skip
 def test_bad_parameters_are_refused(params):
     with pytest.raises(ValueError):

@@ -202,6 +202,7 @@ def served_step_down(
     margin: float,
     bad_days: int,
     days: int,
+    min_flights: int = 1,
     champion_name: str = "champion",
 ) -> Decision:
     """Rule 5: whether the champion model steps down after the night of ``day``.
@@ -213,12 +214,16 @@ def served_step_down(
     ``margin`` (:meth:`ServedScore.worse_by`) and ``day`` itself is one of them (a step
     down acts on new evidence: the night whose score tips the count). A day with no
     served flights (a gap: nothing was served, or no served flight arrived) is skipped
-    with a reason and never counted, as good or as bad. Never promotes.
+    with a reason and never counted, as good or as bad; so is a day scored on fewer than
+    ``min_flights`` flights (the prediction run read a schedule only partly loaded): too
+    few to judge a champion on. Never promotes.
     """
     if not 1 <= bad_days <= days:
         raise ValueError(f"need 1 <= bad_days <= days, got {bad_days} of {days}")
     if not (margin >= 0 and math.isfinite(margin)):
         raise ValueError(f"margin must be finite and >= 0, got {margin}")
+    if min_flights < 1:
+        raise ValueError(f"min_flights must be >= 1, got {min_flights}")
     by_day: dict[date, ServedScore] = {}
     for score in history:
         if score.day <= day:
@@ -230,7 +235,15 @@ def served_step_down(
             f"served score of {day.isoformat()}: skipped, no served predictions were scored "
             f"for the day (never counted as a zero); {champion_name} stays",
         )
-    recent = [s for s in sorted(by_day.values(), key=lambda s: s.day) if s.usable][-days:]
+    if today.flights < min_flights:
+        return Decision(
+            False,
+            f"served score of {day.isoformat()}: skipped, {today.flights} served flights "
+            f"scored, fewer than the {min_flights} needed to judge the day (never counted); "
+            f"{champion_name} stays",
+        )
+    counted = [s for s in by_day.values() if s.usable and s.flights >= min_flights]
+    recent = sorted(counted, key=lambda s: s.day)[-days:]
     bad = [s for s in recent if s.worse_by(margin)]
     change = today.served_mae / today.baseline_mae - 1 if today.baseline_mae > 0 else 0.0
     status = (

@@ -212,6 +212,7 @@ def served_verdict(
         margin=settings.served_margin,
         bad_days=settings.served_bad_days,
         days=settings.served_days,
+        min_flights=settings.served_min_flights,
         champion_name=promotion.champion_name(champion.processed_day),
     )
 

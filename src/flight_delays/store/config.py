@@ -195,6 +195,9 @@ class ScoreSettings:
     served_margin: float = 0.08
     served_bad_days: int = 1
     served_days: int = 1
+    # A served day scored on fewer flights is not judged (a schedule only partly loaded
+    # when the predictions were made). 2013's fewest is 291 (the blizzard of 2013-02-09).
+    served_min_flights: int = 100
 
     def __post_init__(self) -> None:
         if not self.within_minutes >= 0:
@@ -207,6 +210,10 @@ class ScoreSettings:
             raise ConfigError(f"score.served_margin must be in [0, 10), got {self.served_margin}")
         if self.served_days < 1:
             raise ConfigError(f"score.served_days must be >= 1, got {self.served_days}")
+        if self.served_min_flights < 1:
+            raise ConfigError(
+                f"score.served_min_flights must be >= 1, got {self.served_min_flights}"
+            )
         if not 1 <= self.served_bad_days <= self.served_days:
             raise ConfigError(
                 f"score.served_bad_days must be in [1, score.served_days = {self.served_days}],"
