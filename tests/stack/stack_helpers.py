@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 import socket
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -28,6 +29,10 @@ from flight_delays.store import artifacts
 from flight_delays.store.config import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[2]
+# The days a backfill command makes runs for, as the docs tests read them.
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+from doc_blocks import backfill_logical_days as backfill_logical_days  # noqa: E402
+
 TZ = "America/New_York"
 
 # Short enough to run in seconds, long enough to train on (as tests/e2e).

@@ -23,7 +23,15 @@ import pendulum
 import pytest
 from flight_stack import procs, settings
 from sqlalchemy import Engine
-from stack_helpers import DAG_ID, PYTHON, TIMINGS, TZ, Stack, run_path
+from stack_helpers import (
+    DAG_ID,
+    PYTHON,
+    TIMINGS,
+    TZ,
+    Stack,
+    backfill_logical_days,
+    run_path,
+)
 
 from flight_delays.store import artifacts, registry
 from flight_delays.store.db import open_engine
@@ -133,11 +141,12 @@ def test_a_run_and_a_backfill_keep_every_artifact_in_the_bucket_and_use_both_wor
     TIMINGS["celery: trigger (REST) to success, one run"] = f"{time.monotonic() - started:.1f} s"
 
     started = time.monotonic()
-    stack.airflow(
-        "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2013-03-21",
-        "--to-date", "2013-03-24",
-    )  # fmt: skip
-    made = stack.backfill_runs(["2013-03-21", "2013-03-22", "2013-03-23"])
+    command = ("backfill", "create", "--dag-id", DAG_ID,
+               "--from-date", "2013-03-21", "--to-date", "2013-03-24")  # fmt: skip
+    stack.airflow(*command)
+    made = stack.backfill_runs(
+        [day.isoformat() for day in backfill_logical_days(" ".join(command))]
+    )
     assert len(made) == 3, made
     runs += [stack.wait_for_run(r["dag_run_id"], timeout=900) for r in made]
     TIMINGS["celery: backfill of 3 days, wall time"] = f"{time.monotonic() - started:.1f} s"

@@ -17,6 +17,7 @@ from stack_helpers import (
     TIMINGS,
     TZ,
     Stack,
+    backfill_logical_days,
     check_day,
     fingerprint,
     run_path,
@@ -167,16 +168,17 @@ def test_backfill_of_three_days_leaves_one_artifact_set_per_day(live_dag: Stack)
     started = time.monotonic()
     # Runs at 02:00 on 21, 22 and 23 March (to-date is midnight, so not the 24th's run):
     # they process the flight days 20, 21 and 22 March.
-    stack.airflow(
-        "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2013-03-21",
-        "--to-date", "2013-03-24",
-    )  # fmt: skip
-    runs = stack.backfill_runs(["2013-03-21", "2013-03-22", "2013-03-23"])
+    command = ("backfill", "create", "--dag-id", DAG_ID,
+               "--from-date", "2013-03-21", "--to-date", "2013-03-24")  # fmt: skip
+    stack.airflow(*command)
+    logical = backfill_logical_days(" ".join(command))
+    runs = stack.backfill_runs([day.isoformat() for day in logical])
     assert len(runs) == 3, runs
     runs = [stack.wait_for_run(run["dag_run_id"], timeout=420) for run in runs]
     TIMINGS["backfill of 3 days, wall time"] = f"{time.monotonic() - started:.1f} s"
     days = sorted(ny(r["logical_date"]).date() - timedelta(days=1) for r in runs)
     assert days == [date(2013, 3, 20), date(2013, 3, 21), date(2013, 3, 22)]
+    assert days == [day - timedelta(days=1) for day in logical]
     for run in runs:
         day = ny(run["logical_date"]).date() - timedelta(days=1)
         assert rendered_day(stack, run["dag_run_id"], "chart") == day.isoformat()
@@ -186,8 +188,9 @@ def test_backfill_of_three_days_leaves_one_artifact_set_per_day(live_dag: Stack)
     changed = sorted(name for name, value in before.items() if after.get(name) != value)
     assert not changed, f"the backfill overwrote or removed artifacts of other days: {changed}"
     new_days = {name.split("ds=")[1][:10] for name in set(after) - set(before)}
-    assert {"2013-03-20", "2013-03-21", "2013-03-22"} <= new_days
-    for day in ("2013-03-20", "2013-03-21", "2013-03-22"):
+    processed = [day.isoformat() for day in days]
+    assert set(processed) <= new_days
+    for day in processed:
         outputs = [n for n in after if n.startswith(f"data/output/ds={day}/")]
         assert sorted(Path(n).name for n in outputs) == ["metrics.json", "predictions.parquet"]
 
