@@ -46,8 +46,8 @@ def trigger(stack: Stack, day: date) -> dict:
 
 def wait_for_run_of(stack: Stack, event_id: int, timeout: float = 240) -> dict:
     """The prediction run that consumed the asset event ``event_id``, once it succeeded.
-    (An earlier champion event, e.g. of a scheduled run while the DAG was paused, starts
-    a run of its own when the DAG is unpaused.)"""
+    (An event made while the DAG was paused started no run: Airflow queues asset events
+    only for unpaused DAGs.)"""
     deadline = time.monotonic() + timeout
     while True:
         runs = stack.ok(

@@ -238,6 +238,27 @@ def test_rollback_restores_the_previous_champion_and_records_why(tmp_path, capsy
     engine.dispose()
 
 
+def test_each_rollback_goes_one_champion_further_back(tmp_path):
+    engine = registry.connect(url_in(tmp_path))
+    days = [date(2013, 3, 1), date(2013, 3, 8), date(2013, 3, 15)]
+    for k, day in enumerate(days):
+        promoted_with_model(engine, tmp_path, day, 15.0 - k)
+    # Not back to 03-15 on the second: the rollback into 03-08 is not its promotion.
+    assert registry.rollback(engine, "03-15 decayed").processed_day == days[1]
+    assert registry.rollback(engine, "03-08 too").processed_day == days[0]
+    assert registry.rollback(engine, "and 03-01").kind == "baseline"
+    engine.dispose()
+
+
+def test_a_rollback_to_a_day_that_is_no_date_is_named(tmp_path, capsys):
+    args = ["rollback", "--url", url_in(tmp_path), "--to", "2013-13-01", "--reason", "x"]
+    with pytest.raises(SystemExit) as exited:
+        registry.main(args)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--to: expected a day YYYY-MM-DD or 'baseline', got '2013-13-01'" in err
+
+
 def test_rollback_refuses_a_changed_model_file_and_leaves_the_champion(tmp_path):
     engine = registry.connect(url_in(tmp_path))
     first = date(2013, 3, 1)

@@ -623,9 +623,12 @@ def _rollback_target(conn: Any, current: int | None, to_day: date | None) -> int
         return int(target[0])
     if current is None:
         raise RegistryError("the baseline is the champion: there is no earlier champion")
+    # The champion before the current one: the one its promotion replaced. Not a rollback
+    # that made it champion again: a second rollback would return to the model the first
+    # one rolled back from, instead of going one further back.
     move = conn.execute(
         select(CHAMPION_MOVES.c.previous_run_pk)
-        .where(CHAMPION_MOVES.c.run_pk == current)
+        .where(CHAMPION_MOVES.c.run_pk == current, CHAMPION_MOVES.c.kind != "rollback")
         .order_by(CHAMPION_MOVES.c.id.desc())
     ).first()
     if move is not None:
@@ -666,6 +669,12 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument("--to", help="YYYY-MM-DD (its newest promoted run) or 'baseline'")
             cmd.add_argument("--reason", required=True, help="recorded with the move")
     args = parser.parse_args(argv)
+    to_day = None
+    if args.command == "rollback" and args.to and args.to != "baseline":
+        try:
+            to_day = parse_day(args.to)
+        except ValueError:
+            parser.error(f"--to: expected a day YYYY-MM-DD or 'baseline', got {args.to!r}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     url = args.url or load_settings().registry_url
     try:
@@ -676,6 +685,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show":
         champion = current_champion(engine)
         print(f"champion: {champion.kind} {champion.processed_day or ''}".rstrip())
+        if args.command == "rollback":
+            # A command outside Airflow: no champion event starts a prediction run.
+            print(
+                "the prediction DAG serves it from its next run (05:00 New York time); to "
+                "serve it now: airflow dags trigger flight_delays_predict --conf "
+                "'{\"day\": \"YYYY-MM-DD\"}'"
+            )
         columns = ["processed_day", "challenger_mae", "champion_mae", "baseline_mae", "decision"]
         print(history(engine)[columns].to_string(index=False))
         moves = champion_moves(engine)
@@ -683,13 +699,12 @@ def main(argv: list[str] | None = None) -> int:
             print("champion moves:")
             print(moves.drop(columns="id").to_string(index=False))
     if args.command == "rollback":
-        to = args.to
         try:
             champion = rollback(
                 engine,
                 args.reason,
-                to_day=parse_day(to) if to and to != "baseline" else None,
-                baseline=to == "baseline",
+                to_day=to_day,
+                baseline=args.to == "baseline",
                 root=project_paths().root,  # the artifact root the models are stored under
             )
         except RegistryError as exc:
@@ -698,6 +713,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             engine.dispose()
         print(f"champion: {champion.kind} {champion.processed_day or ''}".rstrip())
+        if args.command == "rollback":
+            # A command outside Airflow: no champion event starts a prediction run.
+            print(
+                "the prediction DAG serves it from its next run (05:00 New York time); to "
+                "serve it now: airflow dags trigger flight_delays_predict --conf "
+                "'{\"day\": \"YYYY-MM-DD\"}'"
+            )
     engine.dispose()
     return 0
 
