@@ -690,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 "the prediction DAG serves it from its next run (05:00 New York time); to "
                 "serve it now: airflow dags trigger flight_delays_predict --conf "
-                "'{\"day\": \"YYYY-MM-DD\"}'"
+                '\'{"day": "YYYY-MM-DD"}\''
             )
         columns = ["processed_day", "challenger_mae", "champion_mae", "baseline_mae", "decision"]
         print(history(engine)[columns].to_string(index=False))
@@ -718,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 "the prediction DAG serves it from its next run (05:00 New York time); to "
                 "serve it now: airflow dags trigger flight_delays_predict --conf "
-                "'{\"day\": \"YYYY-MM-DD\"}'"
+                '\'{"day": "YYYY-MM-DD"}\''
             )
     engine.dispose()
     return 0
