@@ -202,6 +202,24 @@ def test_too_many_broken_rows_refuse_the_day_naming_check_count_and_place(
     assert len(quarantine(root)) == broken
 
 
+def test_a_refused_day_fetched_again_once_fixed_keeps_no_stale_quarantine(
+    root: Path, url: str
+) -> None:
+    sql(url, f"UPDATE flights SET arr_delay = 9999 WHERE local_date = '{ISO}' AND origin = 'JFK'")
+    with pytest.raises(contracts.QuarantineShareError):
+        ingest.run(DAY, root=root, source_url=url)
+    assert len(quarantine(root)) > 0
+    # Fixed at the source: the day is fetched again and every flight is kept. The refused
+    # fetch's rows must not stay beside a summary that counts none (they would be
+    # counted twice: in the partition and in the quarantine).
+    sql(url, f"UPDATE flights SET arr_delay = 5 WHERE arr_delay = 9999 AND local_date = '{ISO}'")
+    ingest.run(DAY, root=root, source_url=url)
+    folder = root / "data" / "interim" / "quarantine" / f"ds={ISO}"
+    assert not (folder / "flights.parquet").exists()
+    assert json.loads((folder / "summary.json").read_text())["quarantined"] == 0
+    assert len(raw(root, "flights.parquet")) == len(source_rows(url, "flights"))
+
+
 def test_broken_weather_rows_alone_can_refuse_the_day(root: Path, url: str) -> None:
     # Every flight of the day is sound; every weather row has an hour out of range. The
     # weather rows are about 7 % of the day's rows, over the 2 % limit: the day is refused

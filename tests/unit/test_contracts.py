@@ -62,6 +62,10 @@ BROKEN = [
     ({"dest": ["or", "LAX"]}, "dest_code", "dest 'or' is not a three-letter airport code"),
     ({"flight": ["12a", 2]}, "not_a_number", "flight '12a' is not a number"),
     ({"flight": [1.5, 2]}, "not_whole", "flight 1.5 is not a whole number"),
+    ({"flight": ["inf", 2]}, "not_a_number", "flight 'inf' is not a number"),
+    ({"arr_delay": [float("-inf"), None]}, "not_a_number", "arr_delay -inf is not a number"),
+    # Not cast to a wrong integer (1e30 became -9223372036854775808, kept).
+    ({"distance": [1e30, 719]}, "whole_range", "is beyond the whole numbers stored exactly"),
     ({"carrier": [None, "AA"]}, "required_null", "carrier is null"),
     ({"local_date": [date(2013, 7, 6), DAY]}, "other_day", "is not the fetched day"),
     ({"air_time": [0.0, None]}, "air_time_bounds", "air_time 0 minutes"),

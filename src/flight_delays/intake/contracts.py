@@ -65,6 +65,14 @@ _KINDS = {"datetime64[ns]": "date", "int64": "number", "float64": "number", "str
 _WHOLE = pa.Check(
     lambda s: s == s.round(), name="not_whole", error="{column} {value} is not a whole number"
 )
+#: A whole number a float64 holds exactly, and the int64 column then: a larger one (1e30)
+#: would be cast to a wrong integer without a word.
+MAX_WHOLE = 2**53
+_WHOLE_RANGE = pa.Check(
+    lambda s: s.abs() <= MAX_WHOLE,
+    name="whole_range",
+    error="{column} {value} is beyond the whole numbers stored exactly (±2^53)",
+)
 _HHMM = pa.Check(
     lambda s: (s.between(0, 2359) & (s % 100 < 60)) | (s == 2400),
     name="hhmm",
@@ -81,7 +89,9 @@ _DELAY = pa.Check.in_range(
 def _integer(*checks: pa.Check, nullable: bool = False) -> pa.Column:
     """A column of whole numbers: int64, or float64 when it may be null (NaN), as the
     partitions store it."""
-    return pa.Column("float64" if nullable else "int64", [_WHOLE, *checks], nullable=nullable)
+    return pa.Column(
+        "float64" if nullable else "int64", [_WHOLE, _WHOLE_RANGE, *checks], nullable=nullable
+    )
 
 
 def _day() -> pa.Column:
@@ -401,7 +411,9 @@ def _convert(values: pd.Series, kind: str) -> pd.Series:
         inside = parsed.isna() | ((parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max))
         return parsed.where(inside).astype("datetime64[ns]").dt.normalize()
     if kind == "number":
-        return pd.to_numeric(values, errors="coerce").astype("float64")
+        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+        # "inf" and "-inf" parse as numbers, and no column of the contract holds one.
+        return numbers.where(np.isfinite(numbers) | numbers.isna())
     return values
 
 

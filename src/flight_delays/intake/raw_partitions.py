@@ -311,8 +311,14 @@ def _freeze(
         (artifacts.QUARANTINE_FLIGHTS, flights),
         (artifacts.QUARANTINE_WEATHER, weather),
     ):
+        target = entry.path(paths.root, day)
         if len(part.quarantine):
-            io.write_parquet(part.quarantine, entry.path(paths.root, day))
+            io.write_parquet(part.quarantine, target)
+        elif target.exists():
+            # An earlier fetch of the day (refused, fixed at the source since) left rows
+            # that this fetch kept: beside the new summary they would be counted twice.
+            storage.remove(target)
+            logger.info("%s: removed the quarantine of an earlier fetch: %s", day, target)
     io.write_json(summary, artifacts.QUARANTINE_SUMMARY.path(paths.root, day))
     if summary["quarantined"]:
         logger.warning(
