@@ -422,6 +422,41 @@ def test_the_night_deadline_is_checked_once_a_run_and_never_in_a_backfill(
         assert asked == []
 
 
+@pytest.mark.parametrize("day", ["2013-03-10", "2013-11-03", "2025-03-09", "2025-06-01"])
+def test_the_deadline_looks_for_the_nightly_run_where_its_timetable_puts_it(
+    dag, predict_dag, monkeypatch, day
+):
+    # The DST days: no 02:00 in spring (the nightly run is dated 03:00 EDT), 01:00 twice
+    # in autumn. The check asks for one exact logical date: it must be the nightly run's.
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    from flight_delays import predict
+
+    (task,) = predict_dag.tasks
+    module = sys.modules[task.python_callable.__module__]
+    asked = []
+    monkeypatch.setattr(module, "check_nightly_deadline", lambda *args: asked.append(args))
+    monkeypatch.setattr(predict, "run", lambda **kwargs: {"rows": 1})
+    morning = pendulum.parse(f"{day}T05:00:00", tz="America/New_York")
+    task.python_callable(
+        root=task.op_kwargs["root"],
+        conn=NoConnections(),
+        run_id="r",
+        dag_run=Run(morning),
+        ti=Try(),
+        params={"day": None},
+        triggering_asset_events={},
+    )
+    ((_context, _dag_id, nightly, processed),) = asked
+    # The scheduler's timetable for the nightly DAG's own cron and time zone.
+    timetable = CronTriggerTimetable(dag.timetable.expression, timezone=dag.timetable.timezone)
+    restriction = TimeRestriction(earliest=morning.start_of("day"), latest=None, catchup=True)
+    info = timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    assert nightly == info.logical_date
+    assert processed == morning.date() - timedelta(days=1)
+
+
 # --- alerts (docs/monitoring.md) -----------------------------------------------------------
 @pytest.mark.parametrize("dag_id", ["flight_delays", "flight_delays_predict"])
 def test_a_failed_run_alerts_once_and_no_task_alerts_on_its_own(dagbag, dag_id):
