@@ -104,21 +104,51 @@ def test_midnight_2400_and_missing_actuals_are_valid() -> None:
     assert checked.quarantine.empty
 
 
-def test_weather_hour_out_of_range_is_quarantined_and_repeated_hour_kept() -> None:
-    weather = pd.DataFrame(
+FALL_BACK = date(2013, 11, 3)  # 01:00-02:00 twice in New York: DST ends
+
+
+def weather_rows(day: date, hours: list, temps: list, original: date | None = None):
+    n = len(hours)
+    return pd.DataFrame(
         {
-            "local_date": [DAY] * 3,
-            "original_date": [DAY] * 3,
-            "replay_cycle": [0] * 3,
-            "origin": ["EWR", "EWR", "EWR"],
-            "hour": [1, 1, 24],
-            **{m: [50.0, 51.0, 52.0] for m in ("temp", "dewp", "humid", "wind_dir")},
-            **{m: [None] * 3 for m in ("wind_speed", "wind_gust", "precip", "pressure", "visib")},
+            "local_date": [day] * n,
+            "original_date": [original or day] * n,
+            "replay_cycle": [0] * n,
+            "origin": ["EWR"] * n,
+            "hour": hours,
+            **{m: temps for m in ("temp", "dewp", "humid", "wind_dir")},
+            **{m: [None] * n for m in ("wind_speed", "wind_gust", "precip", "pressure", "visib")},
         }
     ).astype(object)
-    checked = contracts.check_weather(weather, DAY, source.WEATHER_DTYPES)
+
+
+def test_weather_hour_out_of_range_is_quarantined_and_repeated_hour_kept() -> None:
+    weather = weather_rows(FALL_BACK, [1, 1, 24], [50.0, 51.0, 52.0])
+    checked = contracts.check_weather(weather, FALL_BACK, source.WEATHER_DTYPES)
     assert len(checked.good) == 2  # hour 1 twice: the hour repeated when DST ends
     assert checked.quarantine[contracts.REASON].tolist() == ["hour 24 is not 0-23"]
+
+
+def test_a_repeated_weather_hour_on_another_day_is_a_duplicate() -> None:
+    # Two readings of 05:00 at one airport: which is right is unknown, both go; an exact
+    # copy goes alone. Averaging them would hide a broken feed.
+    weather = weather_rows(DAY, [5, 5, 7, 7, 8], [30.0, 90.0, 60.0, 60.0, 61.0])
+    checked = contracts.check_weather(weather, DAY, source.WEATHER_DTYPES)
+    assert checked.good["hour"].tolist() == [7, 8]
+    assert checked.counts == {"conflicting_duplicate": 2, "duplicate": 1}
+    assert (
+        "several different rows for one airport and hour"
+        in (checked.quarantine.loc[0, contracts.REASON])
+    )
+    # Hour 1 is no exception on an ordinary day; on the DST day a third reading of it is
+    # one too many, and a replayed row keeps the exception of its original 2013 day.
+    assert len(contracts.check_weather(weather_rows(DAY, [1, 1], [1.0, 2.0]), DAY,
+                                       source.WEATHER_DTYPES).quarantine) == 2  # fmt: skip
+    three = weather_rows(FALL_BACK, [1, 1, 1], [1.0, 2.0, 3.0])
+    assert len(contracts.check_weather(three, FALL_BACK, source.WEATHER_DTYPES).good) == 0
+    replayed = weather_rows(date(2026, 11, 8), [1, 1], [1.0, 2.0], original=FALL_BACK)
+    checked = contracts.check_weather(replayed, date(2026, 11, 8), source.WEATHER_DTYPES)
+    assert len(checked.good) == 2
 
 
 def test_share_over_the_threshold_is_refused_with_day_checks_and_place() -> None:
@@ -286,5 +316,6 @@ def test_weather_days_checked_together_give_each_day_its_own_result() -> None:
         assert_same_checked(
             together[day], contracts.check_weather(frame, day, source.WEATHER_DTYPES)
         )
-    assert together[DAY].counts == {"hour": 1} and together[later].quarantine.empty
+    # Hour 5 twice, the same readings: a copy, found among that day's rows alone.
+    assert together[DAY].counts == {"hour": 1} and together[later].counts == {"duplicate": 1}
     assert contracts.check_weather_days({}, source.WEATHER_DTYPES) == {}

