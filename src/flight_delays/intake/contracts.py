@@ -26,7 +26,7 @@ per flight key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -149,6 +149,27 @@ def _weather_duplicates(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     )
 
 
+def _one_row_per(
+    duplicates: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]], same: str, one: str
+) -> list[pa.Check]:
+    """One row per key, as two checks over a day's rows, since a copy and a conflict read
+    differently: ``duplicates`` gives (copy, conflict) masks (:func:`_key_duplicates`)."""
+    return [
+        pa.Check(
+            lambda f: ~duplicates(f)[0],
+            name="duplicate",
+            error=f"exact copy of an earlier row of {same}",
+            ignore_na=False,
+        ),
+        pa.Check(
+            lambda f: ~duplicates(f)[1],
+            name="conflicting_duplicate",
+            error=f"several different rows for {one}",
+            ignore_na=False,
+        ),
+    ]
+
+
 # The frozen partitions' contract, declared once: dtypes, nulls and checks. A fetched row
 # that breaks it goes to quarantine with the reasons of the checks it failed; the rows
 # that keep it are typed to these dtypes and frozen.
@@ -196,21 +217,11 @@ RAW_FLIGHTS_SCHEMA = pa.DataFrameSchema(
             pa.Check.gt(0, name="distance", error="distance {value} miles is not positive")
         ),
     },
-    # One row per flight key, as two checks: a copy and a conflict read differently.
-    checks=[
-        pa.Check(
-            lambda f: ~_key_duplicates(f)[0],
-            name="duplicate",
-            error="exact copy of an earlier row of the same flight",
-            ignore_na=False,
-        ),
-        pa.Check(
-            lambda f: ~_key_duplicates(f)[1],
-            name="conflicting_duplicate",
-            error=f"several different rows for one flight ({', '.join(schema.FLIGHT_KEY)})",
-            ignore_na=False,
-        ),
-    ],
+    checks=_one_row_per(
+        _key_duplicates,
+        "the same flight",
+        f"one flight ({', '.join(schema.FLIGHT_KEY)})",
+    ),
     strict=True,
     ordered=True,
     name="raw flights",
@@ -227,21 +238,11 @@ RAW_WEATHER_SCHEMA = pa.DataFrameSchema(
         "hour": _integer(pa.Check.in_range(0, 23, name="hour", error="hour {value} is not 0-23")),
         **{m: pa.Column("float64", nullable=True) for m in schema.WEATHER_MEASURES},
     },
-    checks=[
-        pa.Check(
-            lambda f: ~_weather_duplicates(f)[0],
-            name="duplicate",
-            error="exact copy of an earlier row of the same airport and hour",
-            ignore_na=False,
-        ),
-        pa.Check(
-            lambda f: ~_weather_duplicates(f)[1],
-            name="conflicting_duplicate",
-            error="several different rows for one airport and hour (not the hour that "
-            "repeats when daylight saving time ends)",
-            ignore_na=False,
-        ),
-    ],
+    checks=_one_row_per(
+        _weather_duplicates,
+        "the same airport and hour",
+        "one airport and hour (not the hour that repeats when daylight saving time ends)",
+    ),
     strict=True,
     ordered=True,
     name="raw weather",
