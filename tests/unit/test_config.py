@@ -59,7 +59,6 @@ def test_int_accepted_for_float_and_settings_are_frozen(tmp_path):
             "deadline is the prediction DAG's 05:00 schedule",
         ),
         ("trian: {}\n", "unknown sections: trian"),
-        ("ingest: {wait_until: '04:00'}\n", "ingest.wait_until must be before 04:00, when"),
         ("score: {served_min_flights: 0}\n", "score.served_min_flights must be >= 1, got 0"),
         ("ingest: {wait_until: '3:30 am'}\n", "ingest.wait_until must be a time of day"),
         ("split: {holdout_days: 'seven'}\n", "split.holdout_days must be int"),
