@@ -685,13 +685,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show":
         champion = current_champion(engine)
         print(f"champion: {champion.kind} {champion.processed_day or ''}".rstrip())
-        if args.command == "rollback":
-            # A command outside Airflow: no champion event starts a prediction run.
-            print(
-                "the prediction DAG serves it from its next run (05:00 New York time); to "
-                "serve it now: airflow dags trigger flight_delays_predict --conf "
-                '\'{"day": "YYYY-MM-DD"}\''
-            )
         columns = ["processed_day", "challenger_mae", "champion_mae", "baseline_mae", "decision"]
         print(history(engine)[columns].to_string(index=False))
         moves = champion_moves(engine)
@@ -713,13 +706,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             engine.dispose()
         print(f"champion: {champion.kind} {champion.processed_day or ''}".rstrip())
-        if args.command == "rollback":
-            # A command outside Airflow: no champion event starts a prediction run.
-            print(
-                "the prediction DAG serves it from its next run (05:00 New York time); to "
-                "serve it now: airflow dags trigger flight_delays_predict --conf "
-                '\'{"day": "YYYY-MM-DD"}\''
-            )
+        # A command outside Airflow: no champion event starts a prediction run.
+        print(
+            "the prediction DAG serves it from its next run (05:00 New York time); to "
+            "serve it now: airflow dags trigger flight_delays_predict --conf "
+            '\'{"day": "YYYY-MM-DD"}\''
+        )
     engine.dispose()
     return 0
 
