@@ -231,6 +231,11 @@ def test_rollback_restores_the_previous_champion_and_records_why(tmp_path, capsy
     # The command: to the baseline, then back to a day; `show` lists the moves.
     assert registry.main(["rollback", "--url", url, "--to", "baseline", "--reason", "audit"]) == 0
     assert registry.current_champion(engine).kind == "baseline"
+    # It starts no prediction run, and says so and how to start one.
+    out = capsys.readouterr().out
+    assert "champion: baseline" in out
+    assert "the prediction DAG serves it from its next run (05:00 New York time)" in out
+    assert 'airflow dags trigger flight_delays_predict --conf \'{"day": "YYYY-MM-DD"}\'' in out
     assert registry.main(["rollback", "--url", url, "--to", str(second), "--reason", "ok"]) == 0
     assert registry.current_champion(engine).processed_day == second
     assert registry.main(["show", "--url", url]) == 0
