@@ -153,16 +153,34 @@ def _one_row_per(
     duplicates: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]], same: str, one: str
 ) -> list[pa.Check]:
     """One row per key, as two checks over a day's rows, since a copy and a conflict read
-    differently: ``duplicates`` gives (copy, conflict) masks (:func:`_key_duplicates`)."""
+    differently: ``duplicates`` gives (copy, conflict) masks (:func:`_key_duplicates`).
+
+    ``duplicates`` runs once per frame: the first check keeps its masks for the second,
+    which runs next on the same frame; the second computes them itself when handed
+    another frame, and lets them go either way."""
+    last: tuple[pd.DataFrame, tuple[pd.Series, pd.Series]] | None = None
+
+    def copies(frame: pd.DataFrame) -> pd.Series:
+        nonlocal last
+        masks = duplicates(frame)
+        last = (frame, masks)
+        return ~masks[0]
+
+    def conflicts(frame: pd.DataFrame) -> pd.Series:
+        nonlocal last
+        kept, last = last, None
+        masks = kept[1] if kept is not None and kept[0] is frame else duplicates(frame)
+        return ~masks[1]
+
     return [
         pa.Check(
-            lambda f: ~duplicates(f)[0],
+            copies,
             name="duplicate",
             error=f"exact copy of an earlier row of {same}",
             ignore_na=False,
         ),
         pa.Check(
-            lambda f: ~duplicates(f)[1],
+            conflicts,
             name="conflicting_duplicate",
             error=f"several different rows for {one}",
             ignore_na=False,
