@@ -110,42 +110,56 @@ def test_without_connections_the_alert_is_only_logged(project, caplog):
     assert latest()["delivery"] == "log only"
 
 
-def test_a_webhook_that_never_answers_is_given_up_after_its_timeout(project, monkeypatch):
+@pytest.mark.parametrize(
+    ("extra", "seconds"),
+    [
+        ({"timeout": 1}, 1.0),
+        ({"timeout": "1"}, 1.0),  # a URI's query gives text
+        ({"timeout": "0.5"}, 0.5),
+        ({}, 10.0),  # unset, unreadable or not positive: the default
+        ({"timeout": "soon"}, 10.0),
+        ({"timeout": 0}, 10.0),
+    ],
+)
+def test_a_webhook_that_never_answers_is_given_up_after_its_timeout(
+    project, monkeypatch, extra, seconds
+):
     # A failure alert runs in the dag-processor, which kills a callback after 50 s: a
     # request that waits forever would lose the alert, mail and record included.
     import json
     import socket
     import time
 
+    import requests
+    from requests.adapters import HTTPAdapter
+
     import flight_delays_alerts
 
+    asked, send = [], HTTPAdapter.send
+
+    def timed_send(self, request, **kwargs):
+        timeout = kwargs.get("timeout")
+        asked.append(timeout)
+        if not isinstance(timeout, (int, float)) or timeout > 2:
+            # The default's (or no) timeout: its 10 s are not waited out here.
+            raise requests.ReadTimeout("not waited for by this test")
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(HTTPAdapter, "send", timed_send)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()  # accepts connections, never reads or answers
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/alerts"
         monkeypatch.setenv(
-            WEBHOOK_ENV, json.dumps({"conn_type": "http", "host": url, "extra": {"timeout": 1}})
+            WEBHOOK_ENV, json.dumps({"conn_type": "http", "host": url, "extra": extra})
         )
         started = time.monotonic()
         result = flight_delays_alerts.dispatch(alert())
         waited = time.monotonic() - started
+    assert asked == [seconds]  # one request, with the connection's timeout else 10 s
     assert result["channels"].startswith("webhook: not sent: ReadTimeout"), result
-    assert waited < 8, waited  # 1 s, not the 10 s default nor forever
+    assert waited < 8, waited  # its timeout (at most 1 s here), not the default nor forever
     assert latest()["channels"] == result["channels"]
-
-
-def test_the_webhook_timeout_is_the_connections_else_ten_seconds():
-    import flight_delays_alerts
-
-    class Conn:
-        def __init__(self, extra):
-            self.extra_dejson = extra
-
-    timeout = flight_delays_alerts._timeout
-    assert timeout(Conn({}), 10.0) == 10.0
-    assert timeout(Conn({"timeout": "2.5"}), 10.0) == 2.5  # a URI's query gives text
-    assert timeout(Conn({"timeout": "soon"}), 10.0) == 10.0
-    assert timeout(Conn({"timeout": 0}), 10.0) == 10.0
 
 
 def test_a_connection_that_cannot_be_looked_up_is_not_sent_with_the_reason(project, monkeypatch):
