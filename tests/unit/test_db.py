@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import quote
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from flight_delays.store.db import (
@@ -88,7 +90,6 @@ def test_a_timeout_bounds_the_connection_to_a_server_that_never_answers() -> Non
     import socket
     import time
 
-    import pytest
     from sqlalchemy.exc import OperationalError
 
     with socket.socket() as silent:
@@ -107,3 +108,28 @@ def test_a_timeout_bounds_the_connection_to_a_server_that_never_answers() -> Non
         with sqlite.connect() as conn:
             assert conn.execute(text("PRAGMA busy_timeout")).scalar_one() == busy_ms
         sqlite.dispose()
+
+
+@pytest.mark.parametrize("driver", ["postgresql", "postgresql+psycopg"])
+def test_a_timeout_keeps_the_options_of_the_url(driver: str) -> None:
+    # A URL may set its own server options (a schema's search_path); the statement
+    # timeout is added to them, not put in their place.
+    given = "-c search_path=foo"
+    sent = {}
+
+    class NotConnected(Exception):
+        """Stops before the network: the parameters the driver gets are all we need."""
+
+    def capture(dialect, record, cargs, cparams):
+        sent.update(cparams)
+        raise NotConnected
+
+    url = f"{driver}://u:p@127.0.0.1:1/registry?options={quote(given)}"
+    engine = open_engine(url, timeout=2.5)
+    event.listen(engine, "do_connect", capture)
+    with pytest.raises(NotConnected):
+        engine.connect()
+    engine.dispose()
+    assert sent["options"] == f"{given} -c statement_timeout=2500"
+    assert sent["connect_timeout"] == 2
+    assert sent["dbname"] == "registry"  # the rest of the URL is still used

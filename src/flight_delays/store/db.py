@@ -90,8 +90,12 @@ def open_engine(url: str | URL, create_dir: bool = False, timeout: float | None 
     if parsed.get_backend_name() == "sqlite":
         return create_engine(parsed, connect_args={"timeout": 60 if timeout is None else timeout})
     if timeout is not None and parsed.get_backend_name() == "postgresql":
-        options = f"-c statement_timeout={round(timeout * 1000)}"
-        args = {"connect_timeout": max(1, round(timeout)), "options": options}
+        # Added to the URL's own options (connect_args would replace them); last, so that
+        # it wins over a statement_timeout the URL sets.
+        given = parsed.query.get("options", ())
+        options = [given] if isinstance(given, str) else list(given)
+        options.append(f"-c statement_timeout={round(timeout * 1000)}")
+        args = {"connect_timeout": max(1, round(timeout)), "options": " ".join(options)}
         return create_engine(parsed, connect_args=args)
     return create_engine(parsed)
 
