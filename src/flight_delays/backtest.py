@@ -534,10 +534,36 @@ def summarize(results: Sequence[HoldoutResult]) -> dict[str, float]:
     }
 
 
-def to_markdown(results: Sequence[HoldoutResult]) -> str:
+def halves_table(results: Sequence[HoldoutResult], at: date) -> str:
+    """The summary of the holdouts ending by ``at``, of those after it, and of all, as a
+    markdown table: a rule chosen on the first half is confirmed on the second (issue 18).
+    A half with no holdout has no row."""
+    header = (
+        "| holdouts | runs | challenger beats the baseline | challenger mean "
+        "| served mean by week | served worst week | served step-downs |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    parts = {
+        f"ending by {at}": [r for r in results if r.holdout_end <= at],
+        f"ending after {at}": [r for r in results if r.holdout_end > at],
+        "all": list(results),
+    }
+    for name, part in parts.items():
+        if part:
+            s = summarize(part)
+            lines.append(
+                f"| {name} | {s['runs']} | {round(s['share_beaten'] * s['runs'])} "
+                f"({100 * s['share_beaten']:.0f}%) | {s['mean_improvement_pct']:+.2f}% "
+                f"| {s['mean_served_week_pct']:+.2f}% | {s['worst_served_week_pct']:+.2f}% "
+                f"| {s['served_step_downs']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(results: Sequence[HoldoutResult], halves_at: date | None = None) -> str:
     """The results as a markdown table (holdout, rows, MAE of each contender, the
-    challenger's and the champion's improvement over the baseline, the decision) and a
-    summary."""
+    challenger's and the champion's improvement over the baseline, the decision), a
+    summary and, with ``halves_at``, the summary of each half (:func:`halves_table`)."""
     header = [
         "holdout",
         "train rows",
@@ -590,22 +616,26 @@ def to_markdown(results: Sequence[HoldoutResult]) -> str:
         f"Mean MAE: challenger {s['mean_challenger_mae']:.2f} min, champion "
         f"{s['mean_champion_mae']:.2f} min, baseline {s['mean_baseline_mae']:.2f} min.",
     ]
-    return "\n".join(lines) + "\n"
+    if halves_at is not None:
+        lines += ["", f"By half, split at {halves_at}:", "", halves_table(results, halves_at)]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 # --- files and command line -------------------------------------------------------------
 
 
-def write_outputs(results: Sequence[HoldoutResult], out_dir: str | ArtifactPath) -> dict[str, str]:
-    """Write the CSV table, the markdown and the chart into ``out_dir`` (a local folder
-    or a URL; each file atomically)."""
+def write_outputs(
+    results: Sequence[HoldoutResult], out_dir: str | ArtifactPath, halves_at: date | None = None
+) -> dict[str, str]:
+    """Write the CSV table, the markdown (with the halves split at ``halves_at``, if
+    given) and the chart into ``out_dir`` (a local folder or a URL; each file atomically)."""
     out_dir = storage.locate(out_dir, "--out")
     table_path = out_dir / TABLE_FILE
     with io.atomic_path(table_path) as tmp:
         results_table(results).to_csv(tmp, index=False, float_format="%.4f")
     markdown_path = out_dir / MARKDOWN_FILE
     with io.atomic_path(markdown_path) as tmp:
-        tmp.write_text(to_markdown(results))
+        tmp.write_text(to_markdown(results, halves_at))
     figure = chart.metric_history(history_frame(results), title="Backtest: holdout MAE")
     chart_path = chart.save_png(figure, out_dir / CHART_FILE)
     return {"table": str(table_path), "markdown": str(markdown_path), "chart": str(chart_path)}
@@ -647,6 +677,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--first-end", type=_day_arg, help="earliest holdout end, YYYY-MM-DD")
     parser.add_argument(
         "--last-end", type=_day_arg, help="latest holdout end, YYYY-MM-DD (default 2013-12-31)"
+    )
+    parser.add_argument(
+        "--halves-at",
+        type=_day_arg,
+        help="also summarize the holdouts ending by this day and those after it, "
+        "YYYY-MM-DD (a served rule chosen on the first half, confirmed on the second)",
     )
     parser.add_argument(
         "--out",
@@ -716,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         results = run_backtest(flights, weather, ends, settings, on_result=progress)
         out = args.out if args.out is not None else artifacts.BACKTEST_DIR.path(settings.paths.root)
-        paths = write_outputs(results, out)
+        paths = write_outputs(results, out, args.halves_at)
     except (ValueError, ConfigError, storage.StorageURLError, OSError) as exc:
         print(f"backtest failed: {exc}", file=sys.stderr)
         return 1
@@ -731,6 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["promotions"],
         paths["markdown"],
     )
+    if args.halves_at is not None:
+        print(halves_table(results, args.halves_at), end="")
     return 0
 
 

@@ -336,6 +336,28 @@ def test_history_frame_is_what_the_metric_history_chart_draws():
     assert history["decision"].tolist() == ["promoted", "kept"]
 
 
+def test_the_halves_summarize_the_holdouts_on_each_side_of_the_day():
+    results = [
+        result(date(2013, 6, 23), 18.0, 20.0, decision="promoted"),  # +10 %
+        result(date(2013, 6, 30), 31.5, 30.0, champion=27.0),  # -5 %, served +10 %
+        result(date(2013, 7, 7), 24.0, 25.0, champion=26.0),  # +4 %, served -4 %
+    ]
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")
+        for line in backtest.halves_table(results, date(2013, 6, 30)).splitlines()[2:]
+    }
+    assert list(rows) == ["ending by 2013-06-30", "ending after 2013-06-30", "all"]
+    first, second, both = rows.values()
+    assert first[1:4] == ["2", "1 (50%)", "+2.50%"] and first[5] == "+0.00%"
+    assert second[1:6] == ["1", "1 (100%)", "+4.00%", "-4.00%", "-4.00%"]
+    assert both[1] == "3" and both[5] == "-4.00%"
+    # one side empty: no row for it; the markdown carries the table only when asked
+    only = backtest.halves_table(results, date(2013, 12, 31)).splitlines()[2:]
+    assert [line.split(" | ")[0] for line in only] == ["| ending by 2013-12-31", "| all"]
+    assert "By half" not in backtest.to_markdown(results)
+    assert "By half, split at 2013-06-30" in backtest.to_markdown(results, date(2013, 6, 30))
+
+
 def test_main_writes_the_table_the_markdown_and_the_chart(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text("train: {max_iter: 10, min_samples_leaf: 20}\n")
@@ -352,6 +374,8 @@ def test_main_writes_the_table_the_markdown_and_the_chart(tmp_path, capsys):
             "2013-12-10",
             "--last-end",
             "2013-12-24",
+            "--halves-at",
+            "2013-12-17",
             "--out",
             str(out),
             "--params",
@@ -370,6 +394,9 @@ def test_main_writes_the_table_the_markdown_and_the_chart(tmp_path, capsys):
     assert table["champion"].iloc[0] == "baseline"
     markdown = (out / backtest.MARKDOWN_FILE).read_text()
     assert "2013-12-23..2013-12-24" in markdown and "of 2 holdouts" in markdown
+    printed = capsys.readouterr().out
+    for row in ("| ending by 2013-12-17 | 1 |", "| ending after 2013-12-17 | 1 |", "| all | 2 |"):
+        assert row in markdown and row in printed, (row, printed)
     assert (out / backtest.CHART_FILE).read_bytes()[:8] == PNG_MAGIC
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [backtest.TABLE_FILE, backtest.MARKDOWN_FILE, backtest.CHART_FILE]
