@@ -18,11 +18,7 @@ runs' own timestamps.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,7 +30,8 @@ import pytest
 # it from its folder, as its entry script deploy/stack/stack.py does.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "stack"))
 
-from flight_stack import postgres, settings
+from flight_stack import settings
+from flight_stack.handle import private_stack
 from stack_helpers import (
     CHROMIUM_FLAGS,
     DAG_ID,
@@ -48,7 +45,6 @@ from stack_helpers import (
     StatsdListener,
     chromium_binary,
     free_port,
-    leftovers,
     replay_window,
 )
 
@@ -84,61 +80,24 @@ def running_stack(
     root = tmp_path_factory.mktemp(f"{name}-project")
     (root / "include").mkdir()
     (root / "include" / "params.yaml").write_text(PARAMS)
-    # Not under pytest's tmp tree (mode 0700): the postgres user must reach the state
-    # folder. (Its PostgreSQL data goes to a trusted folder of its own all the same.)
-    state = Path(tempfile.mkdtemp(prefix="fd-stack-"))
-    api_port = free_port()
     # This machine's own settings, read after the tracked ones: retries wait at most 20 s
     # instead of the DAG's 2-8 minutes ([core] max_task_retry_delay caps every backoff;
     # the scheduler reads it), so the fault tests see real retries in a bearable time.
-    local = state / "test-settings.env"
-    local.write_text("AIRFLOW__CORE__MAX_TASK_RETRY_DELAY=20\n")
-    env = {
-        **os.environ,
-        "FLIGHT_DELAYS_STACK_DIR": str(state),
-        "FLIGHT_DELAYS_STACK_ROOT": str(root),
-        "FLIGHT_DELAYS_STACK_API_PORT": str(api_port),
-        "FLIGHT_DELAYS_STACK_PG_PORT": str(free_port()),
-        "FLIGHT_DELAYS_STACK_HEALTH_PORT": str(free_port()),
-        "FLIGHT_DELAYS_STACK_SEED": "0",  # seeded below, with 2013 days only
-        "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": "20",
-        "FLIGHT_DELAYS_STACK_ENV_FILE": str(local),
-        **extra,
-    }
-    stack = Stack(root=root, state=state, env=env, api_url=f"http://127.0.0.1:{api_port}")
-    try:
-        started = time.monotonic()
-        stack.script("up", timeout=400)
-        TIMINGS[f"{label}make up to healthy API (no seed)"] = f"{time.monotonic() - started:.1f} s"
-
+    with private_stack(root, "AIRFLOW__CORE__MAX_TASK_RETRY_DELAY=20\n", **extra) as stack:
+        TIMINGS[f"{label}make up to healthy API (no seed)"] = f"{stack.up_seconds:.1f} s"
         from flight_delays.intake.demo import seed
 
         seed(stack.warehouse_url, [0], original_range=SEEDED)
-        # The dag-processor parses the DAG shortly after it starts.
-        deadline = time.monotonic() + 120
-        while stack.api("GET", f"/dags/{DAG_ID}").status_code != 200:
-            assert time.monotonic() < deadline, "the DAG was not parsed within 120 s"
-            time.sleep(1)
+        stack.wait_for_dag(timeout=120)
         yield stack
-    finally:
-        started = time.monotonic()
-        down = stack.script("down", check=False, timeout=300)
-        escalated = [line for line in down.stdout.splitlines() if "SIGKILL" in line]
-        TIMINGS[f"{label}make down"] = f"{time.monotonic() - started:.1f} s " + (
-            f"({'; '.join(escalated)})" if escalated else "(no SIGKILL needed)"
-        )
-        left = leftovers(state)
-        # The cluster lives in a trusted folder: /tmp is not one, so as root it goes to
-        # /var/lib/flight-delays/<name>-<hash>/pg (flight_stack/postgres.py).
-        pg = postgres.Postgres(settings.Config.from_env(env))
-        data_kept = pg.initialised()
-        if down.returncode == 0 and not left:
-            shutil.rmtree(state, ignore_errors=True)
-            if pg.relocated:
-                shutil.rmtree(pg.pgdata.parent, ignore_errors=True)
-        assert down.returncode == 0, down.stdout + down.stderr
-        assert not left, f"processes of the test stack survived `down`: {left}"
-        assert data_kept, "`down` must keep the PostgreSQL data"
+    down = stack.stopped
+    escalated = [line for line in down.result.stdout.splitlines() if "SIGKILL" in line]
+    TIMINGS[f"{label}make down"] = f"{down.seconds:.1f} s " + (
+        f"({'; '.join(escalated)})" if escalated else "(no SIGKILL needed)"
+    )
+    assert down.result.returncode == 0, down.result.stdout + down.result.stderr
+    assert not down.left, f"processes of the test stack survived `down`: {down.left}"
+    assert down.data_kept, "`down` must keep the PostgreSQL data"
 
 
 @pytest.fixture(scope="session")

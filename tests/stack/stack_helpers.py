@@ -21,6 +21,7 @@ from flight_stack import settings
 from flight_stack.handle import PYTHON as PYTHON
 from flight_stack.handle import SCRIPT as SCRIPT
 from flight_stack.handle import Stack as Stack
+from flight_stack.handle import free_port as free_port
 from flight_stack.handle import leftovers as leftovers
 from flight_stack.rest import DAG_ID as DAG_ID
 from flight_stack.rest import run_path as run_path
@@ -70,12 +71,6 @@ def chromium_binary() -> str | None:
         if found:
             return found
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class StatsdListener:

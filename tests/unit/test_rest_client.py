@@ -18,13 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "stack")
 # unit run on the package's own dependencies skips this module.
 pytest.importorskip("httpx")
 
-from flight_stack.rest import RestApi, run_path
+from flight_stack.rest import DAG_ID, RestApi, run_path
 
 
 class FakeAirflow(BaseHTTPRequestHandler):
     # Set by the fixture for each test: the runs it knows, and every call it got.
     runs: ClassVar[dict[str, dict]] = {}
     calls: ClassVar[list[tuple[str, str, dict | None]]] = []
+    # The DAG the dag-processor parses: found from this GET of it on (0: never).
+    parsed_from: ClassVar[int] = 0
 
     def _answer(self, status: int, body: dict | None = None) -> None:
         data = json.dumps(body).encode() if body is not None else b""
@@ -51,6 +53,10 @@ class FakeAirflow(BaseHTTPRequestHandler):
         self.calls.append(("GET", self.path, None))
         if self.headers.get("Authorization") != "Bearer jwt":
             return self._answer(401)
+        if self.path == f"/api/v2/dags/{DAG_ID}":
+            asked = sum(1 for call in self.calls if call[1] == self.path)
+            found = 0 < self.parsed_from <= asked
+            return self._answer(200 if found else 404, {"dag_id": DAG_ID} if found else None)
         for run_id, run in self.runs.items():
             base = "/api/v2" + run_path(run_id)
             if self.path == base:
@@ -82,7 +88,7 @@ class Client(RestApi):
 
 @pytest.fixture
 def server():
-    FakeAirflow.runs, FakeAirflow.calls = {}, []
+    FakeAirflow.runs, FakeAirflow.calls, FakeAirflow.parsed_from = {}, [], 0
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeAirflow)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -149,3 +155,15 @@ def test_an_api_server_that_is_not_there_is_an_error_not_a_hang():
     client._token = "jwt"
     with pytest.raises(httpx.TransportError):
         client.ok("GET", "/dags")
+
+
+def test_waiting_for_the_dag_ends_once_it_is_parsed_and_a_dag_never_parsed_is_named(server):
+    FakeAirflow.parsed_from = 3  # the dag-processor is done by the third look
+    client = Client(server)
+    client.wait_for_dag(timeout=5)
+    assert [c[1] for c in FakeAirflow.calls].count(f"/api/v2/dags/{DAG_ID}") == 3
+    FakeAirflow.calls.clear()
+    FakeAirflow.parsed_from = 0
+    with pytest.raises(AssertionError, match=f"{DAG_ID} was not parsed within 0 s"):
+        client.wait_for_dag(timeout=0.3)
+    assert len(FakeAirflow.calls) > 1  # it looked again before it gave up

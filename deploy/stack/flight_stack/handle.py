@@ -1,22 +1,39 @@
 """A handle on one no-Docker stack from another process: its script (deploy/stack/stack.py
 with the stack's FLIGHT_DELAYS_STACK_* settings), the airflow CLI against its metastore,
-its warehouse connection, the admin's login and the REST API (:mod:`.rest`). The live
-tests and the benchmarks drive their private stacks through it."""
+its warehouse connection, the admin's login and the REST API (:mod:`.rest`); and a
+private stack of its own (:func:`private_stack`). The live tests and the benchmarks
+drive their private stacks through it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import procs, settings
+from . import postgres, procs, settings
 from .rest import DAG_ID, RestApi
 
 SCRIPT = Path(__file__).resolve().parents[1] / "stack.py"
 PYTHON = sys.executable
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What `down` did at the end of :func:`private_stack`."""
+
+    result: subprocess.CompletedProcess[str]
+    seconds: float
+    left: list[int]  # the stack's processes that survived it
+    data_kept: bool  # PostgreSQL's data is still there, as `down` must leave it
 
 
 @dataclass
@@ -26,6 +43,8 @@ class Stack(RestApi):
     env: dict[str, str]
     api_url: str
     _token: str | None = None
+    up_seconds: float | None = None  # `up`, to a healthy API (private_stack)
+    stopped: Stopped | None = None  # `down` (private_stack, once it is down)
 
     def script(
         self, *args: str, check: bool = True, timeout: float = 600
@@ -91,3 +110,57 @@ class Stack(RestApi):
 def leftovers(state: Path) -> list[int]:
     """Processes of the stack whose state folder is ``state`` that are still running."""
     return procs.stack_pids(replace(settings.Config.from_env(), state=state))
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def private_stack(
+    root: Path, local_settings: str = "", prefix: str = "fd-stack-", **extra: str
+) -> Iterator[Stack]:
+    """A stack of its own, up, for ``root`` (a project root with its include/params.yaml):
+    its state in a fresh folder under /tmp (the postgres user must reach it; as root its
+    PostgreSQL data goes to a trusted folder of its own all the same, postgres.py), free
+    ports, no demo seed, and ``local_settings`` (KEY=value lines) in its local settings
+    file, read after the tracked ones; ``extra``: more FLIGHT_DELAYS_STACK_* settings.
+
+    Always `down` at the end; the stack's ``stopped`` then says how that went. The state
+    folder and the data are removed only when `down` succeeded and nothing survived it:
+    else they stay, to look into."""
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    local = state / "local-settings.env"
+    local.write_text(local_settings)
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "FLIGHT_DELAYS_STACK_DIR": str(state),
+        "FLIGHT_DELAYS_STACK_ROOT": str(root),
+        "FLIGHT_DELAYS_STACK_API_PORT": str(api_port),
+        "FLIGHT_DELAYS_STACK_PG_PORT": str(free_port()),
+        "FLIGHT_DELAYS_STACK_HEALTH_PORT": str(free_port()),
+        "FLIGHT_DELAYS_STACK_SEED": "0",
+        "FLIGHT_DELAYS_STACK_STOP_TIMEOUT": "20",
+        "FLIGHT_DELAYS_STACK_ENV_FILE": str(local),
+        **extra,
+    }
+    stack = Stack(root=root, state=state, env=env, api_url=f"http://127.0.0.1:{api_port}")
+    try:
+        started = time.monotonic()
+        stack.script("up", timeout=600)
+        stack.up_seconds = time.monotonic() - started
+        yield stack
+    finally:
+        started = time.monotonic()
+        down = stack.script("down", check=False, timeout=300)
+        left = leftovers(state)
+        pg = postgres.Postgres(settings.Config.from_env(env))
+        stack.stopped = Stopped(down, time.monotonic() - started, left, pg.initialised())
+        if down.returncode == 0 and not left:
+            shutil.rmtree(state, ignore_errors=True)
+            if pg.relocated:
+                shutil.rmtree(pg.pgdata.parent, ignore_errors=True)
