@@ -1,15 +1,11 @@
-"""Pipeline steps in one process, for the benchmark harness: what
-``python -m flight_delays run <steps> --day D`` does (the same ``run()`` functions with
-the same arguments, ``cli.step_kwargs``, one run id for train and score), plus each
-step's own time and peak RSS, printed as one JSON line per step (``BENCH_STEP {...}``).
+"""What `make step` runs (``python -m flight_delays run <steps> --day D``: the same
+``run()`` calls with ``cli.step_kwargs``, one run id), printing each step's own time and
+peak RSS as a line ``BENCH_STEP {json}``. The steps are imported first, so a step's time
+is its ``run()`` alone; its peak is the process's high-water mark, reset before the step
+(/proc/self/clear_refs) once the memory earlier steps freed was handed back (as
+``cli.run_steps`` does), so it holds what they still hold.
 
     .venv/bin/python benchmarks/bench_driver.py all --day 2013-06-30 [--root R] [--params P]
-
-The step modules are imported before the first step starts, so a step's own time is its
-``run()`` call alone. Each step's peak RSS is the process's high-water mark while it ran:
-the kernel's mark is reset before the step (``/proc/self/clear_refs``), after the memory
-earlier steps freed was handed back as ``cli.run_steps`` does
-(:func:`flight_delays.base.memory.release_freed`), so it includes what they still hold.
 """
 
 from __future__ import annotations
@@ -52,9 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     steps = cli.select_steps(args.steps)
     day = date.fromisoformat(args.day)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     atexit.register(gc.freeze)  # as `python -m flight_delays` does (docs/benchmarks.md)
     modules = {step: importlib.import_module(f"flight_delays.{step}") for step in steps}
     run_id = new_run_id(day)
@@ -67,16 +61,6 @@ def main() -> None:
         seconds = time.perf_counter() - started
         record = {"step": step, "seconds": seconds, "peak_mib": _peak_mib(), "result": result}
         print("BENCH_STEP " + json.dumps(record, default=str), flush=True)
-
-
-def parse(output: str) -> dict[str, dict]:
-    """The per-step records a driver run printed, by step name."""
-    records = {}
-    for line in output.splitlines():
-        if line.startswith("BENCH_STEP "):
-            record = json.loads(line[len("BENCH_STEP ") :])
-            records[record["step"]] = record
-    return records
 
 
 if __name__ == "__main__":
