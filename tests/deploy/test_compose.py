@@ -485,17 +485,20 @@ def secret_setting(env: dict[str, str], key: str) -> str:
     assert key not in env, f"{key} is set in the environment: a secret value in plain sight"
     command = env[f"{key}_CMD"]
     assert command.startswith("/opt/airflow/deploy/read-secret.sh "), command
-    folder = Path(tempfile.mkdtemp(prefix="secrets-"))
-    write_secrets(folder)
     saved = os.environ.get("SECRETS_PATH")
-    os.environ["SECRETS_PATH"] = str(folder)
-    try:
-        return run_command(command.replace("/opt/airflow/deploy/read-secret.sh", str(READ_SECRET)))
-    finally:
-        if saved is None:
-            del os.environ["SECRETS_PATH"]
-        else:
-            os.environ["SECRETS_PATH"] = saved
+    # A folder of its own each time, removed after (generated secrets are not left in /tmp).
+    with tempfile.TemporaryDirectory(prefix="secrets-") as folder:
+        write_secrets(Path(folder))
+        os.environ["SECRETS_PATH"] = folder
+        try:
+            return run_command(
+                command.replace("/opt/airflow/deploy/read-secret.sh", str(READ_SECRET))
+            )
+        finally:
+            if saved is None:
+                del os.environ["SECRETS_PATH"]
+            else:
+                os.environ["SECRETS_PATH"] = saved
 
 
 def generated_secrets() -> dict[str, str]:

@@ -327,7 +327,10 @@ def test_postgres_init_refuses_a_bad_password_file(cluster, extra, expected):
 
 def test_postgres_init_creates_two_separate_databases(cluster):
     pg, port, base, run = cluster["bin"], cluster["port"], cluster["base"], cluster["run"]
-    secrets = write_secrets(Path(tempfile.mkdtemp(prefix="pg-secrets-")))
+    # In the cluster's folder, which the postgres user reaches and the fixture removes.
+    secrets = base / "secrets"
+    secrets.mkdir()
+    write_secrets(secrets)
     secrets.chmod(0o755)
     env = {
         "PATH": f"{pg}:{os.environ['PATH']}",
