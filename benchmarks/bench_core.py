@@ -77,7 +77,12 @@ def run(cmd: Sequence[str], env: Mapping[str, str], timeout: float = 3600) -> Ru
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        timer = threading.Timer(timeout, lambda: done.is_set() or os.killpg(proc.pid, 9))
+
+        def kill() -> None:  # the timeout: the whole session of the command
+            if not done.is_set():
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
         timer.start()
         _, status, usage = os.wait4(proc.pid, 0)  # with the kernel's accounting
         wall = time.perf_counter() - start
@@ -184,9 +189,11 @@ class Results:
     notes: list[str] = field(default_factory=list)
 
     def add(self, *args, **kwargs) -> None:
+        """A row: ``Row(section, case, seconds, peak_mib, rows, note)``."""
         self.rows.append(Row(*args, **kwargs))
 
     def target(self, *args, **kwargs) -> None:
+        """A target: ``Target(name, measured, met, why)``."""
         self.targets.append(Target(*args, **kwargs))
 
     def steps(self, section: str, label: str, nights: list[dict[str, dict]]) -> dict[str, float]:

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import bench_core as bc
@@ -84,18 +85,17 @@ def ingest_throughput(
             seed(url, [0], original_range=(window[0] - timedelta(days=35), day))
             backends["PostgreSQL"] = url
         cases: dict[str, Callable[[], object]] = {}
-        for name, url in backends.items():
+        counts: dict[str, int] = {}  # rows of flights and weather read, by backend
+        for name, backend in backends.items():
             # One engine a backend, its tables reflected once (as a run does), pages warmed.
-            engine = db.open_engine(url)
+            engine = db.open_engine(backend)
             stack.callback(engine.dispose)
             tables = source.reflect_source(engine)
-            rows = range_read(engine, tables)
-            cases[f"{name}: ingest step (fresh root)"] = lambda u=url: fresh_ingest(u)
-            cases[f"{name}: range read"] = lambda e=engine, t=tables: range_read(e, t)
+            counts[name] = range_read(engine, tables)
+            cases[f"{name}: ingest step (fresh root)"] = partial(fresh_ingest, backend)
+            cases[f"{name}: range read"] = partial(range_read, engine, tables)
             if pg_copy.copies(engine):  # side by side: the same read, row by row
-                cases[f"{name}: range read, row by row"] = lambda e=engine, t=tables: row_by_row(
-                    e, t
-                )
+                cases[f"{name}: range read, row by row"] = partial(row_by_row, engine, tables)
         timings = {case: [] for case in cases}
         for _ in range(repeat):
             for case, work in cases.items():
@@ -103,8 +103,10 @@ def ingest_throughput(
                 work()
                 timings[case].append(time.perf_counter() - started)
     for case, seconds in timings.items():
+        rows = counts[case.split(":")[0]]
         results.add("ingest", case, seconds, rows=rows, note=f"{rows:,} rows, {days} days")
     if "PostgreSQL" in backends:
+        rows = counts["PostgreSQL"]
         rate = rows / bc.median(timings["PostgreSQL: range read"])
         slow = rows / bc.median(timings.get("PostgreSQL: range read, row by row", [float("nan")]))
         results.target(

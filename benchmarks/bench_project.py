@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import bench_core as bc
@@ -26,12 +26,6 @@ QUICK_OVERRIDES = {
     "split": {"holdout_days": 3},
     "train": {"max_iter": 60, "learning_rate": 0.1, "min_samples_leaf": 20, "bagging_models": 1},
 }
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without Airflow or project settings: a developer's shell, or the
-    Makefile's exports, must not leak into the measured commands."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FLIGHT_DELAYS_"))}
 
 
 @dataclass
@@ -51,8 +45,11 @@ class Project:
         return f"sqlite:///{self.work / 'warehouse.sqlite'}"
 
     def env(self, source_url: str | None = None, root: Path | None = None) -> dict[str, str]:
-        """What `make run` exports for this root; a thread count asked for is kept."""
-        env = clean_env() | {
+        """What `make run` exports for this root, and nothing else of this environment's
+        Airflow or project settings (a developer's shell must not leak into the measured
+        commands), but a thread count asked for."""
+        ours = ("AIRFLOW", "FLIGHT_DELAYS_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ours)} | {
             "AIRFLOW_HOME": str(self.work / "airflow"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
@@ -70,12 +67,14 @@ class Project:
         also the root's include/params.yaml, which the DAG reads, when ``root`` is given."""
         values = yaml.safe_load((REPO / "include" / "params.yaml").read_text())
         values.setdefault("ingest", {})["window_days"] = window
-        for group, overrides in QUICK_OVERRIDES.items() if self.quick else ():
-            section = values.get(group) or {}
-            section.update({k: v for k, v in overrides.items() if k in section})
+        if self.quick:
+            for group, overrides in QUICK_OVERRIDES.items():
+                section = values.get(group) or {}
+                section.update({k: v for k, v in overrides.items() if k in section})
         text = yaml.safe_dump(values, sort_keys=False)
         path = self.work / "params" / f"window-{window}.yaml"
-        for target in (path, *([root / "include" / "params.yaml"] if root else [])):
+        targets = [path] if root is None else [path, root / "include" / "params.yaml"]
+        for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
         return path
@@ -100,19 +99,17 @@ class Project:
         each step's own record: seconds, peak RSS (MiB), result."""
         cmd = [PYTHON, DRIVER, steps, "--day", str(day), "--root", str(root or self.root)]
         measured = bc.run([*cmd, "--params", str(params)], env or self.env())
-        prefix = "BENCH_STEP "
-        records = [
-            json.loads(x[len(prefix) :])
-            for x in measured.output.splitlines()
-            if x.startswith(prefix)
-        ]
+        lines = [x for x in measured.output.splitlines() if x.startswith("BENCH_STEP ")]
+        records = [json.loads(x.removeprefix("BENCH_STEP ")) for x in lines]
         return measured, {record["step"]: record for record in records}
 
-    def case(self, steps: str, day: date, params: Path, into: list) -> Callable[[], bc.Run]:
+    def case(
+        self, steps: str, day: date, params: Path, into: list, env: dict | None = None
+    ) -> Callable[[], bc.Run]:
         """A case for ``bc.in_turn``: :meth:`driver`, its step records appended to ``into``."""
 
         def measure() -> bc.Run:
-            measured, records = self.driver(steps, day, params)
+            measured, records = self.driver(steps, day, params, env)
             into.append(records)
             return measured
 
@@ -127,10 +124,7 @@ class Project:
 
     def airflow_setup(self) -> None:
         """`make run`'s set-up, once: migrate the metastore, serialize the DAG."""
-        for args in () if self.migrated else (("db", "migrate"), ("dags", "reserialize")):
-            bc.run([AIRFLOW, *args], self.env(), timeout=600)
-        self.migrated = True
-
-    def dags_test(self, day: date) -> list[str]:
-        """`airflow dags test` of the nightly run that processes ``day``."""
-        return [AIRFLOW, "dags", "test", DAG_ID, (day + timedelta(days=1)).isoformat()]
+        if not self.migrated:
+            for args in (("db", "migrate"), ("dags", "reserialize")):
+                bc.run([AIRFLOW, *args], self.env(), timeout=600)
+            self.migrated = True

@@ -537,6 +537,8 @@ def summarize(results: Sequence[HoldoutResult]) -> dict[str, float]:
 def halves_table(results: Sequence[HoldoutResult], at: date) -> str:
     """The summary of the holdouts ending by ``at``, of those after it, and of all, as a
     markdown table: a rule chosen on the first half is confirmed on the second (issue 18).
+    Each part is summarized as a backtest of its own (:func:`summarize`): its served weeks
+    are counted back from its own last run, so the first half's weeks end on ``at``.
     A half with no holdout has no row."""
     header = (
         "| holdouts | runs | challenger beats the baseline | challenger mean "

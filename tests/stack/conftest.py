@@ -83,21 +83,27 @@ def running_stack(
     # This machine's own settings, read after the tracked ones: retries wait at most 20 s
     # instead of the DAG's 2-8 minutes ([core] max_task_retry_delay caps every backoff;
     # the scheduler reads it), so the fault tests see real retries in a bearable time.
-    with private_stack(root, "AIRFLOW__CORE__MAX_TASK_RETRY_DELAY=20\n", **extra) as stack:
-        TIMINGS[f"{label}make up to healthy API (no seed)"] = f"{stack.up_seconds:.1f} s"
-        from flight_delays.intake.demo import seed
+    stack = None
+    try:
+        local = "AIRFLOW__CORE__MAX_TASK_RETRY_DELAY=20\n"
+        with private_stack(root, local, up_timeout=400, **extra) as stack:
+            TIMINGS[f"{label}make up to healthy API (no seed)"] = f"{stack.up_seconds:.1f} s"
+            from flight_delays.intake.demo import seed
 
-        seed(stack.warehouse_url, [0], original_range=SEEDED)
-        stack.wait_for_dag(timeout=120)
-        yield stack
-    down = stack.stopped
-    escalated = [line for line in down.result.stdout.splitlines() if "SIGKILL" in line]
-    TIMINGS[f"{label}make down"] = f"{down.seconds:.1f} s " + (
-        f"({'; '.join(escalated)})" if escalated else "(no SIGKILL needed)"
-    )
-    assert down.result.returncode == 0, down.result.stdout + down.result.stderr
-    assert not down.left, f"processes of the test stack survived `down`: {down.left}"
-    assert down.data_kept, "`down` must keep the PostgreSQL data"
+            seed(stack.warehouse_url, [0], original_range=SEEDED)
+            stack.wait_for_dag(timeout=120)
+            yield stack
+    finally:
+        # Checked whatever the block did (a failure in it stays the first error shown).
+        down = stack.stopped if stack is not None else None
+        if down is not None:
+            escalated = [line for line in down.result.stdout.splitlines() if "SIGKILL" in line]
+            TIMINGS[f"{label}make down"] = f"{down.seconds:.1f} s " + (
+                f"({'; '.join(escalated)})" if escalated else "(no SIGKILL needed)"
+            )
+            assert down.result.returncode == 0, down.result.stdout + down.result.stderr
+            assert not down.left, f"processes of the test stack survived `down`: {down.left}"
+            assert down.data_kept, "`down` must keep the PostgreSQL data"
 
 
 @pytest.fixture(scope="session")

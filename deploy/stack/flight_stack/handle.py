@@ -121,13 +121,18 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def private_stack(
-    root: Path, local_settings: str = "", prefix: str = "fd-stack-", **extra: str
+    root: Path,
+    local_settings: str = "",
+    prefix: str = "fd-stack-",
+    up_timeout: float = 600,
+    **extra: str,
 ) -> Iterator[Stack]:
     """A stack of its own, up, for ``root`` (a project root with its include/params.yaml):
     its state in a fresh folder under /tmp (the postgres user must reach it; as root its
     PostgreSQL data goes to a trusted folder of its own all the same, postgres.py), free
     ports, no demo seed, and ``local_settings`` (KEY=value lines) in its local settings
-    file, read after the tracked ones; ``extra``: more FLIGHT_DELAYS_STACK_* settings.
+    file, read after the tracked ones; ``extra``: more FLIGHT_DELAYS_STACK_* settings;
+    ``up_timeout``: seconds `up` may take.
 
     Always `down` at the end; the stack's ``stopped`` then says how that went. The state
     folder and the data are removed only when `down` succeeded and nothing survived it:
@@ -151,7 +156,7 @@ def private_stack(
     stack = Stack(root=root, state=state, env=env, api_url=f"http://127.0.0.1:{api_port}")
     try:
         started = time.monotonic()
-        stack.script("up", timeout=600)
+        stack.script("up", timeout=up_timeout)
         stack.up_seconds = time.monotonic() - started
         yield stack
     finally:

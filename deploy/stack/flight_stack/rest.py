@@ -104,10 +104,12 @@ class RestApi:
             time.sleep(self.poll_seconds)
 
     def wait_for_dag(self, dag_id: str = DAG_ID, timeout: float = 120.0) -> None:
-        """Until the dag-processor has parsed ``dag_id`` (it does shortly after it starts)."""
+        """Until the dag-processor has parsed ``dag_id`` (it does shortly after it starts);
+        TimeoutError after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while self.api("GET", f"/dags/{dag_id}").status_code != 200:
-            assert time.monotonic() < deadline, f"{dag_id} was not parsed within {timeout:.0f} s"
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} was not parsed within {timeout:.0f} s")
             time.sleep(min(self.poll_seconds, 1.0))
 
     def tasks(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
