@@ -47,7 +47,7 @@ from flight_delays.model.fitted import (
     library_versions,
     thread_limit,
 )
-from flight_delays.store import artifacts, registry, step_runner
+from flight_delays.store import artifacts, io, registry, step_runner
 from flight_delays.store.config import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -249,9 +249,34 @@ class EncodedTraining:
     days: np.ndarray | None
 
 
+def newest_days(frame: pd.DataFrame, max_rows: int | None) -> tuple[pd.DataFrame, int, int]:
+    """``frame`` cut to its newest whole days that hold at most ``max_rows`` rows
+    (``train.max_rows``), and the rows and days it left out. The newest day is kept even
+    when it alone is over; ``frame`` itself when it fits, or ``max_rows`` is None."""
+    if max_rows is None or len(frame) <= max_rows:
+        return frame, 0, 0
+    if schema.DAY not in frame.columns:
+        raise ValueError(
+            f"training frame has {len(frame):,} rows, over train.max_rows ({max_rows:,}), "
+            f"and no {schema.DAY!r} column to keep its newest days by"
+        )
+    first, rows, days = _first_kept_day(frame[schema.DAY].value_counts(), max_rows)
+    return frame[(frame[schema.DAY] >= first).to_numpy()], rows, days
+
+
+def _first_kept_day(rows_per_day: pd.Series, max_rows: int) -> tuple[Any, int, int]:
+    """From the rows of each day (indexed by day): the oldest day :func:`newest_days`
+    keeps, and the rows and days it leaves out."""
+    per_day = rows_per_day.sort_index(ascending=False)
+    kept = (per_day.cumsum() <= max_rows).to_numpy(copy=True)
+    kept[0] = True  # the newest day, whole, even alone over the bound
+    return per_day.index[kept][-1], int(per_day[~kept].sum()), int((~kept).sum())
+
+
 def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipeline:
-    """Fit :func:`build_pipeline` on ``train_frame``: :func:`encode_training` then
-    :func:`fit_encoded`, the same pipeline as ``Pipeline.fit`` (a test compares them).
+    """Fit :func:`build_pipeline` on ``train_frame``, cut to ``train.max_rows``
+    (:func:`newest_days`): :func:`encode_training` then :func:`fit_encoded`, the same
+    pipeline as ``Pipeline.fit`` (a test compares them).
 
     Needs every column in ``schema.FEATURES``, ``schema.DAY`` when day bagging is on,
     and ``schema.TARGET`` (arr_delay, minutes,
@@ -263,6 +288,7 @@ def fit_model(train_frame: pd.DataFrame, train_settings: TrainSettings) -> Pipel
     fitted as a constant 0, with a warning: the booster cannot bin an all-missing
     column, and a constant one is never split on, so the model ignores the feature.
     """
+    train_frame = newest_days(train_frame, train_settings.max_rows)[0]
     return fit_encoded(encode_training(train_frame, train_settings))
 
 
@@ -331,21 +357,41 @@ def _day_iso(value: Any) -> str:
 # --- the step ---------------------------------------------------------------------------
 
 
-def _encoded(run: step_runner.StepRun, inputs: dict[str, Any]) -> dict[str, Any]:
-    """The training table, encoded into the model's matrix. Done while loading so that the
-    table is dropped before the fit (:func:`encode_training`; ~90 MiB less at the peak of
-    a 365-day window, ten times that at ten times the flights)."""
-    train_frame = inputs.pop("train")
+def _encoded(run: step_runner.StepRun, _inputs: dict[str, Any]) -> dict[str, Any]:
+    """The training table, read and encoded into the model's matrix. Done while loading
+    so that the table is dropped before the fit (:func:`encode_training`; ~90 MiB less at
+    the peak of a 365-day window, ten times that at ten times the flights). Past
+    ``train.max_rows`` only the newest days are read (:func:`newest_days`: the days column
+    first, then the rows from the first day kept), said in the log and the card."""
+    path = artifacts.TRAIN_TABLE.path(run.root, run.day)
+    max_rows, filters, dropped_rows, dropped_days = run.settings.train.max_rows, None, 0, 0
+    if max_rows is not None:
+        days = io.read_parquet(path, artifacts.TRAIN_TABLE, columns=[schema.DAY])[schema.DAY]
+        if len(days) > max_rows:
+            first, dropped_rows, dropped_days = _first_kept_day(days.value_counts(), max_rows)
+            filters = [(schema.DAY, ">=", first)]
+        del days
+    train_frame = io.read_parquet(path, artifacts.TRAIN_TABLE, filters=filters)
+    if dropped_rows:
+        log.warning(
+            "train: the %d oldest day(s), %d rows, left out: the table is over "
+            "train.max_rows (%d rows)", dropped_days, dropped_rows, max_rows
+        )  # fmt: skip
     days = train_frame[schema.DAY].agg(["min", "max"])
     return {
         "encoded": [encode_training(train_frame, run.settings.train)],
         "train_rows": len(train_frame),
         "window": {"first_day": _day_iso(days["min"]), "last_day": _day_iso(days["max"])},
+        "left_out": {"max_rows": max_rows, "rows": dropped_rows, "days": dropped_days},
     }
 
 
 def model_card(
-    day: date, params: TrainSettings, train_rows: int, window: dict[str, str]
+    day: date,
+    params: TrainSettings,
+    train_rows: int,
+    window: dict[str, str],
+    left_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the model card says of the model (the runner adds the run id, the inputs and
     the model file with their SHA-256)."""
@@ -354,6 +400,8 @@ def model_card(
         "processed_day": day.isoformat(),
         "train_window": window,
         "train_rows": train_rows,
+        # train.max_rows, and the oldest days it left out of the training table.
+        "train_rows_left_out": left_out,
         "estimator": (
             f"flight_delays.train.DayBaggedRegressor of {params.bagging_models} "
             "sklearn.ensemble.HistGradientBoostingRegressor"
@@ -381,13 +429,17 @@ def train_core(
     encoded: list[EncodedTraining],
     train_rows: int,
     window: dict[str, str],
+    left_out: dict[str, Any] | None = None,
 ) -> step_runner.Result:
     """The step's core: the fitted model's file bytes and its card. ``encoded`` is a
     one-item list, emptied here, so the encoded matrix is freed once the model is fitted
     (the runner's inputs would keep it through the writes otherwise)."""
     model_bytes = dump_model(fit_encoded(encoded.pop()))
     return step_runner.Result(
-        outputs={"model": model_bytes, "model_card": model_card(day, params, train_rows, window)},
+        outputs={
+            "model": model_bytes,
+            "model_card": model_card(day, params, train_rows, window, left_out),
+        },
         summary={"train_rows": train_rows},
         line=f"{train_rows} rows in ({window['first_day']}..{window['last_day']}) -> "
         f"{params.bagging_models} booster(s) out, {len(model_bytes) / 1e6:.1f} MB",
@@ -422,8 +474,8 @@ def _record(
 STEP = step_runner.Step(
     name="train",
     core=train_core,
-    reads={"train": artifacts.TRAIN_TABLE},
-    requires={"manifest": artifacts.MANIFEST},
+    # The table is read by the load hook (only its newest days past train.max_rows).
+    requires={"train": artifacts.TRAIN_TABLE, "manifest": artifacts.MANIFEST},
     load=_encoded,
     writes={"model": artifacts.RUN_MODEL, "model_card": artifacts.RUN_MODEL_CARD},
     params=lambda settings: settings.train,

@@ -70,6 +70,9 @@ def test_int_accepted_for_float_and_settings_are_frozen(tmp_path):
         ("train: {bagging_day_fraction: 0}\n", r"train.bagging_day_fraction must be in \(0, 1\]"),
         ("train: {bagging_day_fraction: 1.5}\n", "train.bagging_day_fraction must be in"),
         ("train: {max_features: 0.0}\n", r"train.max_features must be in \(0, 1\]"),
+        ("train: {max_rows: 0}\n", "train.max_rows must be a whole number >= 1 or null, got 0"),
+        ("train: {max_rows: true}\n", "train.max_rows must be a whole number >= 1 or null"),
+        ("train: {max_rows: 1.5e6}\n", "train.max_rows must be int"),
         ("drift: {warn: 0.3, alert: 0.2}\n", "0 < warn <= alert, got warn 0.3, alert 0.2"),
         ("drift: {warn: 0}\n", "0 < warn <= alert"),
         ("drift: {alert: 'high'}\n", "drift.alert must be float"),
@@ -91,3 +94,10 @@ def test_bad_parameter_files_name_the_problem(tmp_path, text, message):
 def test_missing_parameter_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"parameter file not found: .*nope\.yaml"):
         load_settings(tmp_path, tmp_path / "nope.yaml")
+
+
+def test_the_training_rows_are_bounded_by_default_and_null_lifts_the_bound(tmp_path):
+    assert load_settings(tmp_path, write(tmp_path, "{}\n")).train.max_rows == 1_000_000
+    lifted = load_settings(tmp_path, write(tmp_path, "train: {max_rows: null}\n"))
+    assert lifted.train.max_rows is None
+    assert "max_rows" not in lifted.train.hyperparameters()  # not the booster's own

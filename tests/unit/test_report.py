@@ -47,3 +47,16 @@ def test_a_model_card_without_its_row_count_still_draws_the_page() -> None:
     assert "<tr><th>Training rows</th><td>?</td></tr>" in page
     page = report.render(_metrics(promoted=True), {"train_rows": 123456}, [], {})
     assert "<tr><th>Training rows</th><td>123,456</td></tr>" in page
+
+
+def test_the_page_says_what_max_rows_left_out_of_the_training_table() -> None:
+    left = {"max_rows": 1_000_000, "rows": 2_210_345, "days": 255}
+    card = {"train_rows": 998_113, "train_rows_left_out": left}
+    page = report.render(_metrics(promoted=True), card, [], {})
+    assert (
+        "<tr><th>Training rows</th><td>998,113 (2,210,345 rows of the 255 oldest days left "
+        "out: train.max_rows is 1,000,000)</td></tr>"
+    ) in page
+    nothing = {**left, "rows": 0, "days": 0}
+    page = report.render(_metrics(promoted=True), {**card, "train_rows_left_out": nothing}, [], {})
+    assert "<tr><th>Training rows</th><td>998,113</td></tr>" in page

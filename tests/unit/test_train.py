@@ -535,3 +535,51 @@ def test_fit_model_fits_what_pipeline_fit_fits(feature_frame_factory) -> None:
     )
     np.testing.assert_array_equal(fitted.predict(ours, frame), fitted.predict(theirs, frame))
     assert list(ours.feature_names_in_) == schema.FEATURES
+
+
+def days_frame(rows_per_day: dict[str, int]) -> pd.DataFrame:
+    """A frame with ``rows_per_day`` rows on each day (YYYY-MM-DD), rows numbered."""
+    days = [pd.Timestamp(day) for day, n in rows_per_day.items() for _ in range(n)]
+    return pd.DataFrame({schema.DAY: days, "row": range(len(days))})
+
+
+def test_newest_days_keeps_whole_days_from_the_newest_within_the_bound() -> None:
+    frame = days_frame({"2013-06-03": 3, "2013-06-01": 4, "2013-06-02": 5})  # any order
+    kept, rows, days = train.newest_days(frame, 9)
+    # 06-03 (3) and 06-02 (5) fit in 9; 06-01 would make 12.
+    assert sorted(kept[schema.DAY].dt.day.unique()) == [2, 3]
+    assert (len(kept), rows, days) == (8, 4, 1)
+    assert kept["row"].tolist() == [0, 1, 2, 7, 8, 9, 10, 11]  # the rows as they were
+    # The newest day is kept whole even when it alone is over the bound.
+    alone, rows, days = train.newest_days(frame, 2)
+    assert (alone[schema.DAY].dt.day.unique().tolist(), rows, days) == ([3], 9, 2)
+    # Within the bound, or with none, the frame itself.
+    for bound in (12, None):
+        assert train.newest_days(frame, bound) == (frame, 0, 0)
+
+
+def test_newest_days_over_the_bound_without_days_names_the_setting() -> None:
+    frame = days_frame({"2013-06-01": 3}).drop(columns=[schema.DAY])
+    with pytest.raises(ValueError, match=rf"over train.max_rows \(2\), and no '{schema.DAY}'"):
+        train.newest_days(frame, 2)
+
+
+def test_the_train_step_leaves_the_oldest_days_out_past_max_rows_and_says_so(
+    split_artifacts, caplog
+) -> None:
+    art = split_artifacts
+    params = yaml.safe_load(art["params_file"].read_text())
+    per_day = art["train"][schema.DAY].value_counts().sort_index(ascending=False)
+    bound = int(per_day.iloc[:3].sum())  # the newest three days, exactly
+    params["train"]["max_rows"] = bound
+    art["params_file"].write_text(yaml.safe_dump(params))
+    result = train.run(art["day"].isoformat(), root=art["root"], params_file=art["params_file"])
+    card = json.loads(Path(result["model_card"]).read_text())
+    assert result["train_rows"] == card["train_rows"] == bound
+    assert card["train_rows_left_out"] == {
+        "max_rows": bound,
+        "rows": len(art["train"]) - bound,
+        "days": len(per_day) - 3,
+    }
+    assert card["train_window"] == {"first_day": "2024-03-05", "last_day": "2024-03-07"}
+    assert f"left out: the table is over train.max_rows ({bound} rows)" in caplog.text

@@ -131,7 +131,7 @@ def render(
     facts = [
         ("Processed day", day),
         ("Training days", f"{window.get('first_day', '?')} .. {window.get('last_day', '?')}"),
-        ("Training rows", _count(model_card.get("train_rows"))),
+        ("Training rows", _count(model_card.get("train_rows")) + _left_out(model_card)),
         ("Holdout days", f"{metrics['holdout_start']} .. {metrics['holdout_end']}"),
         ("Holdout rows", f"{metrics['holdout_rows']:,}"),
         ("Champion compared", champion.get("name", "?")),
@@ -162,6 +162,17 @@ def render(
 {figure_html}
 </body></html>
 """
+
+
+def _left_out(model_card: dict[str, Any]) -> str:
+    """What train.max_rows left out of the training table, if anything."""
+    left = model_card.get("train_rows_left_out") or {}
+    if not left.get("rows"):
+        return ""
+    return (
+        f" ({_count(left['rows'])} rows of the {_count(left.get('days'))} oldest days left "
+        f"out: train.max_rows is {_count(left.get('max_rows'))})"
+    )
 
 
 def _count(value: Any) -> str:

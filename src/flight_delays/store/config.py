@@ -147,8 +147,20 @@ class TrainSettings:
     # training days (whole days). 1 model: a single booster on every day.
     bagging_models: int = 2
     bagging_day_fraction: float = 0.8
+    # The most training rows: past it the oldest days are left out, whole days, so the
+    # fit's memory stays bounded however many flights a day the warehouse holds (None:
+    # no bound). A 365-day window of the real data holds about 320k.
+    max_rows: int | None = 1_000_000
 
     def __post_init__(self) -> None:
+        if self.max_rows is not None and (
+            isinstance(self.max_rows, bool)
+            or not isinstance(self.max_rows, int)
+            or self.max_rows < 1
+        ):
+            raise ConfigError(
+                f"train.max_rows must be a whole number >= 1 or null, got {self.max_rows!r}"
+            )
         if self.bagging_models < 1:
             raise ConfigError(f"train.bagging_models must be >= 1, got {self.bagging_models}")
         if not 0 < self.bagging_day_fraction <= 1:
@@ -172,7 +184,8 @@ class TrainSettings:
         return {"n_models": self.bagging_models, "day_fraction": self.bagging_day_fraction}
 
 
-_BAGGING = ("bagging_models", "bagging_day_fraction")
+# The settings that are not the booster's own (hyperparameters() leaves them out).
+_BAGGING = ("bagging_models", "bagging_day_fraction", "max_rows")
 
 
 @dataclass(frozen=True)
