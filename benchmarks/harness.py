@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(REPO / "docs" / bc.LOG, doc)
     doc.write_text(bc.insert_run(doc.read_text(), text))
     print(f"added to {doc}")
+    if args.keep:
+        print(f"kept the throw-away folder: {work}")
     if failed:
         print(f"failed sections: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -12,9 +12,11 @@ import multiprocessing
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
+from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
+import pyarrow
 import pytest
 
 from flight_delays import featurize, ingest
@@ -388,3 +390,56 @@ def test_featurize_by_day_refuses_rows_of_a_day_not_asked_for(home: Path) -> Non
     _table, counts = flight_features.featurize_by_day(flights, weather, [LAST, FIRST])
     assert counts[LAST] == _alone(home, LAST)[1]
     assert counts[FIRST]["flights_in"] == 0 and counts[FIRST]["contract"] == {}
+
+
+def _file(frame: pd.DataFrame) -> bytes:
+    """``frame`` as a raw partition file holds it."""
+    sink = pyarrow.BufferOutputStream()
+    frame.to_parquet(sink, index=False)
+    return sink.getvalue().to_pybytes()
+
+
+def _as_read(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """The frames as pandas reads their files back (Parquet has no seconds unit)."""
+    return [pd.read_parquet(BytesIO(_file(f))) for f in frames]
+
+
+def test_the_days_raw_rows_are_the_frames_of_pandas_concat_even_when_typed_apart() -> None:
+    # One conversion for the batch instead of one a day and file: the frame must be what
+    # pandas.concat of the days' frames was, also when the days' files type a column
+    # apart (older partitions) and when a day has no rows.
+    days = [date(2013, 3, 7), date(2013, 3, 8), date(2013, 3, 9)]
+    flights = [
+        pd.DataFrame({schema.DAY: [pd.Timestamp(days[0])] * 2, "carrier": ["AA", "B6"],
+                      schema.TARGET: [1.5, None]}),
+        pd.DataFrame({schema.DAY: pd.Series([], dtype="datetime64[ns]"),
+                      "carrier": pd.Series([], dtype="str"),
+                      schema.TARGET: pd.Series([], dtype="float64")}),
+        pd.DataFrame({schema.DAY: [pd.Timestamp(days[2])], "carrier": ["UA"],
+                      schema.TARGET: [7]}),  # int64 here, float64 on the first day
+    ]  # fmt: skip
+    weather = [
+        pd.DataFrame({schema.DAY: [pd.Timestamp(d)], "origin": ["JFK"], "temp": [40.0 + k]})
+        for k, d in enumerate(days)
+    ]
+    tables = [
+        (day_features._read(_file(f)), day_features._read(_file(w)))
+        for f, w in zip(flights, weather, strict=True)
+    ]
+    got_flights, got_weather = day_features._frames(days, tables)
+    flights, weather = _as_read(flights), _as_read(weather)
+    expected = pd.concat([flights[0], flights[2]], ignore_index=True)
+    pd.testing.assert_frame_equal(got_flights, expected, check_exact=True)
+    assert got_flights[schema.TARGET].dtype == "float64"
+    expected = pd.concat(weather, ignore_index=True)
+    pd.testing.assert_frame_equal(got_weather, expected, check_exact=True)
+
+
+def test_the_first_partition_holding_another_days_rows_is_named() -> None:
+    days = [date(2013, 3, 7), date(2013, 3, 8), date(2013, 3, 9)]
+    stamps = [days[0], days[0], days[2]]  # the second and third days hold the wrong day
+    frames = [pd.DataFrame({schema.DAY: [pd.Timestamp(s)], "origin": ["JFK"]}) for s in stamps]
+    tables = [(day_features._read(_file(f)),) * 2 for f in frames]
+    with pytest.raises(day_features._OtherDays) as raised:
+        day_features._frames(days, tables)
+    assert raised.value.args == (days[1],)

@@ -486,7 +486,8 @@ def _run_checks(rules: pa.DataFrameSchema, typed: pd.DataFrame, found: _Found) -
     """Run ``rules`` (the columns' checks) on ``typed`` (lazily: every check, every row)
     and record each failing row with its check's name and reason."""
     try:
-        rules.validate(typed, lazy=True)
+        # In place: nothing is coerced, so pandera's default copy of the frame is waste.
+        rules.validate(typed, lazy=True, inplace=True)
     except SchemaErrors as errors:
         cases = errors.failure_cases
         if cases["index"].isna().any():  # a failure of the frame, not of rows: a bug here

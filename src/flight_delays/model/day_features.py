@@ -26,7 +26,6 @@ read is reported by :func:`load` (a warning naming it) and computed again.
 from __future__ import annotations
 
 import hashlib
-import io as _bytes_io
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -195,18 +194,44 @@ def _stored(
     return found if found is not None else (raw or _raw(root, day))
 
 
-def _frames(day: date, raw: Mapping[str, bytes]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The day's raw flights and weather; _OtherDays when they hold another day's rows."""
-    flights, weather = (pd.read_parquet(_bytes_io.BytesIO(raw[e.filename])) for e in RAW_FILES)
-    for frame in (flights, weather):
-        if len(frame) and not (to_day(frame[schema.DAY]) == pd.Timestamp(day)).all():
-            raise _OtherDays(day)
-    return flights, weather
+def _read(data: bytes) -> pa.Table:
+    # ParquetFile, not read_table or pandas.read_parquet (their dataset layer costs ~1 ms
+    # a file); one thread: the caller reads days in threads.
+    return pq.ParquetFile(pa.BufferReader(data), pre_buffer=False).read(use_threads=False)
 
 
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    # An empty day's frame is left out: it cannot change a dtype of the others.
-    return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+def _frames(
+    days: list[date], tables: list[tuple[pa.Table, pa.Table]]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The raw flights and weather of ``days`` (their tables, :data:`RAW_FILES` in
+    order), each as one frame: what ``pandas.concat`` of the days' frames gives, with one
+    conversion to pandas instead of one a day and file. _OtherDays names the first day
+    whose raw partition holds rows dated on another day."""
+    joined = []
+    for k in range(len(RAW_FILES)):
+        kept = [(d, t[k]) for d, t in zip(days, tables, strict=True) if t[k].num_rows]
+        # An empty day's table is left out: it cannot change a type of the others.
+        frame = _concat([t for _d, t in kept] or [tables[0][k]])
+        # Each row's day must be the day of the partition it was read from.
+        owner = np.repeat(np.arange(len(kept)), [t.num_rows for _d, t in kept])
+        expected = np.array([np.datetime64(d, "ns") for d, _t in kept], "datetime64[ns]")[owner]
+        wrong = to_day(frame[schema.DAY]).to_numpy() != expected
+        if wrong.any():
+            raise _OtherDays(kept[owner[np.argmax(wrong)]][0])
+        joined.append(frame)
+    return joined[0], joined[1]
+
+
+def _concat(tables: list[pa.Table]) -> pd.DataFrame:
+    """``tables`` end to end as one frame, as ``pandas.concat(..., ignore_index=True)``
+    of their frames gives it. Tables typed apart (files of older code) are joined by
+    pandas, which promotes the types as it always did."""
+    metadata = tables[0].schema.metadata
+    try:
+        table = pa.concat_tables([t.replace_schema_metadata(metadata) for t in tables])
+    except pa.ArrowInvalid:
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    return table.to_pandas().reset_index(drop=True)
 
 
 def _compute(
@@ -221,10 +246,10 @@ def _compute(
     partition; a day without rows gets an empty one (the batch's column types) and
     zero counts. Raises _OtherDays for a raw partition holding another day's rows."""
     days = sorted(raws)
-    frames = list(pool.map(_frames, days, [raws[d] for d in days]))
-    features, counts = compute(
-        _concat([f for f, _w in frames]), _concat([w for _f, w in frames]), days
-    )
+    tables = list(pool.map(lambda d: tuple(_read(raws[d][e.filename]) for e in RAW_FILES), days))
+    flights, weather = _frames(days, tables)
+    del tables
+    features, counts = compute(flights, weather, days)
     table = pa.Table.from_pandas(features, preserve_index=False)
     # The table is sorted by day first: each day is one run of rows, sliced without a copy.
     stamps = features[schema.DAY].to_numpy()

@@ -90,8 +90,10 @@ MINUTES_PER_DAY = 24 * 60
 
 
 def _validate(frame_schema: pa.DataFrameSchema, frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    # In place: pandera's default copies the frame first, for a coercion that none of these
+    # schemas asks for (a fifth of featurize at ten times the flights); nothing is changed.
     try:
-        return frame_schema.validate(frame, lazy=True)
+        return frame_schema.validate(frame, lazy=True, inplace=True)
     except (SchemaError, SchemaErrors) as exc:
         raise InvalidFrameError(f"{name} frame failed validation: {exc}") from exc
 
