@@ -110,26 +110,38 @@ def test_a_timeout_bounds_the_connection_to_a_server_that_never_answers() -> Non
         sqlite.dispose()
 
 
-@pytest.mark.parametrize("driver", ["postgresql", "postgresql+psycopg"])
-def test_a_timeout_keeps_the_options_of_the_url(driver: str) -> None:
-    # A URL may set its own server options (a schema's search_path); the statement
-    # timeout is added to them, not put in their place.
-    given = "-c search_path=foo"
+def sent_to_the_driver(url: str, timeout: float) -> dict:
+    """The parameters ``open_engine(url, timeout=timeout)`` hands the driver; stops before
+    the network."""
     sent = {}
 
     class NotConnected(Exception):
-        """Stops before the network: the parameters the driver gets are all we need."""
+        pass
 
     def capture(dialect, record, cargs, cparams):
         sent.update(cparams)
         raise NotConnected
 
-    url = f"{driver}://u:p@127.0.0.1:1/registry?options={quote(given)}"
-    engine = open_engine(url, timeout=2.5)
+    engine = open_engine(url, timeout=timeout)
     event.listen(engine, "do_connect", capture)
     with pytest.raises(NotConnected):
         engine.connect()
     engine.dispose()
+    return sent
+
+
+@pytest.mark.parametrize("driver", ["postgresql", "postgresql+psycopg"])
+def test_a_timeout_keeps_the_options_of_the_url(driver: str) -> None:
+    # A URL may set its own server options (a schema's search_path); the statement
+    # timeout is added to them, not put in their place.
+    given = "-c search_path=foo"
+    sent = sent_to_the_driver(f"{driver}://u:p@127.0.0.1:1/registry?options={quote(given)}", 2.5)
     assert sent["options"] == f"{given} -c statement_timeout=2500"
-    assert sent["connect_timeout"] == 2
+    assert sent["connect_timeout"] == 3  # whole seconds, never shorter than asked
     assert sent["dbname"] == "registry"  # the rest of the URL is still used
+
+
+@pytest.mark.parametrize(("own", "expected"), [("1", 1), ("30", 3), ("0", 3), ("x", 3)])
+def test_a_shorter_connect_timeout_of_the_url_is_kept(own: str, expected: int) -> None:
+    url = f"postgresql+psycopg://u:p@127.0.0.1:1/registry?connect_timeout={own}"
+    assert sent_to_the_driver(url, 2.5)["connect_timeout"] == expected

@@ -11,6 +11,7 @@ The warehouse source (:mod:`flight_delays.intake.source`), the demo seed
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,7 +96,13 @@ def open_engine(url: str | URL, create_dir: bool = False, timeout: float | None 
         given = parsed.query.get("options", ())
         options = [given] if isinstance(given, str) else list(given)
         options.append(f"-c statement_timeout={round(timeout * 1000)}")
-        args = {"connect_timeout": max(1, round(timeout)), "options": " ".join(options)}
+        # libpq counts whole seconds: rounded up, never shorter than asked; a shorter
+        # connect_timeout of the URL's own is kept (connect_args would replace it).
+        connect = max(1, math.ceil(timeout))
+        own = parsed.query.get("connect_timeout")
+        if isinstance(own, str) and own.isdigit() and int(own) > 0:
+            connect = min(connect, int(own))
+        args = {"connect_timeout": connect, "options": " ".join(options)}
         return create_engine(parsed, connect_args=args)
     return create_engine(parsed)
 
