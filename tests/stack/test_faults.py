@@ -417,6 +417,8 @@ def test_a_sigkilled_supervisord_is_repaired_by_make_up(live_dag: Stack):
     old = procs.supervisor_pid(cfg)
     # Each process by its pid and start time: a pid the kernel reuses is another process.
     before = {pid: procs._stat(pid)[2] for pid in procs.stack_pids(cfg) if pid != old}
+    left = stack.state / "tmp" / "left-by-the-killed-stack"
+    left.write_text("")
     os.kill(old, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while procs._alive(old):
@@ -433,6 +435,7 @@ def test_a_sigkilled_supervisord_is_repaired_by_make_up(live_dag: Stack):
     survivors = [p for p, since in before.items() if (procs._stat(p) or (0, 0, -1))[2] == since]
     assert survivors == [], f"processes of the killed supervisord survive: {survivors}"
     assert orphans(stack) == []
+    assert not left.exists(), "`up` kept the temporary files of the stack it stopped"
     # One scheduler: one wrapper, with one airflow scheduler beneath it.
     pids = procs.stack_pids(cfg)
     wrappers = [p for p in pids if "component.py airflow scheduler" in cmdline(p)]

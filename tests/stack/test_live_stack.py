@@ -52,9 +52,16 @@ def test_up_twice_is_harmless_and_status_shows_every_component(stack: Stack):
     cfg = settings.Config.from_env(stack.env)
     pid = procs.supervisor_pid(cfg)
     assert pid
+    # The components' temporary files are the stack's: the scheduler's forkserver keeps its
+    # socket in the state folder, not in /tmp, where every stack used to leave it.
+    tmp = stack.state / "tmp"
+    assert list(tmp.glob("pymp-*/listener-*")), list(tmp.iterdir())
+    (tmp / "in-use").write_text("")
     again = stack.script("up")
     assert "already running" in again.stdout
     assert procs.supervisor_pid(cfg) == pid
+    assert (tmp / "in-use").exists(), "`up` of a running stack emptied its temporary folder"
+    (tmp / "in-use").unlink()
     status = stack.script("status").stdout
     assert "health: healthy" in status
     memory = [" ".join(line.split()[:4]) for line in status.splitlines() if "processes)" in line]

@@ -68,6 +68,41 @@ def test_sigterm_then_sigkill_for_what_ignores_it(cfg):
                 proc.wait()
 
 
+@pytest.fixture
+def short_cfg(cfg):
+    """``cfg`` with a state folder as short as a private stack's (/tmp/fd-stack-*)."""
+    state = Path(tempfile.mkdtemp(prefix="fd-t-"))
+    try:
+        yield replace(cfg, state=state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_the_components_temporary_folder_is_the_state_folders_unless_too_deep(short_cfg):
+    cfg = short_cfg
+    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
+    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
+    settings.write_settings(cfg, values)
+    assert settings.read_env_files(cfg)["TMPDIR"] == str(cfg.state / "tmp")
+    # Too deep for the forkserver's socket inside (107 bytes at most): the system's.
+    deep = replace(cfg, state=cfg.state / ("d" * (settings.TMP_DIR_MAX - len(str(cfg.state)))))
+    assert deep.tmp_dir is None
+    assert "TMPDIR" not in settings.generated_settings(deep, values)
+
+
+def test_up_empties_the_temporary_folder_and_down_removes_it(short_cfg):
+    folder = short_cfg.tmp_dir
+    (folder / "pymp-left").mkdir(parents=True)  # a killed scheduler's forkserver folder
+    (folder / "pymp-left" / "listener").write_text("")
+    settings.fresh_tmp_dir(folder)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert folder.stat().st_mode & 0o777 == 0o700
+    settings.fresh_tmp_dir(folder, keep=False)
+    assert not folder.exists()
+    settings.fresh_tmp_dir(None)  # no folder of its own: nothing to do
+
+
 def test_nothing_to_stop_is_fine_and_a_stale_pid_file_is_not_trusted(cfg):
     cfg.state.mkdir(parents=True)
     assert procs.stop_processes(cfg, timeout=1.0) == {"found": 0, "killed": 0}
@@ -880,3 +915,26 @@ def test_the_preload_lists_are_resolved_as_airflow_resolves_them():
     processes = [process for _components, process in check.running]
     check.stop()
     assert len(processes) == 2 and all(p.returncode is not None for p in processes)
+
+
+def test_a_failed_up_whose_down_fails_too_says_both(monkeypatch, tmp_path):
+    # The caller of a failed `up` gets no stack to check `stopped` on: the error says how
+    # `down` went, and the state folder stays to look into.
+    from flight_stack import handle
+
+    def script(self, *args, check=True, timeout=600):
+        if args[0] == "up":
+            raise AssertionError("stack.py up exited 1")
+        return subprocess.CompletedProcess(args, 1, "cannot stop the scheduler\n", "")
+
+    monkeypatch.setattr(handle.Stack, "script", script)
+    monkeypatch.setattr(handle, "leftovers", lambda state: [4242])
+    stack = handle.private_stack(tmp_path, prefix="fd-t-")
+    with pytest.raises(AssertionError, match="up exited 1") as raised, stack:
+        pass
+    note = "\n".join(raised.value.__notes__)
+    assert "`down` after it exited 1 with processes left [4242]" in note
+    assert "cannot stop the scheduler" in note
+    state = Path(note.split("the state stays in ")[1].split(":")[0])
+    assert state.is_dir()
+    shutil.rmtree(state)

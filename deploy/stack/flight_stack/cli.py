@@ -98,6 +98,7 @@ from .settings import (
     _venv_bin,
     command_env,
     ensure_secrets,
+    fresh_tmp_dir,
     prepare_workers,
     redis_server,
     say,
@@ -245,6 +246,7 @@ def up(cfg: Config) -> int:
             _check_celery_tools(cfg)
         for folder in (cfg.state, cfg.logs, cfg.logs / "airflow", cfg.airflow_home):
             folder.mkdir(parents=True, exist_ok=True)
+        fresh_tmp_dir(cfg.tmp_dir)  # nothing of the stack runs now
         values = ensure_secrets(cfg)
         if cfg.celery:
             write_redis_conf(cfg, values)
@@ -351,6 +353,9 @@ def down(cfg: Config) -> int:
             how = f", {counts['killed']} needed SIGKILL" if counts["killed"] else ""
             say(f"stopped {counts['found']} processes left running{how}")
         say("PostgreSQL stopped" if postmaster is not None else "PostgreSQL was not running")
+        fresh_tmp_dir(cfg.tmp_dir, keep=False)
+        for worker in WORKERS:
+            fresh_tmp_dir(cfg.worker_dir(worker) / "tmp", keep=False)
         cfg.pid_file.unlink(missing_ok=True)
         where = f"{cfg.state}" + (f" and {pg.pgdata}" if pg is not None and pg.relocated else "")
         say(f"down in {time.monotonic() - started:.1f} s; data kept in {where}")

@@ -154,17 +154,27 @@ def private_stack(
         **extra,
     }
     stack = Stack(root=root, state=state, env=env, api_url=f"http://127.0.0.1:{api_port}")
+    failed: BaseException | None = None
     try:
         started = time.monotonic()
         stack.script("up", timeout=up_timeout)
         stack.up_seconds = time.monotonic() - started
         yield stack
+    except BaseException as exc:
+        failed = exc
+        raise
     finally:
         started = time.monotonic()
         down = stack.script("down", check=False, timeout=300)
         left = leftovers(state)
         pg = postgres.Postgres(settings.Config.from_env(env))
         stack.stopped = Stopped(down, time.monotonic() - started, left, pg.initialised())
+        if failed is not None and (down.returncode != 0 or left):
+            # A failed `up` leaves the caller no stack to check `stopped` on: say it here.
+            failed.add_note(
+                f"and `down` after it exited {down.returncode} with processes left {left}; "
+                f"the state stays in {state}:\n{down.stdout}{down.stderr}"
+            )
         if down.returncode == 0 and not left:
             shutil.rmtree(state, ignore_errors=True)
             if pg.relocated:

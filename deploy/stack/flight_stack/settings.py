@@ -50,6 +50,9 @@ READER_ROLE = "warehouse_reader"
 PG_PROGRAM = "postgres"
 PG_USER = "postgres"  # initdb refuses to run as root: the cluster belongs to this user
 ADMIN_USER = "admin"
+# A Unix socket path holds at most 107 bytes, and multiprocessing's forkserver puts one in
+# the temporary folder: /pymp-XXXXXXXX/listener-XXXXXXXX, 32 more.
+TMP_DIR_MAX = 107 - 32
 
 
 class StackError(RuntimeError):
@@ -225,6 +228,15 @@ class Config:
         return Path("/tmp") / f"flight-delays-supervisor-{digest}.sock"
 
     @property
+    def tmp_dir(self) -> Path | None:
+        """The components' temporary folder (TMPDIR), in the state folder: `up` empties it
+        and `down` removes it, so what a killed process leaves there goes with it (the
+        scheduler's forkserver folder, pymp-*, was left in /tmp by every stack). None when
+        the state folder is so deep that a socket inside would not fit: the system's then."""
+        inside = self.state / "tmp"
+        return inside if len(str(inside).encode()) <= TMP_DIR_MAX else None
+
+    @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
@@ -386,6 +398,7 @@ def generated_settings(cfg: Config, values: dict[str, str]) -> dict[str, str]:
         "FLIGHT_DELAYS_SOURCE_URL": warehouse,
         "FLIGHT_DELAYS_HOME": str(cfg.root),
         "STACK_LOG_DIR": str(cfg.logs),
+        **({"TMPDIR": str(cfg.tmp_dir)} if cfg.tmp_dir is not None else {}),
         **(celery_settings(cfg, values) if cfg.celery else {}),
     }
 
@@ -430,14 +443,25 @@ def write_redis_conf(cfg: Config, values: dict[str, str]) -> None:
     _write_private(cfg.redis_conf, "\n".join(lines) + "\n")
 
 
+def fresh_tmp_dir(folder: Path | None, keep: bool = True) -> None:
+    """Empty ``folder`` (a temporary folder of the stack's, :attr:`Config.tmp_dir`; None:
+    nothing to do) while nothing of the stack runs; ``keep``: made again, private."""
+    if folder is None:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    if keep:
+        folder.mkdir(mode=0o700, parents=True)
+
+
 def prepare_workers(cfg: Config) -> None:
     """Each Celery worker's own folders (:meth:`Config.worker_dir`): home/include links to
     the project's include/ (the parameters: code and configuration, as dags/ is); the
     artifact folders are never made here, they live in the object store."""
     for worker in WORKERS:
         folder = cfg.worker_dir(worker)
-        for sub in ("home", "tmp", "airflow"):
+        for sub in ("home", "airflow"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        fresh_tmp_dir(folder / "tmp")  # its TMPDIR
         link = folder / "home" / "include"
         target = cfg.root / "include"
         if not (link.is_symlink() and link.resolve() == target.resolve()):
