@@ -188,13 +188,21 @@ class Results:
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, *args, **kwargs) -> None:
-        """A row: ``Row(section, case, seconds, peak_mib, rows, note)``."""
-        self.rows.append(Row(*args, **kwargs))
+    def add(
+        self,
+        section: str,
+        case: str,
+        seconds: Sequence[float] = (),
+        peak_mib: float | None = None,
+        rows: int | None = None,
+        note: str = "",
+    ) -> None:
+        """A row of the table (:class:`Row`)."""
+        self.rows.append(Row(section, case, seconds, peak_mib, rows, note))
 
-    def target(self, *args, **kwargs) -> None:
-        """A target: ``Target(name, measured, met, why)``."""
-        self.targets.append(Target(*args, **kwargs))
+    def target(self, name: str, measured: str, met: bool | None, why: str = "") -> None:
+        """A target and whether it was met (:class:`Target`)."""
+        self.targets.append(Target(name, measured, met, why))
 
     def steps(self, section: str, label: str, nights: list[dict[str, dict]]) -> dict[str, float]:
         """A row per step of the nights (records of bench_driver): its own time and its
