@@ -436,10 +436,38 @@ def test_the_days_raw_rows_are_the_frames_of_pandas_concat_even_when_typed_apart
 
 
 def test_the_first_partition_holding_another_days_rows_is_named() -> None:
+    # The first day in order whose flights or weather hold a row of another day (a
+    # missing day, NaT, counts as another), whichever of its files it is.
     days = [date(2013, 3, 7), date(2013, 3, 8), date(2013, 3, 9)]
-    stamps = [days[0], days[0], days[2]]  # the second and third days hold the wrong day
-    frames = [pd.DataFrame({schema.DAY: [pd.Timestamp(s)], "origin": ["JFK"]}) for s in stamps]
-    tables = [(day_features._read(_file(f)),) * 2 for f in frames]
+
+    def day_file(stamp) -> pyarrow.Table:
+        frame = pd.DataFrame({schema.DAY: [pd.Timestamp(stamp)], "origin": ["JFK"]})
+        return day_features._read(_file(frame))
+
+    flights = [day_file(days[0]), day_file(days[1]), day_file(days[0])]  # the third: wrong
+    weather = [day_file(days[0]), day_file(None), day_file(days[2])]  # the second: NaT
     with pytest.raises(day_features._OtherDays) as raised:
-        day_features._frames(days, tables)
+        day_features._frames(days, list(zip(flights, weather, strict=True)))
     assert raised.value.args == (days[1],)
+    good = [day_file(d) for d in days]
+    flights[2] = good[2]
+    with pytest.raises(day_features._OtherDays) as raised:  # the weather's alone
+        day_features._frames(days, list(zip(flights, weather, strict=True)))
+    assert raised.value.args == (days[1],)
+    got, _weather = day_features._frames(days, list(zip(good, good, strict=True)))
+    assert list(got[schema.DAY]) == [pd.Timestamp(d) for d in days]
+
+
+def test_files_typed_apart_in_their_pandas_metadata_only_are_joined_by_pandas() -> None:
+    # int64 and Int64 are both int64 to Arrow: only the pandas metadata tells them apart,
+    # and pandas.concat of the two frames gives Int64, as it always did.
+    days = [date(2013, 3, 7), date(2013, 3, 8)]
+    frames = [
+        pd.DataFrame({schema.DAY: [pd.Timestamp(days[0])], "flight": [1]}),
+        pd.DataFrame({schema.DAY: [pd.Timestamp(days[1])], "flight": pd.array([2], "Int64")}),
+    ]
+    tables = [(day_features._read(_file(f)),) * 2 for f in frames]
+    got, _weather = day_features._frames(days, tables)
+    expected = pd.concat(_as_read(frames), ignore_index=True)
+    assert expected["flight"].dtype == "Int64"
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)

@@ -25,6 +25,7 @@ read is reported by :func:`load` (a warning naming it) and computed again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -207,7 +208,7 @@ def _frames(
     order), each as one frame: what ``pandas.concat`` of the days' frames gives, with one
     conversion to pandas instead of one a day and file. _OtherDays names the first day
     whose raw partition holds rows dated on another day."""
-    joined = []
+    joined, wrong_days = [], []
     for k in range(len(RAW_FILES)):
         kept = [(d, t[k]) for d, t in zip(days, tables, strict=True) if t[k].num_rows]
         # An empty day's table is left out: it cannot change a type of the others.
@@ -217,21 +218,32 @@ def _frames(
         expected = np.array([np.datetime64(d, "ns") for d, _t in kept], "datetime64[ns]")[owner]
         wrong = to_day(frame[schema.DAY]).to_numpy() != expected
         if wrong.any():
-            raise _OtherDays(kept[owner[np.argmax(wrong)]][0])
+            wrong_days.append(kept[owner[np.argmax(wrong)]][0])
         joined.append(frame)
+    if wrong_days:
+        raise _OtherDays(min(wrong_days))
     return joined[0], joined[1]
+
+
+def _pandas_columns(table: pa.Table) -> Any:
+    """How pandas typed the columns of the frame ``table`` was written from (its pandas
+    metadata, without the index: that holds each file's row count)."""
+    found = (table.schema.metadata or {}).get(b"pandas")
+    return None if found is None else json.loads(found).get("columns")
 
 
 def _concat(tables: list[pa.Table]) -> pd.DataFrame:
     """``tables`` end to end as one frame, as ``pandas.concat(..., ignore_index=True)``
-    of their frames gives it. Tables typed apart (files of older code) are joined by
-    pandas, which promotes the types as it always did."""
-    metadata = tables[0].schema.metadata
-    try:
-        table = pa.concat_tables([t.replace_schema_metadata(metadata) for t in tables])
-    except pa.ArrowInvalid:
-        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
-    return table.to_pandas().reset_index(drop=True)
+    of their frames gives it. Tables typed apart (files of older code), in Arrow or in
+    their pandas metadata (``int64`` and ``Int64`` are both Arrow's int64), are joined
+    by pandas, which promotes the types as it always did."""
+    first = _pandas_columns(tables[0])
+    if all(_pandas_columns(t) == first for t in tables[1:]):
+        metadata = tables[0].schema.metadata
+        with contextlib.suppress(pa.ArrowInvalid):
+            joined = pa.concat_tables([t.replace_schema_metadata(metadata) for t in tables])
+            return joined.to_pandas().reset_index(drop=True)
+    return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
 
 
 def _compute(
