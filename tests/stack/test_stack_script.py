@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from flight_stack import health, postgres, preload, procs, settings
+from flight_stack import handle, health, postgres, preload, procs, settings
 from flight_stack.handle import PYTHON
 
 
@@ -86,21 +86,41 @@ def test_the_components_temporary_folder_is_the_state_folders_unless_too_deep(sh
     settings.write_settings(cfg, values)
     assert settings.read_env_files(cfg)["TMPDIR"] == str(cfg.state / "tmp")
     # Too deep for the forkserver's socket inside (107 bytes at most): the system's.
-    deep = replace(cfg, state=cfg.state / ("d" * (settings.TMP_DIR_MAX - len(str(cfg.state)))))
+    room = settings.TMP_DIR_MAX - len(str(cfg.state / "x" / "tmp"))
+    fits = replace(cfg, state=cfg.state / ("x" + "d" * room))
+    assert len(str(fits.tmp_dir)) == settings.TMP_DIR_MAX
+    deep = replace(cfg, state=cfg.state / ("x" + "d" * (room + 1)))
     assert deep.tmp_dir is None
     assert "TMPDIR" not in settings.generated_settings(deep, values)
 
 
-def test_up_empties_the_temporary_folder_and_down_removes_it(short_cfg):
+def test_up_empties_the_temporary_folder(short_cfg):
     folder = short_cfg.tmp_dir
     (folder / "pymp-left").mkdir(parents=True)  # a killed scheduler's forkserver folder
     (folder / "pymp-left" / "listener").write_text("")
     settings.fresh_tmp_dir(folder)
     assert folder.is_dir() and list(folder.iterdir()) == []
     assert folder.stat().st_mode & 0o777 == 0o700
-    settings.fresh_tmp_dir(folder, keep=False)
-    assert not folder.exists()
     settings.fresh_tmp_dir(None)  # no folder of its own: nothing to do
+
+
+def test_a_one_off_command_gets_the_stacks_temporary_folder_made_if_missing(short_cfg):
+    # `stack.py run` when the folder is gone (removed by hand, or a state of before it):
+    # the command's TMPDIR exists, private, instead of tools failing on a missing folder.
+    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
+    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
+    settings.write_settings(short_cfg, values)
+    assert not short_cfg.tmp_dir.exists()
+    env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
+    script = 'test -d "$TMPDIR" && mktemp -p "$TMPDIR" >/dev/null && echo "$TMPDIR"'
+    run = subprocess.run(
+        [PYTHON, str(handle.SCRIPT), "run", "sh", "-c", script],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.strip() == str(short_cfg.tmp_dir)
+    assert short_cfg.tmp_dir.stat().st_mode & 0o777 == 0o700
 
 
 def test_nothing_to_stop_is_fine_and_a_stale_pid_file_is_not_trusted(cfg):
@@ -920,8 +940,6 @@ def test_the_preload_lists_are_resolved_as_airflow_resolves_them():
 def test_a_failed_up_whose_down_fails_too_says_both(monkeypatch, tmp_path):
     # The caller of a failed `up` gets no stack to check `stopped` on: the error says how
     # `down` went, and the state folder stays to look into.
-    from flight_stack import handle
-
     def script(self, *args, check=True, timeout=600):
         if args[0] == "up":
             raise AssertionError("stack.py up exited 1")

@@ -353,9 +353,6 @@ def down(cfg: Config) -> int:
             how = f", {counts['killed']} needed SIGKILL" if counts["killed"] else ""
             say(f"stopped {counts['found']} processes left running{how}")
         say("PostgreSQL stopped" if postmaster is not None else "PostgreSQL was not running")
-        fresh_tmp_dir(cfg.tmp_dir, keep=False)
-        for worker in WORKERS:
-            fresh_tmp_dir(cfg.worker_dir(worker) / "tmp", keep=False)
         cfg.pid_file.unlink(missing_ok=True)
         where = f"{cfg.state}" + (f" and {pg.pgdata}" if pg is not None and pg.relocated else "")
         say(f"down in {time.monotonic() - started:.1f} s; data kept in {where}")
@@ -426,6 +423,8 @@ def run(cfg: Config, argv: list[str]) -> int:
     if not cfg.generated_env.is_file():
         raise StackError(f"no stack in {cfg.state}: `make up` first")
     env = command_env(cfg)
+    if cfg.tmp_dir is not None:  # its TMPDIR (a state of an older version has none yet)
+        cfg.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chdir(cfg.root)
     os.execvpe(argv[0], argv, env)
     return 0  # not reached

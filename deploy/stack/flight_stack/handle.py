@@ -170,7 +170,8 @@ def private_stack(
         pg = postgres.Postgres(settings.Config.from_env(env))
         stack.stopped = Stopped(down, time.monotonic() - started, left, pg.initialised())
         if failed is not None and (down.returncode != 0 or left):
-            # A failed `up` leaves the caller no stack to check `stopped` on: say it here.
+            # A failed `up` leaves the caller no stack to check `stopped` on, and a
+            # failure in the block would hide it: the error says how `down` went.
             failed.add_note(
                 f"and `down` after it exited {down.returncode} with processes left {left}; "
                 f"the state stays in {state}:\n{down.stdout}{down.stderr}"

@@ -229,10 +229,13 @@ class Config:
 
     @property
     def tmp_dir(self) -> Path | None:
-        """The components' temporary folder (TMPDIR), in the state folder: `up` empties it
-        and `down` removes it, so what a killed process leaves there goes with it (the
-        scheduler's forkserver folder, pymp-*, was left in /tmp by every stack). None when
-        the state folder is so deep that a socket inside would not fit: the system's then."""
+        """The components' temporary folder (TMPDIR), in the state folder, which `up`
+        empties while nothing of the stack runs: what a killed process left goes with it,
+        and never piles up in /tmp (the scheduler's forkserver folder, pymp-*, was left
+        there by every stack). `down` leaves it: a one-off `stack.py run` command, which
+        `down` does not stop, may still use it. None when the state folder is so deep
+        that the forkserver's socket inside would not fit: the system's folder then. (The
+        Celery workers' own folders, deeper, hold no socket: no forkserver there.)"""
         inside = self.state / "tmp"
         return inside if len(str(inside).encode()) <= TMP_DIR_MAX else None
 
@@ -443,14 +446,13 @@ def write_redis_conf(cfg: Config, values: dict[str, str]) -> None:
     _write_private(cfg.redis_conf, "\n".join(lines) + "\n")
 
 
-def fresh_tmp_dir(folder: Path | None, keep: bool = True) -> None:
+def fresh_tmp_dir(folder: Path | None) -> None:
     """Empty ``folder`` (a temporary folder of the stack's, :attr:`Config.tmp_dir`; None:
-    nothing to do) while nothing of the stack runs; ``keep``: made again, private."""
+    nothing to do), made again, private: only while nothing of the stack runs."""
     if folder is None:
         return
     shutil.rmtree(folder, ignore_errors=True)
-    if keep:
-        folder.mkdir(mode=0o700, parents=True)
+    folder.mkdir(mode=0o700, parents=True)
 
 
 def prepare_workers(cfg: Config) -> None:

@@ -100,7 +100,7 @@ def open_engine(url: str | URL, create_dir: bool = False, timeout: float | None 
         # connect_timeout of the URL's own is kept (connect_args would replace it).
         connect = max(1, math.ceil(timeout))
         own = parsed.query.get("connect_timeout")
-        if isinstance(own, str) and own.isdigit() and int(own) > 0:
+        if isinstance(own, str) and own.isascii() and own.isdigit() and int(own) > 0:
             connect = min(connect, int(own))
         args = {"connect_timeout": connect, "options": " ".join(options)}
         return create_engine(parsed, connect_args=args)
