@@ -473,6 +473,32 @@ def test_files_typed_apart_in_their_pandas_metadata_only_are_joined_by_pandas() 
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
+def test_day_partitions_are_joined_as_pandas_concat_of_their_frames_without_their_keys() -> None:
+    # The window's table from its days' partitions: one Arrow concatenation when they
+    # agree in type, pandas' promotion when they do not (in Arrow, or only in the pandas
+    # metadata), an empty day left out; never a day's key in the window's metadata.
+    def partition(frame: pd.DataFrame, day: str) -> pyarrow.Table:
+        table = pyarrow.Table.from_pandas(frame, preserve_index=False)
+        key = {**table.schema.metadata, day_features.METADATA_KEY: day.encode()}
+        return table.replace_schema_metadata(key)
+
+    same = [pd.DataFrame({"flight": [1, 2]}), pd.DataFrame({"flight": [3]})]
+    empty = pd.DataFrame({"flight": pd.Series([], dtype="float64")})
+    cases = [
+        (same, "int64"),
+        ([*same, empty], "int64"),  # the empty day's float64 is left out
+        ([same[0], pd.DataFrame({"flight": [3.5]})], "float64"),  # apart in Arrow
+        ([same[0], pd.DataFrame({"flight": pd.array([3], "Int64")})], "Int64"),  # in pandas
+    ]
+    for frames, dtype in cases:
+        tables = [partition(f, f"day {k}") for k, f in enumerate(frames)]
+        joined = day_features._joined(tables)
+        assert day_features.METADATA_KEY not in (joined.schema.metadata or {})
+        expected = pd.concat([f for f in frames if len(f)], ignore_index=True)
+        assert expected["flight"].dtype == dtype
+        pd.testing.assert_frame_equal(joined.to_pandas(), expected, check_exact=True)
+
+
 def test_a_raw_partition_typed_apart_gives_the_table_of_build_features(home: Path) -> None:
     # An older partition whose flight numbers were written as floats (a null once came
     # through SQL): its days cannot be joined in Arrow, and the window's table must still

@@ -25,7 +25,7 @@ read is reported by :func:`load` (a warning naming it) and computed again.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -225,25 +225,52 @@ def _frames(
     return joined[0], joined[1]
 
 
-def _pandas_columns(table: pa.Table) -> Any:
+def _pandas_columns(table: pa.Table) -> str | None:
     """How pandas typed the columns of the frame ``table`` was written from (its pandas
-    metadata, without the index: that holds each file's row count)."""
+    metadata, without the index: that holds each file's row count), as JSON."""
     found = (table.schema.metadata or {}).get(b"pandas")
-    return None if found is None else json.loads(found).get("columns")
+    return None if found is None else _columns(found)
+
+
+@functools.lru_cache(maxsize=16)
+def _columns(pandas_metadata: bytes) -> str:
+    # A window's days share one metadata (one code wrote them): parsed once, not 364 times.
+    return json.dumps(json.loads(pandas_metadata).get("columns"), sort_keys=True)
+
+
+def _end_to_end(tables: list[pa.Table]) -> pa.Table | None:
+    """``tables`` end to end in one Arrow concatenation, under the first's schema metadata
+    (its pandas metadata; :data:`METADATA_KEY` left out), an empty table left out (it
+    cannot change a type of the others); None when they are typed apart, in Arrow or in
+    their pandas metadata (``int64`` and ``Int64`` are both Arrow's int64): files of
+    older code, which pandas must join (:func:`_concat`, :func:`_joined`)."""
+    kept = [t for t in tables if t.num_rows] or tables[:1]
+    first = _pandas_columns(kept[0])
+    if any(_pandas_columns(t) != first for t in kept[1:]):
+        return None
+    metadata = {k: v for k, v in (kept[0].schema.metadata or {}).items() if k != METADATA_KEY}
+    try:
+        return pa.concat_tables([t.replace_schema_metadata(metadata) for t in kept])
+    except pa.ArrowInvalid:
+        return None
+
+
+def _pandas_concat(tables: list[pa.Table]) -> pd.DataFrame:
+    """What ``pandas.concat`` of the tables' frames gives: the types promoted as pandas
+    always did (the path of tables :func:`_end_to_end` refuses)."""
+    return pd.concat(
+        [t.to_pandas() for t in tables if t.num_rows] or [tables[0].to_pandas()], ignore_index=True
+    )
 
 
 def _concat(tables: list[pa.Table]) -> pd.DataFrame:
     """``tables`` end to end as one frame, as ``pandas.concat(..., ignore_index=True)``
-    of their frames gives it. Tables typed apart (files of older code), in Arrow or in
-    their pandas metadata (``int64`` and ``Int64`` are both Arrow's int64), are joined
-    by pandas, which promotes the types as it always did."""
-    first = _pandas_columns(tables[0])
-    if all(_pandas_columns(t) == first for t in tables[1:]):
-        metadata = tables[0].schema.metadata
-        with contextlib.suppress(pa.ArrowInvalid):
-            joined = pa.concat_tables([t.replace_schema_metadata(metadata) for t in tables])
-            return joined.to_pandas().reset_index(drop=True)
-    return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    of their frames gives it, with one conversion to pandas when they agree in type."""
+    joined = _end_to_end(tables)
+    if joined is None:
+        return _pandas_concat(tables)
+    # a guard: the first file's pandas metadata may name an index of its own rows
+    return joined.to_pandas().reset_index(drop=True)
 
 
 def _compute(
@@ -311,16 +338,12 @@ def _sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _joined(tables: list[pa.Table]) -> pa.Table:
-    """The days' tables end to end: one Arrow concatenation (no pandas conversion per
-    day), with the pandas metadata of the days' files (the key left out). An empty day is
-    left out so it cannot change a type."""
-    kept = [t for t in tables if t.num_rows] or tables[:1]
-    metadata = {k: v for k, v in (kept[0].schema.metadata or {}).items() if k != METADATA_KEY}
-    try:
-        return pa.concat_tables([t.replace_schema_metadata(metadata) for t in kept])
-    except pa.ArrowInvalid:  # days typed apart (e.g. files of older code): pandas joins them
-        frame = pd.concat([t.to_pandas() for t in kept], ignore_index=True)
-        return pa.Table.from_pandas(frame, preserve_index=False)
+    """The days' tables end to end (no pandas conversion per day), with the pandas
+    metadata of the days' files (the key left out)."""
+    joined = _end_to_end(tables)
+    if joined is None:
+        return pa.Table.from_pandas(_pandas_concat(tables), preserve_index=False)
+    return joined
 
 
 def window(
