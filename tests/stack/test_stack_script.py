@@ -104,6 +104,46 @@ def test_up_empties_the_temporary_folder(short_cfg):
     settings.fresh_tmp_dir(None)  # no folder of its own: nothing to do
 
 
+def test_up_replaces_a_link_in_place_of_the_temporary_folder_without_following_it(
+    short_cfg, tmp_path
+):
+    folder = short_cfg.tmp_dir
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("not the stack's")
+    folder.symlink_to(elsewhere)
+    settings.fresh_tmp_dir(folder)
+    assert folder.is_dir() and not folder.is_symlink() and list(folder.iterdir()) == []
+    assert (elsewhere / "keep").read_text() == "not the stack's"
+    folder.rmdir()
+    folder.write_text("a file")  # a file in its place
+    settings.fresh_tmp_dir(folder)
+    assert folder.is_dir() and folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_up_names_what_it_cannot_remove_from_the_temporary_folder(short_cfg, monkeypatch):
+    # A file that cannot be removed (another user's, in a folder of ours): the error
+    # names it, and no folder is made over what is left. Simulated so root sees it too.
+    folder = short_cfg.tmp_dir
+    (folder / "pymp-left").mkdir(parents=True)
+    (folder / "pymp-left" / "listener").write_text("")
+    unlink = os.unlink
+
+    def refuse(path, *args, **kwargs):
+        if os.fspath(path).endswith("listener"):
+            raise PermissionError(13, "Permission denied")
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    with pytest.raises(settings.StackError, match=r"cannot empty .*listener: Permission denied"):
+        settings.fresh_tmp_dir(folder)
+    assert (folder / "pymp-left" / "listener").exists()
+    monkeypatch.setattr(os, "unlink", unlink)
+    settings.fresh_tmp_dir(folder)
+    assert list(folder.iterdir()) == []
+
+
 def test_a_one_off_command_gets_the_stacks_temporary_folder_made_if_missing(short_cfg):
     # `stack.py run` when the folder is gone (removed by hand, or a state of before it):
     # the command's TMPDIR exists, private, instead of tools failing on a missing folder.

@@ -448,10 +448,30 @@ def write_redis_conf(cfg: Config, values: dict[str, str]) -> None:
 
 def fresh_tmp_dir(folder: Path | None) -> None:
     """Empty ``folder`` (a temporary folder of the stack's, :attr:`Config.tmp_dir`; None:
-    nothing to do), made again, private: only while nothing of the stack runs."""
+    nothing to do), made again, private: only while nothing of the stack runs. A symbolic
+    link or a file in its place is removed, never followed. Raises StackError naming what
+    could not be removed (a file another user left, say), rather than hand the stack a
+    folder of unknown content."""
     if folder is None:
         return
-    shutil.rmtree(folder, ignore_errors=True)
+    failed: list[str] = []
+
+    def note(_function: object, path: str, exc: BaseException) -> None:
+        failed.append(f"{path}: {exc.strerror if isinstance(exc, OSError) else exc}")
+
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        folder.unlink()
+    elif folder.exists():
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(folder, onexc=note)
+        else:  # onerror is deprecated from 3.12 on
+            shutil.rmtree(folder, onerror=lambda f, p, info: note(f, p, info[1]))
+    if failed:
+        raise StackError(
+            f"cannot empty the stack's temporary folder {folder}: {failed[0]}"
+            + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
+            + "; remove it by hand (it holds only temporary files), then start again"
+        )
     folder.mkdir(mode=0o700, parents=True)
 
 
