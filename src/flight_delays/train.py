@@ -361,15 +361,16 @@ def _encoded(run: step_runner.StepRun, _inputs: dict[str, Any]) -> dict[str, Any
     """The training table, read and encoded into the model's matrix. Done while loading
     so that the table is dropped before the fit (:func:`encode_training`; ~90 MiB less at
     the peak of a 365-day window, ten times that at ten times the flights). Past
-    ``train.max_rows`` only the newest days are read (:func:`newest_days`: the days column
-    first, then the rows from the first day kept), said in the log and the card."""
+    ``train.max_rows`` (the file's footer tells) only the newest days are read
+    (:func:`newest_days`: the days column first, then the rows from the first day kept),
+    said in the log and the card."""
     path = artifacts.TRAIN_TABLE.path(run.root, run.day)
     max_rows, filters, dropped_rows, dropped_days = run.settings.train.max_rows, None, 0, 0
-    if max_rows is not None:
+    # The footer first: a table that fits (the real data's, always) is read once.
+    if max_rows is not None and io.parquet_rows(path, artifacts.TRAIN_TABLE) > max_rows:
         days = io.read_parquet(path, artifacts.TRAIN_TABLE, columns=[schema.DAY])[schema.DAY]
-        if len(days) > max_rows:
-            first, dropped_rows, dropped_days = _first_kept_day(days.value_counts(), max_rows)
-            filters = [(schema.DAY, ">=", first)]
+        first, dropped_rows, dropped_days = _first_kept_day(days.value_counts(), max_rows)
+        filters = [(schema.DAY, ">=", first)]
         del days
     train_frame = io.read_parquet(path, artifacts.TRAIN_TABLE, filters=filters)
     if dropped_rows:

@@ -163,6 +163,17 @@ def test_a_missing_object_names_its_producer(
         featurize.run(DAY, root=home)
 
 
+def test_the_rows_of_a_parquet_object_are_read_from_its_footer(bucket: str) -> None:
+    # What the train step asks before it reads a table that may be over train.max_rows.
+    root = storage.locate(f"s3://{bucket}/prefix")
+    path = artifacts.TRAIN_TABLE.path(root, DAY)
+    io.write_parquet(pd.DataFrame({schema.DAY: [pd.Timestamp(DAY)] * 3, "x": [1, 2, 3]}), path)
+    assert io.parquet_rows(path, artifacts.TRAIN_TABLE) == 3
+    with pytest.raises(io.MissingArtifactError, match="'split' task"):
+        io.parquet_rows(artifacts.TRAIN_TABLE.path(root, DAY - timedelta(days=1)),
+                        artifacts.TRAIN_TABLE)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [

@@ -564,6 +564,18 @@ def test_newest_days_over_the_bound_without_days_names_the_setting() -> None:
         train.newest_days(frame, 2)
 
 
+def test_the_train_step_keeps_a_table_of_exactly_max_rows_whole(split_artifacts, caplog) -> None:
+    art = split_artifacts
+    params = yaml.safe_load(art["params_file"].read_text())
+    params["train"]["max_rows"] = len(art["train"])  # the bound itself: nothing left out
+    art["params_file"].write_text(yaml.safe_dump(params))
+    result = train.run(art["day"].isoformat(), root=art["root"], params_file=art["params_file"])
+    card = json.loads(Path(result["model_card"]).read_text())
+    assert result["train_rows"] == len(art["train"])
+    assert card["train_rows_left_out"] == {"max_rows": len(art["train"]), "rows": 0, "days": 0}
+    assert "left out" not in caplog.text
+
+
 def test_the_train_step_leaves_the_oldest_days_out_past_max_rows_and_says_so(
     split_artifacts, caplog
 ) -> None:

@@ -162,6 +162,13 @@ def read_parquet(
     return frame
 
 
+def parquet_rows(path: str | ArtifactPath, artifact: Artifact) -> int:
+    """The rows of an upstream Parquet artifact, from its footer alone: a few small reads,
+    in an object store too (ranged GETs), where reading a column fetches the object."""
+    with require(path, artifact).open("rb") as source:
+        return pq.read_metadata(source).num_rows
+
+
 def _one_chunk_strings(frame: pd.DataFrame) -> None:
     """Make each Arrow-backed text column of ``frame`` one contiguous array, in place. A
     file read gives a chunk per row group, and grouping by a column of many chunks is
