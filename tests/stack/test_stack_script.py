@@ -163,6 +163,46 @@ def test_a_one_off_command_gets_the_stacks_temporary_folder_made_if_missing(shor
     assert short_cfg.tmp_dir.stat().st_mode & 0o777 == 0o700
 
 
+def test_up_leaves_the_temporary_folder_alone_while_a_one_off_command_uses_it(short_cfg):
+    # `make up` (say, repairing a killed stack) while `stack.py run` runs a step: the
+    # step's files in TMPDIR (an S3 upload's staging folder) must survive; a later `up`,
+    # with the command gone, empties the folder as before.
+    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
+    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
+    settings.write_settings(short_cfg, values)
+    folder = short_cfg.tmp_dir
+    env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
+    script = 'mkdir "$TMPDIR/staging" && exec sleep 60'  # the lock goes through exec too
+    command = subprocess.Popen([PYTHON, str(handle.SCRIPT), "run", "sh", "-c", script], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not (folder / "staging").is_dir():
+            assert command.poll() is None and time.monotonic() < deadline, "run did not start"
+            time.sleep(0.05)
+        assert settings.fresh_tmp_dir(folder) is False
+        assert (folder / "staging").is_dir()
+    finally:
+        command.kill()
+        command.wait(timeout=30)
+    assert settings.fresh_tmp_dir(folder) is True
+    assert list(folder.iterdir()) == []
+
+
+def test_a_held_temporary_folder_is_not_emptied_until_released(short_cfg):
+    folder = short_cfg.tmp_dir
+    fd = settings.hold_tmp_dir(folder)  # made, private, held
+    assert folder.stat().st_mode & 0o777 == 0o700
+    (folder / "in-use").write_text("")
+    try:
+        assert settings.fresh_tmp_dir(folder) is False
+        assert (folder / "in-use").exists()
+    finally:
+        os.close(fd)
+    assert settings.fresh_tmp_dir(folder) is True
+    assert list(folder.iterdir()) == []
+
+
 def test_nothing_to_stop_is_fine_and_a_stale_pid_file_is_not_trusted(cfg):
     cfg.state.mkdir(parents=True)
     assert procs.stop_processes(cfg, timeout=1.0) == {"found": 0, "killed": 0}

@@ -564,15 +564,33 @@ def test_newest_days_over_the_bound_without_days_names_the_setting() -> None:
         train.newest_days(frame, 2)
 
 
-def test_the_train_step_keeps_a_table_of_exactly_max_rows_whole(split_artifacts, caplog) -> None:
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_table_within_max_rows_is_read_once_and_whole(
+    split_artifacts, caplog, monkeypatch, over: int
+) -> None:
+    # At the bound the table is read once, every row (its footer tells the count); one row
+    # over, the day column first, then the newest days.
     art = split_artifacts
+    rows = len(art["train"])
     params = yaml.safe_load(art["params_file"].read_text())
-    params["train"]["max_rows"] = len(art["train"])  # the bound itself: nothing left out
+    params["train"]["max_rows"] = rows - over
     art["params_file"].write_text(yaml.safe_dump(params))
+    reads, read = [], io.read_parquet
+
+    def spy(path, artifact, columns=None, filters=None):
+        reads.append((artifact.name, columns, filters is None))
+        return read(path, artifact, columns=columns, filters=filters)
+
+    monkeypatch.setattr(io, "read_parquet", spy)
     result = train.run(art["day"].isoformat(), root=art["root"], params_file=art["params_file"])
     card = json.loads(Path(result["model_card"]).read_text())
-    assert result["train_rows"] == len(art["train"])
-    assert card["train_rows_left_out"] == {"max_rows": len(art["train"]), "rows": 0, "days": 0}
+    if over:
+        assert reads == [("train_table", [schema.DAY], True), ("train_table", None, False)]
+        assert card["train_rows_left_out"]["rows"] > 0
+        return
+    assert reads == [("train_table", None, True)]
+    assert result["train_rows"] == rows
+    assert card["train_rows_left_out"] == {"max_rows": rows, "rows": 0, "days": 0}
     assert "left out" not in caplog.text
 
 

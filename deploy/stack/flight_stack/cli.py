@@ -99,6 +99,7 @@ from .settings import (
     command_env,
     ensure_secrets,
     fresh_tmp_dir,
+    hold_tmp_dir,
     prepare_workers,
     redis_server,
     say,
@@ -246,7 +247,8 @@ def up(cfg: Config) -> int:
             _check_celery_tools(cfg)
         for folder in (cfg.state, cfg.logs, cfg.logs / "airflow", cfg.airflow_home):
             folder.mkdir(parents=True, exist_ok=True)
-        fresh_tmp_dir(cfg.tmp_dir)  # nothing of the stack runs now
+        if not fresh_tmp_dir(cfg.tmp_dir):  # nothing of the stack runs now
+            say(f"{cfg.tmp_dir} is in use by a `stack.py run` command: left as it is")
         values = ensure_secrets(cfg)
         if cfg.celery:
             write_redis_conf(cfg, values)
@@ -424,7 +426,7 @@ def run(cfg: Config, argv: list[str]) -> int:
         raise StackError(f"no stack in {cfg.state}: `make up` first")
     env = command_env(cfg)
     if cfg.tmp_dir is not None:  # its TMPDIR (a state of an older version has none yet)
-        cfg.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        hold_tmp_dir(cfg.tmp_dir)  # the command inherits the lock: `up` leaves it alone
     os.chdir(cfg.root)
     os.execvpe(argv[0], argv, env)
     return 0  # not reached

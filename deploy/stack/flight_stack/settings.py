@@ -233,7 +233,8 @@ class Config:
         empties while nothing of the stack runs: what a killed process left goes with it,
         and never piles up in /tmp (the scheduler's forkserver folder, pymp-*, was left
         there by every stack). `down` leaves it: a one-off `stack.py run` command, which
-        `down` does not stop, may still use it. None when the state folder is so deep
+        `down` does not stop, may still use it, and `up` leaves it while one does
+        (:func:`hold_tmp_dir`). None when the state folder is so deep
         that the forkserver's socket inside would not fit: the system's folder then. (The
         Celery workers' own folders, deeper, hold no socket: no forkserver there.)"""
         inside = self.state / "tmp"
@@ -446,14 +447,49 @@ def write_redis_conf(cfg: Config, values: dict[str, str]) -> None:
     _write_private(cfg.redis_conf, "\n".join(lines) + "\n")
 
 
-def fresh_tmp_dir(folder: Path | None) -> None:
+def _tmp_lock(folder: Path) -> int:
+    """A descriptor of ``folder``'s lock file, beside it (emptying the folder keeps it)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(folder.with_name(f"{folder.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def hold_tmp_dir(folder: Path) -> int:
+    """For a `stack.py run` command: ``folder`` (:attr:`Config.tmp_dir`) made if missing,
+    private, under a shared lock whose descriptor the command inherits (it survives the
+    exec; returned), so :func:`fresh_tmp_dir` leaves the folder alone while the command
+    and what it forks without closing descriptors run. Waits while `up` empties it."""
+    fd = _tmp_lock(folder)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def fresh_tmp_dir(folder: Path | None) -> bool:
     """Empty ``folder`` (a temporary folder of the stack's, :attr:`Config.tmp_dir`; None:
     nothing to do), made again, private: only while nothing of the stack runs. A symbolic
     link or a file in its place is removed, never followed. Raises StackError naming what
     could not be removed (a file another user left, say), rather than hand the stack a
-    folder of unknown content."""
+    folder of unknown content. False, the folder left as it is (made if missing), while
+    a `stack.py run` command holds it (:func:`hold_tmp_dir`): its files are in use."""
     if folder is None:
-        return
+        return True
+    fd = _tmp_lock(folder)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            return False
+        _empty(folder)
+        folder.mkdir(mode=0o700)
+        return True
+    finally:
+        os.close(fd)  # and the lock with it
+
+
+def _empty(folder: Path) -> None:
+    """Remove ``folder`` (a link or a file in its place: unlinked, never followed)."""
     failed: list[str] = []
 
     def note(_function: object, path: str, exc: BaseException) -> None:
@@ -472,7 +508,6 @@ def fresh_tmp_dir(folder: Path | None) -> None:
             + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
             + "; remove it by hand (it holds only temporary files), then start again"
         )
-    folder.mkdir(mode=0o700, parents=True)
 
 
 def prepare_workers(cfg: Config) -> None:
