@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from datetime import date
 
 import pandas as pd
@@ -319,3 +321,30 @@ def test_weather_days_checked_together_give_each_day_its_own_result() -> None:
     # Hour 5 twice, the same readings: a copy, found among that day's rows alone.
     assert together[DAY].counts == {"hour": 1} and together[later].counts == {"duplicate": 1}
     assert contracts.check_weather_days({}, source.WEATHER_DTYPES) == {}
+
+
+def test_the_key_checks_share_one_computation_a_frame_and_keep_no_frame_alive() -> None:
+    # The copy and conflict checks of one key run the duplicate search once a frame; a
+    # frame handed to the second check alone gets its own, and a frame whose validation
+    # stopped after the first check is not kept alive by the checks.
+    calls = []
+
+    def duplicates(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        calls.append(len(frame))
+        return frame["x"].duplicated(), frame["x"] < 0
+
+    copies, conflicts = (c._check_fn for c in contracts._one_row_per(duplicates, "a", "b"))
+    frame = pd.DataFrame({"x": [1, 1, -2]})
+    assert copies(frame).tolist() == [True, False, True]
+    assert conflicts(frame).tolist() == [True, True, False]
+    assert calls == [3]
+    other = pd.DataFrame({"x": [-5]})
+    assert conflicts(other).tolist() == [False]  # not the masks of `frame`
+    assert calls == [3, 1]
+    copies(frame)
+    gone = weakref.ref(frame)
+    del frame
+    gc.collect()
+    assert gone() is None
+    assert conflicts(other).tolist() == [False]  # the dead frame's masks are not used
+    assert calls == [3, 1, 3, 1]

@@ -26,6 +26,7 @@ per flight key.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -157,19 +158,21 @@ def _one_row_per(
 
     ``duplicates`` runs once per frame: the first check keeps its masks for the second,
     which runs next on the same frame; the second computes them itself when handed
-    another frame, and lets them go either way."""
-    last: tuple[pd.DataFrame, tuple[pd.Series, pd.Series]] | None = None
+    another frame (another thread's, say), and lets them go either way. The frame is
+    held by a weak reference: a validation that stops between the two checks leaves
+    nothing of its frame alive here."""
+    last: tuple[weakref.ref[pd.DataFrame], tuple[pd.Series, pd.Series]] | None = None
 
     def copies(frame: pd.DataFrame) -> pd.Series:
         nonlocal last
         masks = duplicates(frame)
-        last = (frame, masks)
+        last = (weakref.ref(frame), masks)
         return ~masks[0]
 
     def conflicts(frame: pd.DataFrame) -> pd.Series:
         nonlocal last
         kept, last = last, None
-        masks = kept[1] if kept is not None and kept[0] is frame else duplicates(frame)
+        masks = kept[1] if kept is not None and kept[0]() is frame else duplicates(frame)
         return ~masks[1]
 
     return [
