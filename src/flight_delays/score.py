@@ -471,7 +471,8 @@ def score_core(
         },
         line=f"{row['holdout_rows']} holdout rows in -> {done}; holdout MAE challenger "
         f"{row['challenger_mae']:.2f}, champion ({promotion.champion_name(row['champion_day'])})"
-        f" {row['champion_mae']:.2f}, baseline {row['baseline_mae']:.2f} min: {row['decision']}",
+        f" {row['champion_mae']:.2f}, baseline {row['baseline_mae']:.2f} min: {row['decision']}"
+        f" ({row['reason']})",
     )
 
 

@@ -419,3 +419,25 @@ def test_revision_0006_drift_adds_the_table_and_downgrades_cleanly(tmp_path):
     assert inspect(engine).has_table("drift_scores")
     assert registry.drift_scores(engine).empty
     engine.dispose()
+
+
+def test_show_prints_each_runs_decision_with_its_reason(tmp_path, capsys):
+    # A run kept although its challenger beat the champion must say why on `show`, not
+    # only in its metrics.json (a newer champion, the baseline's bound, the margin).
+    url = url_in(tmp_path)
+    engine = registry.connect(url)
+    row = run_row(date(2013, 6, 30), 45.59)
+    row.update(
+        decision="kept",
+        reason="champion (model of 2026-12-06) was trained for 2026-12-06, not before this "
+        "run's day 2013-06-30: a model never replaces a newer one",
+    )
+    registry.record_run(engine, row, promote=False, expected_version=0)
+    engine.dispose()
+    assert registry.main(["show", "--url", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("processed_day"))
+    assert header.split()[-2:] == ["decision", "reason"]
+    shown = next(line for line in lines if line.startswith("2013-06-30"))
+    assert shown.split()[1] == "45.59"
+    assert row["reason"] in shown and "kept" in shown.split()

@@ -115,13 +115,18 @@ def test_run_missing_holdout_names_split_task(split_artifacts) -> None:
     assert info.value.path.name == "holdout.parquet"
 
 
-def test_first_run_is_compared_with_the_baseline_champion_and_recorded(split_artifacts) -> None:
+def test_first_run_is_compared_with_the_baseline_champion_and_recorded(
+    split_artifacts, caplog
+) -> None:
     from flight_delays.store import registry
 
     art = split_artifacts
     train.run(art["day"], root=art["root"], params_file=art["params_file"])
-    result = score.run(art["day"], root=art["root"], params_file=art["params_file"])
+    with caplog.at_level("INFO", logger="flight_delays.score"):
+        result = score.run(art["day"], root=art["root"], params_file=art["params_file"])
     metrics = json.loads(Path(result["metrics"]).read_text())
+    # The log says the decision and why, as the registry records it.
+    assert f"{result['decision']} ({metrics['decision']['reason']})" in caplog.text
 
     assert metrics["champion"] == metrics["baseline"]
     assert metrics["champion_info"]["kind"] == "baseline"

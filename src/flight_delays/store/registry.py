@@ -686,7 +686,10 @@ def main(argv: list[str] | None = None) -> int:
         champion = current_champion(engine)
         print(f"champion: {champion.kind} {champion.processed_day or ''}".rstrip())
         columns = ["processed_day", "challenger_mae", "champion_mae", "baseline_mae", "decision"]
-        print(history(engine)[columns].to_string(index=False))
+        runs = history(engine, [*columns, "reason"])
+        # The reason last and whole: a run kept although its challenger beat the champion
+        # says why (a newer champion, the baseline's bound, the margin).
+        print(runs.to_string(index=False, justify="left", float_format=lambda v: f"{v:.2f}"))
         moves = champion_moves(engine)
         if not moves.empty:
             print("champion moves:")
