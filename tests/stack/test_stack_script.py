@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from flight_stack import handle, health, postgres, preload, procs, settings
+from flight_stack import component, handle, health, postgres, preload, procs, settings
 from flight_stack.handle import PYTHON
 
 
@@ -576,6 +576,61 @@ def test_a_stop_reaches_the_main_process_and_the_tasks_before_the_workers(cfg, t
         worker_at = float((out / "worker").read_text())
         assert worker_at >= float((out / "main").read_text())
         assert wait_until(lambda: procs.stack_pids(cfg) == []), procs.stack_pids(cfg)
+    finally:
+        procs.stop_processes(cfg, timeout=1.0)
+        if wrapper.poll() is None:
+            wrapper.kill()
+
+
+FAKE_TRIGGERER = """
+import os, signal, subprocess, sys, time
+out, role, waits = sys.argv[1], sys.argv[2], sys.argv[3] == "waits"
+
+def record(signum, frame):
+    with open(os.path.join(out, f"{role}-{signal.Signals(signum).name}"), "w") as f:
+        f.write(repr(time.monotonic()))
+    sys.exit(0)
+
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, record)
+if role == "main":  # the triggerer and its trigger runner (one process group)
+    runner = subprocess.Popen([sys.executable, __file__, out, "runner", sys.argv[3]])
+    open(os.path.join(out, "ready-main"), "w").close()
+    while waits or runner.poll() is None:  # exits once its runner is gone, unless it waits
+        time.sleep(0.05)
+    sys.exit(0)
+open(os.path.join(out, "ready-runner"), "w").close()
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("main_waits", [False, True])
+def test_a_stop_told_to_the_children_first_reaches_the_main_process_only_if_needed(
+    cfg, tmp_path, main_waits
+):
+    # The triggerer: its runner gets SIGINT first and the triggerer, which exits once the
+    # runner is gone, no signal at all; one that stays gets SIGTERM after the grace.
+    script = tmp_path / "triggerer.py"
+    script.write_text(FAKE_TRIGGERER)
+    out = tmp_path / "signals"
+    out.mkdir()
+    env = {**os.environ, settings.MARKER: str(cfg.state), "STACK_STOP_CHILDREN_FIRST": "1"}
+    argv = [sys.executable, str(script), str(out), "main", "waits" if main_waits else "exits"]
+    wrapper = subprocess.Popen(
+        [sys.executable, str(WRAPPER), *argv], env=env, start_new_session=True
+    )
+    try:
+        ready = [out / "ready-main", out / "ready-runner"]
+        assert wait_until(lambda: all(r.exists() for r in ready)), "no fake triggerer"
+        wrapper.send_signal(signal.SIGTERM)
+        assert wrapper.wait(timeout=60) == 0
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith("ready")) == (
+            ["main-SIGTERM", "runner-SIGINT"] if main_waits else ["runner-SIGINT"]
+        )
+        if main_waits:  # the main process's SIGTERM came after the grace, not with SIGINT
+            late = float((out / "main-SIGTERM").read_text())
+            late -= float((out / "runner-SIGINT").read_text())
+            assert late >= component.CHILDREN_FIRST_GRACE - 0.5
     finally:
         procs.stop_processes(cfg, timeout=1.0)
         if wrapper.poll() is None:

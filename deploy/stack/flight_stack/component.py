@@ -29,6 +29,13 @@ supervisord never sees. In a container they would die with it; here this wrapper
   only (PostgreSQL refuses root); the wrapper stays root, to take down what it leaves;
 - ``STACK_MINIMAL_ENV=1``: the component gets PATH, HOME, the locale and the stack's
   marker only, none of the stack's secrets (PostgreSQL needs none of them).
+- ``STACK_STOP_CHILDREN_FIRST=1`` (the triggerer): SIGTERM becomes SIGINT to the main
+  process's children, and the main process, which exits as soon as it sees them gone,
+  gets SIGTERM only if it still runs ``CHILDREN_FIRST_GRACE`` s later. Told first, the
+  triggerer stops its trigger runner with SIGINT and then waits for the exit in a select
+  on the runner's sockets, which the runner closes before it exits: the wait runs to its
+  10 s escalation delay, every stop (Airflow 3.3's ``WatchedSubprocess.kill``). Told in
+  this order, it stops in well under a second.
 
 Linux only (it reads /proc), standard library only. Run by path, as a script: it imports
 nothing from the package.
@@ -50,6 +57,9 @@ from collections.abc import Callable
 PR_SET_CHILD_SUBREAPER = 36
 MARKER = "FLIGHT_DELAYS_STACK"  # settings.MARKER (this script imports nothing)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+#: Seconds the main process has to exit by itself once its children were told to stop
+#: (``STACK_STOP_CHILDREN_FIRST``), before it gets the SIGTERM.
+CHILDREN_FIRST_GRACE = 5
 
 
 def log(message: str) -> None:
@@ -193,11 +203,24 @@ def main(argv: list[str]) -> int:
     child: subprocess.Popen | None = None
     stopping = False
 
+    children_first = os.environ.get("STACK_STOP_CHILDREN_FIRST") == "1"
+
     def forward(signum: int, frame: object) -> None:
-        nonlocal stopping
+        nonlocal stopping, children_first
         stopping = True
         if child is None:
             return  # still waiting for the ready check: nothing started yet
+        if signum == signal.SIGTERM and children_first:
+            children_first = False  # once: a second SIGTERM goes to the main process
+            kids = [pid for pid, ppid in parents().items() if ppid == child.pid]
+            if kids:
+                log(f"stop: SIGINT to the children {kids} first, then the main process")
+                signal_each(kids, signal.SIGINT)
+                signal.signal(signal.SIGALRM, forward)
+                signal.alarm(CHILDREN_FIRST_GRACE)  # its SIGTERM, if it is still there
+                return
+        if signum == signal.SIGALRM:
+            signum = signal.SIGTERM
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signum)
         if signum == signal.SIGTERM:
@@ -222,6 +245,7 @@ def main(argv: list[str]) -> int:
             break
         if pid == child.pid:
             break
+    signal.alarm(0)  # a SIGTERM still due to the main process (children first) is moot
     child.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait on it
     code = child.returncode
     how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
