@@ -333,7 +333,7 @@ def test_the_key_checks_share_one_computation_a_frame_and_keep_no_frame_alive() 
         calls.append(len(frame))
         return frame["x"].duplicated(), frame["x"] < 0
 
-    copies, conflicts = (c._check_fn for c in contracts._one_row_per(duplicates, "a", "b"))
+    copies, conflicts = contracts._shared_masks(duplicates)
     frame = pd.DataFrame({"x": [1, 1, -2]})
     assert copies(frame).tolist() == [True, False, True]
     assert conflicts(frame).tolist() == [True, True, False]

@@ -150,17 +150,19 @@ def _weather_duplicates(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     )
 
 
-def _one_row_per(
-    duplicates: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]], same: str, one: str
-) -> list[pa.Check]:
-    """One row per key, as two checks over a day's rows, since a copy and a conflict read
-    differently: ``duplicates`` gives (copy, conflict) masks (:func:`_key_duplicates`).
+#: A frame's (copy, conflict) masks over its rows (:func:`_key_duplicates`).
+Duplicates = Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]]
 
-    ``duplicates`` runs once per frame: the first check keeps its masks for the second,
-    which runs next on the same frame; the second computes them itself when handed
-    another frame (another thread's, say), and lets them go either way. The frame is
-    held by a weak reference: a validation that stops between the two checks leaves
-    nothing of its frame alive here."""
+
+def _shared_masks(
+    duplicates: Duplicates,
+) -> tuple[Callable[[pd.DataFrame], pd.Series], Callable[[pd.DataFrame], pd.Series]]:
+    """The two checks' functions (no copy, no conflict: True where a row passes), with
+    ``duplicates`` run once per frame: the first keeps its masks for the second, which
+    runs next on the same frame; the second computes them itself when handed another
+    frame (another thread's, say), and lets them go either way. The frame is held by a
+    weak reference: a validation that stops between the two checks leaves nothing of its
+    frame alive here."""
     last: tuple[weakref.ref[pd.DataFrame], tuple[pd.Series, pd.Series]] | None = None
 
     def copies(frame: pd.DataFrame) -> pd.Series:
@@ -175,6 +177,14 @@ def _one_row_per(
         masks = kept[1] if kept is not None and kept[0]() is frame else duplicates(frame)
         return ~masks[1]
 
+    return copies, conflicts
+
+
+def _one_row_per(duplicates: Duplicates, same: str, one: str) -> list[pa.Check]:
+    """One row per key, as two checks over a day's rows, since a copy and a conflict read
+    differently: ``duplicates`` gives (copy, conflict) masks, computed once a frame
+    (:func:`_shared_masks`)."""
+    copies, conflicts = _shared_masks(duplicates)
     return [
         pa.Check(
             copies,

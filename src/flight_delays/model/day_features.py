@@ -244,7 +244,7 @@ def _end_to_end(tables: list[pa.Table]) -> pa.Table | None:
     cannot change a type of the others); None when they are typed apart, in Arrow or in
     their pandas metadata (``int64`` and ``Int64`` are both Arrow's int64): files of
     older code, which pandas must join (:func:`_concat`, :func:`_joined`)."""
-    kept = [t for t in tables if t.num_rows] or tables[:1]
+    kept = _nonempty(tables)
     first = _pandas_columns(kept[0])
     if any(_pandas_columns(t) != first for t in kept[1:]):
         return None
@@ -258,9 +258,13 @@ def _end_to_end(tables: list[pa.Table]) -> pa.Table | None:
 def _pandas_concat(tables: list[pa.Table]) -> pd.DataFrame:
     """What ``pandas.concat`` of the tables' frames gives: the types promoted as pandas
     always did (the path of tables :func:`_end_to_end` refuses)."""
-    return pd.concat(
-        [t.to_pandas() for t in tables if t.num_rows] or [tables[0].to_pandas()], ignore_index=True
-    )
+    return pd.concat([t.to_pandas() for t in _nonempty(tables)], ignore_index=True)
+
+
+def _nonempty(tables: list[pa.Table]) -> list[pa.Table]:
+    """The tables with rows (an empty one cannot change a type of the others), or the
+    first when none has: its columns and types are the result's."""
+    return [t for t in tables if t.num_rows] or tables[:1]
 
 
 def _concat(tables: list[pa.Table]) -> pd.DataFrame:
