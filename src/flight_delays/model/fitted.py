@@ -32,19 +32,21 @@ from threadpoolctl import threadpool_limits
 
 from flight_delays.base import schema
 from flight_delays.base.errors import PipelineDataError
+from flight_delays.model.ufunc_modules import name_scipy_ufuncs
 from flight_delays.store import artifacts, io
 from flight_delays.store.storage import ArtifactPath
 
-# Importing skops.io builds its list of trusted scipy.special ufuncs. A ufunc has no
-# __module__, so skops finds its module by calling getattr(module, name, None) on every
-# module loaded so far (skops.io._utils.whichmodule, run from skops.io._trusted_types).
-# In a task, Airflow is loaded first, and its deprecated-module shims (airflow.utils.
-# timezone, trigger_rule, operator_resources, entry_points, airflow.serialization.serde)
-# warn in their __getattr__ before checking that the name exists: ~1,160
-# DeprecatedImportWarnings (FutureWarnings, which skops' own DeprecationWarning filter
-# misses) for attributes nobody uses. Dumping and loading models scans nothing (measured:
-# no warning), so only this import is wrapped, and only warnings about airflow attributes
-# are dropped; every other warning, here and later, still shows.
+# Importing skops.io builds its list of trusted types; for scipy.special's ufuncs, which
+# have no __module__, skops would search every loaded module (about 3,000 in a task, where
+# Airflow is loaded first): name_scipy_ufuncs() names them first, as skops would
+# (model/ufunc_modules.py). Should a lookup still walk the modules, Airflow's
+# deprecated-module shims (airflow.utils.timezone, trigger_rule, operator_resources,
+# entry_points, airflow.serialization.serde) warn in their __getattr__ before checking that
+# the name exists: DeprecatedImportWarnings (FutureWarnings, which skops' own
+# DeprecationWarning filter misses) for attributes nobody uses. Dumping and loading models
+# scans nothing (measured: no warning), so only this import is wrapped, and only warnings
+# about airflow attributes are dropped; every other warning, here and later, still shows.
+name_scipy_ufuncs()
 with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore",

@@ -1,0 +1,80 @@
+"""flight_delays.model.ufunc_modules: scipy's ufuncs are named before skops.io is imported,
+and skops trusts the same names as it does in a process that never named them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.special
+
+from flight_delays.model.ufunc_modules import name_scipy_ufuncs
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Prints every list of trusted names skops.io builds at import, and the pickle of two
+# scipy ufuncs, as JSON. FIRST is what the process imports before.
+PROBE = """
+import json, pickle, sys
+{first}
+import scipy.special
+import skops.io._trusted_types as trusted
+unnamed = sorted(
+    attr for attr in dir(scipy.special)
+    if type(getattr(scipy.special, attr)).__name__ == "ufunc"
+    and getattr(getattr(scipy.special, attr), "__module__", None) is None
+)
+print(json.dumps({{
+    "names": {{k: v for k, v in vars(trusted).items() if k.endswith("_TYPE_NAMES")}},
+    "pickles": [pickle.dumps(u).hex() for u in (scipy.special.erf, scipy.special.expit)],
+    "unnamed": unnamed,
+    "modules": len(sys.modules),
+}}))
+"""
+
+
+def _probe(first: str) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.format(first=first)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_skops_trusts_the_same_names_with_the_ufuncs_named_under_airflow() -> None:
+    # As skops runs without the project: scikit-learn loaded, then skops.io, which searches.
+    plain = _probe("import sklearn.ensemble")
+    # As a task runs: Airflow's modules loaded first, then the model module, which names
+    # the ufuncs before it imports skops.io.
+    task = _probe(
+        "import airflow.sdk, airflow.models.dag, airflow.sdk.execution_time.task_runner\n"
+        "import flight_delays.model.fitted"
+    )
+    assert task["modules"] > plain["modules"] + 500  # Airflow was loaded first
+    assert plain["unnamed"], "scipy names its ufuncs now: the module has nothing to do"
+    assert task["unnamed"] == []
+    assert task["names"] == plain["names"]
+    assert len(plain["names"]["SCIPY_UFUNC_TYPE_NAMES"]) > 100
+    assert task["pickles"] == plain["pickles"]
+
+
+def test_each_public_ufunc_is_named_once() -> None:
+    # The test process imported the model module already: nothing is left to name, and a
+    # second call changes nothing.
+    assert name_scipy_ufuncs() == 0
+    for attr in dir(scipy.special):
+        ufunc = getattr(scipy.special, attr)
+        if isinstance(ufunc, np.ufunc):
+            assert ufunc.__module__.startswith(("scipy.special", "numpy")), attr
+            assert getattr(sys.modules[ufunc.__module__], ufunc.__name__) is ufunc, attr
