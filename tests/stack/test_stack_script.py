@@ -203,6 +203,29 @@ def test_a_held_temporary_folder_is_not_emptied_until_released(short_cfg):
     assert list(folder.iterdir()) == []
 
 
+def test_a_lock_file_that_cannot_be_opened_is_named_not_a_traceback(short_cfg):
+    # A folder where the lock file goes (the same error as a read-only state folder, and
+    # one that root meets too): `up` and `run` stop with the file's name and the reason.
+    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
+    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
+    settings.write_settings(short_cfg, values)
+    lock = short_cfg.tmp_dir.with_name(f"{short_cfg.tmp_dir.name}.lock")
+    lock.mkdir()
+    for call in (settings.hold_tmp_dir, settings.fresh_tmp_dir):
+        with pytest.raises(settings.StackError, match=re.escape(str(lock))):
+            call(short_cfg.tmp_dir)
+    env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
+    run = subprocess.run(
+        [PYTHON, str(handle.SCRIPT), "run", "true"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    said = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert str(lock) in said and "Is a directory" in said
+    assert "Traceback" not in said
+
+
 def test_nothing_to_stop_is_fine_and_a_stale_pid_file_is_not_trusted(cfg):
     cfg.state.mkdir(parents=True)
     assert procs.stop_processes(cfg, timeout=1.0) == {"found": 0, "killed": 0}

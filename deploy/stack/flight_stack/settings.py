@@ -448,9 +448,18 @@ def write_redis_conf(cfg: Config, values: dict[str, str]) -> None:
 
 
 def _tmp_lock(folder: Path) -> int:
-    """A descriptor of ``folder``'s lock file, beside it (emptying the folder keeps it)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(folder.with_name(f"{folder.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    """A descriptor of ``folder``'s lock file, beside it (emptying the folder keeps it).
+    Raises StackError naming the file when it cannot be opened or made (a folder in its
+    place, a read-only state folder), rather than a traceback from `up` or `run`."""
+    lock = folder.with_name(f"{folder.name}.lock")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StackError(
+            f"cannot open the lock file of the stack's temporary folder, {lock}: "
+            f"{exc.strerror or exc}; remove or fix it, then try again"
+        ) from exc
 
 
 def hold_tmp_dir(folder: Path) -> int:
