@@ -226,6 +226,32 @@ def test_a_lock_file_that_cannot_be_opened_is_named_not_a_traceback(short_cfg):
     assert "Traceback" not in said
 
 
+def test_a_command_that_does_not_exist_is_named_not_a_traceback(short_cfg):
+    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
+    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
+    settings.write_settings(short_cfg, values)
+    env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
+    run = subprocess.run(
+        [PYTHON, str(handle.SCRIPT), "run", "no-such-command-here"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    said = run.stdout + run.stderr
+    assert run.returncode == 1
+    assert "no-such-command-here" in said and "Traceback" not in said
+
+
+def test_a_file_in_place_of_the_temporary_folder_stops_run_with_its_name(short_cfg):
+    # `run` makes a missing folder but removes nothing (`up` replaces such a file): a file
+    # in its place is named, and the lock is released for `up` to take.
+    short_cfg.tmp_dir.parent.mkdir(parents=True, exist_ok=True)
+    short_cfg.tmp_dir.write_text("not a folder")
+    with pytest.raises(settings.StackError, match=re.escape(str(short_cfg.tmp_dir))):
+        settings.hold_tmp_dir(short_cfg.tmp_dir)
+    assert settings.fresh_tmp_dir(short_cfg.tmp_dir) is True  # not held: replaced
+    assert short_cfg.tmp_dir.is_dir()
+
+
 def test_nothing_to_stop_is_fine_and_a_stale_pid_file_is_not_trusted(cfg):
     cfg.state.mkdir(parents=True)
     assert procs.stop_processes(cfg, timeout=1.0) == {"found": 0, "killed": 0}

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import scipy.special
 
+import flight_delays.model.fitted  # noqa: F401  (names the ufuncs, as a step's import does)
 from flight_delays.model.ufunc_modules import name_scipy_ufuncs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,23 +56,24 @@ def _probe(first: str) -> dict:
 def test_skops_trusts_the_same_names_with_the_ufuncs_named_under_airflow() -> None:
     # As skops runs without the project: scikit-learn loaded, then skops.io, which searches.
     plain = _probe("import sklearn.ensemble")
-    # As a task runs: Airflow's modules loaded first, then the model module, which names
-    # the ufuncs before it imports skops.io.
-    task = _probe(
-        "import airflow.sdk, airflow.models.dag, airflow.sdk.execution_time.task_runner\n"
-        "import flight_delays.model.fitted"
-    )
+    # As a task ran before: Airflow's modules first, then skops.io, which searches them.
+    airflow = "import airflow.sdk, airflow.models.dag, airflow.sdk.execution_time.task_runner"
+    searched = _probe(f"{airflow}\nimport sklearn.ensemble")
+    # As a task runs now: Airflow first, then the model module, which names the ufuncs
+    # before it imports skops.io.
+    task = _probe(f"{airflow}\nimport flight_delays.model.fitted")
     assert task["modules"] > plain["modules"] + 500  # Airflow was loaded first
-    assert plain["unnamed"], "scipy names its ufuncs now: the module has nothing to do"
+    assert plain["unnamed"], "scipy names its ufuncs now: remove model/ufunc_modules.py"
     assert task["unnamed"] == []
+    assert searched["names"] == plain["names"]
     assert task["names"] == plain["names"]
     assert len(plain["names"]["SCIPY_UFUNC_TYPE_NAMES"]) > 100
     assert task["pickles"] == plain["pickles"]
 
 
 def test_each_public_ufunc_is_named_once() -> None:
-    # The test process imported the model module already: nothing is left to name, and a
-    # second call changes nothing.
+    # This module imported the model module, which named them: nothing is left to name,
+    # and a second call changes nothing.
     assert name_scipy_ufuncs() == 0
     for attr in dir(scipy.special):
         ufunc = getattr(scipy.special, attr)

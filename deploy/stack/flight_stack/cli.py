@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "run":
             return run(cfg, rest[1:] if rest[:1] == ["--"] else rest)
         return {"up": up, "down": down, "status": status, "logs": logs}[command](cfg)
-    except (StackError, ValueError) as exc:
+    except (StackError, ValueError, OSError) as exc:  # OSError: a file named, not a traceback
         say(f"error: {exc}")
         return 1
 

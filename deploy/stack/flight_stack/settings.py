@@ -449,11 +449,14 @@ def write_redis_conf(cfg: Config, values: dict[str, str]) -> None:
 
 def _tmp_lock(folder: Path) -> int:
     """A descriptor of ``folder``'s lock file, beside it (emptying the folder keeps it).
-    Raises StackError naming the file when it cannot be opened or made (a folder in its
-    place, a read-only state folder), rather than a traceback from `up` or `run`."""
-    lock = folder.with_name(f"{folder.name}.lock")
+    Raises StackError naming the folder or the file that cannot be made or opened (a
+    folder in the lock file's place, say), rather than a traceback from `up` or `run`."""
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StackError(f"cannot make the state folder {folder.parent}: {exc}") from exc
+    lock = folder.with_name(f"{folder.name}.lock")
+    try:
         return os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StackError(
@@ -466,10 +469,18 @@ def hold_tmp_dir(folder: Path) -> int:
     """For a `stack.py run` command: ``folder`` (:attr:`Config.tmp_dir`) made if missing,
     private, under a shared lock whose descriptor the command inherits (it survives the
     exec; returned), so :func:`fresh_tmp_dir` leaves the folder alone while the command
-    and what it forks without closing descriptors run. Waits while `up` empties it."""
+    and what it forks without closing descriptors run. Waits while `up` empties it.
+    Raises StackError naming the folder when it cannot be made (a file in its place)."""
     fd = _tmp_lock(folder)
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    folder.mkdir(mode=0o700, exist_ok=True)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        os.close(fd)
+        raise StackError(
+            f"cannot make the stack's temporary folder {folder}: {exc.strerror or exc}; "
+            "`make up` replaces a file or a link in its place"
+        ) from exc
     os.set_inheritable(fd, True)
     return fd
 
