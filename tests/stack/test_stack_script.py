@@ -26,6 +26,14 @@ from flight_stack import component, handle, health, postgres, preload, procs, se
 from flight_stack.handle import PYTHON
 
 
+def settings_values() -> dict[str, str]:
+    """The generated secrets and passwords `up` writes, as throw-away values."""
+    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
+    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
+    values.update(warehouse_reader_password="r")
+    return values
+
+
 @pytest.fixture
 def cfg(tmp_path: Path):
     return replace(settings.Config.from_env(), state=tmp_path / "state")
@@ -80,9 +88,7 @@ def short_cfg(cfg):
 
 def test_the_components_temporary_folder_is_the_state_folders_unless_too_deep(short_cfg):
     cfg = short_cfg
-    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
-    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    values.update(warehouse_reader_password="r")
+    values = settings_values()
     settings.write_settings(cfg, values)
     assert settings.read_env_files(cfg)["TMPDIR"] == str(cfg.state / "tmp")
     # Too deep for the forkserver's socket inside (107 bytes at most): the system's.
@@ -147,9 +153,7 @@ def test_up_names_what_it_cannot_remove_from_the_temporary_folder(short_cfg, mon
 def test_a_one_off_command_gets_the_stacks_temporary_folder_made_if_missing(short_cfg):
     # `stack.py run` when the folder is gone (removed by hand, or a state of before it):
     # the command's TMPDIR exists, private, instead of tools failing on a missing folder.
-    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
-    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    values.update(warehouse_reader_password="r")
+    values = settings_values()
     settings.write_settings(short_cfg, values)
     assert not short_cfg.tmp_dir.exists()
     env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
@@ -167,9 +171,7 @@ def test_up_leaves_the_temporary_folder_alone_while_a_one_off_command_uses_it(sh
     # `make up` (say, repairing a killed stack) while `stack.py run` runs a step: the
     # step's files in TMPDIR (an S3 upload's staging folder) must survive; a later `up`,
     # with the command gone, empties the folder as before.
-    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
-    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    values.update(warehouse_reader_password="r")
+    values = settings_values()
     settings.write_settings(short_cfg, values)
     folder = short_cfg.tmp_dir
     env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
@@ -206,9 +208,7 @@ def test_a_held_temporary_folder_is_not_emptied_until_released(short_cfg):
 def test_a_lock_file_that_cannot_be_opened_is_named_not_a_traceback(short_cfg):
     # A folder where the lock file goes (the same error as a read-only state folder, and
     # one that root meets too): `up` and `run` stop with the file's name and the reason.
-    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
-    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    values.update(warehouse_reader_password="r")
+    values = settings_values()
     settings.write_settings(short_cfg, values)
     lock = short_cfg.tmp_dir.with_name(f"{short_cfg.tmp_dir.name}.lock")
     lock.mkdir()
@@ -227,9 +227,7 @@ def test_a_lock_file_that_cannot_be_opened_is_named_not_a_traceback(short_cfg):
 
 
 def test_a_command_that_does_not_exist_is_named_not_a_traceback(short_cfg):
-    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
-    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    values.update(warehouse_reader_password="r")
+    values = settings_values()
     settings.write_settings(short_cfg, values)
     env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
     run = subprocess.run(
@@ -261,9 +259,7 @@ def test_nothing_to_stop_is_fine_and_a_stale_pid_file_is_not_trusted(cfg):
 
 
 def test_settings_load_the_shared_airflow_env_and_stay_on_loopback(cfg):
-    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
-    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    values.update(warehouse_reader_password="r")
+    values = settings_values()
     settings.write_settings(cfg, values)
     env = settings.read_env_files(cfg)
     shared = settings.parse_env(settings.SHARED_ENV.read_text())
@@ -306,9 +302,7 @@ def _compose_value(value: str) -> str:
 
 
 def test_settings_agree_with_the_compose_stack(cfg):
-    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
-    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    values.update(warehouse_reader_password="r")
+    values = settings_values()
     settings.write_settings(cfg, values)
     ours = settings.read_env_files(cfg)
     compose = yaml.safe_load((settings.REPO / "docker-compose.yaml").read_text())
@@ -501,9 +495,7 @@ def test_env_files_read_the_same_as_a_dotenv_reader_and_odd_lines_are_refused(tm
 
 
 def test_the_file_flight_delays_stack_env_file_names_is_read_last(cfg, tmp_path):
-    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
-    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    values.update(warehouse_reader_password="r")
+    values = settings_values()
     local = tmp_path / "machine.env"
     # A tracked setting (deploy/airflow.env) and a generated one, overridden here.
     local.write_text("# this machine\nAIRFLOW__CORE__PARALLELISM=3\nSTACK_LOG_DIR=/elsewhere\n")
@@ -896,9 +888,7 @@ def test_private_files_never_follow_a_planted_symlink(cfg, tmp_path):
     assert target.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in cfg.state.iterdir()) == [".secrets.json.tmp", "secrets.json"]
     # write_settings: a link planted where the login's password goes is replaced too.
-    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
-    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    values.update(warehouse_reader_password="r")
+    values = settings_values()
     cfg.passwords_file.parent.mkdir(parents=True)
     cfg.passwords_file.symlink_to(victim)
     settings.write_settings(cfg, values)
@@ -1033,9 +1023,7 @@ def test_pss_of_a_process_is_its_share_of_what_it_maps():
 def test_statsd_goes_to_the_configured_host_and_port(cfg, tmp_path):
     """Airflow's StatsD metrics: on from deploy/airflow.env; 127.0.0.1:8125 unless
     FLIGHT_DELAYS_STACK_STATSD_HOST/_PORT say otherwise (the live tests' listener)."""
-    values = {key: "x" for key in ("fernet_key", "jwt_secret", "api_secret_key")}
-    values.update(admin_password="pw", airflow_db_password="a", warehouse_password="w")
-    values.update(warehouse_reader_password="r")
+    values = settings_values()
     settings.write_settings(cfg, values)
     env = settings.read_env_files(cfg)
     assert env["AIRFLOW__METRICS__STATSD_ON"] == "True"
