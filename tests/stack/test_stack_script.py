@@ -34,6 +34,15 @@ def settings_values() -> dict[str, str]:
     return values
 
 
+def stack_run(cfg: settings.Config, *command: str) -> subprocess.CompletedProcess:
+    """`stack.py run COMMAND` on ``cfg``'s state, its output captured."""
+    env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(cfg.state)}
+    return subprocess.run(
+        [PYTHON, str(handle.SCRIPT), "run", *command],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def cfg(tmp_path: Path):
     return replace(settings.Config.from_env(), state=tmp_path / "state")
@@ -153,15 +162,10 @@ def test_up_names_what_it_cannot_remove_from_the_temporary_folder(short_cfg, mon
 def test_a_one_off_command_gets_the_stacks_temporary_folder_made_if_missing(short_cfg):
     # `stack.py run` when the folder is gone (removed by hand, or a state of before it):
     # the command's TMPDIR exists, private, instead of tools failing on a missing folder.
-    values = settings_values()
-    settings.write_settings(short_cfg, values)
+    settings.write_settings(short_cfg, settings_values())
     assert not short_cfg.tmp_dir.exists()
-    env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
     script = 'test -d "$TMPDIR" && mktemp -p "$TMPDIR" >/dev/null && echo "$TMPDIR"'
-    run = subprocess.run(
-        [PYTHON, str(handle.SCRIPT), "run", "sh", "-c", script],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    run = stack_run(short_cfg, "sh", "-c", script)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.strip() == str(short_cfg.tmp_dir)
     assert short_cfg.tmp_dir.stat().st_mode & 0o777 == 0o700
@@ -206,20 +210,15 @@ def test_a_held_temporary_folder_is_not_emptied_until_released(short_cfg):
 
 
 def test_a_lock_file_that_cannot_be_opened_is_named_not_a_traceback(short_cfg):
-    # A folder where the lock file goes (the same error as a read-only state folder, and
-    # one that root meets too): `up` and `run` stop with the file's name and the reason.
-    values = settings_values()
-    settings.write_settings(short_cfg, values)
+    # A folder where the lock file goes (an error that root meets too): `up` and `run`
+    # stop with the file's name and the reason.
+    settings.write_settings(short_cfg, settings_values())
     lock = short_cfg.tmp_dir.with_name(f"{short_cfg.tmp_dir.name}.lock")
     lock.mkdir()
     for call in (settings.hold_tmp_dir, settings.fresh_tmp_dir):
         with pytest.raises(settings.StackError, match=re.escape(str(lock))):
             call(short_cfg.tmp_dir)
-    env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
-    run = subprocess.run(
-        [PYTHON, str(handle.SCRIPT), "run", "true"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    run = stack_run(short_cfg, "true")
     said = run.stdout + run.stderr
     assert run.returncode != 0
     assert str(lock) in said and "Is a directory" in said
@@ -227,13 +226,8 @@ def test_a_lock_file_that_cannot_be_opened_is_named_not_a_traceback(short_cfg):
 
 
 def test_a_command_that_does_not_exist_is_named_not_a_traceback(short_cfg):
-    values = settings_values()
-    settings.write_settings(short_cfg, values)
-    env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
-    run = subprocess.run(
-        [PYTHON, str(handle.SCRIPT), "run", "no-such-command-here"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    settings.write_settings(short_cfg, settings_values())
+    run = stack_run(short_cfg, "no-such-command-here")
     said = run.stdout + run.stderr
     assert run.returncode == 1
     assert "no-such-command-here" in said and "Traceback" not in said

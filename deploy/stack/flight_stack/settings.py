@@ -478,7 +478,8 @@ def hold_tmp_dir(folder: Path) -> int:
     except OSError as exc:
         os.close(fd)
         raise StackError(
-            f"cannot make the stack's temporary folder {folder}: {exc.strerror or exc}; "
+            f"cannot make or lock the stack's temporary folder {folder}: "
+            f"{exc.strerror or exc}; "
             "`make up` replaces a file or a link in its place"
         ) from exc
     os.set_inheritable(fd, True)
