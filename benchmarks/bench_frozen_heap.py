@@ -1,0 +1,118 @@
+"""What freezing the forkserver's heap saves a task: the steps of one day run in a process
+forked from a forkserver that preloaded the stack's list (deploy/executor-local.env), as a
+LocalExecutor task is, with the list as shipped (ending in flight_delays.base.frozen_heap)
+and without its last module, in turn. Prints each step's median time and the full
+collections' count and time per variant.
+
+    .venv/bin/python benchmarks/bench_frozen_heap.py --day 2013-06-30 [--pairs 4] [--root R]
+
+The steps write what `make step` writes (a run folder, a registry row): use a root you
+can throw away, or the project's after `make run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FREEZE = "flight_delays.base.frozen_heap"
+STEPS = ("ingest", "featurize", "split", "train", "score", "chart")
+
+
+def shipped_preload() -> list[str]:
+    """The forkserver's preload list of deploy/executor-local.env."""
+    for line in (REPO / "deploy" / "executor-local.env").read_text().splitlines():
+        if line.startswith("AIRFLOW__CORE__MP_FORKSERVER_PRELOAD="):
+            return line.split("=", 1)[1].strip().split(",")
+    raise SystemExit("deploy/executor-local.env sets no AIRFLOW__CORE__MP_FORKSERVER_PRELOAD")
+
+
+def _steps(day: str, root: str | None, queue: multiprocessing.Queue) -> None:
+    """In the forked process: each step's time, and the full collections'."""
+    import gc
+    import importlib
+    from datetime import date
+
+    from flight_delays import cli
+    from flight_delays.store.config import new_run_id
+
+    full = {"count": 0, "seconds": 0.0}
+    started = [0.0]
+
+    def watch(phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            full["count"] += 1
+            full["seconds"] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(watch)
+    processed = date.fromisoformat(day)
+    run_id = new_run_id(processed)
+    record: dict = {"frozen": gc.get_freeze_count()}
+    for step in STEPS:
+        began = time.perf_counter()
+        module = importlib.import_module(f"flight_delays.{step}")  # as a task imports it
+        module.run(**cli.step_kwargs(step, processed, root, None, run_id=run_id))
+        record[step] = time.perf_counter() - began
+    queue.put({**record, "full_gcs": full["count"], "full_gc_seconds": full["seconds"]})
+
+
+def one(day: str, root: str | None, frozen: bool) -> dict:
+    """Run in a process of its own: a forkserver is one per process."""
+    command = [sys.executable, __file__, "--day", day, "--one", "frozen" if frozen else "plain"]
+    if root:
+        command += ["--root", root]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        variant = "frozen" if frozen else "plain"
+        raise SystemExit(f"the {variant} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--day", required=True)
+    parser.add_argument("--root")
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--one", choices=("frozen", "plain"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        modules = shipped_preload()
+        if args.one == "plain":
+            modules = [name for name in modules if name != FREEZE]
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(modules)
+        queue = context.Queue()
+        worker = context.Process(target=_steps, args=(args.day, args.root, queue))
+        worker.start()
+        record = queue.get()
+        worker.join()
+        print(json.dumps(record))
+        return
+    runs: dict[bool, list[dict]] = {True: [], False: []}
+    for _ in range(args.pairs):  # in turn, so a drift of the machine's speed hits both
+        for frozen in (True, False):
+            runs[frozen].append(one(args.day, args.root, frozen))
+    print(f"{args.pairs} pairs in turn, day {args.day}; medians (s)")
+    print("| | " + " | ".join(STEPS) + " | full collections | their time |")
+    print("|---" * (len(STEPS) + 3) + "|")
+    for frozen, label in ((False, "without frozen_heap"), (True, "shipped (frozen_heap last)")):
+        rows = runs[frozen]
+        cells = [f"{statistics.median(r[step] for r in rows):.2f}" for step in STEPS]
+        gcs = statistics.median(r["full_gcs"] for r in rows)
+        seconds = statistics.median(r["full_gc_seconds"] for r in rows)
+        print(f"| {label} | " + " | ".join(cells) + f" | {gcs:g} | {seconds:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
