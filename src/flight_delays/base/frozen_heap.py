@@ -10,9 +10,13 @@ walked. This is the use Python's documentation gives ``gc.freeze`` (freeze befor
 Airflow's LocalExecutor freezes before it forks its workers itself, but not in the
 forkserver it starts them from instead (docs/benchmarks.md, "What Airflow owns").
 
-It imports nothing else, so the tasks still import the project's modules as they are now.
+It collects first: a frozen object is never freed, so garbage the imports left would
+otherwise stay in the forkserver and every task (Airflow's dag-processor freeze, apache/
+airflow PR #60505, found that). It imports nothing else, so the tasks still import the
+project's modules as they are now.
 """
 
 import gc
 
+gc.collect()
 gc.freeze()
