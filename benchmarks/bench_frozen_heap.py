@@ -1,8 +1,9 @@
 """What freezing the forkserver's heap saves a task: the steps of one day run in a process
 forked from a forkserver that preloaded the stack's list (deploy/executor-local.env), as a
 LocalExecutor task is, with the list as shipped (ending in flight_delays.base.frozen_heap)
-and without its last module, in turn. Prints each step's median time and the full
-collections' count and time per variant.
+and without its last module, in turn (the order alternates pair by pair). Prints each
+step's median time, and the count and time of the full collections of the six steps
+together, per variant.
 
     .venv/bin/python benchmarks/bench_frozen_heap.py --day 2013-06-30 [--pairs 4] [--root R]
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.queues
+import queue
 import statistics
 import subprocess
 import sys
@@ -34,7 +37,7 @@ def shipped_preload() -> list[str]:
     raise SystemExit("deploy/executor-local.env sets no AIRFLOW__CORE__MP_FORKSERVER_PRELOAD")
 
 
-def _steps(day: str, root: str | None, queue: multiprocessing.Queue) -> None:
+def _steps(day: str, root: str | None, results: multiprocessing.queues.Queue) -> None:
     """In the forked process: each step's time, and the full collections'."""
     import gc
     import importlib
@@ -64,7 +67,7 @@ def _steps(day: str, root: str | None, queue: multiprocessing.Queue) -> None:
         module = importlib.import_module(f"flight_delays.{step}")  # as a task imports it
         module.run(**cli.step_kwargs(step, processed, root, None, run_id=run_id))
         record[step] = time.perf_counter() - began
-    queue.put({**record, "full_gcs": full["count"], "full_gc_seconds": full["seconds"]})
+    results.put({**record, "full_gcs": full["count"], "full_gc_seconds": full["seconds"]})
 
 
 def one(day: str, root: str | None, frozen: bool) -> dict:
@@ -72,7 +75,10 @@ def one(day: str, root: str | None, frozen: bool) -> dict:
     command = [sys.executable, __file__, "--day", day, "--one", "frozen" if frozen else "plain"]
     if root:
         command += ["--root", root]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"the {'frozen' if frozen else 'plain'} run took over 600 s") from None
     if done.returncode != 0:
         variant = "frozen" if frozen else "plain"
         raise SystemExit(f"the {variant} run failed:\n{done.stderr[-3000:]}")
@@ -92,26 +98,35 @@ def main() -> None:
             modules = [name for name in modules if name != FREEZE]
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(modules)
-        queue = context.Queue()
-        worker = context.Process(target=_steps, args=(args.day, args.root, queue))
+        results = context.Queue()
+        worker = context.Process(target=_steps, args=(args.day, args.root, results))
         worker.start()
-        record = queue.get()
+        while True:  # a step that raises ends the child without a record
+            try:
+                record = results.get(timeout=5)
+                break
+            except queue.Empty:
+                if not worker.is_alive():
+                    exitcode = worker.exitcode
+                    raise SystemExit(f"the steps' process ended with exit {exitcode}") from None
         worker.join()
         print(json.dumps(record))
         return
     runs: dict[bool, list[dict]] = {True: [], False: []}
-    for _ in range(args.pairs):  # in turn, so a drift of the machine's speed hits both
-        for frozen in (True, False):
+    for pair in range(args.pairs):  # in turn, so a drift of the machine's speed hits both
+        for frozen in (True, False) if pair % 2 == 0 else (False, True):
             runs[frozen].append(one(args.day, args.root, frozen))
     print(f"{args.pairs} pairs in turn, day {args.day}; medians (s)")
-    print("| | " + " | ".join(STEPS) + " | full collections | their time |")
-    print("|---" * (len(STEPS) + 3) + "|")
+    print("| | " + " | ".join(STEPS) + " | full collections | their time | frozen objects |")
+    print("|---" * (len(STEPS) + 4) + "|")
     for frozen, label in ((False, "without frozen_heap"), (True, "shipped (frozen_heap last)")):
         rows = runs[frozen]
         cells = [f"{statistics.median(r[step] for r in rows):.2f}" for step in STEPS]
         gcs = statistics.median(r["full_gcs"] for r in rows)
         seconds = statistics.median(r["full_gc_seconds"] for r in rows)
-        print(f"| {label} | " + " | ".join(cells) + f" | {gcs:g} | {seconds:.3f} |")
+        frozen_objects = statistics.median(r["frozen"] for r in rows)
+        tail = f"{gcs:g} | {seconds:.3f} | {frozen_objects:,.0f}"
+        print(f"| {label} | " + " | ".join(cells) + f" | {tail} |")
 
 
 if __name__ == "__main__":

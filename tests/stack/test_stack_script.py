@@ -1071,7 +1071,7 @@ if __name__ == "__main__":
     queue = context.Queue()
     worker = context.Process(target=heap, args=(queue,))
     worker.start()
-    print(*queue.get())
+    print(*queue.get(timeout=240))
     worker.join()
 """
 

@@ -11,9 +11,9 @@ Airflow's LocalExecutor freezes before it forks its workers itself, but not in t
 forkserver it starts them from instead (docs/benchmarks.md, "What Airflow owns").
 
 It collects first: a frozen object is never freed, so garbage the imports left would
-otherwise stay in the forkserver and every task (Airflow's dag-processor freeze, apache/
-airflow PR #60505, found that). It imports nothing else, so the tasks still import the
-project's modules as they are now.
+otherwise stay in the forkserver and every task (the discussion of Airflow's dag-processor
+freeze, apache/airflow PR #60505, measured that leak). It imports nothing else, so the
+tasks still import the project's modules as they are now.
 """
 
 import gc
