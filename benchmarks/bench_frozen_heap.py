@@ -25,16 +25,24 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "deploy" / "stack"))
+
+from flight_stack import preload, settings  # noqa: E402  (deploy/stack, put on the path)
+
 FREEZE = "flight_delays.base.frozen_heap"
 STEPS = ("ingest", "featurize", "split", "train", "score", "chart")
 
 
 def shipped_preload() -> list[str]:
-    """The forkserver's preload list of deploy/executor-local.env."""
-    for line in (REPO / "deploy" / "executor-local.env").read_text().splitlines():
-        if line.startswith("AIRFLOW__CORE__MP_FORKSERVER_PRELOAD="):
-            return line.split("=", 1)[1].strip().split(",")
-    raise SystemExit("deploy/executor-local.env sets no AIRFLOW__CORE__MP_FORKSERVER_PRELOAD")
+    """The scheduler's forkserver preload list, resolved from the files the stack reads
+    (deploy/airflow.env, then deploy/executor-local.env) as Airflow resolves it."""
+    env: dict[str, str] = {}
+    for shipped in (settings.SHARED_ENV, settings.Config.from_env().executor_env):
+        env.update(settings.parse_env(shipped.read_text(), str(shipped)))
+    for modules, components in preload.preload_lists(env).items():
+        if "scheduler" in components:
+            return list(modules)
+    raise SystemExit("the shipped settings give the scheduler no forkserver preload list")
 
 
 def _steps(day: str, root: str | None, results: multiprocessing.queues.Queue) -> None:
@@ -72,15 +80,15 @@ def _steps(day: str, root: str | None, results: multiprocessing.queues.Queue) ->
 
 def one(day: str, root: str | None, frozen: bool) -> dict:
     """Run in a process of its own: a forkserver is one per process."""
-    command = [sys.executable, __file__, "--day", day, "--one", "frozen" if frozen else "plain"]
+    variant = "frozen" if frozen else "plain"
+    command = [sys.executable, __file__, "--day", day, "--one", variant]
     if root:
         command += ["--root", root]
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
     except subprocess.TimeoutExpired:
-        raise SystemExit(f"the {'frozen' if frozen else 'plain'} run took over 600 s") from None
+        raise SystemExit(f"the {variant} run took over 600 s") from None
     if done.returncode != 0:
-        variant = "frozen" if frozen else "plain"
         raise SystemExit(f"the {variant} run failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -1046,13 +1046,20 @@ def test_statsd_goes_to_the_configured_host_and_port(cfg, tmp_path):
 FORKSERVER = {"AIRFLOW__CORE__MP_START_METHOD": "forkserver"}
 
 
+def shipped_env(home: Path) -> dict[str, str]:
+    """The settings the stack's components get from the shipped files, in a clean
+    environment with ``home`` as AIRFLOW_HOME."""
+    env = {**settings.clean_environ(), "AIRFLOW_HOME": str(home)}
+    for shared in (settings.SHARED_ENV, settings.Config.from_env().executor_env):
+        env.update(settings.parse_env(shared.read_text(), str(shared)))
+    return env
+
+
 def test_the_shipped_preload_list_imports_every_module(tmp_path):
     # A library upgrade that renames a module would only cost the tasks time (the
     # forkserver skips an ImportError); this says which one, before the stack's timings do.
     cfg = settings.Config.from_env()
-    env = {**settings.clean_environ(), "AIRFLOW_HOME": str(tmp_path)}
-    for shared in (settings.SHARED_ENV, cfg.executor_env):
-        env.update(settings.parse_env(shared.read_text(), str(shared)))
+    env = shipped_env(tmp_path)
     ((modules, components),) = preload.preload_lists(env).items()
     assert len(modules) >= 10 and components == ["scheduler", "triggerer", "dag_processor"]
     assert preload.start_check(env, PYTHON, cfg.root).result() == []
@@ -1080,9 +1087,7 @@ def test_a_worker_from_the_forkserver_starts_with_the_preloaded_heap_frozen(tmp_
     # A full collection in a task walks every object it does not find frozen: with the
     # libraries preloaded, 400,000 of them (0.25 s a time). frozen_heap must come last:
     # what the forkserver imports after it would not be frozen.
-    cfg = settings.Config.from_env()
-    env = settings.parse_env(cfg.executor_env.read_text(), str(cfg.executor_env))
-    modules = env["AIRFLOW__CORE__MP_FORKSERVER_PRELOAD"].split(",")
+    ((modules, _components),) = preload.preload_lists(shipped_env(tmp_path)).items()
     assert modules[-1] == "flight_delays.base.frozen_heap"
     script = tmp_path / "child.py"
     script.write_text(_FORKSERVER_CHILD)
