@@ -364,7 +364,8 @@ def _encoded(run: step_runner.StepRun, _inputs: dict[str, Any]) -> dict[str, Any
     ``train.max_rows`` (the file's footer tells) only the newest days are read
     (:func:`newest_days`: the days column first, then the rows from the first day kept),
     said in the log and the card."""
-    path = artifacts.TRAIN_TABLE.path(run.root, run.day)
+    # Pinned by the runner: every read below sees the bytes the model card names.
+    path = run.sources["train"]
     max_rows, filters, dropped_rows, dropped_days = run.settings.train.max_rows, None, 0, 0
     # The footer first: a table that fits (the real data's, always) is read once.
     if max_rows is not None and io.parquet_rows(path, artifacts.TRAIN_TABLE) > max_rows:

@@ -95,3 +95,39 @@ def test_a_text_column_read_from_many_row_groups_is_one_arrow_chunk(
     assert isinstance(back["carrier"].array, pd.arrays.ArrowStringArray)
     assert back["carrier"].array.__arrow_array__().num_chunks == 1
     pd.testing.assert_frame_equal(back, frame)
+
+
+def test_a_pinned_table_is_read_as_it_was_hashed_after_the_file_is_replaced(tmp_path):
+    # What a model card relies on: a writer replaces the file (atomically, by a rename)
+    # while the step still reads; every read of the pinned artifact sees the bytes hashed.
+    first = pd.DataFrame({"day": ["2013-01-01", "2013-01-02", "2013-01-02"], "x": [1, 2, 3]})
+    path = write_parquet(first, tmp_path / "train.parquet")
+    hashed = sha256(path)
+    pinned = io.pin(path, artifacts.TRAIN_TABLE)
+    write_parquet(pd.DataFrame({"day": ["2013-02-01"], "x": [9]}), path)
+    assert sha256(path) != hashed
+    assert pinned.sha256 == hashed
+    assert io.parquet_rows(pinned, artifacts.TRAIN_TABLE) == 3
+    pd.testing.assert_frame_equal(read_parquet(pinned, artifacts.TRAIN_TABLE), first)
+    newest = read_parquet(pinned, artifacts.TRAIN_TABLE, filters=[("day", ">=", "2013-01-02")])
+    assert newest["x"].tolist() == [2, 3]
+    # Read as the path reads it: the same frame, dtypes included.
+    pinned_json = io.pin(write_json({"v": 1}, tmp_path / "m.json"), artifacts.MANIFEST)
+    assert io.read_json(pinned_json, artifacts.MANIFEST) == {"v": 1}
+    assert io.read_bytes(pinned_json, artifacts.MANIFEST) == b'{\n  "v": 1\n}\n'
+
+
+def test_a_closed_pin_keeps_its_hash_and_refuses_a_read(tmp_path):
+    path = write_parquet(pd.DataFrame({"x": [1]}), tmp_path / "train.parquet")
+    pinned = io.pin(path, artifacts.TRAIN_TABLE)
+    pinned.close()
+    pinned.close()  # twice: nothing more happens
+    assert pinned.sha256 == sha256(path)
+    with pytest.raises(ValueError, match="pinned and closed"):
+        read_parquet(pinned, artifacts.TRAIN_TABLE)
+
+
+def test_pinning_a_missing_artifact_names_its_producer(tmp_path):
+    with pytest.raises(MissingArtifactError, match="'split' task"):
+        io.pin(tmp_path / "data" / "processed" / "ds=2013-03-31" / "train.parquet",
+               artifacts.TRAIN_TABLE)  # fmt: skip

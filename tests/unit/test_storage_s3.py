@@ -174,6 +174,22 @@ def test_the_rows_of_a_parquet_object_are_read_from_its_footer(bucket: str) -> N
                         artifacts.TRAIN_TABLE)  # fmt: skip
 
 
+def test_a_pinned_object_is_read_as_it_was_hashed_after_it_is_replaced(bucket: str) -> None:
+    # The train step's model card: the object is fetched once, hashed, and every read
+    # (the footer, a column, the rows) sees those bytes, whatever is PUT meanwhile.
+    path = artifacts.TRAIN_TABLE.path(storage.locate(f"s3://{bucket}/prefix"), DAY)
+    io.write_parquet(pd.DataFrame({schema.DAY: ["2013-03-30", "2013-03-31"], "x": [1, 2]}), path)
+    hashed = io.sha256(path)
+    pinned = io.pin(path, artifacts.TRAIN_TABLE)
+    io.write_parquet(pd.DataFrame({schema.DAY: ["2013-03-31"], "x": [9]}), path)
+    assert io.sha256(path) != hashed == pinned.sha256
+    assert io.parquet_rows(pinned, artifacts.TRAIN_TABLE) == 2
+    assert io.read_parquet(pinned, artifacts.TRAIN_TABLE)["x"].tolist() == [1, 2]
+    with pytest.raises(io.MissingArtifactError, match="'split' task"):
+        io.pin(artifacts.TRAIN_TABLE.path(path.parents[1], DAY - timedelta(days=1)),
+               artifacts.TRAIN_TABLE)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from dataclasses import replace
@@ -592,6 +593,46 @@ def test_a_table_within_max_rows_is_read_once_and_whole(
     assert result["train_rows"] == rows
     assert card["train_rows_left_out"] == {"max_rows": rows, "rows": 0, "days": 0}
     assert "left out" not in caplog.text
+
+
+@pytest.mark.parametrize("over", [False, True])
+def test_the_card_names_the_table_the_model_was_fitted_on_when_a_re_split_replaces_it(
+    split_artifacts, monkeypatch, over: bool
+) -> None:
+    # A re-split writes the day's train table again while train runs: after the footer
+    # (past train.max_rows, between the day column and the rows), or during the fit. The
+    # model is fitted on the table as train found it, and its card names those bytes.
+    art = split_artifacts
+    found = art["train_path"].read_bytes()
+    newest_day = art["train"][schema.DAY].max()
+    if over:
+        params = yaml.safe_load(art["params_file"].read_text())
+        params["train"]["max_rows"] = len(art["train"]) - 1
+        art["params_file"].write_text(yaml.safe_dump(params))
+    read, fit = io.read_parquet, train.fit_encoded
+
+    def re_split() -> None:
+        io.write_parquet(art["train"][art["train"][schema.DAY] == newest_day], art["train_path"])
+
+    def read_then_re_split(path, artifact, columns=None, filters=None):
+        frame = read(path, artifact, columns=columns, filters=filters)
+        re_split()
+        return frame
+
+    def re_split_then_fit(encoded):
+        re_split()
+        return fit(encoded)
+
+    if over:
+        monkeypatch.setattr(io, "read_parquet", read_then_re_split)
+    monkeypatch.setattr(train, "fit_encoded", re_split_then_fit)
+    result = train.run(art["day"].isoformat(), root=art["root"], params_file=art["params_file"])
+    card = json.loads(Path(result["model_card"]).read_text())
+    assert art["train_path"].read_bytes() != found
+    assert card["inputs"]["train"]["sha256"] == hashlib.sha256(found).hexdigest()
+    # Rows of the table as found: all of them, or all but its oldest day past the bound.
+    oldest = (art["train"][schema.DAY] == art["train"][schema.DAY].min()).sum()
+    assert result["train_rows"] == len(art["train"]) - (oldest if over else 0)
 
 
 def test_the_train_step_leaves_the_oldest_days_out_past_max_rows_and_says_so(

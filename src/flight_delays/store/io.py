@@ -17,9 +17,10 @@ import io as _bytes_io
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow
@@ -125,13 +126,63 @@ def write_json(payload: Any, final: str | ArtifactPath) -> ArtifactPath:
     return write_bytes(json_bytes(payload), final)
 
 
-def read_bytes(path: str | ArtifactPath, artifact: Artifact) -> bytes:
+@dataclass
+class Pinned:
+    """An upstream artifact opened once (:func:`pin`): its SHA-256 and a source that
+    gives the bytes that were hashed to every read, whatever replaces the file meanwhile.
+    The readers below take it in place of a path. :meth:`close` lets the bytes go (the
+    hash stays)."""
+
+    path: ArtifactPath
+    sha256: str
+    _handle: BinaryIO | None
+
+    def source(self) -> BinaryIO:
+        """The pinned bytes, from their start."""
+        if self._handle is None:
+            raise ValueError(f"{self.path} was pinned and closed: pin it again to read it")
+        self._handle.seek(0)
+        return self._handle
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def pin(path: str | ArtifactPath, artifact: Artifact) -> Pinned:
+    """Open an upstream artifact for reads that must see the bytes its hash names (a
+    model card names what the model was fitted on). On a local disk the open file is
+    kept: a writer replaces a file by a rename, never in place, so the handle keeps the
+    old bytes, and the hash is read through it in chunks, without holding the file in
+    memory. In an object store the object is fetched once and kept in memory (a read of
+    the whole table fetches it whole anyway) until :meth:`Pinned.close`."""
+    path = storage.locate(path)
+    digest = hashlib.sha256()
+    handle: BinaryIO
+    if storage.is_local(path):
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - kept open by the Pinned, closed by it
+        except FileNotFoundError:
+            raise MissingArtifactError(path, artifact) from None
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    else:
+        data = require(path, artifact).read_bytes()
+        digest.update(data)
+        handle = _bytes_io.BytesIO(data)
+    return Pinned(path, digest.hexdigest(), handle)
+
+
+def read_bytes(path: str | ArtifactPath | Pinned, artifact: Artifact) -> bytes:
     """The bytes of an upstream artifact, read once; a missing file names its producer."""
+    if isinstance(path, Pinned):
+        return path.source().read()
     return require(path, artifact).read_bytes()
 
 
 def read_parquet(
-    path: str | ArtifactPath,
+    path: str | ArtifactPath | Pinned,
     artifact: Artifact,
     columns: list[str] | None = None,
     filters: list[tuple[str, str, Any]] | None = None,
@@ -139,8 +190,8 @@ def read_parquet(
     """Read an upstream Parquet artifact; a missing file names the task that makes it.
     ``columns`` and ``filters`` (Arrow's row filters, e.g. ``[("day", ">=", first)]``)
     read a part of it: the rows left out are never made into the frame. Its numeric
-    columns may be read-only (see below): copy before writing into them."""
-    path = require(path, artifact)
+    columns may be read-only (see below): copy before writing into them. A
+    :class:`Pinned` artifact is read from its pinned bytes."""
     part = {"columns": columns, "filters": filters}
     # Arrow's buffers are released column by column as the frame is built, so the read
     # does not hold the file's table and the frame whole at once (score at 10x and 365
@@ -148,7 +199,9 @@ def read_parquet(
     # without nulls keeps Arrow's memory and is read-only. Nothing here writes into a
     # frame it read; code that does must copy first (``frame = frame.copy()``).
     lean = {"self_destruct": True, "split_blocks": True}
-    if storage.is_local(path):
+    if isinstance(path, Pinned):
+        frame = pd.read_parquet(path.source(), **part, to_pandas_kwargs=lean)
+    elif storage.is_local(path := require(path, artifact)):
         frame = pd.read_parquet(path, **part, to_pandas_kwargs=lean)
     else:
         # One GET of the whole object instead of the reader's many small ranged reads.
@@ -162,9 +215,11 @@ def read_parquet(
     return frame
 
 
-def parquet_rows(path: str | ArtifactPath, artifact: Artifact) -> int:
+def parquet_rows(path: str | ArtifactPath | Pinned, artifact: Artifact) -> int:
     """The rows of an upstream Parquet artifact, from its footer alone: a few small reads,
     in an object store too (ranged GETs), where reading a column fetches the object."""
+    if isinstance(path, Pinned):
+        return pq.read_metadata(path.source()).num_rows
     with require(path, artifact).open("rb") as source:
         return pq.read_metadata(source).num_rows
 
@@ -185,7 +240,7 @@ def _one_chunk_strings(frame: pd.DataFrame) -> None:
             frame[name] = pd.Series(joined, index=frame.index, name=name, copy=False)
 
 
-def read_json(path: str | ArtifactPath, artifact: Artifact) -> Any:
+def read_json(path: str | ArtifactPath | Pinned, artifact: Artifact) -> Any:
     return json.loads(read_bytes(path, artifact))
 
 

@@ -17,7 +17,8 @@ registry). ``Step.run`` (each step's ``run``, what the DAG's tasks, ``make step`
    path, and returns a :class:`Result`;
 4. writes the result's outputs atomically where the catalog puts them (a frame or an
    Arrow table as Parquet, a dict as JSON, bytes (a model, a PNG) and text as they are);
-5. calls ``record`` with the written locations and their SHA-256;
+5. calls ``record`` with the written locations and their SHA-256 (a card also names
+   its inputs' SHA-256, taken from the bytes the step read: :class:`Step`);
 6. logs the step's one summary line (the core's text, the seconds, the outputs) and
    returns the XCom dict: each output's location
    (a string, an ``s3://`` URL under an object-store root) and the core's summary.
@@ -86,6 +87,11 @@ class StepRun:
     registry_url: str
     source_url: str
     options: dict[str, Any] = field(default_factory=dict)
+    #: Where each ``reads`` and ``requires`` entry is, for the ``load`` hook: the
+    #: location, or for a step that writes a card the artifact pinned
+    #: (:class:`flight_delays.store.io.Pinned`), which the readers of
+    #: :mod:`flight_delays.store.io` take in place of a path.
+    sources: dict[str, Any] = field(default_factory=dict)
     _engine: Any = None
 
     @property
@@ -119,11 +125,15 @@ def _no_params(_settings: Settings) -> None:
 class Step:
     """A step's declaration (see the module's docstring). ``writes`` values are catalog
     entries, or a dict of them (a group: the XCom holds a list of their locations).
-    ``requires``: entries that must exist and are named in the card, but not read.
+    ``requires``: entries that must exist and are named in the card, but that the runner
+    does not read (a ``load`` hook may, through ``run.sources``).
     ``card``: the name of a JSON output (a model card) that the runner completes with
     the run id, each ``reads`` and ``requires`` entry's location and SHA-256 under
     ``"inputs"``, and each output written before it under its own name (the outputs are
-    written in the order of ``writes``).
+    written in the order of ``writes``). The inputs of such a step are pinned when the
+    run starts (:func:`flight_delays.store.io.pin`): hashed as they are opened, and read
+    from the bytes hashed, so the card names what the step read even if an input is
+    replaced meanwhile (a re-split), and no input is fetched again for its hash.
     ``run_id``: the step names its outputs or its registry rows by the run id (a new
     local one, :func:`flight_delays.store.config.new_run_id`, when none is given).
     ``options``: the step's own keyword arguments (ingest's ``refetch`` and ``now``);
@@ -167,12 +177,24 @@ class Step:
             name: _paths(entry, run)
             for name, entry in {**self.reads, **self.requires, **self.writes}.items()
         }
+        pinned: dict[str, io.Pinned] = {}
         try:
-            inputs = {name: read(entry, where[name]) for name, entry in self.reads.items()}
-            for name, entry in self.requires.items():
-                io.require(where[name], entry)
+            inputs_of = {**self.reads, **self.requires}
+            if self.card is not None:
+                # The card names the bytes the step read: each input is hashed as it is
+                # opened, and every read of it sees those bytes (io.pin).
+                for name, entry in inputs_of.items():
+                    pinned[name] = io.pin(where[name], entry)
+            else:
+                for name, entry in self.requires.items():
+                    io.require(where[name], entry)
+            run.sources = {name: pinned.get(name, where[name]) for name in inputs_of}
+            inputs = {name: read(entry, run.sources[name]) for name, entry in self.reads.items()}
             if self.load is not None:
                 inputs.update(self.load(run, inputs))
+            # What was pinned is let go before the work: only the hashes are kept.
+            for source in pinned.values():
+                source.close()
             result = self.core(run.day, self.params(run.settings), **inputs)
             unknown = _undeclared(result.outputs, self.writes)
             if unknown:
@@ -185,12 +207,14 @@ class Step:
                     continue
                 value = result.outputs[name]
                 if name == self.card:
-                    value = self._completed_card(value, run, where, written)
+                    value = self._completed_card(value, run, pinned, written)
                 written[name] = write(value, where[name])
             returned = {name: _locations(w) for name, w in written.items()} | result.summary
             if self.record is not None:
                 returned |= self.record(run, written, result)
         finally:
+            for source in pinned.values():
+                source.close()
             run.close()
         logging.getLogger(f"flight_delays.{self.name}").info(
             "%s %s: %s in %.1f s%s",
@@ -205,12 +229,16 @@ class Step:
         return returned
 
     def _completed_card(
-        self, card: dict[str, Any], run: StepRun, where: dict[str, Any], written: dict[str, Any]
+        self,
+        card: dict[str, Any],
+        run: StepRun,
+        pinned: dict[str, io.Pinned],
+        written: dict[str, Any],
     ) -> dict[str, Any]:
-        inputs = {}
-        for name, entry in {**self.reads, **self.requires}.items():
-            path = io.require(where[name], entry)
-            inputs[name] = {"path": str(path), "sha256": io.sha256(path)}
+        inputs = {
+            name: {"path": str(source.path), "sha256": source.sha256}
+            for name, source in pinned.items()
+        }
         outputs = {
             name: {"path": str(w.path), "sha256": w.sha256}
             for name, w in written.items()
@@ -259,7 +287,7 @@ def _paths(entry: Artifact | Mapping[str, Artifact], run: StepRun) -> Any:
     return entry.path(run.root, run.day, run.run_id)
 
 
-def read(entry: Artifact, path: ArtifactPath) -> Any:
+def read(entry: Artifact, path: ArtifactPath | io.Pinned) -> Any:
     """``entry`` at ``path`` as a frame (Parquet), a dict (JSON) or bytes."""
     if entry.format == "parquet":
         return io.read_parquet(path, entry)
