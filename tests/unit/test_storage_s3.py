@@ -185,6 +185,7 @@ def test_a_pinned_object_is_read_as_it_was_hashed_after_it_is_replaced(bucket: s
     assert io.sha256(path) != hashed == pinned.sha256
     assert io.parquet_rows(pinned, artifacts.TRAIN_TABLE) == 2
     assert io.read_parquet(pinned, artifacts.TRAIN_TABLE)["x"].tolist() == [1, 2]
+    pinned.close()
     with pytest.raises(io.MissingArtifactError, match="'split' task"):
         io.pin(artifacts.TRAIN_TABLE.path(path.parents[1], DAY - timedelta(days=1)),
                artifacts.TRAIN_TABLE)  # fmt: skip

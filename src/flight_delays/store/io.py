@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pandas as pd
 import pyarrow
@@ -135,9 +135,9 @@ class Pinned:
 
     path: ArtifactPath
     sha256: str
-    _handle: BinaryIO | None
+    _handle: pyarrow.NativeFile | _bytes_io.BytesIO | None
 
-    def source(self) -> BinaryIO:
+    def source(self) -> pyarrow.NativeFile | _bytes_io.BytesIO:
         """The pinned bytes, from their start."""
         if self._handle is None:
             raise ValueError(f"{self.path} was pinned and closed: pin it again to read it")
@@ -152,21 +152,27 @@ class Pinned:
 
 def pin(path: str | ArtifactPath, artifact: Artifact) -> Pinned:
     """Open an upstream artifact for reads that must see the bytes its hash names (a
-    model card names what the model was fitted on). On a local disk the open file is
-    kept: a writer replaces a file by a rename, never in place, so the handle keeps the
-    old bytes, and the hash is read through it in chunks, without holding the file in
-    memory. In an object store the object is fetched once and kept in memory (a read of
-    the whole table fetches it whole anyway) until :meth:`Pinned.close`."""
+    model card names what the model was fitted on). On a local disk the open file (an
+    Arrow ``OSFile``) is kept: a writer replaces a file by a rename, never in place, so
+    the handle keeps the old bytes, and the hash is read through it in chunks, without
+    holding the file in memory. In an object store the object is fetched once and kept
+    in memory (a read of the whole table fetches it whole anyway) until
+    :meth:`Pinned.close`."""
     path = storage.locate(path)
     digest = hashlib.sha256()
-    handle: BinaryIO
+    handle: pyarrow.NativeFile | _bytes_io.BytesIO
     if storage.is_local(path):
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - kept open by the Pinned, closed by it
+            # Arrow's own file: its readers then read natively, not through Python calls.
+            handle = pyarrow.OSFile(str(path))
         except FileNotFoundError:
             raise MissingArtifactError(path, artifact) from None
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        try:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        except BaseException:
+            handle.close()
+            raise
     else:
         data = require(path, artifact).read_bytes()
         digest.update(data)

@@ -126,14 +126,17 @@ class Step:
     """A step's declaration (see the module's docstring). ``writes`` values are catalog
     entries, or a dict of them (a group: the XCom holds a list of their locations).
     ``requires``: entries that must exist and are named in the card, but that the runner
-    does not read (a ``load`` hook may, through ``run.sources``).
+    does not hand to the core (a ``load`` hook may read them, through ``run.sources``;
+    for a step with a card, the runner reads each once to hash it, see below).
     ``card``: the name of a JSON output (a model card) that the runner completes with
     the run id, each ``reads`` and ``requires`` entry's location and SHA-256 under
     ``"inputs"``, and each output written before it under its own name (the outputs are
     written in the order of ``writes``). The inputs of such a step are pinned when the
     run starts (:func:`flight_delays.store.io.pin`): hashed as they are opened, and read
     from the bytes hashed, so the card names what the step read even if an input is
-    replaced meanwhile (a re-split), and no input is fetched again for its hash.
+    replaced meanwhile (a re-split), and no input is fetched again for its hash. In an
+    object store that read is the one GET of the object, kept in memory until the
+    ``load`` hook returns.
     ``run_id``: the step names its outputs or its registry rows by the run id (a new
     local one, :func:`flight_delays.store.config.new_run_id`, when none is given).
     ``options``: the step's own keyword arguments (ingest's ``refetch`` and ``now``);
