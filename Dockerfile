@@ -70,6 +70,10 @@ ENV FLIGHT_DELAYS_HOME=/opt/airflow
 COPY --chown=airflow:0 deploy/airflow-init.sh /opt/airflow/deploy/airflow-init.sh
 # The `_CMD` of the Airflow settings that docker-compose.yaml reads from secret files.
 COPY --chown=airflow:0 --chmod=0755 deploy/read-secret.sh /opt/airflow/deploy/read-secret.sh
+# airflow-init's check of the forkserver's preload list: `make up`'s own module, with the
+# one module it needs (standard library only), where airflow-init.sh looks for it.
+COPY --chown=airflow:0 deploy/stack/flight_stack/__init__.py deploy/stack/flight_stack/errors.py \
+    deploy/stack/flight_stack/preload.py /opt/airflow/deploy/stack/flight_stack/
 RUN bash /opt/airflow/deploy/airflow-init.sh --prepare-folders \
     && install -d -m 0775 /opt/airflow/auth
 

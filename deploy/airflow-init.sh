@@ -11,6 +11,9 @@
 #   5. creates every folder the pipeline writes (the artifact catalog's, see
 #      artifact_folders below, and the log folder) and hands each, recursively, to
 #      AIRFLOW_UID:0 (when root).
+#   Meanwhile (steps 2 to 4) it imports the forkserver's preload list as the scheduler's
+#   forkserver will, and stops, naming the module, when one would stop the forkserver
+#   (check_preload below).
 #
 # Secrets: files in SECRETS_PATH (default /run/secrets, where compose mounts them;
 # deploy/compose-secrets.py generates them in ./secrets): airflow_fernet_key,
@@ -189,6 +192,20 @@ PY
     log "password of web UI user '${ADMIN_USER}' written to $file"
 }
 
+# Beside steps 2 to 4. The LocalExecutor's workers come from a forkserver that imports
+# the modules of [core] mp_forkserver_preload (deploy/executor-local.env) first. It skips
+# one that raises ImportError without a word, and any other error stops it, so that no
+# task can start. So each list is imported here as the forkserver will, in a fresh
+# interpreter with the components' environment: a module that breaks stops airflow-init,
+# naming it; one that does not import is a warning. The check is `make up`'s
+# (deploy/stack/flight_stack/preload.py, standard library only; the image holds it).
+PRELOAD_CHECK_PATH=${PRELOAD_CHECK_PATH:-$(dirname "${BASH_SOURCE[0]}")/stack}
+check_preload() {
+    "$PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1])
+from flight_stack.preload import main
+sys.exit(main())' "$PRELOAD_CHECK_PATH"
+}
+
 # Step 3.
 migrate() {
     log "migrating the metastore"
@@ -316,6 +333,12 @@ main() {
         return 0
     fi
     warn_uid
+    # The preload check runs beside steps 2 to 4. If one of them fails, the script stops
+    # waiting for it and removes its log (in the container, the check ends with bash).
+    PRELOAD_LOG=$(mktemp)
+    check_preload >"$PRELOAD_LOG" 2>&1 &
+    PRELOAD_PID=$!
+    trap 'kill "$PRELOAD_PID" 2>/dev/null || true; rm -f "$PRELOAD_LOG"' EXIT
     write_admin_password
     migrate
     FLIGHT_DELAYS_SOURCE_URL=$(warehouse_url)
@@ -325,6 +348,12 @@ main() {
     migrate_registry
     store_connection
     unset FLIGHT_DELAYS_SOURCE_URL
+    log "waiting for the check of the forkserver's preload list"
+    if ! wait "$PRELOAD_PID"; then
+        sed "s/^/$PROG: /" "$PRELOAD_LOG" >&2
+        return 1
+    fi
+    sed "s/^/$PROG: /" "$PRELOAD_LOG"
     # Last, so that nothing the steps above wrote as root is left behind root-owned.
     prepare_folders
     log "done: the web UI login is '${ADMIN_USER}' with the password of the secret file airflow_admin_password"

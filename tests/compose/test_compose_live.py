@@ -155,6 +155,10 @@ def test_every_service_is_healthy_and_init_exited_cleanly(stack: Compose):
         assert services[name]["Health"] == "healthy", services[name]
     init = services["airflow-init"]
     assert init["State"] == "exited" and init["ExitCode"] == 0, init
+    # The forkserver's preload list imports in the image, every module of it: one that
+    # did not would be skipped without a word (frozen_heap last among them).
+    init_log = stack.logs("airflow-init", tail=400)
+    assert "airflow-init: preload: all import" in init_log, init_log
     # Published on loopback only: the api-server, and PostgreSQL by the ports override
     # (COMPOSE_FILE in .env, as the docs say); no profile is on.
     assert stack.env["COMPOSE_FILE"] == COMPOSE_FILES

@@ -141,7 +141,9 @@ def test_what_compose_gives_airflow_init_passes(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def run_function(name: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def run_function(
+    name: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """One function of airflow-init.sh, the script sourced (its main does not run)."""
     return subprocess.run(
         ["bash", "-c", f'source "{INIT_SCRIPT}" && {name}'],
@@ -149,7 +151,93 @@ def run_function(name: str, env: dict[str, str]) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=cwd,
     )
+
+
+def test_airflow_init_stops_naming_a_preload_module_that_would_stop_the_forkserver(tmp_path):
+    # docker-compose's forkserver skips a module that does not import without a word,
+    # and stops on any other error, so that no task can start: airflow-init says which.
+    (tmp_path / "needs_a_display.py").write_text("raise RuntimeError('no display :0')\n")
+    forkserver = {"AIRFLOW__CORE__MP_START_METHOD": "forkserver"}
+
+    def check(modules: str) -> subprocess.CompletedProcess:
+        env = {**forkserver, "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": modules}
+        return run_function("check_preload", env, cwd=tmp_path)
+
+    broken = check("json,needs_a_display,csv")
+    assert broken.returncode == 1, broken
+    assert (
+        "preload: the forkserver preload list of the scheduler, triggerer, dag_processor: "
+        "importing needs_a_display (RuntimeError: no display :0) fails" in broken.stderr
+    )
+    missing = check("json,no_such_module_here")
+    assert missing.returncode == 0, missing
+    assert "preload: WARNING: " in missing.stdout
+    assert "no_such_module_here did not import" in missing.stdout
+    assert "preload: 1 did not import" in missing.stdout
+    fine = check("json,csv")
+    assert fine.returncode == 0, fine
+    assert fine.stdout.splitlines() == [
+        "preload: the list of the scheduler, triggerer, dag_processor: 2 modules",
+        "preload: all import",
+    ]
+    none = run_function("check_preload", {}, cwd=tmp_path)
+    assert none.returncode == 0 and "nothing to check" in none.stdout, none
+
+
+# Every step of main but the preload check, as no-ops: what main does around the check.
+_MAIN_STEPS_STUBBED = (
+    "for step in check_secrets warn_uid write_admin_password migrate check_warehouse_encoding "
+    "seed_warehouse migrate_registry store_connection prepare_folders; do "
+    'eval "$step() { echo ran $step; }"; done; warehouse_url() { echo sqlite://; }; '
+)
+
+
+@pytest.mark.parametrize("fails", ["the check", "a step beside it"])
+def test_airflow_init_waits_for_the_preload_check_and_leaves_nothing_behind(tmp_path, fails):
+    # The check runs in the background beside steps 2 to 4. A module that breaks stops
+    # init before the folders and "done", naming it; a step that fails meanwhile stops
+    # init too. Either way no log file of the check is left behind.
+    (tmp_path / "needs_a_display.py").write_text("raise RuntimeError('no display :0')\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    stubs = _MAIN_STEPS_STUBBED
+    if fails == "a step beside it":
+        stubs += "migrate_registry() { echo registry down >&2; return 7; }; "
+    modules = "json,needs_a_display" if fails == "the check" else "json,csv"
+    env = {
+        "AIRFLOW__CORE__MP_START_METHOD": "forkserver",
+        "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": modules,
+        "TMPDIR": str(scratch),
+    }
+    result = run_function(stubs + "main", env, cwd=tmp_path)
+    assert result.returncode != 0, result
+    assert "ran prepare_folders" not in result.stdout and "done:" not in result.stdout
+    if fails == "the check":
+        assert "ran store_connection" in result.stdout  # the steps beside it all ran
+        assert "airflow-init: preload: " in result.stderr
+        assert "importing needs_a_display (RuntimeError: no display :0) fails" in result.stderr
+    else:
+        assert result.returncode == 7 and "registry down" in result.stderr
+    assert list(scratch.iterdir()) == []
+
+
+def test_airflow_init_logs_the_preload_check_and_goes_on(tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        "AIRFLOW__CORE__MP_START_METHOD": "forkserver",
+        "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "json,csv",
+        "TMPDIR": str(scratch),
+    }
+    result = run_function(_MAIN_STEPS_STUBBED + "main", env, cwd=tmp_path)
+    assert result.returncode == 0, result
+    lines = result.stdout.splitlines()
+    check = lines.index("airflow-init: preload: all import")
+    assert lines.index("ran store_connection") < check < lines.index("ran prepare_folders")
+    assert lines[-1].startswith("airflow-init: done:")
+    assert list(scratch.iterdir()) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")

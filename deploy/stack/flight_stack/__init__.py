@@ -10,7 +10,9 @@ Modules, one per concern:
 - :mod:`.postgres`: the private PostgreSQL cluster, where it may live, its two databases;
 - :mod:`.supervisor`: supervisord, which runs and restarts PostgreSQL and the Airflow
   components;
-- :mod:`.preload`: `up`'s check that the forkserver's preload list imports;
+- :mod:`.preload`: the check that the forkserver's preload list imports (`up`, and
+  docker-compose's airflow-init, whose image holds it and :mod:`.errors`);
+- :mod:`.errors`: the stack's error type;
 - :mod:`.repair`: `up` on a partly dead stack (programs stopped, supervisord killed);
 - :mod:`.procs`: finding the stack's processes in /proc and stopping them;
 - :mod:`.health`: Airflow's health report, is the stack up;

@@ -1,4 +1,5 @@
-"""`up`'s check of the forkserver's preload list (Airflow's mp_forkserver_preload).
+"""The check of the forkserver's preload list (Airflow's mp_forkserver_preload), run by
+`up` and, through :func:`main`, by docker-compose's airflow-init (deploy/airflow-init.sh).
 
 The LocalExecutor's workers come from a multiprocessing forkserver that imports the
 listed modules first (deploy/executor-local.env). The forkserver skips a module that
@@ -18,12 +19,13 @@ environment variables the stack gives the components (it writes no airflow.cfg o
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .settings import StackError
+from .errors import StackError
 
 #: The components that apply Airflow's start method and preload settings.
 COMPONENTS = ("scheduler", "triggerer", "dag_processor")
@@ -140,3 +142,30 @@ def start_check(
         check.stop()
         raise
     return check
+
+
+def main() -> int:
+    """Check the lists of this process's environment (docker-compose's airflow-init, in
+    the image, where the components run): one line per list, a warning per module that
+    does not import; exit 1, naming the module, when one would stop the forkserver, and
+    exit 1 when the check itself fails or takes too long, saying so."""
+    env = dict(os.environ)
+    lists = preload_lists(env)
+    if not lists:
+        print("preload: no forkserver preload list in this environment: nothing to check")
+        return 0
+    try:
+        warnings = start_check(env).result()
+    except StackError as error:
+        print(f"preload: {error}", file=sys.stderr)
+        return 1
+    for warning in warnings:
+        print(f"preload: WARNING: {warning}")
+    for modules, components in lists.items():
+        print(f"preload: the list of the {', '.join(components)}: {len(modules)} modules")
+    print(f"preload: {len(warnings)} did not import" if warnings else "preload: all import")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import StackError
+
 PACKAGE = Path(__file__).resolve().parent
 HERE = PACKAGE.parent  # deploy/stack: the entry script stack.py and the tracked settings
 REPO = HERE.parents[1]
@@ -53,10 +55,6 @@ ADMIN_USER = "admin"
 # A Unix socket path holds at most 107 bytes, and multiprocessing's forkserver puts one in
 # the temporary folder: /pymp-XXXXXXXX/listener-XXXXXXXX, 32 more.
 TMP_DIR_MAX = 107 - 32
-
-
-class StackError(RuntimeError):
-    """Something the operator has to fix; the message says what."""
 
 
 # --- configuration ---------------------------------------------------------------------
