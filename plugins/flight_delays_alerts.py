@@ -28,6 +28,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("flight_delays.alerts")
@@ -92,7 +93,8 @@ def alert_connections() -> dict[str, bool]:
 
 
 def transports(settings: Any) -> dict[str, Callable[[Any], None]]:
-    """One sender per alert connection that exists (none: alerts are only logged). A
+    """One sender per alert connection that exists (none: alerts are only logged), with
+    ``settings`` (:class:`flight_delays.store.config.AlertSettings`: the recipients). A
     connection that cannot be looked up gets a sender that fails with the reason, so the
     alert says "not sent" and why, rather than "no alert connection"."""
     senders: dict[str, Callable[[Any], None]] = {}
@@ -116,8 +118,8 @@ def _smtp(settings: Any) -> Callable[[Any], None]:
         from flight_delays.monitor import alerts
 
         SmtpNotifier(
-            to=[a.strip() for a in settings.alerts.mail_to.split(",") if a.strip()],
-            from_email=settings.alerts.mail_from,
+            to=[a.strip() for a in settings.mail_to.split(",") if a.strip()],
+            from_email=settings.mail_from,
             subject=alerts.subject(alert),
             html_content=alerts.html_body(alert),
             smtp_conn_id=SMTP_CONN_ID,
@@ -163,17 +165,37 @@ def _settings() -> Any:
     return load_settings(project_root(anchor=__file__))
 
 
-def _registry_engine(settings: Any) -> Any | None:
+def _registry_engine(settings_url: str | None) -> Any | None:
     """The registry (the warehouse connection, else the settings' URL), migrated; None
     (logged) when it cannot be reached: an alert never waits for the registry."""
     from flight_delays.store import db, registry
 
     # The tasks' rule (db.warehouse_url): the connection wins over the settings.
     try:
-        url = db.warehouse_url(_Connections()) or settings.registry_url
+        url = db.warehouse_url(_Connections()) or settings_url
+        if not url:
+            raise ValueError("no warehouse connection, and the settings could not be read")
         return registry.connect(url, timeout=REGISTRY_TIMEOUT_S)
     except Exception as exc:
         log.warning("alert: the registry is unreachable, the alert is not recorded: %s", exc)
+        return None
+
+
+#: This host's list of alerts (flight_delays.monitor.alert_ledger), in Airflow's log folder.
+LEDGER_FILE = "flight_delays_alerts.jsonl"
+
+
+def _ledger() -> Any | None:
+    """The anti-flood rule's history when the registry cannot be read; None (logged)
+    when Airflow's log folder cannot be told."""
+    from flight_delays.monitor.alert_ledger import Ledger
+
+    try:
+        from airflow.configuration import conf
+
+        return Ledger(Path(conf.get("logging", "base_log_folder")) / LEDGER_FILE)
+    except Exception as exc:
+        log.warning("alert: no ledger of this host's alerts (no log folder: %s)", exc)
         return None
 
 
@@ -190,21 +212,33 @@ def dispatch(alert: Any, settings: Any | None = None) -> dict[str, str]:
     """Send ``alert`` (a :class:`flight_delays.monitor.alerts.Alert`) through the transports that
     are set up, log it, and record it; never raises."""
     from flight_delays.monitor import alerts
+    from flight_delays.store.config import AlertSettings
 
     try:
         settings = settings or _settings()
-        senders = transports(settings)
-        engine = _registry_engine(settings)
-        limit = alerts.RateLimit(
-            settings.alerts.rate_limit_count,
-            timedelta(minutes=settings.alerts.rate_limit_minutes),
+        alert_settings, settings_url = settings.alerts, settings.registry_url
+    except Exception as exc:
+        # A broken params.yaml fails every task of both DAGs at once: the one failure
+        # nobody may miss. The alert goes out with the default alert settings (the
+        # recipients, the anti-flood rule) through the connections, and says why.
+        log.warning("alert: the settings could not be read, the defaults are used: %s", exc)
+        alert_settings, settings_url = AlertSettings(), None
+        alert = alert.with_notes(
+            f"The pipeline's settings could not be read ({alerts.last_line(str(exc), 300)}): "
+            "this alert went out with the default alert settings (recipients, anti-flood)."
         )
-    except Exception as exc:  # bad params.yaml...: the alert is still logged
+    try:
+        senders = transports(alert_settings)
+        engine = _registry_engine(settings_url)
+        limit = alerts.RateLimit(
+            alert_settings.rate_limit_count, timedelta(minutes=alert_settings.rate_limit_minutes)
+        )
+    except Exception as exc:  # the alert is still logged
         log.warning("ALERT (log only: %s)\n%s", exc, alerts.text_body(alert))
         return {"channels": f"log only: {exc}", "delivery": alerts.LOG_ONLY}
     noun = "failed runs" if alert.kind in ("failure", "late_data") else f"{alert.kind} alerts"
     try:
-        return alerts.dispatch(alert, senders, engine, limit, noun=noun)
+        return alerts.dispatch(alert, senders, engine, limit, noun=noun, ledger=_ledger())
     finally:
         if engine is not None:
             engine.dispose()
@@ -352,6 +386,27 @@ def on_run_failure(day_of: Callable[[Mapping[str, Any]], date | None]) -> Callab
 
 
 # --- the night's deadline ----------------------------------------------------------------------
+def _runs_recorded_for(day: date) -> list[str]:
+    """The runs that recorded ``day`` in the registry, newest first; [] when none, or when
+    the registry cannot be read (logged: the alert then goes out)."""
+    from flight_delays.store import registry
+
+    try:
+        settings_url = _settings().registry_url
+    except Exception:
+        settings_url = None
+    engine = _registry_engine(settings_url)
+    if engine is None:
+        return []
+    try:
+        return registry.run_ids_of_day(engine, day)
+    except Exception as exc:
+        log.warning("deadline: could not read the registry's runs of %s: %s", day, exc)
+        return []
+    finally:
+        engine.dispose()
+
+
 def check_nightly_deadline(
     context: Mapping[str, Any] | None,
     nightly_dag_id: str,
@@ -359,9 +414,11 @@ def check_nightly_deadline(
     day: date,
 ) -> bool:
     """Whether the nightly run for ``day`` (the one dated ``nightly_logical_date``: 02:00
-    New York time on the next day) has succeeded; if not, a 'deadline' alert. Called by
-    the prediction run at 05:00 (``context``: the running task's when None); never raises
-    (predictions go on either way)."""
+    New York time on the next day) has succeeded, or another run has recorded ``day`` in
+    the registry (the runbook's re-run with ``day`` = D: the day's champion decision is
+    made); if neither, a 'deadline' alert. Called by the prediction run at 05:00
+    (``context``: the running task's when None); never raises (predictions go on either
+    way)."""
     try:
         if context is None:
             from airflow.sdk import get_current_context
@@ -373,6 +430,13 @@ def check_nightly_deadline(
         )
         if done:
             log.info("deadline: the nightly run for %s has succeeded", day)
+            return True
+        recorded = _runs_recorded_for(day)
+        if recorded:
+            log.info(
+                "deadline: the nightly run dated %s has not succeeded, but run %s has "
+                "recorded %s in the registry: no alert", nightly_logical_date, recorded[0], day,
+            )  # fmt: skip
             return True
         runs = ti.get_dr_count(dag_id=nightly_dag_id, logical_dates=[nightly_logical_date])
         state = "not finished or failed" if runs else "no run at all"

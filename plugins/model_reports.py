@@ -585,6 +585,16 @@ def alert_channels() -> list[str]:
     return found
 
 
+def read_alert_times(engine: Any) -> dict[str, datetime]:
+    """When the newest alert of each kind was recorded; {} without any, or in a registry
+    from before revision 0007_alerts."""
+    from flight_delays.monitor import alerts
+
+    if not _has_table(engine, alerts.ALERTS.name):
+        return {}
+    return alerts.latest_by_kind(engine)
+
+
 def read_last_alert(engine: Any) -> dict[str, Any] | None:
     """The newest alert of the registry (:func:`flight_delays.monitor.alerts.latest`), sent or
     not (``delivery``: sent, not sent, log only, suppressed); None without one, or in a
@@ -688,7 +698,8 @@ def read_monitoring(engine: Any, root: Any) -> dict[str, Any]:
 
     if registry.current_revision(engine) is None:
         return {"champion": None, "newest_day": None, "quarantined_rows": None,
-                "served": [], "drift": read_drift(engine, None), "last_alert": None}  # fmt: skip
+                "served": [], "drift": read_drift(engine, None), "last_alert": None,
+                "alert_times": {}}  # fmt: skip
     # Scraped every few seconds: the columns read below, not the runs' JSON payloads.
     columns = ["processed_day", "decision", "model_sha256", "challenger_mae", "baseline_mae"]
     frame = registry.history(engine, columns)
@@ -723,6 +734,7 @@ def read_monitoring(engine: Any, root: Any) -> dict[str, Any]:
         "served": read_served(engine),
         "drift": read_drift(engine, None),
         "last_alert": read_last_alert(engine),
+        "alert_times": read_alert_times(engine),
     }
 
 
@@ -840,13 +852,16 @@ def metrics_registry(dag_runs: dict[str, dict[str, Any]], data: dict[str, Any] |
             "flight_delays_drift_day_timestamp_seconds",
             "Start (00:00 UTC) of the day of the newest drift figures, Unix time",
         ).set(_midnight(drift["day"]))
-    alert = data["last_alert"]
-    if alert is not None and alert["at"]:
-        gauge(
+    if data["alert_times"]:
+        # One series per kind, each kept once recorded: a later alert of another kind
+        # must not make a rule on this one see it vanish.
+        last_alert = gauge(
             "flight_delays_last_alert_timestamp_seconds",
-            "When the newest alert was recorded, Unix time",
+            "When the newest alert of each kind was recorded, Unix time",
             ("kind",),
-        ).labels(alert["kind"]).set(datetime.fromisoformat(alert["at"]).timestamp())
+        )
+        for kind, at in sorted(data["alert_times"].items()):
+            last_alert.labels(kind).set(at.timestamp())
     return reg
 
 

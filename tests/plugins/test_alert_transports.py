@@ -33,6 +33,8 @@ def project(tmp_path, monkeypatch):
     (root / "include" / "params.yaml").write_text('alerts:\n  mail_to: "oncall@example.com"\n')
     monkeypatch.setenv("FLIGHT_DELAYS_HOME", str(root))
     monkeypatch.setenv("FLIGHT_DELAYS_SOURCE_URL", f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    # This host's ledger of alerts (the anti-flood rule's fallback): one per test.
+    monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(tmp_path / "airflow-logs"))
     for name in (SMTP_ENV, WEBHOOK_ENV, "AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"):
         monkeypatch.delenv(name, raising=False)
     return root
@@ -98,6 +100,72 @@ def test_an_smtp_server_that_refuses_is_logged_with_the_reason(project, monkeypa
     assert result["channels"].endswith("webhook: sent") and len(hook.posts) == 1
     assert "smtp: not sent: ConnectionRefusedError" in caplog.text
     assert latest()["channels"] == result["channels"]
+
+
+def test_a_mail_server_that_never_answers_does_not_hold_the_webhook_or_the_record(
+    project, monkeypatch
+):
+    # It accepts the connection and never greets (port 465 without SSL, a stuck relay):
+    # the provider would wait its timeout once per retry (30 s, 6 tries by default), past
+    # the 50 s the dag-processor gives a failure callback.
+    import socket
+    import time
+
+    import flight_delays_alerts
+    from flight_delays.monitor import alerts
+
+    monkeypatch.setattr(alerts, "TRANSPORT_BUDGET_S", 1.0)
+    with socket.socket() as silent, webhook_server() as hook:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts, never reads or answers
+        monkeypatch.setenv(SMTP_ENV, smtp_connection(silent.getsockname()[1]))
+        monkeypatch.setenv(WEBHOOK_ENV, webhook_connection(hook.url))
+        started = time.monotonic()
+        result = flight_delays_alerts.dispatch(alert())
+        waited = time.monotonic() - started
+    assert result["channels"] == (
+        "smtp: not sent: no answer within 1 s (it may still arrive); webhook: sent"
+    ), result
+    assert len(hook.posts) == 1 and waited < 10, waited
+    assert latest()["channels"] == result["channels"]
+
+
+def test_settings_that_cannot_be_read_still_send_the_alert_saying_why(project, monkeypatch):
+    # A broken params.yaml fails every task of both DAGs: their alerts go out with the
+    # default alert settings, through the connections, and name the problem.
+    import flight_delays_alerts
+
+    (project / "include" / "params.yaml").write_text("alerts:\n  rate_limit_count: 0\n")
+    with smtp_server() as box, webhook_server() as hook:
+        monkeypatch.setenv(SMTP_ENV, smtp_connection(box.port))
+        monkeypatch.setenv(WEBHOOK_ENV, webhook_connection(hook.url))
+        result = flight_delays_alerts.dispatch(alert())
+    assert result["channels"] == "smtp: sent; webhook: sent", result
+    (mail,) = box.messages
+    assert mail["To"] == "ml-platform@localhost"  # the default recipient
+    (post,) = hook.posts
+    (note,) = post["json"]["notes"]
+    assert "settings could not be read" in note and "rate_limit_count" in note
+    assert "default alert settings" in note
+
+
+def test_with_the_registry_down_a_backfill_of_failures_still_sends_only_three(
+    project, tmp_path, monkeypatch, caplog
+):
+    # The warehouse down fails run after run: the anti-flood rule counts this host's
+    # ledger, in Airflow's log folder, instead of the alerts table it cannot read.
+    import flight_delays_alerts
+
+    nobody = f"postgresql+psycopg://u:p@127.0.0.1:{free_port()}/warehouse"  # refused
+    monkeypatch.setenv("FLIGHT_DELAYS_SOURCE_URL", nobody)
+    with webhook_server() as hook:
+        monkeypatch.setenv(WEBHOOK_ENV, webhook_connection(hook.url))
+        results = [flight_delays_alerts.dispatch(alert()) for _ in range(5)]
+    assert [r["delivery"] for r in results] == ["sent"] * 3 + ["suppressed"] * 2
+    assert len(hook.posts) == 3
+    ledger = tmp_path / "airflow-logs" / flight_delays_alerts.LEDGER_FILE
+    assert len(ledger.read_text().splitlines()) == 5
+    assert "the registry is unreachable" in caplog.text
 
 
 def test_without_connections_the_alert_is_only_logged(project, caplog):
@@ -207,7 +275,9 @@ NIGHT = datetime(2013, 4, 11, 6, 0, tzinfo=UTC)  # 02:00 New York time
         ({}, True, "no run at all"),
     ],
 )
-def test_the_deadline_check_alerts_unless_the_night_succeeded(monkeypatch, runs, alerted, state):
+def test_the_deadline_check_alerts_unless_the_night_succeeded(
+    project, monkeypatch, runs, alerted, state
+):
     import flight_delays_alerts
 
     sent = []
@@ -225,6 +295,39 @@ def test_the_deadline_check_alerts_unless_the_night_succeeded(monkeypatch, runs,
         assert fields["state"] == state and kwargs["day"] == date(2013, 4, 10)
     else:
         assert not sent
+
+
+@pytest.mark.parametrize("recorded_day", [date(2013, 4, 10), date(2013, 4, 9)])
+def test_a_re_run_that_recorded_the_day_satisfies_the_deadline(project, monkeypatch, recorded_day):
+    # The runbook: the 02:00 run failed, the operator ran the day again (day = D) and it
+    # recorded D before 05:00. The check accepts it; a run of another day does not count.
+    from datetime import timedelta
+
+    import flight_delays_alerts
+    from flight_delays.store import registry
+    from flight_delays.store.config import load_settings
+
+    engine = registry.connect(load_settings().registry_url)
+    try:
+        registry.record_run(engine, {
+            "processed_day": recorded_day, "run_id": "manual__2013-04-11T08:30:00+00:00",
+            "window_start": recorded_day - timedelta(days=89), "window_end": recorded_day,
+            "holdout_start": recorded_day - timedelta(days=6), "holdout_end": recorded_day,
+            "holdout_rows": 100, "model_path": "/m.skops", "model_sha256": "0" * 64,
+            "challenger_mae": 10.0, "champion_mae": 12.0, "baseline_mae": 12.0,
+            "champion_kind": "baseline", "champion_day": None, "metrics_json": "{}",
+            "decision": "kept", "reason": "test",
+        }, False, 0)  # fmt: skip
+    finally:
+        engine.dispose()
+    sent = []
+    monkeypatch.setattr(flight_delays_alerts, "send_alert", lambda *a, **k: sent.append((a, k)))
+    context = {"ti": FakeTI({None: 1}), "dag": FakeDag(), "run_id": "r"}  # 02:00 run failed
+    done = flight_delays_alerts.check_nightly_deadline(
+        context, "flight_delays", NIGHT, date(2013, 4, 10)
+    )
+    assert done is (recorded_day == date(2013, 4, 10))
+    assert len(sent) == (0 if done else 1)
 
 
 def test_the_deadline_check_never_raises(monkeypatch):

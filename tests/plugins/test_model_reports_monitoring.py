@@ -209,8 +209,12 @@ def test_the_metrics_parse_and_hold_what_the_registry_and_the_metastore_hold(
     assert psi == {(("feature", "carrier"), ("kind", "categorical")): 0.31}
     assert one(metrics, "flight_delays_drift_flagged_features") == 1
     assert one(metrics, "flight_delays_drift_day_timestamp_seconds") == day16
+    # One series per kind recorded: the failure's (the newest) and the drift alert's.
     at = datetime(2013, 3, 17, 9, 15, tzinfo=UTC).timestamp()
     assert one(metrics, "flight_delays_last_alert_timestamp_seconds", kind="failure") == at
+    drift_at = datetime(2013, 3, 16, 7, 0, tzinfo=UTC).timestamp()
+    assert one(metrics, "flight_delays_last_alert_timestamp_seconds", kind="drift") == drift_at
+    assert len(metrics["flight_delays_last_alert_timestamp_seconds"]) == 2
 
 
 def test_before_any_drift_row_or_alert_table_their_metrics_are_left_out(
@@ -309,3 +313,5 @@ def test_the_page_shows_alerts_drift_and_served_days_escaped_with_units(
     assert data["alert_channels"] == ["flight_delays_webhook"]
     assert [f["feature"] for f in data["drift"]["features"]][:2] == ["carrier", "temp <°F>"]
     assert data["served"][0]["day"] == "2013-03-16" and data["quarantined_rows"] == 0
+    assert data["last_alert"]["kind"] == "failure"
+    assert set(data["alert_times"]) == {"drift", "failure"}

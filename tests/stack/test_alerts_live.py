@@ -286,6 +286,15 @@ def test_an_smtp_server_that_refuses_fails_nothing_and_the_reason_is_recorded(se
 def held_back_night_gives_a_deadline_alert(stack: Stack, hook: Hook, smtp_down: bool) -> None:
     """A nightly run for 2013-04-10 held back (its DAG paused: it stays queued), then the
     05:00 prediction run of 2013-04-11: it serves, and alerts that the night is late."""
+    from flight_delays.store import registry
+
+    # A run that recorded the day (a re-run) would satisfy the check: none may have yet
+    # (test_ui.py's backfill records 2013-04-10, after this file).
+    engine = open_engine(stack.warehouse_url)
+    try:
+        assert registry.run_ids_of_day(engine, date(2013, 4, 10)) == []
+    finally:
+        engine.dispose()
     stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})
     held = trigger(stack, "held_2013-04-10", logical_date="2013-04-11T02:00:00-04:00")
     try:

@@ -157,6 +157,30 @@ def test_a_backfill_of_failing_runs_sends_three_then_records_the_rest(engine):
     assert alerts.latest(engine)["delivery"] == alerts.SENT
 
 
+def test_a_transport_that_never_answers_is_given_up_after_the_budget(engine, caplog):
+    # A mail server that accepts and never answers must not hold the webhook, the record
+    # (the dag-processor kills a failure callback after 50 s) or the day's predictions.
+    import threading
+    import time
+
+    release, sent = threading.Event(), []
+    started = time.monotonic()
+    try:
+        result = alerts.dispatch(
+            failed(), {"smtp": lambda a: release.wait(30), "webhook": sent.append}, engine,
+            LIMIT, budget_s=0.5,
+        )  # fmt: skip
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+    assert result["channels"] == (
+        "smtp: not sent: no answer within 0.5 s (it may still arrive); webhook: sent"
+    )
+    assert result["delivery"] == alerts.SENT and len(sent) == 1
+    assert 0.5 <= waited < 5, waited
+    assert alerts.latest(engine)["channels"] == result["channels"]
+
+
 def test_an_unreachable_registry_does_not_stop_the_alert(tmp_path):
     sent = []
     result = alerts.dispatch(failed(), {"webhook": sent.append}, None, LIMIT)

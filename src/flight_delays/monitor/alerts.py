@@ -13,13 +13,16 @@ Pure core, no Airflow (the Airflow side, notifiers and connections, is
 - the ``alerts`` table (registry revision 0007_alerts): every alert, sent or not, with
   what each transport did (:func:`record`, :func:`recent`, :func:`latest`).
 
-Times arrive as arguments (UTC): the core never reads the clock.
+Times arrive as arguments (UTC): the core never reads the clock, but for the time budget
+of the transports (:func:`dispatch`).
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -36,10 +39,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     insert,
     select,
 )
 
+from flight_delays.monitor.alert_ledger import Ledger
 from flight_delays.store.registry import METADATA
 
 log = logging.getLogger(__name__)
@@ -331,6 +336,13 @@ def latest(engine: Engine) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
+def latest_by_kind(engine: Engine) -> dict[str, datetime]:
+    """When the newest alert of each kind was recorded (UTC), for the kinds recorded."""
+    query = select(ALERTS.c.kind, func.max(ALERTS.c.at)).group_by(ALERTS.c.kind)
+    with engine.connect() as conn:
+        return {kind: _utc(at) for kind, at in conn.execute(query) if at is not None}
+
+
 def _utc(moment: datetime) -> datetime:
     """SQLite returns naive datetimes: they were written as UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -340,6 +352,70 @@ def _utc(moment: datetime) -> datetime:
 #: A transport sends an alert or raises; the Airflow side builds them from its connections.
 Transport = Callable[[Alert], None]
 NO_CONNECTION = "log only: no alert connection"
+#: Seconds the transports of one alert may take together. A failure alert runs in the
+#: dag-processor, which kills a callback after 50 s ([dag_processor]
+#: dag_file_processor_timeout), and the deadline check before the day's predictions: a
+#: mail server that accepts a connection and never answers costs the SMTP connection's
+#: timeout once per retry (the provider's defaults: 30 s, 6 tries), which would lose the
+#: webhook and the record, or hold the predictions back.
+TRANSPORT_BUDGET_S = 25.0
+
+
+def _send_all(alert: Alert, transports: Mapping[str, Transport], budget_s: float) -> dict[str, str]:
+    """What each transport did with ``alert``. They run at once, each in a thread of its
+    own; one still running after ``budget_s`` is reported as not sent and left to finish
+    (a daemon thread: it may still deliver, or it ends with the process)."""
+    done: dict[str, str] = {}
+
+    def send(name: str, transport: Transport) -> None:
+        try:
+            transport(alert)
+        except Exception as exc:
+            done[name] = f"{NOT_SENT}: {type(exc).__name__}: {last_line(str(exc), 200)}"
+        else:
+            done[name] = SENT
+
+    threads = {
+        name: threading.Thread(target=send, args=(name, transport), name=f"alert-{name}",
+                               daemon=True)
+        for name, transport in transports.items()
+    }  # fmt: skip
+    for thread in threads.values():
+        thread.start()
+    deadline = time.monotonic() + budget_s
+    results = {}
+    for name, thread in threads.items():
+        thread.join(max(0.0, deadline - time.monotonic()))
+        results[name] = (
+            f"{NOT_SENT}: no answer within {budget_s:g} s (it may still arrive)"
+            if thread.is_alive()
+            else done[name]
+        )
+    return results
+
+
+def _history(
+    alert: Alert, engine: Engine | None, ledger: Ledger | None, limit: RateLimit
+) -> list[tuple[datetime, str]]:
+    """The earlier alerts the anti-flood rule counts: the registry's; when it cannot be
+    read, this host's ledger's; else none (logged)."""
+    since = alert.at - limit.window
+    problem = "no registry"
+    if engine is not None:
+        try:
+            return recent(engine, alert.dag_id, alert.kind, since)
+        except Exception as exc:  # the registry must not stop an alert
+            problem = f"could not read earlier alerts ({exc})"
+    if ledger is not None:
+        try:
+            history = ledger.recent(alert.dag_id, alert.kind, since, TRIED)
+        except OSError as exc:
+            log.warning("alert: %s, nor this host's ledger (%s): no anti-flood check", problem, exc)
+            return []
+        log.warning("alert: %s: the anti-flood rule counts this host's ledger", problem)
+        return history
+    log.warning("alert: %s: no anti-flood check", problem)
+    return []
 
 
 def dispatch(
@@ -348,34 +424,28 @@ def dispatch(
     engine: Engine | None,
     limit: RateLimit,
     noun: str = "alerts",
+    budget_s: float | None = None,
+    ledger: Ledger | None = None,
 ) -> dict[str, str]:
     """Send ``alert`` through every transport (none: it is only logged), unless the
     anti-flood rule holds it back; log it with what happened and record it in the alerts
     table. Never raises for a transport or the registry: a transport that is down is
-    logged with the reason. Returns ``{"channels": ..., "delivery": ...}``."""
-    history: list[tuple[datetime, str]] = []
-    if engine is not None:
-        try:
-            history = recent(engine, alert.dag_id, alert.kind, alert.at - limit.window)
-        except Exception as exc:  # the registry must not stop an alert
-            log.warning("alert: could not read earlier alerts (%s): no anti-flood check", exc)
-    decision = rate_decision(history, alert.at, limit)
+    logged with the reason, one that has not answered within ``budget_s`` (all of them
+    together, :data:`TRANSPORT_BUDGET_S`) too. ``ledger``: this host's list of alerts
+    (:mod:`flight_delays.monitor.alert_ledger`), appended to every time, and the
+    anti-flood rule's history when the registry cannot be read. Returns ``{"channels":
+    ..., "delivery": ...}``."""
+    decision = rate_decision(_history(alert, engine, ledger, limit), alert.at, limit)
     if not decision.send:
         minutes = int(limit.window.total_seconds() // 60)
         channels = f"suppressed: anti-flood, {limit.count} {noun} of this DAG in {minutes} min"
         delivery = SUPPRESSED
     else:
         alert = alert.with_notes(*decision.notes(limit, noun))
-        results: dict[str, str] = {}
         if transports:  # a trace, should the process be killed while a transport hangs
             log.warning("ALERT sending through %s: %s", ", ".join(transports), alert.summary)
-        for name, send in transports.items():
-            try:
-                send(alert)
-            except Exception as exc:
-                results[name] = f"{NOT_SENT}: {type(exc).__name__}: {last_line(str(exc), 200)}"
-            else:
-                results[name] = SENT
+        budget = TRANSPORT_BUDGET_S if budget_s is None else budget_s
+        results = _send_all(alert, transports, budget)
         channels = channels_text(results) if results else NO_CONNECTION
         delivery = delivery_of(results)
     log.warning("ALERT (%s; %s)\n%s", delivery, channels, text_body(alert))
@@ -384,4 +454,9 @@ def dispatch(
             record(engine, alert, channels, delivery)
         except Exception as exc:
             log.warning("alert: could not record it in the registry: %s", exc)
+    if ledger is not None:
+        try:
+            ledger.add(alert.at, alert.dag_id, alert.kind, delivery)
+        except OSError as exc:
+            log.warning("alert: could not add it to this host's ledger %s: %s", ledger.path, exc)
     return {"channels": channels, "delivery": delivery, "summary": alert.summary}

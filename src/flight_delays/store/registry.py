@@ -342,6 +342,18 @@ def recorded_run(engine: Engine, day: date, run_id: str) -> dict[str, Any] | Non
     return dict(row) if row is not None else None
 
 
+def run_ids_of_day(engine: Engine, day: date) -> list[str]:
+    """The run ids of every run recorded for ``day`` (score's row: the day's champion
+    decision is made), newest first."""
+    query = (
+        select(MODEL_RUNS.c.run_id)
+        .where(MODEL_RUNS.c.processed_day == day)
+        .order_by(MODEL_RUNS.c.id.desc())
+    )
+    with engine.connect() as conn:
+        return [str(run_id) for run_id in conn.execute(query).scalars()]
+
+
 def find_challenger(engine: Engine, day: date, run_id: str) -> Challenger | None:
     """The challenger run ``run_id`` trained for ``day``; if that run trained none (a
     task run alone, as ``airflow tasks test`` does: each call is a run of its own), the

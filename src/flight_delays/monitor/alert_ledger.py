@@ -1,0 +1,97 @@
+"""This host's own list of the alerts it dispatched: the anti-flood rule's history when
+the registry cannot be read (docs/monitoring.md, "Anti-flood").
+
+The registry's ``alerts`` table is the record, shared by every process of the stack. When
+the warehouse is down, which is also when a backfill fails run after run, the rule would
+have no history and every alert would go out. So every alert is also appended here, and
+the rule reads this file when the registry cannot answer. It holds one JSON object a
+line (``at``, ``dag_id``, ``kind``, ``delivery``); a line that does not parse (a write
+cut short) is skipped. Appends go through one ``write`` of a line under ``O_APPEND``;
+past :data:`MAX_LINES` the file is rewritten, keeping :data:`KEEP` of history. The
+Airflow side puts it in the log folder, which both stacks share between their Airflow
+processes; a Celery worker on another host has its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+#: Alerts older than this are dropped when the file is rewritten; the anti-flood window
+#: (``alerts.rate_limit_minutes``) is far shorter.
+KEEP = timedelta(days=2)
+#: Lines past which an append rewrites the file.
+MAX_LINES = 2000
+
+
+class Ledger:
+    """The alerts of this host, in the file at ``path`` (created on the first append)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def entries(self) -> Iterator[tuple[datetime, str, str, str]]:
+        """(at, dag_id, kind, delivery) of every readable line, in file order."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return
+        for line in lines:
+            try:
+                item = json.loads(line)
+                at = datetime.fromisoformat(item["at"])
+                yield (
+                    at if at.tzinfo else at.replace(tzinfo=UTC),
+                    str(item["dag_id"]),
+                    str(item["kind"]),
+                    str(item["delivery"]),
+                )
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def recent(
+        self, dag_id: str, kind: str, since: datetime, tried: tuple[str, ...]
+    ) -> list[tuple[datetime, str]]:
+        """(at, delivery) of the alerts of ``dag_id`` and ``kind`` at or after ``since``,
+        and those before it back to the newest whose delivery is in ``tried``: what the
+        registry's :func:`flight_delays.monitor.alerts.recent` gives."""
+        ours = sorted(
+            ((at, delivery) for at, d, k, delivery in self.entries() if d == dag_id and k == kind),
+            reverse=True,
+        )
+        rows = []
+        for at, delivery in ours:
+            rows.append((at, delivery))
+            if at < since and delivery in tried:
+                break
+        return rows
+
+    def add(self, at: datetime, dag_id: str, kind: str, delivery: str) -> None:
+        """Append one alert; past :data:`MAX_LINES`, keep only :data:`KEEP` of them."""
+        line = json.dumps(
+            {"at": at.isoformat(), "dag_id": dag_id, "kind": kind, "delivery": delivery}
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
+        try:
+            os.write(fd, (line + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
+        if sum(1 for _ in self.entries()) > MAX_LINES:
+            self._prune(at - KEEP)
+
+    def _prune(self, before: datetime) -> None:
+        """Rewrite the file without the alerts older than ``before``, by a rename: a
+        reader sees the old file or the new one. A line another process appends while
+        this runs may be lost, which only shortens a history kept for two days."""
+        kept = [
+            json.dumps({"at": at.isoformat(), "dag_id": d, "kind": k, "delivery": v})
+            for at, d, k, v in self.entries()
+            if at >= before
+        ]
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, self.path)

@@ -1,0 +1,65 @@
+"""The anti-flood rule when the registry cannot be read: this host's ledger of alerts
+(flight_delays.monitor.alert_ledger) stands in for the alerts table."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from sqlalchemy import create_engine
+from test_alerts import LIMIT, T0, failed
+
+from flight_delays.monitor import alert_ledger, alerts
+from flight_delays.monitor.alert_ledger import Ledger
+
+
+def test_a_backfill_with_the_registry_down_sends_three_then_holds_the_rest(tmp_path):
+    # The warehouse down is the likeliest cause of a run of failures: without a history
+    # every one of them would be mailed.
+    ledger, sent = Ledger(tmp_path / "logs" / "alerts.jsonl"), []
+    outcomes = [
+        alerts.dispatch(
+            failed(T0 + timedelta(seconds=i)), {"smtp": sent.append}, None, LIMIT, ledger=ledger
+        )
+        for i in range(10)
+    ]
+    assert [o["delivery"] for o in outcomes] == [alerts.SENT] * 3 + [alerts.SUPPRESSED] * 7
+    assert len(sent) == 3
+    alerts.dispatch(failed(T0 + timedelta(minutes=61)), {"smtp": sent.append}, None, LIMIT,
+                    ledger=ledger)  # fmt: skip
+    assert len(sent) == 4 and sent[3].notes[0].startswith("7 more alerts of this DAG")
+    assert len(list(ledger.entries())) == 11
+
+
+def test_a_registry_that_fails_to_answer_hands_the_count_to_the_ledger(tmp_path, caplog):
+    # An engine whose database cannot be opened: reading the earlier alerts fails.
+    broken = create_engine(f"sqlite:///{tmp_path / 'gone' / 'registry.sqlite'}")
+    ledger, sent = Ledger(tmp_path / "alerts.jsonl"), []
+    for i in range(4):
+        alerts.dispatch(failed(T0 + timedelta(seconds=i)), {"webhook": sent.append}, broken,
+                        LIMIT, ledger=ledger)  # fmt: skip
+    assert len(sent) == 3
+    assert "could not read earlier alerts" in caplog.text
+    assert "the anti-flood rule counts this host's ledger" in caplog.text
+    # The ledger is kept while the registry works too, so it has the whole history.
+    assert [e[3] for e in ledger.entries()] == [alerts.SENT] * 3 + [alerts.SUPPRESSED]
+
+
+def test_the_ledger_skips_a_cut_line_and_keeps_two_days_when_it_grows(tmp_path, monkeypatch):
+    ledger = Ledger(tmp_path / "alerts.jsonl")
+    ledger.add(T0 - timedelta(days=3), "flight_delays", "failure", alerts.SENT)
+    with ledger.path.open("a") as handle:
+        handle.write('{"at": "2026-12-05T06:59:00+00:00", "dag_id": "flight_del')  # cut short
+        handle.write("\n")
+    ledger.add(T0, "flight_delays", "failure", alerts.SENT)
+    assert [e[0] for e in ledger.entries()] == [T0 - timedelta(days=3), T0]
+    monkeypatch.setattr(alert_ledger, "MAX_LINES", 2)
+    ledger.add(T0 + timedelta(minutes=1), "flight_delays", "drift", alerts.LOG_ONLY)
+    lines = ledger.path.read_text().splitlines()
+    assert [json.loads(line)["kind"] for line in lines] == ["failure", "drift"]  # 3 days old: out
+    # recent() gives what the registry's recent() gives: the window, then back to the
+    # newest tried alert before it.
+    assert ledger.recent("flight_delays", "failure", T0 + timedelta(hours=1), alerts.TRIED) == [
+        (T0, alerts.SENT)
+    ]
+    assert ledger.recent("other_dag", "failure", T0, alerts.TRIED) == []
