@@ -165,9 +165,12 @@ def _settings() -> Any:
     return load_settings(project_root(anchor=__file__))
 
 
-def _registry_engine(settings_url: str | None) -> Any | None:
+def _registry_engine(
+    settings_url: str | None, unreachable: str = "the alert is not recorded"
+) -> Any | None:
     """The registry (the warehouse connection, else the settings' URL), migrated; None
-    (logged) when it cannot be reached: an alert never waits for the registry."""
+    (logged, with what is lost: ``unreachable``) when it cannot be reached: an alert
+    never waits for the registry."""
     from flight_delays.store import db, registry
 
     # The tasks' rule (db.warehouse_url): the connection wins over the settings.
@@ -177,7 +180,7 @@ def _registry_engine(settings_url: str | None) -> Any | None:
             raise ValueError("no warehouse connection, and the settings could not be read")
         return registry.connect(url, timeout=REGISTRY_TIMEOUT_S)
     except Exception as exc:
-        log.warning("alert: the registry is unreachable, the alert is not recorded: %s", exc)
+        log.warning("alert: the registry is unreachable, %s: %s", unreachable, exc)
         return None
 
 
@@ -386,6 +389,16 @@ def on_run_failure(day_of: Callable[[Mapping[str, Any]], date | None]) -> Callab
 
 
 # --- the night's deadline ----------------------------------------------------------------------
+def _run_state(ti: Any, dag_id: str, run_id: str) -> str | None:
+    """The state of run ``run_id`` of ``dag_id``; None when Airflow has no such run (a
+    task run alone by ``tasks test`` records the day under a temporary run id)."""
+    try:
+        state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+    except Exception:
+        return None
+    return str(getattr(state, "value", state))  # an enum member, or its text
+
+
 def _runs_recorded_for(day: date) -> list[str]:
     """The runs that recorded ``day`` in the registry, newest first; [] when none, or when
     the registry cannot be read (logged: the alert then goes out)."""
@@ -395,7 +408,7 @@ def _runs_recorded_for(day: date) -> list[str]:
         settings_url = _settings().registry_url
     except Exception:
         settings_url = None
-    engine = _registry_engine(settings_url)
+    engine = _registry_engine(settings_url, "the deadline check cannot see a re-run")
     if engine is None:
         return []
     try:
@@ -414,11 +427,12 @@ def check_nightly_deadline(
     day: date,
 ) -> bool:
     """Whether the nightly run for ``day`` (the one dated ``nightly_logical_date``: 02:00
-    New York time on the next day) has succeeded, or another run has recorded ``day`` in
-    the registry (the runbook's re-run with ``day`` = D: the day's champion decision is
-    made); if neither, a 'deadline' alert. Called by the prediction run at 05:00
-    (``context``: the running task's when None); never raises (predictions go on either
-    way)."""
+    New York time on the next day) has succeeded, or another run of the nightly DAG that
+    recorded ``day`` in the registry has (the runbook's re-run with ``day`` = D); if
+    neither, a 'deadline' alert. A run that recorded the day and then failed, or is still
+    going, does not count, nor a task run alone (``tasks test``). Called by the
+    prediction run at 05:00 (``context``: the running task's when None); never raises
+    (predictions go on either way)."""
     try:
         if context is None:
             from airflow.sdk import get_current_context
@@ -431,11 +445,14 @@ def check_nightly_deadline(
         if done:
             log.info("deadline: the nightly run for %s has succeeded", day)
             return True
-        recorded = _runs_recorded_for(day)
-        if recorded:
+        rerun = next(
+            (r for r in _runs_recorded_for(day) if _run_state(ti, nightly_dag_id, r) == "success"),
+            None,
+        )
+        if rerun is not None:
             log.info(
-                "deadline: the nightly run dated %s has not succeeded, but run %s has "
-                "recorded %s in the registry: no alert", nightly_logical_date, recorded[0], day,
+                "deadline: the nightly run dated %s has not succeeded, but run %s, which "
+                "recorded %s in the registry, has: no alert", nightly_logical_date, rerun, day,
             )  # fmt: skip
             return True
         runs = ti.get_dr_count(dag_id=nightly_dag_id, logical_dates=[nightly_logical_date])

@@ -51,15 +51,35 @@ def test_the_ledger_skips_a_cut_line_and_keeps_two_days_when_it_grows(tmp_path, 
     with ledger.path.open("a") as handle:
         handle.write('{"at": "2026-12-05T06:59:00+00:00", "dag_id": "flight_del')  # cut short
         handle.write("\n")
+    with ledger.path.open("ab") as handle:
+        handle.write(b'{"at": "\xff\xfe"}\n')  # not UTF-8: skipped, never raised
     ledger.add(T0, "flight_delays", "failure", alerts.SENT)
     assert [e[0] for e in ledger.entries()] == [T0 - timedelta(days=3), T0]
+    assert alerts.dispatch(failed(T0), {}, None, LIMIT, ledger=ledger)["delivery"] == "log only"
     monkeypatch.setattr(alert_ledger, "MAX_LINES", 2)
     ledger.add(T0 + timedelta(minutes=1), "flight_delays", "drift", alerts.LOG_ONLY)
     lines = ledger.path.read_text().splitlines()
-    assert [json.loads(line)["kind"] for line in lines] == ["failure", "drift"]  # 3 days old: out
+    # 3 days old: out; of the rest, the newest MAX_LINES // 2.
+    assert [json.loads(line)["kind"] for line in lines] == ["drift"]
     # recent() gives what the registry's recent() gives: the window, then back to the
     # newest tried alert before it.
-    assert ledger.recent("flight_delays", "failure", T0 + timedelta(hours=1), alerts.TRIED) == [
-        (T0, alerts.SENT)
+    assert ledger.path.stat().st_mode & 0o777 == 0o664
+    assert ledger.recent("flight_delays", "drift", T0, alerts.TRIED) == [
+        (T0 + timedelta(minutes=1), alerts.LOG_ONLY)
     ]
     assert ledger.recent("other_dag", "failure", T0, alerts.TRIED) == []
+
+
+def test_the_ledger_gives_the_window_and_back_to_the_newest_tried_alert(tmp_path):
+    # What the registry's recent() gives: the held-back count starts at the newest alert
+    # that a transport tried, even before the window.
+    ledger = Ledger(tmp_path / "alerts.jsonl")
+    for minutes, delivery in [(0, alerts.SENT), (10, alerts.SENT), (20, alerts.SUPPRESSED),
+                              (90, alerts.SUPPRESSED)]:  # fmt: skip
+        ledger.add(T0 + timedelta(minutes=minutes), "flight_delays", "failure", delivery)
+    since = T0 + timedelta(minutes=60)
+    assert ledger.recent("flight_delays", "failure", since, alerts.TRIED) == [
+        (T0 + timedelta(minutes=90), alerts.SUPPRESSED),
+        (T0 + timedelta(minutes=20), alerts.SUPPRESSED),
+        (T0 + timedelta(minutes=10), alerts.SENT),
+    ]

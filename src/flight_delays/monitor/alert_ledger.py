@@ -7,9 +7,9 @@ have no history and every alert would go out. So every alert is also appended he
 the rule reads this file when the registry cannot answer. It holds one JSON object a
 line (``at``, ``dag_id``, ``kind``, ``delivery``); a line that does not parse (a write
 cut short) is skipped. Appends go through one ``write`` of a line under ``O_APPEND``;
-past :data:`MAX_LINES` the file is rewritten, keeping :data:`KEEP` of history. The
-Airflow side puts it in the log folder, which both stacks share between their Airflow
-processes; a Celery worker on another host has its own.
+past :data:`MAX_LINES` the file is rewritten, keeping :data:`KEEP` of history (at most
+half as many lines). The Airflow side puts it in the log folder, which both stacks share
+between their Airflow processes; a Celery worker on another host has its own.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 #: Alerts older than this are dropped when the file is rewritten; the anti-flood window
 #: (``alerts.rate_limit_minutes``) is far shorter.
 KEEP = timedelta(days=2)
-#: Lines past which an append rewrites the file.
+#: Lines past which an append rewrites the file, keeping at most half as many.
 MAX_LINES = 2000
 
 
@@ -36,7 +36,7 @@ class Ledger:
     def entries(self) -> Iterator[tuple[datetime, str, str, str]]:
         """(at, dag_id, kind, delivery) of every readable line, in file order."""
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
             return
         for line in lines:
@@ -70,7 +70,8 @@ class Ledger:
         return rows
 
     def add(self, at: datetime, dag_id: str, kind: str, delivery: str) -> None:
-        """Append one alert; past :data:`MAX_LINES`, keep only :data:`KEEP` of them."""
+        """Append one alert; past :data:`MAX_LINES`, keep only :data:`KEEP` of them, at
+        most the newest ``MAX_LINES // 2`` (so a rewrite comes once in many appends)."""
         line = json.dumps(
             {"at": at.isoformat(), "dag_id": dag_id, "kind": kind, "delivery": delivery}
         )
@@ -91,7 +92,8 @@ class Ledger:
             json.dumps({"at": at.isoformat(), "dag_id": d, "kind": k, "delivery": v})
             for at, d, k, v in self.entries()
             if at >= before
-        ]
+        ][-(MAX_LINES // 2) :]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        tmp.chmod(0o664)  # as appends create it: every Airflow process of the host
         os.replace(tmp, self.path)

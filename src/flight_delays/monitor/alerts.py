@@ -13,8 +13,8 @@ Pure core, no Airflow (the Airflow side, notifiers and connections, is
 - the ``alerts`` table (registry revision 0007_alerts): every alert, sent or not, with
   what each transport did (:func:`record`, :func:`recent`, :func:`latest`).
 
-Times arrive as arguments (UTC): the core never reads the clock, but for the time budget
-of the transports (:func:`dispatch`).
+Times arrive as arguments (UTC): the core never reads the clock (the transports' time
+budget is a thread's join timeout, :func:`dispatch`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import html
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -352,45 +351,40 @@ def _utc(moment: datetime) -> datetime:
 #: A transport sends an alert or raises; the Airflow side builds them from its connections.
 Transport = Callable[[Alert], None]
 NO_CONNECTION = "log only: no alert connection"
-#: Seconds the transports of one alert may take together. A failure alert runs in the
-#: dag-processor, which kills a callback after 50 s ([dag_processor]
-#: dag_file_processor_timeout), and the deadline check before the day's predictions: a
-#: mail server that accepts a connection and never answers costs the SMTP connection's
-#: timeout once per retry (the provider's defaults: 30 s, 6 tries), which would lose the
-#: webhook and the record, or hold the predictions back.
+#: Seconds the transports of one alert may take together (each an equal share). A
+#: failure alert runs in the dag-processor, which kills a callback after 50 s
+#: ([dag_processor] dag_file_processor_timeout), and the deadline check before the day's
+#: predictions: a mail server that accepts a connection and never answers costs the SMTP
+#: connection's timeout once per try, to connect and again to send (the provider's
+#: defaults: 30 s, 6 tries), which would lose the webhook and the record, or hold the
+#: predictions back.
 TRANSPORT_BUDGET_S = 25.0
 
 
 def _send_all(alert: Alert, transports: Mapping[str, Transport], budget_s: float) -> dict[str, str]:
-    """What each transport did with ``alert``. They run at once, each in a thread of its
-    own; one still running after ``budget_s`` is reported as not sent and left to finish
-    (a daemon thread: it may still deliver, or it ends with the process)."""
-    done: dict[str, str] = {}
-
-    def send(name: str, transport: Transport) -> None:
-        try:
-            transport(alert)
-        except Exception as exc:
-            done[name] = f"{NOT_SENT}: {type(exc).__name__}: {last_line(str(exc), 200)}"
-        else:
-            done[name] = SENT
-
-    threads = {
-        name: threading.Thread(target=send, args=(name, transport), name=f"alert-{name}",
-                               daemon=True)
-        for name, transport in transports.items()
-    }  # fmt: skip
-    for thread in threads.values():
-        thread.start()
-    deadline = time.monotonic() + budget_s
+    """What each transport did with ``alert``: one after the other, each in a thread of
+    its own, given an equal share of ``budget_s``. Not at once: under ``airflow dags
+    test`` and ``tasks test`` the Task SDK's channel to its supervisor, through which a
+    notifier looks its connection up, is not safe for two threads. A transport still busy
+    when its share is up is reported as not sent and abandoned: a daemon thread, which
+    ends with the process (the dag-processor's callback process exits at once)."""
+    share = budget_s / max(len(transports), 1)
     results = {}
-    for name, thread in threads.items():
-        thread.join(max(0.0, deadline - time.monotonic()))
-        results[name] = (
-            f"{NOT_SENT}: no answer within {budget_s:g} s (it may still arrive)"
-            if thread.is_alive()
-            else done[name]
-        )
+    for name, transport in transports.items():
+        outcome: list[str] = []
+
+        def send(transport: Transport = transport, outcome: list[str] = outcome) -> None:
+            try:
+                transport(alert)
+            except BaseException as exc:  # a thread's error would otherwise be lost
+                outcome.append(f"{NOT_SENT}: {type(exc).__name__}: {last_line(str(exc), 200)}")
+            else:
+                outcome.append(SENT)
+
+        thread = threading.Thread(target=send, name=f"alert-{name}", daemon=True)
+        thread.start()
+        thread.join(share)
+        results[name] = outcome[0] if outcome else f"{NOT_SENT}: no answer within {share:g} s"
     return results
 
 
@@ -409,7 +403,7 @@ def _history(
     if ledger is not None:
         try:
             history = ledger.recent(alert.dag_id, alert.kind, since, TRIED)
-        except OSError as exc:
+        except Exception as exc:  # a ledger that cannot be read must not stop an alert
             log.warning("alert: %s, nor this host's ledger (%s): no anti-flood check", problem, exc)
             return []
         log.warning("alert: %s: the anti-flood rule counts this host's ledger", problem)
@@ -430,8 +424,8 @@ def dispatch(
     """Send ``alert`` through every transport (none: it is only logged), unless the
     anti-flood rule holds it back; log it with what happened and record it in the alerts
     table. Never raises for a transport or the registry: a transport that is down is
-    logged with the reason, one that has not answered within ``budget_s`` (all of them
-    together, :data:`TRANSPORT_BUDGET_S`) too. ``ledger``: this host's list of alerts
+    logged with the reason, one that has not answered within its share of ``budget_s``
+    (all of them together, :data:`TRANSPORT_BUDGET_S`) too. ``ledger``: this host's list of alerts
     (:mod:`flight_delays.monitor.alert_ledger`), appended to every time, and the
     anti-flood rule's history when the registry cannot be read. Returns ``{"channels":
     ..., "delivery": ...}``."""
@@ -457,6 +451,6 @@ def dispatch(
     if ledger is not None:
         try:
             ledger.add(alert.at, alert.dag_id, alert.kind, delivery)
-        except OSError as exc:
+        except Exception as exc:
             log.warning("alert: could not add it to this host's ledger %s: %s", ledger.path, exc)
     return {"channels": channels, "delivery": delivery, "summary": alert.summary}
