@@ -72,28 +72,28 @@ class Ledger:
     def add(self, at: datetime, dag_id: str, kind: str, delivery: str) -> None:
         """Append one alert; past :data:`MAX_LINES`, keep only :data:`KEEP` of them, at
         most the newest ``MAX_LINES // 2`` (so a rewrite comes once in many appends)."""
-        line = json.dumps(
-            {"at": at.isoformat(), "dag_id": dag_id, "kind": kind, "delivery": delivery}
-        )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
         try:
-            os.write(fd, (line + "\n").encode("utf-8"))
+            os.write(fd, _line(at, dag_id, kind, delivery).encode("utf-8"))
         finally:
             os.close(fd)
-        if sum(1 for _ in self.entries()) > MAX_LINES:
+        # Lines are counted, not parsed: an append does not decode the whole file.
+        if self.path.read_bytes().count(b"\n") > MAX_LINES:
             self._prune(at - KEEP)
 
     def _prune(self, before: datetime) -> None:
         """Rewrite the file without the alerts older than ``before``, by a rename: a
         reader sees the old file or the new one. A line another process appends while
         this runs may be lost, which only shortens a history kept for two days."""
-        kept = [
-            json.dumps({"at": at.isoformat(), "dag_id": d, "kind": k, "delivery": v})
-            for at, d, k, v in self.entries()
-            if at >= before
-        ][-(MAX_LINES // 2) :]
+        kept = [_line(*entry) for entry in self.entries() if entry[0] >= before]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        tmp.write_text("".join(kept[-(MAX_LINES // 2) :]), encoding="utf-8")
         tmp.chmod(0o664)  # as appends create it: every Airflow process of the host
         os.replace(tmp, self.path)
+
+
+def _line(at: datetime, dag_id: str, kind: str, delivery: str) -> str:
+    """One alert as the ledger holds it: a JSON object and a newline."""
+    entry = {"at": at.isoformat(), "dag_id": dag_id, "kind": kind, "delivery": delivery}
+    return json.dumps(entry) + "\n"
