@@ -33,6 +33,18 @@ def test_unseen_categories_counts_values_and_rows() -> None:
     }
 
 
+@pytest.mark.parametrize("dtype", ["string", "category", object])
+def test_unseen_categories_are_plain_strings_for_every_column_dtype(dtype) -> None:
+    # The metrics artifact is JSON: the examples must be str whatever the frame's dtype
+    # (the warehouse's Arrow strings, a categorical, plain objects).
+    train_frame = pd.DataFrame({"dest": pd.Series(["BOS", "ATL", None], dtype=dtype)})
+    holdout = pd.DataFrame({"dest": pd.Series(["SFO", "BOS", "SFO", None, "LAX"], dtype=dtype)})
+    got = score.unseen_categories(train_frame, holdout, ["dest"])
+    assert got == {"dest": {"values": 2, "rows": 3, "examples": ["LAX", "SFO"]}}
+    assert all(type(value) is str for value in got["dest"]["examples"])
+    json.dumps(got)
+
+
 def test_run_writes_metrics_matching_an_independent_recomputation(split_artifacts) -> None:
     art = split_artifacts
     day, root, params = art["day"], art["root"], art["params_file"]
