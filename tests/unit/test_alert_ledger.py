@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from alert_support import LIMIT, T0, failed
 from sqlalchemy import create_engine
-from test_alerts import LIMIT, T0, failed
 
 from flight_delays.monitor import alert_ledger, alerts
 from flight_delays.monitor.alert_ledger import Ledger

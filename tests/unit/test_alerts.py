@@ -4,31 +4,14 @@ rule and the alerts table."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
+from alert_support import LIMIT, T0, URL, failed
 from sqlalchemy import inspect
 
 from flight_delays.monitor import alerts
 from flight_delays.store import registry
-
-T0 = datetime(2026, 12, 5, 7, 0, tzinfo=UTC)
-URL = "http://ui.example/dags/flight_delays/runs/manual__2013-03-16T07%3A00%3A00%2B00%3A00"
-LIMIT = alerts.RateLimit(count=3, window=timedelta(minutes=60))
-
-
-def failed(
-    at: datetime = T0, error: str = "Traceback...\nValueError: bad <rows>\n"
-) -> alerts.Alert:
-    return alerts.failure_alert(
-        dag_id="flight_delays",
-        run_id="manual__2013-03-16T07:00:00+00:00",
-        day=date(2013, 3, 15),
-        task_id="ingest",
-        error=error,
-        url=URL,
-        at=at,
-    )
 
 
 def test_a_failure_alert_holds_dag_run_day_task_last_error_line_and_link():
