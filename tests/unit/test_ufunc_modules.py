@@ -99,3 +99,41 @@ def test_each_public_ufunc_is_named_once() -> None:
         if isinstance(ufunc, np.ufunc):
             assert ufunc.__module__.startswith(("scipy.special", "numpy")), attr
             assert getattr(sys.modules[ufunc.__module__], ufunc.__name__) is ufunc, attr
+
+
+class _Unnamed:
+    """Stands for a ufunc without a ``__module__`` (the module-level ``np.ufunc`` is
+    replaced by this class in the test below)."""
+
+    __module__ = None  # kept by ``type()``: instances read None until one is set
+
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
+
+
+class _Refusing(_Unnamed):
+    """An unnamed ufunc of a numpy whose ufuncs take no attributes."""
+
+    @property
+    def __module__(self) -> None:  # no setter: assigning raises AttributeError
+        return None
+
+
+def test_a_ufunc_that_refuses_the_name_is_skipped_and_the_others_are_named(monkeypatch) -> None:
+    from flight_delays.model import ufunc_modules
+
+    accepts, refuses, orphan = _Unnamed("fd_accepts"), _Refusing("fd_refuses"), _Unnamed("x")
+    holder = type(sys)("scipy.special._fd_holder")
+    holder.fd_accepts, holder.fd_refuses = accepts, refuses
+    monkeypatch.setitem(sys.modules, holder.__name__, holder)
+    for name, fake in (("fd_accepts", accepts), ("fd_refuses", refuses), ("fd_orphan", orphan)):
+        monkeypatch.setattr(scipy.special, name, fake, raising=False)
+    monkeypatch.setattr(ufunc_modules, "np", type(sys)("fake_numpy"))
+    ufunc_modules.np.ufunc = _Unnamed
+
+    # Only the one that takes the name counts; the refusal raises nothing, and a ufunc no
+    # scipy.special module holds is left for skops' own search.
+    assert ufunc_modules.name_scipy_ufuncs() == 1
+    assert accepts.__module__ == "scipy.special._fd_holder"
+    assert refuses.__module__ is None
+    assert orphan.__module__ is None
