@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import multiprocessing
+import os
 from datetime import timedelta
 
-from alert_support import LIMIT, T0, failed
+from alert_support import LIMIT, T0, append_when_started, failed
 from sqlalchemy import create_engine
 
 from flight_delays.monitor import alert_ledger, alerts
@@ -83,3 +86,50 @@ def test_the_ledger_gives_the_window_and_back_to_the_newest_tried_alert(tmp_path
         (T0 + timedelta(minutes=20), alerts.SUPPRESSED),
         (T0 + timedelta(minutes=10), alerts.SENT),
     ]
+
+
+def test_a_line_appended_by_another_process_while_the_file_is_cut_is_kept(tmp_path, monkeypatch):
+    # The cut rewrites the file from what it read and renames the copy over it: an append
+    # between the read and the rename would go to the replaced file. Another process
+    # appends right after the cut has read the file; its line must be in the file after.
+    # (A spawned process: a forked one would inherit the lock it has to wait for.)
+    monkeypatch.setattr(alert_ledger, "MAX_LINES", 4)
+    ledger = Ledger(tmp_path / "alerts.jsonl")
+    for minute in range(4):
+        ledger.add(T0 + timedelta(minutes=minute), "flight_delays", "failure", alerts.SENT)
+    read = Ledger.entries
+    spawn = multiprocessing.get_context("spawn")
+    started = spawn.Event()
+    other = spawn.Process(target=append_when_started, args=(str(ledger.path), started))
+
+    def entries_then_another_append(self):
+        found = list(read(self))
+        if not started.is_set():  # the first cut only
+            other.start()
+            assert started.wait(timeout=60), "the other process did not start"
+            other.join(timeout=1)  # it appends at once, unless the cut holds it back
+        return iter(found)
+
+    monkeypatch.setattr(Ledger, "entries", entries_then_another_append)
+    ledger.add(T0 + timedelta(minutes=4), "flight_delays", "failure", alerts.SENT)  # 5 > 4: cut
+    other.join(timeout=60)
+    assert other.exitcode == 0
+    assert "other_process" in [dag_id for _at, dag_id, _kind, _delivery in read(ledger)]
+
+
+def test_a_writer_lock_held_too_long_delays_the_append_then_lets_it_through(
+    tmp_path, monkeypatch, caplog
+):
+    # A process that forked while it held the lock keeps it for the child's life: the
+    # alert must not wait for that.
+    monkeypatch.setattr(alert_ledger, "LOCK_WAIT_S", 0.2)
+    ledger = Ledger(tmp_path / "alerts.jsonl")
+    ledger.add(T0, "flight_delays", "failure", alerts.SENT)  # creates the lock file
+    holder = os.open(tmp_path / ".alerts.jsonl.lock", os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        ledger.add(T0 + timedelta(minutes=1), "flight_delays", "drift", alerts.SENT)
+    finally:
+        os.close(holder)
+    assert [kind for _at, _dag, kind, _delivery in ledger.entries()] == ["failure", "drift"]
+    assert "appending without it" in caplog.text

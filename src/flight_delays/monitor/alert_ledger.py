@@ -8,15 +8,21 @@ the rule reads this file when the registry cannot answer. It holds one JSON obje
 line (``at``, ``dag_id``, ``kind``, ``delivery``); a line that does not parse (a write
 cut short) is skipped. Appends go through one ``write`` of a line under ``O_APPEND``;
 past :data:`MAX_LINES` the file is rewritten, keeping :data:`KEEP` of history (at most
-half as many lines). The Airflow side puts it in the log folder, which both stacks share
+half as many lines). Writers take an exclusive ``flock`` on a lock file beside it, so no
+append lands in a file that a rewrite is replacing; readers need none (the rewrite is a
+rename). The Airflow side puts it in the log folder, which both stacks share
 between their Airflow processes; a Celery worker on another host has its own.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +31,11 @@ from pathlib import Path
 KEEP = timedelta(days=2)
 #: Lines past which an append rewrites the file, keeping at most half as many.
 MAX_LINES = 2000
+#: Seconds an append waits for the writer lock before it writes without it: an alert is
+#: never held up by the ledger (a process that forked while holding the lock keeps it).
+LOCK_WAIT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class Ledger:
@@ -73,19 +84,48 @@ class Ledger:
         """Append one alert; past :data:`MAX_LINES`, keep only :data:`KEEP` of them, at
         most the newest ``MAX_LINES // 2`` (so a rewrite comes once in many appends)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
+        with self._writing():
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
+            try:
+                os.write(fd, _line(at, dag_id, kind, delivery).encode("utf-8"))
+            finally:
+                os.close(fd)
+            # Lines are counted, not parsed: an append does not decode the whole file.
+            if self.path.read_bytes().count(b"\n") > MAX_LINES:
+                self._prune(at - KEEP)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this file's writer lock (``flock`` on ``.<name>.lock`` beside it: the
+        ledger itself is replaced by a rename, a lock on it would not outlive a rewrite).
+        The kernel releases it if the process dies. After :data:`LOCK_WAIT_S` without it,
+        the append goes ahead unlocked (logged): a rewrite may then lose it, as before."""
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o664)  # flock needs no write access
         try:
-            os.write(fd, _line(at, dag_id, kind, delivery).encode("utf-8"))
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        log.warning(
+                            "alert ledger %s: its writer lock %s was held for %.0f s; "
+                            "appending without it",
+                            self.path,
+                            lock,
+                            LOCK_WAIT_S,
+                        )
+                        break
+                    time.sleep(0.01)
+            yield
         finally:
-            os.close(fd)
-        # Lines are counted, not parsed: an append does not decode the whole file.
-        if self.path.read_bytes().count(b"\n") > MAX_LINES:
-            self._prune(at - KEEP)
+            os.close(fd)  # releases the lock
 
     def _prune(self, before: datetime) -> None:
         """Rewrite the file without the alerts older than ``before``, by a rename: a
-        reader sees the old file or the new one. A line another process appends while
-        this runs may be lost, which only shortens a history kept for two days."""
+        reader sees the old file or the new one. Called under the writer lock."""
         kept = [_line(*entry) for entry in self.entries() if entry[0] >= before]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         tmp.write_text("".join(kept[-(MAX_LINES // 2) :]), encoding="utf-8")
