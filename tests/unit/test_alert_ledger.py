@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import multiprocessing
@@ -107,12 +108,18 @@ def test_a_line_appended_by_another_process_while_the_file_is_cut_is_kept(tmp_pa
         if not started.is_set():  # the first cut only
             other.start()
             assert started.wait(timeout=60), "the other process did not start"
-            other.join(timeout=1)  # it appends at once, unless the cut holds it back
+            # Unlocked, it appends at once; locked, it waits for the cut (under its own
+            # LOCK_WAIT_S of 5 s, after which it would write anyway).
+            other.join(timeout=3)
         return iter(found)
 
     monkeypatch.setattr(Ledger, "entries", entries_then_another_append)
-    ledger.add(T0 + timedelta(minutes=4), "flight_delays", "failure", alerts.SENT)  # 5 > 4: cut
-    other.join(timeout=60)
+    try:
+        ledger.add(T0 + timedelta(minutes=4), "flight_delays", "failure", alerts.SENT)  # cut
+        other.join(timeout=60)
+    finally:
+        if other.is_alive():
+            other.kill()
     assert other.exitcode == 0
     assert "other_process" in [dag_id for _at, dag_id, _kind, _delivery in read(ledger)]
 
@@ -133,3 +140,22 @@ def test_a_writer_lock_held_too_long_delays_the_append_then_lets_it_through(
         os.close(holder)
     assert [kind for _at, _dag, kind, _delivery in ledger.entries()] == ["failure", "drift"]
     assert "appending without it" in caplog.text
+
+
+def test_a_lock_that_cannot_be_had_at_all_lets_the_append_through(tmp_path, monkeypatch, caplog):
+    # The lock file cannot be created (here a folder is in its place, as a folder this
+    # user may not write to would), or the file system has no locks (ENOLCK on NFS
+    # without lockd): the line is still written, so the alert still counts.
+    ledger = Ledger(tmp_path / "alerts.jsonl")
+    (tmp_path / ".alerts.jsonl.lock").mkdir()
+    ledger.add(T0, "flight_delays", "failure", alerts.SENT)
+    (tmp_path / ".alerts.jsonl.lock").rmdir()
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(alert_ledger.fcntl, "flock", no_locks)
+    ledger.add(T0 + timedelta(minutes=1), "flight_delays", "drift", alerts.SENT)
+    assert [kind for _at, _dag, kind, _delivery in ledger.entries()] == ["failure", "drift"]
+    assert caplog.text.count("appending without it") == 2
+    assert "No locks available" in caplog.text

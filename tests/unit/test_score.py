@@ -33,7 +33,7 @@ def test_unseen_categories_counts_values_and_rows() -> None:
     }
 
 
-@pytest.mark.parametrize("dtype", ["string", "category", object])
+@pytest.mark.parametrize("dtype", ["str", "string", "category", object])
 def test_unseen_categories_are_plain_strings_for_every_column_dtype(dtype) -> None:
     # The metrics artifact is JSON: the examples must be str whatever the frame's dtype
     # (the warehouse's Arrow strings, a categorical, plain objects).

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -98,30 +98,49 @@ class Ledger:
     def _writing(self) -> Iterator[None]:
         """Hold this file's writer lock (``flock`` on ``.<name>.lock`` beside it: the
         ledger itself is replaced by a rename, a lock on it would not outlive a rewrite).
-        The kernel releases it if the process dies. After :data:`LOCK_WAIT_S` without it,
-        the append goes ahead unlocked (logged): a rewrite may then lose it, as before."""
-        lock = self.path.with_name(f".{self.path.name}.lock")
-        fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o664)  # flock needs no write access
+        The kernel releases it if the process dies."""
+        fd = self._take_lock()
         try:
-            deadline = time.monotonic() + LOCK_WAIT_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        log.warning(
-                            "alert ledger %s: its writer lock %s was held for %.0f s; "
-                            "appending without it",
-                            self.path,
-                            lock,
-                            LOCK_WAIT_S,
-                        )
-                        break
-                    time.sleep(0.01)
             yield
         finally:
-            os.close(fd)  # releases the lock
+            if fd is not None:
+                os.close(fd)  # releases the lock
+
+    def _take_lock(self) -> int | None:
+        """The lock file, open and locked; None (logged) when the lock cannot be had
+        within :data:`LOCK_WAIT_S`, or at all (a folder this user cannot create it in, a
+        file system without locks): the append then goes ahead unlocked, and a rewrite
+        may lose it, but the alert still counts for the next ones."""
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o664)  # flock needs no write access
+        except OSError as exc:
+            log.warning(
+                "alert ledger %s: no writer lock (%s); appending without it", self.path, exc
+            )
+            return None
+        with suppress(OSError):  # as for the ledger: every Airflow process's
+            os.fchmod(fd, 0o664)  # (only the owner may, and need, change it)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                reason = f"held by another process for {LOCK_WAIT_S:g} s"
+            except OSError as exc:  # e.g. ENOLCK: NFS without lockd, some FUSE mounts
+                reason = str(exc)
+            os.close(fd)
+            log.warning(
+                "alert ledger %s: no writer lock %s (%s); appending without it",
+                self.path,
+                lock,
+                reason,
+            )
+            return None
 
     def _prune(self, before: datetime) -> None:
         """Rewrite the file without the alerts older than ``before``, by a rename: a
