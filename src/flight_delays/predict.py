@@ -13,11 +13,17 @@ Features are the training features, built by the same functions:
   trained on the observed weather of each flight's hour as if it were a perfect
   forecast (its model card says so); here the weather the warehouse holds for the day
   when the predictions are made stands in for the forecast: in the demo that is the
-  whole day, in production the hours not yet observed are missing and the booster
-  treats them as missing;
+  whole day. In production the hours not yet observed are absent: a flight's own hour
+  then reads as missing (which the booster routes as missing), but the sums and extremes
+  around the hour and over the day cover the reported hours only, so they understate the
+  day (docs/reliability.md, "Known gaps");
 - the past-day delay statistics come from the ``ingest.window_days`` days before the
   day (their raw partitions, fetched like the nightly ingest fetches them when one is
-  missing): the day's flights see the day before as a holdout's first day does;
+  missing): the day's flights see the day before as a holdout's first day does. When the
+  last days before it are late (not, or only partly, in the warehouse: the night's
+  ``late_data`` alert), the statistics end before the first of them, and the day is
+  served as day N of a holdout that starts there, as the model was trained to (N up to
+  ``split.holdout_days``; beyond, the run fails naming the late day);
 - no actual outcome of the day is read: the schedule's arrival delays are dropped
   before anything else.
 
@@ -50,7 +56,13 @@ log = logging.getLogger(__name__)
 
 
 class NoScheduleError(PipelineDataError):
-    """The warehouse holds no flight scheduled for the day to predict."""
+    """The warehouse holds no flight scheduled for the day to predict (or none that
+    passes the data contract)."""
+
+
+class ChampionFileMissingError(PipelineDataError):
+    """The registry's champion model has no file in the model store: a retry cannot
+    bring it back, nor can retraining (the file is the one the registry promoted)."""
 
 
 # --- pure core --------------------------------------------------------------------------
@@ -73,12 +85,15 @@ def predict_day(
     scheduled: pd.DataFrame,
     split_settings: SplitSettings,
     model: Any | None,
+    history_end: date | None = None,
 ) -> tuple[pd.DataFrame, str | None]:
     """Predict the arrival delay (minutes) of the ``scheduled`` flights of ``day``.
 
-    ``past``: featurize's table of the days before ``day`` (with arrival delays);
+    ``past``: featurize's table of the days before ``history_end`` (with arrival delays);
     ``scheduled``: :func:`schedule_features` of the day. The past-day statistics are
-    added as for a holdout starting on ``day``. ``model``: the champion model, or None
+    added as for a holdout starting on ``history_end`` (default ``day``; an earlier day
+    when the last days are late, so the day's flights are day N of that holdout, with
+    ``history_lag_days`` N). ``model``: the champion model, or None
     while the baseline is champion. Returns the flight identity (``flight_day``,
     carrier, flight, origin, dest, sched_dep_time), ``predicted_arr_delay`` (the
     champion's) and ``baseline_arr_delay`` (the baseline fitted on ``past``), one row
@@ -92,9 +107,16 @@ def predict_day(
     days = pd.to_datetime(scheduled[schema.DAY]).dt.date.unique()
     if list(days) != [day]:
         raise ValueError(f"scheduled flights of {day} expected, got days {sorted(days)}")
+    cutoff = day if history_end is None else history_end
+    if cutoff > day:
+        raise ValueError(f"history_end {cutoff} is after the day to predict {day}")
     statistics = history.history_statistics(split_settings.recent_days, split_settings.history_days)
     _past, frame = history.add_history_features(
-        past, scheduled, cutoff=day, block_days=split_settings.holdout_days, statistics=statistics
+        past,
+        scheduled,
+        cutoff=cutoff,
+        block_days=split_settings.holdout_days,
+        statistics=statistics,
     )
     baseline = scoring.OriginHourMedianBaseline().fit(past).predict(frame)
     served, retired = baseline, None
@@ -126,34 +148,85 @@ def _read_schedule(url: str, day: date) -> tuple[pd.DataFrame, pd.DataFrame, int
         )
     flights = contracts.check_flights(flights_raw, day, source.FLIGHT_DTYPES)
     weather = contracts.check_weather(weather_raw, day, source.WEATHER_DTYPES)
+    if flights.good.empty:
+        raise NoScheduleError(
+            f"all {len(flights.quarantine)} flights scheduled for {day.isoformat()} in the "
+            f"warehouse {db.safe_url(url)} break the data contract "
+            f"({_reasons(flights.counts)}): nothing to predict"
+        )
     return flights.good, weather.good, len(flights.quarantine)
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    """The contract's failed checks, most rows first: ``name: rows, ...``."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{name}: {rows} rows" for name, rows in ranked if rows) or "no check named"
+
+
+def _champion_model(run: step_runner.StepRun, champion: registry.Champion) -> Any | None:
+    """The champion's model, None while the baseline is champion. Its file missing from
+    the model store (and from where the registry recorded it) is a data error that says
+    how to recover: a retry would fail the same way."""
+    if champion.kind == "baseline":
+        return None
+    path = registry.model_file(champion.model_path, champion.model_sha256, run.root)
+    try:
+        return fitted.load_model(path, expected_sha256=champion.model_sha256)
+    except FileNotFoundError as exc:
+        raise ChampionFileMissingError(
+            f"the champion (model of {champion.processed_day}, version {champion.version}, "
+            f"SHA-256 {champion.model_sha256}) has no file: not in the model store, nor at "
+            f"{champion.model_path} where it was recorded. Restore the model store from a "
+            "backup (docs/guide-backups.md), or roll back to a champion whose file is there "
+            "(`python -m flight_delays.store.registry rollback --reason ...`); retraining "
+            "makes a new model, not this file"
+        ) from exc
+
+
+def _past_days(run: step_runner.StepRun) -> tuple[list[date], date]:
+    """The days the past-day statistics read (their raw partitions frozen, fetched when
+    missing), and the first day they may not read: the day itself, or the first of the
+    last days before it that are late, when it is at most ``split.holdout_days`` days
+    back (a training row of the model saw statistics that old). Raises the late day's
+    error (NoFlightsError, IncompleteDayError) otherwise."""
+    settings, day = run.settings, run.day
+    past_days = dates.window(day - timedelta(days=1), settings.ingest.window_days)
+    try:
+        raw_partitions.ensure_partitions(settings, past_days, run.source_url)
+        return past_days, day
+    except (raw_partitions.NoFlightsError, contracts.IncompleteDayError) as exc:
+        late = getattr(exc, "day", None)
+        if late not in past_days or (day - late).days + 1 > settings.split.holdout_days:
+            raise
+        log.warning(
+            "predict %s: %s is late in the warehouse (%s): the past-day statistics end on "
+            "%s, and the day is served as day %d of a holdout that starts on %s",
+            day,
+            late,
+            exc,
+            late - timedelta(days=1),
+            (day - late).days + 1,
+            late,
+        )
+        return past_days[: past_days.index(late)], late
 
 
 def _served_inputs(run: step_runner.StepRun, _inputs: dict[str, Any]) -> dict[str, Any]:
     """The past window's features (as the nightly featurize makes them: from the day
     partitions, fetched when missing, past rows that break the data contract left out),
     the day's schedule and weather from the warehouse, and the registry's champion."""
-    settings, day = run.settings, run.day
-    past_days = dates.window(day - timedelta(days=1), settings.ingest.window_days)
-    raw_partitions.ensure_partitions(settings, past_days, run.source_url)
+    past_days, history_end = _past_days(run)
     past_table, _counts, _reused = flight_features.window_features(run.root, past_days, {})
-    flights, weather, left_out = _read_schedule(run.source_url, day)
+    flights, weather, left_out = _read_schedule(run.source_url, run.day)
     champion = registry.current_champion(run.registry())
-    model = (
-        None
-        if champion.kind == "baseline"
-        else fitted.load_model(
-            registry.model_file(champion.model_path, champion.model_sha256, run.root),
-            expected_sha256=champion.model_sha256,
-        )
-    )
     return {
         "past": past_table.to_pandas(),
         "scheduled": schedule_features(flights, weather),
         "left_out": left_out,
         "champion": champion,
-        "model": model,
+        "model": _champion_model(run, champion),
         "run_id": run.run_id,
+        "history_end": history_end,
     }
 
 
@@ -166,11 +239,12 @@ def predict_core(
     champion: registry.Champion,
     model: Any | None,
     run_id: str,
+    history_end: date,
 ) -> step_runner.Result:
     """The step's core: :func:`predict_day`, each row marked with what served it (the
     champion model, or the baseline: the baseline champion, or a champion model retired
     for the day) and the run."""
-    frame, retired = predict_day(day, past, scheduled, params, model)
+    frame, retired = predict_day(day, past, scheduled, params, model, history_end)
     by_model = model is not None and retired is None
     frame = frame.assign(
         champion_kind="model" if by_model else "baseline",
@@ -196,9 +270,11 @@ def predict_core(
             "champion_version": champion.version,
             "model_sha256": champion.model_sha256 if by_model else None,
             "left_out": left_out,
+            "history_end": history_end.isoformat(),
         },
         line=f"{len(frame)} scheduled flights, champion {name} (version {champion.version}), "
-        f"{left_out} rows left out by the data contract",
+        f"{left_out} rows left out by the data contract"
+        + ("" if history_end == day else f"; past-day statistics end before {history_end}"),
     )
 
 
@@ -214,8 +290,9 @@ def _replace_rows(
 #: ``served_predictions`` artifact and replaces the day's rows of the warehouse table
 #: ``predictions``. The XCom dict: ``{"predictions": location, "rows": n, "champion":
 #: "baseline" or "model of <day>", "champion_version": v, "model_sha256": sha or None,
-#: "left_out": rows that broke the data contract}``. ``run_id`` names the run in the table
-#: (default: a new local one).
+#: "left_out": rows that broke the data contract, "history_end": the first day the past-day
+#: statistics did not read (the day, or the first late day before it)}``. ``run_id``
+#: names the run in the table (default: a new local one).
 STEP = step_runner.Step(
     name="predict",
     core=predict_core,

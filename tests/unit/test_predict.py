@@ -20,7 +20,7 @@ from flight_delays.base import schema
 from flight_delays.intake import raw_partitions
 from flight_delays.model import fitted, serving
 from flight_delays.store import artifacts, registry
-from flight_delays.store.config import PARAMS_RELATIVE, load_settings
+from flight_delays.store.config import PARAMS_RELATIVE, SplitSettings, load_settings
 
 SEEDED = (date(2013, 3, 20), date(2013, 4, 2))
 TRAINED = date(2013, 3, 31)  # the nightly run that trains the champion
@@ -231,6 +231,84 @@ def test_a_day_without_flights_or_without_its_past_is_named(project: Path) -> No
     engine = _engine(project)
     assert serving.predictions_of(engine, date(2013, 4, 3)).empty  # nothing half-written
     engine.dispose()
+
+
+def _delete_flights(root: Path, day: date, keep: int = 0) -> None:
+    """The warehouse without ``day``'s flights, or with only ``keep`` of them (late data)."""
+    with sqlite3.connect(artifacts.SOURCE_DB.path(root)) as conn:
+        conn.execute(
+            "delete from flights where local_date = ? and rowid not in "
+            "(select rowid from flights where local_date = ? limit ?)",
+            (day.isoformat(), day.isoformat(), keep),
+        )
+
+
+@pytest.mark.parametrize("keep", [0, 40], ids=["missing", "partly-loaded"])
+def test_a_late_day_before_the_day_ends_the_statistics_and_the_day_is_still_served(
+    project: Path, warehouse: Path, keep: int, caplog
+) -> None:
+    # The night's late_data alert: the flights of DAY - 1 are not (all) in the warehouse
+    # at 05:00. The day is served as day 2 of a holdout that starts on DAY - 1.
+    late = DAY - timedelta(days=1)
+    _delete_flights(project, late, keep)
+    result = predict.run(DAY, root=project, run_id="scheduled__late")
+    assert result["history_end"] == late.isoformat()
+    assert result["rows"] == _scheduled(project, DAY)
+    assert f"{late} is late in the warehouse" in caplog.text
+    assert not artifacts.RAW_PARTITION.path(project, late).exists()  # nothing frozen for it
+    late_served = pd.read_parquet(result["predictions"])
+    # Once it has arrived, a rerun serves with the statistics up to the day before.
+    shutil.copy(warehouse, artifacts.SOURCE_DB.path(project))
+    result = predict.run(DAY, root=project, run_id="scheduled__on_time")
+    assert result["history_end"] == DAY.isoformat()
+    on_time = pd.read_parquet(result["predictions"])
+    assert len(on_time) == len(late_served)
+    assert not np.allclose(on_time["baseline_arr_delay"], late_served["baseline_arr_delay"])
+
+
+def test_a_late_day_further_back_than_a_holdout_fails_the_run_naming_it(project: Path) -> None:
+    # holdout_days is 2: the model saw statistics at most 2 days old. DAY - 2 late (and
+    # DAY - 1 there) would make them 3 days old: the late day's own error, as before.
+    _delete_flights(project, DAY - timedelta(days=2))
+    with pytest.raises(raw_partitions.NoFlightsError, match=str(DAY - timedelta(days=2))):
+        predict.run(DAY, root=project, run_id="scheduled__too_late")
+    engine = _engine(project)
+    assert serving.predictions_of(engine, DAY).empty
+    engine.dispose()
+
+
+def test_history_end_after_the_day_is_refused() -> None:
+    with pytest.raises(ValueError, match="history_end 2013-04-02 is after the day"):
+        predict.predict_day(
+            DAY,
+            pd.DataFrame(),
+            pd.DataFrame({schema.DAY: [pd.Timestamp(DAY)]}),
+            SplitSettings(**PARAMS["split"]),
+            None,
+            history_end=DAY + timedelta(days=1),
+        )
+
+
+def test_a_day_whose_every_flight_breaks_the_contract_says_so(project: Path) -> None:
+    with sqlite3.connect(artifacts.SOURCE_DB.path(project)) as conn:
+        conn.execute("update flights set distance = 'far' where local_date = ?", (DAY.isoformat(),))
+    with pytest.raises(predict.NoScheduleError, match=r"all \d+ flights scheduled for 2013-04-01"):
+        predict.run(DAY, root=project, run_id="scheduled__broken")
+
+
+def test_a_champion_without_its_file_names_it_and_the_way_back(project: Path) -> None:
+    assert cli.run_steps(cli.STEPS, TRAINED, root=project)["score"]["decision"] == "promoted"
+    engine = _engine(project)
+    champion = registry.current_champion(engine)
+    engine.dispose()
+    for stored in [*(project / "models" / "registry").glob("*.skops"), Path(champion.model_path)]:
+        stored.unlink(missing_ok=True)  # the recorded path may be the store's own file
+    assert not Path(champion.model_path).exists()
+    with pytest.raises(predict.ChampionFileMissingError) as raised:
+        predict.run(DAY, root=project, run_id="scheduled__no_file")
+    message = str(raised.value)
+    assert champion.model_sha256 in message and f"model of {TRAINED}" in message
+    assert "guide-backups.md" in message and "registry rollback" in message
 
 
 # --- served_score, the pure core --------------------------------------------------------
