@@ -133,18 +133,35 @@ def predict_day(
 
 
 # --- the step ---------------------------------------------------------------------------
-def _read_schedule(url: str, day: date) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def _read_schedule(url: str, day: date, min_share: float) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """The day's flights and weather from the warehouse, through the data contract (rows
-    that break it are not predicted; their number is returned)."""
+    that break it are not predicted; their number is returned). A schedule that looks
+    partly loaded (fewer flights than ``min_share`` of the same weekday's usual count, as
+    ingest judges a day) raises IncompleteDayError, which Airflow retries: part of a day
+    is not served as if it were all of it. The weather is not judged: at 05:00 a real
+    feed holds the night's hours only."""
     engine = db.open_engine(url)
     try:
-        flights_raw, weather_raw = source.read_day(engine, day)
+        tables = source.reflect_source(engine)
+        flights_raw, weather_raw = source.read_day(engine, day, tables)
+        usual = (
+            None
+            if flights_raw.empty
+            else source.usual_flights(
+                source.flight_counts(engine, source.usual_days(day), tables), day
+            )
+        )
     finally:
         engine.dispose()
     if flights_raw.empty:
         raise NoScheduleError(
             f"no flights scheduled for {day.isoformat()} in the warehouse "
             f"{db.safe_url(url)}: nothing to predict"
+        )
+    if short := contracts.fewer_flights_than_usual(day, len(flights_raw), usual, min_share):
+        raise contracts.IncompleteDayError(
+            f"{short}: the schedule looks partly loaded in {db.safe_url(url)}, so no "
+            "prediction was made; the task is retried, and a later run serves the whole day"
         )
     flights = contracts.check_flights(flights_raw, day, source.FLIGHT_DTYPES)
     weather = contracts.check_weather(weather_raw, day, source.WEATHER_DTYPES)
@@ -217,7 +234,9 @@ def _served_inputs(run: step_runner.StepRun, _inputs: dict[str, Any]) -> dict[st
     the day's schedule and weather from the warehouse, and the registry's champion."""
     past_days, history_end = _past_days(run)
     past_table, _counts, _reused = flight_features.window_features(run.root, past_days, {})
-    flights, weather, left_out = _read_schedule(run.source_url, run.day)
+    flights, weather, left_out = _read_schedule(
+        run.source_url, run.day, run.settings.ingest.min_day_share
+    )
     champion = registry.current_champion(run.registry())
     return {
         "past": past_table.to_pandas(),

@@ -17,7 +17,7 @@ import yaml
 
 from flight_delays import cli, featurize, ingest, predict
 from flight_delays.base import schema
-from flight_delays.intake import raw_partitions
+from flight_delays.intake import contracts, raw_partitions
 from flight_delays.model import fitted, serving
 from flight_delays.store import artifacts, registry
 from flight_delays.store.config import PARAMS_RELATIVE, SplitSettings, load_settings
@@ -289,10 +289,25 @@ def test_history_end_after_the_day_is_refused() -> None:
         )
 
 
+def test_a_schedule_loaded_in_part_is_not_served(project: Path) -> None:
+    # 40 of the day's flights, far below half of a usual Monday: retried (not a data
+    # error), and no partial set replaces the day's predictions.
+    predict.run(DAY, root=project, run_id="scheduled__whole")
+    _delete_flights(project, DAY, keep=40)
+    with pytest.raises(contracts.IncompleteDayError, match="2013-04-01 has 40 flights"):
+        predict.run(DAY, root=project, run_id="scheduled__part")
+    engine = _engine(project)
+    assert set(serving.predictions_of(engine, DAY)["run_id"]) == {"scheduled__whole"}
+    engine.dispose()
+
+
 def test_a_day_whose_every_flight_breaks_the_contract_says_so(project: Path) -> None:
     with sqlite3.connect(artifacts.SOURCE_DB.path(project)) as conn:
         conn.execute("update flights set distance = 'far' where local_date = ?", (DAY.isoformat(),))
-    with pytest.raises(predict.NoScheduleError, match=r"all \d+ flights scheduled for 2013-04-01"):
+    with pytest.raises(
+        predict.NoScheduleError,
+        match=r"all (\d+) flights scheduled for 2013-04-01 .* \(not_a_number: \1 rows\)",
+    ):
         predict.run(DAY, root=project, run_id="scheduled__broken")
 
 

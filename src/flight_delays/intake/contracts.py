@@ -646,6 +646,20 @@ def refuse_share(summary: Mapping[str, Any], max_share: float, where: str) -> No
     )
 
 
+def fewer_flights_than_usual(
+    day: date, flights: int, usual_flights: int | None, min_share: float
+) -> str | None:
+    """Why ``day``'s ``flights`` look like part of a day, against ``usual_flights`` (the
+    median of the same weekday in the weeks before; None: no reference), or None."""
+    if usual_flights and flights < min_share * usual_flights:
+        return (
+            f"{day} has {flights} flights in the source, fewer than {min_share:.0%} of the "
+            f"usual {usual_flights} for a {day:%A} (median of the same weekday in the 4 weeks "
+            f"before; ingest.min_day_share)"
+        )
+    return None
+
+
 def completeness(
     day: date,
     flights: int,
@@ -662,12 +676,8 @@ def completeness(
     gap in the weather feed (frozen without weather; featurize counts those flights),
     not a load still running.
     """
-    if usual_flights and flights < min_share * usual_flights:
-        return (
-            f"{day} has {flights} flights in the source, fewer than {min_share:.0%} of the "
-            f"usual {usual_flights} for a {day:%A} (median of the same weekday in the 4 weeks "
-            f"before; ingest.min_day_share)"
-        )
+    if short := fewer_flights_than_usual(day, flights, usual_flights, min_share):
+        return short
     if weather == 0 and not weather_later:
         return f"{day} has no weather rows in the source yet (and no later day has any)"
     return None
