@@ -18,7 +18,7 @@ import yaml
 from flight_delays import cli, featurize, ingest, predict
 from flight_delays.base import schema
 from flight_delays.intake import contracts, raw_partitions
-from flight_delays.model import fitted, serving
+from flight_delays.model import fitted, history, serving
 from flight_delays.store import artifacts, registry
 from flight_delays.store.config import PARAMS_RELATIVE, SplitSettings, load_settings
 
@@ -275,6 +275,57 @@ def test_a_late_day_further_back_than_a_holdout_fails_the_run_naming_it(project:
     engine = _engine(project)
     assert serving.predictions_of(engine, DAY).empty
     engine.dispose()
+
+
+def _flights(days: list[date], delay: float) -> pd.DataFrame:
+    """Eight flights a day at one origin and hour, each day's delay ``delay`` + its day
+    of month (so a statistic tells which days it read)."""
+    return pd.DataFrame(
+        [
+            {
+                schema.DAY: pd.Timestamp(d),
+                "carrier": "UA",
+                "flight": 100 + k,
+                "origin": "EWR",
+                "dest": "ORD",
+                schema.SCHED_HOUR: 8,
+                "sched_dep_time": 800,
+                schema.TARGET: delay + d.day,
+            }
+            for d in days
+            for k in range(8)
+        ]
+    )
+
+
+def test_a_late_day_serves_the_day_as_day_n_of_a_holdout_that_starts_there(monkeypatch) -> None:
+    # The pure core: the past ends on DAY - 2 (DAY - 1 is late). The model must get the
+    # statistics a training row of day 2 of a holdout starting on DAY - 1 got: lag 2,
+    # over the days before DAY - 1; not lag 1 over a window that ends on DAY.
+    late = DAY - timedelta(days=1)
+    past = _flights([DAY - timedelta(days=k) for k in range(10, 1, -1)], delay=10.0)
+    scheduled = _flights([DAY], delay=0.0).drop(columns=[schema.TARGET])
+    split = SplitSettings(**PARAMS["split"])
+    seen: list[pd.DataFrame] = []
+
+    def serving(model, frame):
+        seen.append(frame)
+        return np.zeros(len(frame)), None
+
+    monkeypatch.setattr(fitted, "serving_predictions", serving)
+    predict.predict_day(DAY, past, scheduled, split, object(), history_end=late)
+    (frame,) = seen
+    assert (frame[schema.HISTORY_LAG] == 2).all()
+    statistics = history.history_statistics(split.recent_days, split.history_days)
+    _train, expected = history.add_history_features(
+        past, scheduled, cutoff=late, block_days=split.holdout_days, statistics=statistics
+    )
+    for name in statistics:
+        np.testing.assert_array_equal(frame[name].to_numpy(), expected[name].to_numpy())
+    # recent_days is 2: the two days before DAY - 1, i.e. DAY - 3 and DAY - 2.
+    assert frame["recent_nyc_delay"].iloc[0] == 10.0 + np.median(
+        [(DAY - timedelta(days=k)).day for k in (3, 2)]
+    )
 
 
 def test_history_end_after_the_day_is_refused() -> None:
