@@ -284,23 +284,24 @@ def test_an_smtp_server_that_refuses_fails_nothing_and_the_reason_is_recorded(se
 
 
 def held_back_night_gives_a_deadline_alert(stack: Stack, hook: Hook, smtp_down: bool) -> None:
-    """A nightly run for 2013-04-24 held back (its DAG paused: it stays queued), then the
-    05:00 prediction run of 2013-04-25: it serves, and alerts that the night is late."""
+    """A nightly run for 2013-04-07 held back (its DAG paused: it stays queued), then the
+    05:00 prediction run of 2013-04-08: it serves, and alerts that the night is late."""
     from flight_delays.store import registry
 
     # A run that recorded the day (a re-run) would satisfy the check: no live test
-    # processes 2013-04-24 (tests/stack: keep it so).
+    # processes 2013-04-07 (keep it so). The prediction run freezes the raw days of its
+    # window, up to 04-07: test_faults needs 2013-04-15..17 unfetched.
     engine = open_engine(stack.warehouse_url)
     try:
-        assert registry.run_ids_of_day(engine, date(2013, 4, 24)) == []
+        assert registry.run_ids_of_day(engine, date(2013, 4, 7)) == []
     finally:
         engine.dispose()
     stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})
-    held = trigger(stack, "held_2013-04-24", logical_date="2013-04-25T02:00:00-04:00")
+    held = trigger(stack, "held_2013-04-07", logical_date="2013-04-08T02:00:00-04:00")
     try:
         stack.ok("PATCH", f"/dags/{PREDICT_DAG}", json={"is_paused": False})
         predict = trigger(
-            stack, "deadline_2013-04-25", PREDICT_DAG, logical_date="2013-04-25T05:00:00-04:00"
+            stack, "deadline_2013-04-08", PREDICT_DAG, logical_date="2013-04-08T05:00:00-04:00"
         )
         stack.wait_for_run(predict, timeout=300, dag_id=PREDICT_DAG)
         assert run_state(stack, held)[0] == "queued"
@@ -309,7 +310,7 @@ def held_back_night_gives_a_deadline_alert(stack: Stack, hook: Hook, smtp_down: 
             lambda: [p for p in posts_for(hook, predict) if p["kind"] == "deadline"],
         )
         (post,) = posts
-        assert post["day"] == "2013-04-24" and post["dag_id"] == PREDICT_DAG
+        assert post["day"] == "2013-04-07" and post["dag_id"] == PREDICT_DAG
         assert (
             post["fields"]["DAG"] == DAG_ID and post["fields"]["state"] == "not finished or failed"
         )
