@@ -169,15 +169,9 @@ def _read_schedule(url: str, day: date, min_share: float) -> tuple[pd.DataFrame,
         raise NoScheduleError(
             f"all {len(flights.quarantine)} flights scheduled for {day.isoformat()} in the "
             f"warehouse {db.safe_url(url)} break the data contract "
-            f"({_reasons(flights.counts)}): nothing to predict"
+            f"({contracts.checks_by_rows(flights.counts)}): nothing to predict"
         )
     return flights.good, weather.good, len(flights.quarantine)
-
-
-def _reasons(counts: dict[str, int]) -> str:
-    """The contract's failed checks, most rows first: ``name: rows, ...``."""
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return ", ".join(f"{name}: {rows} rows" for name, rows in ranked if rows) or "no check named"
 
 
 def _champion_model(run: step_runner.StepRun, champion: registry.Champion) -> Any | None:
@@ -213,7 +207,10 @@ def _past_days(run: step_runner.StepRun) -> tuple[list[date], date]:
         return past_days, day
     except (raw_partitions.NoFlightsError, contracts.IncompleteDayError) as exc:
         late = getattr(exc, "day", None)
-        if late not in past_days or (day - late).days + 1 > settings.split.holdout_days:
+        if late not in past_days:
+            raise
+        holdout_day = (day - late).days + 1  # the day's place in a holdout from ``late``
+        if holdout_day > settings.split.holdout_days:
             raise
         log.warning(
             "predict %s: %s is late in the warehouse (%s): the past-day statistics end on "
@@ -222,7 +219,7 @@ def _past_days(run: step_runner.StepRun) -> tuple[list[date], date]:
             late,
             exc,
             late - timedelta(days=1),
-            (day - late).days + 1,
+            holdout_day,
             late,
         )
         return past_days[: past_days.index(late)], late

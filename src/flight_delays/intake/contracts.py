@@ -628,6 +628,13 @@ def quarantine_summary(day: date, flights: Checked, weather: Checked) -> dict[st
     }
 
 
+def checks_by_rows(counts: Mapping[str, int]) -> str:
+    """Failed checks with their row counts, most rows first: ``name: n rows, ...``."""
+    return ", ".join(
+        f"{name}: {count} rows" for name, count in sorted(counts.items(), key=lambda kv: -kv[1])
+    )
+
+
 def refuse_share(summary: Mapping[str, Any], max_share: float, where: str) -> None:
     """Raise :class:`QuarantineShareError` when the quarantined share passes ``max_share``."""
     if summary["share"] <= max_share:
@@ -635,9 +642,7 @@ def refuse_share(summary: Mapping[str, Any], max_share: float, where: str) -> No
     checks = {**summary["flights"]["checks"]}
     for name, count in summary["weather"]["checks"].items():
         checks[f"weather {name}"] = count
-    worst = ", ".join(
-        f"{name}: {count} rows" for name, count in sorted(checks.items(), key=lambda kv: -kv[1])
-    )
+    worst = checks_by_rows(checks)
     raise QuarantineShareError(
         f"{summary['day']}: {summary['quarantined']} rows ({summary['share']:.1%}) broke the "
         f"data contract, more than ingest.max_quarantine_share ({max_share:.1%}); the day was "
