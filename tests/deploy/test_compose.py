@@ -658,6 +658,8 @@ def test_the_dag_finds_its_warehouse_connection(config, image_services):
     for name, service in image_services.items():
         env = service["environment"]
         assert f"AIRFLOW_CONN_{conn_id.upper()}" not in env, name
+        # The connection is defined, so a task that cannot get it fails and is retried.
+        assert env[dag_constant("REQUIRE_CONN_ENV")] == "true", name
         mounted = {m["source"] for m in service.get("secrets", [])}
         assert ("warehouse_db_password" in mounted) is (name == "airflow-init"), name
         assert ("warehouse_reader_password" in mounted) is (name == "airflow-init"), name

@@ -25,6 +25,8 @@ import yaml
 from flight_stack import component, handle, health, postgres, preload, procs, settings
 from flight_stack.handle import PYTHON
 
+from flight_delays.store.db import REQUIRE_CONN_ENV
+
 
 def settings_values() -> dict[str, str]:
     """The generated secrets and passwords `up` writes, as throw-away values."""
@@ -264,6 +266,7 @@ def test_settings_load_the_shared_airflow_env_and_stay_on_loopback(cfg):
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://127.0.0.1:")
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "x"  # one secret for every component
     assert env["AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE"].startswith("postgresql://warehouse:w@")
+    assert env[REQUIRE_CONN_ENV] == "true"  # a failed lookup of it is retried, not fallen back from
     reader = env["AIRFLOW_CONN_FLIGHT_DELAYS_WAREHOUSE_READER"]
     assert reader.startswith("postgresql://warehouse_reader:r@") and reader.endswith("/warehouse")
     assert "/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]

@@ -10,8 +10,11 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
+from flight_delays.base.errors import PipelineDataError
 from flight_delays.store.db import (
+    REQUIRE_CONN_ENV,
     WAREHOUSE_CONN_ID,
+    WarehouseConnectionMissingError,
     open_engine,
     safe_url,
     sqlalchemy_url,
@@ -78,10 +81,40 @@ def test_the_warehouse_connection_wins_and_the_log_says_so_without_the_password(
     assert "s3cret" not in caplog.text
 
 
-def test_without_the_connection_the_log_names_the_params_and_the_variable(caplog):
+def test_without_the_connection_the_log_names_the_params_and_the_variable(caplog, monkeypatch):
+    monkeypatch.delenv(REQUIRE_CONN_ENV, raising=False)
     caplog.set_level(logging.INFO, logger="flight_delays.store.db")
     assert warehouse_url(_Conn(None)) is None
     assert "source.url" in caplog.text and "FLIGHT_DELAYS_SOURCE_URL" in caplog.text
+
+
+def test_a_deployment_that_defines_the_connection_never_falls_back_to_another_warehouse(
+    monkeypatch, caplog
+):
+    # Airflow's accessor answers None both when the connection is not defined and when its
+    # lookup failed (the metastore restarting): the compose stack then read the embedded
+    # SQLite file. With the deployment's flag the task fails (and is retried) instead.
+    monkeypatch.setenv(REQUIRE_CONN_ENV, "true")
+    with pytest.raises(WarehouseConnectionMissingError) as raised:
+        warehouse_url(_Conn(None))
+    assert WAREHOUSE_CONN_ID in str(raised.value) and REQUIRE_CONN_ENV in str(raised.value)
+    assert "embedded SQLite" not in caplog.text  # no fallback was announced either
+    url = "postgres://owner:s3cret@db:5432/warehouse"
+    assert warehouse_url(_Conn(url)) == url  # the connection, once had, is used
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "No"])
+def test_without_the_flag_the_package_default_applies(monkeypatch, value):
+    monkeypatch.setenv(REQUIRE_CONN_ENV, value)
+    assert warehouse_url(_Conn(None)) is None
+
+
+def test_a_flag_that_is_neither_true_nor_false_is_refused_by_name(monkeypatch):
+    # A settings error: it fails the task at once (PipelineDataError), connection or not.
+    monkeypatch.setenv(REQUIRE_CONN_ENV, "required")
+    for uri in (None, "postgres://owner@db/warehouse"):
+        with pytest.raises(PipelineDataError, match=f"{REQUIRE_CONN_ENV}='required'"):
+            warehouse_url(_Conn(uri))
 
 
 def test_a_timeout_bounds_the_connection_to_a_server_that_never_answers() -> None:

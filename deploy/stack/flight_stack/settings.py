@@ -392,6 +392,9 @@ def generated_settings(cfg: Config, values: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__METRICS__STATSD_HOST": cfg.statsd_host,
         "AIRFLOW__METRICS__STATSD_PORT": str(cfg.statsd_port),
         WAREHOUSE_CONN_ENV: warehouse,
+        # A task that cannot get that connection fails and is retried, rather than fall
+        # back (flight_delays.store.db.warehouse_url).
+        "FLIGHT_DELAYS_REQUIRE_WAREHOUSE_CONN": "true",
         READER_CONN_ENV: _pg_url(
             READER_ROLE, values["warehouse_reader_password"], cfg.pg_port, "warehouse"
         ),

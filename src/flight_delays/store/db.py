@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,20 +23,55 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from flight_delays.base.errors import PipelineDataError
+
 #: The Airflow connection that names the warehouse (docker-compose and `make up` define
 #: it); without it the package's default applies (FLIGHT_DELAYS_SOURCE_URL, then the
 #: embedded SQLite file).
 WAREHOUSE_CONN_ID = "flight_delays_warehouse"
+#: Set to "true" by a deployment that defines WAREHOUSE_CONN_ID (docker-compose, `make up`):
+#: a task that cannot get the connection then fails, and is retried, instead of falling
+#: back to another warehouse. Airflow reports a lookup that failed (the metastore or the
+#: execution API down for a moment) as "not defined", so only the deployment can tell.
+REQUIRE_CONN_ENV = "FLIGHT_DELAYS_REQUIRE_WAREHOUSE_CONN"
+_TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
 
 log = logging.getLogger(__name__)
+
+
+class WarehouseConnectionMissingError(RuntimeError):
+    """The deployment defines the warehouse connection, and it could not be had. Not a
+    data error: most often the lookup failed for a moment, and a retry gets it."""
+
+
+def connection_required() -> bool:
+    """Whether this deployment defines the warehouse connection (REQUIRE_CONN_ENV)."""
+    value = os.environ.get(REQUIRE_CONN_ENV, "").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise PipelineDataError(f"{REQUIRE_CONN_ENV}={value!r}: expected true or false")
+    return value in _TRUE
 
 
 def warehouse_url(conn: Any) -> str | None:
     """The warehouse URL from a task context's ``conn`` accessor (Airflow's), or None for
     the package's default. Called when a task runs, so the password never lands in the
     task's rendered fields. The connection wins over ``source.url``/``registry.url`` of
-    params.yaml and FLIGHT_DELAYS_SOURCE_URL; the task log says which one is used."""
+    params.yaml and FLIGHT_DELAYS_SOURCE_URL; the task log says which one is used.
+
+    Raises WarehouseConnectionMissingError when the connection is not had and the
+    deployment defines it (:func:`connection_required`)."""
+    required = connection_required()
     connection = conn.get(WAREHOUSE_CONN_ID)
+    if connection is None and required:
+        raise WarehouseConnectionMissingError(
+            f"the Airflow connection {WAREHOUSE_CONN_ID!r} could not be had, and this "
+            f"deployment defines it ({REQUIRE_CONN_ENV}=true). Airflow says 'not defined' "
+            "also when the lookup failed (the metastore or the execution API down for a "
+            "moment), so this task fails and is retried rather than read another warehouse "
+            "(source.url, FLIGHT_DELAYS_SOURCE_URL or the embedded SQLite file). If it "
+            "persists, check that the connection exists: airflow connections get "
+            f"{WAREHOUSE_CONN_ID}"
+        )
     if connection is None:
         log.info(
             "warehouse and registry: no Airflow connection %r, so source.url / registry.url "
