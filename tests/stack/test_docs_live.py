@@ -15,6 +15,7 @@ the stack's own FLIGHT_DELAYS_STACK_* settings point deploy/stack/stack.py at it
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from doc_blocks import backfill_logical_days, blocks_run_by, run_block
 DOC = REPO / "docs" / "guide-backups.md"
 OPERATIONS = REPO / "docs" / "operations.md"
 THIS = "tests/stack/test_docs_live.py"
+PREDICT_DAG = "flight_delays_predict"
 # What operations.md's blocks process (14-day window, as the stack's params): the days are
 # not in the session's warehouse (stack_helpers.SEEDED), so the tests add them.
 JULY = (date(2013, 6, 15), date(2013, 7, 6))
@@ -145,16 +147,18 @@ def _july_days(stack: Stack) -> None:
         engine.dispose()
 
 
-def test_operations_names_this_test_for_two_blocks():
-    cli, rest = _blocks(OPERATIONS)
+def test_operations_names_this_test_for_four_blocks():
+    cli, rest, serve, backfill = _blocks(OPERATIONS)
     assert "backfill create" in cli and "tasks test" in cli
     assert "/auth/token" in rest and "dagRuns" in rest
+    assert f"dags trigger {PREDICT_DAG}" in serve and '"day"' in serve
+    assert f"unpause {PREDICT_DAG}" in backfill and "--max-active-runs 1" in backfill
 
 
 @pytest.mark.changes_stack
 def test_the_documented_backfill_and_tasks_test_from_the_command_line(live_dag: Stack):
     stack = live_dag
-    cli, _rest = _blocks(OPERATIONS)
+    cli, *_ = _blocks(OPERATIONS)
     _july_days(stack)
     logical = [str(day) for day in backfill_logical_days(cli)]
     # The docs: pause the DAG before `airflow tasks test`, or the scheduler starts that
@@ -176,7 +180,7 @@ def test_the_documented_backfill_and_tasks_test_from_the_command_line(live_dag: 
 @pytest.mark.changes_stack
 def test_the_documented_unpause_and_trigger_through_rest(live_dag: Stack):
     stack = live_dag
-    _cli, rest = _blocks(OPERATIONS)
+    _cli, rest, *_ = _blocks(OPERATIONS)
     _july_days(stack)
     stack.ok("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})  # the block unpauses it
     documented = "http://127.0.0.1:8080"
@@ -195,3 +199,64 @@ def test_the_documented_unpause_and_trigger_through_rest(live_dag: Stack):
     # Its logical date's day before is the flight day it processed.
     processed = date.fromisoformat(run["logical_date"][:10]) - timedelta(days=1)
     assert (stack.root / "data" / "output" / f"ds={processed}" / "metrics.json").is_file()
+
+
+def _served_by(stack: Stack, days: list[date]) -> dict[date, set[str]]:
+    """The runs whose rows the warehouse table ``predictions`` holds, per flight day."""
+    engine = sa.create_engine(stack.warehouse_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT DISTINCT flight_day, run_id FROM predictions "
+                        "WHERE flight_day BETWEEN :a AND :b"),
+                {"a": min(days), "b": max(days)},
+            ).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    served: dict[date, set[str]] = {day: set() for day in days}
+    for day, run_id in rows:
+        served.setdefault(day, set()).add(run_id)
+    return served
+
+
+@pytest.mark.changes_stack
+def test_the_documented_prediction_backfill_then_one_day_served_again(live_dag: Stack):
+    """operations.md's prediction backfill (the DAG unpaused by the block itself: a paused
+    DAG's backfill runs only wait), one run at a time, each serving its own day; then the
+    trigger that serves one of them again, whose rows replace the day's."""
+    stack = live_dag
+    _cli, _rest, serve, backfill = _blocks(OPERATIONS)
+    _july_days(stack)
+    stack.ok("PATCH", f"/dags/{PREDICT_DAG}", json={"is_paused": True})  # as created
+    stack.wait_for_backfills(PREDICT_DAG)
+    _run(stack, backfill)
+    logical = [str(day) for day in backfill_logical_days(backfill)]
+    runs = stack.backfill_runs(logical, dag_id=PREDICT_DAG)
+    assert sorted(r["logical_date"][:10] for r in runs) == logical, runs
+    spans = []
+    for run in runs:
+        done = stack.wait_for_run(run["dag_run_id"], timeout=300, dag_id=PREDICT_DAG)
+        spans.append((done["start_date"], done["end_date"]))
+    spans.sort()
+    overlapping = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+    assert not overlapping, f"--max-active-runs 1, yet runs overlapped: {overlapping}"
+    days = [date.fromisoformat(d) for d in logical]
+    served = _served_by(stack, days)
+    by_day = {date.fromisoformat(r["logical_date"][:10]): r["dag_run_id"] for r in runs}
+    assert served == {day: {by_day[day]} for day in days}, served
+
+    again = date.fromisoformat(json.loads(serve[serve.index("{") : serve.rindex("}") + 1])["day"])
+    assert again in days, f"the documented trigger serves {again}, not a day of the backfill"
+    before = {r["dag_run_id"] for r in _manual_runs(stack)}
+    _run(stack, serve)
+    new = [r for r in _manual_runs(stack) if r["dag_run_id"] not in before]
+    assert len(new) == 1 and new[0]["conf"] == {"day": str(again)}, new
+    stack.wait_for_run(new[0]["dag_run_id"], timeout=420, dag_id=PREDICT_DAG)
+    served = _served_by(stack, days)
+    assert served[again] == {new[0]["dag_run_id"]}, served  # replaced, one set
+    assert all(served[d] == {by_day[d]} for d in days if d != again), served
+
+
+def _manual_runs(stack: Stack) -> list[dict]:
+    query = {"run_type": "manual", "limit": 100}
+    return stack.ok("GET", f"/dags/{PREDICT_DAG}/dagRuns", params=query)["dag_runs"]

@@ -232,7 +232,26 @@ def test_a_command_that_does_not_exist_is_named_not_a_traceback(short_cfg):
     run = stack_run(short_cfg, "no-such-command-here")
     said = run.stdout + run.stderr
     assert run.returncode == 1
-    assert "no-such-command-here" in said and "Traceback" not in said
+    assert "no-such-command-here: no such command" in said and "Traceback" not in said
+    assert "make venv" in said  # where the project's commands come from
+
+
+def test_run_by_the_scripts_shebang_finds_the_projects_commands(short_cfg):
+    # `deploy/stack/stack.py run airflow ...` as the docs write it: the shebang's python3
+    # is not the venv, and airflow was looked for on the system's PATH only ("No such file
+    # or directory: b'/bin/airflow'"). The interpreter the venv was made from stands in.
+    settings.write_settings(short_cfg, settings_values())
+    system_python = next(
+        p for p in (Path(sys.base_prefix) / "bin" / n for n in ("python3", "python")) if p.exists()
+    )
+    env = {**os.environ, "FLIGHT_DELAYS_STACK_DIR": str(short_cfg.state)}
+    env["PATH"] = "/usr/bin:/bin"  # no venv on it, as in a new shell
+    found = subprocess.run(
+        [str(system_python), str(handle.SCRIPT), "run", "sh", "-c", "command -v airflow"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert found.stdout.strip() == str(settings.REPO / ".venv" / "bin" / "airflow")
 
 
 def test_a_file_in_place_of_the_temporary_folder_stops_run_with_its_name(short_cfg):

@@ -428,7 +428,13 @@ def run(cfg: Config, argv: list[str]) -> int:
     if cfg.tmp_dir is not None:  # its TMPDIR (a state of an older version has none yet)
         hold_tmp_dir(cfg.tmp_dir)  # the command inherits the lock: `up` leaves it alone
     os.chdir(cfg.root)
-    os.execvpe(argv[0], argv, env)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        raise StackError(
+            f"{argv[0]}: no such command in the project's environment ({_venv_bin()}: "
+            "`make venv` makes it) nor on PATH"
+        ) from None
     return 0  # not reached
 
 

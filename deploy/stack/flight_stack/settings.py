@@ -259,8 +259,13 @@ class Config:
 
 
 def _venv_bin() -> Path:
-    # The interpreter running this script is the project's venv (make calls .venv/bin/python).
-    return Path(sys.executable).parent
+    """The bin folder of the project's environment: the running interpreter's when it is a
+    venv (make calls .venv/bin/python), else the checkout's .venv: the script run by its
+    shebang's python3 (`deploy/stack/stack.py run airflow ...`) must not look for airflow
+    in the system's PATH (it was "No such file or directory: b'/bin/airflow'")."""
+    if sys.prefix != sys.base_prefix:
+        return Path(sys.executable).parent
+    return REPO / ".venv" / "bin"
 
 
 # --- small helpers -----------------------------------------------------------------------
