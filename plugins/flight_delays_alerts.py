@@ -47,8 +47,11 @@ REGISTRY_TIMEOUT_S = 5.0
 
 
 class ConnectionLookupError(RuntimeError):
-    """Airflow could not say whether a connection exists (the API or the secrets backend
-    failed): not the same as a connection that is not defined."""
+    """Airflow raised on the lookup (an access denied by the execution API): not the same
+    as a connection that is not defined. A lookup that merely fails (the metastore down)
+    Airflow 3.3 reports as not defined (the Task SDK's ``_get_connection`` logs the
+    backend's error at debug level and raises AirflowNotFoundException), so it cannot be
+    told apart here: see flight_delays.store.db.REQUIRE_CONN_ENV."""
 
 
 # --- connections and transports -------------------------------------------------------------
@@ -77,8 +80,9 @@ def connection(conn_id: str) -> Any | None:
 
 class _Connections:
     """The ``conn`` accessor of a task's context, for code outside a task (callbacks). A
-    lookup that fails raises, so that the registry is not taken from the settings instead
-    of the warehouse connection that may exist."""
+    lookup that Airflow fails raises; one it reports as "not defined" while the deployment
+    defines the warehouse connection raises in db.warehouse_url: either way the registry is
+    not taken from the settings instead of the warehouse connection that may exist."""
 
     def get(self, conn_id: str) -> Any | None:
         return _lookup(conn_id)

@@ -229,13 +229,15 @@ def test_a_webhook_that_never_answers_is_given_up_after_its_timeout(
 
 
 def test_a_connection_that_cannot_be_looked_up_is_not_sent_with_the_reason(project, monkeypatch):
-    # Not "log only: no alert connection": nobody would know an alert was lost.
+    # Not "log only: no alert connection": nobody would know an alert was lost. What
+    # Airflow 3.3 raises rather than report "not defined": the execution API's denial.
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
 
     import flight_delays_alerts
 
     def api_down(conn_id):
-        raise ConnectionError(f"the API is down ({conn_id})")
+        raise AirflowSecretsBackendAccessDenied(f"access denied to connection {conn_id}")
 
     monkeypatch.setattr(BaseHook, "get_connection", api_down)
     result = flight_delays_alerts.dispatch(alert())

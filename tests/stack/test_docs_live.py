@@ -3,10 +3,11 @@ session's live stack:
 - docs/guide-backups.md: the backup (pg_dump of the warehouse and the metastore, the
   secrets copied), the restore (the scheduler stopped, pg_restore over the warehouse, the
   scheduler started again) and the metadata clean-up's dry run;
-- docs/operations.md: a backfill and `airflow tasks test` from the command line, and
-  unpausing and triggering through the REST API. They process July 2013, whose models
-  would outrank the April ones other tests promote, so they run after every other test
-  of the session (``changes_stack``, conftest.py).
+- docs/operations.md: a backfill and `airflow tasks test` from the command line,
+  unpausing and triggering through the REST API, and the predictions' backfill and
+  re-serve trigger. They process July 2013, whose models would outrank the April ones
+  other tests promote, so they run after every other test of the session
+  (``changes_stack``, conftest.py).
 
 A user pastes them in the checkout, where `.venv`, `deploy/` and `.stack/` are; here the
 stack's project root stands in for the checkout, with those three linked into it, and
@@ -247,6 +248,9 @@ def test_the_documented_prediction_backfill_then_one_day_served_again(live_dag: 
 
     again = date.fromisoformat(json.loads(serve[serve.index("{") : serve.rindex("}") + 1])["day"])
     assert again in days, f"the documented trigger serves {again}, not a day of the backfill"
+    # The unpause may have made the DAG's scheduled run (catchup off: the latest 05:00),
+    # which holds its one active-run slot: the trigger's run would queue behind it.
+    _wait_until_no_other_run(stack)
     before = {r["dag_run_id"] for r in _manual_runs(stack)}
     _run(stack, serve)
     new = [r for r in _manual_runs(stack) if r["dag_run_id"] not in before]
@@ -255,6 +259,19 @@ def test_the_documented_prediction_backfill_then_one_day_served_again(live_dag: 
     served = _served_by(stack, days)
     assert served[again] == {new[0]["dag_run_id"]}, served  # replaced, one set
     assert all(served[d] == {by_day[d]} for d in days if d != again), served
+
+
+def _wait_until_no_other_run(stack: Stack, timeout: float = 420) -> None:
+    """Until no run of the prediction DAG but a backfill's is queued or running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        query = {"state": ["queued", "running"], "limit": 100}
+        active = stack.ok("GET", f"/dags/{PREDICT_DAG}/dagRuns", params=query)["dag_runs"]
+        others = [r["dag_run_id"] for r in active if r["run_type"] != "backfill"]
+        if not others:
+            return
+        assert time.monotonic() < deadline, f"{PREDICT_DAG} runs still going: {others}"
+        time.sleep(2)
 
 
 def _manual_runs(stack: Stack) -> list[dict]:

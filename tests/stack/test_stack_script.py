@@ -254,6 +254,19 @@ def test_run_by_the_scripts_shebang_finds_the_projects_commands(short_cfg):
     assert found.stdout.strip() == str(settings.REPO / ".venv" / "bin" / "airflow")
 
 
+def test_a_command_whose_interpreter_is_gone_is_named_as_such(short_cfg, tmp_path):
+    # A stale venv's script (its python removed by an upgrade): found, but not runnable;
+    # not "no such command", and no traceback.
+    settings.write_settings(short_cfg, settings_values())
+    script = tmp_path / "stale-tool"
+    script.write_text("#!/nonexistent/venv/bin/python\n")
+    script.chmod(0o755)
+    run = stack_run(short_cfg, str(script))
+    said = run.stdout + run.stderr
+    assert run.returncode == 1 and f"{script}: cannot run it" in said, said
+    assert "Traceback" not in said
+
+
 def test_a_file_in_place_of_the_temporary_folder_stops_run_with_its_name(short_cfg):
     # `run` makes a missing folder but removes nothing (`up` replaces such a file): a file
     # in its place is named, and the lock is released for `up` to take.

@@ -89,7 +89,7 @@ def test_without_the_connection_the_log_names_the_params_and_the_variable(caplog
 
 
 def test_a_deployment_that_defines_the_connection_never_falls_back_to_another_warehouse(
-    monkeypatch, caplog
+    monkeypatch,
 ):
     # Airflow's accessor answers None both when the connection is not defined and when its
     # lookup failed (the metastore restarting): the compose stack then read the embedded
@@ -98,9 +98,31 @@ def test_a_deployment_that_defines_the_connection_never_falls_back_to_another_wa
     with pytest.raises(WarehouseConnectionMissingError) as raised:
         warehouse_url(_Conn(None))
     assert WAREHOUSE_CONN_ID in str(raised.value) and REQUIRE_CONN_ENV in str(raised.value)
-    assert "embedded SQLite" not in caplog.text  # no fallback was announced either
     url = "postgres://owner:s3cret@db:5432/warehouse"
     assert warehouse_url(_Conn(url)) == url  # the connection, once had, is used
+
+
+def test_airflow_reads_a_failed_lookup_as_not_defined_which_the_flag_turns_into_a_retry(
+    monkeypatch,
+):
+    # The flag's premise, on the installed Airflow: through the task context's accessor, a
+    # secrets backend that fails (the metastore restarting) reads as "not defined".
+    from airflow.sdk.execution_time import context, supervisor
+
+    asked = []
+
+    class Down:
+        def get_connection(self, conn_id, team_name=None):
+            asked.append(conn_id)
+            raise ConnectionError("the metastore is restarting")
+
+    monkeypatch.setattr(supervisor, "ensure_secrets_backend_loaded", lambda: [Down()])
+    accessor = context.ConnectionAccessor()
+    assert accessor.get(WAREHOUSE_CONN_ID) is None
+    assert asked == [WAREHOUSE_CONN_ID]  # the failing backend was asked, and its error lost
+    monkeypatch.setenv(REQUIRE_CONN_ENV, "true")
+    with pytest.raises(WarehouseConnectionMissingError):
+        warehouse_url(accessor)
 
 
 @pytest.mark.parametrize("value", ["", "0", "false", "No"])

@@ -66,6 +66,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -430,11 +431,14 @@ def run(cfg: Config, argv: list[str]) -> int:
     os.chdir(cfg.root)
     try:
         os.execvpe(argv[0], argv, env)
-    except FileNotFoundError:
-        raise StackError(
-            f"{argv[0]}: no such command in the project's environment ({_venv_bin()}: "
-            "`make venv` makes it) nor on PATH"
-        ) from None
+    except OSError as exc:
+        if shutil.which(argv[0], path=env["PATH"]) is None:
+            raise StackError(
+                f"{argv[0]}: no such command in the project's environment ({_venv_bin()}: "
+                "`make venv` makes it) nor on PATH"
+            ) from None
+        # Found but not runnable: not executable, or its interpreter gone (a stale venv).
+        raise StackError(f"{argv[0]}: cannot run it: {exc}") from None
     return 0  # not reached
 
 

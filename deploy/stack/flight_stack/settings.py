@@ -259,13 +259,14 @@ class Config:
 
 
 def _venv_bin() -> Path:
-    """The bin folder of the project's environment: the running interpreter's when it is a
-    venv (make calls .venv/bin/python), else the checkout's .venv: the script run by its
-    shebang's python3 (`deploy/stack/stack.py run airflow ...`) must not look for airflow
-    in the system's PATH (it was "No such file or directory: b'/bin/airflow'")."""
-    if sys.prefix != sys.base_prefix:
-        return Path(sys.executable).parent
-    return REPO / ".venv" / "bin"
+    """The bin folder of the project's environment: the checkout's .venv when it holds
+    airflow (`make venv`), whatever interpreter runs this script: run by its shebang's
+    python3 (`deploy/stack/stack.py run airflow ...`), or with another project's venv
+    active, it looked for airflow beside that python ("No such file or directory:
+    b'/bin/airflow'"). Else the running interpreter's own (an environment made another
+    way)."""
+    checkout = REPO / ".venv" / "bin"
+    return checkout if (checkout / "airflow").exists() else Path(sys.executable).parent
 
 
 # --- small helpers -----------------------------------------------------------------------
@@ -397,9 +398,6 @@ def generated_settings(cfg: Config, values: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__METRICS__STATSD_HOST": cfg.statsd_host,
         "AIRFLOW__METRICS__STATSD_PORT": str(cfg.statsd_port),
         WAREHOUSE_CONN_ENV: warehouse,
-        # A task that cannot get that connection fails and is retried, rather than fall
-        # back (flight_delays.store.db.warehouse_url).
-        "FLIGHT_DELAYS_REQUIRE_WAREHOUSE_CONN": "true",
         READER_CONN_ENV: _pg_url(
             READER_ROLE, values["warehouse_reader_password"], cfg.pg_port, "warehouse"
         ),
