@@ -4,8 +4,10 @@ The prediction DAG (``dags/flight_delays_predict.py``) runs this every morning a
 New York time for that day, and again whenever the champion changes. It scores *all*
 scheduled flights, cancelled ones included (nobody knows yet which will be), with the
 registry's current champion: the model, or the naive baseline while the baseline is
-champion. The baseline's prediction is kept beside it, so the nightly run can compare
-both with what happened (:mod:`flight_delays.model.serving`).
+champion. A model serves only the days after the one it was trained for
+(:func:`too_new`): an earlier day (a backfill of predictions) gets the baseline. The
+baseline's prediction is kept beside it, so the nightly run can compare both with what
+happened (:mod:`flight_delays.model.serving`).
 
 Features are the training features, built by the same functions:
 
@@ -240,10 +242,26 @@ def _served_inputs(run: step_runner.StepRun, _inputs: dict[str, Any]) -> dict[st
         "scheduled": schedule_features(flights, weather),
         "left_out": left_out,
         "champion": champion,
-        "model": _champion_model(run, champion),
+        "model": None if too_new(champion, run.day) else _champion_model(run, champion),
         "run_id": run.run_id,
         "history_end": history_end,
     }
+
+
+def too_new(champion: registry.Champion, day: date) -> str | None:
+    """Why the champion model may not serve ``day``, or None: a model serves only the days
+    after the one it was trained for. On the morning of a day, the newest model is the one
+    of the day before; an older day (a backfill of predictions, a manual ``day``) served by
+    a later model would be predicted with a model that may have seen its flights, and that
+    score would then be counted as served."""
+    if champion.kind != "model" or champion.processed_day is None:
+        return None
+    if champion.processed_day < day:
+        return None
+    return (
+        f"trained for {champion.processed_day}, so it may have seen {day}: a model serves "
+        "only the days after its own"
+    )
 
 
 def predict_core(
@@ -259,7 +277,10 @@ def predict_core(
 ) -> step_runner.Result:
     """The step's core: :func:`predict_day`, each row marked with what served it (the
     champion model, or the baseline: the baseline champion, or a champion model retired
-    for the day) and the run."""
+    for the day, or one too new for it: :func:`too_new`) and the run."""
+    newer = too_new(champion, day)
+    if newer is not None:
+        model = None
     frame, retired = predict_day(day, past, scheduled, params, model, history_end)
     by_model = model is not None and retired is None
     frame = frame.assign(
@@ -269,8 +290,12 @@ def predict_core(
         model_sha256=champion.model_sha256 if by_model else None,
         run_id=run_id,
     )[serving.PREDICTION_COLUMNS]
-    name = "baseline" if model is None else f"model of {champion.processed_day}"
-    if retired is not None:
+    name = "baseline" if champion.kind == "baseline" else f"model of {champion.processed_day}"
+    if newer is not None:
+        log.warning("predict %s: the champion %s is not used (%s): the baseline serves",
+                    day, name, newer)  # fmt: skip
+        name = f"baseline (champion {name} not used: {newer})"
+    elif retired is not None:
         log.warning(
             "predict %s: the champion %s cannot score the day (%s): the baseline serves",
             day,

@@ -143,6 +143,36 @@ def test_a_promoted_model_serves_and_its_day_is_scored_the_next_night(project: P
     assert nightly["score"]["decision"] in ("promoted", "kept", "stepped down")
 
 
+def test_a_champion_trained_for_the_day_or_later_does_not_serve_it(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A backfill of predictions, or a manual day: the model of a later day may have seen the
+    # day's flights (in-sample predictions, then scored as served). A model serves only the
+    # days after its own; its file is not even read for an earlier one.
+    assert cli.run_steps(cli.STEPS, TRAINED, root=project)["score"]["decision"] == "promoted"
+    engine = _engine(project)
+    recorded = Path(registry.current_champion(engine).model_path)
+    engine.dispose()
+    files = {*(project / "models" / "registry").glob("*.skops"), recorded}
+    for stored in files:
+        stored.rename(stored.with_suffix(".away"))
+    for day in (TRAINED, TRAINED - timedelta(days=1)):
+        with caplog.at_level("WARNING", logger="flight_delays.predict"):
+            served = predict.run(day, root=project, run_id=f"backfill__{day}")
+        assert served["champion"].startswith(f"baseline (champion model of {TRAINED} not used: ")
+        assert f"trained for {TRAINED}, so it may have seen {day}" in served["champion"]
+        assert served["model_sha256"] is None
+        frame = pd.read_parquet(served["predictions"])
+        assert np.allclose(frame["predicted_arr_delay"], frame["baseline_arr_delay"])
+        assert set(frame["champion_kind"]) == {"baseline"} and frame["model_sha256"].isna().all()
+        assert f"the champion model of {TRAINED} is not used" in caplog.text
+    for stored in files:
+        stored.with_suffix(".away").rename(stored)
+    # The day after its own: the model serves.
+    served = predict.run(DAY, root=project, run_id="scheduled__next")
+    assert served["champion"] == f"model of {TRAINED}" and served["model_sha256"]
+
+
 def test_a_champion_file_changed_since_its_promotion_serves_nothing(project: Path) -> None:
     assert cli.run_steps(cli.STEPS, TRAINED, root=project)["score"]["decision"] == "promoted"
     predict.run(DAY, root=project, run_id="scheduled__first")
