@@ -259,8 +259,8 @@ def too_new(champion: registry.Champion, day: date) -> str | None:
     if champion.processed_day < day:
         return None
     return (
-        f"trained for {champion.processed_day}, so it may have seen {day}: a model serves "
-        "only the days after its own"
+        f"trained for {champion.processed_day}, not before {day}: a model serves only the "
+        "days after its own, which it cannot have seen"
     )
 
 
@@ -330,7 +330,9 @@ def _replace_rows(
 #: Predicts every flight scheduled for ``day`` with the registry's champion; writes the
 #: ``served_predictions`` artifact and replaces the day's rows of the warehouse table
 #: ``predictions``. The XCom dict: ``{"predictions": location, "rows": n, "champion":
-#: "baseline" or "model of <day>", "champion_version": v, "model_sha256": sha or None,
+#: "baseline", "model of <day>", or "baseline (champion model of <day> not used: <why>)"
+#: / "... retired: <why>)" when the baseline serves in its place, "champion_version": v,
+#: "model_sha256": sha or None,
 #: "left_out": rows that broke the data contract, "history_end": the first day the past-day
 #: statistics did not read (the day, or the first late day before it)}``. ``run_id``
 #: names the run in the table (default: a new local one).
