@@ -140,8 +140,10 @@ warehouse and the raw partitions of the days before; it writes {written_by("pred
 and replaces the day's rows of the warehouse table `predictions`.
 
 Every scheduled flight gets the champion's predicted arrival delay in minutes and the
-baseline's (origin-and-hour median) beside it; the nightly training run of D scores them
-against what happened (the *served* MAE, on the Model reports page).
+baseline's (origin-and-hour median) beside it (a model serves only the days after the
+one it was trained for: for that day or an earlier one, the baseline serves); the nightly
+training run of D scores them against what happened (the *served* MAE, on the Model
+reports page).
 """,
 ) as dag:
     PythonOperator(

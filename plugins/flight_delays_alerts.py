@@ -56,8 +56,8 @@ class ConnectionLookupError(RuntimeError):
 
 # --- connections and transports -------------------------------------------------------------
 def _lookup(conn_id: str) -> Any | None:
-    """The Airflow connection ``conn_id``, None when it is not defined; raises
-    ConnectionLookupError when it cannot be looked up."""
+    """The Airflow connection ``conn_id``, None when it is not defined (or, on Airflow 3.3,
+    when its lookup failed); raises ConnectionLookupError when Airflow raises on it."""
     from airflow.sdk import BaseHook
 
     try:
@@ -99,8 +99,10 @@ def alert_connections() -> dict[str, bool]:
 def transports(settings: Any) -> dict[str, Callable[[Any], None]]:
     """One sender per alert connection that exists (none: alerts are only logged), with
     ``settings`` (:class:`flight_delays.store.config.AlertSettings`: the recipients). A
-    connection that cannot be looked up gets a sender that fails with the reason, so the
-    alert says "not sent" and why, rather than "no alert connection"."""
+    connection whose lookup Airflow raises on (an access denied) gets a sender that fails
+    with the reason, so the alert says "not sent" and why, rather than "no alert
+    connection"; a lookup that merely fails Airflow 3.3 reports as not defined, so that
+    one reads as no connection (:class:`ConnectionLookupError`)."""
     senders: dict[str, Callable[[Any], None]] = {}
     for name, conn_id in (("smtp", SMTP_CONN_ID), ("webhook", WEBHOOK_CONN_ID)):
         try:

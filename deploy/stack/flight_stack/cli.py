@@ -434,8 +434,8 @@ def run(cfg: Config, argv: list[str]) -> int:
     except OSError as exc:
         if shutil.which(argv[0], path=env["PATH"]) is None:
             raise StackError(
-                f"{argv[0]}: no such command in the project's environment ({_venv_bin()}: "
-                "`make venv` makes it) nor on PATH"
+                f"{argv[0]}: no such command on the stack's PATH ({_venv_bin()} first; the "
+                "project's environment is .venv/bin, which `make venv` makes)"
             ) from None
         # Found but not runnable: not executable, or its interpreter gone (a stale venv).
         raise StackError(f"{argv[0]}: cannot run it: {exc}") from None

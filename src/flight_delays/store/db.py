@@ -26,8 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from flight_delays.base.errors import PipelineDataError
 
 #: The Airflow connection that names the warehouse (docker-compose and `make up` define
-#: it); without it the package's default applies (FLIGHT_DELAYS_SOURCE_URL, then the
-#: embedded SQLite file).
+#: it); without it, source.url of params.yaml, then FLIGHT_DELAYS_SOURCE_URL, then the
+#: embedded SQLite file, unless REQUIRE_CONN_ENV is true (then the task fails, retried).
 WAREHOUSE_CONN_ID = "flight_delays_warehouse"
 #: Set to "true" by a deployment that defines WAREHOUSE_CONN_ID (docker-compose, `make up`):
 #: a task that cannot get the connection then fails, and is retried, instead of falling
