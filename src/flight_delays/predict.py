@@ -6,9 +6,8 @@ scheduled flights, cancelled ones included (nobody knows yet which will be), wit
 registry's current champion: the model, or the naive baseline while the baseline is
 champion. A model serves only the days after the one it was trained for
 (:func:`too_new`): that day or an earlier one (a backfill of predictions) gets the
-baseline. The
-baseline's prediction is kept beside it, so the nightly run can compare both with what
-happened (:mod:`flight_delays.model.serving`).
+baseline. The baseline's prediction is kept beside it, so the nightly run can compare
+both with what happened (:mod:`flight_delays.model.serving`).
 
 Features are the training features, built by the same functions:
 
